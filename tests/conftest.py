@@ -1,0 +1,83 @@
+"""Shared fixtures: the seed manifests, free loopback ports, and the demo app as a real process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_DIR = Path(__file__).resolve().parent / "data" / "seed"
+EXAMPLES_DIR = ROOT / "examples"
+
+
+@pytest.fixture
+def seed_dir() -> Path:
+    return SEED_DIR
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class DemoApp:
+    """A real demo-app process on a free loopback port."""
+
+    def __init__(self, port: int, proc: subprocess.Popen[bytes]) -> None:
+        self.port = port
+        self.proc = proc
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_demo_app(**env: str) -> DemoApp:
+    port = free_port()
+    full = dict(os.environ, PORT=str(port), **env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollway.demo.app"],
+        env=full,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return DemoApp(port, proc)
+
+
+@pytest.fixture
+def demo_app_factory() -> Iterator[object]:
+    started: list[DemoApp] = []
+
+    def make(**env: str) -> DemoApp:
+        app = start_demo_app(**env)
+        started.append(app)
+        return app
+
+    yield make
+    for app in started:
+        app.stop()

@@ -1,0 +1,3 @@
+"""Tollway: a service mesh with progressive delivery, written in Python."""
+
+__version__ = "0.1.0"

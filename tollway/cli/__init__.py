@@ -1,0 +1,1 @@
+"""The `tollway` command line, built on typer + rich."""

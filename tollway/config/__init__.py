@@ -1,0 +1,1 @@
+"""User manifests -> validated, typed resources (pure, plus reading files)."""

@@ -1,0 +1,1 @@
+"""Resources + endpoints -> one compiled snapshot per proxy, pushed."""

@@ -1,0 +1,1 @@
+"""The bundled demo workload and the example mesh."""

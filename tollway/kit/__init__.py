@@ -1,0 +1,1 @@
+"""Tiny shared building blocks with no Tollway imports (pure)."""

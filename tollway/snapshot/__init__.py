@@ -1,0 +1,1 @@
+"""The compiled snapshot: the contract between control/ (builds it) and proxy/ (reads it)."""
