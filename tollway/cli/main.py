@@ -26,7 +26,8 @@ COMMAND_MODULES = (
     "demo",  # demo
     "up",  # up
     "apply",  # apply, delete, get
-    "proxy",  # proxy, proxy-status, proxy-config
+    "proxy",  # proxy, proxy-config
+    "status",  # proxy-status
     "authz",  # authz check
     "rollout",  # rollout ...
     "dashboard",  # dashboard

@@ -32,6 +32,21 @@ class Resource:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     model: Any = None
+    # Line of every field path in the source document (paths from the document root,
+    # e.g. ("spec", "http", 0, "route")); lets cross-resource checks point at lines.
+    lines: Mapping[tuple[str | int, ...], int] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def line_of(self, path: tuple[str | int, ...]) -> int:
+        """The line of `path` (or its nearest ancestor that has one) in the source."""
+        p = tuple(path)
+        while p:
+            line = self.lines.get(p)
+            if line is not None:
+                return line
+            p = p[:-1]
+        return self.source.line
 
     @property
     def key(self) -> tuple[str, str, str]:

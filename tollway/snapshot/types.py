@@ -107,6 +107,8 @@ class Redirect(Struct, frozen=True):
     port: int | None = None
     scheme: str | None = None
     status: int = 301
+    prefix_rewrite: str | None = None  # redirect.prefixRewrite: replaces the matched prefix
+    derive_port: str | None = None  # FROM_PROTOCOL_DEFAULT | FROM_REQUEST_PORT
 
 
 class Rewrite(Struct, frozen=True):
@@ -135,6 +137,7 @@ class Retry(Struct, frozen=True):
     )
     retriable_status_codes: tuple[int, ...] = (503,)
     retry_remote_localities: bool = False
+    backoff: float = 0.025  # base interval of Envoy's jittered exponential backoff
 
 
 class Fault(Struct, frozen=True):
@@ -345,6 +348,7 @@ class Trust(Struct, frozen=True):
 
     trust_domain: str = "cluster.local"
     root_certificates: str | None = None  # PEM bundle
+    revoked_serials: tuple[str, ...] = ()  # lowercase hex serials of revoked workload certs
 
 
 # ---------------------------------------------------------------- listeners

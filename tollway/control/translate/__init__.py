@@ -1,1 +1,167 @@
-"""Tollway package."""
+"""World + proxy -> one compiled, versioned snapshot (ProxyConfig) [pure].
+
+`build` is the whole translation for one proxy: its listeners, the route tables those
+listeners name, the clusters those route tables name (and nothing else), and its
+security settings. The version is the content hash of everything else in the snapshot,
+so an unchanged proxy gets the same version and needs no push. `build_standalone` is the
+same over manifests alone, for `tollway proxy --config manifests.yaml`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from tollway.config.resource import ResourceSet
+from tollway.control.registry import Replica
+from tollway.control.translate import clusters, gateway, listeners, security
+from tollway.control.translate.gateway import ReadFile
+from tollway.control.translate.listeners import InboundPort
+from tollway.control.world import World
+from tollway.snapshot import types
+
+__all__ = [
+    "DEFAULT_GATEWAY_OFFSET", "InboundPort", "ProxyPorts", "build", "build_standalone",
+    "content_hash", "referenced_clusters", "with_version",
+]
+
+DEFAULT_GATEWAY_OFFSET = 8000
+
+
+@dataclass(frozen=True)
+class ProxyPorts:
+    """Where this proxy listens. `inbound` items: (service_port, listen_address,
+    listen_port, app_address, app_port); `outbound`: (address, port) or None."""
+
+    inbound: Sequence[tuple[int, str, int, str, int]] = ()
+    outbound: tuple[str, int] | None = None
+    gateway_offset: int = DEFAULT_GATEWAY_OFFSET
+    gateway_address: str = "127.0.0.1"
+
+
+def content_hash(value: Any) -> str:
+    """Stable hash of snapshot parts (sorted keys), as `kit.hashing` but via msgspec: the
+    version must cost little next to the build itself when 100 proxies recompute."""
+    blob = msgspec.json.encode(value, order="sorted")
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def referenced_clusters(tables: Iterable[types.RouteTable]) -> set[str]:
+    out: set[str] = set()
+    for t in tables:
+        for v in t.virtual_hosts:
+            for r in v.routes:
+                out.update(c.cluster for c in r.clusters)
+                out.update(m.cluster for m in r.mirrors)
+    return out
+
+
+def _inbound(world: World, node: types.Node, items: Sequence[tuple[int, str, int, str, int]]
+             ) -> tuple[list[types.Listener], list[types.RouteTable], list[types.Cluster]]:
+    own = world.services_of(node)
+    ls, ts, cs = [], [], []
+    for item in items:
+        p = InboundPort(*item)
+        svc = next((s for s in own if s.port(p.service_port)), own[0] if own else None)
+        host = svc.host if svc else f"{node.workload}.{node.namespace}.svc.{world.cluster_domain}"
+        ls.append(listeners.inbound_listener(p))
+        ts.append(listeners.inbound_table(p))
+        cs.append(clusters.inbound(p.service_port, p.app_address, p.app_port, host,
+                                   svc.name if svc else node.workload, node.namespace))
+    return ls, ts, cs
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """The part of a snapshot that every proxy with the same namespace and labels shares."""
+
+    outbound: types.RouteTable | None
+    gateway_listeners: tuple[types.Listener, ...]
+    gateway_tables: tuple[types.RouteTable, ...]
+    clusters: tuple[types.Cluster, ...]
+    peer_authn: types.PeerAuthn
+    authz: types.Authz
+    digest: str
+
+
+def _shared(world: World, node: types.Node, ports: ProxyPorts, auto_mtls: bool,
+            read_file: ReadFile | None, all_gateways: bool,
+            short_everywhere: bool) -> _Shared:
+    outbound = (listeners.outbound_table(world, node, short_everywhere)
+                if ports.outbound is not None else None)
+    gls: list[types.Listener] = []
+    gts: list[types.RouteTable] = []
+    if node.kind == "gateway" or all_gateways:
+        gls, gts = gateway.build(world, node, ports.gateway_offset, ports.gateway_address,
+                                 all_gateways, read_file)
+    tables = [*([outbound] if outbound else []), *gts]
+    cs = tuple(clusters.build(world, referenced_clusters(tables), node, auto_mtls))
+    pa, az = security.peer_authn_for(world, node), security.authz_for(world, node)
+    digest = content_hash([outbound, gls, gts, cs, pa, az])
+    return _Shared(outbound, tuple(gls), tuple(gts), cs, pa, az, digest)
+
+
+def _shared_cached(world: World, node: types.Node, ports: ProxyPorts, auto_mtls: bool,
+                   read_file: ReadFile | None, all_gateways: bool,
+                   short_everywhere: bool) -> _Shared:
+    if read_file is not None:  # a reader's answers may change: never reuse them
+        return _shared(world, node, ports, auto_mtls, read_file, all_gateways, short_everywhere)
+    key = ("shared", node.namespace, tuple(sorted(node.labels.items())), node.kind,
+           ports.outbound is not None, ports.gateway_offset, ports.gateway_address,
+           auto_mtls, all_gateways, short_everywhere)
+    found = world.memo.get(key)
+    if not isinstance(found, _Shared):
+        found = _shared(world, node, ports, auto_mtls, None, all_gateways, short_everywhere)
+        world.memo[key] = found
+    return found
+
+
+def build(world: World, node: types.Node, ports: ProxyPorts, *, auto_mtls: bool = True,
+          read_file: ReadFile | None = None, all_gateways: bool = False,
+          short_everywhere: bool = False) -> types.ProxyConfig:
+    """Everything `node` needs and nothing else; pure and deterministic.
+
+    What proxies of one namespace and label set share (outbound and gateway route
+    tables, their clusters, security) is computed once per World and reused.
+    """
+    ls, ts, cs = _inbound(world, node, ports.inbound)
+    shared = _shared_cached(world, node, ports, auto_mtls, read_file, all_gateways,
+                            short_everywhere)
+    if ports.outbound is not None and shared.outbound is not None:
+        ls.append(listeners.outbound_listener(*ports.outbound))
+        ts.append(shared.outbound)
+    ls += shared.gateway_listeners
+    ts += shared.gateway_tables
+    own = [node, ls, [t for t in ts if t.name.startswith("inbound")], cs]
+    return types.ProxyConfig(
+        version=content_hash([shared.digest, own]), node=node, listeners=tuple(ls),
+        route_tables=tuple(ts), clusters=(*cs, *shared.clusters),
+        peer_authn=shared.peer_authn, authz=shared.authz,
+    )
+
+
+def with_version(config: types.ProxyConfig) -> types.ProxyConfig:
+    """Stamp a content hash of everything but the version (for snapshots built elsewhere)."""
+    body = msgspec.structs.replace(config, version="")
+    return msgspec.structs.replace(config, version=content_hash(body))
+
+
+def build_standalone(resources: ResourceSet, *, node: types.Node | None = None,
+                     listen_port: int, extra_replicas: Sequence[Replica] = (),
+                     listen_address: str = "127.0.0.1",
+                     gateway_offset: int = DEFAULT_GATEWAY_OFFSET,
+                     read_file: ReadFile | None = None) -> types.ProxyConfig:
+    """A snapshot from manifests alone: outbound on `listen_port` routing by Host to every
+    host the manifests provide (WorkloadEntry, ServiceEntry, Service, replicas given), plus
+    a listener per Gateway server (port + offset). No mTLS (no control plane, no CA)."""
+    world = World.build(resources, extra_replicas)
+    node = node or types.Node(name="standalone", workload="standalone", kind="gateway")
+    ports = ProxyPorts(outbound=(listen_address, listen_port), gateway_offset=gateway_offset,
+                       gateway_address=listen_address)
+    return build(world, node, ports, auto_mtls=False, read_file=read_file, all_gateways=True,
+                 short_everywhere=True)
+

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# bench/run.sh - Tollway's proxy beside nginx and HAProxy as reverse proxies to the same
+# upstream, in one run, on this machine (loopback, 2 cores). Adapted from the shared
+# harness ../shared/bench/proxy-compare.sh (method: ../shared/reference/local-limits.md).
+#
+#   A      wrk -> nginx backend (return 200, 100-byte body)            baseline for +pNN
+#   B      wrk -> nginx reverse proxy (upstream keepalive)      -> backend
+#   C      wrk -> HAProxy (keep-alive, http-reuse always)        -> backend
+#   T      wrk -> tollway proxy: 90/10 split, outlier detection, Istio metrics, no access log
+#   T-mir  wrk -> T plus a 100% mirror to a third cluster (same backend)
+#   T-100  wrk -> T with 100 routes and 20 clusters (the peak-RSS shape)
+#
+# wrk and the backend share LOADGEN_CPU; every proxy runs alone on PROXY_CPU, one process.
+# Runs are interleaved and redone when hypervisor steal is high (runner.py). At the end
+# bench/summary.py prints medians and the ratios the issue's targets are stated in.
+#
+# Usage: bash bench/run.sh      (or: python -m bench)
+#   env: DURATION=10 REPS=3 MODES=sat,paced CONNS=50 PACED_CONNS=16 PACED_DELAY_MS=16
+#        INSTALL=1 STEAL_MAX=10 RETRIES=2 PORT_BASE=18180 LOADGEN_CPU=0 PROXY_CPU=1 OUT=dir
+# It stops every process it started, by PID, on exit. Needs root for apt-get.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+LIB="$HERE/proxy_compare"
+DURATION="${DURATION:-10}"; REPS="${REPS:-3}"; MODES="${MODES:-sat,paced}"
+CONNS="${CONNS:-50}"; PACED_CONNS="${PACED_CONNS:-16}"; PACED_DELAY_MS="${PACED_DELAY_MS:-16}"
+INSTALL="${INSTALL:-1}"; STEAL_MAX="${STEAL_MAX:-10}"; RETRIES="${RETRIES:-2}"
+PORT_BASE="${PORT_BASE:-18180}"; LOADGEN_CPU="${LOADGEN_CPU:-0}"; PROXY_CPU="${PROXY_CPU:-1}"
+WORK="$(mktemp -d -t tollway-bench.XXXXXX)"
+OUT="${OUT:-$WORK/out}"; mkdir -p "$OUT"
+PY="${PY:-$ROOT/.venv/bin/python}"; [ -x "$PY" ] || PY="$(command -v python3)"
+
+P_BACKEND=$PORT_BASE; P_NGINX=$((PORT_BASE+1)); P_HAPROXY=$((PORT_BASE+2))
+P_T=$((PORT_BASE+3)); P_TMIR=$((PORT_BASE+4)); P_T100=$((PORT_BASE+5))
+UPSTREAM="127.0.0.1:$P_BACKEND"
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+if [ "$INSTALL" = 1 ]; then
+  need=()
+  for c in nginx:nginx-light haproxy:haproxy wrk:wrk taskset:util-linux chrt:util-linux curl:curl; do
+    command -v "${c%%:*}" >/dev/null 2>&1 || need+=("${c#*:}")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    log "apt-get install ${need[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+for c in nginx haproxy wrk taskset chrt curl; do
+  command -v "$c" >/dev/null || { log "missing $c (run with INSTALL=1)"; exit 1; }
+done
+for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_T $P_TMIR $P_T100; do
+  if ss -Hltn "sport = :$p" | grep -q .; then log "port $p is taken; set PORT_BASE"; exit 1; fi
+done
+
+PIDS=()
+descendants() { local k; for k in $(pgrep -P "$1" 2>/dev/null || true); do echo "$k"; descendants "$k"; done; }
+cleanup() {
+  local all=() p
+  for p in "${PIDS[@]}"; do all+=("$p" $(descendants "$p")); done
+  [ ${#all[@]} -gt 0 ] || return 0
+  kill -TERM "${all[@]}" 2>/dev/null || true
+  for _ in $(seq 50); do
+    local alive=0; for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break; sleep 0.1
+  done
+  for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+start() {  # start CPU NAME CMD...
+  local cpu=$1 name=$2; shift 2
+  taskset -c "$cpu" "$@" >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!); eval "PID_${name//-/_}=$!"
+}
+wait_port() {
+  for _ in $(seq 200); do curl -s -o /dev/null -m 1 "http://127.0.0.1:$1/" && return 0; sleep 0.1; done
+  log "nothing answers on port $1; logs in $WORK"; exit 1
+}
+
+BODY="$(printf '0123456789%.0s' $(seq 9))abcdefghi"
+nginx_common() {
+  cat <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/$1-t1; proxy_temp_path $WORK/$1-t2; fastcgi_temp_path $WORK/$1-t3;
+  uwsgi_temp_path $WORK/$1-t4; scgi_temp_path $WORK/$1-t5;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+CONF
+}
+{ nginx_common backend; cat <<CONF
+  server {
+    listen 127.0.0.1:$P_BACKEND backlog=4096;
+    location / { default_type text/plain; return 200 "$BODY\n"; }
+  }
+}
+CONF
+} > "$WORK/backend.conf"
+{ nginx_common nginx-proxy; cat <<CONF
+  upstream backend { server $UPSTREAM; keepalive 128; keepalive_requests 10000000; keepalive_timeout 300s; }
+  server {
+    listen 127.0.0.1:$P_NGINX backlog=4096;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$remote_addr;
+    }
+  }
+}
+CONF
+} > "$WORK/nginx-proxy.conf"
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$P_HAPROXY backlog 4096
+  default_backend be
+backend be
+  server s1 $UPSTREAM
+CONF
+snap() { "$PY" "$HERE/tollway_snapshot.py" --upstream "$UPSTREAM" "$@"; }
+snap --port "$P_T" > "$WORK/t.json"
+snap --port "$P_TMIR" --mirror > "$WORK/tmir.json"
+snap --port "$P_T100" --routes 100 --clusters 20 > "$WORK/t100.json"
+
+log "work dir $WORK; load on CPU $LOADGEN_CPU, proxies on CPU $PROXY_CPU"
+start "$LOADGEN_CPU" backend nginx -p "$WORK" -c "$WORK/backend.conf" -e "$WORK/backend-error.log"
+start "$PROXY_CPU" nginx-proxy nginx -p "$WORK" -c "$WORK/nginx-proxy.conf" -e "$WORK/nginx-proxy-error.log"
+start "$PROXY_CPU" haproxy haproxy -db -f "$WORK/haproxy.cfg"
+cd "$ROOT"
+start "$PROXY_CPU" t "$PY" -m tollway.proxy --config "$WORK/t.json" --admin-port 0
+start "$PROXY_CPU" tmir "$PY" -m tollway.proxy --config "$WORK/tmir.json" --admin-port 0
+start "$PROXY_CPU" t100 "$PY" -m tollway.proxy --config "$WORK/t100.json" --admin-port 0
+for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_T $P_TMIR $P_T100; do wait_port $p; done
+
+cat > "$WORK/targets.json" <<JSON
+[
+ {"id": "A", "name": "direct: nginx backend (load core)", "url": "http://127.0.0.1:$P_BACKEND/", "pid": $PID_backend},
+ {"id": "B", "name": "nginx reverse proxy", "url": "http://127.0.0.1:$P_NGINX/", "pid": $PID_nginx_proxy},
+ {"id": "C", "name": "HAProxy", "url": "http://127.0.0.1:$P_HAPROXY/", "pid": $PID_haproxy},
+ {"id": "T", "name": "tollway proxy (90/10 split, outlier, Istio metrics)", "url": "http://127.0.0.1:$P_T/", "pid": $PID_t},
+ {"id": "T-mir", "name": "T + 100% mirroring", "url": "http://127.0.0.1:$P_TMIR/", "pid": $PID_tmir},
+ {"id": "T-100", "name": "T with 100 routes, 20 clusters", "url": "http://127.0.0.1:$P_T100/", "pid": $PID_t100}
+]
+JSON
+log "running: modes=$MODES reps=$REPS duration=${DURATION}s"
+"$PY" "$LIB/runner.py" --targets "$WORK/targets.json" --out "$OUT/results.json" --reps "$REPS" \
+  --duration "$DURATION" --modes "$MODES" --conns "$CONNS" --paced-conns "$PACED_CONNS" \
+  --paced-delay-ms "$PACED_DELAY_MS" --loadgen-cpu "$LOADGEN_CPU" --proxy-cpu "$PROXY_CPU" \
+  --wrk-script "$LIB/report.lua" --steal-max "$STEAL_MAX" --retries "$RETRIES" > "$OUT/table.md"
+cat "$OUT/table.md"
+"$PY" "$HERE/summary.py" "$OUT/results.json" | tee "$OUT/summary.md"
+{
+  echo
+  echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+  echo "versions: $(nginx -v 2>&1 | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $("$PY" -c 'import sys,uvloop,httptools; print("python", sys.version.split()[0], "uvloop", uvloop.__version__, "httptools", httptools.__version__)')"
+} | tee -a "$OUT/summary.md"
+log "results: $OUT/results.json, $OUT/table.md, $OUT/summary.md"

@@ -1,0 +1,85 @@
+"""Print the issue's speed targets from one bench run (results.json of bench/run.sh).
+
+Every ratio compares figures measured in the same run, so the host's drift cancels out:
+  per-core throughput (sat): 1 / CPU seconds per request, T vs nginx (B) and HAProxy (C)
+  at ~1000 req/s over 16 connections (paced): CPU per request and added p50/p90 (minus A)
+  peak RSS of T-100 (100 routes, 20 clusters)
+  mirroring: per-core throughput of T-mir vs T
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from typing import Any
+
+
+def med(rows: list[dict[str, Any]], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return float(statistics.median(vals)) if vals else None
+
+
+def main(path: str) -> None:
+    with open(path) as f:
+        data = json.load(f)
+    res = data["results"]
+
+    def m(tid: str, mode: str, key: str) -> float | None:
+        return med([r for r in res if r["id"] == tid and r["mode"] == mode], key)
+
+    def rss_max(tid: str) -> float | None:
+        vals = [r["rss_mb"] for r in res if r["id"] == tid]
+        return max(vals) if vals else None
+
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def row(name: str, value: float | None, ref: str, target: str, ok: bool | None) -> None:
+        v = "-" if value is None else f"{value:.2f}"
+        rows.append((name, v, ref, target, "-" if ok is None else ("met" if ok else "MISSED")))
+
+    cpu = {t: m(t, "sat", "cpu_us_per_req") for t in ("B", "C", "T", "T-mir", "T-100")}
+    for ref, name in (("B", "nginx"), ("C", "HAProxy")):
+        if cpu["T"] and cpu[ref]:
+            ratio = cpu[ref] / cpu["T"]
+            row(f"per-core throughput vs {name} (sat)", ratio,
+                f"T {cpu['T']:.1f} us/req, {name} {cpu[ref]:.1f}", ">= 0.5x", ratio >= 0.5)
+    pc = {t: m(t, "paced", "cpu_us_per_req") for t in ("C", "T")}
+    if pc["T"] and pc["C"]:
+        ratio = pc["T"] / pc["C"]
+        row("CPU per request @~1000 rps vs HAProxy", ratio,
+            f"T {pc['T']:.1f} us, HAProxy {pc['C']:.1f} us", "<= 1.5x", ratio <= 1.5)
+    for key, label in (("p50_us", "p50"), ("p90_us", "p90")):
+        a, c, t = m("A", "paced", key), m("C", "paced", key), m("T", "paced", key)
+        if None not in (a, c, t):
+            assert a is not None and c is not None and t is not None
+            added_t, added_c = t - a, c - a
+            ratio = added_t / added_c if added_c > 0 else None
+            row(f"added latency {label} @~1000 rps vs HAProxy", ratio,
+                f"T +{added_t:.0f} us, HAProxy +{added_c:.0f} us", "<= 1.5x",
+                None if ratio is None else ratio <= 1.5)
+    rss = rss_max("T-100")
+    row("peak RSS, 100 routes / 20 clusters (MB)", rss,
+        f"T {rss_max('T') or 0:.1f} MB, nginx {rss_max('B') or 0:.1f}, HAProxy "
+        f"{rss_max('C') or 0:.1f}", "<= 30 MB", None if rss is None else rss <= 30)
+    if cpu["T"] and cpu["T-mir"]:
+        cost = 1 - cpu["T"] / cpu["T-mir"]
+        row("mirroring 100%: per-core throughput lost", cost * 100,
+            f"T {cpu['T']:.1f} us/req, T-mir {cpu['T-mir']:.1f}", "<= 15 %", cost <= 0.15)
+        rps_t, rps_m = m("T", "sat", "rps"), m("T-mir", "sat", "rps")
+        if rps_t and rps_m:
+            row("mirroring 100%: req/s lost at saturation (%)", (1 - rps_m / rps_t) * 100,
+                f"T {rps_t:.0f} req/s, T-mir {rps_m:.0f}", "(info)", None)
+    steal = [r["proxy_core_steal_pct"] for r in res]
+    print()
+    print("| metric | value | measured (same run) | target | |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    if steal:
+        print(f"\nproxy-core steal: median {statistics.median(steal):.0f}%, max {max(steal):.0f}% "
+              f"over {len(steal)} runs (runs above the limit were redone)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,43 @@
+"""A stand-in sidecar for supervisor tests: follows the control plane, opens its listeners.
+
+Run as `python fake_sidecar.py CONTROL_URL NODE_NAME`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from tollway.proxy import subscriber
+from tollway.snapshot import types
+
+
+class ListenOnly:
+    def __init__(self) -> None:
+        self.version: str | None = None
+        self.servers: dict[int, asyncio.Server] = {}
+
+    async def apply(self, config: types.ProxyConfig) -> None:
+        for listener in config.listeners:
+            if listener.port not in self.servers:
+                self.servers[listener.port] = await asyncio.start_server(
+                    _close, "127.0.0.1", listener.port)
+        self.version = config.version
+
+
+async def _close(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    w.close()
+
+
+async def main(url: str, name: str) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    task = asyncio.create_task(subscriber.follow(
+        ListenOnly(), url, types.Node(name=name), admin="", inbound=None))
+    await stop.wait()
+    task.cancel()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))

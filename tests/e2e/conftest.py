@@ -1,0 +1,27 @@
+"""Fixtures for e2e tests: meshes started from temp copies of examples/, always stopped."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from e2e_mesh import EXAMPLES, Mesh
+
+
+@pytest.fixture
+def mesh_factory(tmp_path: Path) -> Iterator[Callable[[str], Mesh]]:
+    meshes: list[Mesh] = []
+
+    def make(example: str) -> Mesh:
+        root = tmp_path / example
+        shutil.copytree(EXAMPLES / example, root)
+        mesh = Mesh(root)
+        meshes.append(mesh)
+        mesh.start()
+        return mesh
+
+    yield make
+    for mesh in meshes:
+        mesh.stop()

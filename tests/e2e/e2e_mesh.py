@@ -1,0 +1,155 @@
+"""Helpers for e2e tests: a real `tollway up` in a temp copy of an example, a steady client."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+TOLLWAY = [sys.executable, "-m", "tollway"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Mesh:
+    """`tollway up DIR` as a subprocess; `start()` returns once it printed `ready`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.api_port = _free_port()
+        self.client_port = _free_port()
+        self.offset = _free_port() - 443  # so that a Gateway's port 443 lands on a free one
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+
+    def start(self, timeout: float = 120.0) -> None:
+        self.proc = subprocess.Popen(
+            [*TOLLWAY, "up", str(self.root), "--api-port", str(self.api_port),
+             "--client-port", str(self.client_port),
+             "--gateway-port-offset", str(self.offset)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        proc = self.proc
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                self.lines.append(line)
+                if "ready" in line and "not ready" not in line:
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout) or proc.poll() is not None:
+            raise AssertionError("tollway up did not get ready:\n" + "".join(self.lines))
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*TOLLWAY, *args, "--server", self.url], capture_output=True,
+                              text=True, timeout=30)
+
+    def members(self) -> list[dict[str, Any]]:
+        return list(httpx.get(self.url + "/v1/local/members", timeout=5).json()["members"])
+
+    def proxies(self) -> list[dict[str, Any]]:
+        return list(httpx.get(self.url + "/v1/proxies", timeout=5).json())
+
+    def get(self, host: str = "myapp:8080", path: str = "/") -> httpx.Response:
+        with httpx.Client(proxy=f"http://127.0.0.1:{self.client_port}", timeout=10) as c:
+            return c.get(f"http://{host}{path}")
+
+    def versions(self, n: int, host: str = "myapp:8080") -> Counter[str]:
+        out: Counter[str] = Counter()
+        with httpx.Client(proxy=f"http://127.0.0.1:{self.client_port}", timeout=10) as c:
+            for _ in range(n):
+                r = c.get(f"http://{host}/")
+                out[r.json()["version"] if r.status_code == 200 else str(r.status_code)] += 1
+        return out
+
+
+class Stream:
+    """A steady client in a thread: every answer's version, and every failure."""
+
+    def __init__(self, mesh: Mesh, host: str = "myapp:8080") -> None:
+        self.mesh = mesh
+        self.host = host
+        self.versions: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        proxy = f"http://127.0.0.1:{self.mesh.client_port}"
+        with httpx.Client(proxy=proxy, timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    r = client.get(f"http://{self.host}/")
+                    if r.status_code == 200:
+                        self.versions.append(r.json()["version"])
+                    else:
+                        self.failures.append(f"{r.status_code} {r.text[:200]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                time.sleep(0.005)
+
+    def __enter__(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def wait_for(self, cond: Callable[[list[str]], bool], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        start = len(self.versions)
+        while time.monotonic() < deadline:
+            if cond(self.versions[start:]):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out; last versions {self.versions[-20:]}; "
+                             f"failures {self.failures[:5]}")
+
+    def recent(self, n: int) -> list[str]:
+        return self.versions[-n:]
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

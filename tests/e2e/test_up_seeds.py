@@ -1,0 +1,96 @@
+"""Seeds through a real `tollway up`: header routing, mirroring, and the HTTPS gateway."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable
+
+import httpx
+import pytest
+from e2e_mesh import Mesh
+
+pytestmark = pytest.mark.slow
+
+
+def _version(mesh: Mesh, host: str, headers: dict[str, str] | None = None) -> str:
+    with httpx.Client(proxy=f"http://127.0.0.1:{mesh.client_port}", timeout=10) as c:
+        r = c.get(f"http://{host}/", headers=headers or {})
+    assert r.status_code == 200, r.text
+    return str(r.json()["version"])
+
+
+def test_seed_06_ab_header_regex_is_anchored(mesh_factory: Callable[[str], Mesh]) -> None:
+    mesh = mesh_factory("ab-header")
+    for value, want in (("user-123", "v2"), ("user-1234", "v2"), ("user-12", "v1"),
+                        ("user-12345", "v1")):
+        assert _version(mesh, "myapp:8080", {"user-id": value}) == want, value
+    assert _version(mesh, "myapp:8080") == "v1"
+
+
+def test_seed_13_header_canary(mesh_factory: Callable[[str], Mesh]) -> None:
+    mesh = mesh_factory("header-canary")
+    assert _version(mesh, "frontend:8080", {"x-canary-user": "true"}) == "v2"
+    assert _version(mesh, "frontend:8080", {"x-user-segment": "beta"}) == "v2"
+    assert _version(mesh, "frontend:8080", {"x-user-segment": "alpha"}) == "v1"
+    assert {_version(mesh, "frontend:8080") for _ in range(20)} == {"v1"}
+
+
+def test_seed_05_mirror_copies_to_v2(mesh_factory: Callable[[str], Mesh]) -> None:
+    mesh = mesh_factory("mirror")
+    assert {_version(mesh, "myapp:8080") for _ in range(20)} == {"v1"}
+    v2 = next(m for m in mesh.members() if m["workload"].endswith("v2"))
+    stats = httpx.get(f"http://127.0.0.1:{v2['ports']['app']}/__demo/stats").json()
+    shadow = sum(n for host, n in stats["by_host"].items() if "-shadow" in host)
+    assert shadow >= 15, stats
+
+
+def _https_get(port: int, host: str, path: str, cafile: str) -> tuple[int, str]:
+    ctx = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                    .encode())
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode(errors="replace")
+
+
+def test_seed_16_https_gateway_routes_by_prefix(mesh_factory: Callable[[str], Mesh]) -> None:
+    mesh = mesh_factory("gateway")
+    port = 443 + mesh.offset
+    cafile = str(mesh.root / "wildcard-tls.crt")
+    status, body = _https_get(port, "api.example.com", "/api/payments/x", cafile)
+    assert status == 200 and '"service": "payment-service"' in body
+    status, body = _https_get(port, "api.example.com", "/api/orders", cafile)
+    assert status == 200 and '"service": "order-service"' in body
+
+
+def test_seed_11_payment_split_across_namespaces(mesh_factory: Callable[[str], Mesh]) -> None:
+    mesh = mesh_factory("payment")
+    seen = mesh.versions(200, host="payment-service.payments:8080")
+    assert set(seen) == {"v1", "v2"}, seen
+    assert 0.03 <= seen["v2"] / 200 <= 0.2, seen
+
+
+def _attempts(mesh: Mesh, workload: str) -> int:
+    total = 0
+    for m in mesh.members():
+        if m["workload"] == workload:
+            stats = httpx.get(f"http://127.0.0.1:{m['ports']['app']}/__demo/stats").json()
+            total += stats["total"]
+    return total
+
+
+def test_seed_12_retries_on_gateway_errors_and_409_not_500(
+    mesh_factory: Callable[[str], Mesh],
+) -> None:
+    mesh = mesh_factory("retries")
+    for path, status, tries in (("/status/503", 503, 4), ("/status/409", 409, 4),
+                                ("/status/500", 500, 1)):
+        before = _attempts(mesh, "order-service")
+        r = mesh.get("order-service:8080", path)
+        assert r.status_code == status
+        assert _attempts(mesh, "order-service") - before == tries, path

@@ -1,0 +1,198 @@
+"""Timeouts, retries, faults, pool limits, outlier detection and connect failures, live."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import httpx
+from proxy_harness import Harness, RawClient, cluster, config, get, route
+
+from tollway.snapshot import types
+
+
+def _url(p, path: str) -> str:
+    host, port = p.listener_address("main")
+    return f"http://{host}:{port}{path}"
+
+
+def _stats(p) -> str:
+    return httpx.get("http://{}:{}/stats/prometheus".format(*p.admin_address)).text
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return int(port)
+
+
+def test_route_timeout_is_504_ut(harness: Harness) -> None:
+    up = harness.upstream()
+    r0 = types.Route(clusters=(types.WeightedCluster(cluster="c"),), timeout=0.1, retries=None)
+    p = harness.proxy(config([r0], [cluster("c", up)]))
+    r = httpx.get(_url(p, "/delay/2000"))
+    assert r.status_code == 504
+    assert 'response_flags="UT"' in _stats(p)
+
+
+def test_retry_on_5xx_goes_to_another_host(harness: Harness) -> None:
+    bad, good = harness.upstream("bad"), harness.upstream("good")
+    bad.fail_status = 503
+    r0 = types.Route(
+        clusters=(types.WeightedCluster(cluster="c"),),
+        retries=types.Retry(attempts=2, retry_on=("5xx",)),
+    )
+    lb = types.LoadBalancer(simple="ROUND_ROBIN")
+    p = harness.proxy(config([r0], [cluster("c", bad, good, load_balancer=lb)]))
+    for _ in range(6):
+        r = httpx.get(_url(p, "/"))
+        assert r.status_code == 200
+        assert r.json()["upstream"] == "good"
+    assert len(bad.requests) >= 1
+
+
+def test_retries_exhausted_return_last_answer_with_urx(harness: Harness) -> None:
+    bad = harness.upstream("bad")
+    bad.fail_status = 503
+    r0 = types.Route(
+        clusters=(types.WeightedCluster(cluster="c"),),
+        retries=types.Retry(attempts=2, retry_on=("5xx",)),
+    )
+    p = harness.proxy(config([r0], [cluster("c", bad)]))
+    assert httpx.get(_url(p, "/")).status_code == 503
+    assert len(bad.requests) == 3
+    assert 'response_flags="URX"' in _stats(p)
+
+
+def test_per_try_timeout_retries_then_succeeds_elsewhere(harness: Harness) -> None:
+    slow, fast = harness.upstream("slow"), harness.upstream("fast")
+    r0 = types.Route(
+        clusters=(types.WeightedCluster(cluster="c"),),
+        retries=types.Retry(attempts=1, per_try_timeout=0.2, retry_on=("gateway-error",)),
+    )
+    lb = types.LoadBalancer(simple="ROUND_ROBIN")
+    p = harness.proxy(config([r0], [cluster("c", slow, fast, load_balancer=lb)]))
+    slow.delay_ms = 5000
+    for _ in range(4):
+        r = httpx.get(_url(p, "/"))
+        assert r.status_code == 200
+        assert r.json()["upstream"] == "fast"
+    assert len(slow.requests) >= 1
+
+
+def test_connect_failure_is_503_uf_and_retried_elsewhere(harness: Harness) -> None:
+    up = harness.upstream("live")
+    dead = types.Endpoint(address="127.0.0.1", port=_closed_port())
+    c = types.Cluster(
+        name="c",
+        service="svc.default.svc.cluster.local",
+        port=80,
+        endpoints=(dead,),
+        load_balancer=types.LoadBalancer(simple="ROUND_ROBIN"),
+    )
+    p = harness.proxy(config([route(("c", 100), retries=None)], [c]))
+    r = httpx.get(_url(p, "/"))
+    assert r.status_code == 503
+    assert "connection failure" in r.text
+    assert 'response_flags="UF"' in _stats(p)
+    c2 = types.Cluster(
+        name="c",
+        service="svc.default.svc.cluster.local",
+        port=80,
+        endpoints=(dead, types.Endpoint(address="127.0.0.1", port=up.port)),
+        load_balancer=types.LoadBalancer(simple="ROUND_ROBIN"),
+    )
+    harness.apply(p, config([route(("c", 100))], [c2], version="v2"))
+    for _ in range(4):
+        assert httpx.get(_url(p, "/")).status_code == 200  # connect-failure is in retryOn
+
+
+def test_no_endpoints_is_503_uh(harness: Harness) -> None:
+    c = types.Cluster(name="c", service="svc.default.svc.cluster.local", port=80)
+    p = harness.proxy(config([route(("c", 100))], [c]))
+    r = httpx.get(_url(p, "/"))
+    assert r.status_code == 503
+    assert r.text == "no healthy upstream"
+
+
+def test_fault_abort_and_delay(harness: Harness) -> None:
+    up = harness.upstream()
+    abort = types.Route(
+        matches=(types.RouteMatch(uri=types.StringMatch(kind="prefix", value="/abort")),),
+        clusters=(types.WeightedCluster(cluster="c"),),
+        fault=types.Fault(abort_status=418, abort_percent=100.0),
+    )
+    delay = types.Route(
+        clusters=(types.WeightedCluster(cluster="c"),),
+        fault=types.Fault(delay=0.05, delay_percent=100.0),
+    )
+    p = harness.proxy(config([abort, delay], [cluster("c", up)]))
+    assert httpx.get(_url(p, "/abort")).status_code == 418
+    assert httpx.get(_url(p, "/slow")).status_code == 200
+    stats = _stats(p)
+    assert 'response_flags="FI"' in stats
+    assert 'response_flags="DI"' in stats
+    assert [r["path"] for r in up.requests] == ["/slow"]
+
+
+def test_pool_overflow_is_503_uo_at_once(harness: Harness) -> None:
+    up = harness.upstream()
+    pool = types.ConnectionPool(max_connections=1, http1_max_pending_requests=1)
+    p = harness.proxy(
+        config([route(("c", 100), retries=None)], [cluster("c", up, connection_pool=pool)])
+    )
+    addr = p.listener_address("main")
+    results: list[int] = []
+
+    def one() -> None:
+        c = RawClient(addr)
+        c.send(get("/delay/300"))
+        results.append(c.read_response().status)
+
+    threads = [threading.Thread(target=one) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results).count(503) >= 1
+    assert 200 in results
+    assert 'response_flags="UO"' in _stats(p)
+    assert up.connections == 1
+
+
+def test_outlier_detection_ejects_failing_host(harness: Harness) -> None:
+    bad, good = harness.upstream("bad"), harness.upstream("good")
+    bad.fail_status = 500
+    od = types.OutlierDetection(
+        consecutive_5xx=3, interval=1.0, base_ejection_time=30.0, max_ejection_percent=100
+    )
+    lb = types.LoadBalancer(simple="ROUND_ROBIN")
+    p = harness.proxy(
+        config(
+            [route(("c", 100), retries=None)],
+            [cluster("c", bad, good, outlier=od, load_balancer=lb)],
+        )
+    )
+    c = RawClient(p.listener_address("main"))
+    for _ in range(12):
+        c.send(get("/"))
+        c.read_response()
+    before = len(bad.requests)
+    assert before == 3
+    for _ in range(10):
+        c.send(get("/"))
+        assert c.read_response().status == 200
+    assert len(bad.requests) == before
+    view = httpx.get("http://{}:{}/clusters".format(*p.admin_address)).json()
+    hosts = view["clusters"][0]["hosts"]
+    assert [h["ejected"] for h in hosts] == [True, False]
+
+
+def test_upstream_reset_before_headers_is_503(harness: Harness) -> None:
+    up = harness.upstream()
+    p = harness.proxy(config([route(("c", 100), retries=None)], [cluster("c", up)]))
+    r = httpx.get(_url(p, "/reset"))
+    assert r.status_code == 503
+    assert httpx.get(_url(p, "/fine")).status_code == 200

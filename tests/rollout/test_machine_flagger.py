@@ -1,0 +1,116 @@
+"""The Flagger machine on a fake clock: ticks, cumulative failed checks, promotion phases."""
+
+from __future__ import annotations
+
+from tests.rollout.conftest import Driver
+from tollway.rollout import plans
+from tollway.rollout.model import Phase, Plan
+
+OK = (True, "request-success-rate 100 within range")
+BAD = (False, "request-success-rate 95 < 99")
+
+
+def _start(plan: Plan) -> Driver:
+    d = Driver(plan, revision="v1")
+    d.step()
+    assert d.state.phase is Phase.INITIALIZED
+    d.revision = "v2"
+    d.advance(1)
+    assert d.state.phase is Phase.PROGRESSING
+    return d
+
+
+def test_flagger_seed08_weights_and_promotion(seed08_plan: Plan) -> None:
+    assert seed08_plan.flagger is not None
+    assert seed08_plan.flagger.weights == (10, 20, 30, 40, 50)
+    d = _start(seed08_plan)
+    assert d.last_weight() == 10
+    assert d.advance(30, check=OK) == ""  # not a tick yet
+    d.advance(30, check=OK)
+    assert d.last_weight() == 20
+    for w in (30, 40, 50):
+        d.advance(60, check=OK)
+        assert d.last_weight() == w
+    d.advance(60, check=OK)
+    assert d.state.phase is Phase.PROMOTING
+    d.advance(60)
+    assert d.state.phase is Phase.FINALISING and d.last_weight() == 0
+    d.advance(60)
+    assert d.state.phase is Phase.SUCCEEDED and d.state.stable_revision == "v2"
+
+
+def test_flagger_failed_checks_accumulate_and_hold_the_weight(seed08_plan: Plan) -> None:
+    d = _start(seed08_plan)
+    pattern = [BAD, OK, BAD, BAD, OK, BAD, BAD]  # 5 failures, not in a row
+    for check in pattern:
+        d.advance(60, check=check)
+    assert d.state.failed_checks == 5
+    assert d.last_weight() == 30  # two passes advanced; failures held
+    assert d.state.phase is Phase.PROGRESSING
+    d.advance(60, check=OK)  # next tick: threshold reached → rollback
+    assert d.state.phase is Phase.FAILED and d.last_weight() == 0
+    assert "threshold" in d.state.message
+
+
+def test_flagger_no_data_counts_as_failure(seed08_plan: Plan) -> None:
+    d = _start(seed08_plan)
+    for _ in range(5):
+        d.advance(60, check=(False, "request-success-rate: no values found"))
+    d.advance(60, check=OK)
+    assert d.state.phase is Phase.FAILED
+
+
+def test_flagger_new_revision_resets_counters(seed08_plan: Plan) -> None:
+    d = _start(seed08_plan)
+    d.advance(60, check=BAD)
+    d.advance(60, check=OK)
+    d.revision = "v3"
+    d.advance(5)
+    assert d.state.failed_checks == 0 and d.last_weight() == 10 and d.state.revision == "v3"
+
+
+def test_flagger_abort_and_manual_promote(seed08_plan: Plan) -> None:
+    d = _start(seed08_plan)
+    d.step(command="abort", actor="ops")
+    assert d.state.phase is Phase.FAILED and d.last_weight() == 0
+    d.step(command="retry")
+    assert d.state.phase is Phase.PROGRESSING and d.last_weight() == 10
+    d.step(command="promote")
+    assert d.state.phase is Phase.PROMOTING
+
+
+def test_flagger_confirm_gates(seed08_plan: Plan) -> None:
+    d = Driver(seed08_plan, revision="v1")
+    d.step()
+    d.revision = "v2"
+    d.advance(1, gates={"confirm-rollout": False})
+    assert d.state.phase is Phase.WAITING
+    d.advance(1)
+    assert d.state.phase is Phase.PROGRESSING
+    for _ in range(5):
+        d.advance(60, check=OK, gates={"confirm-promotion": False})
+    assert d.state.phase is Phase.WAITING_PROMOTION
+    d.advance(60, check=OK)
+    assert d.state.phase is Phase.PROMOTING
+
+
+def test_flagger_ab_iterations_route_by_header() -> None:
+    plan = plans.flagger_plan("api", "default", {"analysis": {
+        "interval": "10s", "threshold": 2, "iterations": 3,
+        "match": [{"headers": {"x-canary": {"exact": "insider"}}}]}})
+    d = _start(plan)
+    assert "header-route" in d.kinds() and d.state.weight == 0
+    for _ in range(3):
+        d.advance(10, check=OK)
+    assert d.state.phase is Phase.PROMOTING
+
+
+def test_flagger_interval_and_step_weights() -> None:
+    plan = plans.flagger_plan("api", "default", {"analysis": {
+        "interval": "30s", "stepWeights": [1, 5, 25]}})
+    assert plan.flagger is not None and plan.flagger.weights == (1, 5, 25)
+    assert plan.flagger.threshold == 1
+    d = _start(plan)
+    d.advance(30, check=BAD)
+    d.advance(30, check=OK)
+    assert d.state.phase is Phase.FAILED

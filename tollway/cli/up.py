@@ -1,0 +1,299 @@
+"""`tollway up DIR`: the control plane, every replica with its sidecar, a client and a gateway.
+
+Runs in the foreground. Prints one line containing `ready` once every replica, the client
+proxy and the gateway proxy are ready, then a compact live view (a plain event log when
+stdout is not a terminal). Ctrl-C or SIGTERM stops everything it started, drained, and
+exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from aiohttp import web
+
+from tollway.config.findings import Finding
+from tollway.config.resource import ResourceSet
+from tollway.control import serve
+from tollway.control.folder import ManifestFolder
+from tollway.control.local import plan as plan_mod
+from tollway.control.local.procs import PortAllocator
+from tollway.control.local.supervisor import Supervisor
+from tollway.control.plane import ControlPlane
+from tollway.control.proxies import ProxyEntry
+from tollway.control.store import ApplyResult, ConfigStore, default_validator
+from tollway.kit.clock import MonotonicClock
+from tollway.snapshot import types
+
+log = logging.getLogger("tollway.up")
+READY_TIMEOUT = 120.0
+GATEWAY_NODE = types.Node(
+    name="istio-ingressgateway.istio-system", workload="istio-ingressgateway",
+    namespace="istio-system", kind="gateway",
+)  # no labels: the one local gateway proxy serves every Gateway, whatever its selector
+CLIENT_NODE = types.Node(name="tollway-client.default", workload="tollway-client",
+                         namespace="default", kind="client", labels={"app": "tollway-client"})
+
+
+def local_validator(resources: ResourceSet) -> list[Finding]:
+    """Cross-resource checks plus local mode's own rule: workloads need a command."""
+    return list(default_validator(resources)) + plan_mod.refusal_findings(resources)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class _PortTaken(Exception):
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        self.port = port
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"tollway up: {message}", err=True)
+    raise typer.Exit(code)
+
+
+class Up:
+    """Everything `tollway up` runs, wired together."""
+
+    def __init__(self, root: Path, state_dir: Path, api_port: int, client_port: int,
+                 gateway_offset: int, echo: Callable[[str], None]) -> None:
+        self.root = root
+        self.state_dir = state_dir
+        self.api_port = api_port
+        self.client_port = client_port
+        self.gateway_offset = gateway_offset
+        self.echo = echo
+        self.url = f"http://127.0.0.1:{api_port}"
+        self.store = ConfigStore(validator=local_validator)
+        self.folder = ManifestFolder(root, self.store, on_result=self._folder_result)
+        self.plane: ControlPlane | None = None
+        self.supervisor: Supervisor | None = None
+        self.rollout: Any = None
+        self._reconcile_wanted = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def _folder_result(self, result: ApplyResult) -> None:
+        if not result.ok:
+            self.echo(f"manifests in {self.root} not applied (nothing changed):")
+            for f in result.findings:
+                if f.is_error:
+                    self.echo("  " + f.render())
+        elif result.changed or result.deleted:
+            self.echo(f"applied from {self.root}: {len(result.changed)} changed, "
+                      f"{len(result.deleted)} deleted")
+
+    async def run(self) -> int:
+        first = self.folder.sync()
+        if first is not None and not first.ok:
+            return 1
+        self.plane = ControlPlane(self.store)
+        routes = self._rollout_routes() + self._local_routes()
+        try:
+            runner = await serve.serve(serve.make_app(self.plane, routes=routes),
+                                       "127.0.0.1", self.api_port)
+        except OSError:
+            self.echo(f"port {self.api_port} is in use; stop what uses it or pass --api-port")
+            return 1
+        ports = PortAllocator([self.api_port, self.client_port])
+        self.supervisor = Supervisor(self.plane, control_url=self.url,
+                                     state_dir=self.state_dir, workdir=self.root, ports=ports)
+        self._install_signals()
+        try:
+            await self._start(ports)
+            await self._announce_ready()
+            await self._stop.wait()
+        except _PortTaken as exc:
+            self.echo(f"port {exc.port} is in use; stop what uses it or pass --client-port")
+            return 1
+        finally:
+            await self._shutdown(runner)
+        return 0
+
+    async def _start(self, ports: PortAllocator) -> None:
+        assert self.plane is not None and self.supervisor is not None
+        rows = self.supervisor.records()  # what a killed `tollway up` left serving
+        self._add_fixed(CLIENT_NODE, {"outbound": self.client_port}, rows, ports)
+        self._add_fixed(GATEWAY_NODE, {"gateway_offset": self.gateway_offset}, rows, ports)
+        adopted = self.supervisor.adopt(plan_mod.plan(self.store.current()), rows)
+        if adopted:
+            self.echo(f"tollway: adopted {len(adopted)} replicas still running from before")
+        self._tasks.append(asyncio.create_task(self.plane.run()))
+        self._tasks.append(asyncio.create_task(self.folder.watch()))
+        self.store.subscribe(lambda _c: self._reconcile_wanted.set())
+        self._reconcile_wanted.set()
+        self._tasks.append(asyncio.create_task(self._reconcile_loop()))
+        if self.rollout is not None:
+            await self.rollout.start()
+
+    def _add_fixed(self, node: types.Node, ports: dict[str, int],
+                   rows: dict[str, dict[str, Any]], allocator: PortAllocator) -> None:
+        assert self.supervisor is not None
+        row = rows.get(node.name)
+        if row is not None and all(row["ports"].get(k) == v for k, v in ports.items()):
+            admin = int(row["ports"]["admin"])
+            entry = ProxyEntry(node, admin=f"127.0.0.1:{admin}", ports={**ports, "admin": admin})
+            self.supervisor.adopt_fixed(entry, row)
+            return
+        if "outbound" in ports and not _port_free(ports["outbound"]):
+            raise _PortTaken(ports["outbound"])
+        admin = allocator.allocate()
+        self.supervisor.add_fixed(ProxyEntry(node, admin=f"127.0.0.1:{admin}",
+                                             ports={**ports, "admin": admin}))
+
+    async def _reconcile_loop(self) -> None:
+        assert self.supervisor is not None
+        while True:
+            await self._reconcile_wanted.wait()
+            self._reconcile_wanted.clear()
+            await self.supervisor.reconcile(plan_mod.plan(self.store.current()))
+
+    async def _announce_ready(self) -> None:
+        assert self.supervisor is not None
+        ok = await _first(self.supervisor.wait_all_ready(READY_TIMEOUT), self._stop.wait())
+        if self._stop.is_set():
+            return
+        replicas = sum(1 for m in self.supervisor.members.values() if m.plan is not None)
+        if not ok:
+            self.echo("not every replica became ready within "
+                      f"{READY_TIMEOUT:.0f}s; see the logs in {self.state_dir / 'logs'}")
+        self.echo(
+            f"tollway: {'ready' if ok else 'running'}: {replicas} replicas; "
+            f"client proxy http://127.0.0.1:{self.client_port}; "
+            f"control plane {self.url}; logs {self.state_dir / 'logs'}"
+        )
+        from tollway.cli import up_view
+
+        self._tasks.append(asyncio.create_task(up_view.show(self.supervisor, self.plane,
+                                                            self.echo)))
+
+    def _rollout_routes(self) -> list[web.RouteDef]:
+        if importlib.util.find_spec("tollway.rollout.service") is None:
+            return []
+        from tollway.rollout import service  # type: ignore[attr-defined, unused-ignore]
+
+        self.rollout = service.RolloutService(
+            self.store, clock=MonotonicClock(), state_dir=self.state_dir,
+            scrape_targets=self._scrape_targets,
+        )
+        routes: list[web.RouteDef] = list(self.rollout.routes())
+        return routes
+
+    def _scrape_targets(self) -> list[tuple[str, dict[str, str]]]:
+        if self.plane is None:
+            return []
+        return [(g["targets"][0], dict(g["labels"]))
+                for g in serve.prometheus_targets(self.plane)]
+
+    def _local_routes(self) -> list[web.RouteDef]:
+        async def members(_request: web.Request) -> web.Response:
+            from tollway.cli import up_view
+
+            rows = up_view.rows(self.supervisor, self.plane) if self.supervisor else []
+            return web.json_response({"members": rows,
+                                      "ready": bool(self.supervisor
+                                                    and self.supervisor.all_ready())})
+
+        return [web.get("/v1/local/members", members)]
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+
+    async def _shutdown(self, runner: web.AppRunner) -> None:
+        self.echo("tollway: stopping (draining every sidecar, then the apps)")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.rollout is not None:
+            with contextlib.suppress(Exception):
+                await self.rollout.stop()
+        if self.supervisor is not None:
+            await self.supervisor.stop_all()
+        if self.plane is not None:
+            self.plane.close()
+        await runner.cleanup()
+        self.echo("tollway: stopped")
+
+
+async def _first(*aws: Any) -> bool:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for t in pending:
+        t.cancel()
+    result = next(iter(done)).result()
+    return bool(result)
+
+
+def _setup_logging(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(state_dir / "tollway.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for noisy in ("httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _safe_echo(line: str) -> None:
+    """Print, but never let a closed stdout stop `tollway up` before it stopped its children."""
+    try:
+        typer.echo(line)
+    except (BrokenPipeError, OSError):
+        log.info("stdout closed; %s", line)
+
+
+def run_up(root: Path, *, api_port: int, client_port: int, gateway_offset: int,
+           state_dir: Path | None, echo: Callable[[str], None] = _safe_echo) -> int:
+    state = state_dir or root / ".tollway"
+    _setup_logging(state)
+    up = Up(root, state, api_port, client_port, gateway_offset, echo)
+    return asyncio.run(up.run())
+
+
+def _check_args(root: Path, api_port: int) -> None:
+    if not root.exists():
+        _fail(f"no such folder: {root}; give the folder of your manifests, "
+              "e.g. `tollway up examples/canary`", 2)
+    if not _port_free(api_port):
+        _fail(f"port {api_port} is in use; stop what uses it or pass --api-port with a free port")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("up")
+    def up(
+        folder: Path = typer.Argument(..., help="Folder of manifests (watched for changes)."),
+        api_port: int = typer.Option(15010, "--api-port", help="Control plane API port."),
+        client_port: int = typer.Option(
+            15001, "--client-port", help="Outbound listener of the built-in tollway-client."),
+        gateway_port_offset: int = typer.Option(
+            8000, "--gateway-port-offset", help="Gateway servers listen on port + offset."),
+        state_dir: Path | None = typer.Option(
+            None, "--state-dir", help="Logs and state (default DIR/.tollway/)."),
+    ) -> None:
+        """Run the whole mesh from a folder of manifests on this machine."""
+        _check_args(folder, api_port)
+        code = run_up(folder.resolve(), api_port=api_port, client_port=client_port,
+                      gateway_offset=gateway_port_offset, state_dir=state_dir)
+        raise typer.Exit(code)
+

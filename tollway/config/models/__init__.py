@@ -1,0 +1,1 @@
+"""Typed, strict models of every kind Tollway reads, with upstream field names."""

@@ -1,0 +1,271 @@
+"""Argo Rollouts: Rollout, AnalysisTemplate, ClusterAnalysisTemplate, AnalysisRun.
+
+`autoPromotionEnabled` is a blueGreen field in Argo's schema; users put it under canary
+(seed 14), so the canary model accepts it and a lint warns (see lint.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from tollway.config.models.common import (
+    ArgoDuration,
+    GoDuration,
+    IntOrString,
+    LabelSelector,
+    NonNegInt,
+    Regex,
+    Strict,
+    Weight,
+)
+from tollway.config.models.k8s import PodTemplate
+
+Blob = dict[str, Any]
+
+
+class TemplateRef(Strict):
+    template_name: str = Field(min_length=1)
+    cluster_scope: bool | None = None
+
+
+class AnalysisArg(Strict):
+    name: str
+    value: str | None = None
+    value_from: Blob | None = None
+
+
+class RolloutAnalysis(Strict):
+    templates: list[TemplateRef] = Field(min_length=1)
+    args: list[AnalysisArg] | None = None
+    dry_run: list[Blob] | None = None
+    measurement_retention: list[Blob] | None = None
+    analysis_run_metadata: Blob | None = None
+    starting_step: NonNegInt | None = None
+
+
+class Pause(Strict):
+    duration: ArgoDuration | None = None
+
+
+class SetCanaryScale(Strict):
+    replicas: NonNegInt | None = None
+    weight: Weight | None = None
+    match_traffic_weight: bool | None = None
+
+
+class HeaderValue(Strict):
+    exact: str | None = None
+    regex: Regex | None = None
+    prefix: str | None = None
+
+
+class HeaderRouteMatch(Strict):
+    header_name: str
+    header_value: HeaderValue
+
+
+class SetHeaderRoute(Strict):
+    name: str
+    match: list[HeaderRouteMatch] | None = None
+
+
+class SetMirrorRoute(Strict):
+    name: str
+    percentage: Weight | None = None
+    match: list[Blob] | None = None
+
+
+class CanaryStep(Strict):
+    set_weight: Weight | None = None
+    pause: Pause | None = None
+    analysis: RolloutAnalysis | None = None
+    experiment: Blob | None = None
+    set_canary_scale: SetCanaryScale | None = None
+    set_header_route: SetHeaderRoute | None = None
+    set_mirror_route: SetMirrorRoute | None = None
+    plugin: Blob | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> CanaryStep:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("each step needs exactly one of setWeight, pause, analysis, "
+                             "experiment, setCanaryScale, setHeaderRoute, setMirrorRoute")
+        return self
+
+
+class IstioVirtualService(Strict):
+    name: str
+    routes: list[str] | None = None
+    tls_routes: list[Blob] | None = None
+    tcp_routes: list[Blob] | None = None
+
+
+class IstioDestinationRule(Strict):
+    name: str
+    canary_subset_name: str
+    stable_subset_name: str
+    additional_subset_names: list[str] | None = None
+
+
+class IstioRouting(Strict):
+    virtual_service: IstioVirtualService | None = None
+    virtual_services: list[IstioVirtualService] | None = None
+    destination_rule: IstioDestinationRule | None = None
+
+    @model_validator(mode="after")
+    def _vs(self) -> IstioRouting:
+        if (self.virtual_service is None) == (self.virtual_services is None):
+            raise ValueError("set exactly one of virtualService or virtualServices")
+        return self
+
+
+class TrafficRouting(Strict):
+    istio: IstioRouting | None = None
+    managed_routes: list[dict[str, str]] | None = None
+    max_traffic_weight: NonNegInt | None = None
+    nginx: Blob | None = None
+    alb: Blob | None = None
+    smi: Blob | None = None
+    ambassador: Blob | None = None
+    traefik: Blob | None = None
+    apisix: Blob | None = None
+    plugins: Blob | None = None
+
+
+class CanaryStrategy(Strict):
+    canary_service: str | None = None
+    stable_service: str | None = None
+    canary_metadata: Blob | None = None
+    stable_metadata: Blob | None = None
+    steps: list[CanaryStep] | None = None
+    traffic_routing: TrafficRouting | None = None
+    max_unavailable: IntOrString | None = None
+    max_surge: IntOrString | None = None
+    analysis: RolloutAnalysis | None = None
+    scale_down_delay_seconds: NonNegInt | None = None
+    scale_down_delay_revision_limit: NonNegInt | None = None
+    abort_scale_down_delay_seconds: NonNegInt | None = None
+    dynamic_stable_scale: bool | None = None
+    ping_pong: Blob | None = None
+    anti_affinity: Blob | None = None
+    min_pods_per_replica_set: NonNegInt | None = None
+    auto_promotion_enabled: bool | None = None  # blueGreen field; lint warns
+
+
+class BlueGreenStrategy(Strict):
+    active_service: str
+    preview_service: str | None = None
+    auto_promotion_enabled: bool | None = None
+    auto_promotion_seconds: NonNegInt | None = None
+    scale_down_delay_seconds: NonNegInt | None = None
+    scale_down_delay_revision_limit: NonNegInt | None = None
+    abort_scale_down_delay_seconds: NonNegInt | None = None
+    pre_promotion_analysis: RolloutAnalysis | None = None
+    post_promotion_analysis: RolloutAnalysis | None = None
+    preview_replica_count: NonNegInt | None = None
+    anti_affinity: Blob | None = None
+    active_metadata: Blob | None = None
+    preview_metadata: Blob | None = None
+    max_unavailable: IntOrString | None = None
+
+
+class Strategy(Strict):
+    canary: CanaryStrategy | None = None
+    blue_green: BlueGreenStrategy | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Strategy:
+        if (self.canary is None) == (self.blue_green is None):
+            raise ValueError("strategy needs exactly one of canary or blueGreen")
+        return self
+
+
+class RolloutSpec(Strict):
+    replicas: NonNegInt | None = None
+    selector: LabelSelector | None = None
+    template: PodTemplate | None = None
+    workload_ref: Blob | None = None
+    strategy: Strategy
+    min_ready_seconds: NonNegInt | None = None
+    revision_history_limit: NonNegInt | None = None
+    paused: bool | None = None
+    progress_deadline_seconds: NonNegInt | None = None
+    progress_deadline_abort: bool | None = None
+    restart_at: str | None = None
+    rollback_window: Blob | None = None
+    analysis: Blob | None = None
+
+    @model_validator(mode="after")
+    def _workload(self) -> RolloutSpec:
+        if self.template is None and self.workload_ref is None:
+            raise ValueError("a Rollout needs a template (or workloadRef)")
+        return self
+
+
+class Prometheus(Strict):
+    address: str | None = None
+    query: str
+    timeout: NonNegInt | None = None
+    insecure: bool | None = None
+    headers: list[dict[str, str]] | None = None
+    authentication: Blob | None = None
+
+
+class MetricProvider(Strict):
+    prometheus: Prometheus | None = None
+    web: Blob | None = None
+    job: Blob | None = None
+    datadog: Blob | None = None
+    new_relic: Blob | None = None
+    wavefront: Blob | None = None
+    kayenta: Blob | None = None
+    cloud_watch: Blob | None = None
+    graphite: Blob | None = None
+    influxdb: Blob | None = None
+    skywalking: Blob | None = None
+    plugin: Blob | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> MetricProvider:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("a metric provider needs exactly one of prometheus, web, job, ...")
+        return self
+
+
+class Metric(Strict):
+    name: str = Field(min_length=1)
+    interval: GoDuration | None = None
+    initial_delay: GoDuration | None = None
+    count: IntOrString | None = None
+    success_condition: str | None = None
+    failure_condition: str | None = None
+    failure_limit: IntOrString | None = None
+    inconclusive_limit: IntOrString | None = None
+    consecutive_error_limit: IntOrString | None = None
+    consecutive_success_limit: IntOrString | None = None
+    provider: MetricProvider
+
+
+class AnalysisTemplateSpec(Strict):
+    metrics: list[Metric] = Field(min_length=1)
+    args: list[AnalysisArg] | None = None
+    dry_run: list[dict[str, str]] | None = None
+    measurement_retention: list[Blob] | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> AnalysisTemplateSpec:
+        names = [m.name for m in self.metrics]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"metric name '{sorted(dup)[0]}' is used twice")
+        return self
+
+
+class AnalysisRunSpec(AnalysisTemplateSpec):
+    terminate: bool | None = None
+    ttl_strategy: Blob | None = None
+
+
+Phase = Literal["Pending", "Running", "Successful", "Failed", "Error", "Inconclusive"]

@@ -1,0 +1,142 @@
+"""Istio PeerAuthentication and AuthorizationPolicy (security.istio.io v1, v1beta1)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tollway.config.models.common import Strict, WorkloadSelector
+
+Mode = Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
+
+
+class MTLS(Strict):
+    mode: Mode | None = None
+
+
+class PeerAuthenticationSpec(Strict):
+    selector: WorkloadSelector | None = None
+    mtls: MTLS | None = None
+    port_level_mtls: dict[str, MTLS] | None = None
+
+    @field_validator("port_level_mtls")
+    @classmethod
+    def _ports(cls, value: dict[str, MTLS] | None) -> dict[str, MTLS] | None:
+        if value is not None and not value:
+            raise ValueError("portLevelMtls must not be empty")
+        for key in value or {}:
+            if not key.isdigit() or not 1 <= int(key) <= 65535:
+                raise ValueError(f"portLevelMtls key '{key}' must be a port number 1-65535")
+        return value
+
+    @model_validator(mode="after")
+    def _selector(self) -> PeerAuthenticationSpec:
+        if self.port_level_mtls and self.selector is None:
+            raise ValueError("portLevelMtls needs a selector (workload-level policy only)")
+        return self
+
+
+def _nonempty(values: list[str] | None) -> list[str] | None:
+    if values is not None and any(v == "" for v in values):
+        raise ValueError("values must not be empty strings")
+    return values
+
+
+class Source(Strict):
+    principals: list[str] | None = None
+    not_principals: list[str] | None = None
+    request_principals: list[str] | None = None
+    not_request_principals: list[str] | None = None
+    namespaces: list[str] | None = None
+    not_namespaces: list[str] | None = None
+    ip_blocks: list[str] | None = None
+    not_ip_blocks: list[str] | None = None
+    remote_ip_blocks: list[str] | None = None
+    not_remote_ip_blocks: list[str] | None = None
+    service_accounts: list[str] | None = None
+    not_service_accounts: list[str] | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _ne(cls, value: list[str] | None) -> list[str] | None:
+        return _nonempty(value)
+
+    @model_validator(mode="after")
+    def _some(self) -> Source:
+        if not self.model_fields_set:
+            raise ValueError("a source needs at least one field")
+        if self.service_accounts and (self.principals or self.namespaces):
+            raise ValueError("serviceAccounts cannot be combined with principals or namespaces")
+        return self
+
+
+class Operation(Strict):
+    hosts: list[str] | None = None
+    not_hosts: list[str] | None = None
+    ports: list[str] | None = None
+    not_ports: list[str] | None = None
+    methods: list[str] | None = None
+    not_methods: list[str] | None = None
+    paths: list[str] | None = None
+    not_paths: list[str] | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _ne(cls, value: list[str] | None) -> list[str] | None:
+        return _nonempty(value)
+
+    @model_validator(mode="after")
+    def _some(self) -> Operation:
+        if not self.model_fields_set:
+            raise ValueError("an operation needs at least one field")
+        return self
+
+
+class From(Strict):
+    source: Source
+
+
+class To(Strict):
+    operation: Operation
+
+
+class Condition(Strict):
+    key: str
+    values: list[str] | None = None
+    not_values: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Condition:
+        if not self.values and not self.not_values:
+            raise ValueError(f"condition '{self.key}' needs values or notValues")
+        return self
+
+
+class Rule(Strict):
+    from_: list[From] | None = Field(None, alias="from", min_length=1)
+    to: list[To] | None = Field(None, min_length=1)
+    when: list[Condition] | None = None
+
+
+class Provider(Strict):
+    name: str
+
+
+class AuthorizationPolicySpec(Strict):
+    selector: WorkloadSelector | None = None
+    target_ref: dict[str, Any] | None = None
+    target_refs: list[dict[str, Any]] | None = None
+    action: Literal["ALLOW", "DENY", "AUDIT", "CUSTOM"] | None = None
+    provider: Provider | None = None
+    rules: list[Rule] | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> AuthorizationPolicySpec:
+        if self.action in ("DENY", "CUSTOM") and not self.rules:
+            raise ValueError(f"a {self.action} policy without rules is meaningless; add rules")
+        if self.provider is not None and self.action != "CUSTOM":
+            raise ValueError("provider is only allowed with action CUSTOM")
+        if self.selector is not None and (self.target_ref or self.target_refs):
+            raise ValueError("set selector or targetRefs, not both")
+        return self

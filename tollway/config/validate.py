@@ -1,0 +1,163 @@
+"""One parsed document -> a validated Resource and its findings (pure).
+
+The envelope (apiVersion, kind, metadata) is checked here by hand, because its errors
+must name the kinds Tollway knows; the spec is checked by the kind's typed model, whose
+errors `errors.py` turns into findings at the right line. Lints that are warnings, not
+errors, come from `lint.py`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import ValidationError
+
+from tollway.config.errors import describe, findings_from_validation
+from tollway.config.findings import Finding, Severity
+from tollway.config.kinds import KIND_VERSIONS, KindSpec, lookup
+from tollway.config.lint import lint
+from tollway.config.resource import DEFAULT_NAMESPACE, Resource, SourceRef
+from tollway.config.source import Document, PathKey, format_path
+
+_TOP_COMMON = ("apiVersion", "kind", "metadata", "status")
+_META_FIELDS = (
+    "name", "namespace", "labels", "annotations", "generateName", "uid",
+    "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
+    "deletionGracePeriodSeconds", "finalizers", "ownerReferences", "managedFields",
+    "selfLink",
+)
+
+
+def _closest(word: str, options: tuple[str, ...] | list[str]) -> str:
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+class _Ctx:
+    """Accumulates findings for one document with its kind/name filled in."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.kind = ""
+        self.name = ""
+        self.findings: list[Finding] = []
+
+    def add(self, path: PathKey, message: str, severity: Severity = Severity.ERROR) -> None:
+        self.findings.append(
+            Finding(self.doc.file, self.doc.line_of(path), self.kind, self.name,
+                    format_path(path), message, severity, self.doc.index)
+        )
+
+
+def _envelope(ctx: _Ctx, data: dict[str, Any]) -> KindSpec | None:
+    api = data.get("apiVersion")
+    kind = data.get("kind")
+    if isinstance(kind, str):
+        ctx.kind = kind
+    meta = data.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+        ctx.name = meta["name"]
+    if not isinstance(api, str) or not api:
+        ctx.add(("apiVersion",), "apiVersion is required (e.g. networking.istio.io/v1)")
+        return None
+    if not isinstance(kind, str) or not kind:
+        ctx.add(("kind",), "kind is required (e.g. VirtualService)")
+        return None
+    spec = lookup(api, kind)
+    if spec is None:
+        if kind in KIND_VERSIONS:
+            served = ", ".join(KIND_VERSIONS[kind])
+            ctx.add(("apiVersion",), f"{kind} is served as {served}, not '{api}'")
+        else:
+            known = sorted(KIND_VERSIONS)
+            ctx.add(("kind",), f"unknown kind '{kind}' ({api}){_closest(kind, known)}"
+                    f" Tollway reads: {', '.join(known)}")
+        return None
+    return spec
+
+
+def _metadata(ctx: _Ctx, data: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, str]]:
+    meta = data.get("metadata")
+    if not isinstance(meta, dict):
+        ctx.add(("metadata",), "metadata with a name is required")
+        return DEFAULT_NAMESPACE, {}, {}
+    for key in meta:
+        if key not in _META_FIELDS:
+            ctx.add(("metadata", key), f"unknown field '{key}'{_closest(key, _META_FIELDS)}")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        ctx.add(("metadata", "name"), "metadata.name is required and must be a string")
+    ns = meta.get("namespace", DEFAULT_NAMESPACE)
+    if not isinstance(ns, str) or not ns:
+        ctx.add(("metadata", "namespace"), "namespace must be a non-empty string")
+        ns = DEFAULT_NAMESPACE
+    maps: list[dict[str, str]] = []
+    for field in ("labels", "annotations"):
+        value = meta.get(field) or {}
+        if not isinstance(value, dict):
+            ctx.add(("metadata", field), f"{field} must be a mapping of strings")
+            value = {}
+        for k, v in value.items():
+            if not isinstance(v, str):
+                ctx.add(("metadata", field, k),
+                        f"{field[:-1]} values must be strings; quote it: \"{v}\"")
+        maps.append({k: v for k, v in value.items() if isinstance(v, str)})
+    return ns, maps[0], maps[1]
+
+
+def _spec_of(
+    ctx: _Ctx, data: dict[str, Any], kspec: KindSpec
+) -> tuple[dict[str, Any] | None, PathKey]:
+    allowed = (*_TOP_COMMON, *kspec.top_fields)
+    for key in data:
+        if key not in allowed:
+            ctx.add((key,), f"unknown field '{key}'{_closest(key, allowed)}")
+    if kspec.top_fields == ("spec",):
+        spec = data.get("spec")
+        if spec is None and not kspec.spec_required:
+            spec = {}
+        if spec is None:
+            ctx.add(("spec",), f"{kspec.kind} needs a spec")
+            return None, ("spec",)
+        if not isinstance(spec, dict):
+            ctx.add(("spec",), f"spec must be a mapping, got {describe(spec)}")
+            return None, ("spec",)
+        return spec, ("spec",)
+    return {k: data[k] for k in kspec.top_fields if k in data}, ()
+
+
+def validate_document(doc: Document) -> tuple[Resource | None, list[Finding]]:
+    """Check one document; return its Resource (None if unusable) and its findings."""
+    ctx = _Ctx(doc)
+    data = doc.data
+    if not isinstance(data, dict):
+        ctx.add((), f"document is {describe(data)}, not a mapping; each document must be an object "
+                "with apiVersion, kind, metadata and spec")
+        return None, ctx.findings
+    kspec = _envelope(ctx, data)
+    if kspec is None:
+        return None, ctx.findings
+    namespace, labels, annotations = _metadata(ctx, data)
+    spec, prefix = _spec_of(ctx, data, kspec)
+    if spec is None:
+        return None, ctx.findings
+    model: Any = None
+    try:
+        model = kspec.model.model_validate(spec)
+    except ValidationError as exc:
+        for path, message in findings_from_validation(exc, kspec.model):
+            ctx.add((*prefix, *path), message)
+    except (RecursionError, ValueError, TypeError) as exc:  # pragma: no cover - defensive
+        ctx.add(prefix, f"cannot validate: {exc}")
+    resource = Resource(
+        api_version=data["apiVersion"], kind=kspec.kind, name=ctx.name, namespace=namespace,
+        spec=spec, raw=data, source=SourceRef(doc.file, doc.index, doc.line),
+        labels=labels, annotations=annotations, model=model, lines=doc.lines,
+    )
+    if model is not None and not ctx.findings:
+        for severity, path, message in lint(resource):
+            ctx.add((*prefix, *path), message, severity)
+    if any(f.is_error for f in ctx.findings) or not ctx.name:
+        return None, ctx.findings
+    return resource, ctx.findings

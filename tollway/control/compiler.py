@@ -1,0 +1,52 @@
+"""The default compiler: `World.build` once per recompute, `translate.build` per proxy.
+
+Adapts a `ProxyEntry` (what the runtime, or a registering VM, said about a proxy) to
+translate's `ProxyPorts`. A sidecar has ONE inbound listener, standing for its first
+container port (8080 when none is declared): in local mode the app listens on one `PORT`,
+so every service port of the workload reaches it through that listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tollway.config.resource import ResourceSet
+from tollway.control import translate
+from tollway.control import world as world_mod
+from tollway.control.proxies import ProxyEntry, split_hostport
+from tollway.control.registry import DEFAULT_PORT, Replica
+from tollway.snapshot import types
+
+
+def proxy_ports(entry: ProxyEntry) -> translate.ProxyPorts:
+    """The entry's ports (keys: inbound, outbound, app, service_port, gateway_offset)."""
+    ports = entry.ports
+    inbound: tuple[tuple[int, str, int, str, int], ...] = ()
+    listen = ports.get("inbound")
+    listen_host = "127.0.0.1"
+    if entry.inbound:
+        listen_host, listen_port = split_hostport(entry.inbound)
+        listen = listen or listen_port
+    if listen and "app" in ports:
+        service_port = ports.get("service_port", DEFAULT_PORT)
+        inbound = ((service_port, listen_host, listen, "127.0.0.1", ports["app"]),)
+    outbound = ("127.0.0.1", ports["outbound"]) if "outbound" in ports else None
+    return translate.ProxyPorts(
+        inbound=inbound,
+        outbound=outbound,
+        gateway_offset=ports.get("gateway_offset", translate.DEFAULT_GATEWAY_OFFSET),
+    )
+
+
+class MeshCompiler:
+    """World + translate, as docs/contracts.md describes them."""
+
+    def world(self, resources: ResourceSet, replicas: Sequence[Replica]) -> world_mod.World:
+        return world_mod.World.build(resources, replicas)
+
+    def config(self, world: Any, entry: ProxyEntry) -> types.ProxyConfig:
+        return translate.build(world, entry.node, proxy_ports(entry))
+
+    def endpoints(self, world: Any) -> dict[str, Any]:
+        return dict(world.endpoints)

@@ -1,0 +1,135 @@
+"""Local processes for `tollway up`: spawn with logs, check readiness, stop drained.
+
+A `Proc` is either a child we spawned or a process we adopted after a restart of
+`tollway up` (its pid recorded in the state dir); both are waited on and stopped the
+same way, always by pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+POLL = 0.05
+
+
+class Proc:
+    """A process we are responsible for, by pid."""
+
+    def __init__(self, pid: int, child: asyncio.subprocess.Process | None = None) -> None:
+        self.pid = pid
+        self._child = child
+
+    @property
+    def adopted(self) -> bool:
+        return self._child is None
+
+    def alive(self) -> bool:
+        if self._child is not None:
+            return self._child.returncode is None
+        return pid_alive(self.pid)
+
+    async def wait(self) -> int | None:
+        if self._child is not None:
+            return await self._child.wait()
+        while pid_alive(self.pid):
+            await asyncio.sleep(0.2)
+        return None
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds."""
+        if not self.alive():
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.wait(), grace)
+        except TimeoutError:
+            self.signal(signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wait(), 2.0)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of someone else still "exists"; treat it as gone
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+async def spawn(
+    argv: Sequence[str], *, env: Mapping[str, str], log_path: Path, cwd: str | None = None
+) -> Proc:
+    """Start `argv` with stdout+stderr appended to `log_path`, in its own session.
+
+    Its own session keeps a terminal's Ctrl-C away from it: `tollway up` stops every
+    process itself, in order, so that sidecars drain before their apps go.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        child = await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), stdout=log, stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL, cwd=cwd, start_new_session=True,
+        )
+    return Proc(child.pid, child)
+
+
+class PortAllocator:
+    """Free loopback ports, never the same one twice in one run."""
+
+    def __init__(self, reserved: Sequence[int] = ()) -> None:
+        self._given: set[int] = set(reserved)
+
+    def reserve(self, port: int) -> None:
+        self._given.add(port)
+
+    def allocate(self) -> int:
+        for _ in range(100):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in self._given:
+                self._given.add(port)
+                return port
+        raise RuntimeError("no free loopback port found")
+
+
+async def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def http_ok(port: int, path: str, host: str = "127.0.0.1") -> bool:
+    """A readinessProbe httpGet: any status from 200 to 399 is ready."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+        line = await asyncio.wait_for(reader.readline(), 2.0)
+        parts = line.split()
+        return len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 400
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()

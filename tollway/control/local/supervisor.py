@@ -1,0 +1,394 @@
+"""Run the plan: each replica's app beside its own sidecar, kept alive, scaled, drained.
+
+For each member (a replica, or the built-in client / ingress gateway proxy) one task keeps
+its processes running: spawn what is not running, wait until it is ready, announce it to
+the control plane as an endpoint, wait for a process to exit, withdraw it, restart with
+backoff. Ready means: the app answers (its port, or its readinessProbe httpGet), and its
+sidecar has acknowledged a snapshot and listens — so a new sidecar always has config
+before any traffic is sent its way, because endpoints include only ready replicas.
+
+Retiring a replica (scale down, deletion, replaced template) is drained: withdraw it,
+wait until every other proxy has acknowledged a snapshot without it, then stop its
+sidecar (which drains in-flight requests) and only then its app.
+
+Sidecars are one `tollway proxy` process per replica, as in a real mesh: a crash, a kill
+or a restart touches one replica only, and each sidecar's logs and metrics are its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tollway.control.local import plan as plan_mod
+from tollway.control.local.procs import (
+    PortAllocator,
+    Proc,
+    http_ok,
+    pid_alive,
+    port_open,
+    spawn,
+)
+from tollway.control.plane import ControlPlane
+from tollway.control.proxies import ProxyEntry
+from tollway.control.registry import DEFAULT_PORT, Replica
+from tollway.kit.backoff import Backoff
+from tollway.snapshot import types
+
+log = logging.getLogger(__name__)
+
+SidecarArgv = Callable[[ProxyEntry, str], list[str]]
+READY_POLL = 0.05
+MEMBERS_FILE = "members.json"
+DRAIN_WAIT = 3.0
+
+
+def default_sidecar_argv(entry: ProxyEntry, control_url: str) -> list[str]:
+    """A sidecar process following the control plane as this entry's node."""
+    spec = {"node": msgspec.to_builtins(entry.node), "admin_port": entry.ports["admin"]}
+    return [sys.executable, "-m", "tollway.control.local.sidecar",
+            "--control-plane", control_url, json.dumps(spec)]
+
+
+@dataclass
+class Member:
+    """One proxy `tollway up` runs, and the app beside it when it is a replica."""
+
+    entry: ProxyEntry
+    plan: plan_mod.ReplicaPlan | None = None
+    sidecar: Proc | None = None
+    app: Proc | None = None
+    ready: bool = False
+    restarts: int = 0
+    last_exit: str = ""
+    stopping: bool = False
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+class Supervisor:
+    """Keeps the local processes in line with the plan; see the module docstring."""
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        *,
+        control_url: str,
+        state_dir: Path,
+        workdir: Path,
+        sidecar_argv: SidecarArgv = default_sidecar_argv,
+        base_env: Mapping[str, str] | None = None,
+        ports: PortAllocator | None = None,
+    ) -> None:
+        self.plane = plane
+        self.control_url = control_url
+        self.state_dir = state_dir
+        self.workdir = workdir
+        self.sidecar_argv = sidecar_argv
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.ports = ports or PortAllocator()
+        self.members: dict[str, Member] = {}
+        self.refusals: tuple[plan_mod.Refusal, ...] = ()
+        self._lock = asyncio.Lock()
+        self._retiring: set[str] = set()
+        self._changed = asyncio.Event()
+
+    # ------------------------------------------------------------ membership
+
+    def add_fixed(self, entry: ProxyEntry) -> Member:
+        """A proxy without an app (the client, the gateway)."""
+        member = Member(entry)
+        self._start(member)
+        return member
+
+    async def reconcile(self, plan: plan_mod.Plan) -> None:
+        """Start what the plan adds; retire what it drops (after replacements are ready)."""
+        async with self._lock:
+            self.refusals = plan.refusals
+            running = [n for n, m in self.members.items()
+                       if m.plan is not None and n not in self._retiring]
+            start, stop = plan_mod.diff(plan.replicas, running)
+            for replica in start:
+                self._start(Member(self._replica_entry(replica), replica))
+            for name in stop:
+                self._retiring.add(name)
+                asyncio.get_running_loop().create_task(self._retire(name, plan))
+            self._save()
+
+    def _replica_entry(
+        self, replica: plan_mod.ReplicaPlan, ports: dict[str, int] | None = None
+    ) -> ProxyEntry:
+        ports = ports or {
+            "app": self.ports.allocate(),
+            "inbound": self.ports.allocate(),
+            "outbound": self.ports.allocate(),
+            "admin": self.ports.allocate(),
+            "service_port": replica.container_ports[0] if replica.container_ports
+            else DEFAULT_PORT,
+        }
+        node = types.Node(
+            name=replica.name, workload=replica.workload, namespace=replica.namespace,
+            service_account=replica.service_account, labels=dict(replica.labels),
+        )
+        return ProxyEntry(node, admin=f"127.0.0.1:{ports['admin']}",
+                          inbound=f"127.0.0.1:{ports['inbound']}", ports=ports)
+
+    # ------------------------------------------------------------ adoption
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Members a previous `tollway up` left running (its sidecar still alive)."""
+        try:
+            rows = json.loads((self.state_dir / MEMBERS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        alive = {}
+        for name, row in rows.items():
+            if isinstance(row, dict) and row.get("sidecar_pid") and pid_alive(
+                    int(row["sidecar_pid"])):
+                alive[name] = row
+                for port in row.get("ports", {}).values():
+                    self.ports.reserve(int(port))
+        return alive
+
+    def adopt_fixed(self, entry: ProxyEntry, row: Mapping[str, Any]) -> Member:
+        """Take over a proxy without an app that a killed `tollway up` left serving."""
+        member = Member(entry, sidecar=Proc(int(row["sidecar_pid"])), ready=True)
+        self._start(member)
+        return member
+
+    def adopt(self, plan: plan_mod.Plan, rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Adopt live replicas still in the plan (as endpoints at once: they were serving);
+        stop the ones the plan no longer has. Returns the names adopted."""
+        planned = plan.by_name()
+        adopted = []
+        for name, row in rows.items():
+            replica = planned.get(name)
+            app_pid = row.get("app_pid")
+            if row.get("kind") != "sidecar":
+                continue
+            if replica is None or not app_pid or not pid_alive(int(app_pid)):
+                for pid in (row.get("sidecar_pid"), app_pid):
+                    if pid:
+                        Proc(int(pid)).signal(signal.SIGTERM)
+                continue
+            ports = {str(k): int(v) for k, v in row["ports"].items()}
+            entry = self._replica_entry(replica, ports)
+            member = Member(entry, replica, sidecar=Proc(int(row["sidecar_pid"])),
+                            app=Proc(int(app_pid)), ready=True)
+            self.plane.set_replica(self._replica(member))
+            self._start(member)
+            adopted.append(name)
+        return adopted
+
+    def _start(self, member: Member) -> None:
+        self.members[member.name] = member
+        self.plane.register(member.entry)
+        member.task = asyncio.get_running_loop().create_task(self._keep(member))
+
+    # ------------------------------------------------------------ keeping alive
+
+    async def _keep(self, member: Member) -> None:
+        backoff = Backoff(base=0.2, cap=5.0)
+        while not member.stopping:
+            try:
+                await self._spawn_missing(member)
+            except OSError as exc:
+                member.last_exit = f"cannot start: {exc}"
+                log.warning("%s: %s", member.name, member.last_exit)
+            else:
+                if await self._until_ready(member):
+                    self._set_ready(member, True)
+                    await self._until_exit(member)
+                    self._set_ready(member, False)
+            if member.stopping:
+                return
+            member.restarts += 1
+            member.last_exit = self._exit_reason(member) or member.last_exit
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(member.stop_event.wait(), backoff.next_delay())
+
+    async def _spawn_missing(self, member: Member) -> None:
+        logs = self.state_dir / "logs"
+        short = member.name.split(".")[0] + "." + member.entry.node.namespace
+        if member.sidecar is None or not member.sidecar.alive():
+            argv = self.sidecar_argv(member.entry, self.control_url)
+            member.sidecar = await spawn(argv, env=self.base_env,
+                                         log_path=logs / f"{short}.sidecar.log")
+        if member.plan is not None and (member.app is None or not member.app.alive()):
+            env = plan_mod.process_env(
+                member.plan, base=self.base_env, app_port=member.entry.ports["app"],
+                outbound_port=member.entry.ports["outbound"],
+                exe_dir=str(Path(sys.executable).parent),
+            )
+            cwd = member.plan.working_dir or str(self.workdir)
+            member.app = await spawn(member.plan.command, env=env, cwd=cwd,
+                                     log_path=logs / f"{short}.app.log")
+        self._save()
+
+    def _procs(self, member: Member) -> list[Proc]:
+        return [p for p in (member.sidecar, member.app) if p is not None]
+
+    async def _until_ready(self, member: Member) -> bool:
+        while not member.stopping:
+            if not all(p.alive() for p in self._procs(member)):
+                return False
+            if await self._is_ready(member):
+                return True
+            await asyncio.sleep(READY_POLL)
+        return False
+
+    async def _is_ready(self, member: Member) -> bool:
+        if not self.plane.ledger.row(member.name).current:
+            return False
+        ports = member.entry.ports
+        for key in ("inbound", "outbound"):
+            if key in ports and not await port_open(ports[key]):
+                return False
+        if member.plan is None:
+            return True
+        if member.plan.readiness_path:
+            return await http_ok(ports["app"], member.plan.readiness_path)
+        return await port_open(ports["app"])
+
+    async def _until_exit(self, member: Member) -> None:
+        waits = [asyncio.ensure_future(p.wait()) for p in self._procs(member)]
+        waits.append(asyncio.ensure_future(member.stop_event.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    def _exit_reason(self, member: Member) -> str:
+        for label, proc in (("sidecar", member.sidecar), ("app", member.app)):
+            if proc is not None and not proc.alive():
+                return f"{label} exited"
+        return ""
+
+    def _set_ready(self, member: Member, ready: bool) -> None:
+        member.ready = ready
+        if member.plan is not None:
+            if ready:
+                self.plane.set_replica(self._replica(member))
+            else:
+                self.plane.remove_replica(member.name)
+        self._changed.set()
+
+    def _replica(self, member: Member) -> Replica:
+        node, ports = member.entry.node, member.entry.ports
+        return Replica(
+            workload=node.workload, kind="Deployment", namespace=node.namespace,
+            labels=dict(node.labels), service_account=node.service_account,
+            address="127.0.0.1", port=ports["inbound"], app_port=ports["app"],
+            name=member.name,
+        )
+
+    # ------------------------------------------------------------ stopping
+
+    async def _retire(self, name: str, plan: plan_mod.Plan) -> None:
+        member = self.members.get(name)
+        if member is None or member.plan is None:
+            return
+        successors = [r.name for r in plan.replicas if r.workload == member.plan.workload
+                      and r.namespace == member.plan.namespace]
+        await self._wait_ready(successors, timeout=60.0)
+        member.stopping = True
+        member.stop_event.set()
+        self._set_ready(member, False)
+        since = self.plane.generation
+        others = [n for n, m in self.members.items() if n != name and not m.stopping]
+        await self.plane.wait_current(others, DRAIN_WAIT, since_gen=since)
+        await self._stop_member(member)
+        self.members.pop(name, None)
+        self._retiring.discard(name)
+        self.plane.unregister(name)
+        self._save()
+
+    async def _wait_ready(self, names: list[str], timeout: float) -> None:
+        async def loop() -> None:
+            while not all(
+                self.members[n].ready for n in names if n in self.members
+            ):
+                await asyncio.sleep(READY_POLL)
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(loop(), timeout)
+
+    async def _stop_member(self, member: Member) -> None:
+        member.stopping = True
+        member.stop_event.set()
+        if member.sidecar is not None:
+            await member.sidecar.stop()
+        if member.app is not None:
+            await member.app.stop()
+        if member.task is not None:
+            member.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await member.task
+
+    async def stop_all(self) -> None:
+        """Stop everything: all sidecars first (they drain), then all apps."""
+        members = list(self.members.values())
+        for m in members:
+            m.stopping = True
+            m.stop_event.set()
+        await asyncio.gather(*(m.sidecar.stop() for m in members if m.sidecar))
+        await asyncio.gather(*(m.app.stop() for m in members if m.app))
+        for m in members:
+            if m.task is not None:
+                m.task.cancel()
+        await asyncio.gather(*(m.task for m in members if m.task), return_exceptions=True)
+        self.members.clear()
+        self._save()
+
+    # ------------------------------------------------------------ views
+
+    def all_ready(self) -> bool:
+        return bool(self.members) and all(
+            m.ready for m in self.members.values() if not m.stopping
+        )
+
+    async def wait_all_ready(self, timeout: float) -> bool:
+        async def loop() -> None:
+            while not self.all_ready():
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(loop(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _save(self) -> None:
+        """Record pids and ports in the state dir (for people, and for a restarted `up`)."""
+        rows = {}
+        for name, m in self.members.items():
+            rows[name] = {
+                "ports": dict(m.entry.ports),
+                "workload": m.entry.node.workload,
+                "namespace": m.entry.node.namespace,
+                "kind": m.entry.node.kind,
+                "sidecar_pid": m.sidecar.pid if m.sidecar else None,
+                "app_pid": m.app.pid if m.app else None,
+            }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / MEMBERS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows, indent=1, sort_keys=True))
+        tmp.replace(path)

@@ -1,0 +1,260 @@
+"""The control plane's HTTP face (aiohttp): proxy streams, the CLI's API, discovery, debug.
+
+Routes (docs/contracts.md has the wire details):
+- proxies: `GET /v1/stream?node=`, `POST /v1/ack`, `POST /v1/register`
+- CLI: `POST /v1/apply`, `POST /v1/delete`, `GET /v1/resources[/KIND[/NAME]]`,
+  `GET /v1/proxies`
+- Prometheus `http_sd_configs`: `GET /v1/sd/prometheus`
+- debug views (Istio's names): `/debug/configz`, `/debug/registryz`, `/debug/syncz`
+Other parts mount their own routes through `make_app(..., routes=[...])` (the rollout
+controller adds `/v1/rollouts...`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from tollway.config.resource import Resource
+from tollway.control import proxies as proxies_mod
+from tollway.control import resources_json
+from tollway.control.plane import ControlPlane
+from tollway.control.store import ApplyResult, ConfigStore
+
+HEARTBEAT = 10.0
+PLANE: web.AppKey[ControlPlane] = web.AppKey("plane", ControlPlane)
+STORE: web.AppKey[ConfigStore] = web.AppKey("store", ConfigStore)
+
+
+def make_app(
+    plane: ControlPlane, *, routes: Iterable[web.RouteDef] = (), heartbeat: float = HEARTBEAT
+) -> web.Application:
+    """The control plane app; `routes` are mounted beside the built-in ones."""
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app[PLANE] = plane
+    app[STORE] = plane.store
+    handlers = _Handlers(plane, heartbeat)
+    app.add_routes(
+        [
+            web.get("/v1/stream", handlers.stream),
+            web.post("/v1/ack", handlers.ack),
+            web.post("/v1/register", handlers.register),
+            web.post("/v1/apply", handlers.apply),
+            web.post("/v1/delete", handlers.delete),
+            web.get("/v1/resources", handlers.resources),
+            web.get("/v1/resources/{kind}", handlers.resources),
+            web.get("/v1/resources/{kind}/{name}", handlers.resources),
+            web.get("/v1/proxies", handlers.proxies),
+            web.get("/v1/sd/prometheus", handlers.prometheus_sd),
+            web.get("/debug/configz", handlers.configz),
+            web.get("/debug/registryz", handlers.registryz),
+            web.get("/debug/syncz", handlers.syncz),
+            web.get("/healthz", handlers.healthz),
+        ]
+    )
+    app.add_routes(list(routes))
+    return app
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(data), status=status, content_type="application/json"
+    )
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = msgspec.json.decode(await request.read())
+    except msgspec.DecodeError as exc:
+        raise web.HTTPBadRequest(text=f"request body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(text="request body must be a JSON object")
+    return data
+
+
+class _Handlers:
+    def __init__(self, plane: ControlPlane, heartbeat: float) -> None:
+        self.plane = plane
+        self.store = plane.store
+        self.heartbeat = heartbeat
+
+    # ---------------------------------------------------------------- proxies
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        name = request.query.get("node", "")
+        if not name:
+            raise web.HTTPBadRequest(text="stream: the query parameter 'node' is required")
+        if self.plane.book.get(name) is None:
+            raise web.HTTPNotFound(text=f"proxy {name} is not registered; POST /v1/register")
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        outbox = self.plane.open_stream(name)
+        try:
+            while not outbox.closed:
+                line = await outbox.take(self.heartbeat)
+                await response.write(line if line is not None else b"\n")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.plane.close_stream(name, outbox)
+        return response
+
+    async def ack(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        status = str(body.get("status", ""))
+        if status not in ("ACK", "NACK") or not body.get("node"):
+            raise web.HTTPBadRequest(text="ack: need 'node' and 'status' ACK or NACK")
+        await self.plane.ack(
+            str(body["node"]), str(body.get("version", "")), status, str(body.get("reason", ""))
+        )
+        return _json({"ok": True})
+
+    async def register(self, request: web.Request) -> web.Response:
+        try:
+            entry = proxies_mod.entry_from_register(await _body(request))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+        self.plane.register(entry)
+        return _json({"ok": True, "name": entry.name})
+
+    # ---------------------------------------------------------------- config
+
+    async def apply(self, request: web.Request) -> web.Response:
+        loaded = _load(await _body(request))
+        if isinstance(loaded, web.Response):
+            return loaded
+        resources, actor, reason = loaded
+        return _result(self.store.apply(resources, actor=actor, reason=reason))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        loaded = _load(await _body(request))
+        if isinstance(loaded, web.Response):
+            return loaded
+        resources, actor, reason = loaded
+        keys = [r.key for r in resources]
+        return _result(self.store.delete(keys, actor=actor, reason=reason))
+
+    async def resources(self, request: web.Request) -> web.Response:
+        kind = request.match_info.get("kind")
+        name = request.match_info.get("name")
+        namespace = request.query.get("namespace")
+        items = resources_json.select(self.store, kind, name, namespace)
+        if name and not items:
+            return _json({"error": f"{kind}/{name} not found"}, 404)
+        return _json({"items": items, "revision": self.store.revision})
+
+    async def proxies(self, _request: web.Request) -> web.Response:
+        return _json(self.plane.proxy_rows())
+
+    async def prometheus_sd(self, _request: web.Request) -> web.Response:
+        return _json(prometheus_targets(self.plane))
+
+    # ---------------------------------------------------------------- debug
+
+    async def configz(self, request: web.Request) -> web.Response:
+        only = request.query.get("proxy")
+        configs = {n: msgspec.to_builtins(c) for n, c in self.plane.configs.items()
+                   if only in (None, n)}
+        return _json(configs)
+
+    async def registryz(self, _request: web.Request) -> web.Response:
+        endpoints: Mapping[str, Any] = {}
+        if self.plane.world is not None:
+            endpoints = self.plane.compiler.endpoints(self.plane.world)
+        return _json({
+            "replicas": [msgspec.to_builtins(_replica_dict(r))
+                         for r in self.plane.replicas.values()],
+            "endpoints": msgspec.to_builtins(endpoints),
+        })
+
+    async def syncz(self, _request: web.Request) -> web.Response:
+        stats = dataclasses.asdict(self.plane.statistics())
+        return _json({"statistics": stats, "proxies": self.plane.proxy_rows()})
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return _json({"ok": True, "revision": self.store.revision})
+
+
+def _slots(obj: Any) -> dict[str, Any]:
+    return {k: getattr(obj, k) for k in obj.__slots__}
+
+
+def _replica_dict(replica: Any) -> dict[str, Any]:
+    out = _slots(replica)
+    out["labels"] = dict(out["labels"])
+    out["ports"] = dict(out["ports"])
+    return out
+
+
+def _load(body: Mapping[str, Any]) -> tuple[list[Resource], str, str] | web.Response:
+    """Load the posted files; invalid input answers 422 with rendered findings."""
+    from tollway.config import load
+
+    files = body.get("files")
+    if files is None:
+        files = [{"filename": body.get("filename", "<stdin>"), "text": body.get("text", "")}]
+    if not isinstance(files, list):
+        raise web.HTTPBadRequest(text="'files' must be a list of {filename, text}")
+    resources: list[Resource] = []
+    findings = []
+    for item in files:
+        result = load.load_text(str(item.get("text", "")), str(item.get("filename", "<stdin>")))
+        resources += list(result.resources)
+        findings += list(result.findings)
+    if any(f.is_error for f in findings):
+        return _result(ApplyResult(ok=False, findings=tuple(findings)))
+    actor = str(body.get("actor") or "user")
+    names = ", ".join(str(i.get("filename", "")) for i in files)
+    return resources, actor, str(body.get("reason") or f"apply -f {names}")
+
+
+def _result(result: ApplyResult) -> web.Response:
+    data = {
+        "ok": result.ok,
+        "exit": 0 if result.ok else 1,
+        "findings": [f.render() for f in result.findings],
+        "changed": ["/".join(k) for k in result.changed],
+        "deleted": ["/".join(k) for k in result.deleted],
+        "revision": result.revision,
+    }
+    return _json(data, 200 if result.ok else 422)
+
+
+def prometheus_targets(plane: ControlPlane) -> list[dict[str, Any]]:
+    """Prometheus http_sd: one target group per proxy admin address (/stats/prometheus)."""
+    groups = []
+    for entry in plane.book.all():
+        if not entry.admin:
+            continue
+        labels = {
+            "namespace": entry.node.namespace,
+            "workload": entry.node.workload,
+            "proxy": entry.node.name,
+            "kind": entry.node.kind,
+            "__metrics_path__": "/stats/prometheus",
+        }
+        for key in ("version", "app"):
+            if key in entry.node.labels:
+                labels[key] = entry.node.labels[key]
+        groups.append({"targets": [entry.admin], "labels": labels})
+    return groups
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Start `app` on host:port; the caller cleans up with `await runner.cleanup()`."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+        raise
+    return runner

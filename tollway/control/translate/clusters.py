@@ -1,0 +1,102 @@
+"""Referenced cluster names -> snapshot Clusters with subsets, policies and endpoints [pure].
+
+Only clusters that this proxy's route tables name are built (a proxy holds only what it
+needs). A subset no DestinationRule defines yields no cluster: the route then answers
+503 `NC`, as Istio's does. Endpoints are the registry's for (host, port), filtered by the
+subset's labels, unhealthy ones left out. TLS: the DestinationRule's `tls`, else Istio's
+auto mTLS (ISTIO_MUTUAL towards endpoints that run a sidecar) when `auto_mtls` is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tollway.control.registry import TLS_MODE_LABEL, selects
+from tollway.control.translate import names, policy, security
+from tollway.control.world import World
+from tollway.snapshot import types
+
+
+def _tls(world: World, spec: Any, endpoints: tuple[types.Endpoint, ...],
+         auto_mtls: bool) -> types.UpstreamTls:
+    sidecars = bool(endpoints) and all(e.labels.get(TLS_MODE_LABEL) == "istio"
+                                       for e in endpoints)
+    if not spec and not auto_mtls:
+        return types.UpstreamTls()
+    return security.upstream_tls_for(world, spec if isinstance(spec, Mapping) else None,
+                                      endpoints, trust_domain=world.cluster_domain,
+                                      sidecars=sidecars)
+
+
+def outbound(world: World, ref: names.ClusterRef, node: types.Node,
+             auto_mtls: bool) -> types.Cluster | None:
+    drs = [dr for dr in world.destination_rules_for(ref.host) if _dr_applies(dr.spec, dr.namespace,
+                                                                              node)]
+    top, subsets = policy.merged_rules(drs)
+    subset = subsets.get(ref.subset) if ref.subset else None
+    if ref.subset and subset is None:
+        return None
+    merged = policy.merge(top, policy_of(subset), ref.port)
+    labels = policy.subset_labels(subset)
+    endpoints = tuple(e for e in world.endpoints_of(ref.host, ref.port)
+                      if e.healthy and selects(labels, e.labels))
+    svc = world.services.get(ref.host)
+    return types.Cluster(
+        name=names.outbound_cluster(ref.port, ref.subset, ref.host),
+        service=ref.host, port=ref.port, subset=ref.subset, endpoints=endpoints,
+        load_balancer=policy.load_balancer(merged["loadBalancer"]),
+        connection_pool=policy.connection_pool(merged["connectionPool"]),
+        outlier=policy.outlier(merged["outlierDetection"]),
+        tls=_tls(world, merged["tls"], endpoints, auto_mtls),
+        service_name=svc.name if svc else ref.host.split(".")[0],
+        service_namespace=svc.namespace if svc else "",
+    )
+
+
+def policy_of(subset: Any) -> Any:
+    return subset.get("trafficPolicy") if isinstance(subset, Mapping) else None
+
+
+def _dr_applies(spec: Any, namespace: str, node: types.Node) -> bool:
+    selector = spec.get("workloadSelector") if isinstance(spec, Mapping) else None
+    if not isinstance(selector, Mapping):
+        return True
+    labels = {str(k): str(v) for k, v in (selector.get("matchLabels") or {}).items()}
+    return namespace == node.namespace and selects(labels, node.labels)
+
+
+def inbound(service_port: int, app_address: str, app_port: int,
+            service: str, service_name: str, namespace: str) -> types.Cluster:
+    """The local app behind an inbound listener."""
+    return types.Cluster(
+        name=names.inbound_cluster(service_port), service=service, port=app_port,
+        endpoints=(types.Endpoint(address=app_address, port=app_port, namespace=namespace),),
+        service_name=service_name, service_namespace=namespace,
+    )
+
+
+def _cached(world: World, ref: names.ClusterRef, node: types.Node,
+            auto_mtls: bool) -> types.Cluster | None:
+    """Clusters depend on the proxy only through DestinationRule workloadSelectors."""
+    selective = any(isinstance(dr.spec.get("workloadSelector"), Mapping)
+                    for dr in world.destination_rules_for(ref.host))
+    who = (node.namespace, tuple(sorted(node.labels.items()))) if selective else None
+    key = ("cluster", ref, auto_mtls, who)
+    if key not in world.memo:
+        world.memo[key] = outbound(world, ref, node, auto_mtls)
+    found: types.Cluster | None = world.memo[key]
+    return found
+
+
+def build(world: World, cluster_names: Iterable[str], node: types.Node,
+          auto_mtls: bool = True) -> list[types.Cluster]:
+    out = []
+    for name in sorted(set(cluster_names)):
+        ref = names.parse_cluster(name)
+        if ref is None or ref.direction != "outbound":
+            continue
+        cluster = _cached(world, ref, node, auto_mtls)
+        if cluster is not None:
+            out.append(cluster)
+    return out

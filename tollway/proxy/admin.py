@@ -1,0 +1,132 @@
+"""The admin port: /ready, /stats/prometheus, /config_dump, /clusters (Envoy's names).
+
+Low volume, so it is a plain asyncio stream server; nothing here is on the data path. The
+metrics are rendered at scrape time from the hot path's plain counters by
+telemetry.IstioCollector in a registry private to this proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from tollway.proxy.chain.telemetry import IstioCollector
+
+Handler = Callable[[], tuple[int, str, bytes]]
+
+
+class Admin:
+    """Serves the admin endpoints for one ProxyServer."""
+
+    def __init__(self, proxy: Any) -> None:
+        self.proxy = proxy
+        self.registry: Any = None
+        self.server: asyncio.base_events.Server | None = None
+        self.routes: dict[str, Handler] = {
+            "/ready": self._ready,
+            "/healthz/ready": self._ready,
+            "/stats/prometheus": self._prometheus,
+            "/metrics": self._prometheus,
+            "/config_dump": self._config_dump,
+            "/clusters": self._clusters,
+            "/listeners": self._listeners,
+        }
+
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> tuple[str, int]:
+        self.server = await asyncio.start_server(
+            self._client, host, port, reuse_address=True, reuse_port=reuse_port or None
+        )
+        addr = self.server.sockets[0].getsockname()
+        return str(addr[0]), int(addr[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+                if len(line) < 2:
+                    break
+                path = line[1].split("?", 1)[0]
+                handler = self.routes.get(path)
+                if handler is None:
+                    status, ctype, body = 404, "text/plain", b"not found\n"
+                else:
+                    try:
+                        status, ctype, body = handler()
+                    except Exception as exc:  # a view bug must not kill the admin port
+                        status, ctype, body = 500, "text/plain", f"{exc!r}\n".encode()
+                close = b"connection: close" in head.lower()
+                writer.write(
+                    b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n"
+                    % (
+                        status,
+                        b"OK" if status == 200 else b"Error",
+                        ctype.encode(),
+                        len(body),
+                        b"connection: close\r\n" if close else b"",
+                    )
+                    + (body if line[0] != "HEAD" else b"")
+                )
+                await writer.drain()
+                if close:
+                    break
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    # ------------------------------------------------------------ handlers
+    def _ready(self) -> tuple[int, str, bytes]:
+        if self.proxy.ready:
+            return 200, "text/plain", b"LIVE\n"
+        return 503, "text/plain", b"NOT READY\n"
+
+    def _prometheus(self) -> tuple[int, str, bytes]:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self.registry is None:
+            self.registry = CollectorRegistry(auto_describe=False)
+            self.registry.register(IstioCollector(self.proxy.metrics, self._extra))
+        return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(self.registry)
+
+    def _config_dump(self) -> tuple[int, str, bytes]:
+        return 200, "application/json", _json(self.proxy.config_dump())
+
+    def _clusters(self) -> tuple[int, str, bytes]:
+        return 200, "application/json", _json(self.proxy.clusters_view())
+
+    def _listeners(self) -> tuple[int, str, bytes]:
+        return 200, "application/json", _json(self.proxy.listeners_view())
+
+    def _extra(self) -> Any:
+        """Proxy-level counters beside Istio's (mirror queue, overflows, ejections)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        m = self.proxy.mirrorer.statistics()
+        g = CounterMetricFamily("tollway_mirror_requests", "Mirrored copies by outcome.",
+                                labels=["outcome"])
+        for key in ("sent", "completed", "failed", "dropped"):
+            g.add_metric([key], m[key])
+        yield g
+        ej = GaugeMetricFamily("tollway_upstream_hosts_ejected", "Ejected hosts per cluster.",
+                               labels=["cluster"])
+        ov = CounterMetricFamily("tollway_upstream_overflow", "503 UO per cluster.",
+                                 labels=["cluster"])
+        now = self.proxy.loop_time()
+        for view in self.proxy.clusters_view(now)["clusters"]:
+            ej.add_metric([view["name"]], sum(1 for h in view["hosts"] if h.get("ejected")))
+            ov.add_metric([view["name"]], view["overflows"])
+        yield ej
+        yield ov
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, indent=1, sort_keys=False, default=str).encode() + b"\n"

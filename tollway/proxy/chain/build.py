@@ -1,0 +1,326 @@
+"""Compile a snapshot into what the hot path reads: live clusters, matchers, listener plans.
+
+Called once per config push. Everything that can be decided at config time is decided
+here: RE2 compiled (core.match), label sets interned for telemetry, TLS contexts built,
+the filter tuple per listener fixed. Live clusters whose spec did not change are carried
+over so their pools and outlier state survive the push. A config that cannot be compiled
+raises SnapshotError and nothing of it is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import logging
+import ssl
+from typing import Any
+
+from tollway.proxy.chain.filter import Filter
+from tollway.proxy.chain.mirror import Mirrorer
+from tollway.proxy.chain.router import Router
+from tollway.proxy.chain.telemetry import Metrics
+from tollway.proxy.core.match import RouteTableMatcher
+from tollway.proxy.http1.parse import Limits
+from tollway.proxy.upstream.cluster import LiveCluster
+from tollway.snapshot import types
+from tollway.snapshot.codec import SnapshotError
+
+log = logging.getLogger("tollway.proxy")
+
+
+def optional(module: str) -> Any:
+    """Import a module of another part if it is present in this build (else None)."""
+    try:
+        if importlib.util.find_spec(module) is None:
+            return None
+    except ModuleNotFoundError:
+        return None
+    return importlib.import_module(module)
+
+
+class ListenerPlan:
+    """Everything one listener needs per request under one snapshot."""
+
+    def __init__(
+        self,
+        snap: Snapshot,
+        spec: types.Listener,
+        matcher: RouteTableMatcher | None,
+        default_cluster: LiveCluster | None,
+        filters: tuple[Filter, ...],
+    ) -> None:
+        self.snapshot = snap
+        self.spec = spec
+        self.name = spec.name
+        self.kind = spec.kind
+        self.port = spec.service_port or spec.port
+        self.match_port = spec.service_port
+        self.gateway: str | None = None
+        self.scheme = "https" if spec.tls is not None else "http"
+        self.matcher = matcher
+        self.default_cluster = default_cluster
+        self.filters = filters
+        self.clusters = snap.clusters
+        self.metrics = snap.metrics
+        self.mirrorer = snap.mirrorer
+        self.limits = snap.limits
+        self.loop = snap.loop
+        self.head_tail = b"x-forwarded-proto: %s\r\n\r\n" % self.scheme.encode()
+        self.reporter = "destination" if spec.kind == "inbound" else "source"
+        self.metrics_on = snap.config.telemetry.metrics
+        self._labels: dict[str, list[int]] = {}
+        self.router = Router(self)
+        self.default_label = self.labels_for("", -1)
+
+    def forwarded_for(self, ex: Any) -> bytes:
+        """The last upstream request header line(s) and the blank line ending the head."""
+        return self.head_tail
+
+    def labels_for(self, cluster_name: str, index: int) -> int:
+        """Interned Istio label set for a destination endpoint (index -1: no endpoint)."""
+        per = self._labels.get(cluster_name)
+        if per is None:
+            per = self._labels[cluster_name] = self._compile_labels(cluster_name)
+        return per[index + 1]
+
+    def _compile_labels(self, cluster_name: str) -> list[int]:
+        cfg = self.snapshot.config
+        node = cfg.node
+        cluster = self.clusters.get(cluster_name) if cluster_name else self.default_cluster
+        spec = cluster.spec if cluster is not None else None
+        td = cfg.trust.trust_domain
+        me = _workload_labels(
+            node.workload or node.name,
+            node.namespace,
+            node.labels,
+            f"spiffe://{td}/ns/{node.namespace}/sa/{node.service_account}",
+        )
+        out = []
+        endpoints: tuple[types.Endpoint | None, ...] = (None,)
+        if spec is not None:
+            endpoints += tuple(spec.endpoints)
+        for ep in endpoints:
+            src: tuple[str, ...]
+            dst: tuple[str, ...]
+            if self.reporter == "destination":
+                src = _UNKNOWN_PEER
+                dst = me
+                svc = _service_labels(spec, node)
+                policy = "none"
+            else:
+                src = (me[0], me[1], "unknown", *me[3:])
+                dst = _endpoint_labels(ep, spec, td)
+                svc = _service_labels(spec, node) if spec is not None else _UNKNOWN_SVC
+                policy = "unknown"
+            labels = (self.reporter, *src, *dst[:5], *svc, *dst[5:], "http", policy)
+            out.append(self.metrics.intern(labels))
+        return out
+
+
+_UNKNOWN_PEER = ("unknown",) * 8
+_UNKNOWN_SVC = ("unknown", "unknown", "unknown")
+
+
+def _workload_labels(
+    workload: str, namespace: str, labels: dict[str, str], principal: str
+) -> tuple[str, ...]:
+    app = labels.get("app", "unknown")
+    version = labels.get("version", "unknown")
+    canonical = labels.get("service.istio.io/canonical-name", labels.get("app", workload))
+    revision = labels.get("service.istio.io/canonical-revision", labels.get("version", "latest"))
+    return (workload, namespace, principal, app, version, canonical, revision, "Kubernetes")
+
+
+def _endpoint_labels(
+    ep: types.Endpoint | None, spec: types.Cluster | None, trust_domain: str
+) -> tuple[str, ...]:
+    """destination_workload .. version, then canonical service/revision and cluster."""
+    if ep is None:
+        return ("unknown",) * 5 + ("unknown", "unknown", "unknown")
+    mtls = spec is not None and spec.tls.mode == "ISTIO_MUTUAL"
+    principal = (
+        f"spiffe://{trust_domain}/ns/{ep.namespace}/sa/{ep.service_account}" if mtls else "unknown"
+    )
+    w = _workload_labels(ep.workload or "unknown", ep.namespace, ep.labels, principal)
+    return w
+
+
+def _service_labels(spec: types.Cluster | None, node: types.Node) -> tuple[str, str, str]:
+    if spec is None:
+        name = node.labels.get("app", node.workload or node.name)
+        fqdn = f"{name}.{node.namespace}.svc.{node.cluster_domain}"
+        return (fqdn, name, node.namespace)
+    fqdn = spec.service or "unknown"
+    short = spec.service_name or fqdn.split(".", 1)[0]
+    ns = spec.service_namespace or (fqdn.split(".")[1] if fqdn.count(".") >= 2 else "unknown")
+    return (fqdn, short, ns)
+
+
+class Snapshot:
+    """One compiled config: read-only for every request that started under it."""
+
+    def __init__(
+        self,
+        config: types.ProxyConfig,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        metrics: Metrics,
+        mirrorer: Mirrorer,
+        limits: Limits,
+        clusters: dict[str, LiveCluster],
+    ) -> None:
+        self.config = config
+        self.version = config.version
+        self.loop = loop
+        self.metrics = metrics
+        self.mirrorer = mirrorer
+        self.limits = limits
+        self.clusters = clusters
+        self.plans: dict[str, ListenerPlan] = {}
+        self.server_contexts: dict[str, ssl.SSLContext | None] = {}
+
+
+def compile_snapshot(
+    config: types.ProxyConfig,
+    *,
+    loop: asyncio.AbstractEventLoop,
+    metrics: Metrics,
+    mirrorer: Mirrorer,
+    limits: Limits,
+    old: Snapshot | None = None,
+    tls_state: Any = None,
+) -> Snapshot:
+    """Build a Snapshot or raise SnapshotError (nothing partially applied)."""
+    try:
+        return _compile(config, loop, metrics, mirrorer, limits, old, tls_state)
+    except SnapshotError:
+        raise
+    except (ValueError, TypeError, KeyError, ssl.SSLError, OSError) as exc:
+        raise SnapshotError(f"snapshot {config.version} cannot be applied: {exc}") from exc
+
+
+def _compile(
+    config: types.ProxyConfig,
+    loop: asyncio.AbstractEventLoop,
+    metrics: Metrics,
+    mirrorer: Mirrorer,
+    limits: Limits,
+    old: Snapshot | None,
+    tls_state: Any,
+) -> Snapshot:
+    needs_tls = any(c.tls.mode not in ("DISABLE", "ISTIO_MUTUAL") for c in config.clusters) or any(
+        lst.tls is not None for lst in config.listeners
+    )
+    tlsmod = optional("tollway.proxy.tls") if needs_tls else None  # cryptography costs ~10 MB
+    names = [c.name for c in config.clusters]
+    if len(set(names)) != len(names):
+        raise SnapshotError("snapshot has two clusters with the same name")
+    clusters: dict[str, LiveCluster] = {}
+    for spec in config.clusters:
+        prev = old.clusters.get(spec.name) if old is not None else None
+        if prev is not None and prev.spec == spec and not prev.closed:
+            clusters[spec.name] = prev
+            continue
+        clusters[spec.name] = LiveCluster(spec, loop, _client_context(spec, tlsmod, tls_state))
+    tables = {t.name: RouteTableMatcher(t) for t in config.route_tables}
+    snap = Snapshot(
+        config, loop=loop, metrics=metrics, mirrorer=mirrorer, limits=limits, clusters=clusters
+    )
+    seen_ports: set[tuple[str, int]] = set()
+    for spec_l in config.listeners:
+        if spec_l.port and (spec_l.address, spec_l.port) in seen_ports:
+            raise SnapshotError(f"two listeners want {spec_l.address}:{spec_l.port}")
+        seen_ports.add((spec_l.address, spec_l.port))
+        matcher = None
+        if spec_l.route_table:
+            matcher = tables.get(spec_l.route_table)
+            if matcher is None:
+                raise SnapshotError(
+                    f"listener {spec_l.name} names route table {spec_l.route_table!r}, "
+                    "which the snapshot does not have"
+                )
+        default = None
+        if spec_l.kind == "inbound" and matcher is None:
+            if spec_l.app_port is None:
+                raise SnapshotError(f"inbound listener {spec_l.name} has no app_port")
+            default = _app_cluster(spec_l, config, old, clusters, loop)
+        filters = _filters(config, spec_l, tls_state)
+        snap.plans[spec_l.name] = ListenerPlan(snap, spec_l, matcher, default, filters)
+        snap.server_contexts[spec_l.name] = _server_context(spec_l, tlsmod)
+    return snap
+
+
+def _app_cluster(
+    spec: types.Listener,
+    config: types.ProxyConfig,
+    old: Snapshot | None,
+    clusters: dict[str, LiveCluster],
+    loop: asyncio.AbstractEventLoop,
+) -> LiveCluster:
+    """The local app behind an inbound listener, as a one-endpoint cluster."""
+    name = f"inbound|{spec.service_port or spec.app_port}||"
+    node = config.node
+    cspec = types.Cluster(
+        name=name,
+        service=f"{node.labels.get('app', node.workload or node.name)}.{node.namespace}"
+        f".svc.{node.cluster_domain}",
+        port=spec.app_port or 0,
+        endpoints=(
+            types.Endpoint(
+                address=spec.app_address or "127.0.0.1",
+                port=spec.app_port or 0,
+                labels=dict(node.labels),
+                namespace=node.namespace,
+                workload=node.workload,
+                service_account=node.service_account,
+            ),
+        ),
+        load_balancer=types.LoadBalancer(simple="ROUND_ROBIN"),
+    )
+    prev = old.clusters.get(name) if old is not None else None
+    live = prev if prev is not None and prev.spec == cspec and not prev.closed else None
+    if live is None:
+        live = LiveCluster(cspec, loop, None)
+    clusters[name] = live
+    return live
+
+
+def _client_context(spec: types.Cluster, tlsmod: Any, tls_state: Any) -> ssl.SSLContext | None:
+    if spec.tls.mode == "DISABLE":
+        return None
+    if spec.tls.mode == "ISTIO_MUTUAL":
+        if tls_state is None:
+            log.warning("cluster %s wants mTLS but this proxy has no certificate yet", spec.name)
+            return None
+        return tls_state.client  # type: ignore[no-any-return]
+    if tlsmod is None:
+        raise SnapshotError(f"cluster {spec.name} wants TLS but this build has no TLS support")
+    return tlsmod.client_context(spec, None)  # type: ignore[no-any-return]
+
+
+def _server_context(spec: types.Listener, tlsmod: Any) -> ssl.SSLContext | None:
+    """Gateway TLS (SIMPLE / MUTUAL) from the listener's credential."""
+    if spec.kind != "gateway" or spec.tls is None or spec.tls.mode not in ("SIMPLE", "MUTUAL"):
+        return None
+    if spec.tls.credential is None:
+        raise SnapshotError(f"gateway listener {spec.name} uses TLS but has no credential")
+    if tlsmod is not None and hasattr(tlsmod, "gateway_context"):
+        return tlsmod.gateway_context(spec.tls)  # type: ignore[no-any-return]
+    raise SnapshotError("this build has no TLS support (tollway.proxy.tls missing)")
+
+
+def _filters(config: types.ProxyConfig, spec: types.Listener, tls_state: Any) -> tuple[Filter, ...]:
+    """The chain before the router: XFCC (inbound mTLS), then RBAC (inbound and gateway)."""
+    filters: list[Filter] = []
+    if spec.kind == "inbound" and tls_state is not None:
+        authn = optional("tollway.proxy.chain.authn")
+        if authn is not None and hasattr(authn, "build_xfcc"):
+            filters.append(authn.build_xfcc(config.node))
+    if spec.kind in ("inbound", "gateway"):
+        authz = optional("tollway.proxy.chain.authz")
+        if authz is not None:
+            f = authz.build(config.authz, spec.service_port)
+            if f is not None:
+                filters.append(f)
+    return tuple(filters)

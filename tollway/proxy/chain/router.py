@@ -1,0 +1,208 @@
+"""The terminal stage: route -> local answer (redirect, direct response, fault abort) or a
+Forward to an upstream cluster, with the request head rebuilt once.
+
+Route selection is core.match (first match wins), the split is one uniform draw, faults are
+core.fault. The upstream request head is the client's header list with hop-by-hop and
+`x-envoy-*` headers dropped, Host set (rewritten if the route says so), trace and request
+id headers set, and header operations applied - built in one pass into one bytes object.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from tollway.proxy.chain import mirror
+from tollway.proxy.chain.forward import Forward
+from tollway.proxy.core import balance, fault, headerops, trace
+from tollway.proxy.core import exchange as rf
+from tollway.proxy.core.retry import RetryPolicy
+from tollway.proxy.http1.parse import HOP_BY_HOP
+from tollway.snapshot import types
+
+if TYPE_CHECKING:
+    from tollway.proxy.chain.build import ListenerPlan
+    from tollway.proxy.chain.stream import Exchange
+    from tollway.proxy.core.match import CompiledRoute
+    from tollway.proxy.upstream.cluster import LiveCluster
+
+_rand = random.random
+_trace_rng = random.Random()
+_RETRY_CACHE: dict[int, RetryPolicy] = {}
+
+
+def _policy(spec: types.Retry | None) -> RetryPolicy:
+    """RetryPolicy per Retry spec, compiled once (specs are frozen and live per snapshot)."""
+    key = id(spec)
+    policy = _RETRY_CACHE.get(key)
+    if policy is None:
+        if len(_RETRY_CACHE) > 4096:
+            _RETRY_CACHE.clear()
+        policy = _RETRY_CACHE[key] = RetryPolicy.from_spec(spec)
+        _KEEP.append(spec)
+    return policy
+
+
+_KEEP: list[Any] = []  # keeps specs alive while their id() keys the cache
+
+
+def _ops_fn(ops: types.HeaderOps) -> Any:
+    return lambda pairs: headerops.apply(pairs, ops)
+
+
+class Router:
+    """Routes one listener's requests (see module doc)."""
+
+    def __init__(self, plan: ListenerPlan) -> None:
+        self.plan = plan
+
+    # ------------------------------------------------------------ entry
+    def handle(self, ex: Exchange, down: Any) -> None:
+        plan = self.plan
+        if plan.matcher is None:
+            cluster = plan.default_cluster
+            if cluster is None:
+                down.local_reply(ex, 404, rf.NR, "")
+                return
+            self._forward(ex, down, None, cluster, None)
+            return
+        route = plan.matcher.select(
+            ex.authority, ex.method, ex.path, ex.headers, port=plan.match_port, gateway=plan.gateway
+        )
+        if route is None:
+            down.local_reply(ex, 404, rf.NR, "")
+            return
+        spec = route.spec
+        ex.route_name = spec.name
+        if spec.redirect is not None:
+            location = route.redirect_location(ex.authority, ex.path, plan.scheme)
+            down.local_reply(ex, spec.redirect.status, "", "", (("location", location or "/"),))
+            return
+        if spec.direct_response is not None:
+            dr = spec.direct_response
+            down.local_reply(ex, dr.status, "", dr.body or "")
+            return
+        if spec.fault is not None:
+            decision = fault.decide(spec.fault, _rand(), _rand())
+            if decision.abort_status is not None:
+                down.local_reply(ex, decision.abort_status, rf.FI, "fault filter abort")
+                return
+            if decision.delay is not None:
+                ex.add_flag(rf.DI)
+                plan.loop.call_later(decision.delay, self._after_delay, ex, down, route)
+                return
+        self._pick(ex, down, route)
+
+    def _after_delay(self, ex: Exchange, down: Any, route: CompiledRoute) -> None:
+        if down.alive_for(ex):
+            self._pick(ex, down, route)
+
+    def _pick(self, ex: Exchange, down: Any, route: CompiledRoute) -> None:
+        wc = route.pick_cluster(_rand())
+        if wc is None:
+            down.local_reply(ex, 503, rf.NC, "")
+            return
+        cluster = self.plan.clusters.get(wc.cluster)
+        ex.cluster_name = wc.cluster
+        if cluster is None:
+            ex.label_index = self.plan.labels_for(wc.cluster, -1)
+            down.local_reply(ex, 503, rf.NC, "")
+            return
+        self._forward(ex, down, route, cluster, wc)
+
+    # ------------------------------------------------------------ forward
+    def _forward(
+        self,
+        ex: Exchange,
+        down: Any,
+        route: CompiledRoute | None,
+        cluster: LiveCluster,
+        wc: types.WeightedCluster | None,
+    ) -> None:
+        plan = self.plan
+        ex.cluster_name = cluster.name
+        ex.label_index = plan.labels_for(cluster.name, -1)
+        spec = route.spec if route is not None else None
+        head, authority = self._head(ex, route, wc)
+        response_ops = None
+        if spec is not None and (spec.response_headers or (wc and wc.response_headers)):
+            response_ops = tuple(
+                _ops_fn(o) for o in (wc.response_headers if wc else None, spec.response_headers)
+                if o is not None
+            )
+        policy = _policy(spec.retries if spec is not None else None)
+        hash_key = None
+        if cluster.hash_lb is not None:
+            query = ex.path.partition("?")[2]
+            hash_key = balance.hash_key_for(cluster.hash_lb, ex.headers, ex.source_ip, query)
+        fwd = Forward(
+            ex,
+            down,
+            cluster,
+            head,
+            policy,
+            hash_key=hash_key,
+            response_ops=response_ops,
+            replay_limit=plan.limits.retry_buffer_bytes,
+        )
+        ex.forward = fwd
+        if spec is not None and spec.mirrors:
+            fwd.tap = mirror.plan_copies(plan, spec.mirrors, head, authority)
+        fwd.start(spec.timeout if spec is not None else None)
+
+    def _head(
+        self, ex: Exchange, route: CompiledRoute | None, wc: types.WeightedCluster | None
+    ) -> tuple[bytes, str]:
+        """The upstream request head: one pass over the client's headers."""
+        path = ex.path
+        authority = ex.authority
+        spec = None
+        if route is not None:
+            spec = route.spec
+            path = route.rewrite_path(path)
+            if route.authority_rewrite is not None:
+                authority = route.authority_rewrite
+        ctx = trace.prepare(ex.headers, _trace_rng)
+        ex.request_id = ctx.request_id
+        set_headers = ctx.headers_to_set()
+        skip = {n.encode() for n, _ in set_headers}
+        conn_tokens = ex.headers.get("connection")
+        if conn_tokens:  # headers the client named in Connection are hop-by-hop too
+            skip.update(t.strip().lower().encode() for t in conn_tokens.split(","))
+        out = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (
+            ex.method.encode(), path.encode("latin-1"), authority.encode("latin-1"))]
+        append = out.append
+        ops = None
+        if spec is not None and (spec.request_headers or (wc is not None and wc.request_headers)):
+            ops = [o for o in (spec.request_headers, wc.request_headers if wc else None) if o]
+        if ops:
+            pairs: list[tuple[str, str]] = []
+            for name, value in ex.raw_headers:
+                lname = name.lower()
+                if lname in HOP_BY_HOP or lname.startswith(b"x-envoy-") or lname in skip:
+                    continue
+                pairs.append((name.decode("latin-1"), value.decode("latin-1")))
+            pairs.extend(set_headers)
+            for o in ops:
+                pairs = headerops.apply(pairs, o)
+            for name_s, value_s in pairs:
+                if name_s.lower() in ("host", ":authority"):
+                    continue
+                append(b"%s: %s\r\n" % (name_s.encode("latin-1"), value_s.encode("latin-1")))
+        else:
+            for name, value in ex.raw_headers:
+                lname = name.lower()
+                if lname in HOP_BY_HOP or lname.startswith(b"x-envoy-") or lname in skip:
+                    continue
+                append(b"%s: %s\r\n" % (name, value))
+            for name_s, value_s in set_headers:
+                append(b"%s: %s\r\n" % (name_s.encode("latin-1"), value_s.encode("latin-1")))
+        if ex.upgrade:
+            append(b"connection: upgrade\r\nupgrade: %s\r\n"
+                   % ex.headers.get("upgrade", "").encode("latin-1"))
+        if ex.chunked:
+            append(b"transfer-encoding: chunked\r\n")
+        elif ex.content_length:
+            append(b"content-length: %d\r\n" % ex.content_length)
+        append(self.plan.forwarded_for(ex))
+        return b"".join(out), authority

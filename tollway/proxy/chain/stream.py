@@ -1,0 +1,113 @@
+"""Exchange: one request/response passing through the proxy, as every stage sees it.
+
+Created by the listener when a request's headers are complete, read by the filters and
+the router, finished (and counted by telemetry) when the response is fully written or the
+request is abandoned. Slotted, no per-request dict beyond the header view the matchers
+need: this object is built on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tollway.proxy.chain.build import ListenerPlan
+
+
+class Exchange:
+    """The request's parsed head, its progress and the facts telemetry records."""
+
+    __slots__ = (
+        "attrs",
+        "authority",
+        "body_buffer",
+        "body_done",
+        "body_size",
+        "bytes_in",
+        "bytes_out",
+        "chunked",
+        "cluster_name",
+        "content_length",
+        "expect_continue",
+        "flags",
+        "forward",
+        "headers",
+        "http11",
+        "keep_alive",
+        "label_index",
+        "listener_kind",
+        "listener_port",
+        "method",
+        "path",
+        "plan",
+        "principal",
+        "raw_headers",
+        "request_id",
+        "response_started",
+        "route_name",
+        "source_ip",
+        "source_port",
+        "start",
+        "status",
+        "target",
+        "tls",
+        "trace_headers",
+        "upgrade",
+        "upstream_host",
+        "upstream_time",
+    )
+
+    def __init__(
+        self,
+        plan: ListenerPlan,
+        method: str,
+        target: str,
+        path: str,
+        authority: str,
+        headers: dict[str, str],
+        raw_headers: list[tuple[bytes, bytes]],
+        start: float,
+    ) -> None:
+        self.plan = plan
+        self.method = method
+        self.target = target
+        self.path = path
+        self.authority = authority
+        self.headers = headers
+        self.raw_headers = raw_headers
+        self.start = start
+        self.attrs: dict[str, Any] = {}
+        self.source_ip = ""
+        self.source_port = 0
+        self.principal: str | None = None
+        self.tls = False
+        self.listener_kind = plan.kind
+        self.listener_port = plan.port
+        self.http11 = True
+        self.keep_alive = True
+        self.upgrade = False
+        self.expect_continue = False
+        self.chunked = False
+        self.content_length = 0
+        # request body: buffered until an upstream takes it, then streamed
+        self.body_buffer: list[bytes] | None = []
+        self.body_size = 0
+        self.body_done = False
+        self.forward: Any = None
+        # response side and telemetry
+        self.status = 0
+        self.flags = "-"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.response_started = False
+        self.route_name = ""
+        self.cluster_name = ""
+        self.upstream_host = ""
+        self.upstream_time = -1.0
+        self.label_index = 0
+        self.request_id = ""
+        self.trace_headers: list[tuple[str, str]] = []
+
+    def add_flag(self, flag: str) -> None:
+        """Record an Envoy response flag (comma-joined like Envoy's %RESPONSE_FLAGS%)."""
+        self.flags = flag if self.flags == "-" else self.flags + "," + flag

@@ -1,0 +1,144 @@
+"""Request id and trace context: keep what the client sent, create what is missing.
+
+x-request-id is kept (or created, uuid4 form). W3C `traceparent` and B3 `x-b3-*` are
+propagated with a fresh span id for this hop (the caller's span becomes the parent), or
+created. One trace id is shared by both formats so a trace started in either shows up in
+both. Randomness comes from the injected `random.Random`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from typing import Final
+
+_HEX: Final = frozenset("0123456789abcdef")
+# A fixed, linear pattern: the stdlib engine is fine here (user regexes go to RE2).
+_TRACEPARENT: Final = re.compile(
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[0-9a-f-]*)?"
+)
+_ZERO_TRACE: Final = "0" * 32
+_ZERO_SPAN: Final = "0" * 16
+# RFC 4122 variant: the top two bits of the clock_seq_hi nibble are 0b10.
+_VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+# Names `headers_to_set` may emit, for callers that drop incoming copies in one pass.
+HEADER_NAMES: Final = frozenset({"x-request-id", "traceparent", "x-b3-traceid", "x-b3-spanid",
+                                 "x-b3-parentspanid", "x-b3-sampled"})
+HEADER_NAMES_BYTES: Final = frozenset(n.encode() for n in HEADER_NAMES)
+
+
+def _is_hex(s: str, length: int) -> bool:
+    return len(s) == length and _HEX.issuperset(s)
+
+
+class TraceContext:
+    """The ids this hop forwards; `headers_to_set()` lists them as request headers."""
+
+    __slots__ = ("b3", "parent_span_id", "request_id", "request_id_created", "sampled",
+                 "span_id", "trace_id")  # fmt: skip
+
+    def __init__(
+        self,
+        request_id: str,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str | None,
+        sampled: bool,
+        *,
+        request_id_created: bool = False,
+        b3: bool = True,
+    ) -> None:
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_span_id = parent_span_id
+        self.sampled = sampled
+        self.request_id_created = request_id_created
+        self.b3 = b3
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+
+    def headers_to_set(self) -> list[tuple[str, str]]:
+        """Headers to set (replacing any incoming value) on the upstream request."""
+        out = [("x-request-id", self.request_id), ("traceparent", self.traceparent)]
+        if self.b3:
+            out.append(("x-b3-traceid", self.trace_id))
+            out.append(("x-b3-spanid", self.span_id))
+            if self.parent_span_id is not None:
+                out.append(("x-b3-parentspanid", self.parent_span_id))
+            out.append(("x-b3-sampled", "1" if self.sampled else "0"))
+        return out
+
+
+def prepare(
+    headers: Mapping[str, str], rng: random.Random, *, sample_rate: float = 0.01
+) -> TraceContext:
+    """Build this hop's context from the request headers (lowercase names).
+
+    `sample_rate` (Istio's default 1%) only decides for a trace this hop starts; an
+    incoming sampling decision is kept."""
+    rid = headers.get("x-request-id")
+    created = not rid
+    # One draw for everything this hop may need: request id, trace id, span id.
+    h = rng.randbytes(40).hex()
+    if not rid:
+        rid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+    span = h[64:80]
+    if span == _ZERO_SPAN:
+        span = "0" * 15 + "1"
+    w3c = _parse_traceparent(headers.get("traceparent"))
+    if w3c is not None:
+        trace_id, parent, sampled = w3c
+        return TraceContext(rid, trace_id, span, parent, sampled, request_id_created=created)
+    b3 = _parse_b3(headers)
+    if b3 is not None:
+        b3_trace, b3_parent, b3_sampled = b3
+        sampled = b3_sampled if b3_sampled is not None else rng.random() < sample_rate
+        return TraceContext(rid, b3_trace, span, b3_parent, sampled, request_id_created=created)
+    trace_id = h[32:64]
+    if trace_id == _ZERO_TRACE:
+        trace_id = "0" * 31 + "1"
+    return TraceContext(
+        rid, trace_id, span, None, rng.random() < sample_rate, request_id_created=created
+    )
+
+
+def _parse_traceparent(value: str | None) -> tuple[str, str, bool] | None:
+    """(trace id, parent span id, sampled) from a valid traceparent (W3C: version ff is
+    invalid, version 00 has exactly four fields, all-zero ids are invalid)."""
+    if not value:
+        return None
+    m = _TRACEPARENT.fullmatch(value.strip().lower())
+    if m is None:
+        return None
+    version, trace_id, parent, flags, extra = m.groups()
+    if version == "ff" or (version == "00" and extra):
+        return None
+    if trace_id == _ZERO_TRACE or parent == _ZERO_SPAN:
+        return None
+    return trace_id, parent, bool(int(flags, 16) & 1)
+
+
+def _parse_b3(headers: Mapping[str, str]) -> tuple[str, str | None, bool | None] | None:
+    """(trace id as 32 hex, caller span, sampled or None) from x-b3-* headers."""
+    raw = headers.get("x-b3-traceid")
+    if not raw:
+        return None
+    trace_id = raw.strip().lower()
+    if _is_hex(trace_id, 16):
+        trace_id = "0" * 16 + trace_id
+    if not _is_hex(trace_id, 32) or trace_id == _ZERO_TRACE:
+        return None
+    span = headers.get("x-b3-spanid", "").strip().lower()
+    parent = span if _is_hex(span, 16) else None
+    flag = headers.get("x-b3-sampled")
+    if headers.get("x-b3-flags") == "1":
+        sampled: bool | None = True
+    elif flag is None:
+        sampled = None
+    else:
+        sampled = flag.strip().lower() in ("1", "true", "d")
+    return trace_id, parent, sampled

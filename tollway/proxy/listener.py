@@ -1,0 +1,481 @@
+"""The downstream side: one asyncio Protocol per client connection, fed by httptools.
+
+Requests are parsed in Protocol callbacks and handed to the chain synchronously (no task
+per request). Pipelined requests are answered strictly in order: only the head of the
+queue is dispatched, the rest wait (and reading pauses when too many wait). Bodies stream
+in both directions with backpressure through pause/resume_reading. Limits (431, 408, idle
+timeout) are enforced here; llhttp refuses the smuggling shapes (400, connection closed).
+A failure inside one connection is answered or closes that connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from tollway.proxy.chain.stream import Exchange
+from tollway.proxy.http1 import write
+from tollway.proxy.http1.parse import Limits, header_view, split_absolute
+
+if TYPE_CHECKING:
+    from tollway.proxy.chain.build import ListenerPlan
+
+log = logging.getLogger("tollway.proxy")
+
+# reasons for pausing reading (a bit each)
+_P_BODY = 1  # the upstream cannot take more request body yet
+_P_QUEUE = 2  # too many pipelined requests wait
+_P_ERROR = 4  # a protocol error waits for the active response to finish
+_P_TUNNEL = 8
+
+
+class ListenerRuntime:
+    """A bound listener: the plan in force and the connections it serves."""
+
+    def __init__(self, name: str, plan: ListenerPlan, limits: Limits) -> None:
+        self.name = name
+        self.plan = plan
+        self.limits = limits
+        self.connections: set[Downstream] = set()
+        self.server: Any = None
+        self.task: asyncio.Task[Any] | None = None
+        self.address: tuple[str, int] = ("", 0)
+        self.accepted = 0
+        self.protocol_errors = 0
+
+    def factory(self) -> Downstream:
+        return Downstream(self)
+
+    def sweep(self, now: float) -> None:
+        """Header (408) and idle keep-alive timeouts, checked about once a second."""
+        limits = self.limits
+        for conn in list(self.connections):
+            conn.check_timeouts(now, limits)
+
+
+class Downstream(asyncio.Protocol):
+    """One client connection (see module doc)."""
+
+    __slots__ = (
+        "active",
+        "cert_hash",
+        "closing",
+        "head_since",
+        "head_size",
+        "idle_since",
+        "in_head",
+        "loop",
+        "n_headers",
+        "parser",
+        "paused",
+        "peer",
+        "pending_error",
+        "principal",
+        "queue",
+        "raw",
+        "runtime",
+        "rx",
+        "tls",
+        "transport",
+        "tunnel",
+        "upgrade_buf",
+        "url",
+    )
+
+    def __init__(self, runtime: ListenerRuntime) -> None:
+        self.runtime = runtime
+        self.loop = runtime.plan.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer: tuple[str, int] = ("", 0)
+        self.principal: str | None = None
+        self.cert_hash = ""
+        self.tls = False
+        self.active: Exchange | None = None
+        self.rx: Exchange | None = None
+        self.queue: deque[Exchange] = deque()
+        self.url = b""
+        self.raw: list[tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.n_headers = 0
+        self.in_head = False
+        self.head_since = 0.0
+        self.idle_since = 0.0
+        self.paused = 0
+        self.pending_error: tuple[int, str] | None = None
+        self.closing = False
+        self.tunnel: Any = None
+        self.upgrade_buf: list[bytes] | None = None
+
+    # ============================================================ asyncio
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (str(peer[0]), int(peer[1]))
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.tls = True
+            self.principal, self.cert_hash = _peer_identity(ssl_object)
+        self.idle_since = self.loop.time()
+        self.runtime.connections.add(self)
+        self.runtime.accepted += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.closing = True
+        self.runtime.connections.discard(self)
+        if self.tunnel is not None:
+            tunnel, self.tunnel = self.tunnel, None
+            tunnel.tunnel = None
+            tunnel.close()
+        active = self.active
+        self.active = None
+        if active is not None:
+            if active.forward is not None:
+                active.forward.abort()
+            if not active.response_started or active.status == 0:
+                active.status = 0
+            self._record(active)
+        self.queue.clear()
+        self.rx = None
+
+    def pause_writing(self) -> None:
+        active = self.active
+        if active is not None and active.forward is not None:
+            active.forward.pause_upstream(True)
+        elif self.tunnel is not None and self.tunnel.transport is not None:
+            self.tunnel.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        active = self.active
+        if active is not None and active.forward is not None:
+            active.forward.pause_upstream(False)
+        elif self.tunnel is not None and self.tunnel.transport is not None:
+            self.tunnel.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.upgrade_buf is not None:
+            self.upgrade_buf.append(data)
+            return
+        if self.closing or self.pending_error is not None:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgrade_buf = [data[int(exc.args[0]) :]]
+        except httptools.HttpParserError as exc:
+            self.runtime.protocol_errors += 1
+            self._protocol_error(400, f"bad request: {exc}")
+            return
+        if self.in_head and self.head_size + len(self.url) > self.runtime.limits.max_head_bytes:
+            self.runtime.protocol_errors += 1
+            self._protocol_error(431, "request header fields too large")
+
+    # ============================================================ httptools
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.raw = []
+        self.head_size = 0
+        self.n_headers = 0
+        self.in_head = True
+        self.head_since = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.raw.append((name, value))
+        self.head_size += len(name) + len(value) + 4
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        limits = self.runtime.limits
+        size = self.head_size + len(self.url)
+        if size > limits.max_head_bytes or len(self.raw) > limits.max_headers:
+            self.runtime.protocol_errors += 1
+            self._protocol_error(431, "request header fields too large")
+            return
+        ex = self._exchange()
+        if ex is None:
+            return
+        self.rx = ex
+        if self.active is None:
+            self.active = ex
+            self._dispatch(ex)
+        else:
+            self.queue.append(ex)
+            if len(self.queue) >= limits.max_pipelined:
+                self._pause(_P_QUEUE)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.rx
+        if ex is None:
+            return
+        ex.bytes_in += len(body)
+        fwd = ex.forward
+        if fwd is not None:
+            fwd.body(body)
+        elif ex.body_buffer is not None:
+            ex.body_buffer.append(body)
+            ex.body_size += len(body)
+            if ex.body_size > 65536:
+                self._pause(_P_BODY)
+
+    def on_message_complete(self) -> None:
+        ex = self.rx
+        if ex is None:
+            return
+        self.rx = None
+        ex.body_done = True
+        fwd = ex.forward
+        if fwd is not None:
+            fwd.body_end()
+
+    # ============================================================ requests
+    def _exchange(self) -> Exchange | None:
+        parser = self.parser
+        plan = self.runtime.plan
+        target = self.url.decode("latin-1")
+        headers = header_view(self.raw)
+        absolute = split_absolute(target) if not target.startswith("/") else None
+        if absolute is not None:
+            authority, path = absolute
+        else:
+            authority = headers.get("host", "").lower()
+            path = target
+        http11 = parser.get_http_version() == "1.1"
+        if http11 and "host" not in headers:
+            self._protocol_error(400, "missing Host header")
+            return None
+        ex = Exchange(
+            plan,
+            parser.get_method().decode("latin-1"),
+            target,
+            path,
+            authority,
+            headers,
+            self.raw,
+            self.head_since,
+        )
+        ex.source_ip, ex.source_port = self.peer
+        ex.label_index = plan.default_label
+        ex.principal = self.principal
+        if self.cert_hash:
+            ex.attrs["peer_cert_hash"] = self.cert_hash
+        ex.tls = self.tls
+        ex.http11 = http11
+        ex.keep_alive = parser.should_keep_alive()
+        ex.upgrade = parser.should_upgrade()
+        ex.bytes_in = self.head_size + len(self.url) + 14
+        if "transfer-encoding" in headers:
+            ex.chunked = True
+        else:
+            cl = headers.get("content-length")
+            ex.content_length = int(cl) if cl else 0
+        expect = headers.get("expect")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                self._protocol_error(417, "unsupported Expect")
+                return None
+            ex.expect_continue = True
+        return ex
+
+    def _dispatch(self, ex: Exchange) -> None:
+        try:
+            for f in ex.plan.filters:
+                reply = f.on_request(ex)
+                if reply is not None:
+                    self.local_reply(ex, reply.status, reply.flag, reply.body, reply.headers)
+                    return
+            if ex.expect_continue and not ex.body_done and self.transport is not None:
+                self.transport.write(write.CONTINUE_100)
+            ex.plan.router.handle(ex, self)
+        except Exception:  # one bad request must never take the listener down
+            log.exception("internal error handling %s %s", ex.method, ex.path)
+            if ex.forward is not None:
+                ex.forward.abort()
+            if not ex.response_started and self.active is ex:
+                self.local_reply(ex, 500, "", "internal error")
+            else:
+                self.reset(ex)
+
+    # ============================================================ responses
+    def write(self, data: bytes) -> None:
+        tr = self.transport
+        if tr is not None:
+            tr.write(data)
+
+    def alive_for(self, ex: Exchange) -> bool:
+        return self.transport is not None and self.active is ex
+
+    def local_reply(
+        self,
+        ex: Exchange,
+        status: int,
+        flag: str,
+        body: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """Answer `ex` from the proxy itself (it must be the active exchange)."""
+        if ex is not self.active:
+            return
+        if ex.response_started:
+            self.reset(ex)
+            return
+        if flag:
+            ex.add_flag(flag)
+        ex.status = status
+        ex.response_started = True
+        receiving = self.rx is ex
+        data = write.local_reply(
+            status,
+            body.encode(),
+            close=not ex.keep_alive or receiving,
+            head_only=ex.method == "HEAD",
+            headers=headers,
+        )
+        ex.bytes_out += len(data)
+        self.write(data)
+        self.response_done(ex)
+
+    def response_done(self, ex: Exchange) -> None:
+        """The response to the active exchange is fully written: next one, or close."""
+        if ex is not self.active:
+            return
+        self.active = None
+        self.idle_since = self.loop.time()
+        self._record(ex)
+        if ex.upgrade and self.upgrade_buf is not None and self.tunnel is None:
+            self._close()
+            return
+        if not ex.keep_alive or self.rx is ex:
+            # a response that ends before its request did: the connection cannot be reused
+            self._close()
+            return
+        if self.pending_error is not None:
+            status, text = self.pending_error
+            self.write(write.local_reply(status, text.encode(), close=True))
+            self._close()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.active = nxt
+            if self.paused & _P_QUEUE and len(self.queue) < self.runtime.limits.max_pipelined // 2:
+                self._resume(_P_QUEUE)
+            self._dispatch(nxt)
+
+    def reset(self, ex: Exchange) -> None:
+        """The response cannot be completed: drop the connection (the client sees a reset)."""
+        if self.active is ex:
+            self.active = None
+            self._record(ex)
+        tr = self.transport
+        if tr is not None:
+            tr.abort()
+
+    def start_tunnel(self, ex: Exchange, conn: Any, rest: bytes) -> None:
+        """An upgrade was accepted: splice this connection and the upstream one."""
+        if self.transport is None:
+            conn.close()
+            return
+        if rest:
+            self.write(rest)
+        self.tunnel = conn
+        conn.tunnel = self
+        buffered = self.upgrade_buf or []
+        self.upgrade_buf = None
+        for piece in buffered:
+            if piece:
+                conn.write(piece)
+        self.active = None
+        self._record(ex)
+
+    def close_tunnel(self) -> None:
+        self.tunnel = None
+        self._close()
+
+    def pause_reading(self, reason: int = _P_BODY) -> None:
+        self._pause(reason)
+
+    def resume_reading(self, reason: int = _P_BODY) -> None:
+        self._resume(reason)
+
+    # ============================================================ internals
+    def _record(self, ex: Exchange) -> None:
+        plan = ex.plan
+        if plan.metrics_on:
+            plan.metrics.record(ex, self.loop.time())
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def _protocol_error(self, status: int, text: str) -> None:
+        """Malformed input: answer once (after any response in progress) and close."""
+        self.in_head = False
+        active = self.active
+        if active is not None and self.rx is active:
+            # the broken bytes are this request's own body: it cannot be completed
+            self.rx = None
+            if active.forward is not None:
+                active.forward.abort()
+            active.flags = "DPE"
+            if active.response_started:
+                self.reset(active)
+                return
+            active.status = status
+            self.active = None
+            self._record(active)
+            active = None
+        if active is None:
+            self.write(write.local_reply(status, text.encode(), close=True))
+            self._close()
+        else:
+            self.pending_error = (status, text)
+            self._pause(_P_ERROR)
+
+    def _close(self) -> None:
+        self.closing = True
+        tr = self.transport
+        if tr is not None:
+            tr.close()
+
+    def check_timeouts(self, now: float, limits: Limits) -> None:
+        if self.transport is None or self.tunnel is not None:
+            return
+        if self.in_head:
+            if now - self.head_since > limits.header_timeout:
+                self.in_head = False
+                self.runtime.protocol_errors += 1
+                self._protocol_error(408, "request timeout")
+        elif (
+            self.active is None and self.rx is None and now - self.idle_since > limits.idle_timeout
+        ):
+            self._close()
+
+
+def _peer_identity(ssl_object: Any) -> tuple[str | None, str]:
+    from tollway.proxy.chain.build import optional
+
+    tlsmod = optional("tollway.proxy.tls")
+    if tlsmod is None:
+        return None, ""
+    principal = tlsmod.peer_principal(ssl_object)
+    cert_hash = tlsmod.peer_cert_hash(ssl_object) if hasattr(tlsmod, "peer_cert_hash") else ""
+    return principal, cert_hash

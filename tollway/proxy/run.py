@@ -1,0 +1,176 @@
+"""Run a ProxyServer as a process: signals, the ready line, drain, SO_REUSEPORT workers.
+
+Kept free of the CLI framework and of the config/control layers so a sidecar process
+imports only the proxy, the snapshot types and the kit (small RSS, quick start);
+`tollway proxy` prepares the snapshot and then execs `python -m tollway.proxy`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from tollway.snapshot import codec, types
+
+
+async def serve(
+    cfg: types.ProxyConfig | None,
+    *,
+    admin_port: int,
+    access_log: bool,
+    reuse_port: bool,
+    serve_admin: bool,
+    follow: dict[str, Any] | None,
+    worker: int,
+) -> int:
+    """Serve until SIGTERM/SIGINT, then drain. Returns the process exit code."""
+    from tollway.proxy.main import ProxyServer
+    from tollway.snapshot.codec import SnapshotError
+
+    server = ProxyServer(
+        None,
+        admin_port=admin_port,
+        access_log=sys.stdout if access_log else None,
+        reuse_port=reuse_port,
+        serve_admin=serve_admin,
+    )
+    try:
+        await server.start()
+        if cfg is not None:
+            server.apply(cfg)
+            await server.wait_serving()
+    except SnapshotError as exc:
+        await server.close()
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as exc:
+        await server.close()
+        print(
+            f"error: cannot listen on admin port {admin_port}: {exc.strerror}; "
+            "pick another with --admin-port.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[Any]] = []
+    if follow is not None:
+        from tollway.proxy import subscriber
+
+        admin = "{}:{}".format(*server.admin_address)
+        tasks.append(
+            loop.create_task(
+                subscriber.follow(server, follow["url"], follow["node"], admin=admin, inbound=None)
+            )
+        )
+    listeners = " ".join(
+        "{}={}:{}".format(name, *server.listener_address(name)) for name in server.bound
+    )
+    who = f"worker {worker} " if worker else ""
+    admin_text = "{}:{}".format(*server.admin_address) if serve_admin else "-"
+    print(
+        f"tollway proxy {who}ready: {listeners or '(no listeners yet)'} admin={admin_text} "
+        f"version={server.version}",
+        flush=True,
+    )
+    await stop.wait()
+    for t in tasks:
+        t.cancel()
+    await server.drain(server.limits.drain_timeout)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m tollway.proxy")
+    ap.add_argument("--config", help="snapshot JSON file")
+    ap.add_argument("--admin-port", type=int, default=15000)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--worker-index", type=int, default=0)
+    ap.add_argument("--access-log", action="store_true")
+    ap.add_argument("--control-plane")
+    ap.add_argument("--workload")
+    ap.add_argument("--namespace", default="default")
+    ap.add_argument("--node-name")
+    ap.add_argument("--service-account", default="default")
+    ap.add_argument("--delete-config", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    cfg = None
+    if args.config:
+        try:
+            with open(args.config, "rb") as f:
+                cfg = codec.decode(f.read())
+        except (OSError, codec.SnapshotError) as exc:
+            print(f"error: {args.config}: {exc}", file=sys.stderr)
+            return 1
+    follow = None
+    if args.control_plane:
+        node = types.Node(
+            name=args.node_name or f"{args.workload}.{args.namespace}",
+            workload=args.workload or "",
+            namespace=args.namespace,
+            service_account=args.service_account,
+        )
+        follow = {"url": args.control_plane, "node": node}
+    if cfg is None and follow is None:
+        print("error: give --config FILE or --control-plane URL.", file=sys.stderr)
+        return 2
+    workers = max(1, args.workers)
+    children = (
+        spawn_workers(argv if argv is not None else sys.argv[1:], workers)
+        if workers > 1 and args.worker_index == 0
+        else []
+    )
+    import uvloop
+
+    try:
+        code = uvloop.run(
+            serve(
+                cfg,
+                admin_port=args.admin_port,
+                access_log=args.access_log,
+                reuse_port=workers > 1,
+                serve_admin=args.worker_index == 0,
+                follow=follow,
+                worker=args.worker_index,
+            )
+        )
+    finally:
+        stop_workers(children)
+        if args.delete_config and args.config and args.worker_index == 0:
+            try:
+                os.unlink(args.config)
+            except OSError:
+                pass
+    return int(code)
+
+
+def spawn_workers(argv: list[str], n: int) -> list[subprocess.Popen[bytes]]:
+    """Workers 1..n-1: the same command line; the kernel spreads connections (REUSEPORT)."""
+    clean = [a for a in argv if a != "--delete-config"]
+    return [
+        subprocess.Popen([sys.executable, "-m", "tollway.proxy", *clean, "--worker-index", str(i)])
+        for i in range(1, n)
+    ]
+
+
+def stop_workers(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            child.kill()

@@ -1,0 +1,155 @@
+"""A live upstream cluster: endpoints with their pools, balancer, outlier detector, limits.
+
+Built once per snapshot from `types.Cluster` (and kept across snapshots while the spec is
+unchanged, so pools and ejection state survive a push). The decisions are core's
+(balance, outlier, limits); this module only holds the state they read and the waiters
+queued for a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any
+
+from tollway.proxy.core import balance, limits, outlier
+from tollway.proxy.core.exchange import Outcome
+from tollway.proxy.upstream.pool import EndpointPool
+from tollway.snapshot import types
+
+
+class LiveCluster:
+    """Everything the router needs to send a request to one cluster."""
+
+    def __init__(
+        self,
+        spec: types.Cluster,
+        loop: asyncio.AbstractEventLoop,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.loop = loop
+        self.closed = False
+        self.endpoints = spec.endpoints
+        n = len(spec.endpoints)
+        self.balancer = balance.make_balancer(spec.load_balancer, spec.endpoints)
+        self.hash_lb = spec.load_balancer if spec.load_balancer.consistent_hash else None
+        self.outlier = outlier.OutlierDetector(spec.outlier, n) if spec.outlier else None
+        self.limits = limits.PoolLimits(spec.connection_pool)
+        self.active = [0] * n
+        self.healthy = tuple(i for i, ep in enumerate(spec.endpoints) if ep.healthy)
+        self.all_healthy = len(self.healthy) == n
+        self.waiters: deque[Any] = deque()
+        self.tls = ssl_context is not None
+        sni = spec.tls.sni if spec.tls.mode != "DISABLE" else None
+        cp = spec.connection_pool
+        self.pools = [
+            EndpointPool(
+                self,
+                i,
+                ep.address,
+                ep.port,
+                loop=loop,
+                ssl_context=ssl_context,
+                server_hostname=sni,
+                connect_timeout=cp.connect_timeout,
+                max_requests=cp.max_requests_per_connection,
+            )
+            for i, ep in enumerate(spec.endpoints)
+        ]
+        self.overflows = 0
+
+    # ------------------------------------------------------------ picking
+    def usable(self, now: float) -> tuple[int, ...]:
+        """Indices of endpoints a request may go to now (outlier ejection, panic)."""
+        if self.outlier is None:
+            return self.healthy
+        usable = self.outlier.usable(now)
+        if self.all_healthy:
+            return tuple(usable)
+        healthy = set(self.healthy)
+        return tuple(i for i in usable if i in healthy)
+
+    def pick(
+        self, now: float, r: float, hash_key: str | None, tried: tuple[int, ...]
+    ) -> int | None:
+        """Choose an endpoint, avoiding ones already tried when another is usable."""
+        usable = self.usable(now)
+        if not usable:
+            return None
+        if tried:
+            fresh = tuple(i for i in usable if i not in tried)
+            if fresh:
+                usable = fresh
+        if len(usable) == 1:
+            return usable[0]
+        return int(self.balancer.pick(usable, r=r, hash_key=hash_key, active=self.active))
+
+    def observe(self, index: int, outcome: Outcome, now: float) -> None:
+        if self.outlier is not None:
+            self.outlier.observe(index, outcome, now)
+
+    # ------------------------------------------------------------ connections
+    def hand_to_waiter(self, conn: Any) -> bool:
+        """Give a just-released connection to a queued request, if one waits."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            self.limits.dequeue_pending()
+            if waiter.on_connected(conn):
+                return True
+        return False
+
+    def connection_closed(self) -> None:
+        """A connection slot was freed: the first waiter may open a new connection."""
+        self.limits.close_connection()
+        if self.waiters and not self.closed and self.limits.try_open_connection():
+            waiter = self.waiters.popleft()
+            self.limits.dequeue_pending()
+            waiter.open_for_waiter()
+
+    def drop_waiter(self, waiter: Any) -> None:
+        try:
+            self.waiters.remove(waiter)
+        except ValueError:
+            return
+        self.limits.dequeue_pending()
+
+    def close(self) -> None:
+        """The cluster left the config: close idle connections; busy ones end after use."""
+        self.closed = True
+        for pool in self.pools:
+            for conn in pool.idle:
+                conn.close()
+            pool.idle.clear()
+
+    # ------------------------------------------------------------ introspection
+    def statistics(self, now: float) -> dict[str, Any]:
+        stats = self.outlier.statistics() if self.outlier is not None else None
+        usable = set(self.usable(now))
+        hosts = []
+        for i, ep in enumerate(self.endpoints):
+            host: dict[str, Any] = {
+                "address": f"{ep.address}:{ep.port}",
+                "labels": dict(ep.labels),
+                "healthy": ep.healthy,
+                "usable": i in usable,
+                "active_requests": self.active[i],
+                **self.pools[i].statistics(),
+            }
+            if stats is not None:
+                rec = stats[i]
+                host["ejected"] = bool(getattr(rec, "ejected", False))
+                host["times_ejected"] = int(getattr(rec, "times_ejected", 0))
+            hosts.append(host)
+        return {
+            "name": self.name,
+            "service": self.spec.service,
+            "subset": self.spec.subset,
+            "overflows": self.overflows,
+            "panic": bool(self.outlier.in_panic(now)) if self.outlier is not None else False,
+            "pending": len(self.waiters),
+            "hosts": hosts,
+        }

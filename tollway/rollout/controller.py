@@ -1,0 +1,327 @@
+"""The IO shell: one worker per Rollout/Canary, carrying out what the machine decides.
+
+Each `sync` reads the resource from the store, takes the measurements that are due,
+asks the machine for a decision, carries out its effects (analysis runs, webhooks, load
+tests) and applies the resources the new state implies (replica sets, routes, subsets)
+through the store with actor "rollout" and the decision as the reason. Then it persists
+the record and writes an Argo- or Flagger-shaped status. Time comes from the injected
+clock, so tests drive a worker on a FakeClock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tollway.config import load
+from tollway.config.resource import Resource, ResourceSet
+from tollway.control.store import ConfigStore, Key
+from tollway.kit.clock import Clock
+from tollway.rollout import hooks, machine, measure, plans, status, traffic
+from tollway.rollout.analysis import runs
+from tollway.rollout.analysis.providers.mesh import MeshMetrics
+from tollway.rollout.model import Effect, Inputs, Phase, Plan, RolloutState
+from tollway.rollout.persist import StateFile
+
+log = logging.getLogger(__name__)
+TICK = 1.0
+
+
+def _copy(value: Any) -> dict[str, Any]:
+    """A plain deep copy (specs hold only JSON values)."""
+    out: dict[str, Any] = json.loads(json.dumps(value))
+    return out
+
+
+@dataclass(slots=True)
+class Record:
+    """Everything persisted for one rollout."""
+
+    state: RolloutState | None = None
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> run + templates
+    judges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scale_down: dict[str, float] = field(default_factory=dict)  # revision -> until (wall)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    restarted_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state.to_dict() if self.state else None,
+                "templates": self.templates, "runs": self.runs, "judges": self.judges,
+                "scale_down": self.scale_down, "checks": self.checks[-50:],
+                "restarted_at": self.restarted_at}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Record:
+        st = raw.get("state")
+        return cls(RolloutState.from_dict(st) if st else None, dict(raw.get("templates", {})),
+                   dict(raw.get("runs", {})), dict(raw.get("judges", {})),
+                   dict(raw.get("scale_down", {})), list(raw.get("checks", [])),
+                   str(raw.get("restarted_at", "")))
+
+
+class Worker:
+    """One rollout (kind Rollout or Canary) and its persisted record."""
+
+    def __init__(self, key: Key, store: ConfigStore, clock: Clock, state_file: StateFile,
+                 client: httpx.AsyncClient, mesh: MeshMetrics, prometheus_url: str | None,
+                 loadtester: hooks.LoadTester) -> None:
+        self.key = key
+        self.store = store
+        self.clock = clock
+        self.file = state_file
+        self.client = client
+        self.mesh = mesh
+        self.prometheus_url = prometheus_url
+        self.loadtester = loadtester
+        saved = state_file.load()
+        self.record = Record.from_dict(saved) if saved else Record()
+        self.commands: deque[tuple[str, str, str]] = deque()
+        self.plan: Plan | None = None
+        self.error = ""
+
+    @property
+    def kind(self) -> str:
+        return self.key[0]
+
+    def command(self, cmd: str, actor: str, why: str) -> None:
+        self.commands.append((cmd, actor, why))
+
+    # ---- one pass ------------------------------------------------------------------------
+
+    async def sync(self) -> float:
+        """Decide and act once; returns the monotonic time of the next wanted sync."""
+        now = self.clock.monotonic()
+        res = self.store.get(self.key)
+        if res is None:
+            return now + TICK
+        current = self.store.current()
+        try:
+            plan = (plans.flagger_plan if self.kind == "Canary" else plans.argo_plan)(
+                res.name, res.namespace, res.spec)
+        except plans.PlanError as exc:
+            self._fail_status(res, str(exc))
+            return now + TICK
+        self.plan = plan
+        template = self._template(res, current)
+        if template is None:
+            return now + TICK
+        revision = traffic.template_hash(template)
+        self.record.templates.setdefault(revision, template)
+        rec = self.record
+        if rec.state is None:
+            rec.state = machine.initial_state(plan, revision)
+        state = rec.state
+        ctx = self._context(res, state)
+        active = self._runs(current, res.namespace)
+        await self._measure(ctx, active, now)
+        check, gates = await self._flagger_inputs(ctx, res, plan, state, current, now)
+        cmd, actor, why = self.commands.popleft() if self.commands else (None, "", "")
+        if cmd == "restart":
+            rec.restarted_at = str(self.clock.wall())
+            cmd = None
+        inputs = Inputs(revision=revision, command=cmd, actor=actor, why=why,
+                        analysis={n: r.phase.value for n, r in active.items()},
+                        check=check, gates=gates)
+        new, effects, reason = machine.step(state, plan, inputs, now)
+        rec.state = new
+        await self._effects(effects, active, current, res, now)
+        rec.runs = {n: {**runs.run_to_dict(r), "templates": rec.runs.get(n, {}).get(
+            "templates", [])} for n, r in active.items()}
+        rec.judges = ctx.judges
+        self._apply(res, plan, new, current, reason)
+        self._prune_templates(new)
+        self.file.save(rec.to_dict())
+        self._status(res, plan, new, active)
+        if reason:
+            log.info("%s/%s: %s", res.kind, res.name, reason)
+        wakes = [now + TICK] + [t for t in (machine.wake_at(new, plan),) if t is not None]
+        wakes += [t for r in active.values() if (t := runs.wake_at(r)) is not None]
+        return max(min(wakes), now + 0.05)
+
+    # ---- inputs --------------------------------------------------------------------------
+
+    def _template(self, res: Resource, current: ResourceSet) -> dict[str, Any] | None:
+        if self.kind == "Rollout":
+            tmpl = res.spec.get("template")
+            if not tmpl:
+                self._fail_status(res, "spec.template is required (workloadRef is not supported)")
+                return None
+            return _copy(tmpl)
+        target = str((res.spec.get("targetRef") or {}).get("name", res.name))
+        dep = current.get("Deployment", res.namespace, target)
+        if dep is None:
+            self._fail_status(res, f"targetRef Deployment {target} not found in namespace "
+                                   f"{res.namespace}")
+            return None
+        return _copy(dep.spec.get("template") or {})
+
+    def _context(self, res: Resource, state: RolloutState) -> measure.Context:
+        if self.kind == "Canary":
+            target = str((res.spec.get("targetRef") or {}).get("name", res.name))
+            canary, stable = (res.namespace, target), (res.namespace, f"{target}-primary")
+        else:
+            canary = (res.namespace, f"{res.name}-{state.revision}")
+            stable = (res.namespace, f"{res.name}-{state.stable_revision}")
+        return measure.Context(self.client, self.mesh, self.prometheus_url, canary, stable,
+                               dict(self.record.judges))
+
+    def _runs(self, current: ResourceSet, namespace: str) -> dict[str, runs.AnalysisRun]:
+        out = {}
+        for name, raw in self.record.runs.items():
+            metrics, _ = measure.metrics_for(tuple(raw.get("templates", [])), namespace, current)
+            out[name] = runs.run_from_dict(raw, metrics)
+        return out
+
+    async def _measure(self, ctx: measure.Context, active: dict[str, runs.AnalysisRun],
+                       now: float) -> None:
+        for run in active.values():
+            for spec in runs.due(run, now):
+                m = await measure.argo_measure(ctx, run, spec, now)
+                runs.record(run, spec, m)
+
+    async def _flagger_inputs(self, ctx: measure.Context, res: Resource, plan: Plan,
+                              state: RolloutState, current: ResourceSet, now: float
+                              ) -> tuple[tuple[bool, str] | None, dict[str, bool]]:
+        fa = plan.flagger
+        if fa is None:
+            return None, {}
+        payload: dict[str, Any] = {"name": res.name, "namespace": res.namespace,
+                                   "phase": state.phase.value,
+                   "checksum": state.revision, "metadata": {}}
+        gates = await hooks.gates(self.client, fa.webhooks, payload) if fa.webhooks else {}
+        if not machine.wants_check(state, plan, now):
+            return None, gates
+        target = ctx.canary[1]
+        ok, detail = True, []
+        for hook in fa.webhooks:
+            if hooks.hook_type(hook) != "rollout":
+                continue
+            cmd = hooks.load_command(hook)
+            if cmd:
+                detail.append(self.loadtester.ensure(f"{res.namespace}/{res.name}", cmd))
+                continue
+            passed, why = await hooks.call(self.client, hook, payload)
+            ok = ok and passed
+            detail.append(why)
+        m_ok, m_detail = await measure.flagger_check(ctx, fa.metrics, res.namespace, target,
+                                                     current, now)
+        result = (ok and m_ok, "; ".join([m_detail, *[d for d in detail if not ok]]))
+        self.record.checks.append({"at": self.clock.wall(), "ok": result[0],
+                                   "detail": m_detail, "weight": state.weight})
+        return result, gates
+
+    # ---- effects -------------------------------------------------------------------------
+
+    async def _effects(self, effects: list[Effect], active: dict[str, runs.AnalysisRun],
+                       current: ResourceSet, res: Resource, now: float) -> None:
+        for e in effects:
+            if e.kind == "start-analysis":
+                metrics, missing = measure.metrics_for(e.templates, res.namespace, current)
+                args = measure.template_args(e.templates, res.namespace, current, e.args)
+                run = runs.AnalysisRun(e.name, metrics, started_at=now, args=args)
+                if missing:
+                    run.phase = runs.AnalysisPhase.ERROR
+                    run.message = f"AnalysisTemplate {', '.join(missing)} not found"
+                active[e.name] = run
+                self.record.runs[e.name] = {"templates": list(e.templates)}
+            elif e.kind == "stop-analysis" and e.name in active:
+                runs.terminate(active[e.name])
+            elif e.kind == "scale-down" and e.revision:
+                self.record.scale_down[e.revision] = self.clock.wall() + e.delay
+            elif e.kind == "webhook" and e.name == "post-rollout":
+                await self.loadtester.stop(f"{res.namespace}/{res.name}")
+                await self._post_hooks(res, e.name)
+
+    async def _post_hooks(self, res: Resource, kind: str) -> None:
+        plan = self.plan
+        if plan is None or plan.flagger is None:
+            return
+        state = self.record.state
+        payload: dict[str, Any] = {"name": res.name, "namespace": res.namespace,
+                                   "phase": state.phase.value if state else "",
+                                   "checksum": "", "metadata": {}}
+        for hook in plan.flagger.webhooks:
+            if hooks.hook_type(hook) == kind:
+                await hooks.call(self.client, hook, payload)
+
+    # ---- resources -----------------------------------------------------------------------
+
+    def desired(self, res: Resource, plan: Plan, state: RolloutState,
+                current: ResourceSet) -> list[dict[str, Any]]:
+        tmpls = {h: self._restarted(t) for h, t in self.record.templates.items()}
+        if self.kind == "Canary":
+            if state.phase is Phase.INITIALIZING:
+                return []
+            return traffic.flagger_resources(res, plan, state, tmpls, current)
+        out = traffic.argo_resources(res, plan, state, tmpls, current)
+        wall = self.clock.wall()
+        total = int(res.spec.get("replicas", 1) or 1)
+        for h, until in list(self.record.scale_down.items()):
+            if until <= wall or h in (state.stable_revision,) or h not in tmpls:
+                self.record.scale_down.pop(h, None)
+                continue
+            if h != state.revision or state.abort:
+                out.append(traffic.replica_set(res, tmpls[h], h, total))
+        return out
+
+    def _restarted(self, template: dict[str, Any]) -> dict[str, Any]:
+        if not self.record.restarted_at:
+            return template
+        t = _copy(template)
+        meta = t.setdefault("metadata", {})
+        meta["annotations"] = {**(meta.get("annotations") or {}),
+                               "tollway.dev/restartedAt": self.record.restarted_at}
+        return t
+
+    def _apply(self, res: Resource, plan: Plan, state: RolloutState, current: ResourceSet,
+               reason: str) -> None:
+        manifests = self.desired(res, plan, state, current)
+        owner = f"{res.kind}/{res.namespace}/{res.name}"
+        names = {(m["kind"], m["metadata"]["namespace"], m["metadata"]["name"])
+                 for m in manifests}
+        stale = [r.key for r in current.of_kind("Deployment")
+                 if r.annotations.get(traffic.OWNER) == owner and r.key not in names]
+        loaded = load.load_text("\n---\n".join(json.dumps(m) for m in manifests),
+                                file=f"<rollout {res.name}>") if manifests else None
+        if loaded is not None and not loaded.ok:
+            self.error = "; ".join(f.message for f in loaded.errors)[:500]
+            return
+        why = reason or "keep traffic as the rollout state says"
+        if loaded is not None:
+            result = self.store.apply(list(loaded.resources), actor="rollout", reason=why)
+            if not result.ok:
+                self.error = "; ".join(f.message for f in result.findings if f.is_error)[:500]
+                return
+        if stale:
+            self.store.delete(stale, actor="rollout", reason="replica set no longer needed")
+        self.error = ""
+
+    def _prune_templates(self, state: RolloutState) -> None:
+        keep = {state.revision, state.stable_revision, *self.record.scale_down}
+        for h in [h for h in self.record.templates if h not in keep]:
+            del self.record.templates[h]
+
+    # ---- status --------------------------------------------------------------------------
+
+    def _status(self, res: Resource, plan: Plan, state: RolloutState,
+                active: dict[str, runs.AnalysisRun]) -> None:
+        wall = self.clock.wall()
+        if self.kind == "Canary":
+            body = status.flagger_status(state, plan, self.record.checks, wall)
+        else:
+            body = status.argo_status(state, plan, {n: runs.run_to_dict(r)
+                                                    for n, r in active.items()}, wall)
+        if self.error:
+            body["error"] = self.error
+        self.store.set_status(res.key, body)
+
+    def _fail_status(self, res: Resource, message: str) -> None:
+        self.error = message
+        self.store.set_status(res.key, {"phase": "Degraded" if self.kind == "Rollout"
+                                        else "Failed", "message": message, "error": message})

@@ -1,0 +1,511 @@
+"""The rollout state machine: step(state, plan, inputs, now) -> (state, effects, reason).
+
+A table maps (style, phase) to a handler; each handler is a small pure function. The
+IO shell (controller.py) carries out the effects and feeds back what it observed.
+
+Argo canary (Argo's words): Progressing while steps run, Paused at a pause step, an
+inconclusive analysis, a user pause or the manual gate; Healthy when every step is done
+and the canary became stable; Degraded with `abort` after an abort (by a user or by a
+Failed/Error analysis), all traffic back on stable at once. `retry` restarts the steps;
+`promote` leaves the current pause (or skips the current step); `promote-full` skips every
+remaining step; a new template mid-rollout starts the steps over for the new revision.
+
+Flagger canary: Initializing (create the -primary copy) → Initialized; a new revision →
+Progressing, one tick per `interval`: the first tick routes the first weight, each later
+tick checks the metrics; a failed check keeps the weight and adds to `failedChecks` (never
+reset during a run), which rolls back once it reaches `threshold`; at the last weight a
+passing tick promotes → Promoting → Finalising → Succeeded. Rollback → Failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from tollway.rollout.model import (
+    HISTORY_LIMIT,
+    Effect,
+    Inputs,
+    Phase,
+    Plan,
+    RolloutState,
+    Step,
+)
+
+Result = tuple[RolloutState, list[Effect], str]
+Handler = Callable[[RolloutState, Plan, Inputs, float], Result]
+
+BAD_RUN = ("Failed", "Error")
+
+
+def initial_state(plan: Plan, revision: str) -> RolloutState:
+    """A first sight of a rollout: Argo adopts the current template as stable; Flagger
+    starts Initializing (creates the primary)."""
+    if plan.style == "flagger":
+        return RolloutState(style=plan.style, phase=Phase.INITIALIZING, revision=revision)
+    return RolloutState(style=plan.style, phase=Phase.HEALTHY, revision=revision,
+                        stable_revision=revision)
+
+
+def step(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    """One decision. Always returns a new state; the reason is "" when nothing happened."""
+    state = replace(state, history=list(state.history), header_routes=dict(state.header_routes),
+                    mirror_routes=dict(state.mirror_routes))
+    table = FLAGGER if plan.style == "flagger" else ARGO
+    handler = table.get(state.phase, _idle)
+    new, effects, reason = handler(state, plan, inputs, now)
+    if reason:
+        actor = inputs.actor if inputs.command else "controller"
+        why = f" ({inputs.why})" if inputs.command and inputs.why else ""
+        new.message = reason
+        new.history.append({"at": now, "phase": new.phase.value, "step": new.step_index,
+                            "weight": new.weight, "reason": reason + why, "actor": actor})
+        del new.history[:-HISTORY_LIMIT]
+    return new, effects, reason
+
+
+def _idle(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    return state, [], ""
+
+
+# ---- Argo canary ---------------------------------------------------------------------------
+
+
+def _argo_stable(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    """Healthy (or Degraded): a new template starts a rollout; retry restarts an aborted one."""
+    if inputs.revision != state.revision:
+        if inputs.revision == state.stable_revision:
+            state.revision, state.abort, state.phase = inputs.revision, False, Phase.HEALTHY
+            return state, [Effect("set-weight", weight=0), Effect("clear-routes")], (
+                "template is the stable one again: back to Healthy, no steps to run")
+        state.revision = inputs.revision
+        return _start(state, plan, now, f"new template {inputs.revision}: starting the steps")
+    if state.phase is Phase.DEGRADED and inputs.command == "retry":
+        return _start(state, plan, now, "retry: running the steps again")
+    if state.phase is Phase.DEGRADED and inputs.command in ("promote", "promote-full"):
+        return _complete(state, plan, now, "promote --full from Degraded: canary becomes stable")
+    return state, [], ""
+
+
+def _start(state: RolloutState, plan: Plan, now: float, reason: str) -> Result:
+    state.abort = False
+    state.step_index, state.weight = 0, 0
+    state.paused, state.pause_reason, state.pause_until = False, "", None
+    state.header_routes, state.mirror_routes, state.canary_scale = {}, {}, {}
+    effects = [Effect("stop-analysis", name=state.step_run)] if state.step_run else []
+    if state.background_run:
+        effects.append(Effect("stop-analysis", name=state.background_run))
+    state.step_run = state.background_run = ""
+    effects += [Effect("scale-canary", revision=state.revision), Effect("set-weight", weight=0)]
+    state.phase = Phase.PROGRESSING
+    state.step_started_at = now
+    return _advance(state, plan, now, effects, reason)
+
+
+def _argo_progressing(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    if inputs.revision != state.revision:
+        if inputs.revision == state.stable_revision:
+            state.revision = inputs.revision
+            return _abort(state, "template set back to the stable one: traffic back to stable",
+                          Phase.HEALTHY)
+        state.revision = inputs.revision
+        return _start(state, plan, now,
+                      f"new template {inputs.revision} mid-rollout: steps start over")
+    cmd = inputs.command
+    if cmd == "abort":
+        return _abort(state, "aborted by " + (inputs.actor or "user"))
+    if cmd == "promote-full":
+        return _complete(state, plan, now, "promote --full: skipping the remaining steps")
+    if cmd == "pause" and not state.paused:
+        state.paused, state.pause_reason, state.phase = True, "UserPause", Phase.PAUSED
+        return state, [], "paused by " + (inputs.actor or "user")
+    bad = _bad_run(state, inputs)
+    if bad:
+        return _abort(state, bad)
+    if state.paused:
+        return _argo_paused(state, plan, inputs, now)
+    if cmd == "promote":
+        return _next(state, plan, now, [], "promote: skipping " + _cur(state, plan).describe())
+    return _advance(state, plan, now, [], "")
+
+
+def _bad_run(state: RolloutState, inputs: Inputs) -> str:
+    for run in (state.step_run, state.background_run):
+        phase = inputs.analysis.get(run) if run else None
+        if phase in BAD_RUN:
+            return f"analysis run {run} {phase}: aborting, all traffic back to stable"
+    return ""
+
+
+def _argo_paused(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    cmd = inputs.command
+    if cmd in ("promote", "resume") or (
+        state.pause_until is not None and now >= state.pause_until
+    ):
+        why = {"promote": "promoted", "resume": "resumed"}.get(cmd or "", "pause ended")
+        reason_kind = state.pause_reason
+        state.paused, state.pause_reason, state.pause_until = False, "", None
+        state.phase = Phase.PROGRESSING
+        if reason_kind == "UserPause" and cmd == "resume":
+            return _advance(state, plan, now, [], why)
+        if reason_kind == "Inconclusive":
+            state.step_run = ""
+        return _next(state, plan, now, [], why)
+    return state, [], ""
+
+
+def _cur(state: RolloutState, plan: Plan) -> Step:
+    return plan.steps[min(state.step_index, len(plan.steps) - 1)]
+
+
+def _next(state: RolloutState, plan: Plan, now: float, effects: list[Effect],
+          reason: str) -> Result:
+    if state.step_run:
+        effects.append(Effect("stop-analysis", name=state.step_run))
+        state.step_run = ""
+    state.step_index += 1
+    state.step_started_at = now
+    return _advance(state, plan, now, effects, reason)
+
+
+def _advance(state: RolloutState, plan: Plan, now: float, effects: list[Effect],
+             reason: str) -> Result:
+    """Run instantaneous steps until one blocks or the steps are done."""
+    notes = [reason] if reason else []
+    while True:
+        if not state.background_run and plan.background and (
+            state.step_index >= plan.background_starting_step
+        ):
+            state.runs_started += 1
+            state.background_run = f"{plan.name}-{state.revision}-bg{state.runs_started}"
+            effects.append(Effect("start-analysis", name=state.background_run,
+                                  templates=plan.background, args=plan.background_args))
+            notes.append("background analysis started")
+        if state.step_index >= len(plan.steps):
+            done, more, why = _complete(state, plan, now, "all steps done")
+            return done, effects + more, "; ".join([*notes, why])
+        s = plan.steps[state.step_index]
+        blocked, note = _do_step(state, plan.name, s, now, effects)
+        if note:
+            notes.append(note)
+        if blocked:
+            return state, effects, "; ".join(notes)
+        state.step_index += 1
+        state.step_started_at = now
+
+
+def _do_step(
+    state: RolloutState, name: str, s: Step, now: float, effects: list[Effect]
+) -> tuple[bool, str]:
+    """Carry out one step; True when it blocks (pause, running analysis, gate)."""
+    i = state.step_index
+    if s.kind == "setWeight":
+        state.weight = int(s.weight or 0)
+        effects.append(Effect("set-weight", weight=state.weight))
+        return False, f"step {i}: canary weight {state.weight}%"
+    if s.kind == "pause":
+        state.paused, state.phase = True, Phase.PAUSED
+        state.pause_reason = "PauseStep"
+        state.pause_until = None if s.duration is None else now + s.duration
+        what = "until promoted" if s.duration is None else f"for {s.duration:g}s"
+        return True, f"step {i}: paused {what}"
+    if s.kind == "gate":
+        state.paused, state.phase, state.pause_reason = True, Phase.PAUSED, "ManualGate"
+        state.pause_until = None
+        return True, f"step {i}: waiting for manual promotion before the final step"
+    if s.kind == "analysis":
+        if not state.step_run:
+            state.runs_started += 1
+            state.step_run = f"{name}-{state.revision}-{i}-{state.runs_started}"
+            effects.append(Effect("start-analysis", name=state.step_run, templates=s.templates,
+                                  args=s.args))
+            return True, f"step {i}: analysis {', '.join(s.templates)} started"
+        return True, ""
+    if s.kind == "setHeaderRoute":
+        if s.match:
+            state.header_routes[s.name] = [dict(m) for m in s.match]
+        else:
+            state.header_routes.pop(s.name, None)
+        effects.append(Effect("header-route", name=s.name, match=s.match))
+        return False, f"step {i}: header route {s.name}"
+    if s.kind == "setMirrorRoute":
+        if s.match or s.percentage:
+            state.mirror_routes[s.name] = {"match": [dict(m) for m in s.match],
+                                           "percentage": s.percentage}
+        else:
+            state.mirror_routes.pop(s.name, None)
+        effects.append(Effect("mirror-route", name=s.name, match=s.match,
+                              percentage=s.percentage))
+        return False, f"step {i}: mirror route {s.name}"
+    if s.kind == "setCanaryScale":
+        state.canary_scale = dict(s.scale)
+        effects.append(Effect("scale-canary", revision=state.revision, args={
+            k: str(v) for k, v in s.scale.items()}))
+        return False, f"step {i}: canary scale {dict(s.scale)}"
+    return False, f"step {i}: {s.kind} ignored"
+
+
+def _complete(state: RolloutState, plan: Plan, now: float, reason: str) -> Result:
+    effects = [Effect("promote-stable", revision=state.revision), Effect("set-weight", weight=0),
+               Effect("clear-routes")]
+    for run in (state.step_run, state.background_run):
+        if run:
+            effects.append(Effect("stop-analysis", name=run))
+    if state.stable_revision and state.stable_revision != state.revision:
+        effects.append(Effect("scale-down", revision=state.stable_revision, delay=30.0))
+    state.stable_revision = state.revision
+    state.step_index = len(plan.steps)
+    state.weight = 0
+    state.paused, state.pause_reason, state.pause_until, state.abort = False, "", None, False
+    state.step_run = state.background_run = ""
+    state.header_routes, state.mirror_routes = {}, {}
+    state.phase = Phase.HEALTHY
+    return state, effects, reason + ": canary promoted to stable"
+
+
+def _abort(state: RolloutState, reason: str, phase: Phase = Phase.DEGRADED) -> Result:
+    effects = [Effect("set-weight", weight=0), Effect("clear-routes")]
+    for run in (state.step_run, state.background_run):
+        if run:
+            effects.append(Effect("stop-analysis", name=run))
+    if state.revision != state.stable_revision:
+        effects.append(Effect("scale-down", revision=state.revision, delay=30.0))
+    state.weight = 0
+    state.abort = phase is Phase.DEGRADED
+    state.paused, state.pause_reason, state.pause_until = False, "", None
+    state.step_run = state.background_run = ""
+    state.header_routes, state.mirror_routes = {}, {}
+    state.phase = phase
+    return state, effects, reason
+
+
+def _argo_progress_or_analysis(state: RolloutState, plan: Plan, inputs: Inputs,
+                               now: float) -> Result:
+    """Progressing: also reads the inline analysis run of an analysis step."""
+    if (not state.paused and state.step_run and inputs.revision == state.revision
+            and inputs.command is None):
+        phase = inputs.analysis.get(state.step_run)
+        if phase == "Successful":
+            return _next(state, plan, now, [], f"analysis run {state.step_run} Successful")
+        if phase == "Inconclusive":
+            state.paused, state.pause_reason, state.phase = True, "Inconclusive", Phase.PAUSED
+            return state, [], (f"analysis run {state.step_run} Inconclusive: paused for a "
+                               "human (promote to continue, abort to roll back)")
+    if (not state.paused and state.background_run and inputs.command is None
+            and inputs.analysis.get(state.background_run) == "Inconclusive"):
+        state.paused, state.pause_reason, state.phase = True, "Inconclusive", Phase.PAUSED
+        return state, [], f"background analysis {state.background_run} Inconclusive: paused"
+    return _argo_progressing(state, plan, inputs, now)
+
+
+ARGO: dict[Phase, Handler] = {
+    Phase.HEALTHY: _argo_stable,
+    Phase.DEGRADED: _argo_stable,
+    Phase.PROGRESSING: _argo_progress_or_analysis,
+    Phase.PAUSED: _argo_progressing,
+}
+
+
+# ---- Flagger -------------------------------------------------------------------------------
+
+
+def _fl_initializing(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    state.revision = state.stable_revision = inputs.revision
+    state.phase = Phase.INITIALIZED
+    state.next_tick = now + _interval(plan)
+    return state, [Effect("promote-stable", revision=inputs.revision),
+                   Effect("set-weight", weight=0)], (
+        "Initialization done: primary created from the target, all traffic on primary")
+
+
+def _interval(plan: Plan) -> float:
+    return plan.flagger.interval if plan.flagger else 60.0
+
+
+def _fl_idle(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    """Initialized / Succeeded / Failed: a new revision starts an analysis."""
+    if inputs.revision == state.stable_revision:
+        if inputs.revision != state.revision:
+            state.revision = inputs.revision
+        return state, [], ""
+    if (inputs.revision == state.revision and state.phase is Phase.FAILED
+            and inputs.command != "retry"):
+        return state, [], ""
+    state.revision = inputs.revision
+    return _fl_begin(state, plan, inputs, now)
+
+
+def _fl_begin(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    state.failed_checks = state.iterations = 0
+    state.weight = 0
+    state.abort = False
+    if inputs.gates.get("confirm-rollout") is False:
+        state.phase = Phase.WAITING
+        return state, [], f"new revision {state.revision}: waiting for confirm-rollout"
+    state.phase = Phase.PROGRESSING
+    state.next_tick = now  # the first tick routes at once
+    effects = [Effect("scale-canary", revision=state.revision),
+               Effect("webhook", name="pre-rollout")]
+    return _fl_route_first(state, plan, now, effects,
+                           f"new revision {state.revision} detected: starting canary analysis")
+
+
+def _fl_route_first(state: RolloutState, plan: Plan, now: float, effects: list[Effect],
+                    reason: str) -> Result:
+    fa = plan.flagger
+    assert fa is not None
+    if fa.strategy == "canary":
+        state.weight = fa.weights[0]
+        effects.append(Effect("set-weight", weight=state.weight))
+        reason += f"; canary weight {state.weight}%"
+    elif fa.strategy == "ab":
+        state.weight = 0
+        effects.append(Effect("header-route", name="ab", match=fa.match))
+        state.header_routes["ab"] = [dict(m) for m in fa.match]
+        reason += "; matching requests routed to the canary"
+    else:
+        state.weight = 0
+        if fa.mirror:
+            effects.append(Effect("mirror-route", name="mirror", percentage=fa.mirror_weight))
+        reason += "; canary warmed up (blue/green: tested without user traffic)"
+    state.next_tick = now + fa.interval
+    return state, effects, reason
+
+
+def _fl_rollback(state: RolloutState, reason: str) -> Result:
+    effects = [Effect("set-weight", weight=0), Effect("clear-routes"),
+               Effect("scale-down", revision=state.revision),
+               Effect("webhook", name="post-rollout")]
+    state.weight = 0
+    state.header_routes, state.mirror_routes = {}, {}
+    state.phase = Phase.FAILED
+    state.abort = True
+    return state, effects, reason
+
+
+def _fl_progressing(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    fa = plan.flagger
+    assert fa is not None
+    if inputs.revision != state.revision:
+        state.revision = inputs.revision
+        return _fl_begin(state, plan, inputs, now)
+    if inputs.command == "abort" or inputs.gates.get("rollback") is True:
+        who = inputs.actor or "rollback webhook"
+        return _fl_rollback(state, f"rolled back by {who}: all traffic on primary")
+    if inputs.command in ("promote", "promote-full"):
+        return _fl_promote(state, plan, now, "promoted by " + (inputs.actor or "user"))
+    if now < state.next_tick:
+        return state, [], ""
+    state.next_tick = now + fa.interval
+    if state.failed_checks >= fa.threshold:
+        return _fl_rollback(state, f"Rolling back: failed checks threshold reached "
+                                   f"{state.failed_checks}")
+    if inputs.check is None:
+        return state, [], ""
+    ok, detail = inputs.check
+    if not ok:
+        state.failed_checks += 1
+        return state, [], (f"Halt advancement: {detail} (failed checks {state.failed_checks}/"
+                           f"{fa.threshold}); weight held at {state.weight}%")
+    return _fl_advance(state, plan, inputs, now, detail)
+
+
+def _fl_advance(state: RolloutState, plan: Plan, inputs: Inputs, now: float,
+                detail: str) -> Result:
+    fa = plan.flagger
+    assert fa is not None
+    if fa.strategy == "canary":
+        later = [w for w in fa.weights if w > state.weight]
+        if later:
+            if inputs.gates.get("confirm-traffic-increase") is False:
+                return state, [], "waiting for confirm-traffic-increase"
+            state.weight = later[0]
+            return state, [Effect("set-weight", weight=state.weight)], (
+                f"checks passed ({detail}); advance canary weight {state.weight}%")
+    else:
+        state.iterations += 1
+        if state.iterations < fa.iterations:
+            return state, [], (f"checks passed ({detail}); iteration {state.iterations}/"
+                               f"{fa.iterations}")
+    if inputs.gates.get("confirm-promotion") is False:
+        state.phase = Phase.WAITING_PROMOTION
+        return state, [], "all checks passed; waiting for confirm-promotion"
+    return _fl_promote(state, plan, now, f"checks passed ({detail}); copying canary to primary")
+
+
+def _fl_promote(state: RolloutState, plan: Plan, now: float, reason: str) -> Result:
+    state.phase = Phase.PROMOTING
+    state.stable_revision = state.revision  # the primary now runs the canary's template
+    state.next_tick = now + _interval(plan)
+    return state, [Effect("promote-stable", revision=state.revision)], reason
+
+
+def _fl_waiting(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    if inputs.command == "abort":
+        return _fl_rollback(state, "rolled back by " + (inputs.actor or "user"))
+    if state.phase is Phase.WAITING:
+        if inputs.gates.get("confirm-rollout") is not False or inputs.command == "promote":
+            return _fl_begin(state, plan, replace(inputs, gates={}), now)
+        return state, [], ""
+    # WaitingPromotion: metrics keep running; failures still count
+    if now >= state.next_tick and inputs.check is not None:
+        state.next_tick = now + _interval(plan)
+        fa = plan.flagger
+        assert fa is not None
+        if state.failed_checks >= fa.threshold:
+            return _fl_rollback(state, "Rolling back: failed checks threshold reached")
+        if not inputs.check[0]:
+            state.failed_checks += 1
+    if inputs.gates.get("confirm-promotion") is not False or inputs.command == "promote":
+        return _fl_promote(state, plan, now, "confirm-promotion passed: copying canary to primary")
+    return state, [], ""
+
+
+def _fl_promoting(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    if now < state.next_tick:
+        return state, [], ""
+    state.next_tick = now + _interval(plan)
+    state.phase = Phase.FINALISING
+    state.weight = 0
+    state.header_routes, state.mirror_routes = {}, {}
+    return state, [Effect("set-weight", weight=0), Effect("clear-routes")], (
+        "primary updated: routing all traffic to primary")
+
+
+def _fl_finalising(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    if now < state.next_tick:
+        return state, [], ""
+    state.phase = Phase.SUCCEEDED
+    effects = [Effect("scale-down", revision=state.revision),
+               Effect("webhook", name="post-rollout")]
+    return state, effects, "Promotion completed: canary scaled to zero"
+
+
+FLAGGER: dict[Phase, Handler] = {
+    Phase.INITIALIZING: _fl_initializing,
+    Phase.INITIALIZED: _fl_idle,
+    Phase.SUCCEEDED: _fl_idle,
+    Phase.FAILED: _fl_idle,
+    Phase.WAITING: _fl_waiting,
+    Phase.PROGRESSING: _fl_progressing,
+    Phase.WAITING_PROMOTION: _fl_waiting,
+    Phase.PROMOTING: _fl_promoting,
+    Phase.FINALISING: _fl_finalising,
+}
+
+
+def wants_check(state: RolloutState, plan: Plan, now: float) -> bool:
+    """Flagger: is a metric check due at this tick? (the controller measures, then steps)"""
+    return (plan.style == "flagger"
+            and state.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
+            and now >= state.next_tick)
+
+
+def wake_at(state: RolloutState, plan: Plan) -> float | None:
+    """The next time the machine needs a step without any new input."""
+    if plan.style == "flagger":
+        if state.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION, Phase.PROMOTING,
+                           Phase.FINALISING):
+            return state.next_tick
+        return None
+    return state.pause_until if state.paused else None

@@ -1,0 +1,197 @@
+"""Plain data for the rollout machine: phases, plans, state, inputs, effects, decisions.
+
+Phases use Argo's words for Rollouts and Flagger's for Canaries, so `status` reads the
+way users of either tool expect. State is a plain, JSON-able record: `persist.py` writes
+it after every decision, which is what lets a restarted controller resume at the same
+step without repeating or skipping one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any, Literal
+
+Style = Literal["argo-canary", "argo-bluegreen", "flagger"]
+
+
+class Phase(StrEnum):
+    # Argo Rollout phases
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+    # Flagger Canary phases
+    INITIALIZING = "Initializing"
+    INITIALIZED = "Initialized"
+    WAITING = "Waiting"
+    WAITING_PROMOTION = "WaitingPromotion"
+    PROMOTING = "Promoting"
+    FINALISING = "Finalising"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+# ---- the plan: one shape for Argo steps, blue-green and Flagger analysis ---------------
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One Argo canary step; `kind` is the step's field name in the Rollout spec."""
+
+    kind: str  # setWeight | pause | analysis | setHeaderRoute | setMirrorRoute |
+    #            setCanaryScale | gate (the manual gate of autoPromotionEnabled: false)
+    weight: int | None = None
+    duration: float | None = None  # pause seconds; None = until promoted
+    templates: tuple[str, ...] = ()
+    args: Mapping[str, str] = field(default_factory=dict)
+    name: str = ""
+    match: tuple[Mapping[str, Any], ...] = ()
+    percentage: float | None = None
+    scale: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.kind == "setWeight":
+            return f"setWeight: {self.weight}"
+        if self.kind == "pause":
+            return f"pause: {self.duration:g}s" if self.duration is not None else "pause: {}"
+        if self.kind == "analysis":
+            return f"analysis: {', '.join(self.templates)}"
+        if self.kind == "gate":
+            return "manual gate (autoPromotionEnabled: false)"
+        return f"{self.kind}: {self.name or dict(self.scale)}"
+
+
+@dataclass(frozen=True, slots=True)
+class FlaggerAnalysis:
+    interval: float = 60.0
+    threshold: int = 1
+    weights: tuple[int, ...] = ()  # canary strategy: the weight after each passing tick
+    iterations: int = 0  # A/B and blue/green
+    match: tuple[Mapping[str, Any], ...] = ()
+    mirror: bool = False
+    mirror_weight: int = 100
+    metrics: tuple[Mapping[str, Any], ...] = ()
+    webhooks: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def strategy(self) -> str:
+        if self.weights:
+            return "canary"
+        return "ab" if self.match else "bluegreen"
+
+
+@dataclass(frozen=True, slots=True)
+class BlueGreen:
+    active_service: str
+    preview_service: str | None = None
+    auto_promotion_enabled: bool = True
+    auto_promotion_seconds: float | None = None
+    scale_down_delay: float = 30.0
+    pre_promotion: tuple[str, ...] = ()
+    post_promotion: tuple[str, ...] = ()
+    preview_replicas: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    style: Style
+    name: str
+    namespace: str
+    steps: tuple[Step, ...] = ()
+    background: tuple[str, ...] = ()  # background analysis templates
+    background_args: Mapping[str, str] = field(default_factory=dict)
+    background_starting_step: int = 0
+    flagger: FlaggerAnalysis | None = None
+    bluegreen: BlueGreen | None = None
+    warnings: tuple[str, ...] = ()
+
+
+# ---- inputs and effects ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """What the controller observed since the last step: the spec's revision, a user
+    command, analysis run phases, a Flagger check, webhook gates."""
+
+    revision: str
+    command: str | None = None  # promote | promote-full | abort | retry | pause | resume
+    actor: str = ""
+    why: str = ""
+    analysis: Mapping[str, str] = field(default_factory=dict)  # run name -> phase
+    check: tuple[bool, str] | None = None  # Flagger: this tick's metric checks
+    gates: Mapping[str, bool] = field(default_factory=dict)  # Flagger confirm-* webhooks
+    ready: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """A change for the IO shell to carry out (traffic, replicas, analysis, webhooks)."""
+
+    kind: str  # set-weight | header-route | mirror-route | clear-routes | start-analysis |
+    #            stop-analysis | scale-canary | promote-stable | scale-down | webhook
+    weight: int | None = None
+    name: str = ""
+    templates: tuple[str, ...] = ()
+    args: Mapping[str, str] = field(default_factory=dict)
+    match: tuple[Mapping[str, Any], ...] = ()
+    percentage: float | None = None
+    revision: str = ""
+    replicas: int | None = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    at: float
+    phase: str
+    step: int
+    weight: int
+    reason: str
+    actor: str = "controller"
+
+
+# ---- state ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RolloutState:
+    style: Style
+    phase: Phase
+    revision: str = ""  # the template being rolled out (Argo: the canary's pod-template-hash)
+    stable_revision: str = ""
+    step_index: int = 0
+    weight: int = 0
+    paused: bool = False
+    pause_reason: str = ""  # PauseStep | Inconclusive | UserPause | ManualGate | BlueGreenPause
+    pause_until: float | None = None
+    abort: bool = False
+    message: str = ""
+    step_started_at: float = 0.0
+    step_run: str = ""  # the inline analysis run of the current step
+    background_run: str = ""
+    header_routes: dict[str, list[Any]] = field(default_factory=dict)
+    mirror_routes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    canary_scale: dict[str, Any] = field(default_factory=dict)
+    failed_checks: int = 0
+    iterations: int = 0
+    next_tick: float = 0.0
+    runs_started: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["phase"] = self.phase.value
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RolloutState:
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in raw.items() if k in names}
+        kwargs["phase"] = Phase(raw["phase"])
+        return cls(**kwargs)
+
+
+HISTORY_LIMIT = 200

@@ -1,0 +1,140 @@
+"""Argo canary steps, Argo blue-green and Flagger analysis → one Plan.
+
+Only the rollout's own spec is read here (validated upstream by tollway.config); the
+shapes are Argo's and Flagger's own field names. A Rollout under `canary` that carries
+`autoPromotionEnabled: false` (a blueGreen field in Argo's schema; seed 14) gets a manual
+gate before its final step, as its author meant it, and a warning saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tollway.kit.durations import parse_duration
+from tollway.rollout.model import BlueGreen, FlaggerAnalysis, Plan, Step
+
+
+class PlanError(ValueError):
+    """The rollout's spec cannot be turned into a plan; the message names the field."""
+
+
+def _seconds(value: Any, where: str) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return parse_duration(str(value)) if not str(value).isdigit() else float(value)
+    except ValueError as exc:
+        raise PlanError(f"{where}: {exc}") from exc
+
+
+def _templates(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(t.get("templateName") or t.get("clusterTemplateName") or "")
+                 for t in raw.get("templates") or ())
+
+
+def _args(raw: Mapping[str, Any]) -> dict[str, str]:
+    return {str(a["name"]): str(a.get("value", "")) for a in raw.get("args") or ()
+            if "value" in a}
+
+
+def _step(raw: Mapping[str, Any], where: str) -> Step:
+    if "setWeight" in raw:
+        return Step("setWeight", weight=int(raw["setWeight"]))
+    if "pause" in raw:
+        pause = raw["pause"] or {}
+        dur = pause.get("duration")
+        return Step("pause", duration=None if dur is None else _seconds(dur, where))
+    if "analysis" in raw:
+        a = raw["analysis"] or {}
+        return Step("analysis", templates=_templates(a), args=_args(a))
+    if "setHeaderRoute" in raw:
+        h = raw["setHeaderRoute"] or {}
+        return Step("setHeaderRoute", name=str(h.get("name", "")),
+                    match=tuple(h.get("match") or ()))
+    if "setMirrorRoute" in raw:
+        m = raw["setMirrorRoute"] or {}
+        return Step("setMirrorRoute", name=str(m.get("name", "")),
+                    match=tuple(m.get("match") or ()), percentage=m.get("percentage"))
+    if "setCanaryScale" in raw:
+        return Step("setCanaryScale", scale=dict(raw["setCanaryScale"] or {}))
+    raise PlanError(f"{where}: unsupported step {sorted(raw)}; Tollway runs setWeight, pause, "
+                    "analysis, setHeaderRoute, setMirrorRoute and setCanaryScale")
+
+
+def argo_plan(name: str, namespace: str, spec: Mapping[str, Any]) -> Plan:
+    strategy = spec.get("strategy") or {}
+    if "blueGreen" in strategy:
+        return _bluegreen_plan(name, namespace, strategy["blueGreen"])
+    canary = strategy.get("canary") or {}
+    steps = [_step(s, f"spec.strategy.canary.steps[{i}]")
+             for i, s in enumerate(canary.get("steps") or ())]
+    warnings = []
+    if canary.get("autoPromotionEnabled") is False and steps:
+        steps.insert(len(steps) - 1, Step("gate"))
+        warnings.append("spec.strategy.canary.autoPromotionEnabled is a blueGreen field in "
+                        "Argo; Tollway honours it as a manual gate before the final step")
+    if not steps:
+        steps = [Step("setWeight", weight=100)]  # no steps: a rolling update
+    bg = canary.get("analysis") or {}
+    return Plan(
+        style="argo-canary", name=name, namespace=namespace, steps=tuple(steps),
+        background=_templates(bg), background_args=_args(bg),
+        background_starting_step=int(bg.get("startingStep", 0) or 0),
+        warnings=tuple(warnings),
+    )
+
+
+def _bluegreen_plan(name: str, namespace: str, bg: Mapping[str, Any]) -> Plan:
+    where = "spec.strategy.blueGreen"
+    if not bg.get("activeService"):
+        raise PlanError(f"{where}.activeService is required")
+    seconds = bg.get("autoPromotionSeconds")
+    return Plan(
+        style="argo-bluegreen", name=name, namespace=namespace,
+        bluegreen=BlueGreen(
+            active_service=str(bg["activeService"]),
+            preview_service=bg.get("previewService"),
+            auto_promotion_enabled=bool(bg.get("autoPromotionEnabled", True)),
+            auto_promotion_seconds=None if seconds is None else float(seconds),
+            scale_down_delay=float(bg.get("scaleDownDelaySeconds", 30)),
+            pre_promotion=_templates(bg.get("prePromotionAnalysis") or {}),
+            post_promotion=_templates(bg.get("postPromotionAnalysis") or {}),
+            preview_replicas=bg.get("previewReplicaCount"),
+        ),
+    )
+
+
+def flagger_weights(analysis: Mapping[str, Any]) -> tuple[int, ...]:
+    """stepWeights as given, or stepWeight increments up to maxWeight (default 100)."""
+    if analysis.get("stepWeights"):
+        return tuple(int(w) for w in analysis["stepWeights"])
+    step = analysis.get("stepWeight")
+    if not step:
+        return ()
+    top = int(analysis.get("maxWeight", 100))
+    return tuple(range(int(step), top + 1, int(step))) or (top,)
+
+
+def flagger_plan(name: str, namespace: str, spec: Mapping[str, Any]) -> Plan:
+    a = spec.get("analysis") or {}
+    interval = max(_seconds(a.get("interval", "60s"), "spec.analysis.interval"), 0.0)
+    weights = flagger_weights(a)
+    iterations = int(a.get("iterations", 0) or 0)
+    if not weights and not iterations:
+        raise PlanError("spec.analysis needs stepWeight/stepWeights (canary) or iterations "
+                        "(A/B, blue/green)")
+    return Plan(
+        style="flagger", name=name, namespace=namespace,
+        flagger=FlaggerAnalysis(
+            interval=interval,
+            threshold=int(a.get("threshold", 1) or 1),
+            weights=weights,
+            iterations=iterations,
+            match=tuple(a.get("match") or ()),
+            mirror=bool(a.get("mirror", False)),
+            mirror_weight=int(a.get("mirrorWeight", 100) or 100),
+            metrics=tuple(a.get("metrics") or ()),
+            webhooks=tuple(a.get("webhooks") or ()),
+        ),
+    )
