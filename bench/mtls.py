@@ -11,7 +11,7 @@ generator's own cost is excluded. Handshakes: the server sidecar's gate counts e
 handshake; "requests per handshake" shows pooling. Then a separate run opens a new mTLS
 connection per request to measure full handshakes per second and CPU per handshake.
 
-    python bench/mtls.py [--seconds 5] [--conns 8]
+    python bench/mtls.py [--seconds 5] [--conns 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -210,14 +210,16 @@ def measure(mode: str, conns: int, seconds: float, tmp: Path, ca: Any) -> dict[s
         port = cinfo["ports"]["outbound"]
         asyncio.run(load(port, conns, 0.5))  # warm up: pools filled, handshakes done
         before = gate_handshakes(server)
-        cpu0 = cpu_seconds(server.pid) + cpu_seconds(client.pid)
+        s0, c0 = cpu_seconds(server.pid), cpu_seconds(client.pid)
         t0 = time.monotonic()
         n = asyncio.run(load(port, conns, seconds))
         wall = time.monotonic() - t0
-        cpu = cpu_seconds(server.pid) + cpu_seconds(client.pid) - cpu0
+        s_cpu, c_cpu = cpu_seconds(server.pid) - s0, cpu_seconds(client.pid) - c0
+        cpu = s_cpu + c_cpu
         handshakes = gate_handshakes(server) - before
         return {"rps": n / wall, "cpu_us": cpu / max(n, 1) * 1e6, "requests": n,
-                "handshakes": handshakes}
+                "handshakes": handshakes, "server_us": s_cpu / max(n, 1) * 1e6,
+                "client_us": c_cpu / max(n, 1) * 1e6}
     finally:
         for p in procs:
             if p.poll() is None:
@@ -271,6 +273,12 @@ def handshakes(seconds: float, tmp: Path, ca: Any) -> dict[str, float]:
             p.wait()
 
 
+def median_row(rows: list[dict[str, float]]) -> dict[str, float]:
+    import statistics
+
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--role", default="bench")
@@ -279,6 +287,7 @@ def main() -> None:
     parser.add_argument("--creds", default=None)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--conns", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.role == "upstream":
         return run_upstream(args.port)
@@ -287,17 +296,27 @@ def main() -> None:
     from tollway.control.ca import CertificateAuthority
 
     ca = CertificateAuthority.create()
+    runs: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory() as tmp:
-        rows = {m: measure(m, args.conns, args.seconds, Path(tmp), ca) for m in ("off", "on")}
+        for _ in range(args.rounds):  # interleaved, medians: this machine's steal swings
+            for m in ("off", "on"):
+                runs[m].append(measure(m, args.conns, args.seconds, Path(tmp), ca))
         hs = handshakes(min(args.seconds, 3.0), Path(tmp), ca)
+    rows = {m: median_row(r) for m, r in runs.items()}
+    ratios = sorted(on["cpu_us"] / off["cpu_us"] for off, on in zip(runs["off"], runs["on"],
+                                                                        strict=True))
+    print(f"per-round mTLS/plaintext CPU ratios: {', '.join(f'{x:.2f}' for x in ratios)}")
     off, on = rows["off"], rows["on"]
-    print(f"{'mode':<6}{'req/s':>10}{'CPU µs/req (2 sidecars)':>26}{'requests':>10}"
-          f"{'handshakes':>12}")
+    print(f"{'mode':<6}{'req/s':>10}{'CPU µs/req (2 sidecars)':>26}{'client':>8}"
+          f"{'server':>8}{'requests':>10}{'handshakes':>12}")
     for m, r in rows.items():
-        print(f"{m:<6}{r['rps']:>10.0f}{r['cpu_us']:>26.1f}{r['requests']:>10.0f}"
-              f"{r['handshakes']:>12.0f}")
-    print(f"mTLS/plaintext CPU per request: {on['cpu_us'] / off['cpu_us']:.2f}x "
-          f"(+{on['cpu_us'] - off['cpu_us']:.1f} µs); target <= 1.6x")
+        print(f"{m:<6}{r['rps']:>10.0f}{r['cpu_us']:>26.1f}{r['client_us']:>8.1f}"
+              f"{r['server_us']:>8.1f}{r['requests']:>10.0f}{r['handshakes']:>12.0f}")
+    import statistics
+
+    print(f"mTLS/plaintext CPU per request (median of round ratios): "
+          f"{statistics.median(ratios):.2f}x (+{on['cpu_us'] - off['cpu_us']:.1f} µs); "
+          "target <= 1.6x")
     print(f"mTLS handshakes during {on['requests']:.0f} steady keep-alive requests: "
           f"{on['handshakes']:.0f} (target: at most 1 per 1000)")
     print(f"full mTLS handshakes: {hs['per_s']:.0f}/s from one client, server sidecar CPU "

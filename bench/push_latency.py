@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from tollway.config import load
-from tollway.control import push, serve
+from tollway.control import serve
 from tollway.control.local.procs import PortAllocator
 from tollway.control.plane import ControlPlane
 from tollway.control.proxies import ProxyEntry
@@ -85,11 +85,21 @@ async def _wait(plane: ControlPlane, names: list[str], timeout: float) -> bool:
     return await plane.wait_current(names, timeout, since_gen=plane.generation)
 
 
+async def _all_connected(plane: ControlPlane, n: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = plane.statistics()
+        if stats.connected == n and stats.current == n:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 async def run(n: int, changes: int, workers: int, debug: bool = False) -> dict[str, float]:
     result = load.load_paths([MANIFESTS])
     store = ConfigStore()
     assert store.apply(list(result.resources), actor="bench").ok
-    plane = ControlPlane(store, debounce=push.Debouncer(quiet=0.01, max_delay=0.05))
+    plane = ControlPlane(store)  # the default debounce (10 ms quiet, 100 ms max), as `tollway up`
     ports = PortAllocator()
     for replica in _replicas(ports):
         plane.set_replica(replica)
@@ -103,7 +113,7 @@ async def run(n: int, changes: int, workers: int, debug: bool = False) -> dict[s
     procs = _spawn_workers(url, names, workers)
     samples: list[float] = []
     try:
-        if not await _wait(plane, names, 60):
+        if not await _all_connected(plane, n, 60):
             raise SystemExit("proxies did not come up within 60 s")
         async with httpx.AsyncClient(base_url=url) as client:
             for i in range(changes):
@@ -146,7 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, action="append", help="proxies (repeatable)")
     parser.add_argument("--changes", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="proxy processes (one per core)")
     args = parser.parse_args()
     print(f"{'proxies':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'CP RSS MB':>10} {'proxies RSS MB':>15}")

@@ -9,6 +9,9 @@
 #   T      wrk -> tollway proxy: 90/10 split, outlier detection, Istio metrics, no access log
 #   T-mir  wrk -> T plus a 100% mirror to a third cluster (same backend)
 #   T-100  wrk -> T with 100 routes and 20 clusters (the peak-RSS shape)
+#   D      wrk -> the lean uvloop+httptools probe proxy of local-limits.md, only when
+#          RAWPROXY (default ../shared/bench/proxy-compare/rawproxy.py) exists: a
+#          reference for what a minimal Python data path costs in the same run
 #
 # wrk and the backend share LOADGEN_CPU; every proxy runs alone on PROXY_CPU, one process.
 # Runs are interleaved and redone when hypervisor steal is high (runner.py). At the end
@@ -32,7 +35,8 @@ OUT="${OUT:-$WORK/out}"; mkdir -p "$OUT"
 PY="${PY:-$ROOT/.venv/bin/python}"; [ -x "$PY" ] || PY="$(command -v python3)"
 
 P_BACKEND=$PORT_BASE; P_NGINX=$((PORT_BASE+1)); P_HAPROXY=$((PORT_BASE+2))
-P_T=$((PORT_BASE+3)); P_TMIR=$((PORT_BASE+4)); P_T100=$((PORT_BASE+5))
+P_T=$((PORT_BASE+3)); P_TMIR=$((PORT_BASE+4)); P_T100=$((PORT_BASE+5)); P_D=$((PORT_BASE+6))
+RAWPROXY="${RAWPROXY:-$ROOT/../shared/bench/proxy-compare/rawproxy.py}"
 UPSTREAM="127.0.0.1:$P_BACKEND"
 log() { printf '[bench] %s\n' "$*" >&2; }
 
@@ -151,12 +155,19 @@ start "$PROXY_CPU" t "$PY" -m tollway.proxy --config "$WORK/t.json" --admin-port
 start "$PROXY_CPU" tmir "$PY" -m tollway.proxy --config "$WORK/tmir.json" --admin-port 0
 start "$PROXY_CPU" t100 "$PY" -m tollway.proxy --config "$WORK/t100.json" --admin-port 0
 for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_T $P_TMIR $P_T100; do wait_port $p; done
+D_ROW=""
+if [ -f "$RAWPROXY" ]; then
+  start "$PROXY_CPU" rawproxy "$PY" "$RAWPROXY" --listen 127.0.0.1:$P_D --upstream "$UPSTREAM"
+  wait_port $P_D
+  D_ROW=" {\"id\": \"D\", \"name\": \"reference: lean uvloop+httptools probe (not Tollway)\", \"url\": \"http://127.0.0.1:$P_D/\", \"pid\": $PID_rawproxy},"
+fi
 
 cat > "$WORK/targets.json" <<JSON
 [
  {"id": "A", "name": "direct: nginx backend (load core)", "url": "http://127.0.0.1:$P_BACKEND/", "pid": $PID_backend},
  {"id": "B", "name": "nginx reverse proxy", "url": "http://127.0.0.1:$P_NGINX/", "pid": $PID_nginx_proxy},
  {"id": "C", "name": "HAProxy", "url": "http://127.0.0.1:$P_HAPROXY/", "pid": $PID_haproxy},
+$D_ROW
  {"id": "T", "name": "tollway proxy (90/10 split, outlier, Istio metrics)", "url": "http://127.0.0.1:$P_T/", "pid": $PID_t},
  {"id": "T-mir", "name": "T + 100% mirroring", "url": "http://127.0.0.1:$P_TMIR/", "pid": $PID_tmir},
  {"id": "T-100", "name": "T with 100 routes, 20 clusters", "url": "http://127.0.0.1:$P_T100/", "pid": $PID_t100}

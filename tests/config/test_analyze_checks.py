@@ -103,3 +103,11 @@ def test_analyze_failure_limit_note_names_the_fourth_measurement() -> None:
     (f,) = analyze(result.resources)
     assert f.severity is Severity.INFO and f.line == 11
     assert "aborts on the 4th failed measurement, not the 3rd" in f.message
+
+
+def test_analyze_flagger_canary_provides_its_generated_services() -> None:
+    canary = ("apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: api}\nspec:\n"
+              "  targetRef: {apiVersion: apps/v1, kind: Deployment, name: api}\n"
+              "  service: {port: 8080}\n  analysis: {interval: 1m}\n")
+    docs = [_deploy("api"), canary, _vs("api-primary"), _vs("api-canary")]
+    assert _analyze("---\n".join(docs)) == []

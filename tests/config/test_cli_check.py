@@ -40,15 +40,18 @@ def test_cli_validate_broken_file_prints_the_contract_line_and_exits_one() -> No
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_validate_hostile_files_never_trace() -> None:
+def test_cli_validate_hostile_files_never_trace(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# padding\n" * (5 * 1024 * 1024 // 10 + 1))
     names = ["092-yaml-unclosed-bracket.yaml", "097-yaml-billion-laughs.yaml",
              "090-yaml-list-document.yaml", "088-yaml-empty.yaml", "098-yaml-deep-nesting.yaml"]
-    proc = _run("validate", *(BROKEN / n for n in names))
+    proc = _run("validate", *(BROKEN / n for n in names), huge)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
     lines = proc.stdout.strip().splitlines()
-    assert [line.split(":")[0].rsplit("/", 1)[-1] for line in lines[:-1]] == names
-    assert lines[-1] == "5 files, 0 resources: 4 errors, 1 warning"
+    assert [line.split(":")[0].rsplit("/", 1)[-1] for line in lines[:-1]] == [*names, "huge.yaml"]
+    assert "MB per file" in lines[-2]
+    assert lines[-1] == "6 files, 0 resources: 5 errors, 1 warning"
 
 
 def _invoke(*args: str | Path) -> Result:

@@ -125,3 +125,14 @@ def test_load_result_raise_if_errors_carries_the_findings() -> None:
         bad.raise_if_errors()
     assert info.value.findings == bad.errors
     assert "apiVersion is required" in str(info.value)
+
+
+def test_load_kubectl_list_output_yields_its_items_with_their_lines() -> None:
+    text = ("apiVersion: v1\nkind: List\nitems:\n"
+            "- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n  spec: {}\n"
+            "- apiVersion: v1\n  kind: Service\n  metadata: {name: b}\n"
+            "  spec:\n    ports: [{port: 0}]\n")
+    result = load_text(text)
+    assert [r.name for r in result.resources] == ["a"]
+    (f,) = result.findings
+    assert (f.name, f.path, f.line) == ("b", "spec.ports[0].port", 12)

@@ -137,3 +137,9 @@ def test_compile_what_loads_never_raises_but_config_error(docs: list[Any]) -> No
         translate.build_standalone(result.resources, listen_port=15001)
     except ConfigError:
         pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=300))
+def test_load_arbitrary_unicode_never_raises(text: str) -> None:
+    _check(text)

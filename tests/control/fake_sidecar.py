@@ -10,7 +10,7 @@ import signal
 import sys
 
 from tollway.proxy import subscriber
-from tollway.snapshot import types
+from tollway.snapshot import codec, types
 
 
 class ListenOnly:
@@ -21,8 +21,12 @@ class ListenOnly:
     async def apply(self, config: types.ProxyConfig) -> None:
         for listener in config.listeners:
             if listener.port not in self.servers:
-                self.servers[listener.port] = await asyncio.start_server(
-                    _close, "127.0.0.1", listener.port)
+                try:
+                    self.servers[listener.port] = await asyncio.start_server(
+                        _close, "127.0.0.1", listener.port)
+                except OSError as exc:  # as ProxyServer does: a refusal, the reason as NACK
+                    raise codec.SnapshotError(
+                        f"cannot listen on 127.0.0.1:{listener.port}: {exc}") from exc
         self.version = config.version
 
 

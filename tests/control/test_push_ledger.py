@@ -75,3 +75,34 @@ def test_ledger_reconnect_resends_current_version() -> None:
     ledger.connect("p", 1.0)
     assert ledger.needs_send("p")
     assert ledger.statistics().connected == 1
+
+
+_OPS = st.lists(st.tuples(
+    st.sampled_from(["connect", "disconnect", "offer", "send", "ack", "nack"]),
+    st.sampled_from(["v1", "v2", "v3"]),
+), max_size=40)
+
+
+@given(_OPS)
+def test_ledger_invariants_hold_for_any_sequence(ops: list[tuple[str, str]]) -> None:
+    ledger = Ledger()
+    for op, version in ops:
+        row = ledger.row("p")
+        if op == "connect":
+            ledger.connect("p", 0.0)
+        elif op == "disconnect":
+            ledger.disconnect("p")
+        elif op == "offer":
+            ledger.offer("p", version)
+        elif op == "send" and ledger.needs_send("p"):
+            ledger.sent("p", row.desired, 0.0)
+        elif op == "ack" and row.sent:
+            ledger.ack("p", row.sent, 0.0)
+        elif op == "nack" and row.sent:
+            ledger.nack("p", row.sent, "no")
+        row = ledger.row("p")
+        assert ledger.needs_send("p") == (row.connected and bool(row.desired)
+                                          and row.sent != row.desired)
+        assert row.current == (bool(row.desired) and row.acked == row.desired)
+        if not row.connected:
+            assert row.sent == ""  # whatever was in flight is resent after a reconnect

@@ -146,3 +146,24 @@ def test_service_entry_workload_selector_picks_replicas() -> None:
     text = SERVICE_ENTRY.split("  endpoints:")[0] + selector
     eps = endpoints_for(_load(text), [_replica({"app": "myapp"}, 4242)])
     assert [e.port for e in eps["api.external.test:80"]] == [4242]
+
+
+MULTI = """
+apiVersion: v1
+kind: Service
+metadata: {name: multi}
+spec:
+  selector: {app: multi}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+  - {name: admin, port: 9000, targetPort: 9090}
+"""
+
+
+def test_multi_port_replica_maps_target_ports_to_its_listeners() -> None:
+    r = Replica(workload="multi", kind="Deployment", namespace="default",
+                labels={"app": "multi"}, service_account="sa", address="127.0.0.1",
+                port=41000, app_port=8080, ports={9090: 41001})
+    eps = endpoints_for(_load(MULTI), [r])
+    assert [e.port for e in eps["multi.default.svc.cluster.local:80"]] == [41000]
+    assert [e.port for e in eps["multi.default.svc.cluster.local:9000"]] == [41001]

@@ -182,3 +182,39 @@ def test_debug_views_show_config_registry_and_sync(fake_compiler: Any,
             follow.cancel()
 
     _run(main())
+
+
+def test_outbox_coalesces_to_the_newest_snapshot() -> None:
+    from tollway.control.plane import Outbox
+
+    async def main() -> None:
+        box = Outbox()
+        box.put(b"v1\n")
+        box.put(b"v2\n")
+        assert await box.take(1.0) == b"v2\n"
+        assert await box.take(0.01) is None  # nothing new: time for a heartbeat
+        box.close()
+        assert box.closed
+
+    _run(main())
+
+
+def test_plane_pushes_only_when_the_version_changes(fake_compiler: Any,
+                                                    make_resource: Any) -> None:
+    async def main() -> None:
+        store = ConfigStore(validator=_no_checks)
+        plane = ControlPlane(store, compiler=fake_compiler)
+        node = types.Node(name="p")
+        plane.register(ProxyEntry(node))
+        box = plane.open_stream("p")
+        plane.recompute()
+        assert (await box.take(1.0) or b"").startswith(b'{"version":"')
+        plane.touch()  # inputs "changed" but the snapshot is the same
+        plane.recompute()
+        assert await box.take(0.01) is None
+        store.apply([make_resource("Service", "s")])
+        plane.recompute()
+        assert await box.take(1.0) is not None
+        assert plane.ledger.row("p").pushes == 2
+
+    _run(main())

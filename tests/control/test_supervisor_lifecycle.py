@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from tollway.config.resource import ResourceSet
 from tollway.control import push, serve
 from tollway.control.local import plan as plan_mod
+from tollway.control.local.procs import PortAllocator
 from tollway.control.local.supervisor import Supervisor
 from tollway.control.plane import ControlPlane
 from tollway.control.store import ConfigStore
@@ -32,7 +34,8 @@ class ListenerCompiler:
             types.Listener(name=k, kind="inbound" if k == "inbound" else "outbound",
                            port=entry.ports[k])
             for k in ("inbound", "outbound") if k in entry.ports)
-        return types.ProxyConfig(version=content_hash([world, entry.name]), node=entry.node,
+        return types.ProxyConfig(version=content_hash([world, entry.name, dict(entry.ports)]),
+                                 node=entry.node,
                                  listeners=listeners)
 
     def endpoints(self, world: Any) -> dict[str, Any]:
@@ -93,5 +96,48 @@ def test_supervisor_scales_restarts_and_stops(tmp_path: Path, make_resource: Any
         assert not sup.members
         assert all(not Path(f"/proc/{p}").exists() for p in pids)
         assert (tmp_path / "logs").is_dir()
+
+    asyncio.run(main())
+
+
+class _TakenSecond(PortAllocator):
+    """Hands out an occupied port as the second one (a replica's inbound listener)."""
+
+    def __init__(self, taken: int) -> None:
+        super().__init__()
+        self.taken = taken
+        self.calls = 0
+
+    def allocate(self) -> int:
+        self.calls += 1
+        return self.taken if self.calls == 2 else super().allocate()
+
+
+def test_supervisor_moves_a_sidecar_off_a_taken_port(tmp_path: Path, make_resource: Any) -> None:
+    async def main() -> None:
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        store = ConfigStore(validator=lambda _r: [])
+        plane = ControlPlane(store, compiler=ListenerCompiler(),
+                             debounce=push.Debouncer(0.005, 0.02))
+        runner = await serve.serve(serve.make_app(plane), "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        engine = asyncio.create_task(plane.run())
+        sup = Supervisor(plane, control_url=url, state_dir=tmp_path, workdir=tmp_path,
+                         ports=_TakenSecond(taken),
+                         sidecar_argv=lambda e, u: [sys.executable, FAKE_SIDECAR, u, e.name])
+        try:
+            await sup.reconcile(plan_mod.plan(ResourceSet([_deployment(make_resource, 1)])))
+            assert await sup.wait_all_ready(30)
+            member = next(iter(sup.members.values()))
+            assert member.entry.ports["inbound"] != taken
+            assert member.reallocated_for
+        finally:
+            await sup.stop_all()
+            engine.cancel()
+            await runner.cleanup()
+            blocker.close()
 
     asyncio.run(main())

@@ -76,3 +76,9 @@ def test_destination_rules_exact_host_beats_wildcard() -> None:
         == ["e"]
     assert [d.name for d in world.destination_rules_for("x.y.svc.cluster.local")] == ["w"]
     assert world.destination_rules_for("api.example.com") == ()
+
+
+def test_resolve_name_dot_namespace_for_known_namespace() -> None:
+    assert resolve_host("pay.payments", "default", {}, namespaces={"payments"}) == \
+        "pay.payments.svc.cluster.local"
+    assert resolve_host("example.com", "default", {}, namespaces={"payments"}) == "example.com"

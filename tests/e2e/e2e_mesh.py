@@ -78,7 +78,7 @@ class Mesh:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*TOLLWAY, *args, "--server", self.url], capture_output=True,
-                              text=True, timeout=30)
+                              text=True, timeout=60)
 
     def members(self) -> list[dict[str, Any]]:
         return list(httpx.get(self.url + "/v1/local/members", timeout=5).json()["members"])

@@ -94,3 +94,48 @@ def test_seed_12_retries_on_gateway_errors_and_409_not_500(
         r = mesh.get("order-service:8080", path)
         assert r.status_code == status
         assert _attempts(mesh, "order-service") - before == tries, path
+
+
+BAD_V1 = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api-v1-bad
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: api, version: v1}
+  template:
+    metadata:
+      labels: {app: api, version: v1}
+    spec:
+      containers:
+      - name: api
+        command: ["tollway", "demo-app"]
+        env:
+        - {name: VERSION, value: "v1-bad"}
+        - {name: ERROR_RATE, value: "1"}
+        ports:
+        - containerPort: 8080
+"""
+
+
+def test_seed_07_failing_replica_is_ejected_and_split_holds(
+    mesh_factory: Callable[[str], Mesh],
+) -> None:
+    mesh = mesh_factory("outlier")
+    bad = mesh.root / "bad.yaml"
+    bad.write_text(BAD_V1)
+    applied = mesh.cli("apply", "-f", str(bad))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    from e2e_mesh import wait_until
+
+    wait_until(lambda: any(m["workload"] == "api-v1-bad" and m["ready"]
+                           for m in mesh.members()), what="the failing replica")
+    wait_until(lambda: all(p["status"] == "SYNCED" for p in mesh.proxies()),
+               what="proxies to learn the failing replica")
+    first = mesh.versions(150, host="api:8080")
+    assert first["500"] <= 6, first  # five in a row, then it is ejected for 30 s
+    assert first["500"] >= 1, first  # it did receive traffic before
+    later = mesh.versions(200, host="api:8080")
+    assert "500" not in later and "v1-bad" not in later, later
+    assert 0.03 <= later["v2"] / 200 <= 0.2, later

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,24 +12,6 @@ import pytest
 from e2e_mesh import Mesh, Stream, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def test_seed_01_02_canary_split_90_10(mesh_factory: Callable[[str], Mesh]) -> None:
-    mesh = mesh_factory("canary")
-    seen = mesh.versions(300)
-    assert set(seen) == {"v1", "v2"}, seen
-    assert 0.04 <= seen["v2"] / 300 <= 0.18, seen
-    # the Host header form reaches the mesh too
-    r = mesh.get()
-    assert r.status_code == 200
-    status = mesh.cli("proxy-status", "-o", "json")
-    assert status.returncode == 0
-    import json
-
-    rows = json.loads(status.stdout)
-    assert {r["workload"] for r in rows} >= {"myapp-v1", "myapp-v2", "tollway-client"}
-    assert all(r["status"] == "SYNCED" and r["acked"] for r in rows)
-    assert all(r["inbound"] for r in rows if r["kind"] == "sidecar")
 
 
 def test_blue_green_switch_under_load_has_no_failures(
@@ -86,7 +69,7 @@ def test_scale_3_to_1_to_3_and_kill_a_replica_without_failures(
     assert stream.failures == []
 
 
-def test_control_plane_killed_and_restarted_while_traffic_flows(
+def test_control_plane_killed_and_restarted_while_traffic_flows_then_split_90_10(
     mesh_factory: Callable[[str], Mesh],
 ) -> None:
     mesh = mesh_factory("canary")
@@ -101,4 +84,13 @@ def test_control_plane_killed_and_restarted_while_traffic_flows(
                    what="every proxy to resync")
         stream.wait_for(lambda v: len(v) >= 50 and set(v) == {"v1", "v2"})
     assert stream.failures == []
+    # seed 01 + 02: about 90% v1, 10% v2
+    seen = mesh.versions(300)
+    assert 0.04 <= seen["v2"] / 300 <= 0.18, seen
+    status = mesh.cli("proxy-status", "-o", "json")
+    assert status.returncode == 0
+    rows = json.loads(status.stdout)
+    assert {r["workload"] for r in rows} >= {"myapp-v1", "myapp-v2", "tollway-client"}
+    assert all(r["status"] == "SYNCED" and r["acked"] == r["version"] for r in rows)
+    assert all(r["inbound"] and r["admin"] for r in rows if r["kind"] == "sidecar")
     assert mesh.stop() == 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import resource
 import socket
+import time
 
 from proxy_harness import Harness, RawClient, cluster, config, get, route
 
@@ -50,7 +52,8 @@ def test_chunked_request_and_response_stream_through(harness: Harness) -> None:
 def test_large_upload_streams_without_buffering(harness: Harness) -> None:
     _, p, addr = _proxy(harness)
     size = 64 * 1024 * 1024
-    s = socket.create_connection(addr, timeout=30)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    s = socket.create_connection(addr, timeout=90)
     s.sendall(b"PUT /up HTTP/1.1\r\nHost: svc\r\nContent-Length: %d\r\n\r\n" % size)
     block = b"z" * (1 << 20)
     for _ in range(size // len(block)):
@@ -60,6 +63,8 @@ def test_large_upload_streams_without_buffering(harness: Harness) -> None:
         data += s.recv(65536)
     body = json.loads(data.split(b"\r\n\r\n", 1)[1])
     assert body["body_len"] == size
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - peak_before
+    assert grown < size // 2  # streamed with backpressure, never held whole
     # the proxy never held the body: no exchange kept a buffer or a replay copy
     rt = next(iter(p.bound.values())).runtime
     assert all(conn.active is None for conn in rt.connections)
@@ -156,3 +161,20 @@ def test_absolute_form_routes_by_uri(harness: Harness) -> None:
     assert r.json()["path"] == "/p?q=1"
     c.send(get("/o", host="asvc"))
     assert c.read_response().json()["upstream"] == "a"
+
+
+def test_slow_reader_backpressure_does_not_stall_the_pooled_connection(harness: Harness) -> None:
+    up, p, addr = _proxy(harness)
+    slow = socket.create_connection(addr, timeout=30)
+    size = 32 * 1024 * 1024
+    slow.sendall(get(f"/big/{size}"))
+    time.sleep(1.0)  # the proxy's buffer to this client fills: it pauses the upstream
+    got = 0
+    while got < size:
+        got += len(slow.recv(1 << 20))
+    slow.close()
+    assert p.bound["main"].runtime.write_pauses >= 1
+    c = RawClient(addr)
+    c.send(get("/after-big"))
+    assert c.read_response().json()["path"] == "/after-big"
+    assert up.connections == 1  # the same upstream connection, reading again

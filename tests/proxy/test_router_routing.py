@@ -128,3 +128,27 @@ def test_trace_headers_created_and_propagated(harness: Harness) -> None:
     seen = httpx.get(_url(p, "/"), headers={"traceparent": tp, "x-request-id": "rid-1"}).json()
     assert seen["headers"]["x-request-id"] == "rid-1"
     assert seen["headers"]["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_cors_preflight_answered_and_simple_request_gets_headers(harness: Harness) -> None:
+    up = harness.upstream()
+    r0 = types.Route(
+        clusters=(types.WeightedCluster(cluster="c"),),
+        cors=types.Cors(
+            allow_origins=(types.StringMatch(kind="exact", value="https://a.example"),),
+            allow_methods=("GET", "POST"),
+        ),
+    )
+    p = harness.proxy(config([r0], [cluster("c", up)]))
+    pre = httpx.options(
+        _url(p, "/x"),
+        headers={"origin": "https://a.example", "access-control-request-method": "POST"},
+    )
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] == "https://a.example"
+    assert "POST" in pre.headers["access-control-allow-methods"]
+    assert up.requests == []
+    r = httpx.get(_url(p, "/x"), headers={"origin": "https://a.example"})
+    assert r.headers["access-control-allow-origin"] == "https://a.example"
+    r = httpx.get(_url(p, "/x"), headers={"origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers

@@ -26,7 +26,8 @@ class Server:
         self.loop = asyncio.new_event_loop()
         self.port = free_port()
         self.svc = RolloutService(self.store, clock=self.clock, state_dir=tmp,
-                                  scrape_targets=list)
+                                  scrape_targets=list,
+                                  wait_for_replicas=False)
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 

@@ -46,7 +46,8 @@ class Harness:
     def __init__(self, tmp: Path, clock: FakeClock, store: ConfigStore) -> None:
         self.clock = clock
         self.store = store
-        self.svc = RolloutService(store, clock=clock, state_dir=tmp, scrape_targets=list)
+        self.svc = RolloutService(store, clock=clock, state_dir=tmp, scrape_targets=list,
+                                  wait_for_replicas=False)
         self.totals: dict[str, list[float]] = {}
 
     async def start(self) -> None:
@@ -112,6 +113,10 @@ def test_controller_bad_canary_aborts_through_the_store(tmp_path: Path) -> None:
         audit = [a for a in h.store.audit() if a.actor == "rollout"]
         assert any("aborting" in a.reason for a in audit)
         assert f"payment-service-{canary}" in h.deployments()  # kept 30 s, as Argo does
+        text = h.svc.metrics_text()
+        assert ('tollway_rollout_info{kind="Rollout",namespace="payments",'
+                'name="payment-service",phase="Degraded"} 1') in text
+        assert 'tollway_rollout_aborted{kind="Rollout"' in text
         await h.sync(31)
         assert h.deployments() == {f"payment-service-{stable}"}
         dr = h.store.get(("DestinationRule", "payments", "payment-service"))
@@ -178,6 +183,25 @@ def test_controller_promote_full_and_api_errors(tmp_path: Path) -> None:
         assert last["actor"] == "alice" and "hotfix" in last["reason"]
         summary = h.svc.summary()
         assert summary[0]["phase"] == "Healthy" and summary[0]["kind"] == "Rollout"
+        await h.svc.stop()
+
+    _run(go())
+
+
+def test_controller_restart_rolls_replicas_without_a_new_revision(tmp_path: Path) -> None:
+    async def go() -> None:
+        clock = FakeClock()
+        h = Harness(tmp_path, clock, _store(clock))
+        await h.start()
+        st = await h.sync()
+        stable = st["stableRS"]
+        assert h.svc.command("payments", "payment-service", "restart", {"actor": "ops"})[0] == 202
+        st = await h.sync()
+        assert st["stableRS"] == stable and st["phase"] == "Healthy"
+        dep = h.store.get(("Deployment", "payments", f"payment-service-{stable}"))
+        assert dep is not None
+        notes = dep.spec["template"]["metadata"].get("annotations") or {}
+        assert "tollway.dev/restartedAt" in notes
         await h.svc.stop()
 
     _run(go())

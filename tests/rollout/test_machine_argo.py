@@ -220,3 +220,29 @@ def test_argo_state_resumes_from_dict_at_the_same_step(seed14_plan: Plan) -> Non
     assert d2.effects == []
     d2.advance(80)
     assert d2.state.step_index == 2 and d2.started_runs()
+
+
+def test_argo_weight_moves_only_once_canary_replicas_are_ready() -> None:
+    d = Driver(_plan([{"setWeight": 30}, {"pause": {}}]))
+    d.revision = "v2"
+    d.step(ready=False)
+    assert d.state.weight == 0 and d.state.scale_weight == 30
+    assert "scaling the canary for 30%" in d.state.message
+    assert d.advance(5, ready=False) == ""
+    d.advance(1, ready=True)
+    assert d.state.weight == 30 and d.last_weight() == 30
+
+
+def test_argo_manual_set_weight_holds_until_resumed() -> None:
+    d = Driver(_plan([{"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 50},
+                      {"pause": {}}]))
+    d.revision = "v2"
+    d.step()
+    d.step(command="set-weight", weight=30, actor="sre")
+    assert d.state.weight == 30 and d.state.phase is Phase.PAUSED and d.last_weight() == 30
+    d.advance(120)
+    assert d.state.weight == 30  # held, the step's timer no longer applies
+    d.step(command="resume")  # the interrupted step (a 1m pause) runs again
+    assert d.state.step_index == 1 and d.last_weight() == 30
+    d.advance(60)
+    assert d.last_weight() == 50

@@ -114,3 +114,30 @@ def test_flagger_interval_and_step_weights() -> None:
     d.advance(30, check=BAD)
     d.advance(30, check=OK)
     assert d.state.phase is Phase.FAILED
+
+
+def test_flagger_bluegreen_mirroring_copies_traffic_to_canary() -> None:
+    from tollway.config import load
+    from tollway.rollout import traffic
+
+    plan = plans.flagger_plan("api", "default", {"analysis": {
+        "interval": "10s", "iterations": 2, "mirror": True, "mirrorWeight": 40}})
+    d = _start(plan)
+    assert d.state.weight == 0 and d.state.mirror_routes["mirror"]["percentage"] == 40
+    canary = load.load_text("""
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: api}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: api}
+  service: {port: 8080}
+  analysis: {interval: 10s, iterations: 2, mirror: true, mirrorWeight: 40}
+""").resources.of_kind("Canary")[0]
+    (vs,) = [m for m in traffic.flagger_resources(canary, plan, d.state, {}, load.load_text(
+        "").resources) if m["kind"] == "VirtualService"]
+    route = vs["spec"]["http"][-1]
+    assert route["mirror"]["host"] == "api-canary"
+    assert route["mirrorPercentage"] == {"value": 40.0}
+    for _ in range(2):
+        d.advance(10, check=OK)
+    assert d.state.phase is Phase.PROMOTING

@@ -31,23 +31,26 @@ PAY_HOST = "payment-service.payments.svc.cluster.local"
 PAY_CLUSTER = f"outbound|{SERVICE_PORT}||{PAY_HOST}"
 
 
-def start_app() -> tuple[int, subprocess.Popen[bytes]]:
+def start_app(attempts: int = 3) -> tuple[int, subprocess.Popen[bytes]]:
+    """The demo app on a free port; retried if another process took the port first."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    proc = subprocess.Popen([sys.executable, "-m", "tollway.demo.app"],
-                            env=dict(os.environ, PORT=str(port)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return port, proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
+    for _ in range(attempts):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        proc = subprocess.Popen([sys.executable, "-m", "tollway.demo.app"],
+                                env=dict(os.environ, PORT=str(port)),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60  # a loaded 2-core machine imports aiohttp slowly
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return port, proc
+            except OSError:
+                time.sleep(0.05)
+        proc.kill()
+        proc.wait()
     raise TimeoutError("demo app did not start")
 
 

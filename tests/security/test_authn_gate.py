@@ -166,7 +166,7 @@ def test_gate_survives_garbage_and_stalls(run: Runner, issue: Issue, payload: by
                                           reason: str, caplog: pytest.LogCaptureFixture
                                           ) -> None:
     async def main() -> None:
-        async with Server(gate("STRICT", issue(SERVER), handshake_timeout=0.3)) as srv:
+        async with Server(gate("STRICT", issue(SERVER), handshake_timeout=1.0)) as srv:
             assert await raw_send(srv.port, payload) == b""
             # and the gate still serves good peers afterwards
             assert await roundtrip(srv.port, client_ctx(issue(CLIENT))) == b"ping"
@@ -295,3 +295,21 @@ def test_gateway_context_terminates_tls_from_a_secret(run: Runner, issue: Issue,
     anonymous, with_cert = run(main())
     assert with_cert == b"ping"
     assert anonymous == (b"ping" if mode == "SIMPLE" else b"")
+
+
+def test_gate_survives_random_handshake_garbage(run: Runner, issue: Issue,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    import random
+
+    rng = random.Random(10)
+    payloads = [b"\x16\x03" + bytes([rng.randrange(5)]) + rng.randbytes(rng.randrange(1, 600))
+                for _ in range(25)]
+
+    async def main() -> bytes:
+        async with Server(gate("STRICT", issue(SERVER), handshake_timeout=1.5)) as srv:
+            await asyncio.gather(*(raw_send(srv.port, p, wait=4) for p in payloads))
+            return await roundtrip(srv.port, client_ctx(issue(CLIENT)))
+    with caplog.at_level(logging.WARNING, "tollway.proxy.authn"):
+        assert run(main()) == b"ping"
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == len(payloads)

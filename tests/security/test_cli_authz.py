@@ -80,3 +80,12 @@ def test_cli_authz_check_unknown_workload_is_one_sentence(manifests: Path) -> No
 def test_cli_authz_check_bad_header_is_usage_error(manifests: Path) -> None:
     code, out = check(manifests, "payment-service.payments", "-H", "novalue")
     assert code == 2 and "NAME:VALUE" in out
+
+
+def test_cli_authz_check_from_a_workload_uses_its_service_account(manifests: Path) -> None:
+    (manifests / "checkout.yaml").write_text(DEPLOY.replace("payment-service", "checkout-service")
+                                             .replace("payments", "checkout"))
+    code, out = check(manifests, "payment-service.payments", "--from", "checkout-service.checkout",
+                      "--path", "/api/v1/payments")
+    assert code == 0, out
+    assert f"from {CHECKOUT}" in out and "Decision: ALLOWED" in out

@@ -81,3 +81,24 @@ def test_peer_authn_port_level_overrides_and_unset_inherits() -> None:
     result = mode_for(pa("ns", mtls("PERMISSIVE")), wl)
     assert result.mode == "STRICT"
     assert result.port_modes == {8080: "DISABLE", 9090: "STRICT"}
+
+
+SCOPE_MODES = [None, "UNSET", "STRICT", "PERMISSIVE", "DISABLE"]
+
+
+@pytest.mark.parametrize("mesh", SCOPE_MODES)
+@pytest.mark.parametrize("ns", SCOPE_MODES)
+@pytest.mark.parametrize("wl", SCOPE_MODES)
+def test_peer_authn_precedence_every_combination(mesh: str | None, ns: str | None,
+                                                 wl: str | None) -> None:
+    """Narrowest set mode wins; UNSET and absent inherit; nothing set means PERMISSIVE."""
+    resources = []
+    if mesh is not None:
+        resources.append(pa("default", mtls(mesh), namespace="istio-system"))
+    if ns is not None:
+        resources.append(pa("ns", mtls(ns)))
+    if wl is not None:
+        resources.append(pa("wl", {**SEL, **mtls(wl)}))
+    set_modes = [m for m in (mesh, ns, wl) if m not in (None, "UNSET")]
+    expected = set_modes[-1] if set_modes else "PERMISSIVE"
+    assert mode_for(*resources).mode == expected

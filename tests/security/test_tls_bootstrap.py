@@ -7,21 +7,20 @@ from typing import Any
 
 from aiohttp import web
 
-from tollway.control.ca import CAError, CertificateAuthority
+from tollway.control import ca as camod
+from tollway.control.ca import CertificateAuthority
 from tollway.proxy import tls
 
 SID = "spiffe://cluster.local/ns/payments/sa/payment-service"
 
 
-async def ca_server(ca: CertificateAuthority, ttl: float) -> tuple[web.AppRunner, str]:
-    async def sign(request: web.Request) -> web.Response:
-        try:
-            return web.json_response(ca.sign_request(await request.json(), None, ttl))
-        except CAError as exc:
-            return web.Response(status=400, text=str(exc))
+NODES = {"payment-service-0": SID}
 
+
+async def ca_server(ca: CertificateAuthority, ttl: float) -> tuple[web.AppRunner, str]:
+    """The control plane's route, as CONTROL mounts it (`make_app(routes=...)`)."""
     app = web.Application()
-    app.router.add_post("/v1/ca/sign", sign)
+    app.add_routes(camod.routes(ca, NODES.get, ttl))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -52,10 +51,48 @@ def test_signer_reports_ca_refusal(ca: CertificateAuthority,
     async def main() -> str:
         runner, url = await ca_server(ca, 3600.0)
         try:
-            await tls.issue("spiffe://elsewhere/ns/a/sa/b", tls.http_signer(url))
+            await tls.issue(SID, tls.http_signer(url, "stranger"))
         except OSError as exc:
-            return str(exc)
+            unknown = str(exc)
+        try:
+            await tls.issue("spiffe://cluster.local/ns/a/sa/b",
+                            tls.http_signer(url, "payment-service-0"))
+        except OSError as exc:
+            impostor = str(exc)
         finally:
             await runner.cleanup()
-        return ""
-    assert "CA answered 400" in run(main())
+        return unknown + "|" + impostor
+    unknown, impostor = run(main()).split("|")
+    assert "CA answered 403" in unknown and "not registered" in unknown
+    assert "CA answered 400" in impostor and "asks for" in impostor
+
+
+def test_rotator_keeps_current_certificate_while_the_ca_is_down(
+    ca: CertificateAuthority, run: Callable[[Any], Any],
+) -> None:
+    from tollway.kit.backoff import Backoff
+
+    calls = 0
+
+    async def flaky(csr: str) -> tuple[str, str]:
+        nonlocal calls
+        calls += 1
+        if calls <= 3:
+            raise OSError("control plane unreachable")
+        return ca.sign_csr(csr, None, 3600.0), ca.root_pem
+
+    async def main() -> tls.Rotator:
+        import asyncio
+
+        key, csr = tls.new_key_and_csr(SID)
+        state = tls.TlsState(tls.Credentials.from_pem(ca.sign_csr(csr, None, 3600.0), key,
+                                                      ca.root_pem))
+        rotator = tls.Rotator(state, flaky, ratio=0.0,
+                              backoff=Backoff(base=0.01, cap=0.02, jitter=False))
+        task = asyncio.create_task(rotator.run())
+        while state.rotations == 0:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        return rotator
+    rotator = run(main())
+    assert rotator.failures == 3 and rotator.state.rotations >= 1

@@ -66,10 +66,14 @@ def find_workload(resources: ResourceSet, workload: str, namespace: str | None
                       service_account=sa, labels={str(k): str(v) for k, v in labels.items()})
 
 
-def _principal(value: str) -> str | None:
+def _principal(value: str, resources: ResourceSet) -> str | None:
+    """A principal as written, or a workload (`NAME.NS`, `NS/NAME`) → its identity."""
     if value in ("", "-", "plaintext", "none"):
         return None
-    return value.removeprefix("spiffe://")
+    if value.startswith("spiffe://") or value.count("/") >= 2:
+        return value.removeprefix("spiffe://")
+    node = find_workload(resources, value, None)
+    return f"{node.cluster_domain}/ns/{node.namespace}/sa/{node.service_account}"
 
 
 def _headers(values: list[str]) -> dict[str, str]:
@@ -102,7 +106,8 @@ def explain(policies: types.Authz, req: authz.Request) -> tuple[list[str], authz
 def check(
     workload: str = typer.Argument(..., help="Workload: NAME, NAME.NAMESPACE or NS/NAME."),
     source: str = typer.Option("plaintext", "--from",
-                               help="Caller principal, e.g. cluster.local/ns/NS/sa/SA."),
+                               help="Caller: a principal (cluster.local/ns/NS/sa/SA), a "
+                               "workload (NAME.NS), or 'plaintext'."),
     method: str = typer.Option("GET", "--method", "-X"),
     path: str = typer.Option("/", "--path"),
     host: str = typer.Option("", "--host"),
@@ -122,7 +127,7 @@ def check(
     node = find_workload(loaded.resources, workload, namespace)
     policies = security.authz_for(Manifests(loaded.resources), node)
     req = authz.Request(method=method, path=path, host=host, port=port,
-                        principal=_principal(source), source_ip=source_ip,
+                        principal=_principal(source, loaded.resources), source_ip=source_ip,
                         headers=_headers(header))
     try:
         lines, decision = explain(policies, req)

@@ -86,6 +86,9 @@ def render(obj: dict[str, Any]) -> str:
                                  for x in m.get("measurements", [])[-5:])
                 lines.append(f"    {m['name']}: {m['phase']} ok={m['successful']} "
                              f"failed={m['failed']} errors={m['error']}  [{vals}]")
+                last = (m.get("measurements") or [{}])[-1]
+                if last.get("message"):
+                    lines.append(f"      last: {last['message']}")
     else:
         lines.append(f"  canary weight {st.get('canaryWeight', 0)}%  failed checks "
                      f"{st.get('failedChecks', 0)}/{(st.get('analysis') or {}).get('threshold')}")
@@ -191,6 +194,17 @@ def register(app: typer.Typer) -> None:
     simple("pause", "Hold at the current step until resumed.")
     simple("resume", "Continue after a pause.")
     simple("restart", "Restart the rollout's replicas (new processes, same version).")
+
+    @ro.command("set-weight")
+    def set_weight(name: str, weight: int, namespace: str | None = _NS,
+                   server: str | None = _SERVER, actor: str | None = _ACTOR,
+                   reason: str = _REASON) -> None:
+        """Set the canary's traffic weight by hand and hold there (resume/promote to go on)."""
+        if not 0 <= weight <= 100:
+            typer.echo("the weight is a percentage from 0 to 100", err=True)
+            raise typer.Exit(2)
+        _act(server, name, namespace, "set-weight",
+             {"weight": weight, "actor": _who(actor), "reason": reason})
 
     @ro.command("set-image")
     def set_image(name: str, image: str, namespace: str | None = _NS,

@@ -106,43 +106,54 @@ class Up:
         if first is not None and not first.ok:
             return 1
         self.plane = ControlPlane(self.store)
-        routes = self._rollout_routes() + self._local_routes()
-        try:
-            runner = await serve.serve(serve.make_app(self.plane, routes=routes),
-                                       "127.0.0.1", self.api_port)
-        except OSError:
-            self.echo(f"port {self.api_port} is in use; stop what uses it or pass --api-port")
-            return 1
         ports = PortAllocator([self.api_port, self.client_port])
         self.supervisor = Supervisor(self.plane, control_url=self.url,
                                      state_dir=self.state_dir, workdir=self.root, ports=ports)
+        routes = self._rollout_routes() + self._local_routes()
+        try:  # adopt survivors before serving, so no proxy ever sees a snapshot without them
+            self._members(ports)
+            runner = await serve.serve(serve.make_app(self.plane, routes=routes),
+                                       "127.0.0.1", self.api_port)
+        except (_PortTaken, OSError) as exc:
+            port = exc.port if isinstance(exc, _PortTaken) else self.api_port
+            flag = "--client-port" if isinstance(exc, _PortTaken) else "--api-port"
+            self.echo(f"port {port} is in use; stop what uses it or pass {flag}")
+            await self.supervisor.stop_all()
+            return 1
         self._install_signals()
         try:
-            await self._start(ports)
+            await self._start()
             await self._announce_ready()
             await self._stop.wait()
-        except _PortTaken as exc:
-            self.echo(f"port {exc.port} is in use; stop what uses it or pass --client-port")
-            return 1
         finally:
             await self._shutdown(runner)
         return 0
 
-    async def _start(self, ports: PortAllocator) -> None:
-        assert self.plane is not None and self.supervisor is not None
-        rows = self.supervisor.records()  # what a killed `tollway up` left serving
+    def _members(self, ports: PortAllocator) -> None:
+        """The client and gateway proxies, and whatever a killed `tollway up` left running."""
+        assert self.supervisor is not None
+        rows = self.supervisor.records()
         self._add_fixed(CLIENT_NODE, {"outbound": self.client_port}, rows, ports)
         self._add_fixed(GATEWAY_NODE, {"gateway_offset": self.gateway_offset}, rows, ports)
         adopted = self.supervisor.adopt(plan_mod.plan(self.store.current()), rows)
         if adopted:
             self.echo(f"tollway: adopted {len(adopted)} replicas still running from before")
+
+    async def _start(self) -> None:
+        assert self.plane is not None and self.supervisor is not None
         self._tasks.append(asyncio.create_task(self.plane.run()))
         self._tasks.append(asyncio.create_task(self.folder.watch()))
         self.store.subscribe(lambda _c: self._reconcile_wanted.set())
         self._reconcile_wanted.set()
         self._tasks.append(asyncio.create_task(self._reconcile_loop()))
         if self.rollout is not None:
-            await self.rollout.start()
+            try:
+                await self.rollout.start()
+            except Exception as exc:  # the mesh still runs; rollouts are what is missing
+                log.exception("the rollout controller did not start")
+                self.echo(f"tollway: the rollout controller did not start ({exc}); the mesh "
+                          f"runs without it, see {self.state_dir / 'tollway.log'}")
+                self.rollout = None
 
     def _add_fixed(self, node: types.Node, ports: dict[str, int],
                    rows: dict[str, dict[str, Any]], allocator: PortAllocator) -> None:
@@ -164,7 +175,10 @@ class Up:
         while True:
             await self._reconcile_wanted.wait()
             self._reconcile_wanted.clear()
-            await self.supervisor.reconcile(plan_mod.plan(self.store.current()))
+            try:
+                await self.supervisor.reconcile(plan_mod.plan(self.store.current()))
+            except Exception:  # the mesh keeps running; the next change tries again
+                log.exception("starting or stopping replicas failed")
 
     async def _announce_ready(self) -> None:
         assert self.supervisor is not None

@@ -3,7 +3,8 @@
 A short host resolves in the namespace of the resource that names it (`reviews` in `foo`
 is `reviews.foo.svc.cluster.local`); `NAME.NAMESPACE` and `NAME.NAMESPACE.svc` are
 completed the same way. A Service provides its FQDN; so does a Deployment (or Rollout)
-whose pod labels carry `app: NAME` — local mode runs those without a Service object.
+whose pod labels carry `app: NAME` — local mode runs those without a Service object — and
+a Flagger Canary provides the NAME, NAME-primary and NAME-canary services Flagger creates.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ class HostIndex:
             app = w.labels.get("app")
             if app and w.resource.kind != "WorkloadEntry":
                 self.provided.add(fqdn(app, w.namespace))
+        for r in resources.of_kind("Canary"):  # Flagger creates NAME, NAME-primary, -canary
+            svc = r.spec.get("service") or {}
+            name = svc.get("name") or (r.spec.get("targetRef") or {}).get("name")
+            if isinstance(name, str):
+                for suffix in ("", "-primary", "-canary"):
+                    self.provided.add(fqdn(name + suffix, r.namespace))
         for r in resources.of_kind("ServiceEntry"):
             for h in r.spec.get("hosts") or []:
                 self.external.append(h)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tollway.config.findings import ConfigError, Finding, Severity, has_errors
 from tollway.config.resource import Resource, ResourceSet
-from tollway.config.source import MAX_BYTES, parse_text
+from tollway.config.source import MAX_BYTES, Document, parse_text
 from tollway.config.validate import validate_document
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -40,8 +40,23 @@ class LoadResult:
             raise ConfigError(self.errors)
 
 
+def _unlist(doc: Document) -> list[Document]:
+    """`kind: List` (what `kubectl get -o yaml` prints) -> one document per item."""
+    data = doc.data
+    if not (isinstance(data, dict) and data.get("kind") == "List"
+            and isinstance(data.get("items"), list)):
+        return [doc]
+    out = []
+    for i, item in enumerate(data["items"]):
+        prefix = ("items", i)
+        lines = {k[2:]: v for k, v in doc.lines.items() if k[:2] == prefix}
+        out.append(Document(doc.file, doc.index, item, doc.line_of(prefix), lines))
+    return out
+
+
 def _load_one(text: str, file: str) -> tuple[list[Resource], list[Finding]]:
     docs, findings = parse_text(text, file)
+    docs = [d for doc in docs for d in _unlist(doc)]
     resources: list[Resource] = []
     for doc in docs:
         resource, more = validate_document(doc)
@@ -73,9 +88,13 @@ def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Finding]
                 c for c in path.iterdir() if c.is_file() and c.suffix.lower() in SUFFIXES
             )
             if not found:
+                subs = sorted(c.name for c in path.iterdir() if c.is_dir())
+                hint = (f" (folders are not read recursively; name a sub-folder, e.g. "
+                        f"{path / subs[0]})" if subs else "")
                 findings.append(
                     Finding(str(path), 0, "", "", "",
-                            "folder holds no .yaml, .yml or .json files", Severity.WARNING)
+                            f"folder holds no .yaml, .yml or .json files{hint}",
+                            Severity.WARNING)
                 )
             files.extend(found)
         elif path.is_file():

@@ -8,12 +8,12 @@ errors, come from `lint.py`.
 
 from __future__ import annotations
 
-import difflib
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
-from tollway.config.errors import describe, findings_from_validation
+from tollway.config.errors import describe, did_you_mean, findings_from_validation
 from tollway.config.findings import Finding, Severity
 from tollway.config.kinds import KIND_VERSIONS, KindSpec, lookup
 from tollway.config.lint import lint
@@ -27,11 +27,12 @@ _META_FIELDS = (
     "deletionGracePeriodSeconds", "finalizers", "ownerReferences", "managedFields",
     "selfLink",
 )
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def _closest(word: str, options: tuple[str, ...] | list[str]) -> str:
-    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"; did you mean '{match[0]}'?" if match else ""
+    return did_you_mean(word, list(options))
 
 
 class _Ctx:
@@ -88,9 +89,13 @@ def _metadata(ctx: _Ctx, data: dict[str, Any]) -> tuple[str, dict[str, str], dic
     name = meta.get("name")
     if not isinstance(name, str) or not name:
         ctx.add(("metadata", "name"), "metadata.name is required and must be a string")
+    elif not _DNS_NAME.fullmatch(name) or len(name) > 253:
+        ctx.add(("metadata", "name"), f"name '{name}' must be lowercase letters, digits, '-' "
+                "or '.', starting and ending with a letter or digit (a DNS-1123 name)")
     ns = meta.get("namespace", DEFAULT_NAMESPACE)
-    if not isinstance(ns, str) or not ns:
-        ctx.add(("metadata", "namespace"), "namespace must be a non-empty string")
+    if not isinstance(ns, str) or not _DNS_LABEL.fullmatch(ns) or len(ns) > 63:
+        ctx.add(("metadata", "namespace"), "namespace must be a DNS-1123 label (lowercase "
+                "letters, digits and '-', at most 63)")
         ns = DEFAULT_NAMESPACE
     maps: list[dict[str, str]] = []
     for field in ("labels", "annotations"):

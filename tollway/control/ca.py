@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -254,3 +256,32 @@ class CertificateAuthority:
     def revoked_serials(self) -> tuple[str, ...]:
         return tuple(sorted(format(s, "x") for s in self.revoked))
 
+
+
+IdentityLookup = Callable[[str], str | None]
+
+
+def routes(ca: CertificateAuthority, identity_for: IdentityLookup,
+           ttl: float = DEFAULT_TTL) -> list[Any]:
+    """aiohttp routes for `POST /v1/ca/sign`, to pass to `serve.make_app(routes=...)`.
+
+    `identity_for(node_name)` returns the SPIFFE ID the control plane knows that node by
+    (`spiffe://TD/ns/NS/sa/SA`), or None for a node it does not know (answered 403).
+    """
+    from aiohttp import web
+
+    async def sign(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.Response(status=400, text='request body must be JSON {"csr": PEM}')
+        node = str(body.get("node", "")) if isinstance(body, dict) else ""
+        identity = identity_for(node)
+        if identity is None:
+            return web.Response(status=403, text=f"node {node!r} is not registered")
+        try:
+            return web.json_response(ca.sign_request(body, identity, ttl))
+        except CAError as exc:
+            return web.Response(status=400, text=str(exc))
+
+    return [web.post("/v1/ca/sign", sign)]

@@ -189,7 +189,11 @@ class ControlPlane:
     def recompute(self) -> None:
         """Rebuild what changed and deliver new versions; pure compute plus queue writes."""
         gen = self._gen
-        self.world = self.compiler.world(self.store.current(), list(self.replicas.values()))
+        try:
+            self.world = self.compiler.world(self.store.current(), list(self.replicas.values()))
+        except Exception:  # keep serving the last snapshots; the log says what broke
+            log.exception("building the world failed; proxies keep their last snapshot")
+            return
         for entry in self.book.all():
             if self._built.get(entry.name) == (gen, entry):
                 continue
@@ -218,15 +222,16 @@ class ControlPlane:
     async def wait_current(
         self, names: Iterable[str], timeout: float, *, since_gen: int | None = None
     ) -> bool:
-        """Wait until every named proxy acknowledged the snapshot it should have."""
+        """Wait until every named, connected proxy acknowledged a snapshot built from
+        inputs at least as new as `since_gen` (default: now)."""
         wanted = tuple(names)
         gen = self._gen if since_gen is None else since_gen
 
-        def done() -> bool:
+        def done() -> bool:  # a disconnected proxy resyncs when it is back; not waited for
             return all(
                 self._built.get(n, (-1,))[0] >= gen and self.ledger.row(n).current
                 for n in wanted
-                if self.book.get(n) is not None
+                if self.book.get(n) is not None and self.ledger.row(n).connected
             )
 
         async with self._changed:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 class Debouncer:
     """Flush once changes stop for `quiet` seconds, or `max_delay` after the first one."""
 
-    quiet: float = 0.02
+    quiet: float = 0.01  # one apply is one burst of store changes: 10 ms of quiet is plenty
     max_delay: float = 0.1
     _first: float | None = None
     _last: float | None = None

@@ -74,6 +74,12 @@ class Service:
     ports: tuple[ServicePort, ...]
     origin: str  # "Service" | "workload" | "ServiceEntry"
     sidecars: bool = True  # endpoints run a Tollway sidecar (False for external entries)
+    export_to: tuple[str, ...] = ()  # ServiceEntry exportTo / Service annotation; () = all
+
+    def visible_in(self, namespace: str) -> bool:
+        e = self.export_to
+        return (not e or "*" in e or namespace in e
+                or ("." in e and namespace == self.namespace))
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.number == number), None)
@@ -187,16 +193,32 @@ def _workload_entries(resources: ResourceSet, replicas: Sequence[Replica]) -> li
             if (w.namespace, w.name) not in live and w.spec.get("address")]
 
 
-def _selected(
-    selector: Mapping[str, str], namespace: str, sp: ServicePort,
-    replicas: Sequence[Replica], entries: Sequence[Resource],
-) -> list[types.Endpoint]:
-    eps = [_replica_endpoint(r, r.port_for(sp.target)) for r in replicas
-           if r.namespace == namespace and selects(selector, r.labels)]
-    eps += [_entry_endpoint(w.spec, w.namespace, _entry_port(w.spec, sp), w.name)
-            for w in entries
-            if w.namespace == namespace and selects(selector, str_labels(w.spec.get("labels")))]
-    return eps
+class _Pool:
+    """Replicas and WorkloadEntries indexed by (namespace, label, value): selecting stays
+    cheap when hundreds of replicas back dozens of services."""
+
+    def __init__(self, replicas: Sequence[Replica], entries: Sequence[Resource]) -> None:
+        self.replicas: dict[tuple[str, str, str], list[Replica]] = {}
+        self.entries: dict[tuple[str, str, str], list[Resource]] = {}
+        for r in replicas:
+            for k, v in r.labels.items():
+                self.replicas.setdefault((r.namespace, k, v), []).append(r)
+        for w in entries:
+            for k, v in str_labels(w.spec.get("labels")).items():
+                self.entries.setdefault((w.namespace, k, v), []).append(w)
+
+    def select(self, selector: Mapping[str, str], namespace: str,
+               sp: ServicePort) -> list[types.Endpoint]:
+        if not selector:
+            return []
+        first = min(selector.items())
+        key = (namespace, *first)
+        eps = [_replica_endpoint(r, r.port_for(sp.target))
+               for r in self.replicas.get(key, ()) if selects(selector, r.labels)]
+        eps += [_entry_endpoint(w.spec, w.namespace, _entry_port(w.spec, sp), w.name)
+                for w in self.entries.get(key, ())
+                if selects(selector, str_labels(w.spec.get("labels")))]
+        return eps
 
 
 # ------------------------------------------------------------------ sources
@@ -218,8 +240,13 @@ def _service_ports(spec: Mapping[str, Any]) -> tuple[ServicePort, ...]:
 
 def _kube_services(resources: ResourceSet, domain: str) -> list[tuple[Service, Resource]]:
     return [(Service(fqdn(r.name, r.namespace, domain), r.name, r.namespace,
-                     _service_ports(r.spec), "Service"), r)
+                     _service_ports(r.spec), "Service",
+                     export_to=_split(r.annotations.get("networking.istio.io/exportTo"))), r)
             for r in resources.of_kind("Service")]
+
+
+def _split(value: Any) -> tuple[str, ...]:
+    return tuple(x.strip() for x in str(value).split(",") if x.strip()) if value else ()
 
 
 def _implicit_services(
@@ -263,20 +290,19 @@ def _entry_services(resources: ResourceSet) -> list[tuple[Service, Resource]]:
             host = str(h).lower().rstrip(".")
             out.append((Service(host, host.split(".")[0], r.namespace, ports or
                                 (ServicePort(80, "http", 80),), "ServiceEntry",
-                                sidecars=internal), r))
+                                sidecars=internal,
+                                export_to=tuple(str(x) for x in as_list(r.spec.get("exportTo")))),
+                        r))
     return out
 
 
-def _entry_endpoints(
-    svc: Service, se: Resource, replicas: Sequence[Replica], entries: Sequence[Resource],
-) -> dict[int, list[types.Endpoint]]:
+def _entry_endpoints(svc: Service, se: Resource, pool: _Pool) -> dict[int, list[types.Endpoint]]:
     resolution = str(se.spec.get("resolution") or "NONE")
     selector = as_map(se.spec.get("workloadSelector"))
     out: dict[int, list[types.Endpoint]] = {}
     for sp in svc.ports:
         if selector:
-            eps = _selected(str_labels(selector.get("labels")), se.namespace, sp,
-                            replicas, entries)
+            eps = pool.select(str_labels(selector.get("labels")), se.namespace, sp)
         elif se.spec.get("endpoints"):
             eps = [_entry_endpoint(as_map(e), se.namespace, _entry_port(as_map(e), sp))
                    for e in as_list(se.spec.get("endpoints")) if as_map(e).get("address")]
@@ -298,25 +324,26 @@ def build_registry(
 ) -> Registry:
     """Every service the mesh knows and the endpoints behind each of its ports."""
     entries = _workload_entries(resources, replicas)
+    pool = _Pool(replicas, entries)
     services: dict[str, Service] = {}
     endpoints: dict[str, tuple[types.Endpoint, ...]] = {}
     for svc, r in _kube_services(resources, domain):
         services[svc.host] = svc
         selector = str_labels(r.spec.get("selector"))
         for sp in svc.ports:
-            eps = _selected(selector, svc.namespace, sp, replicas, entries) if selector else []
+            eps = pool.select(selector, svc.namespace, sp)
             endpoints[endpoint_key(svc.host, sp.number)] = _ordered(eps)
     for svc in _implicit_services(resources, replicas, entries, domain):
         services[svc.host] = svc
         selector = {"app": svc.name}
         for sp in svc.ports:
-            eps = _selected(selector, svc.namespace, sp, replicas, entries)
+            eps = pool.select(selector, svc.namespace, sp)
             endpoints[endpoint_key(svc.host, sp.number)] = _ordered(eps)
     for svc, se in _entry_services(resources):
         if svc.host in services:
             continue  # a ServiceEntry naming a Kubernetes service only adds SANs
         services[svc.host] = svc
-        for number, eps in _entry_endpoints(svc, se, replicas, entries).items():
+        for number, eps in _entry_endpoints(svc, se, pool).items():
             endpoints[endpoint_key(svc.host, number)] = _ordered(eps)
     return Registry(services, endpoints)
 

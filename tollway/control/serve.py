@@ -120,7 +120,9 @@ class _Handlers:
             entry = proxies_mod.entry_from_register(await _body(request))
         except ValueError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from exc
-        self.plane.register(entry)
+        known = self.plane.book.get(entry.name)
+        if known is None or known.origin == "vm":  # `tollway up` knows its own proxies better
+            self.plane.register(entry)
         return _json({"ok": True, "name": entry.name})
 
     # ---------------------------------------------------------------- config

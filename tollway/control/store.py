@@ -20,11 +20,11 @@ subresource.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tollway.config import analyze
 from tollway.config.findings import Finding, Severity
 from tollway.config.resource import Resource, ResourceSet
 from tollway.kit.clock import Clock, MonotonicClock
@@ -81,13 +81,8 @@ class AuditEntry:
 
 
 def default_validator(resources: ResourceSet) -> Sequence[Finding]:
-    """Cross-resource checks from `tollway.config.analyze` (resolved late: built in parallel)."""
-    try:
-        module = importlib.import_module("tollway.config.analyze")
-    except ModuleNotFoundError:
-        return ()
-    analyze: Validator = module.analyze
-    return analyze(resources)
+    """Cross-resource checks: `tollway.config.analyze`, as `tollway analyze` prints them."""
+    return analyze.analyze(resources)
 
 
 def _same_content(a: Resource, b: Resource) -> bool:

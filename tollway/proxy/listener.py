@@ -46,6 +46,7 @@ class ListenerRuntime:
         self.address: tuple[str, int] = ("", 0)
         self.accepted = 0
         self.protocol_errors = 0
+        self.write_pauses = 0  # times a slow client paused its upstream (backpressure)
 
     def factory(self) -> Downstream:
         return Downstream(self)
@@ -145,6 +146,7 @@ class Downstream(asyncio.Protocol):
         self.rx = None
 
     def pause_writing(self) -> None:
+        self.runtime.write_pauses += 1
         active = self.active
         if active is not None and active.forward is not None:
             active.forward.pause_upstream(True)
@@ -413,6 +415,9 @@ class Downstream(asyncio.Protocol):
         plan = ex.plan
         if plan.metrics_on:
             plan.metrics.record(ex, self.loop.time())
+        fwd = ex.forward
+        if fwd is not None and fwd.finished:
+            ex.forward = None  # break the exchange <-> forward cycle: freed by refcount, not GC
 
     def _pause(self, reason: int) -> None:
         if not self.paused and self.transport is not None:

@@ -302,6 +302,7 @@ class ProxyServer:
                     "connections": len(b.runtime.connections),
                     "accepted": b.runtime.accepted,
                     "protocol_errors": b.runtime.protocol_errors,
+                    "write_pauses": b.runtime.write_pauses,
                 }
                 for name, b in self.bound.items()
             ],

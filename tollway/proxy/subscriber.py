@@ -86,9 +86,13 @@ async def follow(
             await _stream(server, url, node.name, backoff)
         except StreamRefused as exc:
             if exc.status == 404:
-                await _post(url, "/v1/register", registration)
-                continue
-            log.warning("control plane at %s refused the stream: %s", url, exc)
+                status = await _post(url, "/v1/register", registration)
+                if status == 200:
+                    continue
+                log.warning("control plane at %s refused to register %s (%d)",
+                            url, node.name, status)
+            else:
+                log.warning("control plane at %s refused the stream: %s", url, exc)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             log.info("control plane at %s unreachable (%s); keeping the last snapshot", url, exc)
         await asyncio.sleep(backoff.next_delay())

@@ -158,17 +158,45 @@ def client_context(cluster: types.Cluster, creds: Credentials | None
         if tls.expected_identities:
             ctx.sslobject_class = _checking_object_class(frozenset(tls.expected_identities))
         return ctx
-    ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
     if tls.insecure_skip_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    elif tls.ca_certificates:
-        _load_roots(ctx, tls.ca_certificates)
     else:
-        ctx.load_default_certs()
+        if tls.ca_certificates:
+            _load_roots(ctx, tls.ca_certificates)
+        else:
+            ctx.load_default_certs()
+        if tls.subject_alt_names:  # Istio: the SAN list replaces the hostname check
+            ctx.check_hostname = False
+            ctx.sslobject_class = _san_checking_class(frozenset(tls.subject_alt_names))
     if tls.mode == "MUTUAL" and tls.client_certificate and tls.private_key:
-        ctx.load_cert_chain(tls.client_certificate, tls.private_key)
+        _load_client_cert(ctx, tls.client_certificate, tls.private_key)
     return ctx
+
+
+def _load_client_cert(ctx: ssl.SSLContext, cert: str, key: str) -> None:
+    if "-----BEGIN" in cert:
+        _load_chain(ctx, cert, key)
+    else:
+        ctx.load_cert_chain(cert, key)
+
+
+def _san_checking_class(expected: frozenset[str]) -> type[ssl.SSLObject]:
+    """DestinationRule `subjectAltNames`: the server must carry one of them (DNS or URI)."""
+
+    class SanCheckedObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()
+            cert: dict[str, Any] = dict(self.getpeercert() or {})
+            sans = {str(pair[1]) for pair in cert.get("subjectAltName", ())}
+            if not sans & expected:
+                raise ssl.SSLCertVerificationError(
+                    f"server certificate SANs {sorted(sans)} match none of {sorted(expected)}")
+
+    return SanCheckedObject
 
 
 def _load_roots(ctx: ssl.SSLContext, pem_or_path: str) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +26,13 @@ from tollway.control.store import ConfigStore, Key
 from tollway.kit.clock import Clock
 from tollway.rollout import hooks, machine, measure, plans, status, traffic
 from tollway.rollout.analysis import runs
-from tollway.rollout.analysis.providers.mesh import MeshMetrics
+from tollway.rollout.analysis.providers.mesh import MeshMetrics, Target
 from tollway.rollout.model import Effect, Inputs, Phase, Plan, RolloutState
 from tollway.rollout.persist import StateFile
 
 log = logging.getLogger(__name__)
 TICK = 1.0
+KEEP_RUNS = 6
 
 
 def _copy(value: Any) -> dict[str, Any]:
@@ -70,7 +73,9 @@ class Worker:
 
     def __init__(self, key: Key, store: ConfigStore, clock: Clock, state_file: StateFile,
                  client: httpx.AsyncClient, mesh: MeshMetrics, prometheus_url: str | None,
-                 loadtester: hooks.LoadTester) -> None:
+                 loadtester: hooks.LoadTester,
+                 targets: Callable[[], list[Target]] | None = None) -> None:
+        self.targets = targets
         self.key = key
         self.store = store
         self.clock = clock
@@ -81,7 +86,7 @@ class Worker:
         self.loadtester = loadtester
         saved = state_file.load()
         self.record = Record.from_dict(saved) if saved else Record()
-        self.commands: deque[tuple[str, str, str]] = deque()
+        self.commands: deque[tuple[str, str, str, int | None]] = deque()
         self.plan: Plan | None = None
         self.error = ""
 
@@ -89,8 +94,8 @@ class Worker:
     def kind(self) -> str:
         return self.key[0]
 
-    def command(self, cmd: str, actor: str, why: str) -> None:
-        self.commands.append((cmd, actor, why))
+    def command(self, cmd: str, actor: str, why: str, weight: int | None = None) -> None:
+        self.commands.append((cmd, actor, why, weight))
 
     # ---- one pass ------------------------------------------------------------------------
 
@@ -121,25 +126,29 @@ class Worker:
         active = self._runs(current, res.namespace)
         await self._measure(ctx, active, now)
         check, gates = await self._flagger_inputs(ctx, res, plan, state, current, now)
-        cmd, actor, why = self.commands.popleft() if self.commands else (None, "", "")
+        cmd, actor, why, weight = (self.commands.popleft() if self.commands
+                                   else (None, "", "", None))
         if cmd == "restart":
             rec.restarted_at = str(self.clock.wall())
             cmd = None
+        ready = await self._canary_ready(res, plan, state, revision)
         inputs = Inputs(revision=revision, command=cmd, actor=actor, why=why,
                         analysis={n: r.phase.value for n, r in active.items()},
-                        check=check, gates=gates)
+                        check=check, gates=gates, ready=ready, weight=weight)
         new, effects, reason = machine.step(state, plan, inputs, now)
         rec.state = new
         await self._effects(effects, active, current, res, now)
-        rec.runs = {n: {**runs.run_to_dict(r), "templates": rec.runs.get(n, {}).get(
-            "templates", [])} for n, r in active.items()}
-        rec.judges = ctx.judges
+        keep = list(active)[-KEEP_RUNS:]  # finished runs of old revisions age out
+        rec.runs = {n: {**runs.run_to_dict(active[n]), "templates": rec.runs.get(n, {}).get(
+            "templates", [])} for n in keep}
+        rec.judges = {k: v for k, v in ctx.judges.items() if k.split("/")[0] in rec.runs}
         self._apply(res, plan, new, current, reason)
         self._prune_templates(new)
         self.file.save(rec.to_dict())
         self._status(res, plan, new, active)
         if reason:
             log.info("%s/%s: %s", res.kind, res.name, reason)
+            await self._event_hooks(res, plan, new, reason)
         wakes = [now + TICK] + [t for t in (machine.wake_at(new, plan),) if t is not None]
         wakes += [t for r in active.values() if (t := runs.wake_at(r)) is not None]
         return max(min(wakes), now + 0.05)
@@ -177,6 +186,33 @@ class Worker:
             metrics, _ = measure.metrics_for(tuple(raw.get("templates", [])), namespace, current)
             out[name] = runs.run_from_dict(raw, metrics)
         return out
+
+    async def _canary_ready(self, res: Resource, plan: Plan, state: RolloutState,
+                            revision: str) -> bool:
+        """Are enough canary replicas up for the next weight? (always, without targets)"""
+        if self.targets is None or self.kind != "Rollout":
+            return True
+        nxt = [s.weight or 0 for s in plan.steps[state.step_index:] if s.kind == "setWeight"]
+        weight = max([state.weight, state.scale_weight, *nxt[:1]])
+        total = int(res.spec.get("replicas", 1) or 1)
+        needed = max(1, math.ceil(total * weight / 100))
+        if state.canary_scale.get("replicas") is not None:
+            needed = int(state.canary_scale["replicas"])
+        if plan.bluegreen is not None:
+            needed = (total if plan.bluegreen.preview_replicas is None
+                      else int(plan.bluegreen.preview_replicas))
+        workload = f"{res.name}-{revision}"
+        admins = [a for a, labels in self.targets() if labels.get("workload") == workload]
+        if len(admins) < needed:
+            return False
+        up = 0
+        for admin in admins:
+            try:
+                resp = await self.client.get(f"http://{admin}/ready", timeout=1.0)
+                up += resp.status_code == 200
+            except httpx.HTTPError:
+                pass
+        return up >= needed
 
     async def _measure(self, ctx: measure.Context, active: dict[str, runs.AnalysisRun],
                        now: float) -> None:
@@ -237,6 +273,20 @@ class Worker:
             elif e.kind == "webhook" and e.name == "post-rollout":
                 await self.loadtester.stop(f"{res.namespace}/{res.name}")
                 await self._post_hooks(res, e.name)
+            elif e.kind == "webhook":
+                await self._post_hooks(res, e.name)
+
+    async def _event_hooks(self, res: Resource, plan: Plan, state: RolloutState,
+                           reason: str) -> None:
+        """Flagger `event` webhooks: every decision, as Flagger posts its events."""
+        if plan.flagger is None:
+            return
+        payload = {"name": res.name, "namespace": res.namespace, "phase": state.phase.value,
+                   "checksum": state.revision, "metadata": {"eventMessage": reason,
+                                                            "eventType": "Normal"}}
+        for hook in plan.flagger.webhooks:
+            if hooks.hook_type(hook) == "event":
+                await hooks.call(self.client, hook, payload)
 
     async def _post_hooks(self, res: Resource, kind: str) -> None:
         plan = self.plan
@@ -259,7 +309,10 @@ class Worker:
             if state.phase is Phase.INITIALIZING:
                 return []
             return traffic.flagger_resources(res, plan, state, tmpls, current)
-        out = traffic.argo_resources(res, plan, state, tmpls, current)
+        if plan.bluegreen is not None:
+            out = traffic.bluegreen_resources(res, plan, state, tmpls, current)
+        else:
+            out = traffic.argo_resources(res, plan, state, tmpls, current)
         wall = self.clock.wall()
         total = int(res.spec.get("replicas", 1) or 1)
         for h, until in list(self.record.scale_down.items()):

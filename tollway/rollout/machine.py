@@ -10,11 +10,7 @@ Failed/Error analysis), all traffic back on stable at once. `retry` restarts the
 `promote` leaves the current pause (or skips the current step); `promote-full` skips every
 remaining step; a new template mid-rollout starts the steps over for the new revision.
 
-Flagger canary: Initializing (create the -primary copy) → Initialized; a new revision →
-Progressing, one tick per `interval`: the first tick routes the first weight, each later
-tick checks the metrics; a failed check keeps the weight and adds to `failedChecks` (never
-reset during a run), which rolls back once it reaches `threshold`; at the last weight a
-passing tick promotes → Promoting → Finalising → Succeeded. Rollback → Failed.
+Flagger canaries use the table in flagger.py, Argo blue-green the one in bluegreen.py.
 """
 
 from __future__ import annotations
@@ -22,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from tollway.rollout import bluegreen, flagger
 from tollway.rollout.model import (
     HISTORY_LIMIT,
     Effect,
@@ -51,7 +48,9 @@ def step(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
     """One decision. Always returns a new state; the reason is "" when nothing happened."""
     state = replace(state, history=list(state.history), header_routes=dict(state.header_routes),
                     mirror_routes=dict(state.mirror_routes))
-    table = FLAGGER if plan.style == "flagger" else ARGO
+    tables: dict[str, dict[Phase, Handler]] = {"flagger": flagger.TABLE,
+                                                "argo-bluegreen": bluegreen.TABLE}
+    table = tables.get(plan.style, ARGO)
     handler = table.get(state.phase, _idle)
     new, effects, reason = handler(state, plan, inputs, now)
     if reason:
@@ -79,17 +78,19 @@ def _argo_stable(state: RolloutState, plan: Plan, inputs: Inputs, now: float) ->
             return state, [Effect("set-weight", weight=0), Effect("clear-routes")], (
                 "template is the stable one again: back to Healthy, no steps to run")
         state.revision = inputs.revision
-        return _start(state, plan, now, f"new template {inputs.revision}: starting the steps")
+        return _start(state, plan, now, f"new template {inputs.revision}: starting the steps",
+                      inputs.ready)
     if state.phase is Phase.DEGRADED and inputs.command == "retry":
-        return _start(state, plan, now, "retry: running the steps again")
+        return _start(state, plan, now, "retry: running the steps again", inputs.ready)
     if state.phase is Phase.DEGRADED and inputs.command in ("promote", "promote-full"):
         return _complete(state, plan, now, "promote --full from Degraded: canary becomes stable")
     return state, [], ""
 
 
-def _start(state: RolloutState, plan: Plan, now: float, reason: str) -> Result:
+def _start(state: RolloutState, plan: Plan, now: float, reason: str,
+           ready: bool = True) -> Result:
     state.abort = False
-    state.step_index, state.weight = 0, 0
+    state.step_index, state.weight, state.scale_weight = 0, 0, 0
     state.paused, state.pause_reason, state.pause_until = False, "", None
     state.header_routes, state.mirror_routes, state.canary_scale = {}, {}, {}
     effects = [Effect("stop-analysis", name=state.step_run)] if state.step_run else []
@@ -99,7 +100,7 @@ def _start(state: RolloutState, plan: Plan, now: float, reason: str) -> Result:
     effects += [Effect("scale-canary", revision=state.revision), Effect("set-weight", weight=0)]
     state.phase = Phase.PROGRESSING
     state.step_started_at = now
-    return _advance(state, plan, now, effects, reason)
+    return _advance(state, plan, now, effects, reason, ready)
 
 
 def _argo_progressing(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
@@ -110,7 +111,8 @@ def _argo_progressing(state: RolloutState, plan: Plan, inputs: Inputs, now: floa
                           Phase.HEALTHY)
         state.revision = inputs.revision
         return _start(state, plan, now,
-                      f"new template {inputs.revision} mid-rollout: steps start over")
+                      f"new template {inputs.revision} mid-rollout: steps start over",
+                      inputs.ready)
     cmd = inputs.command
     if cmd == "abort":
         return _abort(state, "aborted by " + (inputs.actor or "user"))
@@ -119,14 +121,27 @@ def _argo_progressing(state: RolloutState, plan: Plan, inputs: Inputs, now: floa
     if cmd == "pause" and not state.paused:
         state.paused, state.pause_reason, state.phase = True, "UserPause", Phase.PAUSED
         return state, [], "paused by " + (inputs.actor or "user")
+    if cmd == "set-weight" and inputs.weight is not None:
+        return _set_weight(state, inputs)
     bad = _bad_run(state, inputs)
     if bad:
         return _abort(state, bad)
     if state.paused:
         return _argo_paused(state, plan, inputs, now)
     if cmd == "promote":
-        return _next(state, plan, now, [], "promote: skipping " + _cur(state, plan).describe())
-    return _advance(state, plan, now, [], "")
+        return _next(state, plan, now, [], "promote: skipping " + _cur(state, plan).describe(),
+                     inputs.ready)
+    return _advance(state, plan, now, [], "", inputs.ready)
+
+
+def _set_weight(state: RolloutState, inputs: Inputs) -> Result:
+    """A manual weight (a Tollway extension, for GitOps users): set it and hold there."""
+    state.weight = max(0, min(100, int(inputs.weight or 0)))
+    state.scale_weight = max(state.scale_weight, state.weight)
+    state.paused, state.pause_reason, state.phase = True, "UserPause", Phase.PAUSED
+    state.pause_until = None
+    return state, [Effect("set-weight", weight=state.weight)], (
+        f"canary weight set to {state.weight}% by {inputs.actor or 'user'}; holding there")
 
 
 def _bad_run(state: RolloutState, inputs: Inputs) -> str:
@@ -147,10 +162,10 @@ def _argo_paused(state: RolloutState, plan: Plan, inputs: Inputs, now: float) ->
         state.paused, state.pause_reason, state.pause_until = False, "", None
         state.phase = Phase.PROGRESSING
         if reason_kind == "UserPause" and cmd == "resume":
-            return _advance(state, plan, now, [], why)
+            return _advance(state, plan, now, [], why, inputs.ready)
         if reason_kind == "Inconclusive":
             state.step_run = ""
-        return _next(state, plan, now, [], why)
+        return _next(state, plan, now, [], why, inputs.ready)
     return state, [], ""
 
 
@@ -159,17 +174,17 @@ def _cur(state: RolloutState, plan: Plan) -> Step:
 
 
 def _next(state: RolloutState, plan: Plan, now: float, effects: list[Effect],
-          reason: str) -> Result:
+          reason: str, ready: bool = True) -> Result:
     if state.step_run:
         effects.append(Effect("stop-analysis", name=state.step_run))
         state.step_run = ""
     state.step_index += 1
     state.step_started_at = now
-    return _advance(state, plan, now, effects, reason)
+    return _advance(state, plan, now, effects, reason, ready)
 
 
 def _advance(state: RolloutState, plan: Plan, now: float, effects: list[Effect],
-             reason: str) -> Result:
+             reason: str, ready: bool = True) -> Result:
     """Run instantaneous steps until one blocks or the steps are done."""
     notes = [reason] if reason else []
     while True:
@@ -185,7 +200,7 @@ def _advance(state: RolloutState, plan: Plan, now: float, effects: list[Effect],
             done, more, why = _complete(state, plan, now, "all steps done")
             return done, effects + more, "; ".join([*notes, why])
         s = plan.steps[state.step_index]
-        blocked, note = _do_step(state, plan.name, s, now, effects)
+        blocked, note = _do_step(state, plan.name, s, now, effects, ready)
         if note:
             notes.append(note)
         if blocked:
@@ -195,12 +210,21 @@ def _advance(state: RolloutState, plan: Plan, now: float, effects: list[Effect],
 
 
 def _do_step(
-    state: RolloutState, name: str, s: Step, now: float, effects: list[Effect]
+    state: RolloutState, name: str, s: Step, now: float, effects: list[Effect],
+    ready: bool = True,
 ) -> tuple[bool, str]:
-    """Carry out one step; True when it blocks (pause, running analysis, gate)."""
+    """Carry out one step; True when it blocks (pause, running analysis, gate, replicas)."""
     i = state.step_index
     if s.kind == "setWeight":
-        state.weight = int(s.weight or 0)
+        wanted = int(s.weight or 0)
+        if wanted > state.weight and not ready:
+            first = state.scale_weight < wanted
+            state.scale_weight = max(state.scale_weight, wanted)
+            # Argo scales the canary first and moves traffic once its replicas are up
+            return True, (f"step {i}: scaling the canary for {wanted}% before moving traffic"
+                          if first else "")
+        state.scale_weight = max(state.scale_weight, wanted)
+        state.weight = wanted
         effects.append(Effect("set-weight", weight=state.weight))
         return False, f"step {i}: canary weight {state.weight}%"
     if s.kind == "pause":
@@ -255,7 +279,7 @@ def _complete(state: RolloutState, plan: Plan, now: float, reason: str) -> Resul
         effects.append(Effect("scale-down", revision=state.stable_revision, delay=30.0))
     state.stable_revision = state.revision
     state.step_index = len(plan.steps)
-    state.weight = 0
+    state.weight = state.scale_weight = 0
     state.paused, state.pause_reason, state.pause_until, state.abort = False, "", None, False
     state.step_run = state.background_run = ""
     state.header_routes, state.mirror_routes = {}, {}
@@ -270,7 +294,7 @@ def _abort(state: RolloutState, reason: str, phase: Phase = Phase.DEGRADED) -> R
             effects.append(Effect("stop-analysis", name=run))
     if state.revision != state.stable_revision:
         effects.append(Effect("scale-down", revision=state.revision, delay=30.0))
-    state.weight = 0
+    state.weight = state.scale_weight = 0
     state.abort = phase is Phase.DEGRADED
     state.paused, state.pause_reason, state.pause_until = False, "", None
     state.step_run = state.background_run = ""
@@ -286,7 +310,8 @@ def _argo_progress_or_analysis(state: RolloutState, plan: Plan, inputs: Inputs,
             and inputs.command is None):
         phase = inputs.analysis.get(state.step_run)
         if phase == "Successful":
-            return _next(state, plan, now, [], f"analysis run {state.step_run} Successful")
+            return _next(state, plan, now, [], f"analysis run {state.step_run} Successful",
+                         inputs.ready)
         if phase == "Inconclusive":
             state.paused, state.pause_reason, state.phase = True, "Inconclusive", Phase.PAUSED
             return state, [], (f"analysis run {state.step_run} Inconclusive: paused for a "
@@ -303,194 +328,6 @@ ARGO: dict[Phase, Handler] = {
     Phase.DEGRADED: _argo_stable,
     Phase.PROGRESSING: _argo_progress_or_analysis,
     Phase.PAUSED: _argo_progressing,
-}
-
-
-# ---- Flagger -------------------------------------------------------------------------------
-
-
-def _fl_initializing(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
-    state.revision = state.stable_revision = inputs.revision
-    state.phase = Phase.INITIALIZED
-    state.next_tick = now + _interval(plan)
-    return state, [Effect("promote-stable", revision=inputs.revision),
-                   Effect("set-weight", weight=0)], (
-        "Initialization done: primary created from the target, all traffic on primary")
-
-
-def _interval(plan: Plan) -> float:
-    return plan.flagger.interval if plan.flagger else 60.0
-
-
-def _fl_idle(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
-    """Initialized / Succeeded / Failed: a new revision starts an analysis."""
-    if inputs.revision == state.stable_revision:
-        if inputs.revision != state.revision:
-            state.revision = inputs.revision
-        return state, [], ""
-    if (inputs.revision == state.revision and state.phase is Phase.FAILED
-            and inputs.command != "retry"):
-        return state, [], ""
-    state.revision = inputs.revision
-    return _fl_begin(state, plan, inputs, now)
-
-
-def _fl_begin(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
-    state.failed_checks = state.iterations = 0
-    state.weight = 0
-    state.abort = False
-    if inputs.gates.get("confirm-rollout") is False:
-        state.phase = Phase.WAITING
-        return state, [], f"new revision {state.revision}: waiting for confirm-rollout"
-    state.phase = Phase.PROGRESSING
-    state.next_tick = now  # the first tick routes at once
-    effects = [Effect("scale-canary", revision=state.revision),
-               Effect("webhook", name="pre-rollout")]
-    return _fl_route_first(state, plan, now, effects,
-                           f"new revision {state.revision} detected: starting canary analysis")
-
-
-def _fl_route_first(state: RolloutState, plan: Plan, now: float, effects: list[Effect],
-                    reason: str) -> Result:
-    fa = plan.flagger
-    assert fa is not None
-    if fa.strategy == "canary":
-        state.weight = fa.weights[0]
-        effects.append(Effect("set-weight", weight=state.weight))
-        reason += f"; canary weight {state.weight}%"
-    elif fa.strategy == "ab":
-        state.weight = 0
-        effects.append(Effect("header-route", name="ab", match=fa.match))
-        state.header_routes["ab"] = [dict(m) for m in fa.match]
-        reason += "; matching requests routed to the canary"
-    else:
-        state.weight = 0
-        if fa.mirror:
-            effects.append(Effect("mirror-route", name="mirror", percentage=fa.mirror_weight))
-        reason += "; canary warmed up (blue/green: tested without user traffic)"
-    state.next_tick = now + fa.interval
-    return state, effects, reason
-
-
-def _fl_rollback(state: RolloutState, reason: str) -> Result:
-    effects = [Effect("set-weight", weight=0), Effect("clear-routes"),
-               Effect("scale-down", revision=state.revision),
-               Effect("webhook", name="post-rollout")]
-    state.weight = 0
-    state.header_routes, state.mirror_routes = {}, {}
-    state.phase = Phase.FAILED
-    state.abort = True
-    return state, effects, reason
-
-
-def _fl_progressing(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
-    fa = plan.flagger
-    assert fa is not None
-    if inputs.revision != state.revision:
-        state.revision = inputs.revision
-        return _fl_begin(state, plan, inputs, now)
-    if inputs.command == "abort" or inputs.gates.get("rollback") is True:
-        who = inputs.actor or "rollback webhook"
-        return _fl_rollback(state, f"rolled back by {who}: all traffic on primary")
-    if inputs.command in ("promote", "promote-full"):
-        return _fl_promote(state, plan, now, "promoted by " + (inputs.actor or "user"))
-    if now < state.next_tick:
-        return state, [], ""
-    state.next_tick = now + fa.interval
-    if state.failed_checks >= fa.threshold:
-        return _fl_rollback(state, f"Rolling back: failed checks threshold reached "
-                                   f"{state.failed_checks}")
-    if inputs.check is None:
-        return state, [], ""
-    ok, detail = inputs.check
-    if not ok:
-        state.failed_checks += 1
-        return state, [], (f"Halt advancement: {detail} (failed checks {state.failed_checks}/"
-                           f"{fa.threshold}); weight held at {state.weight}%")
-    return _fl_advance(state, plan, inputs, now, detail)
-
-
-def _fl_advance(state: RolloutState, plan: Plan, inputs: Inputs, now: float,
-                detail: str) -> Result:
-    fa = plan.flagger
-    assert fa is not None
-    if fa.strategy == "canary":
-        later = [w for w in fa.weights if w > state.weight]
-        if later:
-            if inputs.gates.get("confirm-traffic-increase") is False:
-                return state, [], "waiting for confirm-traffic-increase"
-            state.weight = later[0]
-            return state, [Effect("set-weight", weight=state.weight)], (
-                f"checks passed ({detail}); advance canary weight {state.weight}%")
-    else:
-        state.iterations += 1
-        if state.iterations < fa.iterations:
-            return state, [], (f"checks passed ({detail}); iteration {state.iterations}/"
-                               f"{fa.iterations}")
-    if inputs.gates.get("confirm-promotion") is False:
-        state.phase = Phase.WAITING_PROMOTION
-        return state, [], "all checks passed; waiting for confirm-promotion"
-    return _fl_promote(state, plan, now, f"checks passed ({detail}); copying canary to primary")
-
-
-def _fl_promote(state: RolloutState, plan: Plan, now: float, reason: str) -> Result:
-    state.phase = Phase.PROMOTING
-    state.stable_revision = state.revision  # the primary now runs the canary's template
-    state.next_tick = now + _interval(plan)
-    return state, [Effect("promote-stable", revision=state.revision)], reason
-
-
-def _fl_waiting(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
-    if inputs.command == "abort":
-        return _fl_rollback(state, "rolled back by " + (inputs.actor or "user"))
-    if state.phase is Phase.WAITING:
-        if inputs.gates.get("confirm-rollout") is not False or inputs.command == "promote":
-            return _fl_begin(state, plan, replace(inputs, gates={}), now)
-        return state, [], ""
-    # WaitingPromotion: metrics keep running; failures still count
-    if now >= state.next_tick and inputs.check is not None:
-        state.next_tick = now + _interval(plan)
-        fa = plan.flagger
-        assert fa is not None
-        if state.failed_checks >= fa.threshold:
-            return _fl_rollback(state, "Rolling back: failed checks threshold reached")
-        if not inputs.check[0]:
-            state.failed_checks += 1
-    if inputs.gates.get("confirm-promotion") is not False or inputs.command == "promote":
-        return _fl_promote(state, plan, now, "confirm-promotion passed: copying canary to primary")
-    return state, [], ""
-
-
-def _fl_promoting(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
-    if now < state.next_tick:
-        return state, [], ""
-    state.next_tick = now + _interval(plan)
-    state.phase = Phase.FINALISING
-    state.weight = 0
-    state.header_routes, state.mirror_routes = {}, {}
-    return state, [Effect("set-weight", weight=0), Effect("clear-routes")], (
-        "primary updated: routing all traffic to primary")
-
-
-def _fl_finalising(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
-    if now < state.next_tick:
-        return state, [], ""
-    state.phase = Phase.SUCCEEDED
-    effects = [Effect("scale-down", revision=state.revision),
-               Effect("webhook", name="post-rollout")]
-    return state, effects, "Promotion completed: canary scaled to zero"
-
-
-FLAGGER: dict[Phase, Handler] = {
-    Phase.INITIALIZING: _fl_initializing,
-    Phase.INITIALIZED: _fl_idle,
-    Phase.SUCCEEDED: _fl_idle,
-    Phase.FAILED: _fl_idle,
-    Phase.WAITING: _fl_waiting,
-    Phase.PROGRESSING: _fl_progressing,
-    Phase.WAITING_PROMOTION: _fl_waiting,
-    Phase.PROMOTING: _fl_promoting,
-    Phase.FINALISING: _fl_finalising,
 }
 
 

@@ -124,6 +124,7 @@ class Inputs:
     check: tuple[bool, str] | None = None  # Flagger: this tick's metric checks
     gates: Mapping[str, bool] = field(default_factory=dict)  # Flagger confirm-* webhooks
     ready: bool = True
+    weight: int | None = None  # the value of a set-weight command
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +163,10 @@ class RolloutState:
     phase: Phase
     revision: str = ""  # the template being rolled out (Argo: the canary's pod-template-hash)
     stable_revision: str = ""
+    previous_revision: str = ""  # blue-green: the old active, kept for a fast switch back
     step_index: int = 0
     weight: int = 0
+    scale_weight: int = 0  # the weight the canary's replicas are sized for (ahead of traffic)
     paused: bool = False
     pause_reason: str = ""  # PauseStep | Inconclusive | UserPause | ManualGate | BlueGreenPause
     pause_until: float | None = None

@@ -8,7 +8,8 @@ scraping the proxies' metrics and runs one task per Rollout/Canary in the store;
   GET  /v1/rollouts/{namespace}/{name}      the resource with its Argo/Flagger-shaped status
   POST /v1/rollouts/{namespace}/{name}/{action}   promote (body {"full": true} for
        promote --full), abort, retry, pause, resume, restart, set-image
-       ({"image": ..., "container": ...}); body may carry {"actor", "reason"}.
+       ({"image": ..., "container": ..., "env": {...}}), set-weight ({"weight": N},
+       sets the canary weight and holds there); body may carry {"actor", "reason"}.
 
 Commands never edit the spec GitOps owns (except set-image, which is a spec change by
 definition); each is recorded in the rollout's decisions with who and why.
@@ -39,14 +40,16 @@ from tollway.rollout.persist import StateFile
 
 log = logging.getLogger(__name__)
 KINDS = ("Rollout", "Canary")
-ACTIONS = ("promote", "abort", "retry", "pause", "resume", "restart", "set-image")
+ACTIONS = ("promote", "abort", "retry", "pause", "resume", "restart", "set-image",
+           "set-weight")
 
 
 class RolloutService:
     def __init__(self, store: ConfigStore, *, clock: Clock, state_dir: Path,
                  scrape_targets: Callable[[], list[Target]],
                  prometheus_url: str | None = None, client_proxy: str | None = None,
-                 scrape_interval: float = 1.0) -> None:
+                 scrape_interval: float = 1.0, wait_for_replicas: bool = True) -> None:
+        self.wait_for_replicas = wait_for_replicas
         self.store = store
         self.clock = clock
         self.state_dir = Path(state_dir) / "rollouts"
@@ -105,7 +108,9 @@ class RolloutService:
                     file = StateFile(self.state_dir, *res.key)
                     self.workers[res.key] = Worker(res.key, self.store, self.clock, file,
                                                    self.client, self.mesh, self.prometheus_url,
-                                                   self.loadtester)
+                                                   self.loadtester,
+                                                   self.scrape_targets
+                                                   if self.wait_for_replicas else None)
                     new.append(res.key)
         return new
 
@@ -165,7 +170,15 @@ class RolloutService:
         if action == "set-image":
             return self._set_image(worker, body, actor, why)
         cmd = "promote-full" if action == "promote" and body.get("full") else action
-        worker.command(cmd, actor, why)
+        weight = None
+        if action == "set-weight":
+            try:
+                weight = int(body["weight"])
+            except (KeyError, TypeError, ValueError):
+                return 400, "set-weight needs {\"weight\": 0..100}"
+            if not 0 <= weight <= 100:
+                return 400, "set-weight needs a weight between 0 and 100"
+        worker.command(cmd, actor, why, weight)
         event = self._wake.get(worker.key)
         if event is not None:
             event.set()
@@ -223,6 +236,30 @@ class RolloutService:
                             "message": st.get("message", "")})
         return out
 
+    def metrics_text(self) -> str:
+        """Prometheus text: phase, weight, step, failed checks and the judge's evidence."""
+        lines = ["# TYPE tollway_rollout_info gauge", "# TYPE tollway_rollout_canary_weight gauge",
+                 "# TYPE tollway_rollout_judge_log_likelihood_ratio gauge"]
+        current = self.store.current()
+        for kind in KINDS:
+            for res in current.of_kind(kind):
+                st = self.store.status(res.key)
+                base = f'kind="{kind}",namespace="{res.namespace}",name="{res.name}"'
+                weights = (st.get("canary") or {}).get("weights") or {}
+                weight = st.get("canaryWeight", (weights.get("canary") or {}).get("weight", 0))
+                lines.append(f'tollway_rollout_info{{{base},phase="{st.get("phase", "")}"}} 1')
+                lines.append(f"tollway_rollout_canary_weight{{{base}}} {weight or 0}")
+                lines.append(f"tollway_rollout_aborted{{{base}}} {int(bool(st.get('abort')))}")
+                if "failedChecks" in st:
+                    lines.append(f"tollway_rollout_failed_checks{{{base}}} {st['failedChecks']}")
+                for ev in _judge_evidence(st):
+                    for sig in ev.get("signals", []):
+                        lines.append(
+                            f'tollway_rollout_judge_log_likelihood_ratio{{{base},'
+                            f'signal="{sig["name"]}",verdict="{sig["verdict"]}"}} '
+                            f'{sig["log_likelihood_ratio"]:.6g}')
+        return "\n".join(lines) + "\n"
+
     def detail(self, namespace: str, name: str) -> dict[str, Any] | None:
         for kind in KINDS:
             res = self.store.get((kind, namespace, name))
@@ -252,6 +289,23 @@ class RolloutService:
             key = "message" if code < 400 else "error"
             return web.json_response({key: message}, status=code)
 
+        async def metrics(_req: web.Request) -> web.Response:
+            return web.Response(text=self.metrics_text(),
+                                content_type="text/plain", charset="utf-8")
+
         return [web.get("/v1/rollouts", listing),
+                web.get("/v1/rollouts/metrics", metrics),
                 web.get("/v1/rollouts/{namespace}/{name}", get_one),
                 web.post("/v1/rollouts/{namespace}/{name}/{action}", act)]
+
+
+def _judge_evidence(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The latest judge verdict of each running analysis metric, if any."""
+    out = []
+    for run in (status.get("analysisRuns") or [])[-1:]:
+        for metric in run.get("metricResults") or []:
+            for m in (metric.get("measurements") or [])[-1:]:
+                value = m.get("value")
+                if isinstance(value, dict) and "signals" in value:
+                    out.append(value)
+    return out

@@ -78,7 +78,8 @@ def canary_replicas(spec: Mapping[str, Any], state: RolloutState) -> int:
     scale = state.canary_scale
     if scale.get("replicas") is not None:
         return int(scale["replicas"])
-    weight = float(scale["weight"]) if scale.get("weight") is not None else state.weight
+    weight = (float(scale["weight"]) if scale.get("weight") is not None
+              else max(state.weight, state.scale_weight))
     return max(1, math.ceil(total * weight / 100))
 
 
@@ -242,6 +243,33 @@ def _argo_match(m: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = copy.deepcopy(m[key])
     if "path" in m:
         out["uri"] = copy.deepcopy(m["path"])
+    return out
+
+
+def bluegreen_resources(rollout: Resource, plan: Plan, state: RolloutState,
+                        templates: Mapping[str, Mapping[str, Any]],
+                        current: ResourceSet) -> list[Manifest]:
+    """Active and preview replica sets, and the two Services' selectors (Argo blue-green)."""
+    bg = plan.bluegreen
+    assert bg is not None
+    total = int(rollout.spec.get("replicas", 1) or 1)
+    out: list[Manifest] = []
+    active, preview = state.stable_revision, state.revision
+    if active in templates:
+        out.append(replica_set(rollout, templates[active], active, total))
+    previewing = preview != active and not state.abort
+    if previewing and preview in templates:
+        count = total if bg.preview_replicas is None else int(bg.preview_replicas)
+        out.append(replica_set(rollout, templates[preview], preview, count))
+    for name, h in ((bg.active_service, active),
+                    (bg.preview_service, preview if previewing else active)):
+        svc = current.get("Service", rollout.namespace, str(name)) if name else None
+        if svc is None:
+            continue
+        raw = _clone(svc)
+        sel = raw.setdefault("spec", {}).get("selector") or {}
+        raw["spec"]["selector"] = {**sel, HASH_LABEL: h}
+        out.append(raw)
     return out
 
 

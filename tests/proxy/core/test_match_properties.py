@@ -89,7 +89,7 @@ request_st = st.tuples(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(routes_st, request_st)
 def test_select_agrees_with_reference(routes: list[types.Route],
                                       req: tuple[str, str, dict[str, str]]) -> None:
@@ -98,7 +98,7 @@ def test_select_agrees_with_reference(routes: list[types.Route],
     assert (got.spec.name if got else None) == ref_select(routes, method, path, headers)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(routes_st, request_st)
 def test_select_returns_first_route_that_matches_alone(
     routes: list[types.Route], req: tuple[str, str, dict[str, str]]
@@ -110,7 +110,7 @@ def test_select_returns_first_route_that_matches_alone(
     assert (got.spec.name if got else None) == first
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(text, text)
 def test_prefix_rewrite_replaces_exactly_the_matched_prefix(prefix: str, rest: str) -> None:
     pfx = "/" + prefix
@@ -118,3 +118,50 @@ def test_prefix_rewrite_replaces_exactly_the_matched_prefix(prefix: str, rest: s
     hit = RouteTableMatcher(table(r)).select("svc", "GET", pfx + rest + "?q", {})
     assert hit is not None
     assert hit.rewrite_path(pfx + rest + "?q") == "/new" + rest + "?q"
+
+
+DOMAINS = ["a.com", "b.a.com", "*.a.com", "*.com", "a.*", "*", "a.com:80", "*.b.a.com"]
+AUTHORITIES = ["a.com", "A.COM:80", "b.a.com", "x.b.a.com:8080", "c.org", "a.net", "a.com:81"]
+
+
+def ref_vhost(vhosts: list[list[str]], authority: str) -> int | None:
+    """Envoy's order: exact, then longest suffix wildcard, then longest prefix wildcard,
+    then "*"; the full authority first, then without its port; first listed wins ties."""
+    full = authority.lower()
+    head, _, port = full.rpartition(":")
+    names = [full, head] if port.isdigit() and head else [full]
+    for name in names:
+        for i, ds in enumerate(vhosts):
+            if name in ds:
+                return i
+    for name in names:
+        for kind in ("suffix", "prefix"):
+            best, best_len = None, -1
+            for i, ds in enumerate(vhosts):
+                for d in ds:
+                    if d == "*":
+                        continue
+                    core = d[1:] if d.startswith("*") else d[:-1] if d.endswith("*") else None
+                    if core is None or (kind == "suffix") != d.startswith("*"):
+                        continue
+                    ok = name.endswith(core) if kind == "suffix" else name.startswith(core)
+                    if ok and len(name) > len(core) and len(core) > best_len:
+                        best, best_len = i, len(core)
+            if best is not None:
+                return best
+    return next((i for i, ds in enumerate(vhosts) if "*" in ds), None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(DOMAINS), min_size=1, max_size=3, unique=True),
+                min_size=1, max_size=4),
+       st.sampled_from(AUTHORITIES))
+def test_virtual_host_choice_agrees_with_reference(vhosts: list[list[str]],
+                                                   authority: str) -> None:
+    tbl = types.RouteTable(name="t", virtual_hosts=tuple(
+        types.VirtualHost(name=f"vh{i}", domains=tuple(ds), routes=(route(f"vh{i}"),))
+        for i, ds in enumerate(vhosts)
+    ))
+    got = RouteTableMatcher(tbl).select(authority, "GET", "/", {})
+    want = ref_vhost(vhosts, authority)
+    assert (got.spec.name if got else None) == (f"vh{want}" if want is not None else None)

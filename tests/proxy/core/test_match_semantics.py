@@ -143,7 +143,7 @@ def test_gateways_and_source_labels() -> None:
     assert name_of(m, "/", source_labels={"app": "web", "version": "v2", "x": "y"}) == "mesh-canary"
     assert name_of(m, "/", source_labels={"app": "web"}, source_namespace="b") is None
     assert name_of(m, "/", source_labels={}, source_namespace="team-a") == "ns"
-    assert name_of(m, "/", gateway="istio-system/other") is None
+    assert name_of(m, "/", gateway="istio-system/other", source_namespace="zz") is None
     # config-time conditions: re-checked only when the caller states the client
     assert name_of(m, "/") == "mesh-canary"
     bare = RouteTableMatcher(table(route("b", M(gateways=("ingress",)))))

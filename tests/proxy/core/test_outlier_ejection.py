@@ -109,6 +109,18 @@ def test_panic_makes_every_host_usable_and_no_panic_leaves_none() -> None:
     assert no_panic.usable(0.0) == ()  # 503 UH
 
 
+def test_carry_over_keeps_ejections_of_hosts_that_stay() -> None:
+    old = OutlierDetector(spec(), 3)
+    fail(old, 1, 5, 0.0)
+    fail(old, 2, 3, 0.0)
+    new = OutlierDetector(spec(), 3)
+    new.carry_over(old, [None, 2, 1])  # endpoint 0 is new; old 1 and 2 swapped places
+    assert new.usable(1.0) == (0, 1)
+    assert new.statistics()[1].consecutive_5xx == 3
+    assert new.observe(1, E500, 1.0) is False and new.observe(1, E500, 1.0) is True
+    assert new.usable(30.5) == (0, 2)  # old host 1 still returns at 30 s, new 1 at 31
+
+
 events = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=9),
@@ -119,7 +131,7 @@ events = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.integers(min_value=1, max_value=10),
     st.integers(min_value=0, max_value=100),

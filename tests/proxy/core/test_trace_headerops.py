@@ -43,9 +43,16 @@ def test_traceparent_propagated_with_new_span() -> None:
 
 
 def test_invalid_traceparent_starts_a_new_trace() -> None:
-    for bad in ("garbage", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "ff-" + TP[3:]):
+    bad_values = ("garbage", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "ff-" + TP[3:],
+                  TP + "-extra", TP.replace("-01", "-0g"), TP[:-1], TP.replace("-", "_"))
+    for bad in bad_values:
         ctx = prepare({"traceparent": bad}, random.Random(3))
         assert ctx.parent_span_id is None and len(ctx.trace_id) == 32
+
+
+def test_future_traceparent_version_may_carry_more_fields() -> None:
+    ctx = prepare({"traceparent": "01" + TP[2:] + "-what-ever"}, random.Random(2))
+    assert ctx.parent_span_id == "00f067aa0ba902b7"
 
 
 def test_b3_propagated_and_64_bit_ids_widened() -> None:

@@ -114,6 +114,8 @@ class PodMeta(Strict):
     annotations: dict[str, str] | None = None
     name: str | None = None
     namespace: str | None = None
+    generate_name: str | None = None
+    creation_timestamp: str | None = None  # `kubectl get -o yaml` prints null here
 
 
 class PodTemplate(Strict):

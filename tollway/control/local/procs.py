@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 from collections.abc import Mapping, Sequence
@@ -89,16 +90,42 @@ async def spawn(
     return Proc(child.pid, child)
 
 
-class PortAllocator:
-    """Free loopback ports, never the same one twice in one run."""
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
-    def __init__(self, reserved: Sequence[int] = ()) -> None:
+
+class PortAllocator:
+    """Free loopback ports, never the same one twice in one run.
+
+    Ports come from below the kernel's ephemeral range (10000 up to it): a port handed out
+    there cannot be taken meanwhile as the source port of some outgoing connection, which
+    happens with port-0 probing once hundreds of connections are open.
+    """
+
+    def __init__(self, reserved: Sequence[int] = (), low: int = 10000,
+                 high: int | None = None) -> None:
         self._given: set[int] = set(reserved)
+        self.low = low
+        self.high = high if high is not None else _ephemeral_low()
+        self._next = low + random.SystemRandom().randrange(max(1, self.high - low))
 
     def reserve(self, port: int) -> None:
         self._given.add(port)
 
     def allocate(self) -> int:
+        span = self.high - self.low
+        for _ in range(max(span, 0)):
+            port = self._next
+            self._next = self.low + (self._next + 1 - self.low) % span
+            if port not in self._given and _bindable(port):
+                self._given.add(port)
+                return port
+        return self._any_free()
+
+    def _any_free(self) -> int:
         for _ in range(100):
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
@@ -107,6 +134,15 @@ class PortAllocator:
                 self._given.add(port)
                 return port
         raise RuntimeError("no free loopback port found")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 async def port_open(port: int, host: str = "127.0.0.1") -> bool:

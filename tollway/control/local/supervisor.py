@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 SidecarArgv = Callable[[ProxyEntry, str], list[str]]
 READY_POLL = 0.05
 MEMBERS_FILE = "members.json"
-DRAIN_WAIT = 3.0
+DRAIN_WAIT = 10.0  # upper bound; normally every proxy acknowledges in tens of ms
 
 
 def default_sidecar_argv(entry: ProxyEntry, control_url: str) -> list[str]:
@@ -73,6 +73,7 @@ class Member:
     restarts: int = 0
     last_exit: str = ""
     stopping: bool = False
+    reallocated_for: str = ""  # the refused version we already moved ports for
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -219,6 +220,11 @@ class Supervisor:
                 return
             member.restarts += 1
             member.last_exit = self._exit_reason(member) or member.last_exit
+            # in case a port was taken meanwhile (a process died of it, or may have)
+            if member.plan is not None and member.app is not None and not member.app.alive():
+                self._reallocate(member, ("app",))
+            if member.sidecar is not None and not member.sidecar.alive():
+                self._reallocate(member, ("admin",))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(member.stop_event.wait(), backoff.next_delay())
 
@@ -240,6 +246,22 @@ class Supervisor:
                                      log_path=logs / f"{short}.app.log")
         self._save()
 
+    def _reallocate(self, member: Member, keys: tuple[str, ...]) -> None:
+        """Fresh ports for `keys` (another process took one); the sidecar learns them from
+        its next snapshot, and the replica is an endpoint again only once it is ready."""
+        if not keys:
+            return
+        ports = dict(member.entry.ports)
+        for key in keys:
+            if key in ports:
+                ports[key] = self.ports.allocate()
+        e = member.entry
+        inbound = f"127.0.0.1:{ports['inbound']}" if "inbound" in ports else e.inbound
+        admin = f"127.0.0.1:{ports['admin']}" if "admin" in ports else e.admin
+        member.entry = ProxyEntry(e.node, admin, inbound, e.address, ports, e.origin)
+        self.plane.register(member.entry)
+        self._save()
+
     def _procs(self, member: Member) -> list[Proc]:
         return [p for p in (member.sidecar, member.app) if p is not None]
 
@@ -247,6 +269,11 @@ class Supervisor:
         while not member.stopping:
             if not all(p.alive() for p in self._procs(member)):
                 return False
+            sync = self.plane.ledger.row(member.name)
+            if (sync.nacked and sync.nacked == sync.desired and "in use" in sync.nack_reason
+                    and member.reallocated_for != sync.nacked):
+                member.reallocated_for = sync.nacked
+                self._reallocate(member, ("inbound", "outbound") if member.plan else ())
             if await self._is_ready(member):
                 return True
             await asyncio.sleep(READY_POLL)
@@ -311,7 +338,9 @@ class Supervisor:
         member.stop_event.set()
         self._set_ready(member, False)
         since = self.plane.generation
-        others = [n for n, m in self.members.items() if n != name and not m.stopping]
+        others = [e.name for e in self.plane.book.all()
+                  if e.name != name and not (e.name in self.members
+                                             and self.members[e.name].stopping)]
         await self.plane.wait_current(others, DRAIN_WAIT, since_gen=since)
         await self._stop_member(member)
         self.members.pop(name, None)

@@ -10,7 +10,7 @@ same over manifests alone, for `tollway proxy --config manifests.yaml`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,22 @@ def content_hash(value: Any) -> str:
     version must cost little next to the build itself when 100 proxies recompute."""
     blob = msgspec.json.encode(value, order="sorted")
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _once(world: World, what: str, part: Any, compute: Callable[[], Any]) -> Any:
+    """What `compute` derives from the shared object `part`, once per World (keyed by
+    identity; the memo keeps `part` alive, so the identity cannot be reused)."""
+    key = (what, id(part))
+    entry = world.memo.get(key)
+    if entry is None or entry[0] is not part:
+        entry = (part, compute())
+        world.memo[key] = entry
+    return entry[1]
+
+
+def _digest(world: World, part: Any) -> str:
+    """content_hash of a large shared part, computed once per World."""
+    return str(_once(world, "digest", part, lambda: content_hash(part)))
 
 
 def referenced_clusters(tables: Iterable[types.RouteTable]) -> set[str]:
@@ -99,9 +115,12 @@ def _shared(world: World, node: types.Node, ports: ProxyPorts, auto_mtls: bool,
         gls, gts = gateway.build(world, node, ports.gateway_offset, ports.gateway_address,
                                  all_gateways, read_file)
     tables = [*([outbound] if outbound else []), *gts]
-    cs = tuple(clusters.build(world, referenced_clusters(tables), node, auto_mtls))
+    named: set[str] = (
+        _once(world, "referenced", outbound, lambda: referenced_clusters([outbound]))
+        if outbound is not None and not gts else referenced_clusters(tables))
+    cs = clusters.build_shared(world, named, node, auto_mtls)
     pa, az = security.peer_authn_for(world, node), security.authz_for(world, node)
-    digest = content_hash([outbound, gls, gts, cs, pa, az])
+    digest = content_hash([_digest(world, outbound), gls, gts, _digest(world, cs), pa, az])
     return _Shared(outbound, tuple(gls), tuple(gts), cs, pa, az, digest)
 
 

@@ -31,8 +31,8 @@ def _tls(world: World, spec: Any, endpoints: tuple[types.Endpoint, ...],
 
 def outbound(world: World, ref: names.ClusterRef, node: types.Node,
              auto_mtls: bool) -> types.Cluster | None:
-    drs = [dr for dr in world.destination_rules_for(ref.host) if _dr_applies(dr.spec, dr.namespace,
-                                                                              node)]
+    drs = [dr for dr in world.destination_rules_for(ref.host, node.namespace)
+           if _dr_applies(dr.spec, dr.namespace, node)]
     top, subsets = policy.merged_rules(drs)
     subset = subsets.get(ref.subset) if ref.subset else None
     if ref.subset and subset is None:
@@ -78,14 +78,28 @@ def inbound(service_port: int, app_address: str, app_port: int,
 
 def _cached(world: World, ref: names.ClusterRef, node: types.Node,
             auto_mtls: bool) -> types.Cluster | None:
-    """Clusters depend on the proxy only through DestinationRule workloadSelectors."""
+    """Clusters depend on the proxy through its namespace (which DestinationRules it sees)
+    and, for DRs with a workloadSelector, its labels."""
     selective = any(isinstance(dr.spec.get("workloadSelector"), Mapping)
                     for dr in world.destination_rules_for(ref.host))
-    who = (node.namespace, tuple(sorted(node.labels.items()))) if selective else None
-    key = ("cluster", ref, auto_mtls, who)
+    labels = tuple(sorted(node.labels.items())) if selective else None
+    key = ("cluster", ref, auto_mtls, node.namespace, labels)
     if key not in world.memo:
         world.memo[key] = outbound(world, ref, node, auto_mtls)
     found: types.Cluster | None = world.memo[key]
+    return found
+
+
+def build_shared(world: World, cluster_names: Iterable[str], node: types.Node,
+                 auto_mtls: bool = True) -> tuple[types.Cluster, ...]:
+    """`build`, memoized per World: proxies naming the same clusters share one tuple."""
+    selective = any(isinstance(dr.spec.get("workloadSelector"), Mapping)
+                    for drs in world.destination_rules.values() for dr in drs)
+    labels = tuple(sorted(node.labels.items())) if selective else None
+    key = ("clusters", frozenset(cluster_names), auto_mtls, node.namespace, labels)
+    if key not in world.memo:
+        world.memo[key] = tuple(build(world, key[1], node, auto_mtls))
+    found: tuple[types.Cluster, ...] = world.memo[key]
     return found
 
 

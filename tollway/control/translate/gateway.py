@@ -25,7 +25,7 @@ from tollway.config.resource import Resource
 from tollway.control.registry import as_int, as_list, as_map, selects, str_labels
 from tollway.control.translate import listeners, names, routes
 from tollway.control.translate.match import Where
-from tollway.control.world import World, host_matches, vs_gateways
+from tollway.control.world import World, host_matches, visible, vs_gateways
 from tollway.snapshot import types
 
 ReadFile = Callable[[str], str | None]
@@ -165,7 +165,7 @@ def _vhosts(world: World, node: types.Node, server: Server,
     out = []
     redirect = bool(server.tls.get("httpsRedirect"))
     for vs in world.virtual_services:
-        if server.ref not in vs_gateways(vs):
+        if server.ref not in vs_gateways(vs) or not visible(vs, server.gateway.namespace):
             continue
         for raw in as_list(vs.spec.get("hosts")):
             vs_host = str(raw).lower()

@@ -81,18 +81,19 @@ def _vhost(world: World, node: types.Node, svc: Service, port: int,
     domains = [f"{f}:{port}" for f in forms]
     if port == default_port(svc):
         domains += forms
-    vss = world.mesh_virtual_services.get(svc.host, ())
-    found = routes.vs_routes(world, vss[0], Where(node, port)) if vss else []
+    vs = world.virtual_service_for(svc.host, node.namespace)
+    found = routes.vs_routes(world, vs, Where(node, port)) if vs else []
     return types.VirtualHost(name=f"{svc.host}:{port}", domains=tuple(domains),
                              routes=tuple(found) or (routes.default_route(svc.host, port),))
 
 
 def _vs_only_hosts(world: World, node: types.Node) -> Iterable[types.VirtualHost]:
     """Mesh VirtualService hosts that no service or entry provides (routes still apply)."""
-    for host, vss in sorted(world.mesh_virtual_services.items()):
-        if host in world.services:
+    for host in sorted(world.mesh_virtual_services):
+        vs = world.virtual_service_for(host, node.namespace)
+        if host in world.services or vs is None:
             continue
-        found = routes.vs_routes(world, vss[0], Where(node, None))
+        found = routes.vs_routes(world, vs, Where(node, None))
         if found:
             yield types.VirtualHost(name=host, domains=(host, f"{host}:80"), routes=tuple(found))
 
@@ -123,6 +124,8 @@ def _outbound_table(world: World, node: types.Node, short_everywhere: bool) -> t
     vhosts: list[types.VirtualHost] = []
     for host in sorted(world.services):
         svc = world.services[host]
+        if not svc.visible_in(node.namespace):
+            continue
         forms = host_forms(svc, host in short)
         vhosts += [_vhost(world, node, svc, sp.number, forms) for sp in svc.ports]
     vhosts += list(_vs_only_hosts(world, node))

@@ -251,8 +251,13 @@ async def serve(listen: socket.socket, gate: InboundGate, factory: Callable[[], 
     listen.setblocking(False)
     tasks: set[asyncio.Task[Any]] = set()
     while True:
-        sock, _ = await loop.sock_accept(listen)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock, _ = await loop.sock_accept(listen)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:  # EMFILE and friends: keep accepting once it clears
+            log.warning("accept failed on %s: %s", listen.getsockname(), exc)
+            await asyncio.sleep(0.1)
+            continue
         task = loop.create_task(_handle_quietly(gate, sock, factory))
         tasks.add(task)
         task.add_done_callback(tasks.discard)

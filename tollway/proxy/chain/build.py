@@ -293,6 +293,8 @@ def _client_context(spec: types.Cluster, tlsmod: Any, tls_state: Any) -> ssl.SSL
         if tls_state is None:
             log.warning("cluster %s wants mTLS but this proxy has no certificate yet", spec.name)
             return None
+        if hasattr(tls_state, "client_for"):  # refuses servers outside the expected SPIFFE IDs
+            return tls_state.client_for(spec.tls.expected_identities)  # type: ignore[no-any-return]
         return tls_state.client  # type: ignore[no-any-return]
     if tlsmod is None:
         raise SnapshotError(f"cluster {spec.name} wants TLS but this build has no TLS support")

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.proxy.core import exchange as rf
 from tollway.proxy.core.exchange import Outcome
-from tollway.proxy.http1 import write
-from tollway.proxy.http1.parse import RESPONSE_HOP_BY_HOP
+from tollway.proxy.http1 import response, write
 
 if TYPE_CHECKING:
     from tollway.proxy.chain.stream import Exchange
@@ -26,9 +25,6 @@ if TYPE_CHECKING:
     from tollway.proxy.upstream.connection import UpstreamConnection
 
 _rand = random.random
-# response headers that make the pass-through path re-serialise the head
-_PATCH_NAMES = RESPONSE_HOP_BY_HOP - {b"content-length", b"transfer-encoding"}
-_NO_BODY_STATUS = frozenset((204, 304))
 
 CONNECT_FAILURE_BODY = (
     "upstream connect error or disconnect/reset before headers. reset reason: "
@@ -39,11 +35,13 @@ RESET_BODY = (
     "connection termination"
 )
 
-# response modes
-_PASS = 0  # body bytes as they come (content-length framing)
-_CHUNK = 1  # re-frame each body piece as a chunk
-_RAW_CLOSE = 2  # unframed body, connection closes at the end (HTTP/1.0 client)
-_NONE = 3  # no body
+_OK = Outcome(200, None)
+
+# response modes (see http1/response.py)
+_PASS = response.PASS
+_CHUNK = response.CHUNK
+_RAW_CLOSE = response.RAW_CLOSE
+_NONE = response.NONE
 
 
 class Forward:
@@ -63,6 +61,7 @@ class Forward:
         "index",
         "loop",
         "mode",
+        "out",
         "pending",
         "pending_size",
         "policy",
@@ -115,6 +114,7 @@ class Forward:
         self.try_timer: asyncio.TimerHandle | None = None
         self.route_timer: asyncio.TimerHandle | None = None
         self.mode = _PASS
+        self.out: list[bytes] = []  # response bytes of the current upstream read
         self.started_at = 0.0
         self.stale_retried = False
         self.tap: Any = None  # mirror copies collecting the body
@@ -324,28 +324,27 @@ class Forward:
         self, conn: UpstreamConnection, status: int, block: bytes, names: list[bytes]
     ) -> None:
         ex = self.ex
-        if status >= 500 or (self.policy.attempts and status >= 400):
-            outcome = Outcome(status, None)
-            if self._retry_response(outcome, block):
-                return
-        else:
-            outcome = Outcome(status, None)
+        outcome = _OK if status == 200 else Outcome(status, None)
+        if status >= 400 and self.policy.attempts and self._retry_response(outcome, block):
+            return
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
-        self.cluster.observe(self.index, outcome, self.loop.time())
+        now = self.loop.time()
+        cluster = self.cluster
+        if cluster.outlier is not None:
+            cluster.outlier.observe(self.index, outcome, now)
         ex.status = status
-        ex.upstream_time = self.loop.time() - self.started_at
-        ep = self.cluster.endpoints[self.index]
-        ex.upstream_host = f"{ep.address}:{ep.port}"
-        ex.label_index = ex.plan.labels_for(self.cluster.name, self.index)
+        ex.upstream_time = now - self.started_at
+        ex.upstream_host = cluster.host_names[self.index]
+        ex.label_index = ex.plan.labels_for(cluster.name, self.index)
         ex.response_started = True
         head = self._response_head(status, block, names)
         ex.bytes_out += len(head)
-        self.down.write(head)
+        self.out.append(head)  # written with the body bytes of the same read: one syscall
 
     def _retry_response(self, outcome: Outcome, block: bytes) -> bool:
-        headers = _block_headers(block) if self.policy.attempts else None
+        headers = response.header_view(block) if self.policy.attempts else None
         if self.retries_done >= self.policy.attempts or self.replay is None:
             if self.retries_done and self.policy.should_retry(outcome, headers):
                 self.ex.add_flag(rf.URX)
@@ -357,59 +356,17 @@ class Forward:
 
     def _response_head(self, status: int, block: bytes, names: list[bytes]) -> bytes:
         ex = self.ex
-        lower = [n.lower() for n in names]
-        has_cl = b"content-length" in lower
-        chunked = b"transfer-encoding" in lower
         if status == 101:
             self.mode = _NONE
             return block + b"\r\n"
-        if ex.method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
-            self.mode = _NONE
-        elif chunked:
-            self.mode = _CHUNK if ex.http11 else _RAW_CLOSE
-        elif has_cl:
-            self.mode = _PASS
-        else:
-            self.mode = _CHUNK if ex.http11 else _RAW_CLOSE
+        found = response.special_names(block)
+        self.mode = response.mode_for(
+            status, found, head_request=ex.method == "HEAD", http11=ex.http11
+        )
         if self.mode == _RAW_CLOSE or ex.upgrade:  # a refused upgrade ends the connection
             ex.keep_alive = False
-        fast = (
-            self.response_ops is None
-            and not (chunked and self.mode == _RAW_CLOSE)
-            and not (self.mode == _CHUNK and not chunked)
-            and not any(n in _PATCH_NAMES for n in lower)
-        )
         tail = b"\r\n" if ex.keep_alive else b"connection: close\r\n\r\n"
-        if fast:
-            return block + tail
-        return self._rebuild_head(status, block, tail)
-
-    def _rebuild_head(self, status: int, block: bytes, tail: bytes) -> bytes:
-        lines = block.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        phrase = parts[2] if len(parts) > 2 else write.reason(status)
-        out = [b"HTTP/1.1 %d %s\r\n" % (status, phrase)]
-        pairs: list[tuple[str, str]] = []
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, _, value = line.partition(b":")
-            lname = name.strip().lower()
-            if lname in RESPONSE_HOP_BY_HOP:
-                if lname == b"content-length" and self.mode == _PASS:
-                    pass
-                else:
-                    continue
-            pairs.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
-        if self.response_ops is not None:
-            for ops in self.response_ops:
-                pairs = ops(pairs)
-        for name_s, value_s in pairs:
-            out.append(b"%s: %s\r\n" % (name_s.encode("latin-1"), value_s.encode("latin-1")))
-        if self.mode == _CHUNK:
-            out.append(b"transfer-encoding: chunked\r\n")
-        out.append(tail)
-        return b"".join(out)
+        return response.head_bytes(status, block, found, self.mode, tail, self.response_ops)
 
     def on_response_body(self, data: bytes) -> None:
         if self.mode == _CHUNK:
@@ -417,23 +374,45 @@ class Forward:
                 return
             data = write.chunk(data)
         self.ex.bytes_out += len(data)
-        self.down.write(data)
+        self.out.append(data)
+
+    def flush(self) -> None:
+        """End of one upstream read: write what it produced downstream in one go."""
+        out = self.out
+        if out:
+            self.down.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     def on_response_end(self, conn: UpstreamConnection) -> None:
         if self.finished:
             return
         if self.mode == _CHUNK:
             self.ex.bytes_out += 5
-            self.down.write(write.LAST_CHUNK)
+            self.out.append(write.LAST_CHUNK)
+        out = self.out
+        if out:
+            self.down.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
         self.conn = None  # the pool has it back
-        self._end_try(None)
-        self._finish()
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        cluster = self.cluster
+        cluster.active[self.index] -= 1
+        cluster.limits.end_request()
+        self.index = -1
+        self.finished = True
+        if self.route_timer is not None:
+            self.route_timer.cancel()
+            self.route_timer = None
+        self.replay = None
         self.down.response_done(self.ex)
 
     def on_upstream_lost(self, conn: UpstreamConnection, received: bool) -> None:
         if self.finished or conn is not self.conn:
             return
         self.conn = None
+        self.flush()
         if self.ex.response_started:
             if self.mode == _RAW_CLOSE or (self.mode == _CHUNK and not received):
                 self._end_try(None)
@@ -472,6 +451,7 @@ class Forward:
         self.cluster.limits.end_request()
         self.index = -1
         self.finished = True
+        self.flush()
         self.down.start_tunnel(self.ex, conn, rest)
 
     def on_upstream_pause(self, paused: bool) -> None:
@@ -483,14 +463,12 @@ class Forward:
     def pause_upstream(self, paused: bool) -> None:
         """The downstream cannot take more response bytes: stop reading the upstream."""
         conn = self.conn
-        if conn is not None and conn.transport is not None:
-            if paused:
-                conn.transport.pause_reading()
-            else:
-                conn.transport.resume_reading()
+        if conn is not None:
+            conn.set_reading(not paused)
 
     # ================================================================ endings
     def _local(self, status: int, flag: str, body: str) -> None:
+        self.ex.label_index = self.ex.plan.labels_for(self.cluster.name, -1)
         self._finish()
         self.down.local_reply(self.ex, status, flag, body)
 
@@ -501,13 +479,3 @@ class Forward:
             self.route_timer = None
         self.pending = []
         self.replay = None
-
-
-def _block_headers(block: bytes) -> dict[str, str]:
-    """Lowercase header view of a raw response head (only on the retry path)."""
-    out: dict[str, str] = {}
-    for line in block.split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if sep:
-            out[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
-    return out

@@ -134,6 +134,9 @@ class _Sink:
     def on_upstream_pause(self, paused: bool) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
+
     def _settle(self, ok: bool) -> None:
         if not self.settled:
             self.settled = True

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.proxy.chain import mirror
 from tollway.proxy.chain.forward import Forward
-from tollway.proxy.core import balance, fault, headerops, trace
+from tollway.proxy.core import balance, cors, fault, headerops, trace
 from tollway.proxy.core import exchange as rf
 from tollway.proxy.core.retry import RetryPolicy
 from tollway.proxy.http1.parse import HOP_BY_HOP
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 _rand = random.random
 _trace_rng = random.Random()
+# request headers never copied upstream: hop-by-hop, framing, Host, and trace headers this
+# hop sets itself
+_DROP = HOP_BY_HOP | trace.HEADER_NAMES_BYTES
 _RETRY_CACHE: dict[int, RetryPolicy] = {}
 
 
@@ -44,10 +47,27 @@ def _policy(spec: types.Retry | None) -> RetryPolicy:
 
 
 _KEEP: list[Any] = []  # keeps specs alive while their id() keys the cache
+_CORS_CACHE: dict[int, cors.CorsPolicy] = {}
+
+
+def _cors(spec: types.Cors) -> cors.CorsPolicy:
+    """CorsPolicy per corsPolicy spec, compiled once."""
+    key = id(spec)
+    policy = _CORS_CACHE.get(key)
+    if policy is None:
+        if len(_CORS_CACHE) > 4096:
+            _CORS_CACHE.clear()
+        policy = _CORS_CACHE[key] = cors.CorsPolicy(spec)
+        _KEEP.append(spec)
+    return policy
 
 
 def _ops_fn(ops: types.HeaderOps) -> Any:
     return lambda pairs: headerops.apply(pairs, ops)
+
+
+def _add_headers(extra: tuple[tuple[str, str], ...]) -> Any:
+    return lambda pairs: [*pairs, *extra]
 
 
 class Router:
@@ -74,6 +94,15 @@ class Router:
             return
         spec = route.spec
         ex.route_name = spec.name
+        if spec.cors is not None:
+            policy = _cors(spec.cors)
+            preflight = policy.preflight_reply(ex.method, ex.headers)
+            if preflight is not None:  # Envoy's CORS filter answers allowed preflights
+                down.local_reply(ex, 200, "", "", tuple(preflight))
+                return
+            extra = policy.response_headers(ex.headers)
+            if extra:
+                ex.attrs["cors"] = extra
         if spec.redirect is not None:
             location = route.redirect_location(ex.authority, ex.path, plan.scheme)
             down.local_reply(ex, spec.redirect.status, "", "", (("location", location or "/"),))
@@ -121,7 +150,6 @@ class Router:
     ) -> None:
         plan = self.plan
         ex.cluster_name = cluster.name
-        ex.label_index = plan.labels_for(cluster.name, -1)
         spec = route.spec if route is not None else None
         head, authority = self._head(ex, route, wc)
         response_ops = None
@@ -130,6 +158,9 @@ class Router:
                 _ops_fn(o) for o in (wc.response_headers if wc else None, spec.response_headers)
                 if o is not None
             )
+        cors_headers = ex.attrs.get("cors") if spec is not None and spec.cors else None
+        if cors_headers:
+            response_ops = (*(response_ops or ()), _add_headers(cors_headers))
         policy = _policy(spec.retries if spec is not None else None)
         hash_key = None
         if cluster.hash_lb is not None:
@@ -159,16 +190,17 @@ class Router:
         spec = None
         if route is not None:
             spec = route.spec
-            path = route.rewrite_path(path)
+            if spec.rewrite is not None:
+                path = route.rewrite_path(path)
             if route.authority_rewrite is not None:
                 authority = route.authority_rewrite
         ctx = trace.prepare(ex.headers, _trace_rng)
         ex.request_id = ctx.request_id
         set_headers = ctx.headers_to_set()
-        skip = {n.encode() for n, _ in set_headers}
+        skip = _DROP
         conn_tokens = ex.headers.get("connection")
         if conn_tokens:  # headers the client named in Connection are hop-by-hop too
-            skip.update(t.strip().lower().encode() for t in conn_tokens.split(","))
+            skip = skip | {t.strip().lower().encode() for t in conn_tokens.split(",")}
         out = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (
             ex.method.encode(), path.encode("latin-1"), authority.encode("latin-1"))]
         append = out.append
@@ -179,7 +211,7 @@ class Router:
             pairs: list[tuple[str, str]] = []
             for name, value in ex.raw_headers:
                 lname = name.lower()
-                if lname in HOP_BY_HOP or lname.startswith(b"x-envoy-") or lname in skip:
+                if lname in skip or lname.startswith(b"x-envoy-"):
                     continue
                 pairs.append((name.decode("latin-1"), value.decode("latin-1")))
             pairs.extend(set_headers)
@@ -192,11 +224,10 @@ class Router:
         else:
             for name, value in ex.raw_headers:
                 lname = name.lower()
-                if lname in HOP_BY_HOP or lname.startswith(b"x-envoy-") or lname in skip:
+                if lname in skip or lname.startswith(b"x-envoy-"):
                     continue
                 append(b"%s: %s\r\n" % (name, value))
-            for name_s, value_s in set_headers:
-                append(b"%s: %s\r\n" % (name_s.encode("latin-1"), value_s.encode("latin-1")))
+            append("".join([f"{n}: {v}\r\n" for n, v in set_headers]).encode("latin-1"))
         if ex.upgrade:
             append(b"connection: upgrade\r\nupgrade: %s\r\n"
                    % ex.headers.get("upgrade", "").encode("latin-1"))

@@ -410,6 +410,7 @@ class CompiledAuthz:
     deny: tuple[CompiledPolicy, ...] = ()
     allow: tuple[CompiledPolicy, ...] = ()
     audit: tuple[CompiledPolicy, ...] = ()
+    default_deny: Decision | None = None
 
     @property
     def empty(self) -> bool:
@@ -424,9 +425,11 @@ def compile_authz(authz: types.Authz) -> CompiledAuthz:
             rules = tuple(compile_rule(r) for r in p.rules)
             by_action[p.action].append(CompiledPolicy(
                 p.name, p.action, rules, _decisions(p.name, p.action, len(rules))))
-    return CompiledAuthz(
-        tuple(by_action["DENY"]), tuple(by_action["ALLOW"]), tuple(by_action["AUDIT"])
-    )
+    names = ", ".join(p.name for p in by_action["ALLOW"])
+    default_deny = Decision(False, "NONE", None, None,
+                            f"no ALLOW policy matched (default deny; policies: {names})")
+    return CompiledAuthz(tuple(by_action["DENY"]), tuple(by_action["ALLOW"]),
+                         tuple(by_action["AUDIT"]), default_deny)
 
 
 ALLOW_NO_POLICY = Decision(True, "NONE", None, None, "no ALLOW policy applies to the workload")
@@ -445,9 +448,8 @@ def evaluate(compiled: CompiledAuthz, req: Request) -> Decision:
         i = p.first_match(req)
         if i is not None:
             return _with_audits(p.decisions[i], audited)
-    names = ", ".join(p.name for p in compiled.allow)
-    return Decision(False, "NONE", None, None,
-                    f"no ALLOW policy matched (default deny; policies: {names})", audited)
+    assert compiled.default_deny is not None
+    return _with_audits(compiled.default_deny, audited)
 
 
 def _with_audits(d: Decision, audited: tuple[tuple[str, int], ...]) -> Decision:

@@ -198,7 +198,10 @@ class RouteTableMatcher:
         if hit is not None:
             best = _first(entries, hit, p, ctx, best)
         prefix = index.prefix
-        for n in index.plen:
+        plen = len(p)
+        for n in index.plen:  # ascending: longer prefixes cannot match a shorter path
+            if n > plen:
+                break
             hit = prefix.get(p[:n])
             if hit is not None and hit[0] < best:
                 best = _first(entries, hit, p, ctx, best)
@@ -208,6 +211,8 @@ class RouteTableMatcher:
             if hit is not None and hit[0] < best:
                 best = _first(entries, hit, p, ctx, best)
             for n in index.plen_ci:
+                if n > plen:
+                    break
                 hit = index.prefix_ci.get(lower[:n])
                 if hit is not None and hit[0] < best:
                     best = _first(entries, hit, p, ctx, best)

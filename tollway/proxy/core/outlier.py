@@ -19,6 +19,7 @@ Fed one `Outcome` per upstream attempt; answers which endpoint indices are usabl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, NamedTuple
 
 from tollway.proxy.core.exchange import TIMEOUT, Outcome
@@ -121,6 +122,24 @@ class OutlierDetector:
             self._next_return = until
         self._recompute()
         return True
+
+    def carry_over(self, old: OutlierDetector, mapping: Sequence[int | None]) -> None:
+        """Keep per-host state across a config push that changed the endpoint list (Envoy
+        keeps a host's outlier state while the host stays). `mapping[new] = old index`,
+        or None for an endpoint that is new. Call before the detector is used."""
+        for new, prev in enumerate(mapping):
+            if prev is None or new >= self._n or prev >= old._n:
+                continue
+            self._c5[new] = old._c5[prev]
+            self._cg[new] = old._cg[prev]
+            self._cl[new] = old._cl[prev]
+            self._times[new] = old._times[prev]
+            self._until[new] = old._until[prev]
+            self._last_change[new] = old._last_change[prev]
+        self._ejected = sum(1 for u in self._until if u)
+        self._next_return = min((u for u in self._until if u), default=_INF)
+        self._next_sweep = old._next_sweep
+        self._recompute()
 
     # ------------------------------------------------------------ time
 

@@ -233,7 +233,10 @@ def _authority_rewrite(spec: types.Route) -> str | None:
 
 @lru_cache(maxsize=512)
 def parse_query(query: str) -> dict[str, str]:
-    """Query string -> first value per name, raw (not percent-decoded, like Envoy)."""
+    """Query string -> first value per name, raw (not percent-decoded, like Envoy).
+
+    Cached (bounded) because several routes may ask about one request: the returned dict
+    is shared, so callers must not modify it."""
     out: dict[str, str] = {}
     if not query:
         return out

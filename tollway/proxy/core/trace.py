@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from typing import Final
 
 _HEX: Final = frozenset("0123456789abcdef")
-# A fixed, linear pattern: the stdlib engine is fine here (user regexes go to RE2).
+# A fixed, linear pattern: the stdlib engine is fine here (user regexes go to RE2), and
+# measured faster than slicing plus a set-based hex check.
 _TRACEPARENT: Final = re.compile(
-    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[0-9a-f-]*)?"
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[0-9a-zA-Z_.=,;/+-]*)?"
 )
 _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16

@@ -9,8 +9,6 @@ lowercase view of the headers the matchers read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 # Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the
 # framing headers the proxy re-emits itself.
 HOP_BY_HOP: frozenset[bytes] = frozenset(
@@ -46,17 +44,40 @@ RESPONSE_HOP_BY_HOP: frozenset[bytes] = frozenset(
 )
 
 
-@dataclass(frozen=True)
 class Limits:
-    """Downstream limits; Envoy-like defaults (60 KiB of headers, 100 headers)."""
+    """Downstream limits; Envoy-like defaults (60 KiB of headers, 100 headers).
 
-    max_head_bytes: int = 60 * 1024
-    max_headers: int = 100
-    header_timeout: float = 10.0
-    idle_timeout: float = 300.0
-    max_pipelined: int = 32
-    retry_buffer_bytes: int = 64 * 1024
-    drain_timeout: float = 10.0
+    A plain slotted class, not a dataclass: `dataclasses` pulls `inspect` and `ast` into
+    every sidecar's memory."""
+
+    __slots__ = (
+        "drain_timeout",
+        "header_timeout",
+        "idle_timeout",
+        "max_head_bytes",
+        "max_headers",
+        "max_pipelined",
+        "retry_buffer_bytes",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_head_bytes: int = 60 * 1024,
+        max_headers: int = 100,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 300.0,
+        max_pipelined: int = 32,
+        retry_buffer_bytes: int = 64 * 1024,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        self.max_head_bytes = max_head_bytes
+        self.max_headers = max_headers
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.max_pipelined = max_pipelined
+        self.retry_buffer_bytes = retry_buffer_bytes
+        self.drain_timeout = drain_timeout
 
 
 def header_view(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

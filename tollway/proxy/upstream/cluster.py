@@ -39,6 +39,7 @@ class LiveCluster:
         self.outlier = outlier.OutlierDetector(spec.outlier, n) if spec.outlier else None
         self.limits = limits.PoolLimits(spec.connection_pool)
         self.active = [0] * n
+        self.host_names = [f"{ep.address}:{ep.port}" for ep in spec.endpoints]
         self.healthy = tuple(i for i, ep in enumerate(spec.endpoints) if ep.healthy)
         self.all_healthy = len(self.healthy) == n
         self.waiters: deque[Any] = deque()

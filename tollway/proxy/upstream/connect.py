@@ -40,7 +40,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "connection timeout"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
+        return f"TLS error: {getattr(exc, 'reason', None) or exc}"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return f"connection failure: {exc.strerror or exc}"  # type: ignore[attr-defined]

@@ -35,6 +35,8 @@ class ResponseSink(Protocol):
 
     def on_upstream_pause(self, paused: bool) -> None: ...
 
+    def flush(self) -> None: ...
+
 
 class UpstreamConnection(asyncio.Protocol):
     """A pooled connection; `alive` turns False for good once it cannot be reused."""
@@ -47,6 +49,7 @@ class UpstreamConnection(asyncio.Protocol):
         "names",
         "parser",
         "pool",
+        "read_paused",
         "received",
         "requests",
         "reused",
@@ -63,12 +66,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.alive = True
         self.head_buf = b""
         self.in_head = False
-        self.names: list[bytes] = []
+        self.names: list[bytes] = []  # unused: kept for the sink signature
         self.head_request = False
         self.received = False
         self.requests = 0
         self.reused = False
         self.tunnel: Any = None
+        self.read_paused = False
 
     # -------------------------------------------------------------- driving
     def send(self, sink: Any, data: bytes, head_request: bool) -> None:
@@ -85,6 +89,17 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
+
+    def set_reading(self, on: bool) -> None:
+        """Backpressure from the downstream: stop / resume reading this connection."""
+        tr = self.transport
+        if tr is None or on != self.read_paused:
+            return
+        self.read_paused = not on
+        if on:
+            tr.resume_reading()
+        else:
+            tr.pause_reading()
 
     def detach(self) -> None:
         """The sink gives up on this request: the connection cannot be reused."""
@@ -135,19 +150,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = True
         if self.in_head:
             self.head_buf += data
+        sink = self.sink
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[int(exc.args[0]) :])
         except httptools.HttpParserError:
             self.close()
+        sink.flush()
 
     # -------------------------------------------------------------- httptools
-    def on_message_begin(self) -> None:
-        self.names = []
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.names.append(name)
+    # no on_header: the raw head block is what the router reads (httptools then skips
+    # the per-header callback altogether)
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -184,6 +198,8 @@ class UpstreamConnection(asyncio.Protocol):
     def _complete(self) -> None:
         sink = self.sink
         self.sink = None
+        if self.read_paused:  # never hand a paused connection back to the pool
+            self.set_reading(True)
         self.pool.release(self)
         if sink is not None:
             sink.on_response_end(self)

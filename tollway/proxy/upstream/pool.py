@@ -113,7 +113,7 @@ class EndpointPool:
         ):
             conn.close()
             return
-        if self.cluster.hand_to_waiter(conn):
+        if self.cluster.waiters and self.cluster.hand_to_waiter(conn):
             return
         if len(self.idle) < self.max_idle:
             self.idle.append(conn)
