@@ -27,6 +27,8 @@ PURE = (
     "rollout/plans.py",
     "rollout/machine.py",
     "rollout/traffic.py",
+    "rollout/bluegreen.py",
+    "rollout/flagger.py",
     "rollout/analysis/runs.py",
     "rollout/analysis/expr.py",
     "rollout/analysis/judge.py",

@@ -38,12 +38,18 @@ class Mesh:
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
+        self.extra_args: list[str] = []  # more `tollway up` flags, e.g. --cert-ttl
 
     def start(self, timeout: float = 120.0) -> None:
+        # Meshes under test run no Prometheus of their own unless a test asks for one:
+        # ~47 MB each, and parallel workers would race for port 9090.
+        extra = self.extra_args
+        if not any(a.startswith("--prometheus-port") for a in extra):
+            extra = ["--no-prometheus", *extra]
         self.proc = subprocess.Popen(
             [*TOLLWAY, "up", str(self.root), "--api-port", str(self.api_port),
              "--client-port", str(self.client_port),
-             "--gateway-port-offset", str(self.offset)],
+             "--gateway-port-offset", str(self.offset), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         proc = self.proc

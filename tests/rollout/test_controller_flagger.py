@@ -178,3 +178,106 @@ def test_flagger_confirm_promotion_webhook_gates_promotion(tmp_path: Path) -> No
             await runner.cleanup()
 
     asyncio.run(go())
+
+
+def _replicas(store: ConfigStore, name: str) -> int:
+    dep = store.get(("Deployment", "default", name))
+    assert dep is not None
+    return int(dep.spec["replicas"])
+
+
+def test_flagger_target_runs_only_while_a_revision_is_analysed(tmp_path: Path) -> None:
+    async def go() -> None:
+        clock, store, svc = await _setup(tmp_path)
+        await svc.sync_all()
+        assert (_replicas(store, "api"), _replicas(store, "api-primary")) == (0, 2)
+        svc.command("default", "api", "set-image", {"image": "api:v2"})
+        await svc.sync_all()
+        assert store.status(KEY)["phase"] == "Progressing"
+        assert (_replicas(store, "api"), _replicas(store, "api-primary")) == (2, 2)
+        t = Traffic(svc, clock)
+        for _ in range(7):
+            t.minute(0.0)
+            await svc.sync_all()
+        assert store.status(KEY)["phase"] == "Succeeded"
+        assert (_replicas(store, "api"), _replicas(store, "api-primary")) == (0, 2)
+        target = store.get(("Deployment", "default", "api"))
+        assert target is not None  # our scale never reverted the user's template
+        assert target.spec["template"]["spec"]["containers"][0]["image"] == "api:v2"
+        svc.command("default", "api", "set-image", {"image": "api:v3"})
+        await svc.sync_all()
+        assert _replicas(store, "api") == 2
+        for _ in range(6):
+            t.minute(0.5)
+            await svc.sync_all()
+        assert store.status(KEY)["phase"] == "Failed"
+        assert (_replicas(store, "api"), _replicas(store, "api-primary")) == (0, 2)
+        await svc.stop()
+
+    asyncio.run(go())
+
+
+def test_flagger_waits_for_the_primary_then_the_canary_to_be_ready(tmp_path: Path) -> None:
+    async def go() -> None:
+        clock = FakeClock()
+        text = (SEED / "08-flagger-canary.yaml").read_text() + "\n---\n" + TARGET
+        res = load.load_text(text.replace("maxWeight: 50", "maxWeight: 50\n    interval: 10s")
+                             .replace("interval: 1m\n    threshold", "threshold"))
+        assert res.ok, [f.message for f in res.findings]
+        store = ConfigStore(clock=clock)
+        assert store.apply(list(res.resources), actor="folder").ok
+        ready: dict[tuple[str, str], int] = {}
+        svc = RolloutService(store, clock=clock, state_dir=tmp_path, scrape_targets=list,
+                             client_proxy="127.0.0.1:1", replica_ready=lambda: ready)
+        await svc.start(run_loops=False)
+        await svc.sync_all()
+        assert store.status(KEY)["phase"] == "Initializing"
+        assert (_replicas(store, "api"), _replicas(store, "api-primary")) == (2, 2)
+        assert store.get(("VirtualService", "default", "api")) is None  # not before it is up
+        ready[("default", "api-primary")] = 2
+        clock.advance(1)
+        await svc.sync_all()
+        assert store.status(KEY)["phase"] == "Initialized" and _replicas(store, "api") == 0
+        svc.command("default", "api", "set-image", {"image": "api:v2"})
+        clock.advance(1)
+        await svc.sync_all()
+        st = store.status(KEY)
+        assert st["phase"] == "Progressing" and st["canaryWeight"] == 0
+        assert _replicas(store, "api") == 2
+        ready[("default", "api")] = 1  # one of two: not ready at the 100% threshold
+        clock.advance(5)
+        await svc.sync_all()
+        assert store.status(KEY)["canaryWeight"] == 0
+        ready[("default", "api")] = 2
+        clock.advance(1)
+        await svc.sync_all()
+        assert store.status(KEY)["canaryWeight"] == 10
+        await svc.stop()
+
+    asyncio.run(go())
+
+
+def test_flagger_skip_analysis_promotes_through_the_store(tmp_path: Path) -> None:
+    async def go() -> None:
+        clock = FakeClock()
+        text = (SEED / "08-flagger-canary.yaml").read_text().replace(
+            "spec:\n  targetRef", "spec:\n  skipAnalysis: true\n  targetRef", 1)
+        res = load.load_text(text + "\n---\n" + TARGET)
+        assert res.ok, [f.message for f in res.findings]
+        store = ConfigStore(clock=clock)
+        assert store.apply(list(res.resources), actor="folder").ok
+        svc = RolloutService(store, clock=clock, state_dir=tmp_path, scrape_targets=list,
+                             client_proxy="127.0.0.1:1", wait_for_replicas=False)
+        await svc.start(run_loops=False)
+        await svc.sync_all()
+        svc.command("default", "api", "set-image", {"image": "api:v2"})
+        await svc.sync_all()
+        st = store.status(KEY)
+        assert st["phase"] == "Succeeded" and st["canaryWeight"] == 0
+        primary = store.get(("Deployment", "default", "api-primary"))
+        assert primary is not None
+        assert primary.spec["template"]["spec"]["containers"][0]["image"] == "api:v2"
+        assert _replicas(store, "api") == 0
+        await svc.stop()
+
+    asyncio.run(go())

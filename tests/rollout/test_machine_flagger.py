@@ -141,3 +141,85 @@ spec:
     for _ in range(2):
         d.advance(10, check=OK)
     assert d.state.phase is Phase.PROMOTING
+
+
+# ---- readiness: the primary before initialization ends, the canary before analysis ----------
+
+
+def _spec(**extra: object) -> dict[str, object]:
+    from tests.rollout.conftest import seed_spec
+
+    return {**dict(seed_spec("08-flagger-canary.yaml", "Canary")), **extra}
+
+
+def test_flagger_initialization_waits_for_the_primary(seed08_plan: Plan) -> None:
+    d = Driver(seed08_plan, revision="v1")
+    assert "waiting for it to be ready" in d.step(primary_ready=False)
+    assert d.state.phase is Phase.INITIALIZING and d.kinds() == ["promote-stable"]
+    assert d.advance(30, primary_ready=False) == ""
+    assert "target scaled to zero" in d.advance(1)
+    assert d.state.phase is Phase.INITIALIZED and d.kinds().count("promote-stable") == 1
+
+
+def test_flagger_routes_the_first_weight_once_the_canary_is_ready(seed08_plan: Plan) -> None:
+    d = Driver(seed08_plan, revision="v1")
+    d.step()
+    d.revision = "v2"
+    reason = d.advance(1, ready=False)
+    assert "scaling up the canary" in reason and "waiting for the canary" in reason
+    assert d.state.phase is Phase.PROGRESSING and d.state.weight == 0
+    assert "webhook" not in d.kinds()  # pre-rollout runs when the analysis starts
+    d.advance(20, ready=False, check=BAD)
+    assert d.state.failed_checks == 0  # nothing is checked while it is not ready
+    d.advance(5)
+    assert d.last_weight() == 10 and d.state.unready_since is None
+    assert [e.name for e in d.effects if e.kind == "webhook"] == ["pre-rollout"]
+
+
+def test_flagger_progress_deadline_rolls_back_a_canary_that_never_gets_ready() -> None:
+    plan = plans.flagger_plan("api", "default", _spec(progressDeadlineSeconds=60))
+    assert plan.flagger is not None and plan.flagger.progress_deadline == 60
+    d = _start(plan)
+    d.advance(60, check=OK)
+    assert d.last_weight() == 20
+    assert "halting advancement" in d.advance(1, ready=False)  # mid-analysis: halts
+    d.advance(59, ready=False)
+    assert d.state.phase is Phase.PROGRESSING and d.last_weight() == 20
+    d.advance(2, ready=False)
+    assert d.state.phase is Phase.FAILED and d.last_weight() == 0
+    assert "progress deadline exceeded" in d.state.message
+
+
+def test_flagger_not_ready_for_less_than_the_deadline_resumes(seed08_plan: Plan) -> None:
+    assert seed08_plan.flagger is not None and seed08_plan.flagger.progress_deadline == 600
+    d = _start(seed08_plan)
+    d.advance(1, ready=False)
+    d.advance(599, ready=False, check=OK)
+    assert d.state.phase is Phase.PROGRESSING and d.last_weight() == 10
+    d.advance(1, check=OK)  # ready again: the overdue tick runs
+    assert d.last_weight() == 20 and d.state.unready_since is None
+
+
+def test_flagger_skip_analysis_promotes_once_the_canary_is_ready() -> None:
+    plan = plans.flagger_plan("api", "default", _spec(skipAnalysis=True))
+    d = Driver(plan, revision="v1")
+    d.step()
+    d.revision = "v2"
+    d.advance(1, ready=False)
+    assert d.state.phase is Phase.PROGRESSING and d.state.stable_revision == "v1"
+    d.advance(3)
+    assert d.state.phase is Phase.SUCCEEDED and d.state.stable_revision == "v2"
+    assert "analysis was skipped" in d.state.message
+    assert d.state.weight == 0 and "webhook" not in d.kinds()  # no hooks, no traffic shift
+    assert d.kinds().count("promote-stable") == 2
+
+
+def test_flagger_skip_analysis_still_rolls_back_past_the_deadline() -> None:
+    plan = plans.flagger_plan("api", "default", _spec(skipAnalysis=True,
+                                                      progressDeadlineSeconds=30))
+    d = Driver(plan, revision="v1")
+    d.step()
+    d.revision = "v2"
+    d.advance(1, ready=False)
+    d.advance(31, ready=False)
+    assert d.state.phase is Phase.FAILED and d.state.stable_revision == "v1"

@@ -66,6 +66,47 @@ def _fields(obj: Any) -> dict[str, Any]:
     return {f: getattr(obj, f) for f in obj.__struct_fields__}
 
 
+def _usage(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def vm_argv(control_plane: str | None, labels: list[str], inbound_port: int | None,
+            app_port: int | None, service_port: int | None, address: str | None,
+            port: int | None) -> list[str]:
+    """The VM-mode flags for `python -m tollway.proxy`, checked (exit 2, one sentence).
+
+    With --control-plane, `--port` is the outbound listener the app sends through, and
+    `--inbound-port` + `--app-port` make the app reachable from the mesh (registered as
+    a WorkloadEntry with these labels and this address).
+    """
+    vm_only = {"--label": labels, "--inbound-port": inbound_port, "--app-port": app_port,
+               "--service-port": service_port, "--address": address}
+    if control_plane is None:
+        used = [flag for flag, value in vm_only.items() if value]
+        if used:
+            _usage(f"{', '.join(used)} only apply with --control-plane URL (VM mode).")
+        return []
+    for item in labels:
+        key, sep, _value = item.partition("=")
+        if not sep or not key:
+            _usage(f"--label {item!r} is not KEY=VALUE (for example --label app=reviews).")
+    if (inbound_port is None) != (app_port is None):
+        _usage("--inbound-port and --app-port go together: the inbound listener forwards "
+               "to the app's port.")
+    if service_port is not None and inbound_port is None:
+        _usage("--service-port needs --inbound-port and --app-port.")
+    argv: list[str] = []
+    for item in labels:
+        argv += ["--label", item]
+    for flag, value in (("--inbound-port", inbound_port), ("--app-port", app_port),
+                        ("--service-port", service_port), ("--address", address),
+                        ("--outbound-port", port)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
 def register(app: typer.Typer) -> None:
     @app.command("proxy")
     def proxy(
@@ -81,6 +122,20 @@ def register(app: typer.Typer) -> None:
         namespace: str = typer.Option("default", "--namespace"),
         node_name: str = typer.Option(None, "--node-name"),
         service_account: str = typer.Option("default", "--service-account"),
+        label: list[str] = typer.Option(
+            [], "--label", help="KEY=VALUE label of this workload (repeatable; VM mode)."),
+        inbound_port: int = typer.Option(
+            None, "--inbound-port", min=1, max=65535,
+            help="Inbound listener other proxies reach the app through (VM mode)."),
+        app_port: int = typer.Option(
+            None, "--app-port", min=1, max=65535,
+            help="Port of the app beside this proxy (VM mode; needs --inbound-port)."),
+        service_port: int = typer.Option(
+            None, "--service-port", min=1, max=65535,
+            help="Service port clients name for this app (VM mode; default 8080)."),
+        address: str = typer.Option(
+            None, "--address",
+            help="Address other proxies reach this one at (VM mode; default 127.0.0.1)."),
     ) -> None:
         """Run the sidecar / gateway proxy."""
         if config is None and control_plane is None:
@@ -89,6 +144,8 @@ def register(app: typer.Typer) -> None:
         if control_plane is not None and not workload:
             typer.echo("error: --control-plane needs --workload NAME.", err=True)
             raise typer.Exit(2)
+        vm_args = vm_argv(control_plane, label, inbound_port, app_port, service_port,
+                          address, port)
         argv = [
             sys.executable,
             "-m",
@@ -122,5 +179,6 @@ def register(app: typer.Typer) -> None:
             ]
             if node_name:
                 argv += ["--node-name", node_name]
+            argv += vm_args
         sys.stdout.flush()
         os.execv(sys.executable, argv)

@@ -13,7 +13,6 @@ import contextlib
 import importlib.util
 import logging
 import signal
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,16 @@ from aiohttp import web
 
 from tollway.config.findings import Finding
 from tollway.config.resource import ResourceSet
-from tollway.control import serve
+from tollway.control import ca, serve
 from tollway.control.folder import ManifestFolder
 from tollway.control.local import plan as plan_mod
-from tollway.control.local.procs import PortAllocator
+from tollway.control.local import prometheus as prom_mod
+from tollway.control.local.procs import PortAllocator, port_free
 from tollway.control.local.supervisor import Supervisor
 from tollway.control.plane import ControlPlane
 from tollway.control.proxies import ProxyEntry
 from tollway.control.store import ApplyResult, ConfigStore, default_validator
+from tollway.dashboard import web as dashboard_web
 from tollway.kit.clock import MonotonicClock
 from tollway.snapshot import types
 
@@ -39,24 +40,16 @@ READY_TIMEOUT = 120.0
 GATEWAY_NODE = types.Node(
     name="istio-ingressgateway.istio-system", workload="istio-ingressgateway",
     namespace="istio-system", kind="gateway",
+    service_account="istio-ingressgateway-service-account",  # Istio's, for AuthorizationPolicy
 )  # no labels: the one local gateway proxy serves every Gateway, whatever its selector
 CLIENT_NODE = types.Node(name="tollway-client.default", workload="tollway-client",
-                         namespace="default", kind="client", labels={"app": "tollway-client"})
+                         namespace="default", kind="client", labels={"app": "tollway-client"},
+                         service_account="tollway-client")  # like a `curl` pod's own SA
 
 
 def local_validator(resources: ResourceSet) -> list[Finding]:
     """Cross-resource checks plus local mode's own rule: workloads need a command."""
     return list(default_validator(resources)) + plan_mod.refusal_findings(resources)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class _PortTaken(Exception):
@@ -74,13 +67,18 @@ class Up:
     """Everything `tollway up` runs, wired together."""
 
     def __init__(self, root: Path, state_dir: Path, api_port: int, client_port: int,
-                 gateway_offset: int, echo: Callable[[str], None]) -> None:
+                 gateway_offset: int, echo: Callable[[str], None],
+                 cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None) -> None:
         self.root = root
         self.state_dir = state_dir
         self.api_port = api_port
         self.client_port = client_port
         self.gateway_offset = gateway_offset
         self.echo = echo
+        self.cert_ttl = cert_ttl
+        self.prometheus_port = prometheus_port  # None: run no Prometheus (the demo)
+        self.prometheus: prom_mod.MeshPrometheus | None = None
+        self.prometheus_url: str | None = None
         self.url = f"http://127.0.0.1:{api_port}"
         self.store = ConfigStore(validator=local_validator)
         self.folder = ManifestFolder(root, self.store, on_result=self._folder_result)
@@ -109,7 +107,12 @@ class Up:
         ports = PortAllocator([self.api_port, self.client_port])
         self.supervisor = Supervisor(self.plane, control_url=self.url,
                                      state_dir=self.state_dir, workdir=self.root, ports=ports)
+        self.prometheus, self.prometheus_url = await prom_mod.prepare_for_up(
+            self.state_dir, self.prometheus_port, f"{self.url}/v1/sd/prometheus", self.echo)
         routes = self._rollout_routes() + self._local_routes()
+        routes += dashboard_web.routes(self.plane)  # GET /dashboard, /v1/dashboard/...
+        routes += serve.ca_routes(  # workload certificates: mTLS between every proxy
+            self.plane, ca.CertificateAuthority.load_or_create(self.state_dir), ttl=self.cert_ttl)
         try:  # adopt survivors before serving, so no proxy ever sees a snapshot without them
             self._members(ports)
             runner = await serve.serve(serve.make_app(self.plane, routes=routes),
@@ -146,6 +149,8 @@ class Up:
         self.store.subscribe(lambda _c: self._reconcile_wanted.set())
         self._reconcile_wanted.set()
         self._tasks.append(asyncio.create_task(self._reconcile_loop()))
+        if self.prometheus is not None and not await self.prometheus.start():
+            self.prometheus = None
         if self.rollout is not None:
             try:
                 await self.rollout.start()
@@ -164,7 +169,7 @@ class Up:
             entry = ProxyEntry(node, admin=f"127.0.0.1:{admin}", ports={**ports, "admin": admin})
             self.supervisor.adopt_fixed(entry, row)
             return
-        if "outbound" in ports and not _port_free(ports["outbound"]):
+        if "outbound" in ports and not port_free(ports["outbound"]):
             raise _PortTaken(ports["outbound"])
         admin = allocator.allocate()
         self.supervisor.add_fixed(ProxyEntry(node, admin=f"127.0.0.1:{admin}",
@@ -193,6 +198,7 @@ class Up:
             f"tollway: {'ready' if ok else 'running'}: {replicas} replicas; "
             f"client proxy http://127.0.0.1:{self.client_port}; "
             f"control plane {self.url}; logs {self.state_dir / 'logs'}"
+            + await prom_mod.ready_suffix(self.prometheus, self.prometheus_url)
         )
         from tollway.cli import up_view
 
@@ -206,7 +212,9 @@ class Up:
 
         self.rollout = service.RolloutService(
             self.store, clock=MonotonicClock(), state_dir=self.state_dir,
-            scrape_targets=self._scrape_targets,
+            scrape_targets=self._scrape_targets, prometheus_url=self.prometheus_url,
+            client_proxy=f"127.0.0.1:{self.client_port}",
+            replica_ready=self.supervisor.ready_counts if self.supervisor else None,
         )
         routes: list[web.RouteDef] = list(self.rollout.routes())
         return routes
@@ -241,6 +249,8 @@ class Up:
         if self.rollout is not None:
             with contextlib.suppress(Exception):
                 await self.rollout.stop()
+        if self.prometheus is not None:
+            await self.prometheus.stop()
         if self.supervisor is not None:
             await self.supervisor.stop_all()
         if self.plane is not None:
@@ -278,10 +288,12 @@ def _safe_echo(line: str) -> None:
 
 
 def run_up(root: Path, *, api_port: int, client_port: int, gateway_offset: int,
-           state_dir: Path | None, echo: Callable[[str], None] = _safe_echo) -> int:
+           state_dir: Path | None, echo: Callable[[str], None] = _safe_echo,
+           cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None) -> int:
     state = state_dir or root / ".tollway"
     _setup_logging(state)
-    up = Up(root, state, api_port, client_port, gateway_offset, echo)
+    up = Up(root, state, api_port, client_port, gateway_offset, echo, cert_ttl,
+            prometheus_port=prometheus_port)
     return asyncio.run(up.run())
 
 
@@ -289,8 +301,19 @@ def _check_args(root: Path, api_port: int) -> None:
     if not root.exists():
         _fail(f"no such folder: {root}; give the folder of your manifests, "
               "e.g. `tollway up examples/canary`", 2)
-    if not _port_free(api_port):
+    if not port_free(api_port):
         _fail(f"port {api_port} is in use; stop what uses it or pass --api-port with a free port")
+
+
+def _cert_ttl(text: str) -> float:
+    """--cert-ttl as seconds, or exit 2 with the one sentence that says what is wrong."""
+    from tollway.kit.durations import DurationError, parse_duration
+
+    try:
+        return ca.check_ttl(parse_duration(text))
+    except (DurationError, ca.CAError) as exc:
+        _fail(f"--cert-ttl: {exc}", 2)
+        raise  # unreachable: _fail exits
 
 
 def register(app: typer.Typer) -> None:
@@ -304,10 +327,21 @@ def register(app: typer.Typer) -> None:
             8000, "--gateway-port-offset", help="Gateway servers listen on port + offset."),
         state_dir: Path | None = typer.Option(
             None, "--state-dir", help="Logs and state (default DIR/.tollway/)."),
+        cert_ttl: str = typer.Option(
+            "24h", "--cert-ttl",
+            help="Lifetime of workload certificates (renewed at half of it), e.g. 1h."),
+        prometheus_port: int = typer.Option(
+            prom_mod.DEFAULT_PORT, "--prometheus-port", min=1, max=65535,
+            help="Port of the mesh's own Prometheus (a free one if taken)."),
+        no_prometheus: bool = typer.Option(
+            False, "--no-prometheus",
+            help="Start no Prometheus (analysis uses $TOLLWAY_PROMETHEUS_URL if set)."),
     ) -> None:
         """Run the whole mesh from a folder of manifests on this machine."""
         _check_args(folder, api_port)
         code = run_up(folder.resolve(), api_port=api_port, client_port=client_port,
-                      gateway_offset=gateway_port_offset, state_dir=state_dir)
+                      gateway_offset=gateway_port_offset, state_dir=state_dir,
+                      cert_ttl=_cert_ttl(cert_ttl),
+                      prometheus_port=None if no_prometheus else prometheus_port)
         raise typer.Exit(code)
 

@@ -137,7 +137,9 @@ def findings_from_validation(
     """One (path, message) per distinct location; union alternatives are merged."""
     by_path: dict[PathKey, list[str]] = {}
     for err in exc.errors(include_url=False):
-        path = _clean(tuple(err["loc"]))
+        loc = tuple(err["loc"])
+        # An unknown key is the user's word, even when it looks like a union tag ("A").
+        path = (_clean(loc[:-1]) + loc[-1:]) if err["type"] == "extra_forbidden" else _clean(loc)
         by_path.setdefault(path, []).append(_message(err, model, path))
     out: list[tuple[PathKey, str]] = []
     for path, messages in by_path.items():

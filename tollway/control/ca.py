@@ -14,6 +14,7 @@ to `sign_csr` (see `identity_of` for what the CSR asks for).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tollway.kit.clock import Clock, MonotonicClock
 
+log = logging.getLogger(__name__)
 DEFAULT_TTL = 24 * 3600.0
 MIN_TTL = 1.0  # tests rotate in seconds; operators in minutes
 MAX_TTL = 90 * 24 * 3600.0  # Istio's MAX_WORKLOAD_CERT_TTL
@@ -34,6 +36,7 @@ ROOT_TTL = 10 * 365 * 24 * 3600.0
 SKEW = 60.0  # backdate not-before for clocks slightly behind
 ROOT_CERT = "root-cert.pem"
 ROOT_KEY = "root-key.pem"
+REVOKED = "revoked-serials"  # one lowercase hex serial a line, beside the root
 
 
 class CAError(ValueError):
@@ -134,6 +137,7 @@ class CertificateAuthority:
     trust_domain: str = "cluster.local"
     clock: Clock = field(default_factory=MonotonicClock)
     revoked: set[int] = field(default_factory=set)
+    folder: Path | None = None  # where load_or_create keeps the root (and revocations)
 
     # -------------------------------------------------------------- construction
 
@@ -152,13 +156,19 @@ class CertificateAuthority:
         folder = Path(state_dir) / "ca"
         cert_file, key_file = folder / ROOT_CERT, folder / ROOT_KEY
         if cert_file.exists() and key_file.exists():
-            return cls.from_files(cert_file, key_file, trust_domain=trust_domain, clock=clock)
+            ca = cls.from_files(cert_file, key_file, trust_domain=trust_domain, clock=clock)
+            ca.folder = folder
+            revoked = folder / REVOKED
+            if revoked.exists():  # a restart must not forget a revocation
+                ca.revoked = {int(x, 16) for x in revoked.read_text().split() if x}
+            return ca
         ca = cls.create(trust_domain, clock)
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(key_pem(ca.key))
         cert_file.write_text(cert_pem(ca.cert))
+        ca.folder = folder
         return ca
 
     @classmethod
@@ -249,26 +259,59 @@ class CertificateAuthority:
 
     def revoke(self, cert_chain_pem: str) -> int:
         """Revoke a workload certificate; its serial goes out with the trust bundle."""
-        serial = x509.load_pem_x509_certificate(cert_chain_pem.encode()).serial_number
+        try:
+            serial = x509.load_pem_x509_certificate(cert_chain_pem.encode()).serial_number
+        except ValueError as exc:
+            raise CAError("cert_chain is not a PEM certificate") from exc
         self.revoked.add(serial)
         return serial
+
+    def revoke_serial(self, serial_hex: str) -> int:
+        """Revoke by serial (hex, as `openssl x509 -serial` or the trust bundle print it)."""
+        text = serial_hex.strip().lower().removeprefix("0x").replace(":", "")
+        try:
+            serial = int(text, 16)
+        except ValueError:
+            raise CAError(f"serial {serial_hex!r} is not a hexadecimal number") from None
+        self.revoked.add(serial)
+        return serial
+
+    def save_revoked(self) -> None:
+        """Write the revoked serials beside the root (IO: called by the HTTP edge)."""
+        if self.folder is None:
+            return
+        path = self.folder / REVOKED
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(s + "\n" for s in self.revoked_serials()))
+        tmp.replace(path)
 
     def revoked_serials(self) -> tuple[str, ...]:
         return tuple(sorted(format(s, "x") for s in self.revoked))
 
+
+def check_ttl(ttl: float) -> float:
+    """`ttl` when the CA can issue certificates of that lifetime, else CAError."""
+    if not MIN_TTL <= ttl <= MAX_TTL:
+        raise CAError(f"certificate lifetime {ttl:g}s is outside {MIN_TTL:g}s..90 days")
+    return ttl
 
 
 IdentityLookup = Callable[[str], str | None]
 
 
 def routes(ca: CertificateAuthority, identity_for: IdentityLookup,
-           ttl: float = DEFAULT_TTL) -> list[Any]:
+           ttl: float = DEFAULT_TTL, on_revoke: Callable[[], None] | None = None
+           ) -> list[Any]:
     """aiohttp routes for `POST /v1/ca/sign`, to pass to `serve.make_app(routes=...)`.
 
     `identity_for(node_name)` returns the SPIFFE ID the control plane knows that node by
     (`spiffe://TD/ns/NS/sa/SA`), or None for a node it does not know (answered 403).
+    With `on_revoke` (called after each revocation, to push the new trust bundle),
+    `POST /v1/ca/revoke` `{"serial": HEX}` or `{"cert_chain": PEM}` is mounted too.
     """
     from aiohttp import web
+
+    check_ttl(ttl)
 
     async def sign(request: web.Request) -> web.Response:
         try:
@@ -284,4 +327,31 @@ def routes(ca: CertificateAuthority, identity_for: IdentityLookup,
         except CAError as exc:
             return web.Response(status=400, text=str(exc))
 
-    return [web.post("/v1/ca/sign", sign)]
+    async def revoke(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        try:
+            if isinstance(body, dict) and isinstance(body.get("serial"), str):
+                serial = ca.revoke_serial(body["serial"])
+            elif isinstance(body, dict) and isinstance(body.get("cert_chain"), str):
+                serial = ca.revoke(body["cert_chain"])
+            else:
+                raise CAError('the request body must be JSON {"serial": HEX} or '
+                              '{"cert_chain": PEM}')
+        except CAError as exc:
+            return web.Response(status=400, text=str(exc))
+        try:
+            ca.save_revoked()
+        except OSError as exc:  # in force now; only a restart would forget it
+            log.warning("revocation of %x not saved to %s: %s", serial, ca.folder, exc)
+        assert on_revoke is not None
+        on_revoke()
+        return web.json_response({"revoked": format(serial, "x"),
+                                  "revoked_serials": list(ca.revoked_serials())})
+
+    out = [web.post("/v1/ca/sign", sign)]
+    if on_revoke is not None:
+        out.append(web.post("/v1/ca/revoke", revoke))
+    return out

@@ -13,10 +13,13 @@ resulting version differs from what it has.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import msgspec
 
 from tollway.config.resource import ResourceSet
 from tollway.control import proxies as proxies_mod
@@ -26,6 +29,8 @@ from tollway.control.registry import Replica
 from tollway.control.store import Change, ConfigStore
 from tollway.kit.clock import Clock, MonotonicClock
 from tollway.snapshot import codec, types
+
+TRUST_DOMAIN = "cluster.local"
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,8 @@ class ControlPlane:
         self.configs: dict[str, types.ProxyConfig] = {}
         self.errors: dict[str, str] = {}
         self.world: Any = None
+        self.trust: types.Trust | None = None  # pushed in every snapshot once a CA is set
+        self._trust_digest = ""
         self._outboxes: dict[str, Outbox] = {}
         self._gen = 0  # bumps when the world inputs change
         self._built: dict[str, tuple[int, ProxyEntry]] = {}
@@ -120,6 +127,39 @@ class ControlPlane:
     def remove_replica(self, name: str) -> None:
         if self.replicas.pop(name, None) is not None:
             self.touch()
+
+    def set_trust(self, trust: types.Trust) -> None:
+        """The trust bundle (CA root, revoked serials) every snapshot carries from now on.
+
+        A change (a revocation) bumps the inputs' generation, so every proxy gets a new
+        version with the new list and its inbound gate refuses the revoked peer.
+        """
+        if trust == self.trust:
+            return
+        self.trust = trust
+        self._trust_digest = hashlib.sha256(msgspec.json.encode(trust)).hexdigest()[:12]
+        self.touch()
+
+    def identity_for(self, name: str) -> str | None:
+        """The SPIFFE ID of a proxy this plane serves (what the CA signs for it), or None.
+
+        Only proxies in the book get a certificate, and only for the namespace and
+        service account they were registered with: a caller cannot ask for another one.
+        """
+        entry = self.book.get(name)
+        if entry is None:
+            return None
+        domain = self.trust.trust_domain if self.trust is not None else TRUST_DOMAIN
+        node = entry.node
+        return f"spiffe://{domain}/ns/{node.namespace}/sa/{node.service_account}"
+
+    def _with_trust(self, config: types.ProxyConfig) -> types.ProxyConfig:
+        """`config` carrying the trust bundle, versioned over both (no full re-hash)."""
+        if self.trust is None:
+            return config
+        version = hashlib.sha256(
+            f"{config.version}/{self._trust_digest}".encode()).hexdigest()[:12]
+        return msgspec.structs.replace(config, trust=self.trust, version=version)
 
     def register(self, entry: ProxyEntry) -> None:
         if self.book.upsert(entry):
@@ -198,7 +238,7 @@ class ControlPlane:
             if self._built.get(entry.name) == (gen, entry):
                 continue
             try:
-                config = self.compiler.config(self.world, entry)
+                config = self._with_trust(self.compiler.config(self.world, entry))
             except Exception as exc:  # one proxy's bad translation must not stop the rest
                 log.exception("translating for %s failed", entry.name)
                 self.errors[entry.name] = f"{type(exc).__name__}: {exc}"

@@ -6,6 +6,7 @@ Routes (docs/contracts.md has the wire details):
   `GET /v1/proxies`
 - Prometheus `http_sd_configs`: `GET /v1/sd/prometheus`
 - debug views (Istio's names): `/debug/configz`, `/debug/registryz`, `/debug/syncz`
+- the CA, when mounted with `ca_routes`: `POST /v1/ca/sign`, `POST /v1/ca/revoke`
 Other parts mount their own routes through `make_app(..., routes=[...])` (the rollout
 controller adds `/v1/rollouts...`).
 """
@@ -22,6 +23,7 @@ import msgspec
 from aiohttp import web
 
 from tollway.config.resource import Resource
+from tollway.control import ca as ca_mod
 from tollway.control import proxies as proxies_mod
 from tollway.control import resources_json
 from tollway.control.plane import ControlPlane
@@ -60,6 +62,26 @@ def make_app(
     )
     app.add_routes(list(routes))
     return app
+
+
+def ca_routes(plane: ControlPlane, authority: ca_mod.CertificateAuthority, *,
+              ttl: float = ca_mod.DEFAULT_TTL) -> list[web.RouteDef]:
+    """Make `authority` this plane's CA: `POST /v1/ca/sign` and `/v1/ca/revoke` routes.
+
+    Every proxy the plane knows (`plane.identity_for`) can get a certificate for its
+    own namespace and service account; the root and the revoked serials go out in every
+    snapshot, and a revocation is pushed to every proxy at once.
+    """
+    from tollway.control.translate import security
+
+    def refresh() -> None:
+        plane.set_trust(security.trust_for(authority.root_pem, authority.trust_domain,
+                                           authority.revoked_serials()))
+
+    refresh()
+    routes: list[web.RouteDef] = ca_mod.routes(authority, plane.identity_for, ttl,
+                                               on_revoke=refresh)
+    return routes
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

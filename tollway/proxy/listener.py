@@ -19,12 +19,31 @@ import httptools
 
 from tollway.proxy.chain.stream import Exchange
 from tollway.proxy.http1 import write
-from tollway.proxy.http1.parse import Limits, header_view, split_absolute
+from tollway.proxy.http1.parse import Limits, split_absolute
 
 if TYPE_CHECKING:
     from tollway.proxy.chain.build import ListenerPlan
 
 log = logging.getLogger("tollway.proxy")
+
+_METHODS: dict[bytes, str] = {
+    m.encode(): m
+    for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+}
+# Lowercase str per header name as sent; bounded (cleared when full) so that a client
+# sending ever new names cannot grow it.
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 1024
+
+
+def _name(raw: bytes) -> str:
+    key = raw.decode("latin-1").lower()
+    if len(_NAMES) >= _NAMES_MAX:
+        _NAMES.clear()
+    if len(raw) <= 64:
+        _NAMES[raw] = key
+    return key
+
 
 # reasons for pausing reading (a bit each)
 _P_BODY = 1  # the upstream cannot take more request body yet
@@ -70,7 +89,6 @@ class Downstream(asyncio.Protocol):
         "idle_since",
         "in_head",
         "loop",
-        "n_headers",
         "parser",
         "paused",
         "peer",
@@ -102,7 +120,6 @@ class Downstream(asyncio.Protocol):
         self.url = b""
         self.raw: list[tuple[bytes, bytes]] = []
         self.head_size = 0
-        self.n_headers = 0
         self.in_head = False
         self.head_since = 0.0
         self.idle_since = 0.0
@@ -186,7 +203,6 @@ class Downstream(asyncio.Protocol):
         self.url = b""
         self.raw = []
         self.head_size = 0
-        self.n_headers = 0
         self.in_head = True
         self.head_since = self.loop.time()
 
@@ -245,43 +261,70 @@ class Downstream(asyncio.Protocol):
     def _exchange(self) -> Exchange | None:
         parser = self.parser
         plan = self.runtime.plan
-        target = self.url.decode("latin-1")
-        headers = header_view(self.raw)
-        absolute = split_absolute(target) if not target.startswith("/") else None
-        if absolute is not None:
-            authority, path = absolute
-        else:
+        raw = self.raw
+        url = self.url
+        target = url.decode("latin-1")
+        # header_view (parse.py) inlined, with lowercase names memoised: one dict lookup
+        # per header instead of a decode and a lower()
+        headers: dict[str, str] = {}
+        names = _NAMES
+        for name, value in raw:
+            key = names.get(name)
+            if key is None:
+                key = _name(name)
+            val = value.decode("latin-1")
+            if key in headers:
+                headers[key] = headers[key] + "," + val
+            else:
+                headers[key] = val
+        if target.startswith("/"):
             authority = headers.get("host", "").lower()
             path = target
-        http11 = parser.get_http_version() == "1.1"
+        else:
+            absolute = split_absolute(target)
+            if absolute is not None:
+                authority, path = absolute
+            else:
+                authority = headers.get("host", "").lower()
+                path = target
+        keep_alive = parser.should_keep_alive()
+        # llhttp keeps an HTTP/1.0 (or 0.9) connection alive only when a Connection header
+        # asks for it, and refuses versions other than 0.9, 1.0, 1.1 and 2.0: kept alive
+        # without a Connection header means 1.1, and the version string need not be built.
+        http11 = (keep_alive and "connection" not in headers) or (
+            parser.get_http_version() == "1.1"
+        )
         if http11 and "host" not in headers:
             self._protocol_error(400, "missing Host header")
             return None
+        method = parser.get_method()
+        peer = self.peer
         ex = Exchange(
             plan,
-            parser.get_method().decode("latin-1"),
+            _METHODS.get(method) or method.decode("latin-1"),
             target,
             path,
             authority,
             headers,
-            self.raw,
+            raw,
             self.head_since,
+            peer[0],
+            peer[1],
+            self.principal,
+            self.tls,
+            http11,
+            keep_alive,
+            parser.should_upgrade(),
+            self.head_size + len(url) + 14,
         )
-        ex.source_ip, ex.source_port = self.peer
-        ex.label_index = plan.default_label
-        ex.principal = self.principal
         if self.cert_hash:
             ex.attrs["peer_cert_hash"] = self.cert_hash
-        ex.tls = self.tls
-        ex.http11 = http11
-        ex.keep_alive = parser.should_keep_alive()
-        ex.upgrade = parser.should_upgrade()
-        ex.bytes_in = self.head_size + len(self.url) + 14
         if "transfer-encoding" in headers:
             ex.chunked = True
         else:
             cl = headers.get("content-length")
-            ex.content_length = int(cl) if cl else 0
+            if cl:
+                ex.content_length = int(cl)
         expect = headers.get("expect")
         if expect is not None:
             if expect.lower() != "100-continue":
@@ -353,8 +396,8 @@ class Downstream(asyncio.Protocol):
         if ex is not self.active:
             return
         self.active = None
-        self.idle_since = self.loop.time()
-        self._record(ex)
+        self.idle_since = now = self.loop.time()
+        self._record(ex, now)
         if ex.upgrade and self.upgrade_buf is not None and self.tunnel is None:
             self._close()
             return
@@ -411,10 +454,10 @@ class Downstream(asyncio.Protocol):
         self._resume(reason)
 
     # ============================================================ internals
-    def _record(self, ex: Exchange) -> None:
+    def _record(self, ex: Exchange, now: float | None = None) -> None:
         plan = ex.plan
         if plan.metrics_on:
-            plan.metrics.record(ex, self.loop.time())
+            plan.metrics.record(ex, self.loop.time() if now is None else now)
         fwd = ex.forward
         if fwd is not None and fwd.finished:
             ex.forward = None  # break the exchange <-> forward cycle: freed by refcount, not GC

@@ -173,7 +173,11 @@ class ProxyServer:
                 b.runtime.plan = plan
                 b.spec = spec
                 if b.gate is not None:
-                    b.gate.update(snap.config.peer_authn)
+                    revoked = snap.config.trust.revoked_serials
+                    newly = frozenset(revoked) - b.gate.revoked
+                    b.gate.update(snap.config.peer_authn, revoked=revoked)
+                    if newly:
+                        self._cut_revoked(b, newly)
                 continue
             sock = socks.get(name) or bind_socket(spec.address, spec.port, self.reuse_port)
             runtime = ListenerRuntime(name, plan, self.limits)
@@ -191,7 +195,8 @@ class ProxyServer:
         mode = snap.config.peer_authn.mode
         if authn is not None and (self.tls_state is not None or mode == "STRICT"):
             b.gate = authn.InboundGate(
-                snap.config.peer_authn, self.tls_state, workload_port=spec.service_port
+                snap.config.peer_authn, self.tls_state, workload_port=spec.service_port,
+                revoked=snap.config.trust.revoked_serials,
             )
             b.runtime.task = loop.create_task(authn.serve(b.sock, b.gate, b.runtime.factory))
             return
@@ -203,6 +208,24 @@ class ProxyServer:
             )
 
         b.runtime.task = loop.create_task(serve())
+
+    def _cut_revoked(self, b: _Bound, revoked: frozenset[str]) -> None:
+        """Close established connections from peers whose certificate was just revoked.
+
+        The gate checks each new handshake; without this a revoked caller would keep its
+        pooled keep-alive connections (hours, with steady traffic) and so keep its access.
+        """
+        from tollway.proxy import tls
+
+        for conn in list(b.runtime.connections):
+            transport = conn.transport
+            obj = transport.get_extra_info("ssl_object") if transport is not None else None
+            if obj is None:
+                continue
+            reason = tls.check_peer(obj, (), revoked)
+            if reason is not None and transport is not None:
+                log.warning("closing inbound connection on %s: %s", b.spec.name, reason)
+                transport.abort()
 
     def _retire(self, name: str) -> None:
         b = self.bound.pop(name)

@@ -72,9 +72,11 @@ async def serve(
         from tollway.proxy import subscriber
 
         admin = "{}:{}".format(*server.admin_address)
-        tasks.append(
+        tasks.append(  # VM mode: register, get the workload certificate, follow
             loop.create_task(
-                subscriber.follow(server, follow["url"], follow["node"], admin=admin, inbound=None)
+                subscriber.join(server, follow["url"], follow["node"], admin=admin,
+                                inbound=follow.get("inbound"), ports=follow.get("ports"),
+                                address=follow.get("address"))
             )
         )
     listeners = " ".join(
@@ -106,6 +108,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--namespace", default="default")
     ap.add_argument("--node-name")
     ap.add_argument("--service-account", default="default")
+    ap.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeatable)")
+    ap.add_argument("--address", help="address other proxies reach this one at")
+    ap.add_argument("--inbound-port", type=int, help="inbound listener (mTLS from the mesh)")
+    ap.add_argument("--app-port", type=int, help="the local app the inbound forwards to")
+    ap.add_argument("--service-port", type=int, help="the service port the app serves")
+    ap.add_argument("--outbound-port", type=int, help="outbound listener for the local app")
     ap.add_argument("--delete-config", action="store_true", help=argparse.SUPPRESS)
     return ap
 
@@ -138,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             workload=args.workload or "",
             namespace=args.namespace,
             service_account=args.service_account,
+            labels=dict(item.split("=", 1) for item in args.label if "=" in item),
         )
-        follow = {"url": args.control_plane, "node": node}
+        follow = {"url": args.control_plane, "node": node, **vm_ports(args)}
     if cfg is None and follow is None:
         print("error: give --config FILE or --control-plane URL.", file=sys.stderr)
         return 2
@@ -171,6 +180,17 @@ def main(argv: list[str] | None = None) -> int:
             except OSError:
                 pass
     return int(code)
+
+
+def vm_ports(args: argparse.Namespace) -> dict[str, Any]:
+    """What a VM proxy registers besides its node: ports, inbound host:port, address."""
+    ports = {key: value for key, value in (
+        ("inbound", args.inbound_port), ("app", args.app_port),
+        ("service_port", args.service_port), ("outbound", args.outbound_port),
+    ) if value}
+    address = args.address or "127.0.0.1"
+    inbound = f"{address}:{args.inbound_port}" if args.inbound_port else None
+    return {"ports": ports, "inbound": inbound, "address": address}
 
 
 def spawn_workers(argv: list[str], n: int) -> list[subprocess.Popen[bytes]]:

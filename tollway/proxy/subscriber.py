@@ -40,6 +40,12 @@ class Server(Protocol):
     def apply(self, config: types.ProxyConfig) -> Any: ...
 
 
+class IdentifiedServer(Server, Protocol):
+    """A server whose TLS state can be set before its first snapshot (VM mode)."""
+
+    tls_state: Any
+
+
 class _Push(msgspec.Struct):
     version: str
     config: types.ProxyConfig
@@ -74,13 +80,7 @@ async def follow(
 ) -> None:
     """Keep `server` current with the control plane at `url`; runs until cancelled."""
     backoff = backoff or Backoff(base=0.05, cap=2.0)
-    registration = {
-        "node": msgspec.to_builtins(node),
-        "admin": admin,
-        "inbound": inbound or "",
-        "address": address or (inbound.rpartition(":")[0] if inbound else "127.0.0.1"),
-        "ports": dict(ports or {}),
-    }
+    registration = _registration(node, admin, inbound, ports, address)
     while True:
         try:
             await _stream(server, url, node.name, backoff)
@@ -96,6 +96,67 @@ async def follow(
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             log.info("control plane at %s unreachable (%s); keeping the last snapshot", url, exc)
         await asyncio.sleep(backoff.next_delay())
+
+
+def _registration(node: types.Node, admin: str, inbound: str | None,
+                  ports: Mapping[str, int] | None, address: str | None) -> dict[str, Any]:
+    """The `POST /v1/register` body (docs/contracts.md)."""
+    return {
+        "node": msgspec.to_builtins(node),
+        "admin": admin,
+        "inbound": inbound or "",
+        "address": address or (inbound.rpartition(":")[0] if inbound else "127.0.0.1"),
+        "ports": dict(ports or {}),
+    }
+
+
+async def join(
+    server: IdentifiedServer,
+    url: str,
+    node: types.Node,
+    *,
+    admin: str,
+    inbound: str | None,
+    ports: Mapping[str, int] | None = None,
+    address: str | None = None,
+    backoff: Backoff | None = None,
+) -> None:
+    """VM mode: register, get the workload certificate, then `follow` until cancelled.
+
+    A proxy `tollway up` did not start must be in the control plane's book before the CA
+    signs for it (the CA only signs for nodes it knows, and only their own identity), so
+    registration comes first; the certificate comes before the first snapshot, so the
+    proxy never answers or calls in plaintext where its config says ISTIO_MUTUAL. The
+    certificate is renewed at half its lifetime for as long as this runs.
+    """
+    from tollway.proxy import tls
+
+    retry = Backoff(base=0.1, cap=5.0)
+    body = _registration(node, admin, inbound, ports, address)
+    while True:
+        try:
+            status = await _post(url, "/v1/register", body)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            status, reason = 0, f"unreachable ({exc})"
+        else:
+            reason = f"answered {status}"
+        if status == 200:
+            break
+        wait = retry.next_delay()
+        log.warning("control plane at %s: registering %s failed: %s; retrying in %.1fs",
+                    url, node.name, reason, wait)
+        await asyncio.sleep(wait)
+    got = await tls.obtain(url, node)
+    renew: asyncio.Task[None] | None = None
+    if got is not None:
+        server.tls_state, rotator = got
+        renew = asyncio.create_task(rotator.run())
+    try:
+        await follow(server, url, node, admin=admin, inbound=inbound, ports=ports,
+                     address=address, backoff=backoff)
+    finally:
+        if renew is not None:
+            renew.cancel()
 
 
 class _Acks:

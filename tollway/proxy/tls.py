@@ -343,6 +343,19 @@ class TlsState:
 Signer = Callable[[str], Awaitable[tuple[str, str]]]  # CSR PEM -> (cert chain, root)
 
 
+class SignRefused(OSError):
+    """The CA answered with an HTTP status other than 200 (403: unknown node, 404: no CA)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"CA answered {status}: {text}")
+        self.status = status
+
+
+def spiffe_id(node: types.Node) -> str:
+    """The identity a proxy asks the CA for: its node's namespace and service account."""
+    return f"{SPIFFE}{node.cluster_domain}/ns/{node.namespace}/sa/{node.service_account}"
+
+
 def http_signer(control_url: str, node: str = "", timeout: float = 10.0) -> Signer:
     """`POST {control_url}/v1/ca/sign {"csr": PEM}` → `{"cert_chain": PEM, "root": PEM}`."""
     parts = urlsplit(control_url)
@@ -363,7 +376,7 @@ def http_signer(control_url: str, node: str = "", timeout: float = 10.0) -> Sign
         head, _, payload = raw.partition(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
         if status != 200:
-            raise OSError(f"CA answered {status}: {payload[:200].decode('latin-1')}")
+            raise SignRefused(status, payload[:200].decode("latin-1"))
         data = json.loads(payload)
         return str(data["cert_chain"]), str(data["root"])
 
@@ -426,3 +439,36 @@ async def bootstrap(control_url: str, spiffe_id: str, node: str = ""
     sign = http_signer(control_url, node)
     state = TlsState(await issue(spiffe_id, sign))
     return state, Rotator(state, sign)
+
+
+async def obtain(control_url: str, node: types.Node, *, backoff: Backoff | None = None
+                 ) -> tuple[TlsState, Rotator] | None:
+    """`bootstrap` for a proxy that must not serve before it has its certificate.
+
+    Retries (with backoff) while the control plane is unreachable or does not know the
+    node yet (403: registration races the first CSR), as Istio's agent waits for its
+    first certificate. None when the control plane has no CA at all (404): the proxy
+    then runs without mTLS, as it did before certificates were issued, and says so.
+    """
+    backoff = backoff or Backoff(base=0.1, cap=5.0)
+    sid = spiffe_id(node)
+    while True:
+        try:
+            state, rotator = await bootstrap(control_url, sid, node.name)
+        except SignRefused as exc:
+            if exc.status == 404:
+                log.warning("control plane at %s has no CA (/v1/ca/sign answered 404); %s "
+                            "runs without a workload certificate (no mTLS)", control_url,
+                            node.name)
+                return None
+            reason = str(exc)
+        except (OSError, TimeoutError, ValueError, KeyError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            log.info("%s runs as %s (certificate valid until %s)", node.name, sid,
+                     dt.datetime.fromtimestamp(state.creds.not_after, dt.UTC).isoformat())
+            return state, rotator
+        wait = backoff.next_delay()
+        log.warning("no workload certificate for %s yet (%s); retrying in %.1fs", sid, reason,
+                    wait)
+        await asyncio.sleep(wait)

@@ -6,15 +6,21 @@ tests) and applies the resources the new state implies (replica sets, routes, su
 through the store with actor "rollout" and the decision as the reason. Then it persists
 the record and writes an Argo- or Flagger-shaped status. Time comes from the injected
 clock, so tests drive a worker on a FakeClock.
+
+Readiness (how many replicas of each replica set are ready) comes from `ready_counts`
+(`tollway up` passes its supervisor's), else from probing the sidecars' `/ready`; with
+neither (tests on a FakeClock) every replica counts as ready at once. A basic canary's
+replica counts take one maxSurge/maxUnavailable-bounded step per sync on that readiness.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,14 +31,16 @@ from tollway.config.resource import Resource, ResourceSet
 from tollway.control.store import ConfigStore, Key
 from tollway.kit.clock import Clock
 from tollway.rollout import hooks, machine, measure, plans, status, traffic
+from tollway.rollout import replicas as sizing
 from tollway.rollout.analysis import runs
 from tollway.rollout.analysis.providers.mesh import MeshMetrics, Target
-from tollway.rollout.model import Effect, Inputs, Phase, Plan, RolloutState
+from tollway.rollout.model import Effect, Inputs, Plan, RolloutState
 from tollway.rollout.persist import StateFile
 
 log = logging.getLogger(__name__)
 TICK = 1.0
 KEEP_RUNS = 6
+ReadyCounts = Callable[[], Mapping[tuple[str, str], int]]  # (namespace, workload) -> ready
 
 
 def _copy(value: Any) -> dict[str, Any]:
@@ -52,12 +60,15 @@ class Record:
     scale_down: dict[str, float] = field(default_factory=dict)  # revision -> until (wall)
     checks: list[dict[str, Any]] = field(default_factory=list)
     restarted_at: str = ""
+    replicas: dict[str, int] = field(default_factory=dict)  # basic canary: revision -> count
+    target_replicas: int = 0  # Flagger: the target's own replicas (we scale it to zero)
 
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state.to_dict() if self.state else None,
                 "templates": self.templates, "runs": self.runs, "judges": self.judges,
                 "scale_down": self.scale_down, "checks": self.checks[-50:],
-                "restarted_at": self.restarted_at}
+                "restarted_at": self.restarted_at, "replicas": self.replicas,
+                "target_replicas": self.target_replicas}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Record:
@@ -65,7 +76,9 @@ class Record:
         return cls(RolloutState.from_dict(st) if st else None, dict(raw.get("templates", {})),
                    dict(raw.get("runs", {})), dict(raw.get("judges", {})),
                    dict(raw.get("scale_down", {})), list(raw.get("checks", [])),
-                   str(raw.get("restarted_at", "")))
+                   str(raw.get("restarted_at", "")),
+                   {str(k): int(v) for k, v in (raw.get("replicas") or {}).items()},
+                   int(raw.get("target_replicas", 0) or 0))
 
 
 class Worker:
@@ -74,8 +87,10 @@ class Worker:
     def __init__(self, key: Key, store: ConfigStore, clock: Clock, state_file: StateFile,
                  client: httpx.AsyncClient, mesh: MeshMetrics, prometheus_url: str | None,
                  loadtester: hooks.LoadTester,
-                 targets: Callable[[], list[Target]] | None = None) -> None:
+                 targets: Callable[[], list[Target]] | None = None,
+                 ready_counts: ReadyCounts | None = None) -> None:
         self.targets = targets
+        self.ready_counts = ready_counts
         self.key = key
         self.store = store
         self.clock = clock
@@ -122,22 +137,27 @@ class Worker:
         if rec.state is None:
             rec.state = machine.initial_state(plan, revision)
         state = rec.state
+        self._observe_target(res, current)
         ctx = self._context(res, state)
         active = self._runs(current, res.namespace)
         await self._measure(ctx, active, now)
-        check, gates = await self._flagger_inputs(ctx, res, plan, state, current, now)
+        avail = await self._availability(res, self._workloads(res, state))
+        ready, primary_ready = self._ready(res, plan, state, revision, avail)
+        check, gates = await self._flagger_inputs(ctx, res, plan, state, current, now, ready)
         cmd, actor, why, weight = (self.commands.popleft() if self.commands
                                    else (None, "", "", None))
         if cmd == "restart":
             rec.restarted_at = str(self.clock.wall())
             cmd = None
-        ready = await self._canary_ready(res, plan, state, revision)
         inputs = Inputs(revision=revision, command=cmd, actor=actor, why=why,
                         analysis={n: r.phase.value for n, r in active.items()},
-                        check=check, gates=gates, ready=ready, weight=weight)
+                        check=check, gates=gates, ready=ready, weight=weight,
+                        primary_ready=primary_ready)
         new, effects, reason = machine.step(state, plan, inputs, now)
         rec.state = new
         await self._effects(effects, active, current, res, now)
+        if traffic.is_basic_canary(res.spec, plan):
+            self._step_counts(res, new, current, avail)
         keep = list(active)[-KEEP_RUNS:]  # finished runs of old revisions age out
         rec.runs = {n: {**runs.run_to_dict(active[n]), "templates": rec.runs.get(n, {}).get(
             "templates", [])} for n in keep}
@@ -187,13 +207,77 @@ class Worker:
             out[name] = runs.run_from_dict(raw, metrics)
         return out
 
-    async def _canary_ready(self, res: Resource, plan: Plan, state: RolloutState,
-                            revision: str) -> bool:
-        """Are enough canary replicas up for the next weight? (always, without targets)"""
-        if self.targets is None or self.kind != "Rollout":
-            return True
+    # ---- readiness ------------------------------------------------------------------------
+
+    def _target(self, res: Resource) -> str:
+        return str((res.spec.get("targetRef") or {}).get("name", res.name))
+
+    def _observe_target(self, res: Resource, current: ResourceSet) -> None:
+        """Flagger: remember the target's own replicas, last seen above zero (zero is
+        what we set it to between analyses; scaling up restores this count)."""
+        if self.kind != "Canary":
+            return
+        dep = current.get("Deployment", res.namespace, self._target(res))
+        n = dep.spec.get("replicas", 1) if dep is not None else None
+        if isinstance(n, int) and n > 0:
+            self.record.target_replicas = n
+
+    def _workloads(self, res: Resource, state: RolloutState) -> list[str]:
+        if self.kind == "Canary":
+            target = self._target(res)
+            return [target, f"{target}-primary"]
+        revisions = dict.fromkeys([state.revision, state.stable_revision, *self.record.replicas])
+        return [f"{res.name}-{h}" for h in revisions if h]
+
+    async def _availability(self, res: Resource, workloads: list[str]) -> dict[str, int] | None:
+        """Ready replicas per workload; None when nothing can be observed."""
+        if self.ready_counts is not None:
+            counts = self.ready_counts()
+            return {w: int(counts.get((res.namespace, w), 0)) for w in workloads}
+        if self.targets is None:
+            return None
+        wanted = set(workloads)
+        admins = [(a, labels["workload"]) for a, labels in self.targets()
+                  if labels.get("workload") in wanted
+                  and labels.get("namespace", res.namespace) == res.namespace]
+        answers = await asyncio.gather(*(self._probe(a) for a, _ in admins))
+        out = dict.fromkeys(workloads, 0)
+        for (_, workload), up in zip(admins, answers, strict=True):
+            out[workload] += up
+        return out
+
+    async def _probe(self, admin: str) -> bool:
+        try:
+            resp = await self.client.get(f"http://{admin}/ready", timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200
+
+    def _ready(self, res: Resource, plan: Plan, state: RolloutState, revision: str,
+               avail: dict[str, int] | None) -> tuple[bool, bool]:
+        """(canary ready, primary ready) as the machine needs them; both True when
+        readiness cannot be observed.
+
+        Argo: enough canary replicas for the next weight (a basic canary: every set at the
+        step's counts, all available). Flagger: the target, and the primary, have at least
+        their ready threshold (canary/primaryReadyThreshold, 100%) of replicas ready."""
+        if avail is None:
+            return True, True
+        if plan.flagger is not None:
+            fa = plan.flagger
+            target = self._target(res)
+            size = self.record.target_replicas or 1
+            return (avail.get(target, 0) >= max(1, size * fa.canary_ready_threshold // 100),
+                    avail.get(f"{target}-primary", 0)
+                    >= max(1, size * fa.primary_ready_threshold // 100))
         nxt = [s.weight or 0 for s in plan.steps[state.step_index:] if s.kind == "setWeight"]
         weight = max([state.weight, state.scale_weight, *nxt[:1]])
+        if traffic.is_basic_canary(res.spec, plan):
+            try:
+                b = sizing.bounds(res.spec)
+            except sizing.StrategyError:
+                return False, True
+            return self._at_counts(res, b, weight, state, revision, avail), True
         total = int(res.spec.get("replicas", 1) or 1)
         needed = max(1, math.ceil(total * weight / 100))
         if state.canary_scale.get("replicas") is not None:
@@ -201,18 +285,51 @@ class Worker:
         if plan.bluegreen is not None:
             needed = (total if plan.bluegreen.preview_replicas is None
                       else int(plan.bluegreen.preview_replicas))
-        workload = f"{res.name}-{revision}"
-        admins = [a for a, labels in self.targets() if labels.get("workload") == workload]
-        if len(admins) < needed:
-            return False
-        up = 0
-        for admin in admins:
-            try:
-                resp = await self.client.get(f"http://{admin}/ready", timeout=1.0)
-                up += resp.status_code == 200
-            except httpx.HTTPError:
-                pass
-        return up >= needed
+        return avail.get(f"{res.name}-{revision}", 0) >= needed, True
+
+    def _sets(self, res: Resource, state: RolloutState, avail: Mapping[str, int] | None
+              ) -> tuple[str, str, dict[str, int], dict[str, int]]:
+        """(canary, stable, spec counts, ready counts) of a basic canary's replica sets."""
+        spec = dict(self.record.replicas)
+        ready = ({h: min(n, avail.get(f"{res.name}-{h}", 0)) for h, n in spec.items()}
+                 if avail is not None else dict(spec))
+        return state.revision, state.stable_revision, spec, ready
+
+    def _at_counts(self, res: Resource, b: sizing.Bounds, weight: int, state: RolloutState,
+                   revision: str, avail: Mapping[str, int]) -> bool:
+        """Every set at the counts for `weight` with all replicas ready; `revision` is the
+        template now (a new one has no replicas yet, whatever the state still says)."""
+        _, stable, spec, ready = self._sets(res, state, avail)
+        canary = revision
+        if canary == stable:
+            return True
+        older = [sizing.Counts(n, ready[h]) for h, n in spec.items() if h not in (canary, stable)]
+        return sizing.at_desired(b, weight,
+                                 sizing.Counts(spec.get(canary, 0), ready.get(canary, 0)),
+                                 sizing.Counts(spec.get(stable, 0), ready.get(stable, 0)),
+                                 older)
+
+    def _step_counts(self, res: Resource, state: RolloutState, current: ResourceSet,
+                     avail: Mapping[str, int] | None) -> None:
+        """A basic canary's next replica counts (one bounded step on what is ready now;
+        without readiness, as many steps as make no further change)."""
+        rec = self.record
+        if not rec.replicas:  # first sight or a record from before: adopt what runs
+            owner = f"{res.kind}/{res.namespace}/{res.name}"
+            for d in current.of_kind("Deployment"):
+                h = d.labels.get(traffic.HASH_LABEL)
+                if d.annotations.get(traffic.OWNER) == owner and h:
+                    rec.replicas[h] = int(d.spec.get("replicas", 0) or 0)
+        try:
+            b = sizing.bounds(res.spec)
+        except sizing.StrategyError:
+            return  # the plan error is already in the status
+        canary, stable, spec, ready = self._sets(res, state, avail)
+        weight = 0 if state.abort else max(state.weight, state.scale_weight)
+        if avail is None:
+            rec.replicas = sizing.settle(b, weight, canary, stable, spec)
+        else:
+            rec.replicas = sizing.step_sets(b, weight, canary, stable, spec, ready)
 
     async def _measure(self, ctx: measure.Context, active: dict[str, runs.AnalysisRun],
                        now: float) -> None:
@@ -222,7 +339,8 @@ class Worker:
                 runs.record(run, spec, m)
 
     async def _flagger_inputs(self, ctx: measure.Context, res: Resource, plan: Plan,
-                              state: RolloutState, current: ResourceSet, now: float
+                              state: RolloutState, current: ResourceSet, now: float,
+                              ready: bool = True
                               ) -> tuple[tuple[bool, str] | None, dict[str, bool]]:
         fa = plan.flagger
         if fa is None:
@@ -231,7 +349,7 @@ class Worker:
                                    "phase": state.phase.value,
                    "checksum": state.revision, "metadata": {}}
         gates = await hooks.gates(self.client, fa.webhooks, payload) if fa.webhooks else {}
-        if not machine.wants_check(state, plan, now):
+        if not machine.wants_check(state, plan, now, ready):
             return None, gates
         target = ctx.canary[1]
         ok, detail = True, []
@@ -306,11 +424,17 @@ class Worker:
                 current: ResourceSet) -> list[dict[str, Any]]:
         tmpls = {h: self._restarted(t) for h, t in self.record.templates.items()}
         if self.kind == "Canary":
-            if state.phase is Phase.INITIALIZING:
+            if not state.stable_revision:
                 return []
-            return traffic.flagger_resources(res, plan, state, tmpls, current)
+            return traffic.flagger_resources(res, plan, state, tmpls, current,
+                                             self.record.target_replicas)
         if plan.bluegreen is not None:
             out = traffic.bluegreen_resources(res, plan, state, tmpls, current)
+        elif traffic.is_basic_canary(res.spec, plan):
+            # sets are sized by the stepped counts, the old ones included: no delayed copies
+            self.record.scale_down.clear()
+            return traffic.argo_resources(res, plan, state, tmpls, current,
+                                          counts=self.record.replicas)
         else:
             out = traffic.argo_resources(res, plan, state, tmpls, current)
         wall = self.clock.wall()
@@ -334,6 +458,9 @@ class Worker:
 
     def _apply(self, res: Resource, plan: Plan, state: RolloutState, current: ResourceSet,
                reason: str) -> None:
+        # read again: the user may have applied while we measured (a clone of their target
+        # Deployment must carry their latest template, never the one read before)
+        current = self.store.current()
         manifests = self.desired(res, plan, state, current)
         owner = f"{res.kind}/{res.namespace}/{res.name}"
         names = {(m["kind"], m["metadata"]["namespace"], m["metadata"]["name"])
@@ -356,7 +483,8 @@ class Worker:
         self.error = ""
 
     def _prune_templates(self, state: RolloutState) -> None:
-        keep = {state.revision, state.stable_revision, *self.record.scale_down}
+        keep = {state.revision, state.stable_revision, *self.record.scale_down,
+                *(h for h, n in self.record.replicas.items() if n > 0)}
         for h in [h for h in self.record.templates if h not in keep]:
             del self.record.templates[h]
 

@@ -1,11 +1,15 @@
 """Flagger's canary state table (the rollout machine dispatches here for Canaries).
 
-Initializing (create the -primary copy) → Initialized; a new revision → Progressing, one
-tick per `interval`: the first tick routes the first weight, each later tick checks the
-metrics; a failed check keeps the weight and adds to `failedChecks` (never reset during a
-run), which rolls back once it reaches `threshold`; at the last weight a passing tick
-promotes → Promoting (primary gets the canary's template) → Finalising (all traffic to
-primary) → Succeeded. Rollback → Failed. Gates come from confirm-* / rollback webhooks.
+Initializing (create the -primary copy, wait until it is ready) → Initialized, with the
+target Deployment scaled to zero (traffic.py sizes the target from the phase). A new
+revision → Progressing: the target is scaled back up and, once it is ready, one tick per
+`interval`: the first routes the first weight, each later tick checks the metrics; a
+failed check keeps the weight and adds to `failedChecks` (never reset during a run), which
+rolls back once it reaches `threshold`; at the last weight a passing tick promotes →
+Promoting (primary gets the canary's template) → Finalising (all traffic to primary) →
+Succeeded, the target at zero again. Rollback → Failed (target at zero). A canary not
+ready for `progressDeadlineSeconds` (600) rolls back; `skipAnalysis` promotes as soon as
+the canary is ready, straight to Succeeded. Gates come from confirm-* / rollback webhooks.
 """
 
 from __future__ import annotations
@@ -20,12 +24,21 @@ Handler = Callable[[RolloutState, Plan, Inputs, float], Result]
 
 
 def _fl_initializing(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
-    state.revision = state.stable_revision = inputs.revision
+    """Create the primary from the target; once it is ready, route everything to it and
+    scale the target to zero (Flagger does both only after the primary is ready, so the
+    service never points at nothing)."""
+    effects: list[Effect] = []
+    if not state.stable_revision:
+        state.revision = state.stable_revision = inputs.revision
+        effects.append(Effect("promote-stable", revision=inputs.revision))
+        if not inputs.primary_ready:
+            return state, effects, "primary created from the target: waiting for it to be ready"
+    elif not inputs.primary_ready:
+        return state, [], ""
     state.phase = Phase.INITIALIZED
     state.next_tick = now + _interval(plan)
-    return state, [Effect("promote-stable", revision=inputs.revision),
-                   Effect("set-weight", weight=0)], (
-        "Initialization done: primary created from the target, all traffic on primary")
+    return state, [*effects, Effect("set-weight", weight=0)], (
+        "Initialization done: primary ready, all traffic on primary, target scaled to zero")
 
 
 def _interval(plan: Plan) -> float:
@@ -49,15 +62,66 @@ def _fl_begin(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Re
     state.failed_checks = state.iterations = 0
     state.weight = 0
     state.abort = False
+    state.header_routes, state.mirror_routes = {}, {}
     if inputs.gates.get("confirm-rollout") is False:
         state.phase = Phase.WAITING
         return state, [], f"new revision {state.revision}: waiting for confirm-rollout"
     state.phase = Phase.PROGRESSING
     state.next_tick = now  # the first tick routes at once
-    effects = [Effect("scale-canary", revision=state.revision),
-               Effect("webhook", name="pre-rollout")]
+    state.awaiting_ready, state.unready_since = True, None
+    return _fl_start(state, plan, inputs, now, [Effect("scale-canary", revision=state.revision)],
+                     f"New revision {state.revision} detected: scaling up the canary")
+
+
+def _fl_start(state: RolloutState, plan: Plan, inputs: Inputs, now: float,
+              effects: list[Effect], reason: str) -> Result:
+    """The canary is scaled up: once it is ready, skip the analysis or route to it."""
+    fa = plan.flagger
+    assert fa is not None
+    if not inputs.ready:
+        if state.unready_since is None:
+            state.unready_since = now
+            reason = "; ".join(r for r in (reason, "waiting for the canary to be ready") if r)
+        return state, effects, reason
+    state.awaiting_ready, state.unready_since = False, None
+    if fa.skip_analysis:
+        return _fl_skip(state, effects, reason)
+    effects.append(Effect("webhook", name="pre-rollout"))
     return _fl_route_first(state, plan, now, effects,
-                           f"new revision {state.revision} detected: starting canary analysis")
+                           "; ".join(r for r in (reason, "starting canary analysis") if r))
+
+
+def _fl_skip(state: RolloutState, effects: list[Effect], reason: str) -> Result:
+    """skipAnalysis: the canary's template goes to the primary at once, all traffic on the
+    primary, the canary scaled to zero, Succeeded (no Promoting/Finalising, no hooks)."""
+    state.stable_revision = state.revision
+    state.weight = 0
+    state.header_routes, state.mirror_routes = {}, {}
+    state.phase = Phase.SUCCEEDED
+    effects += [Effect("promote-stable", revision=state.revision), Effect("set-weight", weight=0),
+                Effect("clear-routes"), Effect("scale-down", revision=state.revision)]
+    return state, effects, "; ".join(r for r in (
+        reason, "Promotion completed! Canary analysis was skipped: primary updated, "
+        "canary scaled to zero") if r)
+
+
+def _fl_unready(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result | None:
+    """Flagger checks the canary Deployment before every analysis step: not ready → wait;
+    not ready for longer than progressDeadlineSeconds → roll back. None when ready."""
+    fa = plan.flagger
+    assert fa is not None
+    if inputs.ready:
+        state.unready_since = None
+        return None
+    if state.unready_since is None:
+        state.unready_since = now
+        return state, [], "canary not ready: halting advancement until its replicas are ready"
+    waited = now - state.unready_since
+    if waited > fa.progress_deadline:
+        return _fl_rollback(state, f"Rolling back: progress deadline exceeded, the canary was "
+                                   f"not ready for {waited:g}s (progressDeadlineSeconds "
+                                   f"{fa.progress_deadline:g})")
+    return state, [], ""
 
 
 def _fl_route_first(state: RolloutState, plan: Plan, now: float, effects: list[Effect],
@@ -91,6 +155,7 @@ def _fl_rollback(state: RolloutState, reason: str) -> Result:
     state.header_routes, state.mirror_routes = {}, {}
     state.phase = Phase.FAILED
     state.abort = True
+    state.awaiting_ready, state.unready_since = False, None
     return state, effects, reason
 
 
@@ -109,6 +174,11 @@ def _fl_progressing(state: RolloutState, plan: Plan, inputs: Inputs, now: float)
         state.weight = max(0, min(100, int(inputs.weight)))
         return state, [Effect("set-weight", weight=state.weight)], (
             f"canary weight set to {state.weight}% by {inputs.actor or 'user'}")
+    unready = _fl_unready(state, plan, inputs, now)
+    if unready is not None:
+        return unready
+    if state.awaiting_ready or fa.skip_analysis:
+        return _fl_start(state, plan, inputs, now, [], "canary ready")
     if now < state.next_tick:
         return state, [], ""
     state.next_tick = now + fa.interval
@@ -163,6 +233,9 @@ def _fl_waiting(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> 
             return _fl_begin(state, plan, replace(inputs, gates={}), now)
         return state, [], ""
     # WaitingPromotion: metrics keep running; failures still count
+    unready = _fl_unready(state, plan, inputs, now)
+    if unready is not None:
+        return unready
     if now >= state.next_tick and inputs.check is not None:
         state.next_tick = now + _interval(plan)
         fa = plan.flagger

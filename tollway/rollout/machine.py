@@ -331,9 +331,13 @@ ARGO: dict[Phase, Handler] = {
 }
 
 
-def wants_check(state: RolloutState, plan: Plan, now: float) -> bool:
-    """Flagger: is a metric check due at this tick? (the controller measures, then steps)"""
-    return (plan.style == "flagger"
+def wants_check(state: RolloutState, plan: Plan, now: float, ready: bool = True) -> bool:
+    """Flagger: is a metric check due at this tick? (the controller measures, then steps)
+
+    Not while the canary is not ready, has yet to be routed to, or skips its analysis:
+    Flagger checks the canary Deployment before it runs any check."""
+    return (plan.style == "flagger" and plan.flagger is not None
+            and ready and not state.awaiting_ready and not plan.flagger.skip_analysis
             and state.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
             and now >= state.next_tick)
 

@@ -129,8 +129,11 @@ def mesh_value(ctx: Context, key: str, cfg: Mapping[str, Any], now: float) -> An
 
 def judge_step(ctx: Context, key: str, cfg: Mapping[str, Any], now: float) -> judge.Evidence:
     """Fold the counts since the previous measurement into this metric's judge."""
-    jcfg = judge.JudgeConfig.from_mapping({k: v for k, v in cfg.items()
-                                           if k not in ("metric", "window")})
+    try:
+        jcfg = judge.JudgeConfig.from_mapping({k: v for k, v in cfg.items()
+                                               if k not in ("metric", "window")})
+    except ValueError as exc:  # a bad option in the template: an Error measurement
+        raise ProviderError(f"metric {key.split('/')[-1]}, tollway provider: {exc}") from None
     saved = ctx.judges.get(key) or {}
     state = judge.JudgeState.from_dict(saved.get("state", {}))
     latest = ctx.mesh.latest()

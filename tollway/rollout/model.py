@@ -74,6 +74,10 @@ class FlaggerAnalysis:
     mirror_weight: int = 100
     metrics: tuple[Mapping[str, Any], ...] = ()
     webhooks: tuple[Mapping[str, Any], ...] = ()
+    skip_analysis: bool = False  # spec.skipAnalysis: promote as soon as the canary is ready
+    progress_deadline: float = 600.0  # spec.progressDeadlineSeconds: not ready → rollback
+    canary_ready_threshold: int = 100  # % of the target's replicas that must be ready
+    primary_ready_threshold: int = 100
 
     @property
     def strategy(self) -> str:
@@ -123,8 +127,10 @@ class Inputs:
     analysis: Mapping[str, str] = field(default_factory=dict)  # run name -> phase
     check: tuple[bool, str] | None = None  # Flagger: this tick's metric checks
     gates: Mapping[str, bool] = field(default_factory=dict)  # Flagger confirm-* webhooks
-    ready: bool = True
+    ready: bool = True  # Argo: the canary's replicas are at the step's counts; Flagger: the
+    #                     target (canary) Deployment is ready
     weight: int | None = None  # the value of a set-weight command
+    primary_ready: bool = True  # Flagger: the -primary Deployment is ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +187,8 @@ class RolloutState:
     failed_checks: int = 0
     iterations: int = 0
     next_tick: float = 0.0
+    unready_since: float | None = None  # Flagger: since when the canary has not been ready
+    awaiting_ready: bool = False  # Flagger: scaled up, first route waits for readiness
     runs_started: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 

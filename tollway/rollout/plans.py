@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tollway.control.local.plan import StrategyError, both_zero, fenceposts
 from tollway.kit.durations import parse_duration
 from tollway.rollout.model import BlueGreen, FlaggerAnalysis, Plan, Step
 
@@ -67,6 +68,7 @@ def argo_plan(name: str, namespace: str, spec: Mapping[str, Any]) -> Plan:
     if "blueGreen" in strategy:
         return _bluegreen_plan(name, namespace, strategy["blueGreen"])
     canary = strategy.get("canary") or {}
+    _check_fenceposts(canary)
     steps = [_step(s, f"spec.strategy.canary.steps[{i}]")
              for i, s in enumerate(canary.get("steps") or ())]
     warnings = []
@@ -83,6 +85,20 @@ def argo_plan(name: str, namespace: str, spec: Mapping[str, Any]) -> Plan:
         background_starting_step=int(bg.get("startingStep", 0) or 0),
         warnings=tuple(warnings),
     )
+
+
+def _check_fenceposts(canary: Mapping[str, Any]) -> None:
+    """maxSurge/maxUnavailable must be counts or percentages, and not both zero (Argo
+    refuses that spec: the canary could neither add a replica nor remove one)."""
+    where = "spec.strategy.canary"
+    surge, unavailable = canary.get("maxSurge"), canary.get("maxUnavailable")
+    if both_zero(surge, unavailable):
+        raise PlanError(f"{where}.maxSurge and maxUnavailable are both 0, so no replica could "
+                        "be added or removed; set maxSurge: 1 (or maxUnavailable: 1)")
+    try:
+        fenceposts(surge, unavailable, 100)
+    except StrategyError as exc:
+        raise PlanError(f"{where}.maxSurge/maxUnavailable: {exc}") from exc
 
 
 def _bluegreen_plan(name: str, namespace: str, bg: Mapping[str, Any]) -> Plan:
@@ -116,6 +132,11 @@ def flagger_weights(analysis: Mapping[str, Any]) -> tuple[int, ...]:
     return tuple(range(int(step), top + 1, int(step))) or (top,)
 
 
+def _percent(value: Any) -> int:
+    """Flagger's ready thresholds: a percentage of the replicas, 100 when unset."""
+    return 100 if value is None else int(value)
+
+
 def flagger_plan(name: str, namespace: str, spec: Mapping[str, Any]) -> Plan:
     a = spec.get("analysis") or {}
     interval = max(_seconds(a.get("interval", "60s"), "spec.analysis.interval"), 0.0)
@@ -136,5 +157,10 @@ def flagger_plan(name: str, namespace: str, spec: Mapping[str, Any]) -> Plan:
             mirror_weight=int(a.get("mirrorWeight", 100) or 100),
             metrics=tuple(a.get("metrics") or ()),
             webhooks=tuple(a.get("webhooks") or ()),
+            skip_analysis=bool(spec.get("skipAnalysis", False)),
+            progress_deadline=float(600 if spec.get("progressDeadlineSeconds") is None
+                                    else spec["progressDeadlineSeconds"]),
+            canary_ready_threshold=_percent(a.get("canaryReadyThreshold")),
+            primary_ready_threshold=_percent(a.get("primaryReadyThreshold")),
         ),
     )

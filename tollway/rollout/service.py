@@ -1,6 +1,9 @@
 """RolloutService: the rollout controller as `tollway up` runs it, plus its HTTP API.
 
-`RolloutService(store, clock=, state_dir=, scrape_targets=)`; `await start()` begins
+`RolloutService(store, clock=, state_dir=, scrape_targets=, replica_ready=)`;
+`replica_ready` (ready replicas per (namespace, workload), e.g. the local supervisor's
+`ready_counts`) is what rollouts pace by; without it the sidecars' `/ready` is probed.
+`await start()` begins
 scraping the proxies' metrics and runs one task per Rollout/Canary in the store;
 `routes()` mounts the API the CLI and dashboard use:
 
@@ -22,7 +25,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +51,11 @@ class RolloutService:
     def __init__(self, store: ConfigStore, *, clock: Clock, state_dir: Path,
                  scrape_targets: Callable[[], list[Target]],
                  prometheus_url: str | None = None, client_proxy: str | None = None,
-                 scrape_interval: float = 1.0, wait_for_replicas: bool = True) -> None:
+                 scrape_interval: float = 1.0, wait_for_replicas: bool = True,
+                 replica_ready: Callable[[], Mapping[tuple[str, str], int]] | None = None
+                 ) -> None:
         self.wait_for_replicas = wait_for_replicas
+        self.replica_ready = replica_ready
         self.store = store
         self.clock = clock
         self.state_dir = Path(state_dir) / "rollouts"
@@ -110,6 +116,8 @@ class RolloutService:
                                                    self.client, self.mesh, self.prometheus_url,
                                                    self.loadtester,
                                                    self.scrape_targets
+                                                   if self.wait_for_replicas else None,
+                                                   self.replica_ready
                                                    if self.wait_for_replicas else None)
                     new.append(res.key)
         return new

@@ -11,9 +11,14 @@ Argo (traffic-management/istio.md): replica sets are Deployments `NAME-<hash>` l
 hash labels and the weights of the stable/canary destinations in the named VirtualService
 routes; host-level routing sets the weights of the stableService/canaryService hosts and
 those Services' selectors. Managed header/mirror routes go first in the VirtualService.
+A basic canary (no trafficRouting) sizes its replica sets by the counts the controller
+steps toward the weight within maxSurge/maxUnavailable (replicas.py); they are kept in the
+rollout's record, so they too come back unchanged after a restart.
 Flagger (faq "Istio routing"): a `NAME-primary` Deployment runs the promoted template;
 Services NAME (apex) and NAME-primary select it, NAME-canary selects the target; a
-VirtualService NAME splits between NAME-primary and NAME-canary.
+VirtualService NAME splits between NAME-primary and NAME-canary. The target itself runs
+only while a revision is analysed: at zero replicas once the primary is ready, back to
+its replicas when a new revision is detected, at zero again after promotion or rollback.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from typing import Any
 
 from tollway.config.resource import Resource, ResourceSet
 from tollway.kit.hashing import content_hash
-from tollway.rollout.model import Plan, RolloutState
+from tollway.rollout import replicas as sizing
+from tollway.rollout.model import Phase, Plan, RolloutState
 
 HASH_LABEL = "rollouts-pod-template-hash"
 OWNER = "tollway.dev/owned-by"
@@ -83,21 +89,47 @@ def canary_replicas(spec: Mapping[str, Any], state: RolloutState) -> int:
     return max(1, math.ceil(total * weight / 100))
 
 
+def stable_replicas(spec: Mapping[str, Any], state: RolloutState) -> int:
+    """With a traffic router the stable stays full, unless `dynamicStableScale`: then it is
+    sized to the larger of its desired and its actual traffic share."""
+    total = int(spec.get("replicas", 1) or 1)
+    canary = (spec.get("strategy") or {}).get("canary") or {}
+    if not canary.get("dynamicStableScale") or state.revision == state.stable_revision:
+        return total
+    desired = 0 if state.abort else max(state.weight, state.scale_weight)
+    _, stable = sizing.traffic_routed(total, desired, canary_scale={},
+                                      dynamic_stable_scale=True, actual_weight=state.weight)
+    return stable
+
+
+def is_basic_canary(spec: Mapping[str, Any], plan: Plan) -> bool:
+    """A canary without trafficRouting: its weight is the share of replicas."""
+    canary = (spec.get("strategy") or {}).get("canary") or {}
+    return plan.style == "argo-canary" and not canary.get("trafficRouting")
+
+
 def argo_resources(rollout: Resource, plan: Plan, state: RolloutState,
                    templates: Mapping[str, Mapping[str, Any]],
-                   current: ResourceSet) -> list[Manifest]:
-    """Everything an Argo canary rollout needs in force for this state."""
+                   current: ResourceSet,
+                   counts: Mapping[str, int] | None = None) -> list[Manifest]:
+    """Everything an Argo canary rollout needs in force for this state; `counts` (a basic
+    canary) gives every replica set's size, stable and canary and older ones alike."""
     spec = rollout.spec
-    total = int(spec.get("replicas", 1) or 1)
     stable_h = state.stable_revision
     canary_h = state.revision
     out: list[Manifest] = []
-    if stable_h in templates:
-        out.append(replica_set(rollout, templates[stable_h], stable_h, total))
     running_canary = canary_h != stable_h and not state.abort
-    if running_canary and canary_h in templates:
-        out.append(replica_set(rollout, templates[canary_h], canary_h,
-                               canary_replicas(spec, state)))
+    if counts is not None:
+        for h, n in counts.items():
+            if n > 0 and h in templates:
+                out.append(replica_set(rollout, templates[h], h, n))
+    else:
+        if stable_h in templates:
+            out.append(replica_set(rollout, templates[stable_h], stable_h,
+                                   stable_replicas(spec, state)))
+        if running_canary and canary_h in templates:
+            out.append(replica_set(rollout, templates[canary_h], canary_h,
+                                   canary_replicas(spec, state)))
     routing = ((spec.get("strategy") or {}).get("canary") or {}).get("trafficRouting") or {}
     istio = routing.get("istio") or {}
     canary_for_routes = canary_h if running_canary else stable_h
@@ -276,10 +308,15 @@ def bluegreen_resources(rollout: Resource, plan: Plan, state: RolloutState,
 # ---- Flagger ---------------------------------------------------------------------------------
 
 
+TARGET_UP = (Phase.PROGRESSING, Phase.WAITING_PROMOTION, Phase.PROMOTING, Phase.FINALISING)
+
+
 def flagger_resources(canary: Resource, plan: Plan, state: RolloutState,
                       templates: Mapping[str, Mapping[str, Any]],
-                      current: ResourceSet) -> list[Manifest]:
-    """The -primary Deployment, the apex/primary/canary Services and the VirtualService."""
+                      current: ResourceSet, target_replicas: int = 0) -> list[Manifest]:
+    """The -primary Deployment, the apex/primary/canary Services, the VirtualService and
+    the target's scale. `target_replicas` is the target's own count (last seen above zero;
+    ours to restore, since we set it to zero); while Initializing only the primary."""
     spec = canary.spec
     target = str((spec.get("targetRef") or {}).get("name", canary.name))
     ns = canary.namespace
@@ -287,16 +324,28 @@ def flagger_resources(canary: Resource, plan: Plan, state: RolloutState,
     dep = current.get("Deployment", ns, target)
     out: list[Manifest] = []
     primary = f"{target}-primary"
+    size = target_replicas or (int(dep.spec.get("replicas", 1) or 1) if dep else 1)
     if dep is not None and state.stable_revision in templates:
         template = copy.deepcopy(dict(templates[state.stable_revision]))
         labels = dict((template.get("metadata") or {}).get("labels") or {})
         labels["app"] = primary
         template.setdefault("metadata", {})["labels"] = labels
+        body: dict[str, Any] = {"replicas": size,
+                                "selector": {"matchLabels": {"app": primary}},
+                                "template": template}
+        if dep.spec.get("strategy"):
+            body["strategy"] = copy.deepcopy(dep.spec["strategy"])
         out.append({"apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": _meta(primary, ns, owner, labels),
-                    "spec": {"replicas": int(dep.spec.get("replicas", 1) or 1),
-                             "selector": {"matchLabels": {"app": primary}},
-                             "template": template}})
+                    "metadata": _meta(primary, ns, owner, labels), "spec": body})
+    if state.phase is Phase.INITIALIZING:
+        return out
+    if dep is not None:
+        want = size if state.phase in TARGET_UP else 0
+        if int(dep.spec.get("replicas", 1) if dep.spec.get("replicas") is not None
+               else 1) != want:
+            scaled = _clone(dep)
+            scaled["spec"]["replicas"] = want
+            out.append(scaled)
     svc = spec.get("service") or {}
     port = int(svc.get("port", 80))
     target_port = svc.get("targetPort", port)

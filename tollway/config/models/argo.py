@@ -153,6 +153,22 @@ class CanaryStrategy(Strict):
     min_pods_per_replica_set: NonNegInt | None = None
     auto_promotion_enabled: bool | None = None  # blueGreen field; lint warns
 
+    @model_validator(mode="after")
+    def _fenceposts(self) -> CanaryStrategy:
+        # Argo: both 0 is an invalid spec (no replica could be added or removed)
+        for name, value in (("maxSurge", self.max_surge),
+                            ("maxUnavailable", self.max_unavailable)):
+            if isinstance(value, str) and not value.strip().rstrip("%").isdigit():
+                raise ValueError(f"{name} {value!r} must be a count or a percentage like '25%'")
+        if _is_zero(self.max_surge) and _is_zero(self.max_unavailable):
+            raise ValueError("maxSurge and maxUnavailable cannot both be 0 (no replica could "
+                             "be added or removed); set maxSurge: 1 or maxUnavailable: 1")
+        return self
+
+
+def _is_zero(value: int | str | None) -> bool:
+    return value is not None and str(value).strip().rstrip("%") == "0"
+
 
 class BlueGreenStrategy(Strict):
     active_service: str

@@ -6,7 +6,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tollway.config.errors import did_you_mean
 from tollway.config.models.common import Strict, WorkloadSelector
+from tollway.snapshot.conditions import (
+    BRACKET_CONDITIONS,
+    PLAIN_CONDITIONS,
+    known_condition,
+    known_condition_keys,
+)
 
 Mode = Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
 
@@ -105,6 +112,19 @@ class Condition(Strict):
     key: str
     values: list[str] | None = None
     not_values: list[str] | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _known(cls, key: str) -> str:
+        # The proxy refuses a snapshot with a key it cannot evaluate (a NACK nobody sees
+        # in the manifest); saying so here points at the line to fix instead.
+        if not known_condition(key):
+            arg = key[key.index("[") + 1:].rstrip("]") if "[" in key else "NAME"
+            forms = [*PLAIN_CONDITIONS, *(p + (arg or "NAME") + "]" for p in BRACKET_CONDITIONS)]
+            hint = did_you_mean(key, forms) or ";"
+            raise ValueError(f"unknown condition key '{key}'{hint} Tollway evaluates only "
+                             f"{known_condition_keys()}")
+        return key
 
     @model_validator(mode="after")
     def _some(self) -> Condition:

@@ -134,6 +134,25 @@ class DeploymentSpec(Strict):
     paused: bool | None = None
 
     @model_validator(mode="after")
+    def _rolling_update(self) -> DeploymentSpec:
+        # Kubernetes: counts or "N%"; maxSurge and maxUnavailable may not both be 0
+        rolling = (self.strategy or {}).get("rollingUpdate") or {}
+        if not isinstance(rolling, dict):
+            raise ValueError("strategy.rollingUpdate must be a map")
+        values = [rolling.get("maxSurge"), rolling.get("maxUnavailable")]
+        for name, value in zip(("maxSurge", "maxUnavailable"), values, strict=True):
+            ok = value is None or (isinstance(value, int) and not isinstance(value, bool)
+                                   and value >= 0) or (
+                isinstance(value, str) and value.endswith("%") and value[:-1].isdigit())
+            if not ok:
+                raise ValueError(f"strategy.rollingUpdate.{name} {value!r} must be a count "
+                                 "or a percentage like '25%'")
+        if all(v is not None and str(v).rstrip("%") == "0" for v in values):
+            raise ValueError("strategy.rollingUpdate.maxSurge and maxUnavailable cannot both "
+                             "be 0 (no replica could be replaced); set maxSurge: 1")
+        return self
+
+    @model_validator(mode="after")
     def _selector_matches(self) -> DeploymentSpec:
         want = self.selector.match_labels or {}
         have = (self.template.metadata.labels if self.template.metadata else None) or {}

@@ -68,12 +68,116 @@ class Refusal:
 
 
 @dataclass(frozen=True, slots=True)
+class Rolling:
+    """How a workload replaces its replicas when its template changes (a Deployment's
+    `spec.strategy`): at most `replicas + max_surge` running, at least
+    `replicas - max_unavailable` ready, both already resolved to counts."""
+
+    replicas: int
+    max_surge: int
+    max_unavailable: int
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     replicas: tuple[ReplicaPlan, ...]
     refusals: tuple[Refusal, ...]
+    rolling: tuple[tuple[tuple[str, str], Rolling], ...] = ()  # (namespace, name) -> Rolling
 
     def by_name(self) -> dict[str, ReplicaPlan]:
         return {r.name: r for r in self.replicas}
+
+    def rolling_for(self, namespace: str, workload: str) -> Rolling:
+        """The workload's strategy; one not in the plan (deleted) is retired at once."""
+        for key, rolling in self.rolling:
+            if key == (namespace, workload):
+                return rolling
+        return Rolling(0, 0, 0)
+
+
+# ---- rolling updates: maxSurge / maxUnavailable -------------------------------------------
+
+DEFAULT_SURGE = "25%"
+DEFAULT_UNAVAILABLE = "25%"
+
+
+class StrategyError(ValueError):
+    """A maxSurge/maxUnavailable value that is neither a count nor a percentage."""
+
+
+def scaled(value: int | str, total: int, round_up: bool) -> int:
+    """An IntOrString as a count: an int as is, "N%" (or, as Argo reads it, a bare "N")
+    as N% of `total`, rounded up for maxSurge and down for maxUnavailable (Kubernetes)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise StrategyError(f"{value!r} is neither a count nor a percentage like '25%'")
+    if isinstance(value, int):
+        if value < 0:
+            raise StrategyError(f"{value} is negative; use 0 or more")
+        return value
+    text = value.strip()
+    digits = text[:-1] if text.endswith("%") else text
+    if not digits.isdigit():
+        raise StrategyError(f"{value!r} is neither a count nor a percentage like '25%'")
+    share = int(digits) * total
+    return -(-share // 100) if round_up else share // 100
+
+
+def fenceposts(max_surge: int | str | None, max_unavailable: int | str | None,
+               replicas: int) -> tuple[int, int]:
+    """(surge, unavailable) as counts, with Kubernetes' and Argo's defaults (25%, 25%).
+
+    Both resolving to 0 (e.g. 10% of 2 rounds down to 0) would make no progress, so
+    unavailable becomes 1, as both controllers do; unavailable never exceeds replicas.
+    Both set to 0 explicitly is refused at validation, not here."""
+    surge = scaled(DEFAULT_SURGE if max_surge is None else max_surge, replicas, True)
+    unavailable = scaled(DEFAULT_UNAVAILABLE if max_unavailable is None else max_unavailable,
+                         replicas, False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, min(unavailable, replicas)
+
+
+def both_zero(max_surge: Any, max_unavailable: Any) -> bool:
+    """True when both are explicitly zero ("0", 0 or "0%"): a rollout that cannot move."""
+    def zero(v: Any) -> bool:
+        return v is not None and not isinstance(v, bool) and str(v).strip().rstrip("%") == "0"
+
+    return zero(max_surge) and zero(max_unavailable)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """One replica set (or several taken together): how many should run, how many are ready."""
+
+    spec: int
+    available: int
+
+
+def rolling_step(rolling: Rolling, new: Counts, old: Counts) -> tuple[int, int]:
+    """One step of a Deployment rolling update: the next (new, old) replica counts.
+
+    Kubernetes' order: the new set grows into the surge room (`replicas + maxSurge` minus
+    every replica that should run); then old replicas that are not ready go first (they
+    serve nothing), and ready ones only while the ready total stays at least
+    `replicas - maxUnavailable`. The caller removes not-ready replicas before ready ones,
+    so availability never drops below that floor because of a step."""
+    want = rolling.replicas
+    new_spec = new.spec
+    if new_spec < want:
+        room = want + rolling.max_surge - (new.spec + old.spec)
+        new_spec += max(0, min(room, want - new.spec))
+    elif new_spec > want:
+        new_spec = want
+    min_available = want - rolling.max_unavailable
+    # Kubernetes' gate: the new set's own not-ready replicas count against the budget
+    gate = old.spec + min(new.available, new_spec) - min_available
+    old_spec = old.spec
+    if gate > 0:
+        unhealthy = min(old.spec - min(old.available, old.spec), gate)
+        old_spec -= unhealthy
+        budget = min(new.available, new_spec) + min(old.available, old.spec) - min_available
+        old_spec -= max(0, min(budget, old_spec))
+    return new_spec, old_spec
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -165,17 +269,36 @@ def plan_workload(r: Resource) -> tuple[list[ReplicaPlan], Refusal | None]:
     return out, None
 
 
+def rolling_of(r: Resource) -> Rolling:
+    """A Deployment's `spec.strategy` as counts: RollingUpdate (the default, 25%/25%) or
+    Recreate (every old replica goes before a new one starts: no surge, all unavailable).
+    Values validation refused never get here; should one, the defaults apply."""
+    replicas = _replicas(r)
+    strategy = _map(r.spec.get("strategy"))
+    if strategy.get("type") == "Recreate":
+        return Rolling(replicas, 0, replicas)
+    rolling = _map(strategy.get("rollingUpdate"))
+    try:
+        surge, unavailable = fenceposts(rolling.get("maxSurge"), rolling.get("maxUnavailable"),
+                                        replicas)
+    except StrategyError:
+        surge, unavailable = fenceposts(None, None, replicas)
+    return Rolling(replicas, surge, unavailable)
+
+
 def plan(resources: ResourceSet) -> Plan:
     """Every replica to run and every workload refused, in a stable order."""
     replicas: list[ReplicaPlan] = []
     refusals: list[Refusal] = []
+    rolling: list[tuple[tuple[str, str], Rolling]] = []
     for kind in WORKLOAD_KINDS:
         for r in sorted(resources.of_kind(kind), key=lambda r: (r.namespace, r.name)):
             planned, refusal = plan_workload(r)
             replicas += planned
+            rolling.append(((r.namespace, r.name), rolling_of(r)))
             if refusal is not None:
                 refusals.append(refusal)
-    return Plan(tuple(replicas), tuple(refusals))
+    return Plan(tuple(replicas), tuple(refusals), tuple(rolling))
 
 
 def refusal_findings(resources: ResourceSet) -> list[Finding]:

@@ -136,6 +136,18 @@ class PortAllocator:
         raise RuntimeError("no free loopback port found")
 
 
+def port_free(port: int) -> bool:
+    """Bindable on 127.0.0.1 with SO_REUSEADDR, as servers (ours, Go's) bind: a port
+    left in TIME_WAIT counts as free."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _bindable(port: int) -> bool:
     with socket.socket() as s:
         try:

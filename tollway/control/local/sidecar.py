@@ -4,6 +4,10 @@
 where each NODE_JSON is `{"node": Node, "admin_port": N}`. Used by `tollway up` (one
 node per process) and by bench/push_latency.py (many nodes per process, which keeps a
 100-proxy benchmark within the memory of a small machine).
+
+Each sidecar first gets its workload certificate from the control plane's CA
+(`tls.obtain`: key here, CSR there, renewed at half the lifetime), as Istio's agent does
+before Envoy serves; a control plane without a CA (404) leaves it without mTLS.
 """
 
 from __future__ import annotations
@@ -19,30 +23,52 @@ from typing import Any
 import msgspec
 
 from tollway.proxy import main as proxy_main
-from tollway.proxy import subscriber
+from tollway.proxy import subscriber, tls
 from tollway.snapshot import types
 
 
+async def start_one(url: str, spec: dict[str, Any]
+                    ) -> tuple[proxy_main.ProxyServer, list[asyncio.Task[Any]]]:
+    """One sidecar: its workload certificate first, then the proxy, then the subscription.
+
+    The certificate comes before the first snapshot, so the proxy never serves (or calls
+    out) in plaintext where its config says ISTIO_MUTUAL; the rotator renews it at half
+    its lifetime into the same TLS contexts.
+    """
+    node = msgspec.convert(spec["node"], types.Node)
+    got = await tls.obtain(url, node)
+    state, rotator = got if got is not None else (None, None)
+    server = proxy_main.ProxyServer(None, admin_port=int(spec.get("admin_port", 0)),
+                                    serve_admin=bool(spec.get("admin_port", 0)),
+                                    tls_state=state)
+    await server.start()
+    admin = f"127.0.0.1:{server.admin_address[1]}" if server.admin_address[1] else ""
+    tasks = [asyncio.create_task(subscriber.follow(server, url, node, admin=admin,
+                                                   inbound=None))]
+    if rotator is not None:
+        tasks.append(asyncio.create_task(rotator.run()))
+    return server, tasks
+
+
 async def run(url: str, specs: list[dict[str, Any]]) -> None:
-    servers = []
-    tasks = []
-    for spec in specs:
-        node = msgspec.convert(spec["node"], types.Node)
-        server = proxy_main.ProxyServer(None, admin_port=int(spec.get("admin_port", 0)),
-                                        serve_admin=bool(spec.get("admin_port", 0)))
-        await server.start()
-        servers.append(server)
-        admin = f"127.0.0.1:{server.admin_address[1]}" if server.admin_address[1] else ""
-        tasks.append(asyncio.create_task(
-            subscriber.follow(server, url, node, admin=admin, inbound=None)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for task in tasks:
-        task.cancel()
-    for server in servers:
+    starting = asyncio.ensure_future(asyncio.gather(*(start_one(url, s) for s in specs)))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # stopped while still waiting for certificates
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        return
+    started = starting.result()
+    await stopping
+    for _server, tasks in started:
+        for task in tasks:
+            task.cancel()
+    for server, _tasks in started:
         with contextlib.suppress(Exception):
             await server.drain()
 

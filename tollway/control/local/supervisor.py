@@ -7,6 +7,12 @@ backoff. Ready means: the app answers (its port, or its readinessProbe httpGet),
 sidecar has acknowledged a snapshot and listens — so a new sidecar always has config
 before any traffic is sent its way, because endpoints include only ready replicas.
 
+A changed template is a rolling update paced by the Deployment's `spec.strategy`
+(`plan.rolling_step`: at most replicas + maxSurge running, at least replicas -
+maxUnavailable ready, Kubernetes' 25%/25% by default): new replicas start as the surge
+room allows, old ones retire as readiness allows, not-ready ones first; every readiness
+change takes the next step. A change of `replicas:` alone scales at once.
+
 Retiring a replica (scale down, deletion, replaced template) is drained: withdraw it,
 wait until every other proxy has acknowledged a snapshot without it, then stop its
 sidecar (which drains in-flight requests) and only then its app.
@@ -108,6 +114,8 @@ class Supervisor:
         self._lock = asyncio.Lock()
         self._retiring: set[str] = set()
         self._changed = asyncio.Event()
+        self._plan: plan_mod.Plan | None = None
+        self._pace_pending = False
 
     # ------------------------------------------------------------ membership
 
@@ -118,18 +126,66 @@ class Supervisor:
         return member
 
     async def reconcile(self, plan: plan_mod.Plan) -> None:
-        """Start what the plan adds; retire what it drops (after replacements are ready)."""
+        """Start what the plan adds; retire what it drops (a changed template: paced)."""
         async with self._lock:
             self.refusals = plan.refusals
-            running = [n for n, m in self.members.items()
-                       if m.plan is not None and n not in self._retiring]
-            start, stop = plan_mod.diff(plan.replicas, running)
-            for replica in start:
-                self._start(Member(self._replica_entry(replica), replica))
-            for name in stop:
-                self._retiring.add(name)
-                asyncio.get_running_loop().create_task(self._retire(name, plan))
+            self._plan = plan
+            self._pace(plan)
             self._save()
+
+    def _pace(self, plan: plan_mod.Plan) -> None:
+        """One step for every workload: start and retire what the plan and readiness allow."""
+        wanted: dict[tuple[str, str], list[plan_mod.ReplicaPlan]] = {}
+        for replica in plan.replicas:
+            wanted.setdefault((replica.namespace, replica.workload), []).append(replica)
+        running: dict[tuple[str, str], list[Member]] = {}
+        for name, m in self.members.items():
+            if m.plan is not None and name not in self._retiring and not m.stopping:
+                running.setdefault((m.plan.namespace, m.plan.workload), []).append(m)
+        for key in sorted(set(wanted) | set(running)):
+            want, have = wanted.get(key, []), running.get(key, [])
+            names = {r.name for r in want}
+            current = {m.name for m in have if m.plan is not None
+                       and want and m.plan.template_hash == want[0].template_hash}
+            old = [m for m in have if m.name not in current]
+            for m in have:  # scaled down (same template, index gone): at once
+                if m.name in current and m.name not in names:
+                    self._retire_soon(m.name)
+            kept = [m for m in have if m.name in current and m.name in names]
+            missing = [r for r in want if r.name not in current]
+            if old and want:
+                rolling = plan.rolling_for(*key)
+                new_spec, old_spec = plan_mod.rolling_step(
+                    rolling,
+                    plan_mod.Counts(len(kept), sum(m.ready for m in kept)),
+                    plan_mod.Counts(len(old), sum(m.ready for m in old)))
+                missing = missing[:max(0, new_spec - len(kept))]
+                # not-ready old replicas go first: they serve nothing
+                old.sort(key=lambda m: (m.ready, m.name))
+                old = old[:len(old) - old_spec]
+            for replica in missing:
+                self._start(Member(self._replica_entry(replica), replica))
+            for m in old:
+                self._retire_soon(m.name)
+
+    def _retire_soon(self, name: str) -> None:
+        self._retiring.add(name)
+        asyncio.get_running_loop().create_task(self._retire(name))
+
+    def _repace(self) -> None:
+        """Readiness changed: take the next rolling-update step (once, however many ask)."""
+        if self._plan is None or self._pace_pending:
+            return
+        self._pace_pending = True
+
+        async def step() -> None:
+            async with self._lock:
+                self._pace_pending = False
+                if self._plan is not None:
+                    self._pace(self._plan)
+                    self._save()
+
+        asyncio.get_running_loop().create_task(step())
 
     def _replica_entry(
         self, replica: plan_mod.ReplicaPlan, ports: dict[str, int] | None = None
@@ -308,12 +364,15 @@ class Supervisor:
         return ""
 
     def _set_ready(self, member: Member, ready: bool) -> None:
+        changed = member.ready != ready
         member.ready = ready
         if member.plan is not None:
             if ready:
                 self.plane.set_replica(self._replica(member))
             else:
                 self.plane.remove_replica(member.name)
+            if changed:
+                self._repace()
         self._changed.set()
 
     def _replica(self, member: Member) -> Replica:
@@ -327,13 +386,10 @@ class Supervisor:
 
     # ------------------------------------------------------------ stopping
 
-    async def _retire(self, name: str, plan: plan_mod.Plan) -> None:
+    async def _retire(self, name: str) -> None:
         member = self.members.get(name)
         if member is None or member.plan is None:
             return
-        successors = [r.name for r in plan.replicas if r.workload == member.plan.workload
-                      and r.namespace == member.plan.namespace]
-        await self._wait_ready(successors, timeout=60.0)
         member.stopping = True
         member.stop_event.set()
         self._set_ready(member, False)
@@ -347,16 +403,6 @@ class Supervisor:
         self._retiring.discard(name)
         self.plane.unregister(name)
         self._save()
-
-    async def _wait_ready(self, names: list[str], timeout: float) -> None:
-        async def loop() -> None:
-            while not all(
-                self.members[n].ready for n in names if n in self.members
-            ):
-                await asyncio.sleep(READY_POLL)
-
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(loop(), timeout)
 
     async def _stop_member(self, member: Member) -> None:
         member.stopping = True
@@ -372,6 +418,7 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         """Stop everything: all sidecars first (they drain), then all apps."""
+        self._plan = None  # exits from here on are not a rolling update to continue
         members = list(self.members.values())
         for m in members:
             m.stopping = True
@@ -386,6 +433,15 @@ class Supervisor:
         self._save()
 
     # ------------------------------------------------------------ views
+
+    def ready_counts(self) -> dict[tuple[str, str], int]:
+        """Ready replicas per (namespace, workload): the availability a rollout paces by."""
+        out: dict[tuple[str, str], int] = {}
+        for m in self.members.values():
+            if m.plan is not None and m.ready and not m.stopping:
+                key = (m.plan.namespace, m.plan.workload)
+                out[key] = out.get(key, 0) + 1
+        return out
 
     def all_ready(self) -> bool:
         return bool(self.members) and all(

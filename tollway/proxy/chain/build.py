@@ -66,16 +66,14 @@ class ListenerPlan:
         self.mirrorer = snap.mirrorer
         self.limits = snap.limits
         self.loop = snap.loop
+        # The upstream head's last line(s) and the blank line ending it (the router
+        # appends it as is: no call per request).
         self.head_tail = b"x-forwarded-proto: %s\r\n\r\n" % self.scheme.encode()
         self.reporter = "destination" if spec.kind == "inbound" else "source"
         self.metrics_on = snap.config.telemetry.metrics
         self._labels: dict[str, list[int]] = {}
         self.router = Router(self)
         self.default_label = self.labels_for("", -1)
-
-    def forwarded_for(self, ex: Any) -> bytes:
-        """The last upstream request header line(s) and the blank line ending the head."""
-        return self.head_tail
 
     def labels_for(self, cluster_name: str, index: int) -> int:
         """Interned Istio label set for a destination endpoint (index -1: no endpoint)."""

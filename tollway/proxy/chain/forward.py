@@ -123,12 +123,13 @@ class Forward:
     def start(self, timeout: float | None) -> None:
         if timeout:
             self.route_timer = self.loop.call_later(timeout, self._route_timeout)
-        body = self.ex.body_buffer
-        self.ex.body_buffer = None
+        ex = self.ex
+        body = ex.body_buffer
+        ex.body_buffer = None
         if body:
             for piece in body:
                 self.body(piece)
-        if self.ex.body_done:
+        if ex.body_done:
             self.body_end()
         self._try()
 
@@ -198,7 +199,11 @@ class Forward:
         pool = cluster.pools[index]
         conn = pool.take_idle()
         if conn is not None:
-            self._send(conn)
+            if self.pending:
+                self._send(conn)
+            else:  # _send inlined: nothing of the body to join
+                self.conn = conn
+                conn.send(self, self.head, self.ex.method == "HEAD")
         elif self.ex.upgrade or cluster.limits.try_open_connection():
             pool.connect(self)
         elif cluster.limits.try_enqueue_pending():
@@ -324,22 +329,24 @@ class Forward:
         self, conn: UpstreamConnection, status: int, block: bytes, names: list[bytes]
     ) -> None:
         ex = self.ex
-        outcome = _OK if status == 200 else Outcome(status, None)
-        if status >= 400 and self.policy.attempts and self._retry_response(outcome, block):
+        if status >= 400 and self.policy.attempts and self._retry_response(
+            Outcome(status, None), block
+        ):
             return
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
         now = self.loop.time()
         cluster = self.cluster
+        index = self.index
         if cluster.outlier is not None:
-            cluster.outlier.observe(self.index, outcome, now)
+            cluster.outlier.observe_status(index, status, now)
         ex.status = status
         ex.upstream_time = now - self.started_at
-        ex.upstream_host = cluster.host_names[self.index]
-        ex.label_index = ex.plan.labels_for(cluster.name, self.index)
+        ex.upstream_host = cluster.host_names[index]
+        ex.label_index = ex.plan.labels_for(cluster.name, index)
         ex.response_started = True
-        head = self._response_head(status, block, names)
+        head = self._response_head(status, block)
         ex.bytes_out += len(head)
         self.out.append(head)  # written with the body bytes of the same read: one syscall
 
@@ -354,19 +361,19 @@ class Forward:
         self._end_try(outcome)
         return self._may_retry(outcome, headers)
 
-    def _response_head(self, status: int, block: bytes, names: list[bytes]) -> bytes:
+    def _response_head(self, status: int, block: bytes) -> bytes:
         ex = self.ex
         if status == 101:
             self.mode = _NONE
             return block + b"\r\n"
-        found = response.special_names(block)
-        self.mode = response.mode_for(
+        found, cut = response.analyse(block)
+        self.mode = mode = response.mode_for(
             status, found, head_request=ex.method == "HEAD", http11=ex.http11
         )
-        if self.mode == _RAW_CLOSE or ex.upgrade:  # a refused upgrade ends the connection
+        if mode == _RAW_CLOSE or ex.upgrade:  # a refused upgrade ends the connection
             ex.keep_alive = False
         tail = b"\r\n" if ex.keep_alive else b"connection: close\r\n\r\n"
-        return response.head_bytes(status, block, found, self.mode, tail, self.response_ops)
+        return response.head_bytes(status, block, found, mode, tail, self.response_ops, cut)
 
     def on_response_body(self, data: bytes) -> None:
         if self.mode == _CHUNK:

@@ -4,7 +4,9 @@ The copy is collected while the real request's body streams (up to a small limit
 queued; a bounded number of copies is in flight at once and what overflows the queue is
 dropped and counted. Nothing here can slow, fail or block the real request: copies never
 wait on the real request's connection, their answers are read and thrown away, their
-failures only count.
+failures only count. Copies travel pipelined on one connection per shadow endpoint
+(upstream/pipeline.py), those of one loop iteration in one write, so that at saturation a
+copy costs its share of a syscall instead of a write and a read of its own.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from tollway.proxy.core import split
+from tollway.proxy.upstream import pipeline
 from tollway.snapshot import types
 
 if TYPE_CHECKING:
     from tollway.proxy.chain.build import ListenerPlan
     from tollway.proxy.upstream.cluster import LiveCluster
     from tollway.proxy.upstream.connection import UpstreamConnection
+    from tollway.proxy.upstream.pool import EndpointPool
 
 _rand = random.random
 BODY_LIMIT = 64 * 1024
@@ -34,27 +38,32 @@ def shadow_host(authority: str) -> str:
 
 
 class Mirrorer:
-    """The proxy-wide mirror queue and its counters."""
+    """The proxy-wide mirror queue and its counters.
+
+    A copy whose response frames itself goes on the endpoint's pipelined connection
+    (upstream/pipeline.py: the copies of one loop iteration share one write); a copy of
+    a HEAD or upgrade request takes a pooled connection of its own, as a request does.
+    `in_flight` counts copies either way, so the bounds are the same for both."""
 
     def __init__(self, max_in_flight: int = 64, max_queue: int = 1024) -> None:
         self.max_in_flight = max_in_flight
         self.max_queue = max_queue
-        self.queue: deque[tuple[LiveCluster, bytes]] = deque()
+        self.queue: deque[tuple[LiveCluster, bytes, bool]] = deque()
         self.in_flight = 0
         self.sent = 0
         self.dropped = 0
         self.failed = 0
         self.completed = 0
 
-    def submit(self, cluster: LiveCluster, data: bytes) -> None:
+    def submit(self, cluster: LiveCluster, data: bytes, pipelined: bool = True) -> None:
         if self.in_flight < self.max_in_flight:
-            self._send(cluster, data)
+            self._send(cluster, data, pipelined)
         elif len(self.queue) < self.max_queue:
-            self.queue.append((cluster, data))
+            self.queue.append((cluster, data, pipelined))
         else:
             self.dropped += 1
 
-    def _send(self, cluster: LiveCluster, data: bytes) -> None:
+    def _send(self, cluster: LiveCluster, data: bytes, pipelined: bool) -> None:
         usable = cluster.usable(cluster.loop.time())
         if not usable or cluster.closed:
             self.failed += 1
@@ -62,8 +71,16 @@ class Mirrorer:
         index = usable[0] if len(usable) == 1 else usable[int(_rand() * len(usable))]
         self.in_flight += 1
         self.sent += 1
-        sink = _Sink(self, data)
         pool = cluster.pools[index]
+        if pipelined:
+            pipe = pipeline.pipe_for(pool, self)
+            if pipe is not None:
+                pipe.send(data)
+                return
+            self.dropped += 1
+            self.done(False)
+            return
+        sink = _Sink(self, data)
         conn = pool.take_idle()
         if conn is not None:
             sink.on_connected(conn)
@@ -73,6 +90,19 @@ class Mirrorer:
             self.dropped += 1
             self.done(False)
 
+    # PipeOwner (upstream/pipeline.py)
+    def pipe_done(self, ok: bool) -> None:
+        self.done(ok)
+
+    def pipe_resend(self, pool: EndpointPool, data: bytes) -> None:
+        """A copy the upstream closed on before reading it: once more (still in flight)."""
+        cluster = pool.cluster
+        pipe = None if cluster.closed else pipeline.pipe_for(pool, self)
+        if pipe is None:
+            self.done(False)
+            return
+        pipe.send(data)
+
     def done(self, ok: bool) -> None:
         self.in_flight -= 1
         if ok:
@@ -80,8 +110,8 @@ class Mirrorer:
         else:
             self.failed += 1
         while self.queue and self.in_flight < self.max_in_flight:
-            cluster, data = self.queue.popleft()
-            self._send(cluster, data)
+            cluster, data, pipelined = self.queue.popleft()
+            self._send(cluster, data, pipelined)
 
     def statistics(self) -> dict[str, int]:
         return {
@@ -105,7 +135,8 @@ class _Sink:
         self.settled = False
 
     def on_connected(self, conn: UpstreamConnection) -> bool:
-        conn.send(self, self.data, False)
+        # a HEAD copy's answer has no body whatever its Content-Length says
+        conn.send(self, self.data, self.data.startswith(b"HEAD "))
         self.data = b""
         return True
 
@@ -146,11 +177,14 @@ class _Sink:
 class Tap:
     """Collects the (framed) request body, then submits one copy per mirror."""
 
-    __slots__ = ("chunks", "heads", "mirrorer", "size")
+    __slots__ = ("chunks", "heads", "mirrorer", "pipelined", "size")
 
-    def __init__(self, mirrorer: Mirrorer, heads: list[tuple[LiveCluster, bytes]]) -> None:
+    def __init__(
+        self, mirrorer: Mirrorer, heads: list[tuple[LiveCluster, bytes]], pipelined: bool = True
+    ) -> None:
         self.mirrorer = mirrorer
         self.heads = heads
+        self.pipelined = pipelined
         self.chunks: list[bytes] | None = []
         self.size = 0
 
@@ -169,16 +203,42 @@ class Tap:
             return
         body = b"".join(self.chunks)
         for cluster, head in self.heads:
-            self.mirrorer.submit(cluster, head + body)
+            self.mirrorer.submit(cluster, head + body, self.pipelined)
+
+
+# authority -> (its Host line in the upstream head, the shadow's): bounded memo, since a
+# mirrored route sees few distinct authorities (cleared whole when full)
+_HOST_LINES: dict[str, tuple[bytes, bytes]] = {}
+_HOST_LINES_MAX = 256
+
+
+def _host_lines(authority: str) -> tuple[bytes, bytes]:
+    lines = (
+        b"\r\nhost: %s\r\n" % authority.encode("latin-1"),
+        b"\r\nhost: %s\r\n" % shadow_host(authority).encode("latin-1"),
+    )
+    if len(_HOST_LINES) >= _HOST_LINES_MAX:
+        _HOST_LINES.clear()
+    _HOST_LINES[authority] = lines
+    return lines
 
 
 def plan_copies(
-    plan: ListenerPlan, mirrors: tuple[types.Mirror, ...], head: bytes, authority: str
+    plan: ListenerPlan,
+    mirrors: tuple[types.Mirror, ...],
+    head: bytes,
+    authority: str,
+    pipelined: bool = True,
 ) -> Tap | None:
-    """Decide which mirrors copy this request (mirrorPercentage) and prepare their heads."""
+    """Decide which mirrors copy this request (mirrorPercentage) and prepare their heads.
+
+    `pipelined`: the response to this request frames itself (not HEAD, not an upgrade),
+    so its copies may share the endpoint's pipelined connection."""
     heads: list[tuple[LiveCluster, bytes]] = []
-    old = b"\r\nhost: %s\r\n" % authority.encode("latin-1")
-    new = b"\r\nhost: %s\r\n" % shadow_host(authority).encode("latin-1")
+    lines = _HOST_LINES.get(authority)
+    if lines is None:
+        lines = _host_lines(authority)
+    old, new = lines
     for m in mirrors:
         if m.percent < 100.0 and not split.percent_hit(m.percent, _rand()):
             continue
@@ -189,4 +249,4 @@ def plan_copies(
         heads.append((cluster, head.replace(old, new, 1)))
     if not heads:
         return None
-    return Tap(plan.mirrorer, heads)
+    return Tap(plan.mirrorer, heads, pipelined)

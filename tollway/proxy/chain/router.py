@@ -16,7 +16,7 @@ from tollway.proxy.chain import mirror
 from tollway.proxy.chain.forward import Forward
 from tollway.proxy.core import balance, cors, fault, headerops, trace
 from tollway.proxy.core import exchange as rf
-from tollway.proxy.core.retry import RetryPolicy
+from tollway.proxy.core.retry import NO_RETRY
 from tollway.proxy.http1.parse import HOP_BY_HOP
 from tollway.snapshot import types
 
@@ -31,21 +31,6 @@ _trace_rng = random.Random()
 # request headers never copied upstream: hop-by-hop, framing, Host, and trace headers this
 # hop sets itself
 _DROP = HOP_BY_HOP | trace.HEADER_NAMES_BYTES
-_RETRY_CACHE: dict[int, RetryPolicy] = {}
-
-
-def _policy(spec: types.Retry | None) -> RetryPolicy:
-    """RetryPolicy per Retry spec, compiled once (specs are frozen and live per snapshot)."""
-    key = id(spec)
-    policy = _RETRY_CACHE.get(key)
-    if policy is None:
-        if len(_RETRY_CACHE) > 4096:
-            _RETRY_CACHE.clear()
-        policy = _RETRY_CACHE[key] = RetryPolicy.from_spec(spec)
-        _KEEP.append(spec)
-    return policy
-
-
 _KEEP: list[Any] = []  # keeps specs alive while their id() keys the cache
 _CORS_CACHE: dict[int, cors.CorsPolicy] = {}
 
@@ -79,21 +64,40 @@ class Router:
     # ------------------------------------------------------------ entry
     def handle(self, ex: Exchange, down: Any) -> None:
         plan = self.plan
-        if plan.matcher is None:
+        matcher = plan.matcher
+        if matcher is None:
             cluster = plan.default_cluster
             if cluster is None:
                 down.local_reply(ex, 404, rf.NR, "")
                 return
             self._forward(ex, down, None, cluster, None)
             return
-        route = plan.matcher.select(
+        route = matcher.select(
             ex.authority, ex.method, ex.path, ex.headers, port=plan.match_port, gateway=plan.gateway
         )
         if route is None:
             down.local_reply(ex, 404, rf.NR, "")
             return
+        ex.route_name = route.spec.name
+        if route.forward_only:  # no CORS, redirect, direct response or fault: _pick inline
+            wc = route.pick_cluster(_rand())
+            if wc is None:
+                down.local_reply(ex, 503, rf.NC, "")
+                return
+            cluster = plan.clusters.get(wc.cluster)
+            if cluster is None:
+                ex.cluster_name = wc.cluster
+                ex.label_index = plan.labels_for(wc.cluster, -1)
+                down.local_reply(ex, 503, rf.NC, "")
+                return
+            self._forward(ex, down, route, cluster, wc)
+            return
+        self._special(ex, down, route)
+
+    def _special(self, ex: Exchange, down: Any, route: CompiledRoute) -> None:
+        """A route with CORS, a redirect, a direct response or a fault, or no destination."""
+        plan = self.plan
         spec = route.spec
-        ex.route_name = spec.name
         if spec.cors is not None:
             policy = _cors(spec.cors)
             preflight = policy.preflight_reply(ex.method, ex.headers)
@@ -150,18 +154,23 @@ class Router:
     ) -> None:
         plan = self.plan
         ex.cluster_name = cluster.name
-        spec = route.spec if route is not None else None
         head, authority = self._head(ex, route, wc)
         response_ops = None
-        if spec is not None and (spec.response_headers or (wc and wc.response_headers)):
-            response_ops = tuple(
-                _ops_fn(o) for o in (wc.response_headers if wc else None, spec.response_headers)
-                if o is not None
-            )
-        cors_headers = ex.attrs.get("cors") if spec is not None and spec.cors else None
-        if cors_headers:
-            response_ops = (*(response_ops or ()), _add_headers(cors_headers))
-        policy = _policy(spec.retries if spec is not None else None)
+        if route is not None:
+            spec = route.spec
+            if route.response_ops:
+                response_ops = _response_ops(spec, wc)
+            if spec.cors is not None:
+                cors_headers = ex.attrs.get("cors")
+                if cors_headers:
+                    response_ops = (*(response_ops or ()), _add_headers(cors_headers))
+            policy = route.retry_policy
+            timeout = spec.timeout
+            mirrors = spec.mirrors
+        else:
+            policy = NO_RETRY
+            timeout = None
+            mirrors = ()
         hash_key = None
         if cluster.hash_lb is not None:
             query = ex.path.partition("?")[2]
@@ -177,9 +186,11 @@ class Router:
             replay_limit=plan.limits.retry_buffer_bytes,
         )
         ex.forward = fwd
-        if spec is not None and spec.mirrors:
-            fwd.tap = mirror.plan_copies(plan, spec.mirrors, head, authority)
-        fwd.start(spec.timeout if spec is not None else None)
+        if mirrors:
+            fwd.tap = mirror.plan_copies(
+                plan, mirrors, head, authority, ex.method != "HEAD" and not ex.upgrade
+            )
+        fwd.start(timeout)
 
     def _head(
         self, ex: Exchange, route: CompiledRoute | None, wc: types.WeightedCluster | None
@@ -187,47 +198,72 @@ class Router:
         """The upstream request head: one pass over the client's headers."""
         path = ex.path
         authority = ex.authority
-        spec = None
         if route is not None:
-            spec = route.spec
-            if spec.rewrite is not None:
+            if route.rewrites:
                 path = route.rewrite_path(path)
             if route.authority_rewrite is not None:
                 authority = route.authority_rewrite
-        ctx = trace.prepare(ex.headers, _trace_rng)
-        ex.request_id = ctx.request_id
-        set_headers = ctx.headers_to_set()
+            if route.request_ops:
+                spec = route.spec
+                if spec.request_headers or (wc is not None and wc.request_headers):
+                    return self._head_with_ops(ex, path, authority, spec, wc), authority
+        headers = ex.headers
+        ex.request_id, trace_lines = trace.upstream_lines(headers, _trace_rng)
         skip = _DROP
-        conn_tokens = ex.headers.get("connection")
+        conn_tokens = headers.get("connection")
         if conn_tokens:  # headers the client named in Connection are hop-by-hop too
             skip = skip | {t.strip().lower().encode() for t in conn_tokens.split(",")}
-        out = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (
-            ex.method.encode(), path.encode("latin-1"), authority.encode("latin-1"))]
+        out = [f"{ex.method} {path} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1")]
         append = out.append
-        ops = None
-        if spec is not None and (spec.request_headers or (wc is not None and wc.request_headers)):
-            ops = [o for o in (spec.request_headers, wc.request_headers if wc else None) if o]
-        if ops:
-            pairs: list[tuple[str, str]] = []
-            for name, value in ex.raw_headers:
-                lname = name.lower()
-                if lname in skip or lname.startswith(b"x-envoy-"):
-                    continue
-                pairs.append((name.decode("latin-1"), value.decode("latin-1")))
-            pairs.extend(set_headers)
-            for o in ops:
-                pairs = headerops.apply(pairs, o)
-            for name_s, value_s in pairs:
-                if name_s.lower() in ("host", ":authority"):
-                    continue
-                append(b"%s: %s\r\n" % (name_s.encode("latin-1"), value_s.encode("latin-1")))
-        else:
-            for name, value in ex.raw_headers:
-                lname = name.lower()
-                if lname in skip or lname.startswith(b"x-envoy-"):
-                    continue
-                append(b"%s: %s\r\n" % (name, value))
-            append("".join([f"{n}: {v}\r\n" for n, v in set_headers]).encode("latin-1"))
+        for name, value in ex.raw_headers:
+            lname = name.lower()
+            if lname in skip or lname.startswith(b"x-envoy-"):
+                continue
+            append(b"%s: %s\r\n" % (name, value))
+        append(trace_lines)
+        if ex.upgrade or ex.chunked or ex.content_length:
+            self._head_framing(ex, append)
+        append(self.plan.head_tail)
+        return b"".join(out), authority
+
+    def _head_with_ops(
+        self,
+        ex: Exchange,
+        path: str,
+        authority: str,
+        spec: types.Route,
+        wc: types.WeightedCluster | None,
+    ) -> bytes:
+        """The upstream head when the route or destination has request header operations:
+        built as (name, value) pairs so the operations can apply."""
+        ctx = trace.prepare(ex.headers, _trace_rng)
+        ex.request_id = ctx.request_id
+        skip = _DROP
+        conn_tokens = ex.headers.get("connection")
+        if conn_tokens:
+            skip = skip | {t.strip().lower().encode() for t in conn_tokens.split(",")}
+        out = [f"{ex.method} {path} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1")]
+        append = out.append
+        ops = [o for o in (spec.request_headers, wc.request_headers if wc else None) if o]
+        pairs: list[tuple[str, str]] = []
+        for name, value in ex.raw_headers:
+            lname = name.lower()
+            if lname in skip or lname.startswith(b"x-envoy-"):
+                continue
+            pairs.append((name.decode("latin-1"), value.decode("latin-1")))
+        pairs.extend(ctx.headers_to_set())
+        for o in ops:
+            pairs = headerops.apply(pairs, o)
+        for name_s, value_s in pairs:
+            if name_s.lower() in ("host", ":authority"):
+                continue
+            append(b"%s: %s\r\n" % (name_s.encode("latin-1"), value_s.encode("latin-1")))
+        self._head_framing(ex, append)
+        append(self.plan.head_tail)
+        return b"".join(out)
+
+    def _head_framing(self, ex: Exchange, append: Any) -> None:
+        """Upgrade and body framing lines of the upstream head."""
         if ex.upgrade:
             append(b"connection: upgrade\r\nupgrade: %s\r\n"
                    % ex.headers.get("upgrade", "").encode("latin-1"))
@@ -235,5 +271,13 @@ class Router:
             append(b"transfer-encoding: chunked\r\n")
         elif ex.content_length:
             append(b"content-length: %d\r\n" % ex.content_length)
-        append(self.plan.forwarded_for(ex))
-        return b"".join(out), authority
+
+
+def _response_ops(spec: types.Route, wc: types.WeightedCluster | None) -> Any:
+    """Response header operations of the destination, then of the route (or None)."""
+    if not (spec.response_headers or (wc and wc.response_headers)):
+        return None
+    return tuple(
+        _ops_fn(o) for o in (wc.response_headers if wc else None, spec.response_headers)
+        if o is not None
+    )

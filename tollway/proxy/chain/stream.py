@@ -51,7 +51,6 @@ class Exchange:
         "status",
         "target",
         "tls",
-        "trace_headers",
         "upgrade",
         "upstream_host",
         "upstream_time",
@@ -67,7 +66,17 @@ class Exchange:
         headers: dict[str, str],
         raw_headers: list[tuple[bytes, bytes]],
         start: float,
+        source_ip: str = "",
+        source_port: int = 0,
+        principal: str | None = None,
+        tls: bool = False,
+        http11: bool = True,
+        keep_alive: bool = True,
+        upgrade: bool = False,
+        bytes_in: int = 0,
     ) -> None:
+        # Everything the listener knows is passed in (one store per slot, no default
+        # overwritten right after): this runs once per request.
         self.plan = plan
         self.method = method
         self.target = target
@@ -77,15 +86,15 @@ class Exchange:
         self.raw_headers = raw_headers
         self.start = start
         self.attrs: dict[str, Any] = {}
-        self.source_ip = ""
-        self.source_port = 0
-        self.principal: str | None = None
-        self.tls = False
+        self.source_ip = source_ip
+        self.source_port = source_port
+        self.principal = principal
+        self.tls = tls
         self.listener_kind = plan.kind
         self.listener_port = plan.port
-        self.http11 = True
-        self.keep_alive = True
-        self.upgrade = False
+        self.http11 = http11
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
         self.expect_continue = False
         self.chunked = False
         self.content_length = 0
@@ -97,16 +106,15 @@ class Exchange:
         # response side and telemetry
         self.status = 0
         self.flags = "-"
-        self.bytes_in = 0
+        self.bytes_in = bytes_in
         self.bytes_out = 0
         self.response_started = False
         self.route_name = ""
         self.cluster_name = ""
         self.upstream_host = ""
         self.upstream_time = -1.0
-        self.label_index = 0
+        self.label_index = plan.default_label
         self.request_id = ""
-        self.trace_headers: list[tuple[str, str]] = []
 
     def add_flag(self, flag: str) -> None:
         """Record an Envoy response flag (comma-joined like Envoy's %RESPONSE_FLAGS%)."""

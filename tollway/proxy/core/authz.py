@@ -20,45 +20,13 @@ from typing import Literal
 import re2
 
 from tollway.snapshot import types
+from tollway.snapshot.conditions import known_condition as known_condition  # re-exported
 
 Action = Literal["ALLOW", "DENY", "NONE"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# `when.key` forms Istio documents that we evaluate; `request.headers[..]` and
-# `request.auth.claims[..]` take a bracketed argument.
-PLAIN_CONDITIONS = frozenset(
-    {
-        "source.ip",
-        "remote.ip",
-        "source.namespace",
-        "source.principal",
-        "source.serviceAccount",
-        "source.trustDomain",
-        "request.auth.principal",
-        "request.auth.audiences",
-        "request.auth.presenter",
-        "destination.ip",
-        "destination.port",
-        "connection.sni",
-    }
-)
-BRACKET_CONDITIONS = ("request.headers[", "request.auth.claims[")
+# The `when` key vocabulary lives in the snapshot contract, shared with config validation.
 IP_CONDITIONS = frozenset({"source.ip", "remote.ip", "destination.ip"})
-
-
-def known_condition(key: str) -> bool:
-    """True when `when.key` is one Tollway evaluates; the config layer rejects the rest.
-
-    Istio also accepts `experimental.envoy.filters.*`; Tollway cannot evaluate those, and
-    an unevaluated condition silently widening or narrowing a policy is worse than a
-    clear validation error, so they are unknown here.
-    """
-    if key in PLAIN_CONDITIONS:
-        return True
-    for prefix in BRACKET_CONDITIONS:
-        if key.startswith(prefix) and key.endswith("]") and len(key) > len(prefix) + 1:
-            return True
-    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +317,8 @@ def _bracket_arg(key: str) -> str:
 
 
 def _attribute(key: str) -> Callable[[Request], str | None]:
+    if not known_condition(key):  # the same vocabulary validation accepts, no wider
+        raise ValueError(f"unknown authorization condition key {key!r}")
     if key in _ATTRS:
         return _ATTRS[key]
     if key.startswith("request.headers["):

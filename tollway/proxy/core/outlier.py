@@ -107,6 +107,21 @@ class OutlierDetector:
             ejected = self._eject(index, now) or ejected
         return ejected
 
+    def observe_status(self, index: int, status: int, now: float) -> bool:
+        """`observe(index, Outcome(status), now)` for a status the upstream returned,
+        without building the Outcome: the per-response path (a non-5xx status only resets
+        the host's counters)."""
+        if 500 <= status <= 599:
+            return self.observe(index, Outcome(status, None), now)
+        nxt = self._next_sweep
+        if nxt is None or now >= nxt or now >= self._next_return:
+            self._tick(now)
+        if self._split:
+            self._cl[index] = 0
+        self._c5[index] = 0
+        self._cg[index] = 0
+        return False
+
     def _eject(self, index: int, now: float) -> bool:
         if self._until[index]:
             return False  # already out

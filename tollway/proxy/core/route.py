@@ -7,10 +7,12 @@ here. See match.py for the selection rules and the per-field semantics.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Final
 
+from tollway.proxy.core.retry import RetryPolicy
 from tollway.proxy.core.split import WeightedPicker
 from tollway.proxy.core.strmatch import PREFIX, REGEX, StrMatcher, compile_regex
 from tollway.snapshot import types
@@ -22,11 +24,12 @@ class CompiledRoute:
     """One route entry (route x match block): its conditions, split and rewrite."""
 
     __slots__ = (
-        "_authority", "_clusters", "_gateway_bare", "_gateways", "_headers", "_ignore_case",
-        "_method", "_picker", "_port", "_query", "_rewrite_regex", "_rewrite_regex_sub",
-        "_rewrite_uri", "_rewrite_whole", "_scheme", "_source_labels", "_source_ns", "_uri",
-        "authority_rewrite", "match_name", "matched_prefix", "simple", "spec", "uri_kind",
-        "uri_regex", "uri_value",
+        "_authority", "_clusters", "_cumulative", "_gateway_bare", "_gateways", "_headers",
+        "_ignore_case", "_last", "_method", "_picker", "_port", "_query", "_rewrite_regex",
+        "_rewrite_regex_sub", "_rewrite_uri", "_rewrite_whole", "_scheme", "_source_labels",
+        "_source_ns", "_uri", "authority_rewrite", "forward_only", "match_name",
+        "matched_prefix", "request_ops", "response_ops", "retry_policy", "rewrites", "simple",
+        "spec", "uri_kind", "uri_regex", "uri_value",
     )  # fmt: skip
 
     def __init__(
@@ -59,7 +62,26 @@ class CompiledRoute:
         )  # fmt: skip
         self._clusters = spec.clusters
         self._picker = picker
+        # The split inlined (one bisect, no call): None when there is nothing to draw
+        # (one destination) or no weight at all (the picker's uniform fallback).
+        self._cumulative = picker.cumulative if picker is not None and picker.total else None
+        self._last = picker.last if picker is not None else 0
         self._compile_rewrite(spec)
+        # What the router reads per request, decided once here.
+        self.retry_policy = RetryPolicy.from_spec(spec.retries)
+        self.rewrites = spec.rewrite is not None
+        # Nothing to do before picking a destination: no CORS, redirect, direct response
+        # or fault.
+        self.forward_only = (
+            spec.cors is None and spec.redirect is None and spec.direct_response is None
+            and spec.fault is None
+        )  # fmt: skip
+        self.request_ops = spec.request_headers is not None or any(
+            c.request_headers is not None for c in spec.clusters
+        )
+        self.response_ops = spec.response_headers is not None or any(
+            c.response_headers is not None for c in spec.clusters
+        )
 
     # ------------------------------------------------------------ compile
 
@@ -152,6 +174,10 @@ class CompiledRoute:
         clusters = self._clusters
         if not clusters:
             return None
+        cumulative = self._cumulative
+        if cumulative is not None:
+            i = bisect_right(cumulative, r)
+            return clusters[i if i <= self._last else self._last]
         picker = self._picker
         if picker is None:
             return clusters[0]

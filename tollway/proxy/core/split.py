@@ -38,6 +38,16 @@ class WeightedPicker:
     def total(self) -> int:
         return self._total
 
+    @property
+    def cumulative(self) -> tuple[float, ...]:
+        """Cumulative shares (empty when every weight is 0): what `pick` bisects."""
+        return self._cumulative
+
+    @property
+    def last(self) -> int:
+        """The last index with a non-zero weight (where a draw rounding to 1 lands)."""
+        return self._last
+
     def pick(self, r: float) -> int:
         """The chosen index. With all weights zero the choice is uniform (never configured
         by a valid VirtualService with several destinations, but must not crash)."""

@@ -77,7 +77,13 @@ class LiveCluster:
         self, now: float, r: float, hash_key: str | None, tried: tuple[int, ...]
     ) -> int | None:
         """Choose an endpoint, avoiding ones already tried when another is usable."""
-        usable = self.usable(now)
+        od = self.outlier
+        if od is None:
+            usable = self.healthy
+        elif self.all_healthy:  # `usable(now)` inlined: one call less per request
+            usable = od.usable(now)
+        else:
+            usable = self.usable(now)
         if not usable:
             return None
         if tried:
@@ -125,6 +131,8 @@ class LiveCluster:
             for conn in pool.idle:
                 conn.close()
             pool.idle.clear()
+            if pool.pipe is not None:
+                pool.pipe.retire()
 
     # ------------------------------------------------------------ introspection
     def statistics(self, now: float) -> dict[str, Any]:

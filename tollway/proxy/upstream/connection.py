@@ -188,11 +188,19 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.in_head:  # end of an interim response
             return
-        if self.parser.get_status_code() == 101:
+        parser = self.parser
+        if parser.get_status_code() == 101:
             return
-        if not self.parser.should_keep_alive():
+        if not parser.should_keep_alive():
             self.alive = False
-        self._complete()
+        # _complete inlined (the per-response path)
+        sink = self.sink
+        self.sink = None
+        if self.read_paused:  # never hand a paused connection back to the pool
+            self.set_reading(True)
+        self.pool.release(self)
+        if sink is not None:
+            sink.on_response_end(self)
 
     # -------------------------------------------------------------- internals
     def _complete(self) -> None:

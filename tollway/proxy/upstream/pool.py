@@ -33,6 +33,7 @@ class EndpointPool:
         "max_idle",
         "max_requests",
         "open",
+        "pipe",
         "port",
         "server_hostname",
         "ssl_context",
@@ -66,6 +67,7 @@ class EndpointPool:
         self.open: set[UpstreamConnection] = set()
         self.connecting = 0
         self.created = 0
+        self.pipe: Any = None  # the pipelined connection for mirrored copies (pipeline.py)
 
     def take_idle(self) -> UpstreamConnection | None:
         idle = self.idle

@@ -3,41 +3,63 @@
 Why this test. Flagger and Argo compare the canary alone to an absolute threshold once
 per interval, so a slightly bad canary passes and a healthy one at a noisy moment fails.
 We compare canary and stable counts from the same window. Conditioned on the number of
-"bad" events (errors, or requests slower than a latency threshold) seen in a window, the
-number that came from the canary is binomial with p = r·n_c / (r·n_c + n_s), where r is
-the canary/stable rate ratio — the stable rate (a nuisance) drops out. We run Wald's
-sequential probability ratio test of r = r0 (no worse than `tolerance` allows) against
-r = r1 (`detect_ratio`, the degradation we must catch), summing the log likelihood ratio
-over windows. Under r <= r0 the likelihood ratio is a non-negative supermartingale, so by
-Ville's inequality the chance it EVER reaches 1/alpha is at most alpha, however often we
-look: the false-rollback rate is bounded by `alpha`. It falls below beta when the data
-favour r0 (pass). A canary with almost no bad events passes by an absolute bound instead
-(`quiet_rate`), since a ratio test learns nothing from zero events. Anything else is
-inconclusive, with an estimate of the canary requests still needed.
+"bad" events (errors, or requests slower than a latency threshold fixed once) seen in a
+window, the number that came from the canary is binomial with p = r·n_c / (r·n_c + n_s),
+where r is the canary/stable rate ratio: the stable rate (a nuisance that moves with load,
+time of day or a shared dependency) drops out, so the test holds whatever it is.
 
-Latency uses the same test on "slow" requests (slower than a threshold fixed once, by
-default the upper bound of the stable's p90 bucket), which compares the distributions'
-tails without assuming a shape.
+Two e-processes per signal, each a product over windows of factors with mean at most 1
+under its null hypothesis, so by Ville's inequality each reaches 1/level with probability
+at most `level`, however often it is looked at and whenever the caller stops (optional
+stopping: the bounds are real, not tuned to a benchmark):
+
+- fail: null "r <= r0" (r0 = 1 + `tolerance`); the factor is a likelihood ratio mixed over
+  the alternatives `fail_mixture` x `detect_ratio` with `fail_weights`. It reaches 1/alpha
+  with probability <= alpha when the canary is acceptable: the false-rollback bound.
+- pass: null "r >= detect_ratio"; the factor is the likelihood ratio of r0 against
+  detect_ratio. It reaches 1/beta with probability <= beta when the canary is bad: the
+  bound on promoting a canary `detect_ratio` times (or more) worse than stable.
+
+No overshoot. A plain likelihood ratio jumps by a whole factor per event and usually lands
+well past 1/alpha, so its real false-alarm rate is well below alpha: bound wasted. When
+one window's outcome could cross the bound, we cap the factor at the bound and give the
+capped mass back to every other outcome (factor = min(c·LR(k), bound/wealth), c >= 1
+chosen so the mean under the null is still exactly 1). The factor stays non-negative,
+monotone in the canary's share and of mean 1, so Ville's bound still holds, and it is
+spent on evidence instead of overshoot: a 4x-bad canary is caught in close to the fewest
+requests the level allows (docs/rollouts.md, "The judge", has the bound and the numbers).
+
+Two signals share alpha: when the latency signal takes part (its threshold is known
+before the first window), it gets `latency_alpha_share` of alpha and errors the rest, so
+the false-rollback bound across both is alpha. A canary with almost no bad events passes
+by an absolute bound instead (`quiet_rate`), since a ratio test learns nothing from zero
+events. Anything else is inconclusive, with an estimate of the canary requests still
+needed. Pure: no IO, no clock; `observe` folds one window, `verdict` explains the state.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from statistics import NormalDist
 from typing import Any, Literal
 
 Verdict = Literal["pass", "fail", "inconclusive"]
+Lean = Literal["bad", "healthy", "unclear"]
+
+_MAX_EXACT_EVENTS = 20_000  # more events in one window: plain ratios (no recycling)
 
 
 @dataclass(frozen=True, slots=True)
 class JudgeConfig:
-    tolerance: float = 0.0  # H0: canary rate <= stable rate x (1 + tolerance)
-    detect_ratio: float = 2.0  # H1: canary rate = stable rate x detect_ratio
-    fail_mixture: tuple[float, ...] = (1.0, 2.0, 4.0)  # x detect_ratio, equal weights
-    alpha: float = 0.005  # bound on failing a canary that meets H0 (false rollback)
-    beta: float = 0.05  # probability of passing a canary at detect_ratio
+    tolerance: float = 0.0  # fail null: canary rate <= stable rate x (1 + tolerance)
+    detect_ratio: float = 2.0  # pass null: canary rate >= stable rate x detect_ratio
+    fail_mixture: tuple[float, ...] = (1.0, 2.5)  # fail alternatives, x detect_ratio
+    fail_weights: tuple[float, ...] = (0.1, 0.9)  # their prior weights (sum to 1)
+    alpha: float = 0.01  # bound on failing a canary that meets the fail null (false rollback)
+    beta: float = 0.05  # bound on passing a canary detect_ratio (or more) times worse
+    latency_alpha_share: float = 0.2  # share of alpha for slow requests, when measured
     quiet_rate: float = 0.001  # errors: canary upper bound below this passes outright
     quiet_slow_rate: float = 0.01  # latency: same for slow requests
     min_requests: int = 200  # never pass on fewer canary requests
@@ -46,22 +68,76 @@ class JudgeConfig:
 
     @property
     def fail_bound(self) -> float:
+        """log(1/alpha): the bound on the fail e-value when errors get all of alpha."""
         return math.log(1.0 / self.alpha)
 
     @property
     def pass_bound(self) -> float:
-        return math.log(self.beta / (1.0 - self.alpha))
+        """log(beta): the signed statistic (see SignalEvidence) passes at or below it."""
+        return math.log(self.beta)
+
+    @property
+    def fail_ratios(self) -> tuple[float, ...]:
+        return tuple(self.detect_ratio * m for m in self.fail_mixture)
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> JudgeConfig:
-        names = {f for f in cls.__dataclass_fields__}
-        kwargs = {k: raw[k] for k in raw if k in names}
+        """Judge options as written in a template; ValueError names the bad option."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(str(k) for k in raw if k not in known)
+        if unknown:
+            raise ValueError(f"judge option(s) {', '.join(unknown)} unknown; use "
+                             f"{', '.join(sorted(known))}")
+        kwargs: dict[str, Any] = {}
+        for name, value in raw.items():
+            try:
+                kwargs[name] = _coerce(name, value)
+            except (TypeError, ValueError):
+                raise ValueError(f"judge option {name}: {value!r} is not a valid "
+                                 f"{_KIND.get(name, 'number')}") from None
         cfg = cls(**kwargs)
-        if cfg.detect_ratio <= 1.0 + cfg.tolerance:
-            raise ValueError("detect_ratio must be larger than 1 + tolerance")
-        if not (0 < cfg.alpha < 1 and 0 < cfg.beta < 1):
-            raise ValueError("alpha and beta must be between 0 and 1")
+        cfg.check()
         return cfg
+
+    def check(self) -> None:
+        """One sentence per impossible setting."""
+        r0 = 1.0 + self.tolerance
+        if self.tolerance < 0:
+            raise ValueError("judge option tolerance must be >= 0")
+        if self.detect_ratio <= r0:
+            raise ValueError("judge option detect_ratio must be larger than 1 + tolerance")
+        if not (0 < self.alpha < 1 and 0 < self.beta < 1):
+            raise ValueError("judge options alpha and beta must be between 0 and 1")
+        if not 0 <= self.latency_alpha_share < 1:
+            raise ValueError("judge option latency_alpha_share must be in [0, 1)")
+        if (not self.fail_mixture or len(self.fail_mixture) != len(self.fail_weights)
+                or any(w <= 0 for w in self.fail_weights)
+                or abs(sum(self.fail_weights) - 1.0) > 1e-9):
+            raise ValueError("judge options fail_mixture and fail_weights must have the same "
+                             "length, with positive weights that sum to 1")
+        if any(r <= r0 for r in self.fail_ratios):
+            raise ValueError("judge option fail_mixture: every alternative x detect_ratio "
+                             "must be larger than 1 + tolerance")
+        if self.min_requests < 0:
+            raise ValueError("judge option min_requests must be >= 0")
+
+
+_KIND = {"fail_mixture": "list of numbers", "fail_weights": "list of numbers",
+         "min_requests": "whole number"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in ("fail_mixture", "fail_weights"):
+        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            raise TypeError(name)
+        return tuple(float(v) for v in value)
+    if name == "min_requests":
+        return int(value)
+    if name == "latency_threshold_ms" and value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(name)
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +156,12 @@ class Window:
 class Signal:
     """Accumulated evidence for one kind of bad event (errors or slow requests).
 
-    `llr` is the log likelihood ratio at detect_ratio (the pass test); `mix` holds one
-    log likelihood ratio per alternative of the fail mixture.
+    `fail_log` holds the log wealth of each fail alternative (prior weight included): the
+    fail e-value is the sum of their exponentials. `pass_log` is the log pass e-value.
     """
 
-    llr: float = 0.0
-    mix: tuple[float, ...] = ()
+    fail_log: tuple[float, ...] = ()
+    pass_log: float = 0.0
     canary_total: int = 0
     canary_bad: int = 0
     stable_total: int = 0
@@ -98,26 +174,42 @@ class JudgeState:
     latency: Signal = field(default_factory=Signal)
     windows: int = 0
     latency_threshold_ms: float | None = None
+    latency_judged: bool | None = None  # decided at the first window, then fixed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> JudgeState:
+        """Tolerates states saved by older versions: unknown keys are dropped (a signal
+        saved in the old shape restarts its e-values, keeping its counts)."""
+        judged = raw.get("latency_judged")
         return cls(
-            errors=_signal_from(raw.get("errors", {})),
-            latency=_signal_from(raw.get("latency", {})),
+            errors=_signal_from(raw.get("errors") or {}),
+            latency=_signal_from(raw.get("latency") or {}),
             windows=int(raw.get("windows", 0)),
             latency_threshold_ms=raw.get("latency_threshold_ms"),
+            latency_judged=None if judged is None else bool(judged),
         )
 
 
 def _signal_from(raw: Mapping[str, Any]) -> Signal:
-    return Signal(**{**raw, "mix": tuple(raw.get("mix", ()))})
+    known = {f.name for f in fields(Signal)}
+    kept = {k: v for k, v in raw.items() if k in known}
+    if "fail_log" in kept:
+        kept["fail_log"] = tuple(float(v) for v in kept["fail_log"])
+    return Signal(**kept)
 
 
 @dataclass(frozen=True, slots=True)
 class SignalEvidence:
+    """One signal's verdict and the numbers behind it.
+
+    `log_likelihood_ratio` is the signed statistic that is charted against the bounds: the
+    log fail e-value while the data lean bad, minus the log pass e-value while they lean
+    healthy; fail at or above `fail_bound`, pass at or below `pass_bound`.
+    """
+
     name: str
     verdict: Verdict
     canary_rate: float
@@ -128,6 +220,13 @@ class SignalEvidence:
     stable_bad: int
     log_likelihood_ratio: float
     reason: str
+    log_fail_evalue: float = 0.0
+    log_pass_evalue: float = 0.0
+    fail_bound: float = 0.0
+    pass_bound: float = 0.0
+    alpha: float = 0.0
+    ratio_estimate: float | None = None
+    judged: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +242,7 @@ class Evidence:
     beta: float
     requests_needed: int
     latency_threshold_ms: float | None
+    lean: Lean = "unclear"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -150,56 +250,150 @@ class Evidence:
         return out
 
 
+# ---- the e-processes ------------------------------------------------------------------------
+
+
 def _pi(ratio: float, n_c: int, n_s: int) -> float:
     return ratio * n_c / (ratio * n_c + n_s)
 
 
-def _increment(
-    cfg: JudgeConfig, ratio: float, n_c: int, k_c: int, n_s: int, k_s: int
-) -> float:
-    """Log likelihood ratio `ratio` vs r0 of the canary's share of this window's bad events."""
-    if n_c <= 0 or n_s <= 0 or k_c + k_s == 0:
-        return 0.0
-    p0 = _pi(1.0 + cfg.tolerance, n_c, n_s)
-    p1 = _pi(ratio, n_c, n_s)
-    return k_c * math.log(p1 / p0) + k_s * math.log((1 - p1) / (1 - p0))
+def _logsumexp(values: Iterable[float]) -> float:
+    vals = list(values)
+    top = max(vals)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in vals))
 
 
-def _mixture_llr(sig: Signal) -> float:
-    """log of the equally weighted average of the alternatives' likelihood ratios."""
-    if not sig.mix:
-        return sig.llr
-    top = max(sig.mix)
-    return top + math.log(sum(math.exp(v - top) for v in sig.mix) / len(sig.mix))
+def _log_binom_pmf(m: int, p: float) -> list[float]:
+    lp, lq = math.log(p), math.log1p(-p)
+    base = math.lgamma(m + 1)
+    return [base - math.lgamma(k + 1) - math.lgamma(m - k + 1) + k * lp + (m - k) * lq
+            for k in range(m + 1)]
 
 
-def _add(sig: Signal, cfg: JudgeConfig, n_c: int, k_c: int, n_s: int, k_s: int) -> Signal:
-    ratios = [cfg.detect_ratio * m for m in cfg.fail_mixture]
-    mix = sig.mix or tuple(0.0 for _ in ratios)
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def _log_hypergeom_pmf(m: int, n_c: int, n_s: int, odds: float) -> list[float]:
+    """Fisher's noncentral hypergeometric: the canary's share of m errors when each request
+    fails independently (Bernoulli) with canary/stable odds ratio `odds`."""
+    lo, hi = max(0, m - n_s), min(m, n_c)
+    raw = [_log_comb(n_c, k) + _log_comb(n_s, m - k) + k * math.log(odds)
+           if lo <= k <= hi else -math.inf for k in range(m + 1)]
+    norm = _logsumexp(raw)
+    return [v - norm for v in raw]
+
+
+def _log_scale(log_pmf: list[float], log_f: list[float], log_cap: float) -> float:
+    """log c such that the mean of min(c·f, cap) under `log_pmf` is exactly 1."""
+    order = sorted((k for k in range(len(log_f)) if log_pmf[k] > -math.inf),
+                   key=lambda k: log_f[k], reverse=True)
+    rest = sum(math.exp(log_pmf[k] + log_f[k]) for k in order)  # mean of f, uncapped
+    capped = 0.0  # null probability of the outcomes held at the cap
+    cap = math.exp(log_cap) if log_cap < 700 else math.inf
+    for j in range(len(order) + 1):
+        if rest <= 0:
+            break
+        log_c = math.log(max(1.0 - cap * capped, 1e-300) / rest) if capped else -math.log(rest)
+        if j == len(order) or log_c + log_f[order[j]] <= log_cap:
+            return log_c
+        k = order[j]
+        capped += math.exp(log_pmf[k])
+        rest -= math.exp(log_pmf[k] + log_f[k])
+    return math.log(1.0 / cap) if cap < math.inf else 0.0  # pragma: no cover - all capped
+
+
+def _bet(logs: tuple[float, ...], ratios: tuple[float, ...], null: float, n_c: int, k_c: int,
+         n_s: int, k_s: int, log_bound: float | None) -> tuple[float, ...]:
+    """One window's factor for a mixture of likelihood ratios `ratios` against `null`.
+
+    `logs` are the components' log wealths. The mixture's factor is rescaled so that its
+    mean is at most 1 under the null both when errors are Poisson events (the canary's
+    share is binomial) and when each request fails independently (the share is Fisher's
+    hypergeometric, null = odds ratio). With `log_bound` set (the bound would be acted on
+    after this window), outcomes that would cross it are capped at it and the capped mass
+    is recycled to the other outcomes (no overshoot).
+    """
+    m = k_c + k_s
+    if m == 0 or n_c <= 0 or n_s <= 0:
+        return logs
+    p0 = _pi(null, n_c, n_s)
+    steps = []
+    for r in ratios:
+        p1 = _pi(r, n_c, n_s)
+        steps.append((math.log(p1 / p0), math.log((1 - p1) / (1 - p0))))
+    new = tuple(v + k_c * a + k_s * b for v, (a, b) in zip(logs, steps, strict=True))
+    log_w = _logsumexp(logs)
+    if m > _MAX_EXACT_EVENTS or (log_bound is not None and log_w >= log_bound):
+        return new
+    # log of the mixture factor for every possible canary share k of the m events
+    log_f = [_logsumexp(v - log_w + k * a + (m - k) * b for v, (a, b) in zip(logs, steps,
+                                                                            strict=True))
+             for k in range(m + 1)]
+    log_cap = math.inf if log_bound is None else log_bound - log_w
+    laws = [_log_binom_pmf(m, p0)]
+    if m <= n_c + n_s:
+        laws.append(_log_hypergeom_pmf(m, n_c, n_s, null))
+    log_c = min(_log_scale(law, log_f, log_cap) for law in laws)
+    shift = min(log_c + log_f[k_c], log_cap) - log_f[k_c]
+    return tuple(v + shift for v in new)
+
+
+def _add(sig: Signal, cfg: JudgeConfig, n_c: int, k_c: int, n_s: int, k_s: int,
+         log_alpha_bound: float) -> Signal:
+    r0 = 1.0 + cfg.tolerance
+    prior = tuple(math.log(w) for w in cfg.fail_weights)
+    fail_log = sig.fail_log if len(sig.fail_log) == len(prior) else prior
+    canary_after = sig.canary_total + max(n_c, 0)
+    pass_cap = math.log(1.0 / cfg.beta) if canary_after >= cfg.min_requests else None
     return Signal(
-        llr=sig.llr + _increment(cfg, cfg.detect_ratio, n_c, k_c, n_s, k_s),
-        mix=tuple(v + _increment(cfg, r, n_c, k_c, n_s, k_s) for v, r in zip(mix, ratios,
-                                                                            strict=True)),
-        canary_total=sig.canary_total + n_c,
+        fail_log=_bet(fail_log, cfg.fail_ratios, r0, n_c, k_c, n_s, k_s, log_alpha_bound),
+        pass_log=_bet((sig.pass_log,), (r0,), cfg.detect_ratio, n_c, k_c, n_s, k_s,
+                      pass_cap)[0],
+        canary_total=canary_after,
         canary_bad=sig.canary_bad + k_c,
         stable_total=sig.stable_total + n_s,
         stable_bad=sig.stable_bad + k_s,
     )
 
 
+def _alphas(state: JudgeState, cfg: JudgeConfig) -> tuple[float, float]:
+    """(errors' alpha, latency's alpha): latency gets its share only if it is judged."""
+    if state.latency_judged:
+        share = cfg.latency_alpha_share
+        return cfg.alpha * (1 - share), cfg.alpha * share
+    return cfg.alpha, 0.0
+
+
 def observe(state: JudgeState, window: Window, cfg: JudgeConfig) -> JudgeState:
     """Fold one window into the evidence (windows must not overlap)."""
     w = window
-    if min(w.canary_total, w.stable_total, w.canary_errors, w.stable_errors) < 0:
-        raise ValueError("counts cannot be negative")
+    counts = (w.canary_total, w.stable_total, w.canary_errors, w.stable_errors,
+              w.canary_slow, w.stable_slow)
+    if min(counts) < 0:
+        raise ValueError("judge window: counts cannot be negative")
+    judged = state.latency_judged
+    if judged is None:  # fixed before the first window: alpha's split cannot follow the data
+        judged = cfg.latency_alpha_share > 0 and (
+            state.latency_threshold_ms is not None or cfg.latency_threshold_ms is not None)
+        state = replace(state, latency_judged=judged)
+    a_err, a_lat = _alphas(state, cfg)
+    latency = state.latency
+    if judged:
+        latency = _add(latency, cfg, w.canary_total, min(w.canary_slow, w.canary_total),
+                       w.stable_total, min(w.stable_slow, w.stable_total), -math.log(a_lat))
     return replace(
         state,
         errors=_add(state.errors, cfg, w.canary_total, w.canary_errors, w.stable_total,
-                    w.stable_errors),
-        latency=_add(state.latency, cfg, w.canary_total, w.canary_slow, w.stable_total,
-                     w.stable_slow),
+                    w.stable_errors, -math.log(a_err)),
+        latency=latency,
         windows=state.windows + 1,
     )
+
+
+# ---- verdicts -------------------------------------------------------------------------------
 
 
 def poisson_upper(k: int, confidence: float) -> float:
@@ -215,40 +409,47 @@ def _z(p: float) -> float:
     return NormalDist().inv_cdf(p)
 
 
-def _signal_verdict(
-    name: str, sig: Signal, cfg: JudgeConfig, quiet: float
-) -> tuple[SignalEvidence, int]:
+def _signal_verdict(name: str, sig: Signal, cfg: JudgeConfig, quiet: float,
+                    alpha: float) -> tuple[SignalEvidence, int]:
     rate_c = sig.canary_bad / sig.canary_total if sig.canary_total else 0.0
     rate_s = sig.stable_bad / sig.stable_total if sig.stable_total else 0.0
+    ratio = rate_c / rate_s if rate_s > 0 else None
     upper = poisson_upper(sig.canary_bad, 1 - cfg.beta) / max(sig.canary_total, 1)
+    fail_log = _logsumexp(sig.fail_log) if sig.fail_log else 0.0
+    fail_bound = math.log(1.0 / alpha)
+    pass_bound = math.log(1.0 / cfg.beta)
+    enough = sig.canary_total >= cfg.min_requests
     needed = 0
     verdict: Verdict
-    mixed = _mixture_llr(sig)
-    if mixed >= cfg.fail_bound:
+    vs = f"canary {name} rate {rate_c:.3%} vs stable {rate_s:.3%}"
+    if fail_log >= fail_bound - 1e-9:
         verdict = "fail"
-        reason = (f"canary {name} rate {rate_c:.3%} vs stable {rate_s:.3%}: likelihood ratio "
-                  f"{math.exp(mixed):.3g} >= {1 / cfg.alpha:.3g} (false alarm <= {cfg.alpha:g})")
-    elif sig.llr <= cfg.pass_bound and sig.canary_total >= cfg.min_requests:
+        reason = (f"{vs}: e-value {math.exp(fail_log):.3g} >= {1 / alpha:.3g} against "
+                  f"ratio <= {1 + cfg.tolerance:g} (false rollback <= {alpha:.2g})")
+    elif sig.pass_log >= pass_bound - 1e-9 and enough:
         verdict = "pass"
-        reason = (f"canary {name} rate {rate_c:.3%} vs stable {rate_s:.3%}: likelihood ratio "
-                  f"{math.exp(sig.llr):.3g} <= {math.exp(cfg.pass_bound):.3g}")
-    elif upper <= quiet and sig.canary_total >= cfg.min_requests:
+        reason = (f"{vs}: e-value {math.exp(sig.pass_log):.3g} >= {1 / cfg.beta:.3g} against "
+                  f"ratio >= {cfg.detect_ratio:g} (bad canary passed <= {cfg.beta:.2g})")
+    elif upper <= quiet and enough:
         verdict = "pass"
         reason = (f"canary {name} rate at most {upper:.3%} ({sig.canary_bad} of "
                   f"{sig.canary_total}), below {quiet:.2%}")
     else:
         verdict = "inconclusive"
         needed = _still_needed(sig, cfg, quiet)
-        reason = (f"canary {name} rate {rate_c:.3%} vs stable {rate_s:.3%} on "
-                  f"{sig.canary_total} requests: not enough evidence yet, about {needed} "
-                  f"more canary requests needed")
+        reason = (f"{vs} on {sig.canary_total} requests: not enough evidence yet, about "
+                  f"{needed} more canary requests needed")
+    signed = fail_log if fail_log >= sig.pass_log else -sig.pass_log
     ev = SignalEvidence(name, verdict, rate_c, rate_s, sig.canary_total, sig.canary_bad,
-                        sig.stable_total, sig.stable_bad, max(mixed, sig.llr), reason)
+                        sig.stable_total, sig.stable_bad, signed, reason,
+                        log_fail_evalue=fail_log, log_pass_evalue=sig.pass_log,
+                        fail_bound=fail_bound, pass_bound=-pass_bound, alpha=alpha,
+                        ratio_estimate=ratio)
     return ev, needed
 
 
 def _still_needed(sig: Signal, cfg: JudgeConfig, quiet: float) -> int:
-    """Expected canary requests until the pass bound if the canary is as good as stable."""
+    """Expected canary requests until a pass if the canary is exactly as good as allowed."""
     floor = max(cfg.min_requests - sig.canary_total, 0)
     events = sig.canary_bad + sig.stable_bad
     if events == 0 or sig.stable_total == 0 or sig.canary_total == 0:
@@ -257,22 +458,35 @@ def _still_needed(sig: Signal, cfg: JudgeConfig, quiet: float) -> int:
     p0 = _pi(1.0 + cfg.tolerance, sig.canary_total, sig.stable_total)
     p1 = _pi(cfg.detect_ratio, sig.canary_total, sig.stable_total)
     kl = p0 * math.log(p0 / p1) + (1 - p0) * math.log((1 - p0) / (1 - p1))
-    events_needed = max(sig.llr - cfg.pass_bound, 0.0) / max(kl, 1e-12)
+    events_needed = max(math.log(1.0 / cfg.beta) - sig.pass_log, 0.0) / max(kl, 1e-12)
     per_request = events / sig.canary_total
     return max(math.ceil(events_needed / per_request), floor, 1)
 
 
+def _unjudged(name: str, sig: Signal) -> SignalEvidence:
+    return SignalEvidence(name, "pass", 0.0, 0.0, sig.canary_total, 0, sig.stable_total, 0,
+                          0.0, f"{name}s not judged: no latency threshold before the first "
+                          "window (set latency_threshold_ms, or give the stable a histogram)",
+                          judged=False)
+
+
 def verdict(state: JudgeState, cfg: JudgeConfig) -> Evidence:
-    """Fail if any signal fails; pass only when every signal passes; else inconclusive."""
-    errors, need_e = _signal_verdict("error", state.errors, cfg, cfg.quiet_rate)
-    latency, need_l = _signal_verdict("slow-request", state.latency, cfg, cfg.quiet_slow_rate)
+    """Fail if any signal fails; pass only when every judged signal passes."""
+    a_err, a_lat = _alphas(state, cfg)
+    errors, need_e = _signal_verdict("error", state.errors, cfg, cfg.quiet_rate, a_err)
+    if state.latency_judged is False:
+        latency, need_l = _unjudged("slow-request", state.latency), 0
+    else:
+        latency, need_l = _signal_verdict("slow-request", state.latency, cfg,
+                                          cfg.quiet_slow_rate, a_lat or cfg.alpha)
     signals = (errors, latency)
     failing = [s for s in signals if s.verdict == "fail"]
     if failing:
         overall: Verdict = "fail"
         reason = failing[0].reason
     elif all(s.verdict == "pass" for s in signals):
-        overall, reason = "pass", "; ".join(s.reason for s in signals)
+        overall = "pass"
+        reason = "; ".join(s.reason for s in signals if s.judged)
     else:
         overall = "inconclusive"
         reason = "; ".join(s.reason for s in signals if s.verdict == "inconclusive")
@@ -280,13 +494,26 @@ def verdict(state: JudgeState, cfg: JudgeConfig) -> Evidence:
         verdict=overall,
         reason=reason,
         signals=signals,
-        fail_bound=cfg.fail_bound,
+        fail_bound=errors.fail_bound,
         pass_bound=cfg.pass_bound,
         alpha=cfg.alpha,
         beta=cfg.beta,
         requests_needed=max(need_e, need_l) if overall == "inconclusive" else 0,
         latency_threshold_ms=state.latency_threshold_ms,
+        lean=_lean(signals),
     )
+
+
+def _lean(signals: tuple[SignalEvidence, ...]) -> Lean:
+    """Which way the evidence points so far: bad if any judged signal's fail e-value is
+    above 1 (the data favour a worse canary), healthy if every judged signal's pass e-value
+    is above 1. A rollout may use it to hold or raise the weight; it decides nothing."""
+    judged = [s for s in signals if s.judged]
+    if any(s.log_fail_evalue > 0 for s in judged):
+        return "bad"
+    if judged and all(s.log_pass_evalue > 0 or s.verdict == "pass" for s in judged):
+        return "healthy"
+    return "unclear"
 
 
 # ---- latency histograms -----------------------------------------------------------------
@@ -325,8 +552,12 @@ def diff_buckets(new: Mapping[float, float], old: Mapping[float, float]) -> dict
 
 def fix_threshold(state: JudgeState, cfg: JudgeConfig,
                   stable_buckets: Mapping[float, float]) -> JudgeState:
-    """Choose the latency threshold once, before the first window is folded in."""
-    if state.latency_threshold_ms is not None:
+    """Choose the latency threshold once, before the first window is folded in.
+
+    After the first window it is too late: alpha's split between errors and latency is
+    fixed then, and moving it after seeing data would void the false-rollback bound.
+    """
+    if state.latency_threshold_ms is not None or state.windows > 0:
         return state
     threshold = cfg.latency_threshold_ms or pick_threshold(stable_buckets, cfg.latency_quantile)
     return replace(state, latency_threshold_ms=threshold)

@@ -4,7 +4,9 @@ Address: the template's `address` when it is reachable from here; otherwise the 
 own Prometheus. In-cluster names cannot resolve on one machine, so an address whose host
 is a bare name (`prometheus`), `name.namespace` (`prometheus.monitoring`) or ends in
 `.svc` / `.cluster.local` maps to the mesh's Prometheus; so does an omitted address.
-An IP, `localhost` or a fully qualified outside name is used as given.
+An IP, `localhost` or a fully qualified outside name is used as given. `tollway up` runs
+the mesh's Prometheus itself (`tollway.control.local.prometheus`) when the `prometheus`
+binary is installed; without one the error says how to get it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from tollway.rollout.analysis.providers import ProviderError
+
+# `tollway up` runs the mesh's own Prometheus only when the binary is installed and
+# neither --no-prometheus nor $TOLLWAY_PROMETHEUS_URL says otherwise.
+NO_PROMETHEUS_FIX = ("install Prometheus (`apt-get install prometheus`) and restart `tollway up` "
+                     "without --no-prometheus, or set TOLLWAY_PROMETHEUS_URL to a Prometheus "
+                     "that scrapes the sidecars")
 
 
 def in_cluster(address: str) -> bool:
@@ -35,10 +43,9 @@ def resolve_address(given: str | None, mesh_default: str | None) -> str:
         return mesh_default
     if given:
         raise ProviderError(f"Prometheus address {given} is an in-cluster name and the mesh "
-                            "runs no Prometheus; set TOLLWAY_PROMETHEUS_URL or an address "
-                            "reachable from here")
+                            f"runs no Prometheus; {NO_PROMETHEUS_FIX}")
     raise ProviderError("the template gives no Prometheus address and the mesh runs none; "
-                        "set TOLLWAY_PROMETHEUS_URL or provider.prometheus.address")
+                        f"{NO_PROMETHEUS_FIX}")
 
 
 def _number(text: Any) -> float:

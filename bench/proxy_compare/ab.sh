@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# bench/proxy_compare/ab.sh - A/B of two Tollway source trees (e.g. HEAD vs the working
+# tree) through the same harness, in one run, interleaved: the way to tell whether a
+# change to the proxy's hot path pays, on a host too noisy for absolute numbers.
+#
+#   git worktree add /tmp/tollway-base HEAD        # the "before" tree (read-only use)
+#   BASE=/tmp/tollway-base bash bench/proxy_compare/ab.sh
+#
+# Starts an nginx backend (return 200, 100-byte body) beside wrk on LOADGEN_CPU and, on
+# PROXY_CPU, HAProxy (C, the reference of the issue's ratios) and, for each tree, the
+# bench's Tollway shapes: T (90/10 split, outlier detection, Istio metrics), with
+# VARIANTS=all also T-mir (100% mirror) and T-100 (100 routes, 20 clusters). Targets run
+# interleaved (runner.py: rep 1 of every target, then rep 2, ...). Read CPU us/req: it is
+# CPU time of the proxy process per request, the least sensitive figure to other load.
+#
+#   env: BASE=dir (required) NEW=dir (default: this tree) DURATION=5 REPS=5 MODES=sat
+#        VARIANTS=t|all CONNS=50 PORT_BASE=18280 LOADGEN_CPU=0 PROXY_CPU=1 OUT=dir
+# It stops every process it started, by PID, on exit.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+BASE="${BASE:?set BASE to the before tree, e.g. a git worktree of HEAD}"
+NEW="${NEW:-$ROOT}"
+DURATION="${DURATION:-5}"; REPS="${REPS:-5}"; MODES="${MODES:-sat}"; VARIANTS="${VARIANTS:-t}"
+CONNS="${CONNS:-50}"; PORT_BASE="${PORT_BASE:-18280}"
+LOADGEN_CPU="${LOADGEN_CPU:-0}"; PROXY_CPU="${PROXY_CPU:-1}"
+WORK="$(mktemp -d -t tollway-ab.XXXXXX)"
+OUT="${OUT:-$WORK/out}"; mkdir -p "$OUT"
+PY="${PY:-$ROOT/.venv/bin/python}"; [ -x "$PY" ] || PY="$(command -v python3)"
+P_BACKEND=$PORT_BASE; P_HAPROXY=$((PORT_BASE+1))
+UPSTREAM="127.0.0.1:$P_BACKEND"
+log() { printf '[ab] %s\n' "$*" >&2; }
+for c in nginx haproxy wrk taskset curl; do
+  command -v "$c" >/dev/null || { log "missing $c (bash bench/run.sh installs it)"; exit 1; }
+done
+
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break; sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+LAST_PID=0
+start() {  # start CPU NAME CMD...   (sets LAST_PID)
+  local cpu=$1 name=$2; shift 2
+  taskset -c "$cpu" "$@" >"$WORK/$name.log" 2>&1 &
+  LAST_PID=$!; PIDS+=("$LAST_PID")
+}
+wait_port() {
+  for _ in $(seq 200); do curl -s -o /dev/null -m 1 "http://127.0.0.1:$1/" && return 0; sleep 0.1; done
+  log "nothing answers on port $1; logs in $WORK"; exit 1
+}
+
+BODY="$(printf '0123456789%.0s' $(seq 9))abcdefghi"
+cat > "$WORK/backend.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/backend.pid;
+error_log $WORK/backend-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/t1; proxy_temp_path $WORK/t2; fastcgi_temp_path $WORK/t3;
+  uwsgi_temp_path $WORK/t4; scgi_temp_path $WORK/t5;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  server {
+    listen 127.0.0.1:$P_BACKEND backlog=4096;
+    location / { default_type text/plain; return 200 "$BODY\n"; }
+  }
+}
+CONF
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$P_HAPROXY backlog 4096
+  default_backend be
+backend be
+  server s1 $UPSTREAM
+CONF
+
+start "$LOADGEN_CPU" backend nginx -p "$WORK" -c "$WORK/backend.conf" -e "$WORK/backend-error.log"
+PID_backend=$LAST_PID
+start "$PROXY_CPU" haproxy haproxy -db -f "$WORK/haproxy.cfg"
+PID_haproxy=$LAST_PID
+wait_port $P_BACKEND; wait_port $P_HAPROXY
+
+shapes=("T:")
+[ "$VARIANTS" = all ] && shapes+=("T-mir:--mirror" "T-100:--routes 100 --clusters 20")
+TARGETS="[{\"id\": \"C\", \"name\": \"HAProxy\", \"url\": \"http://127.0.0.1:$P_HAPROXY/\", \"pid\": $PID_haproxy}"
+port=$((PORT_BASE+2))
+for shape in "${shapes[@]}"; do
+  id="${shape%%:*}"; args="${shape#*:}"
+  for tree in base new; do
+    dir=$BASE; [ $tree = new ] && dir=$NEW
+    # shellcheck disable=SC2086
+    (cd "$dir" && PYTHONPATH="$dir" "$PY" bench/tollway_snapshot.py --upstream "$UPSTREAM" \
+      --port $port $args > "$WORK/$id-$tree.json")
+    (cd "$dir" && PYTHONPATH="$dir" exec taskset -c "$PROXY_CPU" "$PY" -m tollway.proxy \
+      --config "$WORK/$id-$tree.json" --admin-port 0 >"$WORK/$id-$tree.log" 2>&1) &
+    LAST_PID=$!; PIDS+=("$LAST_PID")
+    wait_port $port
+    TARGETS="$TARGETS, {\"id\": \"$id-$tree\", \"name\": \"$id ($dir)\", \"url\": \"http://127.0.0.1:$port/\", \"pid\": $LAST_PID}"
+    port=$((port+1))
+  done
+done
+echo "$TARGETS]" > "$WORK/targets.json"
+log "work dir $WORK; base=$BASE new=$NEW modes=$MODES reps=$REPS duration=${DURATION}s"
+"$PY" "$ROOT/bench/proxy_compare/runner.py" --targets "$WORK/targets.json" \
+  --out "$OUT/results.json" --reps "$REPS" --duration "$DURATION" --modes "$MODES" \
+  --conns "$CONNS" --loadgen-cpu "$LOADGEN_CPU" --proxy-cpu "$PROXY_CPU" \
+  --wrk-script "$HERE/report.lua" > "$OUT/table.md"
+cat "$OUT/table.md"
+"$PY" - "$OUT/results.json" <<'PY'
+import json, statistics, sys
+res = json.load(open(sys.argv[1]))["results"]
+def med(tid, mode, key):
+    v = [r[key] for r in res if r["id"] == tid and r["mode"] == mode and r.get(key) is not None]
+    return statistics.median(v) if v else None
+ids = sorted({r["id"] for r in res if r["id"].endswith("-base")})
+for mode in sorted({r["mode"] for r in res}):
+    c = med("C", mode, "cpu_us_per_req")
+    print(f"\n{mode}: CPU us/req (median), HAProxy {c:.1f}")
+    for b in ids:
+        n = b[:-5] + "-new"
+        cb, cn = med(b, mode, "cpu_us_per_req"), med(n, mode, "cpu_us_per_req")
+        rb, rn = med(b, mode, "rss_mb"), med(n, mode, "rss_mb")
+        print(f"  {b[:-5]:6} base {cb:6.1f}  new {cn:6.1f}  new/base {cn / cb:.3f}  "
+              f"HAProxy/new {c / cn:.2f}x  RSS {rb:.1f} -> {rn:.1f} MB")
+PY

@@ -1,0 +1,131 @@
+"""`tollway analyze`: a Rollout whose Prometheus analysis is service-wide is told at which
+canary weight the check can notice the canary at all (tollway.config.analyze_promql)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tollway.config.analyze import analyze
+from tollway.config.analyze_promql import blind_spot, service_wide, service_wide_findings
+from tollway.config.findings import Severity
+from tollway.config.load import load_paths, load_text
+
+SEEDS = Path(__file__).resolve().parents[1] / "data" / "seed"
+SEED15_QUERY = (SEEDS / "15-analysis-template.yaml").read_text()
+
+ROLLOUT = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: api}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers: [{name: api, image: api:1}]
+  strategy:
+    canary:
+STRATEGY
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: rate}
+spec:
+  metrics:
+  - name: rate
+    successCondition: CONDITION
+    provider:
+      prometheus:
+        query: 'QUERY'
+"""
+WIDE = ('sum(rate(istio_requests_total{destination_service="api.default.svc.cluster.local",'
+        'response_code!~"5.*"}[5m])) / sum(rate(istio_requests_total{'
+        'destination_service="api.default.svc.cluster.local"}[5m]))')
+STEPS = ("      steps:\n      - setWeight: 10\n      - analysis: {templates: "
+         "[{templateName: rate}]}\n")
+
+
+def _findings(strategy: str = STEPS, condition: str = "result[0] >= 0.99",
+              query: str = WIDE) -> list[str]:
+    text = (ROLLOUT.replace("STRATEGY", strategy).replace("CONDITION", condition)
+            .replace("QUERY", query))
+    result = load_text(text)
+    assert result.ok, [f.render() for f in result.findings]
+    return [f.message for f in service_wide_findings(result.resources)]
+
+
+def test_seeds_14_and_15_get_one_info_per_service_wide_metric() -> None:
+    result = load_paths([SEEDS / "14-argo-rollout.yaml", SEEDS / "15-analysis-template.yaml"])
+    found = [f for f in analyze(result.resources) if "destination_service" in f.message]
+    assert [(f.severity, f.kind, f.line, f.path) for f in found] == [
+        (Severity.INFO, "Rollout", 36,
+         "spec.strategy.canary.steps[2].analysis.templates[0].templateName")] * 2
+    rate, p99 = (f.message for f in found)
+    assert rate.startswith("metric 'success-rate' of template success-rate")
+    assert ("at setWeight 5 the service-wide success rate stays >= 0.99 unless the canary "
+            "fails more than 20% of its requests (5% at setWeight 20)") in rate
+    assert ("at setWeight 5 the service-wide p99 stays <= 200 unless more than 20% of the "
+            "canary's requests take longer than 200 (5% at setWeight 20)") in p99
+    for msg in (rate, p99):
+        assert "the `tollway` provider" in msg
+        assert 'destination_workload="payment-service-<pod-template-hash>"' in msg
+
+
+def test_template_alone_or_canary_aware_query_gets_nothing() -> None:
+    result = load_paths([SEEDS / "15-analysis-template.yaml"])
+    assert list(service_wide_findings(result.resources)) == []  # no Rollout runs it
+    aware = WIDE.replace('response_code!~"5.*"', 'response_code!~"5.*",'
+                         'destination_workload=~"api-{{args.hash}}"')
+    assert _findings(query=aware) == []
+    assert _findings(query='sum(rate(istio_requests_total{destination_version="v2"}[1m]))') == []
+    assert _findings(query="vector(1)") == []  # does not select by destination_service
+
+
+def test_every_request_failing_cannot_move_it_at_a_tiny_weight() -> None:
+    (msg,) = _findings(strategy=STEPS.replace("setWeight: 10", "setWeight: 1"))
+    assert "at setWeight 1 the service-wide success rate stays >= 0.99 even if the canary " \
+           "fails every request" in msg
+
+
+def test_background_analysis_reports_the_first_weight_it_runs_under() -> None:
+    strategy = ("      analysis: {templates: [{templateName: rate}], startingStep: 2}\n"
+                "      steps:\n      - setWeight: 5\n      - pause: {duration: 1m}\n"
+                "      - setWeight: 25\n      - pause: {duration: 1m}\n")
+    (msg,) = _findings(strategy=strategy)
+    assert "at setWeight 25 the service-wide success rate stays >= 0.99 unless the canary " \
+           "fails more than 4% of its requests" in msg
+
+
+def test_other_conditions_get_the_generic_sentence() -> None:
+    (msg,) = _findings(condition="result[0] > 0 && result[0] < 5")
+    assert "at setWeight 10 the canary is only 10% of the requests it measures" in msg
+
+
+def test_service_wide_reads_selectors_not_words() -> None:
+    assert service_wide(SEED15_QUERY)
+    assert service_wide('x{destination_service_name=~"api"}')
+    assert not service_wide('x{destination_service="a", destination_canonical_revision="v2"}')
+    assert not service_wide('x{destination_service="a", rollouts_pod_template_hash="abc"}')
+
+
+@given(floor=st.integers(1, 999), weight=st.integers(1, 100))
+def test_reported_failure_share_is_where_the_service_wide_rate_crosses(floor: int,
+                                                                      weight: int) -> None:
+    """With a flawless stable the service-wide rate is 1 - w*f: it equals the threshold
+    exactly at the share the finding names, and no share can reach it when w <= 1 - X."""
+    x = floor / 1000
+    text = blind_spot(WIDE, f"result[0] >= {x}", [weight])
+    m = re.search(r"fails more than ([0-9.e+]+)% of its requests", text)
+    if m is None:
+        assert "even if the canary fails every request" in text
+        assert 1 - weight / 100 * 1.0 >= x - 1e-9
+    else:
+        share = float(m.group(1)) / 100
+        assert 0 < share < 1
+        # three significant digits: the share is exact to 0.5% of itself
+        assert abs((1 - weight / 100 * share) - x) <= weight / 100 * share * 5e-3 + 1e-12

@@ -1,0 +1,206 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright).
+
+1. Empty: a control plane with no proxy and no rollout shows sentences saying what to do.
+2. Live: `tollway up` on a one-replica Argo Rollout judged by the `tollway` provider,
+   steady traffic through the client proxy, a release started through the rollout API;
+   the page must draw the client → service edge with a non-zero rate, the split to the
+   stable and canary workloads, the rollout with its current step, weights, an analysis
+   chart and the judge's evidence, and the proxies — and fetch nothing from elsewhere.
+
+Chromium is never downloaded: CI installs Debian's package (.ci/run). Without it the
+tests fail in CI (CI=true) and are skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from tests.e2e.e2e_mesh import Mesh, Stream, wait_until
+from tollway.control import serve
+from tollway.control.plane import ControlPlane
+from tollway.control.store import ConfigStore
+from tollway.dashboard import web as dashboard_web
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DATA = Path(__file__).resolve().parent / "data"
+SVC = "web.default.svc.cluster.local"
+CLIENT_EDGE = f"workload:default/tollway-client->service:{SVC}"
+
+
+def _need(what: str) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what}; CI must run the browser tests (.ci/run installs chromium)")
+    pytest.skip(what)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need("playwright is not installed; pip install -e '.[dev]'")
+    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        _need(f"no Chromium at {CHROMIUM}; apt-get install chromium")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Watched:
+    """A page plus every request it made and every error it logged."""
+
+    def __init__(self, browser: Any, origin: str) -> None:
+        self.origin = origin
+        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        self.page.on("console", lambda m: self.errors.append(f"console: {m.text}")
+                     if m.type == "error" else None)
+        self.page.goto(origin + "/dashboard")
+
+    def wait(self, js: str, what: str, timeout_ms: int = 25_000) -> None:
+        try:
+            self.page.wait_for_function(js, timeout=timeout_ms)
+        except Exception as exc:
+            text = self.page.inner_text("main")[:3000]
+            raise AssertionError(f"the page never showed {what}; it shows:\n{text}") from exc
+
+    def check_clean(self) -> None:
+        assert self.errors == []
+        elsewhere = [u for u in self.requests if not u.startswith(self.origin + "/")]
+        assert elsewhere == [], "the page fetched from another origin"
+
+
+def test_empty_control_plane_says_what_to_do(browser: Any) -> None:
+    loop = asyncio.new_event_loop()
+    plane: ControlPlane | None = None
+
+    async def boot() -> web.AppRunner:
+        nonlocal plane
+        plane = ControlPlane(ConfigStore())
+        app = serve.make_app(plane, routes=dashboard_web.routes(plane))
+        return await serve.serve(app, "127.0.0.1", 0)
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner = asyncio.run_coroutine_threadsafe(boot(), loop).result(10)
+    try:
+        w = Watched(browser, f"http://127.0.0.1:{runner.addresses[0][1]}")
+        w.wait("() => Number(document.body.dataset.updates) >= 2", "two refreshes")
+        graph = w.page.inner_text("#graph-empty")
+        assert "No proxies are registered" in graph and "tollway up DIR" in graph
+        assert "No rollouts." in w.page.inner_text("#rollouts")
+        assert "No proxies yet." in w.page.inner_text("#mesh")
+        assert w.page.locator("#edges").is_hidden()
+        w.check_clean()
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        assert plane is not None
+        loop.call_soon_threadsafe(plane.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def _status(mesh: Mesh) -> dict[str, Any]:
+    resp = httpx.get(f"{mesh.url}/v1/rollouts/default/web", timeout=5)
+    return dict(resp.json().get("status") or {}) if resp.status_code == 200 else {}
+
+
+def _measured(st: dict[str, Any]) -> bool:
+    return any(m.get("measurements") for run in st.get("analysisRuns") or ()
+               for m in run.get("metricResults") or ())
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[Mesh]:
+    root = tmp_path / "web"
+    root.mkdir()
+    text = (DATA / "web-rollout.yaml").read_text()
+    (root / "web.yaml").write_text(text.replace("PYTHON", json.dumps(sys.executable)))
+    m = Mesh(root)
+    try:
+        m.start()
+        yield m
+    finally:
+        m.stop()
+        _reap(root / ".tollway" / "members.json")
+
+
+def _reap(members: Path) -> None:
+    """If `tollway up` died before stopping its replicas, stop what it left running."""
+    try:
+        rows = json.loads(members.read_text())
+    except (OSError, ValueError):
+        return
+    for row in rows.values():
+        for key in ("sidecar_pid", "app_pid"):
+            if row.get(key):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(row[key]), signal.SIGTERM)
+
+
+@pytest.mark.timeout(150)
+def test_live_mesh_graph_rollout_and_proxies(browser: Any, mesh: Mesh) -> None:
+    wait_until(lambda: _status(mesh).get("phase") == "Healthy", 30, "the rollout to settle")
+    with Stream(mesh, host="web:8080") as stream:
+        stream.wait_for(lambda v: len(v) >= 20)
+        started = httpx.post(f"{mesh.url}/v1/rollouts/default/web/set-image", timeout=10,
+                             json={"image": "demo:v2", "env": {"VERSION": "v2"},
+                                   "actor": "test", "reason": "dashboard test"})
+        assert started.status_code == 200, started.text
+        wait_until(lambda: _measured(_status(mesh)), 40, "a first analysis measurement")
+        w = Watched(browser, mesh.url)
+        w.wait(f"""() => {{
+            const e = document.querySelector('g.edge[data-edge="{CLIENT_EDGE}"]');
+            return e !== null && parseFloat(e.dataset.rps) > 0;
+        }}""", "the client → web edge with a rate")
+        w.wait(f"""() => [...document.querySelectorAll('g.edge.split')]
+            .filter(e => e.dataset.edge.startsWith("service:{SVC}->")
+                         && parseFloat(e.dataset.rps) > 0).length === 2""",
+               "traffic split to the stable and the canary workloads")
+        w.wait("""() => document.querySelector(
+            '[data-rollout="default/web"] .metric[data-metric="canary-vs-stable"] .evidence')
+            !== null""", "the judge's evidence")
+
+    card = w.page.locator('[data-rollout="default/web"]')
+    assert card.locator("li[data-current=true]").count() == 1
+    steps = card.locator("ol.steps li").all_inner_texts()
+    assert [s.strip() for s in steps] == ["setWeight: 40", "analysis: canary-judge",
+                                          "pause: {}", "setWeight: 100"]
+    assert int(card.locator(".weights").get_attribute("data-canary-weight") or 0) == 40
+    chart = card.locator('.metric[data-metric="canary-vs-stable"] svg.chart').first
+    assert int(chart.get_attribute("data-points") or 0) >= 1
+    assert chart.locator("line.threshold").count() == 2  # the judge's fail and pass bounds
+    evidence = card.locator(".evidence").first.inner_text()
+    assert "canary bad / total" in evidence and "log LR" in evidence
+    tracks = w.page.locator("g.node").all_text_contents()
+    assert any("canary" in t for t in tracks) and any("stable" in t for t in tracks)
+    row = w.page.locator(f'#edges tr[data-edge="{CLIENT_EDGE}"]').inner_text()
+    assert "tollway-client.default" in row and SVC in row
+    proxies = w.page.locator("#proxies tr[data-proxy]")
+    assert proxies.count() >= 4  # client, gateway, stable and canary sidecars
+    assert "SYNCED" in w.page.inner_text("#proxies")
+    w.check_clean()

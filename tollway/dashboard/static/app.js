@@ -1,0 +1,433 @@
+// Tollway dashboard: polls the control plane's /v1/dashboard/* JSON and draws it.
+// Plain DOM and inline SVG; no framework, no build step, nothing from another origin.
+"use strict";
+
+const POLL_MS = 1500;
+const SVG_NS = "http://www.w3.org/2000/svg";
+let updates = 0;
+
+// ---- small DOM helpers -------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  return build(document.createElement(tag), attrs, children);
+}
+
+function s(tag, attrs, ...children) {
+  return build(document.createElementNS(SVG_NS, tag), attrs, children);
+}
+
+function build(node, attrs, children) {
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "text") node.textContent = String(v);
+    else node.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function code(text) { return h("code", { text }); }
+
+function badge(word) { return h("span", { class: `badge ${word}`, text: word }); }
+
+// ---- number formats ----------------------------------------------------------------------
+
+function fmtRps(v) {
+  if (v === null || v === undefined) return "–";
+  return v < 10 ? v.toFixed(2) : v.toFixed(1);
+}
+
+function fmtPct(v) {
+  if (v === null || v === undefined) return "–";
+  return `${(v * 100).toFixed(v > 0 && v < 0.001 ? 3 : 1)}%`;
+}
+
+function fmtMs(v) {
+  if (v === null || v === undefined) return "–";
+  return v < 10 ? `${v.toFixed(1)} ms` : `${Math.round(v)} ms`;
+}
+
+function fmtNum(v) {
+  if (v === null || v === undefined) return "–";
+  if (Math.abs(v) < 1e-9) return "0";
+  if (Math.abs(v) >= 1000 || (v !== 0 && Math.abs(v) < 0.01)) return v.toPrecision(3);
+  return String(Math.round(v * 1000) / 1000);
+}
+
+function health(edge) {
+  if (!edge.rps) return "idle";
+  const e = edge.errorRate || 0;
+  return e >= 0.05 ? "bad" : e >= 0.01 ? "warn" : "ok";
+}
+
+// ---- the service graph -------------------------------------------------------------------
+
+const COL_W = 250;
+const ROW_H = 96;
+const PAD_X = 90;
+const PAD_Y = 46;
+
+function renderGraph(g) {
+  const svg = document.getElementById("graph");
+  const empty = document.getElementById("graph-empty");
+  const table = document.getElementById("edges");
+  svg.replaceChildren();
+  if (!g.nodes.length) {
+    empty.hidden = false;
+    empty.replaceChildren(g.proxies === 0
+      ? h("span", {}, "No proxies are registered with this control plane yet. Start a mesh ",
+          "with ", code("tollway up DIR"), " (for example ", code("tollway up examples/canary"),
+          ") and its sidecars show up here.")
+      : h("span", {}, "No traffic yet. Send requests through the client proxy, for example ",
+          code("curl -x http://127.0.0.1:15001 http://SERVICE:PORT/"),
+          ", and every call the sidecars report is drawn here."));
+    svg.setAttribute("width", "0");
+    svg.setAttribute("height", "0");
+    table.hidden = true;
+    document.getElementById("graph-caption").textContent = "";
+    return;
+  }
+  empty.hidden = !!g.measured;
+  if (!g.measured) {
+    empty.replaceChildren("Measuring: rates appear once the proxies have been read twice " +
+      "(a second or two).");
+  }
+  const pos = {};
+  let cols = 0, rows = 0;
+  for (const [id, [c, r]] of Object.entries(g.layout)) {
+    pos[id] = { x: PAD_X + c * COL_W, y: PAD_Y + r * ROW_H };
+    cols = Math.max(cols, c + 1);
+    rows = Math.max(rows, r + 1);
+  }
+  svg.setAttribute("width", String(PAD_X * 2 + (cols - 1) * COL_W + 40));
+  svg.setAttribute("height", String(PAD_Y * 2 + (rows - 1) * ROW_H + 20));
+  svg.append(s("defs", {}, s("marker", {
+    id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "9",
+    markerHeight: "9", markerUnits: "userSpaceOnUse", orient: "auto-start-reverse",
+  }, s("path", { d: "M 0 0 L 10 5 L 0 10 z" }))));
+  const byId = Object.fromEntries(g.nodes.map((n) => [n.id, n]));
+  for (const e of g.edges) svg.append(edgeShape(e, pos, byId));
+  for (const n of g.nodes) svg.append(nodeShape(n, pos[n.id]));
+  renderEdgeTable(g, byId);
+  document.getElementById("graph-caption").textContent = g.seconds
+    ? `Rates over the last ${fmtNum(g.seconds)} s, from ${g.proxies} proxies' own counters.`
+    : "";
+}
+
+function label(node) {
+  if (!node) return "?";
+  if (node.kind === "service" || node.kind === "unknown") return node.fqdn || node.name;
+  return `${node.name}.${node.namespace}`;
+}
+
+function edgeShape(e, pos, byId) {
+  const a = pos[e.source], b = pos[e.target];
+  const r = 24;
+  const dir = b.x >= a.x ? 1 : -1;
+  const x1 = a.x + dir * r, x2 = b.x - dir * (r + 4);
+  const mx = (x1 + x2) / 2;
+  const d = b.x === a.x
+    ? `M ${a.x} ${a.y + r} C ${a.x + 60} ${a.y + 40}, ${b.x + 60} ${b.y - 40}, ${b.x} ${b.y - r - 4}`
+    : `M ${x1} ${a.y} C ${mx} ${a.y}, ${mx} ${b.y}, ${x2} ${b.y}`;
+  const width = 1.5 + Math.min(6, Math.log10(1 + (e.rps || 0)) * 2.2);
+  const tip = `${label(byId[e.source])} → ${label(byId[e.target])}: ${fmtRps(e.rps)} rps, ` +
+    `${fmtPct(e.errorRate)} errors, p50 ${fmtMs(e.p50)}, p99 ${fmtMs(e.p99)}`;
+  // label on the curve itself: halfway for calls, nearer the workload for splits
+  const t = e.kind === "split" ? 0.62 : 0.5;
+  const lx = b.x === a.x ? a.x + 50 : (1 - t) ** 3 * x1 + 3 * (1 - t) ** 2 * t * mx +
+    3 * (1 - t) * t * t * mx + t ** 3 * x2;
+  const ty = b.x === a.x ? (a.y + b.y) / 2 : (1 - t) ** 3 * a.y + 3 * (1 - t) ** 2 * t * a.y +
+    3 * (1 - t) * t * t * b.y + t ** 3 * b.y;
+  return s("g", {
+    class: `edge ${e.kind} ${health(e)}`, "data-edge": e.id, "data-rps": e.rps ?? "",
+    "data-error-rate": e.errorRate ?? "",
+  },
+  s("title", { text: tip }),
+  s("path", { d, "stroke-width": width.toFixed(2), "marker-end": "url(#arrow)" }),
+  s("text", { x: lx, y: ty - 6, "text-anchor": "middle", text: `${fmtRps(e.rps)} rps` }),
+  s("text", {
+    x: lx, y: ty + 8, "text-anchor": "middle",
+    text: `${fmtPct(e.errorRate)} err · p99 ${fmtMs(e.p99)}`,
+  }));
+}
+
+function nodeShape(n, p) {
+  const service = n.kind === "service" || n.kind === "unknown";
+  const inbound = n.inbound || {};
+  const unhealthy = (inbound.errorRate || 0) >= 0.05;
+  const cls = `node ${n.kind} ${n.role || ""} ${unhealthy ? "unhealthy" : ""}`;
+  const shape = service
+    ? s("polygon", { points: `${p.x},${p.y - 22} ${p.x + 22},${p.y + 16} ${p.x - 22},${p.y + 16}` })
+    : s("circle", { cx: p.x, cy: p.y, r: 18 });
+  const sub = service ? n.namespace
+    : [n.namespace, n.version, n.track].filter(Boolean).join(" · ");
+  const tip = service ? `service ${n.fqdn}`
+    : `${n.role || "workload"} ${n.name}.${n.namespace}` +
+      (n.track ? ` (${n.track} of ${n.rollout})` : "") +
+      (n.inbound ? `; inbound ${fmtRps(inbound.rps)} rps, ${fmtPct(inbound.errorRate)} errors`
+        : "");
+  return s("g", { class: cls, "data-node": n.id },
+    s("title", { text: tip }), shape,
+    s("text", { x: p.x, y: p.y + 34, text: service ? n.name : n.name }),
+    s("text", { x: p.x, y: p.y + 47, class: "small", text: sub || (n.role || "") }));
+}
+
+function renderEdgeTable(g, byId) {
+  const table = document.getElementById("edges");
+  const body = table.querySelector("tbody");
+  body.replaceChildren(...g.edges.map((e) => h("tr", { "data-edge": e.id },
+    h("td", { text: label(byId[e.source]) }),
+    h("td", { text: `${e.kind === "split" ? "⤷ " : ""}${label(byId[e.target])}` }),
+    h("td", { class: "num", text: fmtRps(e.rps) }),
+    h("td", { class: "num", text: fmtPct(e.errorRate) }),
+    h("td", { class: "num", text: fmtMs(e.p50) }),
+    h("td", { class: "num", text: fmtMs(e.p99) }),
+    h("td", { class: "num", text: fmtNum(e.requests) }))));
+  table.hidden = !g.edges.length;
+}
+
+// ---- rollouts ----------------------------------------------------------------------------
+
+function renderRollouts(data) {
+  const root = document.getElementById("rollouts");
+  if (!data.items.length) {
+    root.replaceChildren(h("div", { class: "empty", id: "rollouts-empty" },
+      "No rollouts. Put an Argo ", code("Rollout"), " (with its ", code("AnalysisTemplate"),
+      "s) or a Flagger ", code("Canary"), " in the folder ", code("tollway up"),
+      " watches (see ", code("examples/rollout"), ") and it shows here with its steps, ",
+      "weights and analysis."));
+    return;
+  }
+  root.replaceChildren(...data.items.map(rolloutCard));
+}
+
+function rolloutCard(r) {
+  const w = r.weights;
+  return h("article", {
+    class: "rollout", "data-rollout": `${r.namespace}/${r.name}`, "data-phase": r.phase,
+  },
+  h("h3", {}, `${r.kind} ${r.namespace}/${r.name}`, badge(r.phase),
+    r.paused && r.phase !== "Paused" ? badge("Paused") : null, r.aborted ? badge("Aborted") : null,
+    h("span", { class: "muted", text: `  ${r.strategy}` })),
+  h("div", { class: "message", text: r.observed ? r.message || ""
+    : "Waiting for the rollout controller to pick it up." }),
+  h("div", { class: "weights", "data-canary-weight": w.canary, title: "traffic weights" },
+    w.stable ? h("span", { class: "stable", text: `stable ${w.stable}%` }) : null,
+    w.canary ? h("span", { class: "canary", text: `canary ${w.canary}%` }) : null),
+  r.steps.length ? h("ol", { class: "steps" }, ...r.steps.map((st) => h("li", {
+    class: `${st.done ? "done" : ""} ${st.current ? "current" : ""}`,
+    "data-current": st.current ? "true" : null, text: st.text,
+  }))) : null,
+  ...r.analysis.slice().reverse().map(analysisRun),
+  r.warnings.length ? h("div", { class: "muted", text: `warnings: ${r.warnings.join("; ")}` })
+    : null,
+  r.decisions.length ? h("details", {},
+    h("summary", { text: `decisions (${r.decisions.length} latest)` }),
+    h("ul", { class: "decisions" }, ...r.decisions.map((d) => h("li", {
+      text: `[${d.actor || "controller"}] ${d.phase || ""} step ${d.step ?? "–"} ` +
+        `weight ${d.weight ?? "–"}%: ${d.reason || ""}`,
+    })))) : null);
+}
+
+function analysisRun(run) {
+  return h("div", { class: "analysis", "data-run": run.name },
+    h("h4", {}, `analysis ${run.name}`, badge(run.phase || "Pending")),
+    run.message ? h("div", { class: "muted", text: run.message }) : null,
+    ...run.metrics.map(metricBlock));
+}
+
+function metricBlock(m) {
+  const counts = Object.entries(m.counts || {}).filter(([, v]) => v)
+    .map(([k, v]) => `${v} ${k}`).join(", ");
+  return h("div", { class: "metric", "data-metric": m.name },
+    h("div", {}, h("span", { class: "title", text: m.name }), badge(m.phase || "Pending"),
+      h("span", { class: "muted", text: ` ${m.provider || ""} ${counts ? "· " + counts : ""}` })),
+    m.successCondition ? h("div", { class: "muted" }, "success: ", code(m.successCondition))
+      : null,
+    m.failureCondition ? h("div", { class: "muted" }, "failure: ", code(m.failureCondition))
+      : null,
+    chart(m),
+    m.evidence ? evidence(m.evidence) : null,
+    m.message ? h("div", { class: "muted", text: m.message }) : null);
+}
+
+const CW = 380, CH = 150, ML = 48, MR = 70, MT = 10, MB = 26;
+
+function chart(m) {
+  const pts = m.series.flatMap((sr) => sr.points);
+  const values = pts.map((p) => p.v).filter((v) => v !== null && v !== undefined);
+  const lines = (m.thresholds || []).map((t) => t.value);
+  if (!pts.length) {
+    return h("div", { class: "muted", text: "No measurement yet." });
+  }
+  let lo = Math.min(...values, ...lines), hi = Math.max(...values, ...lines);
+  if (!isFinite(lo)) { lo = 0; hi = 1; }
+  if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
+  const pad = (hi - lo) * 0.1;
+  lo -= pad; hi += pad;
+  const tmax = Math.max(1, ...pts.map((p) => p.t));
+  const X = (t) => ML + (t / tmax) * (CW - ML - MR);
+  const Y = (v) => MT + (1 - (v - lo) / (hi - lo)) * (CH - MT - MB);
+  const svg = s("svg", {
+    class: "chart", width: CW, height: CH, viewBox: `0 0 ${CW} ${CH}`, role: "img",
+    "aria-label": `${m.name} measurements`, "data-points": pts.length,
+  });
+  svg.append(s("line", { class: "axis", x1: ML, y1: MT, x2: ML, y2: CH - MB }),
+    s("line", { class: "axis", x1: ML, y1: CH - MB, x2: CW - MR, y2: CH - MB }));
+  for (const v of [hi - pad, (hi + lo) / 2, lo + pad]) {
+    svg.append(s("text", { x: ML - 4, y: Y(v) + 3, "text-anchor": "end", text: fmtNum(v) }));
+  }
+  svg.append(s("text", { x: ML, y: CH - 8, text: "0 s" }),
+    s("text", { x: CW - MR, y: CH - 8, "text-anchor": "end", text: `${fmtNum(tmax)} s` }),
+    s("text", { x: (ML + CW - MR) / 2, y: CH - 8, "text-anchor": "middle",
+      text: "since the run started" }));
+  for (const t of m.thresholds || []) {
+    const y = Y(t.value);
+    svg.append(s("line", {
+      class: `threshold ${t.kind}`, x1: ML, x2: CW - MR, y1: y, y2: y, "data-threshold": t.value,
+    }), s("text", {
+      class: t.kind, x: CW - MR + 4, y: y + 3,
+      text: t.op ? `${t.op} ${fmtNum(t.value)}` : `${t.text} ${fmtNum(t.value)}`,
+    }));
+  }
+  m.series.forEach((sr, i) => {
+    const known = sr.points.filter((p) => p.v !== null && p.v !== undefined);
+    if (known.length > 1) {
+      svg.append(s("polyline", {
+        class: `series s${i % 2}`, points: known.map((p) => `${X(p.t)},${Y(p.v)}`).join(" "),
+      }));
+    }
+    for (const p of known) {
+      svg.append(s("circle", { class: p.phase, cx: X(p.t), cy: Y(p.v), r: 3.5 },
+        s("title", { text: `${sr.name} = ${fmtNum(p.v)} at ${fmtNum(p.t)} s: ${p.phase}` +
+          (p.message ? ` — ${p.message}` : "") })));
+    }
+  });
+  const missing = pts.length - values.length;
+  if (missing) {
+    svg.append(s("text", { x: ML + 4, y: MT + 10, text: `${missing} without a value` }));
+  }
+  if (m.series.length > 1) {
+    m.series.forEach((sr, i) => svg.append(s("text", {
+      x: ML + 4 + i * 90, y: MT + 22, class: `legend s${i}`, text: `— ${sr.name}`,
+    })));
+  }
+  return svg;
+}
+
+function evidence(ev) {
+  const rows = (ev.signals || []).map((sg) => h("tr", {},
+    h("td", { text: sg.name }),
+    h("td", { class: "num", text: `${sg.canary_bad} / ${sg.canary_total}` }),
+    h("td", { class: "num", text: fmtPct(sg.canary_rate) }),
+    h("td", { class: "num", text: `${sg.stable_bad} / ${sg.stable_total}` }),
+    h("td", { class: "num", text: fmtPct(sg.stable_rate) }),
+    h("td", { class: "num", text: fmtNum(sg.log_likelihood_ratio) }),
+    h("td", {}, badge(sg.verdict))));
+  return h("div", { class: "evidence", "data-verdict": ev.verdict },
+    h("div", { class: "reason" }, "judge: ", badge(ev.verdict), ` ${ev.reason || ""}`),
+    h("table", { class: "table" },
+      h("thead", {}, h("tr", {}, ...["signal", "canary bad / total", "canary rate",
+        "stable bad / total", "stable rate", "log LR", "verdict"].map((t) => h("th", { text: t })))),
+      h("tbody", {}, ...rows)),
+    h("div", { class: "muted", text: `fails at log LR ≥ ${fmtNum(ev.fail_bound)}, passes at ≤ ` +
+      `${fmtNum(ev.pass_bound)} (alpha ${ev.alpha}, beta ${ev.beta})` +
+      (ev.requests_needed ? `; about ${ev.requests_needed} more canary requests needed` : "") +
+      (ev.latency_threshold_ms ? `; slow means > ${fmtMs(ev.latency_threshold_ms)}` : "") }));
+}
+
+// ---- proxies and config ------------------------------------------------------------------
+
+function renderMesh(m) {
+  const root = document.getElementById("mesh");
+  const sum = m.summary;
+  const parts = [h("div", { class: "chips" },
+    h("span", { class: "chip", text: `config revision ${m.revision}` }),
+    h("span", { class: "chip", text: `${sum.proxies} proxies` }),
+    ...["synced", "stale", "nacked", "disconnected"].filter((k) => sum[k])
+      .map((k) => h("span", { class: "chip", text: `${sum[k]} ${k}` })))];
+  if (!m.proxies.length) {
+    parts.push(h("div", { class: "empty", id: "mesh-empty" },
+      "No proxies yet. ", code("tollway up DIR"), " starts a sidecar per replica, a client ",
+      "proxy and a gateway; a VM sidecar joins with ",
+      code("tollway proxy --control-plane URL …"), "."));
+  } else {
+    parts.push(h("table", { class: "table", id: "proxies" },
+      h("thead", {}, h("tr", {}, ...["proxy", "kind", "status", "config", "admin", "metrics"]
+        .map((t) => h("th", { text: t })))),
+      h("tbody", {}, ...m.proxies.map((p) => h("tr", { "data-proxy": p.name },
+        h("td", { class: "wrap", text: p.name }),
+        h("td", { text: p.kind }),
+        h("td", {}, badge(p.status)),
+        h("td", { title: p.nack_reason || "" }, p.acked || "–",
+          p.status === "NACKED" ? h("div", { class: "panel-error",
+            text: `refused ${p.nacked}: ${p.nack_reason}` }) : null),
+        h("td", {}, p.admin ? code(p.admin) : "–"),
+        h("td", { class: p.metrics === "ok" ? "" : "muted", text: p.metrics }))))));
+  }
+  parts.push(h("h4", { text: "resources" }), m.resources.length
+    ? h("div", { class: "chips" }, ...m.resources.map((r) => h("span", {
+      class: "chip", text: `${r.kind} ${r.count}`,
+    })))
+    : h("div", { class: "muted", text: "No resources applied yet." }));
+  if (m.changes.length) {
+    parts.push(h("h4", { text: "recent changes" }), h("ul", { class: "decisions" },
+      ...m.changes.map((c) => h("li", {
+        text: `rev ${c.revision} ${c.action} by ${c.actor}: ${c.reason} ` +
+          `(${c.changed.length} changed, ${c.deleted.length} deleted)`,
+      }))));
+  }
+  root.replaceChildren(...parts);
+}
+
+// ---- polling -----------------------------------------------------------------------------
+
+async function getJSON(path) {
+  const r = await fetch(path, { cache: "no-store" });
+  if (!r.ok) {
+    let why = `HTTP ${r.status}`;
+    try { why = (await r.json()).error || why; } catch (e) { /* not JSON */ }
+    throw new Error(`${path}: ${why}`);
+  }
+  return r.json();
+}
+
+function panelError(id, err) {
+  document.getElementById(id).replaceChildren(
+    h("div", { class: "panel-error", text: `Could not load: ${err.message}` }));
+}
+
+async function tick() {
+  const win = document.getElementById("window").value;
+  const [g, r, m] = await Promise.allSettled([
+    getJSON(`/v1/dashboard/graph?window=${encodeURIComponent(win)}`),
+    getJSON("/v1/dashboard/rollouts"),
+    getJSON("/v1/dashboard/mesh"),
+  ]);
+  const failed = [g, r, m].filter((x) => x.status === "rejected");
+  if (g.status === "fulfilled") renderGraph(g.value); else panelError("graph-empty", g.reason);
+  if (g.status !== "fulfilled") document.getElementById("graph-empty").hidden = false;
+  if (r.status === "fulfilled") renderRollouts(r.value); else panelError("rollouts", r.reason);
+  if (m.status === "fulfilled") renderMesh(m.value); else panelError("mesh", m.reason);
+  const status = document.getElementById("status");
+  status.className = failed.length ? "status error" : "status";
+  status.textContent = failed.length
+    ? "control plane not answering; retrying… (is `tollway up` still running?)"
+    : `updated ${new Date().toLocaleTimeString()}`;
+  document.body.dataset.updates = String(++updates);
+}
+
+async function loop() {
+  try {
+    await tick();
+  } catch (err) {
+    document.getElementById("status").textContent = `error: ${err.message}`;
+  }
+  setTimeout(loop, POLL_MS);
+}
+
+document.getElementById("window").addEventListener("change", () => { tick(); });
+loop();
