@@ -12,6 +12,7 @@ Everything is measured in the same run, so the ratios hold on any machine:
   outlier       OutlierDetector.usable + observe(200)
   retry         RetryPolicy.should_retry(503) for seed 12's retryOn
   trace         trace.prepare + headers_to_set: new trace / propagated traceparent
+  trace lines   trace.upstream_lines (the router's form: rendered header lines)
   headerops     headerops.apply(set 1, add 1, remove 1) on 8 headers
 
 Run: python bench/core_micro.py [--rounds 5] [--n 200000]
@@ -122,6 +123,8 @@ def main() -> None:
         ("retry should_retry(503)", lambda: retry.should_retry(e503)),
         ("trace new", lambda: trace.prepare(hdrs, rng).headers_to_set()),
         ("trace propagate", lambda: trace.prepare(tp, rng).headers_to_set()),
+        ("trace lines new", lambda: trace.upstream_lines(hdrs, rng)),
+        ("trace lines propagate", lambda: trace.upstream_lines(tp, rng)),
         ("headerops apply", lambda: headerops.apply(block, ops)),
     ]  # fmt: skip
     results: dict[str, list[float]] = {name: [] for name, _ in cases}

@@ -7,7 +7,8 @@
 #   BASE=/tmp/tollway-base bash bench/proxy_compare/ab.sh
 #
 # Starts an nginx backend (return 200, 100-byte body) beside wrk on LOADGEN_CPU and, on
-# PROXY_CPU, HAProxy (C, the reference of the ratios) and, for each tree, the
+# PROXY_CPU, HAProxy (C, the reference of the ratios; A is the backend direct,
+# the base of added latency) and, for each tree, the
 # bench's Tollway shapes: T (90/10 split, outlier detection, Istio metrics), with
 # VARIANTS=all also T-mir (100% mirror) and T-100 (100 routes, 20 clusters). Targets run
 # interleaved (runner.py: rep 1 of every target, then rep 2, ...). Read CPU us/req: it is
@@ -106,7 +107,8 @@ wait_port $P_BACKEND; wait_port $P_HAPROXY
 
 shapes=("T:")
 [ "$VARIANTS" = all ] && shapes+=("T-mir:--mirror" "T-100:--routes 100 --clusters 20")
-TARGETS="[{\"id\": \"C\", \"name\": \"HAProxy\", \"url\": \"http://127.0.0.1:$P_HAPROXY/\", \"pid\": $PID_haproxy}"
+TARGETS="[{\"id\": \"A\", \"name\": \"direct: nginx backend (load core)\", \"url\": \"http://127.0.0.1:$P_BACKEND/\", \"pid\": $PID_backend}"
+TARGETS="$TARGETS, {\"id\": \"C\", \"name\": \"HAProxy\", \"url\": \"http://127.0.0.1:$P_HAPROXY/\", \"pid\": $PID_haproxy}"
 port=$((PORT_BASE+2))
 for shape in "${shapes[@]}"; do
   id="${shape%%:*}"; args="${shape#*:}"
@@ -140,10 +142,18 @@ ids = sorted({r["id"] for r in res if r["id"].endswith("-base")})
 for mode in sorted({r["mode"] for r in res}):
     c = med("C", mode, "cpu_us_per_req")
     print(f"\n{mode}: CPU us/req (median), HAProxy {c:.1f}")
+    a50, a90 = med("A", mode, "p50_us"), med("A", mode, "p90_us")
+    c50, c90 = med("C", mode, "p50_us") - a50, med("C", mode, "p90_us") - a90
+    print(f"  added latency p50/p90 (vs direct A): HAProxy +{c50:.0f}/+{c90:.0f} us")
     for b in ids:
         n = b[:-5] + "-new"
         cb, cn = med(b, mode, "cpu_us_per_req"), med(n, mode, "cpu_us_per_req")
         rb, rn = med(b, mode, "rss_mb"), med(n, mode, "rss_mb")
         print(f"  {b[:-5]:6} base {cb:6.1f}  new {cn:6.1f}  new/base {cn / cb:.3f}  "
-              f"HAProxy/new {c / cn:.2f}x  RSS {rb:.1f} -> {rn:.1f} MB")
+              f"HAProxy/new {c / cn:.2f}x  new/HAProxy {cn / c:.2f}x  "
+              f"RSS {rb:.1f} -> {rn:.1f} MB")
+        for t in (b, n):
+            t50, t90 = med(t, mode, "p50_us") - a50, med(t, mode, "p90_us") - a90
+            print(f"         {t[-4:]:>4}: added p50/p90 +{t50:.0f}/+{t90:.0f} us "
+                  f"({t50 / c50:.2f}x / {t90 / c90:.2f}x HAProxy)")
 PY

@@ -170,7 +170,8 @@ class Demo:
         (root / "web.yaml").write_text(MANIFESTS.replace("PYTHON", json.dumps(sys.executable)))
         self.echo(f"tollway demo: mesh in {root}; control plane http://127.0.0.1:{self.api_port}"
                   f" (try `tollway rollout status web --watch --server "
-                  f"http://127.0.0.1:{self.api_port}`)")
+                  f"http://127.0.0.1:{self.api_port}`; dashboard "
+                  f"http://127.0.0.1:{self.api_port}/dashboard)")
         up = up_mod.Up(root, root / ".tollway", self.api_port, self.client_port, 18000,
                        lambda _line: None)
         up_task = asyncio.create_task(up.run())

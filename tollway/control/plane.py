@@ -100,6 +100,7 @@ class ControlPlane:
         self._built: dict[str, tuple[int, ProxyEntry]] = {}
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
+        self._notifying: set[asyncio.Task[None]] = set()
         self._unsubscribe = store.subscribe(self._on_change)
 
     @property
@@ -162,8 +163,17 @@ class ControlPlane:
         return msgspec.structs.replace(config, trust=self.trust, version=version)
 
     def register(self, entry: ProxyEntry) -> None:
+        """Add or update a proxy (it gets snapshots from now on).
+
+        Only a VM's entry (origin "vm", from `POST /v1/register`) also makes it an
+        endpoint. A local entry is registered *before* its sidecar and app are started;
+        `tollway up`'s supervisor publishes it with `set_replica` once both listen and
+        withdraws it before stopping them. Publishing it here would route traffic to a
+        port nobody listens on yet: 503 "connection refused" on every replica a rollout
+        scales up while its subset or Service is routed to.
+        """
         if self.book.upsert(entry):
-            replica = proxies_mod.replica_from_entry(entry)
+            replica = proxies_mod.replica_from_entry(entry) if entry.origin == "vm" else None
             if replica is not None:
                 self.replicas[replica.name] = replica
                 self._gen += 1
@@ -234,6 +244,7 @@ class ControlPlane:
         except Exception:  # keep serving the last snapshots; the log says what broke
             log.exception("building the world failed; proxies keep their last snapshot")
             return
+        rebuilt = False
         for entry in self.book.all():
             if self._built.get(entry.name) == (gen, entry):
                 continue
@@ -248,6 +259,28 @@ class ControlPlane:
             self.configs[entry.name] = config
             if self.ledger.offer(entry.name, config.version):
                 self._deliver(entry.name)
+            rebuilt = True
+        if rebuilt:
+            self._notify_soon()
+
+    def _notify_soon(self) -> None:
+        """Wake `wait_current` waiters: a rebuild whose version a proxy already has sends
+        nothing, so no ACK will come to wake them, yet that proxy is now current for the
+        newer inputs (without this, `tollway up`'s ready line and every retirement wait
+        for their whole timeout whenever a change leaves some proxy's snapshot as it was).
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # recompute() called outside a loop (tests): nobody waits
+            return
+
+        async def notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        task = loop.create_task(notify())
+        self._notifying.add(task)
+        task.add_done_callback(self._notifying.discard)
 
     def _deliver(self, name: str) -> None:
         outbox = self._outboxes.get(name)

@@ -397,7 +397,12 @@ class Downstream(asyncio.Protocol):
             return
         self.active = None
         self.idle_since = now = self.loop.time()
-        self._record(ex, now)
+        plan = ex.plan  # _record, inlined
+        if plan.metrics_on:
+            plan.metrics.record(ex, now)
+        fwd = ex.forward
+        if fwd is not None and fwd.finished:
+            ex.forward = None  # break the exchange <-> forward cycle: freed by refcount
         if ex.upgrade and self.upgrade_buf is not None and self.tunnel is None:
             self._close()
             return

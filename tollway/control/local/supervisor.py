@@ -449,6 +449,14 @@ class Supervisor:
         )
 
     async def wait_all_ready(self, timeout: float) -> bool:
+        """Every member ready, and every connected proxy holding a snapshot that has them.
+
+        Replicas become endpoints only when ready (`_set_ready`), so "ready" must also
+        wait for the push that carries them: announced sooner, the first request finds
+        no endpoint ("no healthy upstream")."""
+        loop_time = asyncio.get_running_loop().time
+        deadline = loop_time() + timeout
+
         async def loop() -> None:
             while not self.all_ready():
                 self._changed.clear()
@@ -458,7 +466,8 @@ class Supervisor:
             await asyncio.wait_for(loop(), timeout)
         except TimeoutError:
             return False
-        return True
+        names = [e.name for e in self.plane.book.all()]
+        return await self.plane.wait_current(names, max(0.0, deadline - loop_time()))
 
     def _save(self) -> None:
         """Record pids and ports in the state dir (for people, and for a restarted `up`)."""

@@ -71,15 +71,16 @@ class ListenerPlan:
         self.head_tail = b"x-forwarded-proto: %s\r\n\r\n" % self.scheme.encode()
         self.reporter = "destination" if spec.kind == "inbound" else "source"
         self.metrics_on = snap.config.telemetry.metrics
-        self._labels: dict[str, list[int]] = {}
+        # cluster name -> interned label set per endpoint (index + 1; 0: no endpoint)
+        self.label_rows: dict[str, list[int]] = {}
         self.router = Router(self)
         self.default_label = self.labels_for("", -1)
 
     def labels_for(self, cluster_name: str, index: int) -> int:
         """Interned Istio label set for a destination endpoint (index -1: no endpoint)."""
-        per = self._labels.get(cluster_name)
+        per = self.label_rows.get(cluster_name)
         if per is None:
-            per = self._labels[cluster_name] = self._compile_labels(cluster_name)
+            per = self.label_rows[cluster_name] = self._compile_labels(cluster_name)
         return per[index + 1]
 
     def _compile_labels(self, cluster_name: str) -> list[int]:

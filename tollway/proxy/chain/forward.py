@@ -42,6 +42,7 @@ _PASS = response.PASS
 _CHUNK = response.CHUNK
 _RAW_CLOSE = response.RAW_CLOSE
 _NONE = response.NONE
+_NO_BODY_STATUS = response.NO_BODY_STATUS
 
 
 class Forward:
@@ -85,7 +86,6 @@ class Forward:
         cluster: LiveCluster,
         head: bytes,
         policy: RetryPolicy,
-        *,
         hash_key: str | None,
         response_ops: Any,
         replay_limit: int,
@@ -344,7 +344,10 @@ class Forward:
         ex.status = status
         ex.upstream_time = now - self.started_at
         ex.upstream_host = cluster.host_names[index]
-        ex.label_index = ex.plan.labels_for(cluster.name, index)
+        row = ex.plan.label_rows.get(cluster.name)  # labels_for, inlined once compiled
+        ex.label_index = (
+            row[index + 1] if row is not None else ex.plan.labels_for(cluster.name, index)
+        )
         ex.response_started = True
         head = self._response_head(status, block)
         ex.bytes_out += len(head)
@@ -366,13 +369,20 @@ class Forward:
         if status == 101:
             self.mode = _NONE
             return block + b"\r\n"
-        found, cut = response.analyse(block)
-        self.mode = mode = response.mode_for(
-            status, found, head_request=ex.method == "HEAD", http11=ex.http11
-        )
+        found, cut, length_framed = response.analyse(block)
+        # response.mode_for, inlined
+        if ex.method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
+            mode = _NONE
+        elif length_framed:
+            mode = _PASS
+        else:
+            mode = _CHUNK if ex.http11 else _RAW_CLOSE
+        self.mode = mode
         if mode == _RAW_CLOSE or ex.upgrade:  # a refused upgrade ends the connection
             ex.keep_alive = False
         tail = b"\r\n" if ex.keep_alive else b"connection: close\r\n\r\n"
+        if self.response_ops is None and mode in (_PASS, _NONE):
+            return cut + tail  # what head_bytes gives here: the upstream's head, hop cut
         return response.head_bytes(status, block, found, mode, tail, self.response_ops, cut)
 
     def on_response_body(self, data: bytes) -> None:
@@ -398,7 +408,9 @@ class Forward:
             self.out.append(write.LAST_CHUNK)
         out = self.out
         if out:
-            self.down.write(out[0] if len(out) == 1 else b"".join(out))
+            tr = self.down.transport  # Downstream.write, inlined
+            if tr is not None:
+                tr.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         self.conn = None  # the pool has it back
         if self.try_timer is not None:

@@ -64,7 +64,8 @@ class Mirrorer:
             self.dropped += 1
 
     def _send(self, cluster: LiveCluster, data: bytes, pipelined: bool) -> None:
-        usable = cluster.usable(cluster.loop.time())
+        # no outlier detection: the healthy endpoints, without asking the clock
+        usable = cluster.healthy if cluster.outlier is None else cluster.usable(cluster.loop.time())
         if not usable or cluster.closed:
             self.failed += 1
             return
@@ -73,12 +74,14 @@ class Mirrorer:
         self.sent += 1
         pool = cluster.pools[index]
         if pipelined:
-            pipe = pipeline.pipe_for(pool, self)
-            if pipe is not None:
-                pipe.send(data)
-                return
-            self.dropped += 1
-            self.done(False)
+            pipe = pool.pipe
+            if pipe is None or not pipe.accepting:
+                pipe = pipeline.pipe_for(pool, self)
+                if pipe is None:
+                    self.dropped += 1
+                    self.done(False)
+                    return
+            pipe.send(data)
             return
         sink = _Sink(self, data)
         conn = pool.take_idle()
@@ -89,10 +92,6 @@ class Mirrorer:
         else:
             self.dropped += 1
             self.done(False)
-
-    # PipeOwner (upstream/pipeline.py)
-    def pipe_done(self, ok: bool) -> None:
-        self.done(ok)
 
     def pipe_resend(self, pool: EndpointPool, data: bytes) -> None:
         """A copy the upstream closed on before reading it: once more (still in flight)."""
@@ -113,6 +112,8 @@ class Mirrorer:
             cluster, data, pipelined = self.queue.popleft()
             self._send(cluster, data, pipelined)
 
+    pipe_done = done  # PipeOwner (upstream/pipeline.py): one copy answered, or not
+
     def statistics(self) -> dict[str, int]:
         return {
             "sent": self.sent,
@@ -128,6 +129,7 @@ class _Sink:
     """Receives and discards a mirrored request's response."""
 
     __slots__ = ("data", "mirrorer", "settled")
+    out = ()  # nothing ever to flush (see UpstreamConnection.data_received)
 
     def __init__(self, mirrorer: Mirrorer, data: bytes) -> None:
         self.mirrorer = mirrorer
@@ -234,6 +236,29 @@ def plan_copies(
 
     `pipelined`: the response to this request frames itself (not HEAD, not an upgrade),
     so its copies may share the endpoint's pipelined connection."""
+    heads = _heads(plan, mirrors, head, authority)
+    if not heads:
+        return None
+    return Tap(plan.mirrorer, heads, pipelined)
+
+
+def send_copies(
+    plan: ListenerPlan,
+    mirrors: tuple[types.Mirror, ...],
+    head: bytes,
+    authority: str,
+    pipelined: bool = True,
+) -> None:
+    """`plan_copies` then `Tap.send` for a request without a body: no Tap to collect."""
+    submit = plan.mirrorer.submit
+    for cluster, copy in _heads(plan, mirrors, head, authority):
+        submit(cluster, copy, pipelined)
+
+
+def _heads(
+    plan: ListenerPlan, mirrors: tuple[types.Mirror, ...], head: bytes, authority: str
+) -> list[tuple[LiveCluster, bytes]]:
+    """(cluster, head with the shadow Host) per mirror that copies this request."""
     heads: list[tuple[LiveCluster, bytes]] = []
     lines = _HOST_LINES.get(authority)
     if lines is None:
@@ -247,6 +272,4 @@ def plan_copies(
             plan.mirrorer.failed += 1
             continue
         heads.append((cluster, head.replace(old, new, 1)))
-    if not heads:
-        return None
-    return Tap(plan.mirrorer, heads, pipelined)
+    return heads

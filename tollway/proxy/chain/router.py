@@ -72,9 +72,10 @@ class Router:
                 return
             self._forward(ex, down, None, cluster, None)
             return
-        route = matcher.select(
-            ex.authority, ex.method, ex.path, ex.headers, port=plan.match_port, gateway=plan.gateway
-        )
+        route = matcher.select(  # positional: see RouteTableMatcher.select
+            ex.authority, ex.method, ex.path, ex.headers, plan.match_port, None, None,
+            plan.gateway,
+        )  # fmt: skip
         if route is None:
             down.local_reply(ex, 404, rf.NR, "")
             return
@@ -175,22 +176,24 @@ class Router:
         if cluster.hash_lb is not None:
             query = ex.path.partition("?")[2]
             hash_key = balance.hash_key_for(cluster.hash_lb, ex.headers, ex.source_ip, query)
-        fwd = Forward(
-            ex,
-            down,
-            cluster,
-            head,
-            policy,
-            hash_key=hash_key,
-            response_ops=response_ops,
-            replay_limit=plan.limits.retry_buffer_bytes,
-        )
+        fwd = Forward(  # positional: a keyword call costs more, once per request
+            ex, down, cluster, head, policy, hash_key, response_ops,
+            plan.limits.retry_buffer_bytes,
+        )  # fmt: skip
         ex.forward = fwd
-        if mirrors:
-            fwd.tap = mirror.plan_copies(
-                plan, mirrors, head, authority, ex.method != "HEAD" and not ex.upgrade
-            )
+        if not mirrors:
+            fwd.start(timeout)
+            return
+        pipelined = ex.method != "HEAD" and not ex.upgrade
+        if ex.chunked or ex.content_length or ex.upgrade:  # copies wait for the body
+            fwd.tap = mirror.plan_copies(plan, mirrors, head, authority, pipelined)
+            fwd.start(timeout)
+            return
+        # No body to collect: the copies go right after the real request is sent (as
+        # the Tap would at the end of the body), unless the request already ended here.
         fwd.start(timeout)
+        if not fwd.finished:
+            mirror.send_copies(plan, mirrors, head, authority, pipelined)
 
     def _head(
         self, ex: Exchange, route: CompiledRoute | None, wc: types.WeightedCluster | None

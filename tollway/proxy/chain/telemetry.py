@@ -53,9 +53,6 @@ BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 _LE = (*tuple(f"{b:.32g}" for b in BUCKETS), "+Inf")
 _NB = len(BUCKETS) + 1
-# offsets of the three histograms in a series list (literals in `record`)
-_DUR, _REQ, _RESP = 4, 4 + _NB, 4 + 2 * _NB
-assert (_DUR, _REQ, _RESP) == (4, 24, 44)
 
 
 class Metrics:
@@ -64,9 +61,7 @@ class Metrics:
     def __init__(self) -> None:
         self.label_sets: list[tuple[str, ...]] = []
         self._index: dict[tuple[str, ...], int] = {}
-        # key -> one flat list: [count, dur_sum, req_sum, resp_sum, duration histogram,
-        # request-size histogram, response-size histogram] (_NB buckets each; flat so a
-        # request pays one subscript per increment)
+        # key -> [count, dur_sum, req_sum, resp_sum, dur_hist, req_hist, resp_hist]
         self.series: dict[tuple[int, int, str], list[Any]] = {}
         self.access_log: IO[str] | None = None
 
@@ -83,17 +78,15 @@ class Metrics:
         key = (ex.label_index, ex.status, ex.flags)
         s = self.series.get(key)
         if s is None:
-            s = self.series[key] = [0, 0.0, 0, 0] + [0] * (3 * _NB)
+            s = self.series[key] = [0, 0.0, 0, 0, [0] * _NB, [0] * _NB, [0] * _NB]
         ms = (now - ex.start) * 1000.0
-        bytes_in = ex.bytes_in
-        bytes_out = ex.bytes_out
         s[0] += 1
         s[1] += ms
-        s[2] += bytes_in
-        s[3] += bytes_out
-        s[4 + bisect_left(BUCKETS, ms)] += 1  # 4: _DUR
-        s[24 + bisect_left(BUCKETS, bytes_in)] += 1  # 24: _REQ
-        s[44 + bisect_left(BUCKETS, bytes_out)] += 1  # 44: _RESP
+        s[2] += ex.bytes_in
+        s[3] += ex.bytes_out
+        s[4][bisect_left(BUCKETS, ms)] += 1
+        s[5][bisect_left(BUCKETS, ex.bytes_in)] += 1
+        s[6][bisect_left(BUCKETS, ex.bytes_out)] += 1
         if self.access_log is not None:
             self.log(ex, now)
 
@@ -170,9 +163,9 @@ class IstioCollector:
             lab = _labels(m.label_sets[idx], code, flags)
             values = [lab[n] for n in names]
             total.add_metric(values, s[0])
-            dur.add_metric(values, _cumulative(s[_DUR:_REQ]), s[1])
-            req.add_metric(values, _cumulative(s[_REQ:_RESP]), s[2])
-            resp.add_metric(values, _cumulative(s[_RESP:]), s[3])
+            dur.add_metric(values, _cumulative(s[4]), s[1])
+            req.add_metric(values, _cumulative(s[5]), s[2])
+            resp.add_metric(values, _cumulative(s[6]), s[3])
         yield total
         yield dur
         yield req

@@ -140,7 +140,6 @@ class RouteTableMatcher:
         method: str,
         path: str,
         headers: Mapping[str, str],
-        *,
         port: int | None = None,
         source_labels: Mapping[str, str] | None = None,
         source_namespace: str | None = None,
@@ -154,6 +153,8 @@ class RouteTableMatcher:
         `gateway`: "namespace/name" of the gateway serving the request, None for a sidecar
         ("mesh"). `source_labels`/`source_namespace` describe the client workload.
         `scheme` is matched by `scheme` conditions (an addition to the agreed API).
+        The options may be passed by position (the router does, once per request: a
+        keyword call costs more).
         """
         index = self._cache.get(authority)
         if index is None:

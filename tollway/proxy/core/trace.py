@@ -23,6 +23,10 @@ _ZERO_TRACE: Final = "0" * 32
 _ZERO_SPAN: Final = "0" * 16
 # RFC 4122 variant: the top two bits of the clock_seq_hi nibble are 0b10.
 _VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+# Bits of the 320-bit draw (little-endian bytes) holding hex digits 12 and 16 of the
+# request id: digit 12 becomes 4, the top two bits of digit 16 become 10 (RFC 4122).
+_UUID_KEEP: Final = ~((0xF << 52) | (0b11 << 70)) & ((1 << 320) - 1)
+_UUID_SET: Final = (0x4 << 52) | (0b10 << 70)
 # Names `headers_to_set` may emit, for callers that drop incoming copies in one pass.
 HEADER_NAMES: Final = frozenset({"x-request-id", "traceparent", "x-b3-traceid", "x-b3-spanid",
                                  "x-b3-parentspanid", "x-b3-sampled"})
@@ -118,10 +122,12 @@ def upstream_lines(
     `getrandbits(320).to_bytes(40, "little")`, called here directly to save a frame.
     A property test holds the two functions equal."""
     rid = headers.get("x-request-id")
-    h = rng.getrandbits(320).to_bytes(40, "little").hex()
+    # The draw with prepare()'s uuid4 nibbles set by two masks (version 4 at hex digit
+    # 12, variant 10xx at digit 16), then hexed in three pieces: no per-digit slicing.
+    b = ((rng.getrandbits(320) & _UUID_KEEP) | _UUID_SET).to_bytes(40, "little")
     if not rid:
-        rid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
-    span = h[64:80]
+        rid = f"{b[:4].hex()}-{b[4:10].hex('-', 2)}-{b[10:16].hex()}"
+    span = b[32:40].hex()
     if span == _ZERO_SPAN:
         span = "0" * 15 + "1"
     parent: str | None = None
@@ -135,7 +141,7 @@ def upstream_lines(
             trace_id, parent, b3_sampled = b3
             sampled = b3_sampled if b3_sampled is not None else rng.random() < sample_rate
         else:
-            trace_id = h[32:64]
+            trace_id = b[16:32].hex()
             if trace_id == _ZERO_TRACE:
                 trace_id = "0" * 31 + "1"
             sampled = rng.random() < sample_rate

@@ -26,6 +26,7 @@ _PATCH_NAMES = RESPONSE_HOP_BY_HOP - {b"content-length", b"transfer-encoding"}
 _FRAMING = frozenset((b"content-length", b"transfer-encoding"))
 _NONE_FOUND: frozenset[bytes] = frozenset()
 _NO_BODY_STATUS = frozenset((204, 304))
+NO_BODY_STATUS = _NO_BODY_STATUS
 # one regex pass finds the framing and hop-by-hop header names in the raw block
 _SPECIAL = re.compile(
     rb"\r\n(" + b"|".join(sorted(RESPONSE_HOP_BY_HOP)) + rb")[ \t]*:", re.IGNORECASE
@@ -45,19 +46,20 @@ def special_names(block: bytes) -> frozenset[bytes]:
 # the same head bar the Date line, which changes once a second: at any real rate nearly
 # every head is a hit (a dict lookup instead of two regex passes, ~1.5 us). Bounded in
 # entries and in block size, and cleared whole when full, so varied heads cost one insert.
-_ANALYSED: dict[bytes, tuple[frozenset[bytes], bytes]] = {}
+_ANALYSED: dict[bytes, tuple[frozenset[bytes], bytes, bool]] = {}
 _ANALYSED_MAX = 128
 _ANALYSED_BLOCK_MAX = 1024
 
 
-def analyse(block: bytes) -> tuple[frozenset[bytes], bytes]:
-    """(`special_names(block)`, the block with its non-framing hop-by-hop lines cut)."""
+def analyse(block: bytes) -> tuple[frozenset[bytes], bytes, bool]:
+    """(`special_names(block)`, the block with its non-framing hop-by-hop lines cut,
+    whether the body is Content-Length framed: `mode_for` gives PASS when a body is due)."""
     hit = _ANALYSED.get(block)
     if hit is not None:
         return hit
     found = special_names(block)
     cut = _PATCH_LINES.sub(b"", block) if found - _FRAMING else block
-    res = (found, cut)
+    res = (found, cut, b"transfer-encoding" not in found and b"content-length" in found)
     if len(block) <= _ANALYSED_BLOCK_MAX:
         if len(_ANALYSED) >= _ANALYSED_MAX:
             _ANALYSED.clear()

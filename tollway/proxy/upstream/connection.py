@@ -37,6 +37,8 @@ class ResponseSink(Protocol):
 
     def flush(self) -> None: ...
 
+    out: Any  # truthy while flush() has something to write
+
 
 class UpstreamConnection(asyncio.Protocol):
     """A pooled connection; `alive` turns False for good once it cannot be reused."""
@@ -157,7 +159,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._upgraded(data[int(exc.args[0]) :])
         except httptools.HttpParserError:
             self.close()
-        sink.flush()
+        if sink.out:  # bytes of this read not written yet (the end of a response writes)
+            sink.flush()
 
     # -------------------------------------------------------------- httptools
     # no on_header: the raw head block is what the router reads (httptools then skips

@@ -49,7 +49,6 @@ class PipelinedConnection(asyncio.Protocol):
         "batch",
         "ending",
         "flush_scheduled",
-        "interim",
         "owner",
         "parser",
         "pool",
@@ -68,7 +67,6 @@ class PipelinedConnection(asyncio.Protocol):
         self.unanswered: deque[bytes] = deque()  # written or batched, no response yet
         self.batch: list[bytes] = []  # not written yet
         self.flush_scheduled = False
-        self.interim = False
         self.ending = False  # a response said the server closes after it
         self.retiring = False  # close once every request is answered
         self.sent = 0
@@ -171,16 +169,12 @@ class PipelinedConnection(asyncio.Protocol):
             self.close()
 
     # -------------------------------------------------------------- httptools
-    # no on_header / on_body: httptools then skips those callbacks altogether
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        self.interim = 100 <= status < 200 and status != 101
+    # only on_message_complete: httptools skips the callbacks a protocol does not have
 
     def on_message_complete(self) -> None:
-        if self.interim:  # 100 Continue and the like: the final response follows
-            self.interim = False
-            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # 100 Continue and the like: the final response follows
+            return  # (a 101 raised HttpParserUpgrade before this)
         if not self.unanswered:  # a response to nothing: the stream cannot be trusted
             self.close()
             return
