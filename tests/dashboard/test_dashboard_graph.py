@@ -232,8 +232,9 @@ def test_rates_are_the_increments_over_the_window(
     # what the mesh split never exceeds what was asked of the service
     for e in g["edges"]:
         if e["kind"] == "split":
-            asked = sum(r["rps"] for r in got.values() if r["target"] == e["source"])
-            assert e["rps"] <= asked + 1e-6
+            asking = [r["rps"] for r in got.values() if r["target"] == e["source"]]
+            # every rate is rounded to 6 decimals, so each term may be off by 5e-7
+            assert e["rps"] <= sum(asking) + 5e-7 * (len(asking) + 1)
 
 
 @settings(max_examples=150, deadline=None)
