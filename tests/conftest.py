@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -81,3 +84,17 @@ def demo_app_factory() -> Iterator[object]:
     yield make
     for app in started:
         app.stop()
+
+
+def reap_members(members: Path) -> None:
+    """Stop what a `tollway up` that died (or was killed by a test) left running, from its
+    STATE/members.json, so a failed test leaves no sidecars or apps behind."""
+    try:
+        rows = json.loads(members.read_text())
+    except (OSError, ValueError):
+        return
+    for row in rows.values():
+        for key in ("sidecar_pid", "app_pid"):
+            if row.get(key):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(row[key]), signal.SIGTERM)

@@ -14,10 +14,8 @@ tests fail in CI (CI=true) and are skipped elsewhere.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from tests.conftest import reap_members as _reap
 from tests.e2e.e2e_mesh import Mesh, Stream, wait_until
 from tollway.control import serve
 from tollway.control.plane import ControlPlane
@@ -149,17 +148,6 @@ def mesh(tmp_path: Path) -> Iterator[Mesh]:
         _reap(root / ".tollway" / "members.json")
 
 
-def _reap(members: Path) -> None:
-    """If `tollway up` died before stopping its replicas, stop what it left running."""
-    try:
-        rows = json.loads(members.read_text())
-    except (OSError, ValueError):
-        return
-    for row in rows.values():
-        for key in ("sidecar_pid", "app_pid"):
-            if row.get(key):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(row[key]), signal.SIGTERM)
 
 
 @pytest.mark.timeout(150)

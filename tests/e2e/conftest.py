@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import shutil
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from e2e_mesh import EXAMPLES, Mesh
+
+from tests.conftest import reap_members as _reap
 
 
 @pytest.fixture
@@ -32,14 +30,3 @@ def mesh_factory(tmp_path: Path) -> Iterator[Callable[[str], Mesh]]:
         _reap(mesh.root / ".tollway" / "members.json")
 
 
-def _reap(members: Path) -> None:
-    """If a test killed `tollway up` and failed before restarting it, stop what it left."""
-    try:
-        rows = json.loads(members.read_text())
-    except (OSError, ValueError):
-        return
-    for row in rows.values():
-        for key in ("sidecar_pid", "app_pid"):
-            if row.get(key):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(row[key]), signal.SIGTERM)

@@ -18,10 +18,6 @@ error ... connection refused" from the client proxy.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -29,6 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e_mesh import Mesh, wait_until
+
+from tests.conftest import reap_members as _reap
 
 pytestmark = pytest.mark.slow
 
@@ -168,17 +166,6 @@ class Load:
             t.join(15)
 
 
-def _reap(members: Path) -> None:
-    """Stop what a failed `tollway up` left running (as the e2e conftest does)."""
-    try:
-        rows = json.loads(members.read_text())
-    except (OSError, ValueError):
-        return
-    for row in rows.values():
-        for key in ("sidecar_pid", "app_pid"):
-            if row.get(key):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(row[key]), signal.SIGTERM)
 
 
 def _status(mesh: Mesh) -> dict[str, object]:

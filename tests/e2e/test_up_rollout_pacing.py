@@ -4,10 +4,7 @@ ready ones never drop below replicas - maxUnavailable, as /v1/local/members repo
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -15,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e_mesh import Mesh, wait_until
+
+from tests.conftest import reap_members as _reap
 
 pytestmark = pytest.mark.slow
 
@@ -52,17 +51,6 @@ spec:
 """
 
 
-def _reap(members: Path) -> None:
-    """Stop what a failed `tollway up` left running (as the e2e conftest does)."""
-    try:
-        rows = json.loads(members.read_text())
-    except (OSError, ValueError):
-        return
-    for row in rows.values():
-        for key in ("sidecar_pid", "app_pid"):
-            if row.get(key):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(row[key]), signal.SIGTERM)
 
 
 def _web(mesh: Mesh) -> list[dict[str, object]]:
