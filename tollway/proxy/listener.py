@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from tollway.proxy.chain.build import tls_module
 from tollway.proxy.chain.stream import Exchange
 from tollway.proxy.http1 import write
 from tollway.proxy.http1.parse import Limits, split_absolute
@@ -524,11 +525,7 @@ class Downstream(asyncio.Protocol):
 
 
 def _peer_identity(ssl_object: Any) -> tuple[str | None, str]:
-    from tollway.proxy.chain.build import optional
-
-    tlsmod = optional("tollway.proxy.tls")
-    if tlsmod is None:
-        return None, ""
-    principal = tlsmod.peer_principal(ssl_object)
-    cert_hash = tlsmod.peer_cert_hash(ssl_object) if hasattr(tlsmod, "peer_cert_hash") else ""
-    return principal, cert_hash
+    """(principal, certificate hash) of a TLS peer: a TLS connection means the TLS module
+    is already loaded, so this costs no import."""
+    tls = tls_module()
+    return tls.peer_principal(ssl_object), tls.peer_cert_hash(ssl_object)

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import msgspec
 
-from tollway.proxy.chain.build import Snapshot, compile_snapshot, optional
+from tollway.proxy.chain.build import Snapshot, compile_snapshot, tls_module
 from tollway.proxy.chain.mirror import Mirrorer
 from tollway.proxy.chain.telemetry import Metrics
 from tollway.proxy.http1.parse import Limits
@@ -191,9 +191,12 @@ class ProxyServer:
         loop = self.loop
         assert loop is not None
         spec = b.spec
-        authn = optional("tollway.proxy.chain.authn") if spec.kind == "inbound" else None
         mode = snap.config.peer_authn.mode
-        if authn is not None and (self.tls_state is not None or mode == "STRICT"):
+        if spec.kind == "inbound" and (self.tls_state is not None or mode == "STRICT"):
+            # The inbound gate brings the TLS module (build.tls_module): imported here, the
+            # first time a listener needs it; an ImportError stops the proxy.
+            from tollway.proxy.chain import authn
+
             b.gate = authn.InboundGate(
                 snap.config.peer_authn, self.tls_state, workload_port=spec.service_port,
                 revoked=snap.config.trust.revoked_serials,
@@ -215,8 +218,7 @@ class ProxyServer:
         The gate checks each new handshake; without this a revoked caller would keep its
         pooled keep-alive connections (hours, with steady traffic) and so keep its access.
         """
-        from tollway.proxy import tls
-
+        tls = tls_module()
         for conn in list(b.runtime.connections):
             transport = conn.transport
             obj = transport.get_extra_info("ssl_object") if transport is not None else None

@@ -7,8 +7,9 @@ deadline, and only then hands the connection to the listener's protocol. Every r
 one log line naming the peer and the reason (no client certificate, another CA, expired,
 not TLS, stalled, revoked) and never an exception escaping the accept loop.
 
-`XfccFilter` sets `x-forwarded-client-cert` from the verified peer, and removes any value
-a caller sent: the app can trust it because nobody outside can forge it.
+`XfccFilter` (chain/xfcc.py, re-exported here) sets `x-forwarded-client-cert` from the
+verified peer, and removes any value a caller sent: the app can trust it because nobody
+outside can forge it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from tollway.proxy import tls as tlsmod
-from tollway.proxy.chain.filter import LocalReply
+from tollway.proxy.chain.xfcc import XFCC, XfccFilter, build_xfcc
 from tollway.proxy.core import authn
 from tollway.snapshot import types
 
 log = logging.getLogger("tollway.proxy.authn")
-XFCC = "x-forwarded-client-cert"
-XFCC_B = XFCC.encode()
 
 
 def describe_handshake_error(exc: BaseException, timeout: float) -> str:
@@ -279,32 +278,4 @@ def peer_info(transport: asyncio.BaseTransport) -> tuple[str | None, str]:
         return None, ""
     return tlsmod.peer_principal(obj), tlsmod.peer_cert_hash(obj)
 
-
-class XfccFilter:
-    """`x-forwarded-client-cert`: set from the verified peer, never passed through."""
-
-    name = "xfcc"
-
-    def __init__(self, server_spiffe_id: str) -> None:
-        self.by = server_spiffe_id
-
-    def value_for(self, principal: str, cert_hash: str) -> str:
-        uri = principal if principal.startswith("spiffe://") else "spiffe://" + principal
-        return f'By={self.by};Hash={cert_hash};Subject="";URI={uri}'
-
-    def on_request(self, ex: Any) -> LocalReply | None:
-        if ex.listener_kind == "outbound":
-            return None
-        if XFCC in ex.headers:
-            del ex.headers[XFCC]
-            ex.raw_headers[:] = [h for h in ex.raw_headers if h[0].lower() != XFCC_B]
-        if ex.principal:
-            value = self.value_for(ex.principal, ex.attrs.get("peer_cert_hash", ""))
-            ex.headers[XFCC] = value
-            ex.raw_headers.append((XFCC_B, value.encode("latin-1")))
-        return None
-
-
-def build_xfcc(node: types.Node) -> XfccFilter:
-    sid = f"spiffe://{node.cluster_domain}/ns/{node.namespace}/sa/{node.service_account}"
-    return XfccFilter(sid)
+__all__ = ["XFCC", "InboundGate", "XfccFilter", "build_xfcc", "peer_info", "serve"]

@@ -10,12 +10,12 @@ raises SnapshotError and nothing of it is used.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import logging
 import ssl
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
+from tollway.proxy.chain import authz, xfcc
 from tollway.proxy.chain.filter import Filter
 from tollway.proxy.chain.mirror import Mirrorer
 from tollway.proxy.chain.router import Router
@@ -26,17 +26,24 @@ from tollway.proxy.upstream.cluster import LiveCluster
 from tollway.snapshot import types
 from tollway.snapshot.codec import SnapshotError
 
+if TYPE_CHECKING:
+    from tollway.proxy.tls import TlsState
+
 log = logging.getLogger("tollway.proxy")
 
 
-def optional(module: str) -> Any:
-    """Import a module of another part if it is present in this build (else None)."""
-    try:
-        if importlib.util.find_spec(module) is None:
-            return None
-    except ModuleNotFoundError:
-        return None
-    return importlib.import_module(module)
+def tls_module() -> ModuleType:
+    """The TLS module (`tollway.proxy.tls`), imported the first time something needs it.
+
+    The one lazy import of the proxy: it pulls in `cryptography` (~10 MB per sidecar), which
+    a proxy without TLS anywhere never needs. Every other security piece (RBAC, XFCC) is a
+    plain import above, so a missing or renamed one is an ImportError when the proxy
+    starts, never a proxy that silently runs without it; an ImportError here propagates the
+    same way, the first time TLS is asked for.
+    """
+    from tollway.proxy import tls
+
+    return tls
 
 
 class ListenerPlan:
@@ -188,7 +195,7 @@ def compile_snapshot(
     mirrorer: Mirrorer,
     limits: Limits,
     old: Snapshot | None = None,
-    tls_state: Any = None,
+    tls_state: TlsState | None = None,
 ) -> Snapshot:
     """Build a Snapshot or raise SnapshotError (nothing partially applied)."""
     try:
@@ -206,12 +213,12 @@ def _compile(
     mirrorer: Mirrorer,
     limits: Limits,
     old: Snapshot | None,
-    tls_state: Any,
+    tls_state: TlsState | None,
 ) -> Snapshot:
     needs_tls = any(c.tls.mode not in ("DISABLE", "ISTIO_MUTUAL") for c in config.clusters) or any(
         lst.tls is not None for lst in config.listeners
     )
-    tlsmod = optional("tollway.proxy.tls") if needs_tls else None  # cryptography costs ~10 MB
+    tlsmod = tls_module() if needs_tls else None
     names = [c.name for c in config.clusters]
     if len(set(names)) != len(names):
         raise SnapshotError("snapshot has two clusters with the same name")
@@ -285,43 +292,44 @@ def _app_cluster(
     return live
 
 
-def _client_context(spec: types.Cluster, tlsmod: Any, tls_state: Any) -> ssl.SSLContext | None:
+def _client_context(
+    spec: types.Cluster, tlsmod: ModuleType | None, tls_state: TlsState | None
+) -> ssl.SSLContext | None:
     if spec.tls.mode == "DISABLE":
         return None
     if spec.tls.mode == "ISTIO_MUTUAL":
         if tls_state is None:
             log.warning("cluster %s wants mTLS but this proxy has no certificate yet", spec.name)
             return None
-        if hasattr(tls_state, "client_for"):  # refuses servers outside the expected SPIFFE IDs
-            return tls_state.client_for(spec.tls.expected_identities)  # type: ignore[no-any-return]
-        return tls_state.client  # type: ignore[no-any-return]
-    if tlsmod is None:
-        raise SnapshotError(f"cluster {spec.name} wants TLS but this build has no TLS support")
+        # refuses servers outside the expected SPIFFE IDs
+        return tls_state.client_for(spec.tls.expected_identities)
+    assert tlsmod is not None  # needs_tls above
     return tlsmod.client_context(spec, None)  # type: ignore[no-any-return]
 
 
-def _server_context(spec: types.Listener, tlsmod: Any) -> ssl.SSLContext | None:
+def _server_context(spec: types.Listener, tlsmod: ModuleType | None) -> ssl.SSLContext | None:
     """Gateway TLS (SIMPLE / MUTUAL) from the listener's credential."""
     if spec.kind != "gateway" or spec.tls is None or spec.tls.mode not in ("SIMPLE", "MUTUAL"):
         return None
     if spec.tls.credential is None:
         raise SnapshotError(f"gateway listener {spec.name} uses TLS but has no credential")
-    if tlsmod is not None and hasattr(tlsmod, "gateway_context"):
-        return tlsmod.gateway_context(spec.tls)  # type: ignore[no-any-return]
-    raise SnapshotError("this build has no TLS support (tollway.proxy.tls missing)")
+    assert tlsmod is not None  # needs_tls above
+    return tlsmod.gateway_context(spec.tls)  # type: ignore[no-any-return]
 
 
-def _filters(config: types.ProxyConfig, spec: types.Listener, tls_state: Any) -> tuple[Filter, ...]:
-    """The chain before the router: XFCC (inbound mTLS), then RBAC (inbound and gateway)."""
+def _filters(
+    config: types.ProxyConfig, spec: types.Listener, tls_state: TlsState | None
+) -> tuple[Filter, ...]:
+    """The chain before the router, in order (one line per stage, each a plain import):
+
+    1. XFCC: inbound with mTLS on (the app trusts it, so a caller's copy never passes);
+    2. RBAC: AuthorizationPolicy on inbound and gateway listeners (none: nothing to check).
+    """
     filters: list[Filter] = []
     if spec.kind == "inbound" and tls_state is not None:
-        authn = optional("tollway.proxy.chain.authn")
-        if authn is not None and hasattr(authn, "build_xfcc"):
-            filters.append(authn.build_xfcc(config.node))
+        filters.append(xfcc.build_xfcc(config.node))
     if spec.kind in ("inbound", "gateway"):
-        authz = optional("tollway.proxy.chain.authz")
-        if authz is not None:
-            f = authz.build(config.authz, spec.service_port)
-            if f is not None:
-                filters.append(f)
+        rbac = authz.build(config.authz, spec.service_port)
+        if rbac is not None:
+            filters.append(rbac)
     return tuple(filters)
