@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from tollway.config.errors import describe, did_you_mean, findings_from_validation
 from tollway.config.findings import Finding, Severity
-from tollway.config.kinds import KIND_VERSIONS, KindSpec, lookup
+from tollway.config.kinds import ALL_KINDS, KindSpec, lookup, named, of_group
 from tollway.config.lint import lint
 from tollway.config.resource import DEFAULT_NAMESPACE, Resource, SourceRef
 from tollway.config.source import Document, PathKey, format_path
@@ -67,13 +67,18 @@ def _envelope(ctx: _Ctx, data: dict[str, Any]) -> KindSpec | None:
         return None
     spec = lookup(api, kind)
     if spec is None:
-        if kind in KIND_VERSIONS:
-            served = ", ".join(KIND_VERSIONS[kind])
+        same_group = of_group(api, kind)
+        elsewhere = named(kind)
+        if same_group is not None:
+            served = ", ".join(same_group.api_versions)
+            ctx.add(("apiVersion",), f"{kind} is served as {served}, not '{api}'")
+        elif elsewhere:
+            served = " or ".join(", ".join(s.api_versions) for s in elsewhere)
             ctx.add(("apiVersion",), f"{kind} is served as {served}, not '{api}'")
         else:
-            known = sorted(KIND_VERSIONS)
+            known = sorted({s.kind for s in ALL_KINDS})
             ctx.add(("kind",), f"unknown kind '{kind}' ({api}){_closest(kind, known)}"
-                    f" Tollway reads: {', '.join(known)}")
+                    " (docs/validating.md lists every kind Tollway reads)")
         return None
     return spec
 
@@ -163,6 +168,11 @@ def validate_document(doc: Document) -> tuple[Resource | None, list[Finding]]:
     if model is not None and not ctx.findings:
         for severity, path, message in lint(resource):
             ctx.add((*prefix, *path), message, severity)
+    if kspec.ignored is not None and not any(f.is_error for f in ctx.findings):
+        # Accepted, not enforced: one warning, and kept out of the resource set so
+        # nothing downstream mistakes it for a kind it acts on.
+        ctx.add((), f"accepted; {kspec.ignored}", Severity.WARNING)
+        return None, ctx.findings
     if any(f.is_error for f in ctx.findings) or not ctx.name:
         return None, ctx.findings
     return resource, ctx.findings

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from tollway.config.errors import did_you_mean
-from tollway.config.models.common import Strict, WorkloadSelector
+from tollway.config.models.common import Duration, Strict, WorkloadSelector
 from tollway.snapshot.conditions import (
     BRACKET_CONDITIONS,
     PLAIN_CONDITIONS,
@@ -157,6 +159,65 @@ class AuthorizationPolicySpec(Strict):
             raise ValueError(f"a {self.action} policy without rules is meaningless; add rules")
         if self.provider is not None and self.action != "CUSTOM":
             raise ValueError("provider is only allowed with action CUSTOM")
+        if self.selector is not None and (self.target_ref or self.target_refs):
+            raise ValueError("set selector or targetRefs, not both")
+        return self
+
+
+class JWTHeader(Strict):
+    name: str = Field(min_length=1)
+    prefix: str | None = None
+
+
+class ClaimToHeader(Strict):
+    header: str = Field(min_length=1)
+    claim: str = Field(min_length=1)
+
+
+class JWTRule(Strict):
+    issuer: str = Field(min_length=1)
+    audiences: list[str] | None = None
+    jwks_uri: str | None = None
+    jwks: str | None = None
+    from_headers: list[JWTHeader] | None = None
+    from_params: list[str] | None = None
+    from_cookies: list[str] | None = None
+    output_payload_to_header: str | None = None
+    forward_original_token: bool | None = None
+    output_claim_to_headers: list[ClaimToHeader] | None = None
+    timeout: Duration | None = None
+
+    @field_validator("jwks_uri")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlsplit(value)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"jwksUri '{value}' must be an http(s) URL with a host")
+        return value
+
+    @field_validator("jwks")
+    @classmethod
+    def _jwks(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            doc = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"jwks is not JSON ({exc.args[0]})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+            raise ValueError('jwks must be a JSON Web Key Set: {"keys": [...]}')
+        return value
+
+
+class RequestAuthenticationSpec(Strict):
+    selector: WorkloadSelector | None = None
+    target_ref: dict[str, Any] | None = None
+    target_refs: list[dict[str, Any]] | None = None
+    jwt_rules: list[JWTRule] | None = Field(None, max_length=4096)
+
+    @model_validator(mode="after")
+    def _rules(self) -> RequestAuthenticationSpec:
         if self.selector is not None and (self.target_ref or self.target_refs):
             raise ValueError("set selector or targetRefs, not both")
         return self

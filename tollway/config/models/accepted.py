@@ -1,0 +1,299 @@
+"""Kinds Tollway accepts but does not act on: their top-level shape, typed.
+
+Users keep HPAs, Gateway API routes, EnvoyFilters and the like in the same folders as
+their VirtualServices. Refusing them as unknown made whole folders unusable; accepting
+them silently would hide that they have no effect. So each is validated to the depth
+that catches real mistakes (wrong types in the fields every manifest has, misspelled
+top-level fields), kept out of the resource set, and reported with one warning naming
+what Tollway does not enforce (the reason lives in `kinds.py`, beside the kind).
+Nested blocks Tollway never reads are `Blob`s: their insides are the upstream
+controller's business, not ours.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from tollway.config.models.common import (
+    IntOrString,
+    Labels,
+    LabelSelector,
+    NonNegInt,
+    Strict,
+    WorkloadSelector,
+)
+from tollway.config.models.k8s import PodTemplate
+
+Blob = dict[str, Any]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+# --- plain Kubernetes --------------------------------------------------------------
+
+
+class ConfigMapBody(Strict):
+    data: dict[str, str] | None = None
+    binary_data: dict[str, str] | None = None
+    immutable: bool | None = None
+
+
+class HorizontalPodAutoscalerSpec(Strict):
+    scale_target_ref: Blob
+    min_replicas: PositiveInt | None = None
+    max_replicas: NonNegInt
+    metrics: list[Blob] | None = None
+    behavior: Blob | None = None
+    target_cpu_utilization_percentage: NonNegInt | None = Field(
+        None, alias="targetCPUUtilizationPercentage")
+
+
+class PodDisruptionBudgetSpec(Strict):
+    min_available: IntOrString | None = None
+    max_unavailable: IntOrString | None = None
+    selector: LabelSelector | None = None
+    unhealthy_pod_eviction_policy: Literal["IfHealthyBudget", "AlwaysAllow"] | None = None
+
+
+class IngressSpec(Strict):
+    ingress_class_name: str | None = None
+    default_backend: Blob | None = None
+    backend: Blob | None = None  # networking.k8s.io/v1beta1
+    tls: list[Blob] | None = None
+    rules: list[Blob] | None = None
+
+
+class IngressClassSpec(Strict):
+    controller: str | None = None
+    parameters: Blob | None = None
+
+
+class NetworkPolicySpec(Strict):
+    pod_selector: LabelSelector
+    policy_types: list[Literal["Ingress", "Egress"]] | None = None
+    ingress: list[Blob] | None = None
+    egress: list[Blob] | None = None
+
+
+class RoleBody(Strict):
+    rules: list[Blob] | None = None
+
+
+class ClusterRoleBody(Strict):
+    rules: list[Blob] | None = None
+    aggregation_rule: Blob | None = None
+
+
+class RoleBindingBody(Strict):
+    subjects: list[Blob] | None = None
+    role_ref: Blob
+
+
+class StatefulSetSpec(Strict):
+    replicas: NonNegInt | None = None
+    selector: LabelSelector
+    template: PodTemplate
+    service_name: str | None = None
+    volume_claim_templates: list[Blob] | None = None
+    pod_management_policy: Literal["OrderedReady", "Parallel"] | None = None
+    update_strategy: Blob | None = None
+    revision_history_limit: NonNegInt | None = None
+    min_ready_seconds: NonNegInt | None = None
+    persistent_volume_claim_retention_policy: Blob | None = None
+    ordinals: Blob | None = None
+
+
+class DaemonSetSpec(Strict):
+    selector: LabelSelector
+    template: PodTemplate
+    update_strategy: Blob | None = None
+    min_ready_seconds: NonNegInt | None = None
+    revision_history_limit: NonNegInt | None = None
+
+
+class ReplicaSetSpec(Strict):
+    replicas: NonNegInt | None = None
+    selector: LabelSelector
+    template: PodTemplate | None = None
+    min_ready_seconds: NonNegInt | None = None
+
+
+class JobSpec(Strict):
+    template: PodTemplate
+    parallelism: NonNegInt | None = None
+    completions: NonNegInt | None = None
+    active_deadline_seconds: NonNegInt | None = None
+    backoff_limit: NonNegInt | None = None
+    backoff_limit_per_index: NonNegInt | None = None
+    max_failed_indexes: NonNegInt | None = None
+    selector: LabelSelector | None = None
+    manual_selector: bool | None = None
+    ttl_seconds_after_finished: NonNegInt | None = None
+    completion_mode: Literal["NonIndexed", "Indexed"] | None = None
+    suspend: bool | None = None
+    pod_failure_policy: Blob | None = None
+    pod_replacement_policy: str | None = None
+    success_policy: Blob | None = None
+    managed_by: str | None = None
+
+
+class CronJobSpec(Strict):
+    schedule: str = Field(min_length=1)
+    time_zone: str | None = None
+    starting_deadline_seconds: NonNegInt | None = None
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] | None = None
+    suspend: bool | None = None
+    job_template: Blob
+    successful_jobs_history_limit: NonNegInt | None = None
+    failed_jobs_history_limit: NonNegInt | None = None
+
+
+class PersistentVolumeClaimSpec(Strict):
+    access_modes: list[str] | None = None
+    resources: Blob | None = None
+    storage_class_name: str | None = None
+    volume_mode: Literal["Filesystem", "Block"] | None = None
+    volume_name: str | None = None
+    selector: LabelSelector | None = None
+    data_source: Blob | None = None
+    data_source_ref: Blob | None = None
+    volume_attributes_class_name: str | None = None
+
+
+class LimitRangeSpec(Strict):
+    limits: list[Blob]
+
+
+class ResourceQuotaSpec(Strict):
+    hard: dict[str, str | int] | None = None
+    scopes: list[str] | None = None
+    scope_selector: Blob | None = None
+
+
+class PriorityClassBody(Strict):
+    value: int
+    global_default: bool | None = None
+    description: str | None = None
+    preemption_policy: str | None = None
+
+
+# --- Gateway API (gateway.networking.k8s.io) -----------------------------------------
+
+
+class GatewayClassSpec(Strict):
+    controller_name: str = Field(min_length=1)
+    parameters_ref: Blob | None = None
+    description: str | None = None
+
+
+class K8sGatewaySpec(Strict):
+    gateway_class_name: str = Field(min_length=1)
+    listeners: list[Blob] = Field(min_length=1, max_length=64)
+    addresses: list[Blob] | None = None
+    infrastructure: Blob | None = None
+    backend_tls: Blob | None = Field(None, alias="backendTLS")
+    allowed_listeners: Blob | None = None
+
+
+class RouteSpec(Strict):
+    """HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, UDPRoute share this top level."""
+
+    parent_refs: list[Blob] | None = None
+    hostnames: list[str] | None = None
+    rules: list[Blob] | None = None
+
+
+class ReferenceGrantSpec(Strict):
+    from_: list[Blob] = Field(alias="from", min_length=1)
+    to: list[Blob] = Field(min_length=1)
+
+
+class BackendTLSPolicySpec(Strict):
+    target_refs: list[Blob] = Field(min_length=1)
+    validation: Blob
+    options: dict[str, str] | None = None
+
+
+# --- Istio kinds Tollway does not implement ------------------------------------------
+
+
+class TelemetrySpec(Strict):
+    selector: WorkloadSelector | None = None
+    target_ref: Blob | None = None
+    target_refs: list[Blob] | None = None
+    tracing: list[Blob] | None = None
+    metrics: list[Blob] | None = None
+    access_logging: list[Blob] | None = None
+
+
+class LabelsSelector(Strict):
+    labels: Labels | None = None
+
+
+class EnvoyFilterSpec(Strict):
+    workload_selector: LabelsSelector | None = None
+    target_refs: list[Blob] | None = None
+    config_patches: list[Blob] | None = None
+    priority: int | None = None
+
+
+class WasmPluginSpec(Strict):
+    selector: WorkloadSelector | None = None
+    target_ref: Blob | None = None
+    target_refs: list[Blob] | None = None
+    url: str = Field(min_length=1)
+    sha256: str | None = None
+    image_pull_policy: Literal["UNSPECIFIED_POLICY", "IfNotPresent", "Always"] | None = None
+    image_pull_secret: str | None = None
+    plugin_config: Blob | None = None
+    plugin_name: str | None = None
+    phase: Literal["UNSPECIFIED_PHASE", "AUTHN", "AUTHZ", "STATS"] | None = None
+    priority: int | None = None
+    fail_strategy: Literal["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"] | None = None
+    vm_config: Blob | None = None
+    match: list[Blob] | None = None
+    type: Literal["UNSPECIFIED_PLUGIN_TYPE", "HTTP", "NETWORK"] | None = None
+    verification_key: str | None = None
+
+
+class ProxyConfigSpec(Strict):
+    selector: WorkloadSelector | None = None
+    concurrency: NonNegInt | None = None
+    environment_variables: dict[str, str] | None = None
+    image: Blob | None = None
+
+
+class WorkloadGroupMeta(Strict):
+    labels: Labels | None = None
+    annotations: dict[str, str] | None = None
+
+
+class WorkloadGroupSpec(Strict):
+    metadata: WorkloadGroupMeta | None = None
+    template: Blob
+    probe: Blob | None = None
+
+
+# --- Argo and Flagger ----------------------------------------------------------------
+
+
+class ExperimentSpec(Strict):
+    templates: list[Blob] = Field(min_length=1)
+    duration: str | None = None
+    progress_deadline_seconds: NonNegInt | None = None
+    terminate: bool | None = None
+    analyses: list[Blob] | None = None
+    scale_down_delay_seconds: NonNegInt | None = None
+    dry_run: list[Blob] | None = None
+    measurement_retention: list[Blob] | None = None
+    analysis_run_metadata: Blob | None = None
+
+
+class AlertProviderSpec(Strict):
+    type: str = Field(min_length=1)
+    channel: str | None = None
+    username: str | None = None
+    address: str | None = None
+    proxy: str | None = None
+    secret_ref: Blob | None = None
+    cert_secret_ref: Blob | None = None
