@@ -17,11 +17,13 @@ demo: $(STAMP)
 	$(BIN)/tollway demo
 
 ## The whole test suite: ruff, mypy, import contracts, pytest.
+## `make test TESTS=tests/cli` runs the same tools with fewer pytest files.
+TESTS ?=
 test: $(STAMP)
 	$(BIN)/ruff check tollway tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 -q $(TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ast
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,9 +83,11 @@ def test_pure_module_does_no_io(path: Path) -> None:
 
 
 def test_import_contracts_hold() -> None:
-    exe = shutil.which("lint-imports")
-    assert exe, "import-linter is a dev dependency; install with pip install -e '.[dev]'"
-    result = subprocess.run([exe], capture_output=True, text=True, cwd=PKG.parent)
+    # Beside this interpreter, not on PATH: `make test` runs .venv/bin/pytest without
+    # activating the venv, and a fresh machine has no lint-imports anywhere else.
+    exe = Path(sys.executable).parent / "lint-imports"
+    assert exe.exists(), "import-linter is a dev dependency; install with pip install -e '.[dev]'"
+    result = subprocess.run([str(exe)], capture_output=True, text=True, cwd=PKG.parent)
     assert result.returncode == 0, result.stdout[-3000:]
 
 
