@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## The main job: a full canary release through the mesh, live.
+## `make demo DEMO_ARGS=--keep` keeps the mesh up afterwards, until Ctrl-C.
 demo: $(STAMP)
-	$(BIN)/tollway demo
+	$(BIN)/tollway demo $(DEMO_ARGS)
 
 ## The whole test suite: ruff, mypy, import contracts, pytest.
 ## `make test TESTS=tests/cli` runs the same tools with fewer pytest files.

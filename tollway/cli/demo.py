@@ -16,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -153,28 +156,83 @@ class Load:
         return out
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during the demo: stop the mesh, exit 128 + the signal."""
+
+    def __init__(self, sig: int) -> None:
+        super().__init__(sig)
+        self.sig = sig
+
+
 class Demo:
-    def __init__(self, echo: Any, rps: float, api_port: int, client_port: int) -> None:
+    def __init__(self, echo: Any, rps: float, api_port: int, client_port: int,
+                 keep: bool = False) -> None:
         self.echo = echo
         self.rps = rps
         self.api_port = api_port
         self.client_port = client_port
+        self.keep = keep
         self.seen_decisions = 0
         self.last_note = ""
         self.t0 = time.monotonic()
+        self.signalled = 0
+        self.up: Any = None
+        self.up_task: asyncio.Task[int] | None = None
+        self.root: Path | None = None
+
+    async def main(self) -> int:
+        """The story, with Ctrl-C / SIGTERM stopping the mesh (a second one kills it at once).
+
+        The demo owns the terminal: the mesh runs without `tollway up`'s live table and
+        signal handlers, so the story stays on screen and one Ctrl-C ends everything."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig, task)
+        try:
+            return await self.run()
+        except asyncio.CancelledError:
+            if not self.signalled:
+                raise
+            if self.keep and self.signalled == signal.SIGINT and self._story_done:
+                return self._kept_code
+            return 128 + self.signalled
+        finally:
+            self._clean_state()
+
+    def _on_signal(self, sig: int, task: asyncio.Task[Any]) -> None:
+        if self.signalled:  # the second one: no more waiting for drains
+            self.echo("\ntollway demo: killed the mesh at once")
+            if self.up is not None:
+                self.up.kill_now()
+            self._clean_state()
+            os._exit(128 + sig)
+        self.signalled = sig
+        self.echo("\ntollway demo: stopping the mesh (press Ctrl-C again to kill it at once)")
+        task.cancel()
+
+    def _clean_state(self) -> None:
+        """The temp folder holds the mesh's root CA private key: never leave it behind."""
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    _story_done = False
+    _kept_code = 0
 
     async def run(self) -> int:
         from tollway.cli import up as up_mod
 
-        root = Path(tempfile.mkdtemp(prefix="tollway-demo-"))
+        self.root = root = Path(tempfile.mkdtemp(prefix="tollway-demo-"))
         (root / "web.yaml").write_text(MANIFESTS.replace("PYTHON", json.dumps(sys.executable)))
         self.echo(f"tollway demo: mesh in {root}; control plane http://127.0.0.1:{self.api_port}"
                   f" (try `tollway rollout status web --watch --server "
                   f"http://127.0.0.1:{self.api_port}`; dashboard "
                   f"http://127.0.0.1:{self.api_port}/dashboard)")
-        up = up_mod.Up(root, root / ".tollway", self.api_port, self.client_port, 18000,
-                       lambda _line: None)
+        self.up = up = up_mod.Up(root, root / ".tollway", self.api_port, self.client_port,
+                                 18000, self._mesh_echo, live_view=False, signals=False)
         up_task = asyncio.create_task(up.run())
+        self.up_task = up_task
         load = Load(self.client_port, self.rps)
         load_task: asyncio.Task[None] | None = None
         try:
@@ -196,21 +254,42 @@ class Demo:
             ok = ok2 and ok3 and on_v3 == 0
             self.echo("tollway demo: " + ("healthy v2 promoted, faulty v3 rolled back on its "
                                            "own. Done." if ok else "did not go as expected"))
-            return 0 if ok else 1
+            code = 0 if ok else 1
+            if self.keep:
+                self._story_done, self._kept_code = True, code
+                await self._keep_up(up_task)
+            return code
         finally:
             load.stop.set()
             if load_task:
                 with contextlib.suppress(Exception):
                     await load_task
-            up._stop.set()
+            up.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(up_task, 30)
+
+    def _mesh_echo(self, line: str) -> None:
+        """What `tollway up` says, minus what the story already tells."""
+        if "ready" in line or line.startswith("applied from"):
+            return
+        self.echo(line)
+
+    async def _keep_up(self, up_task: asyncio.Task[int]) -> None:
+        url = f"http://127.0.0.1:{self.api_port}"
+        self.echo(f"\nThe mesh stays up (--keep), with load running:\n"
+                  f"  dashboard      {url}/dashboard\n"
+                  f"  rollouts       tollway rollout status web --server {url}\n"
+                  f"  proxies        tollway proxy-status --server {url}\n"
+                  f"  a request      curl -x http://127.0.0.1:{self.client_port} "
+                  f"http://web:8080/\n"
+                  f"Press Ctrl-C to stop it (its temp folder {self.root} is removed).")
+        await up_task
 
     async def _wait_ready(self, up: Any, up_task: asyncio.Task[int]) -> None:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if up_task.done():
-                raise RuntimeError("the mesh stopped while starting; see its logs")
+                raise RuntimeError("the mesh stopped while starting (see above)")
             sup = up.supervisor
             if sup is not None and up.rollout is not None and sup.members and sup.all_ready():
                 st = up.store.status(("Rollout", "default", "web"))
@@ -242,6 +321,8 @@ class Demo:
         st: dict[str, Any] = {}
         while time.monotonic() < end:
             await asyncio.sleep(1.0)
+            if self.up_task is not None and self.up_task.done():
+                raise RuntimeError("the mesh stopped; the demo cannot go on")
             st = up.store.status(("Rollout", "default", "web"))
             self._line(st, load.take())
             if done(st):
@@ -280,17 +361,27 @@ class Demo:
                     self.echo(f"   judge: {meas.get('message')}")
 
 
+def _echo(line: str) -> None:
+    """Print; a closed terminal must not stop the demo before it stopped the mesh."""
+    with contextlib.suppress(OSError):
+        typer.echo(line)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         rps: float = typer.Option(40.0, "--rps", help="Load on the service, requests/s."),
-        api_port: int = typer.Option(15010, "--api-port"),
-        client_port: int = typer.Option(15001, "--client-port"),
+        api_port: int = typer.Option(15010, "--api-port", metavar="PORT",
+                                     help="Control plane port (a free one if taken)."),
+        client_port: int = typer.Option(15001, "--client-port", metavar="PORT",
+                                        help="Client proxy port (a free one if taken)."),
+        keep: bool = typer.Option(False, "--keep", help="Keep the mesh and load running "
+                                  "after the story, until Ctrl-C (to look around)."),
     ) -> None:
         """Bring up a mesh, roll out a healthy v2 and a faulty v3 (rolled back), live."""
-        d = Demo(typer.echo, rps, _free(api_port), _free(client_port))
+        d = Demo(_echo, rps, _free(api_port), _free(client_port), keep=keep)
         try:
-            code = asyncio.run(d.run())
+            code = asyncio.run(d.main())
         except RuntimeError as exc:
             typer.echo(f"tollway demo: {exc}", err=True)
             code = 1

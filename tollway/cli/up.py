@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -68,8 +69,13 @@ class Up:
 
     def __init__(self, root: Path, state_dir: Path, api_port: int, client_port: int,
                  gateway_offset: int, echo: Callable[[str], None],
-                 cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None) -> None:
+                 cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None,
+                 *, live_view: bool = True, signals: bool = True) -> None:
         self.root = root
+        # The demo tells its own story on the terminal and handles Ctrl-C itself: it runs
+        # the mesh with neither the live table nor `up`'s own signal handlers.
+        self.live_view = live_view
+        self.signals = signals
         self.state_dir = state_dir
         self.api_port = api_port
         self.client_port = client_port
@@ -123,7 +129,8 @@ class Up:
             self.echo(f"port {port} is in use; stop what uses it or pass {flag}")
             await self.supervisor.stop_all()
             return 1
-        self._install_signals()
+        if self.signals:
+            self._install_signals()
         try:
             await self._start()
             await self._announce_ready()
@@ -200,6 +207,8 @@ class Up:
             f"control plane {self.url}; logs {self.state_dir / 'logs'}"
             + await prom_mod.ready_suffix(self.prometheus, self.prometheus_url)
         )
+        if not self.live_view:
+            return
         from tollway.cli import up_view
 
         self._tasks.append(asyncio.create_task(up_view.show(self.supervisor, self.plane,
@@ -236,10 +245,32 @@ class Up:
 
         return [web.get("/v1/local/members", members)]
 
+    def stop(self) -> None:
+        """Begin the orderly shutdown: sidecars drain, then the apps stop (a first Ctrl-C)."""
+        self._stop.set()
+
+    def kill_now(self) -> None:
+        """SIGKILL every process this mesh started, at once (a second Ctrl-C)."""
+        procs = [p for m in (self.supervisor.members.values() if self.supervisor else [])
+                 for p in (m.sidecar, m.app) if p is not None]
+        if self.prometheus is not None and self.prometheus.proc is not None:
+            procs.append(self.prometheus.proc)
+        for proc in procs:
+            proc.signal(signal.SIGKILL)
+
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
+
+        def on_signal(sig: int) -> None:
+            if not self._stop.is_set():
+                self.stop()
+                return
+            self.echo("tollway: stopped at once (killed every replica)")
+            self.kill_now()
+            os._exit(128 + sig)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
 
     async def _shutdown(self, runner: web.AppRunner) -> None:
         self.echo("tollway: stopping (draining every sidecar, then the apps)")
