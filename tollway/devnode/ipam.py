@@ -1,0 +1,74 @@
+"""Pod IP allocation from the node's podCIDR, and the names of each pod's network objects.
+
+The first host address is the bridge's (the pods' gateway); the rest go to pods in order,
+lowest free first. The table is plain data the caller persists (state dir `ipam.json`), so a
+restarted agent and `cleanup` know what was handed out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+NETNS_PREFIX = "twp-"
+VETH_PREFIX = "twv"
+
+
+class IpamError(ValueError):
+    """The pod CIDR is unusable or exhausted; the message says which and what to do."""
+
+
+def netns_name(uid: str) -> str:
+    """Linux interface names are at most 15 bytes; eight hex digits of the uid are plenty here."""
+    return NETNS_PREFIX + uid.replace("-", "")[:8]
+
+
+def veth_name(uid: str) -> str:
+    return VETH_PREFIX + uid.replace("-", "")[:8]
+
+
+@dataclass
+class Ipam:
+    cidr: str
+    leases: dict[str, str] = field(default_factory=dict)  # pod uid -> ip
+
+    def __post_init__(self) -> None:
+        try:
+            self.net = ipaddress.IPv4Network(self.cidr)
+        except ValueError as e:
+            raise IpamError(f"node.spec.podCIDR {self.cidr!r} is not an IPv4 CIDR: {e}") from e
+        if self.net.num_addresses < 4:
+            raise IpamError(f"node.spec.podCIDR {self.cidr} is too small; use a /30 or larger")
+
+    @property
+    def gateway(self) -> str:
+        return str(self.net.network_address + 1)
+
+    @property
+    def prefixlen(self) -> int:
+        return self.net.prefixlen
+
+    def allocate(self, uid: str) -> str:
+        if uid in self.leases:
+            return self.leases[uid]
+        taken = set(self.leases.values()) | {self.gateway}
+        for host in self.net.hosts():
+            ip = str(host)
+            if ip not in taken:
+                self.leases[uid] = ip
+                return ip
+        raise IpamError(f"node podCIDR {self.cidr} has no free address left for pod {uid}")
+
+    def release(self, uid: str) -> None:
+        self.leases.pop(uid, None)
+
+    def to_json(self) -> dict[str, object]:
+        return {"cidr": self.cidr, "leases": dict(self.leases)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object], cidr: str) -> Ipam:
+        """Reload persisted leases; a different CIDR (a new cluster) starts empty."""
+        leases = data.get("leases")
+        if data.get("cidr") != cidr or not isinstance(leases, dict):
+            return cls(cidr)
+        return cls(cidr, {str(k): str(v) for k, v in leases.items()})

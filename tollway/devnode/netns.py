@@ -1,0 +1,116 @@
+"""Network plumbing with iproute2: the bridge, one netns + veth pair per pod, and teardown.
+
+Why `ip` and not netlink bindings: iproute2 is what an operator would type, what `down` and a
+human can replay from the recorded names, and Python 3.11 has no os.setns anyway. Every object
+made here carries a fixed prefix (ipam.NETNS_PREFIX / VETH_PREFIX) and is recorded by the caller
+before creation, so a crash never leaves an unnamed leftover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+NETNS_DIR = Path("/run/netns")
+
+
+class NetError(RuntimeError):
+    """An `ip` command failed; the message carries the command and its stderr."""
+
+
+async def run(*argv: str, check: bool = True) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if check and proc.returncode != 0:
+        raise NetError(f"`{' '.join(argv)}` failed ({proc.returncode}): {err.decode().strip()}")
+    return out.decode()
+
+
+async def link_exists(name: str, netns: str | None = None) -> bool:
+    prefix = ("ip", "-n", netns) if netns else ("ip",)
+    proc = await asyncio.create_subprocess_exec(
+        *prefix,
+        "link",
+        "show",
+        "dev",
+        name,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await proc.wait() == 0
+
+
+async def ensure_bridge(name: str, gateway: str, prefixlen: int) -> bool:
+    """Create the bridge if missing, give it the gateway address, bring it up.
+
+    Returns True when this call created the bridge (so its owner knows to delete it).
+    """
+    created = False
+    if not await link_exists(name):
+        await run("ip", "link", "add", name, "type", "bridge")
+        created = True
+    addrs = await run("ip", "-o", "-4", "addr", "show", "dev", name)
+    if f" {gateway}/{prefixlen} " not in addrs:
+        await run("ip", "addr", "add", f"{gateway}/{prefixlen}", "dev", name)
+    await run("ip", "link", "set", name, "up")
+    return created
+
+
+async def setup_pod(
+    *, netns: str, veth: str, bridge: str, ip: str, prefixlen: int, gateway: str
+) -> None:
+    """netns with lo up and eth0 = ip/prefix, default route via the bridge's gateway address."""
+    if not (NETNS_DIR / netns).exists():
+        await run("ip", "netns", "add", netns)
+    await run("ip", "-n", netns, "link", "set", "lo", "up")
+    if not await link_exists("eth0", netns):
+        if await link_exists(veth):
+            await run("ip", "link", "del", veth)
+        await run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+    await run("ip", "link", "set", veth, "master", bridge)
+    await run("ip", "link", "set", veth, "type", "bridge_slave", "hairpin", "on")
+    await run("ip", "link", "set", veth, "up")
+    addrs = await run("ip", "-n", netns, "-o", "-4", "addr", "show", "dev", "eth0")
+    if f" {ip}/{prefixlen} " not in addrs:
+        await run("ip", "-n", netns, "addr", "add", f"{ip}/{prefixlen}", "dev", "eth0")
+    await run("ip", "-n", netns, "link", "set", "eth0", "up")
+    await run("ip", "-n", netns, "route", "replace", "default", "via", gateway, "dev", "eth0")
+
+
+async def netns_pids(netns: str) -> list[int]:
+    if not (NETNS_DIR / netns).exists():
+        return []
+    out = await run("ip", "netns", "pids", netns, check=False)
+    return [int(x) for x in out.split() if x.isdigit()]
+
+
+async def kill_netns_processes(netns: str) -> int:
+    """SIGKILL whatever still runs in the netns (a crashed agent's orphans). Returns the count."""
+    pids = await netns_pids(netns)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for _ in range(50):
+        if not await netns_pids(netns):
+            break
+        await asyncio.sleep(0.05)
+    return len(pids)
+
+
+async def teardown_pod(netns: str, veth: str) -> None:
+    """Kill leftovers, delete the netns (which takes eth0 and so the veth pair with it)."""
+    await kill_netns_processes(netns)
+    if (NETNS_DIR / netns).exists():
+        await run("ip", "netns", "del", netns, check=False)
+    if await link_exists(veth):
+        await run("ip", "link", "del", veth, check=False)
+
+
+async def delete_link(name: str) -> None:
+    if await link_exists(name):
+        await run("ip", "link", "del", name, check=False)
