@@ -29,14 +29,16 @@ def _links() -> str:
 def _in_ns(ns: str, code: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ip", "netns", "exec", ns, sys.executable, "-c", code],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 CONNECT = """
 import socket, sys
 try:
-    socket.create_connection((sys.argv[1] if len(sys.argv) > 1 else '{ip}', {port}), timeout=3).close()
+    socket.create_connection(('{ip}', {port}), timeout=3).close()
     print('ok')
 except OSError as e:
     print('fail', e)
@@ -48,7 +50,7 @@ def net(tmp_path: Path):
     tag = f"{random.randrange(16**4):04x}"
     bridge = f"twt{tag}"
     cidr = f"10.253.{random.randrange(1, 250)}.0/24"
-    pn = podnet.PodNet(tmp_path, bridge, cidr)
+    pn = podnet.PodNet(tmp_path, bridge, cidr, netns_prefix="twx-", veth_prefix="twy")
     loop = asyncio.new_event_loop()
     loop.run_until_complete(pn.ensure_bridge())
     try:
@@ -90,19 +92,45 @@ def test_two_pods_reach_each_other_and_iptables_is_per_pod(net, tmp_path: Path) 
         assert (tmp_path / "b.log").read_text().split()[:2] == ["10.96.0.10", "pod-b"]
         assert _in_ns(ns_a, CONNECT.format(ip=ip_b, port=8080)).stdout.strip() == "ok"
         # The host reaches pods through the bridge too.
-        assert "ok" in subprocess.run(
-            [sys.executable, "-c", CONNECT.format(ip=ip_b, port=8080)], capture_output=True, text=True
-        ).stdout
+        assert (
+            "ok"
+            in subprocess.run(
+                [sys.executable, "-c", CONNECT.format(ip=ip_b, port=8080)],
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
 
         # An init container's rule in pod A's netns drops A's traffic to B, and nobody else's.
         subprocess.run(
-            ["ip", "netns", "exec", ns_a, "iptables", "-A", "OUTPUT", "-d", ip_b, "-p", "tcp",
-             "--dport", "8080", "-j", "REJECT"], check=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns_a,
+                "iptables",
+                "-A",
+                "OUTPUT",
+                "-d",
+                ip_b,
+                "-p",
+                "tcp",
+                "--dport",
+                "8080",
+                "-j",
+                "REJECT",
+            ],
+            check=True,
         )
         assert _in_ns(ns_a, CONNECT.format(ip=ip_b, port=8080)).stdout.startswith("fail")
-        assert "ok" in subprocess.run(
-            [sys.executable, "-c", CONNECT.format(ip=ip_b, port=8080)], capture_output=True, text=True
-        ).stdout
+        assert (
+            "ok"
+            in subprocess.run(
+                [sys.executable, "-c", CONNECT.format(ip=ip_b, port=8080)],
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
         host_rules = subprocess.run(["iptables", "-S", "OUTPUT"], capture_output=True, text=True)
         assert ip_b not in host_rules.stdout
     finally:
@@ -110,7 +138,7 @@ def test_two_pods_reach_each_other_and_iptables_is_per_pod(net, tmp_path: Path) 
 
     loop.run_until_complete(pn.detach(uid_a))
     assert not (netns.NETNS_DIR / ns_a).exists()
-    assert f"twv{uid_a[:8]}" not in _links()
+    assert f"twy{uid_a[:8]}" not in _links()
     assert uid_a not in pn.ipam.leases
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from tollway.devnode import podnet
-from tollway.devnode.agent import Agent, AgentError, AgentOptions, primary_ip
+from tollway.devnode.agent import Agent, AgentError, AgentOptions
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,7 +23,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", type=Path, required=True)
     run.add_argument("--node-name", default="tollway-dev")
     run.add_argument("--state-dir", type=Path, required=True)
-    run.add_argument("--node-ip", default=None, help="InternalIP (default: the host's primary IP)")
+    run.add_argument(
+        "--node-ip",
+        default="",
+        help="InternalIP (default: the podCIDR gateway, i.e. the bridge IP)",
+    )
     run.add_argument("--bridge", default="tollway0")
     run.add_argument("--cluster-dns", default="10.96.0.10")
     run.add_argument("--cluster-domain", default="cluster.local")
@@ -43,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "cleanup", "-h", "--help"):
+        argv.insert(0, "run")  # `tollway dev cluster up` starts the agent without a subcommand
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
@@ -56,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         kubeconfig=args.kubeconfig,
         node_name=args.node_name,
         state_dir=args.state_dir.resolve(),
-        node_ip=args.node_ip or primary_ip(),
+        node_ip=args.node_ip,
         bridge=args.bridge,
         cluster_dns=args.cluster_dns,
         cluster_domain=args.cluster_domain,

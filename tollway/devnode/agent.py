@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,16 +60,6 @@ class AgentOptions:
     cidr_timeout: float = 60.0
 
 
-def primary_ip() -> str:
-    """The address the host uses to leave (no packet is sent: UDP connect only picks a route)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))
-            return str(s.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
-
-
 def lock_state_dir(state_dir: Path) -> IO[str]:
     state_dir.mkdir(parents=True, exist_ok=True)
     f = open(state_dir / "agent.lock", "w")  # noqa: SIM115 - held for the agent's lifetime
@@ -96,6 +86,7 @@ class Agent:
         self.port = opts.port
         self.ready_since = time.time()
         self.node_uid = ""
+        self.node_ip = opts.node_ip
         self.host = HostConfig(
             node_name=opts.node_name,
             node_ip=opts.node_ip,
@@ -125,6 +116,8 @@ class Agent:
             cidr = await self._pod_cidr()
             self.net = podnet.PodNet(self.opts.state_dir, self.opts.bridge, cidr)
             await self.net.ensure_bridge()
+            self.node_ip = self.opts.node_ip or self.net.ipam.gateway
+            self.host = dataclasses.replace(self.host, node_ip=self.node_ip)
             runner = await self._serve_logs()
             self.ready_since = time.time()
             await self._post_status()
@@ -151,7 +144,7 @@ class Agent:
         """Stop every pod (grace capped at 5 s) and remove their namespaces; API objects stay."""
         host = self.host
         for w in self.workers.values():
-            w.host = HostConfig(**{**host.__dict__, "max_grace": 5.0})
+            w.host = dataclasses.replace(host, max_grace=5.0)
             w.request_stop(None, delete=False)
         if self.tasks:
             await asyncio.wait(list(self.tasks.values()), timeout=15)
@@ -186,7 +179,7 @@ class Agent:
             self.port = 0
             return None
         ctx = logserver.server_ssl(o.tls_cert, o.tls_key, o.client_ca)
-        runner, self.port = await logserver.serve(self._pod_dir, o.node_ip, o.port, ctx)
+        runner, self.port = await logserver.serve(self._pod_dir, self.node_ip, o.port, ctx)
         return runner
 
     def _pod_dir(self, ns: str, name: str) -> Path | None:
@@ -201,7 +194,7 @@ class Agent:
         now = time.time()
         await self.api.patch_node_status(
             node_status(
-                node_ip=self.opts.node_ip,
+                node_ip=self.node_ip,
                 hostname=self.opts.node_name,
                 port=self.port,
                 ready=True,

@@ -18,13 +18,13 @@ class IpamError(ValueError):
     """The pod CIDR is unusable or exhausted; the message says which and what to do."""
 
 
-def netns_name(uid: str) -> str:
+def netns_name(uid: str, prefix: str = NETNS_PREFIX) -> str:
     """Linux interface names are at most 15 bytes; eight hex digits of the uid are plenty here."""
-    return NETNS_PREFIX + uid.replace("-", "")[:8]
+    return prefix + uid.replace("-", "")[:8]
 
 
-def veth_name(uid: str) -> str:
-    return VETH_PREFIX + uid.replace("-", "")[:8]
+def veth_name(uid: str, prefix: str = VETH_PREFIX) -> str:
+    return prefix + uid.replace("-", "")[:8]
 
 
 @dataclass

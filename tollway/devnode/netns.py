@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 from pathlib import Path
@@ -48,13 +49,21 @@ async def link_exists(name: str, netns: str | None = None) -> bool:
 async def ensure_bridge(name: str, gateway: str, prefixlen: int) -> bool:
     """Create the bridge if missing, give it the gateway address, bring it up.
 
-    Returns True when this call created the bridge (so its owner knows to delete it).
+    Returns True when this call created the bridge (so its owner knows to delete it). A bridge
+    that already carries an address outside the pod CIDR belongs to something else: refuse.
     """
     created = False
     if not await link_exists(name):
         await run("ip", "link", "add", name, "type", "bridge")
         created = True
     addrs = await run("ip", "-o", "-4", "addr", "show", "dev", name)
+    net = ipaddress.IPv4Network(f"{gateway}/{prefixlen}", strict=False)
+    for word in addrs.split():
+        if "/" in word and word[0].isdigit() and ipaddress.IPv4Interface(word).ip not in net:
+            raise NetError(
+                f"bridge {name} carries {word}, outside the node's podCIDR {net}; "
+                "remove that address or pass another --bridge"
+            )
     if f" {gateway}/{prefixlen} " not in addrs:
         await run("ip", "addr", "add", f"{gateway}/{prefixlen}", "dev", name)
     await run("ip", "link", "set", name, "up")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tollway.devnode import netns
-from tollway.devnode.ipam import Ipam, netns_name, veth_name
+from tollway.devnode.ipam import NETNS_PREFIX, VETH_PREFIX, Ipam, netns_name, veth_name
 
 
 def read_ledger(state_dir: Path) -> dict[str, Any]:
@@ -35,9 +35,19 @@ def write_ledger(state_dir: Path, data: dict[str, Any]) -> None:
 class PodNet:
     """attach(uid) -> (ip, netns); detach(uid). Serialised: `ip` calls and the ledger never race."""
 
-    def __init__(self, state_dir: Path, bridge: str, cidr: str) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        bridge: str,
+        cidr: str,
+        *,
+        netns_prefix: str = NETNS_PREFIX,
+        veth_prefix: str = VETH_PREFIX,
+    ) -> None:
         self.state_dir = state_dir
         self.bridge = bridge
+        self.prefixes = (netns_prefix, veth_prefix)
+        self.markers = state_dir / "netns"
         self.lock = asyncio.Lock()
         ledger = read_ledger(state_dir)
         self.ipam = Ipam.from_json(ledger.get("ipam", {}), cidr)
@@ -65,9 +75,11 @@ class PodNet:
     async def attach(self, uid: str) -> tuple[str, str]:
         async with self.lock:
             ip = self.ipam.allocate(uid)
-            ns, veth = netns_name(uid), veth_name(uid)
+            ns, veth = netns_name(uid, self.prefixes[0]), veth_name(uid, self.prefixes[1])
             self.pods[uid] = {"netns": ns, "veth": veth, "ip": ip}
             self._save()
+            self.markers.mkdir(parents=True, exist_ok=True)
+            (self.markers / ns).write_text(f"{uid} {veth} {ip}\n")
             await netns.setup_pod(
                 netns=ns,
                 veth=veth,
@@ -83,6 +95,7 @@ class PodNet:
             entry = self.pods.get(uid)
             if entry is not None:
                 await netns.teardown_pod(entry["netns"], entry["veth"])
+                (self.markers / entry["netns"]).unlink(missing_ok=True)
             self.pods.pop(uid, None)
             self.ipam.release(uid)
             self._save()
@@ -99,9 +112,10 @@ async def cleanup(state_dir: Path, *, bridge: str | None = None) -> list[str]:
     removed: list[str] = []
     for entry in dict(ledger.get("pods", {})).values():
         ns, veth = entry.get("netns", ""), entry.get("veth", "")
-        if ns.startswith("twp-") and veth.startswith("twv"):
+        if ns and veth and "/" not in ns:
             killed = await netns.kill_netns_processes(ns)
             await netns.teardown_pod(ns, veth)
+            (state_dir / "netns" / ns).unlink(missing_ok=True)
             removed.append(f"netns {ns} ({killed} processes), veth {veth}")
     name = bridge or (ledger.get("bridge") if ledger.get("bridge_created") else None)
     if name and await netns.link_exists(str(name)):

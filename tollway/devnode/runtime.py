@@ -86,6 +86,15 @@ async def spawn(
         )
 
 
+def pid_record(pid: int) -> str:
+    """"PID STARTTIME" (field 22 of /proc/PID/stat), so a sweeper never kills a recycled pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return f"{pid} 0"
+    return f"{pid} {stat.rsplit(')', 1)[1].split()[19]}"
+
+
 def signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)

@@ -326,7 +326,12 @@ class PodWorker:
             self._spawn_task(runtime.stop(proc, self.grace))
         probing = asyncio.create_task(self._probe_loop(rec, c, proc))
         self._mark()
+        pidfile = self.host.state_dir / "pids" / f"{self.uid}-{c.name}.pid"
+        if self.netns is None:  # host netns: `down` can only find it by this record
+            pidfile.parent.mkdir(parents=True, exist_ok=True)
+            pidfile.write_text(runtime.pid_record(proc.pid) + "\n")
         code = signal_exit_code(await proc.wait())
+        pidfile.unlink(missing_ok=True)
         probing.cancel()
         runtime.signal_group(proc.pid, 9)  # leftovers of the group go with their leader
         self.procs.pop(c.name, None)
