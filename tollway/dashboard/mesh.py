@@ -17,10 +17,13 @@ STATUSES = ("SYNCED", "STALE", "NACKED", "DISCONNECTED")
 
 
 def view(rows: Sequence[Mapping[str, Any]], scrape_errors: Mapping[str, str],
-         resources: ResourceSet, revision: int, audit: Iterable[Any]) -> dict[str, Any]:
+         resources: ResourceSet, revision: int, audit: Iterable[Any],
+         names: Mapping[tuple[str, str], Mapping[str, str]] | None = None) -> dict[str, Any]:
     """Proxies with their sync status and metrics, config revision, kinds, recent changes.
 
-    `scrape_errors` maps each admin address scraped to "" (read fine) or why it failed.
+    `scrape_errors` maps each admin address scraped to "" (read fine) or why it failed;
+    `names` (rollouts.workload_tracks) says which version and track a workload runs, so a
+    replica named by template hash also reads as `web v2 · canary`.
     """
     proxies = []
     for row in rows:
@@ -31,6 +34,7 @@ def view(rows: Sequence[Mapping[str, Any]], scrape_errors: Mapping[str, str],
                                        "acked", "version", "nacked", "nack_reason", "admin",
                                        "inbound", "origin", "error")},
             "metrics": "ok" if err == "" else (err or "not scraped yet"),
+            "display": _display(names or {}, row),
         })
     counts = Counter(str(p["status"]) for p in proxies)
     kinds = Counter(r.kind for r in resources)
@@ -52,3 +56,11 @@ def view(rows: Sequence[Mapping[str, Any]], scrape_errors: Mapping[str, str],
         "resources": [{"kind": k, "count": n} for k, n in sorted(kinds.items())],
         "changes": changes,
     }
+
+
+def _display(names: Mapping[tuple[str, str], Mapping[str, str]], row: Mapping[str, Any]) -> str:
+    """"web v2 · canary" for a rollout's replica, "" when the workload name says it all."""
+    info = names.get((str(row.get("namespace") or ""), str(row.get("workload") or "")))
+    if not info or info.get("display", row.get("workload")) == row.get("workload"):
+        return ""
+    return " · ".join(x for x in (info.get("display", ""), info.get("track", "")) if x)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from tollway.config.resource import Resource, ResourceSet
+from tollway.rollout.analysis import judge
 
 KINDS = ("Rollout", "Canary")
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -105,8 +106,26 @@ def _evidence(value: Mapping[str, Any]) -> dict[str, Any]:
     keep = ("verdict", "reason", "fail_bound", "pass_bound", "alpha", "beta",
             "requests_needed", "latency_threshold_ms")
     out = {k: value.get(k) for k in keep if k in value}
-    out["signals"] = [dict(s) for s in value.get("signals") or () if isinstance(s, Mapping)]
+    signals = [dict(s) for s in value.get("signals") or () if isinstance(s, Mapping)]
+    # the plain line leads; stored before the judge wrote one, it is said from the numbers
+    for sig in signals:
+        sig.setdefault("summary", judge.plain_signal(sig, value))
+    out["signals"] = signals
+    out["summary"] = str(value.get("summary") or judge.plain(value))
     return out
+
+
+def shown_phase(phase: str, measurements: list[Mapping[str, Any]]) -> str:
+    """The phase to badge: "Error" when every measurement taken was an error.
+
+    Argo's rules can end such a metric Successful (terminated before its count, or fewer
+    errors in a row than consecutiveErrorLimit); a green badge over nothing but errors
+    tells the reader the canary was checked when it never was.
+    """
+    taken = [m for m in measurements if str(m.get("phase", "")) not in ("Running", "Pending")]
+    if phase == "Successful" and taken and all(str(m.get("phase")) == "Error" for m in taken):
+        return "Error"
+    return phase
 
 
 def metric_view(result: Mapping[str, Any], started_at: float,
@@ -137,10 +156,19 @@ def metric_view(result: Mapping[str, Any], started_at: float,
     else:
         bounds = (thresholds((spec or {}).get("successCondition"), "success")
                   + thresholds((spec or {}).get("failureCondition"), "failure"))
+    recorded = str(result.get("phase", ""))
+    shown = shown_phase(recorded, measurements)
+    message = str(result.get("message", ""))
+    if shown != recorded:
+        last = str(measurements[-1].get("message", "")) if measurements else ""
+        message = (f"every measurement was an error ({last or 'no value'}); recorded as "
+                   f"{recorded}{': ' + message if message else ''}")
     return {
         "name": str(result.get("name", "")),
-        "phase": str(result.get("phase", "")),
-        "message": str(result.get("message", "")),
+        "phase": shown,
+        "recordedPhase": recorded,
+        "message": message,
+        "summary": evidence["summary"] if evidence is not None else "",
         "provider": _provider(spec),
         "judge": evidence is not None,
         "successCondition": (spec or {}).get("successCondition"),
@@ -227,7 +255,126 @@ def _weights(res: Resource, st: Mapping[str, Any]) -> dict[str, int]:
     return {"stable": 100 - canary, "canary": canary}
 
 
-def rollout_view(res: Resource, st: Mapping[str, Any], resources: ResourceSet
+# ---- actions ---------------------------------------------------------------------------------
+# (action, button, request body, what it does: the confirmation's sentence). The API is
+# POST /v1/rollouts/NS/NAME/ACTION (tollway/rollout/service.py); "promote-full" is promote
+# with {"full": true}, as `tollway rollout promote --full`.
+ACTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
+    ("promote", "Promote", {}, "leave the current pause, or skip the current step"),
+    ("promote-full", "Promote full", {"full": True},
+     "skip every remaining step and analysis: the canary becomes stable now"),
+    ("abort", "Abort", {}, "send all traffic back to stable and stop the rollout"),
+    ("retry", "Retry", {}, "run the steps again from the first one"),
+    ("pause", "Pause", {}, "hold at the current step until resumed"),
+    ("resume", "Resume", {}, "continue from the current step"),
+)
+IN_PROGRESS = frozenset({"Progressing", "Paused", "Waiting", "WaitingPromotion", "Promoting",
+                         "Finalising", "Initializing"})
+ROLLED_BACK = frozenset({"Degraded", "Failed"})
+
+
+def actions(phase: str, paused: bool, aborted: bool) -> list[dict[str, Any]]:
+    """The rollout's buttons, each enabled only where the controller acts on it.
+
+    As Argo's: a release under way can be promoted, aborted, paused or resumed; an aborted
+    (Degraded) one retried or promoted in full; a Healthy one has nothing to act on.
+    """
+    running = phase in IN_PROGRESS and not aborted
+    rolled_back = phase in ROLLED_BACK or aborted
+    allowed = {
+        "promote": running,
+        "promote-full": running or rolled_back,
+        "abort": running,
+        "retry": rolled_back,
+        "pause": running and not paused,
+        "resume": running and paused,
+    }
+    return [{"action": a, "label": label, "body": body, "does": does, "enabled": allowed[a],
+             "path": "promote" if a == "promote-full" else a}
+            for a, label, body, does in ACTIONS]
+
+
+# ---- version names -----------------------------------------------------------------------------
+
+
+def image_tag(image: str) -> str:
+    """"registry:5000/demo:v2" -> "v2"; "demo@sha256:abcd..." -> "sha256:abcd1234"; none: ""."""
+    if "@" in image:
+        return image.split("@", 1)[1][:15]
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else ""
+
+
+def _template_facts(template: Mapping[str, Any]) -> dict[str, str]:
+    meta = template.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    containers = [c for c in ((template.get("spec") or {}).get("containers") or ())
+                  if isinstance(c, Mapping)]
+    image = str(containers[0].get("image") or "") if containers else ""
+    env = {str(e.get("name")): str(e.get("value")) for c in containers[:1]
+           for e in c.get("env") or () if isinstance(e, Mapping) and "value" in e}
+    version = str(labels.get("version") or labels.get("app.kubernetes.io/version")
+                  or image_tag(image) or env.get("VERSION") or "")
+    return {"image": image, "version": version}
+
+
+def workload_names(resources: ResourceSet,
+                   status: Callable[[tuple[str, str, str]], Mapping[str, Any]]
+                   ) -> dict[tuple[str, str], dict[str, str]]:
+    """How people name each workload: {(ns, workload): {display, version, image, hash}}.
+
+    A rollout's replica sets are NAME-<template hash> (`web-bd9a817f29`): a name nobody
+    released. Users look for the version (the pod's `version` label, else the image tag,
+    else a VERSION env), so a replica set shows as `web v2`; when two revisions carry the
+    same version the hash's first characters tell them apart. The full workload name and
+    hash stay in `workload`/`hash` for a tooltip.
+    """
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for dep in resources.of_kind("Deployment"):
+        facts = _template_facts(dep.spec.get("template") or {})
+        out[(dep.namespace, dep.name)] = {**facts, "display": dep.name, "workload": dep.name}
+    for res in resources.of_kind("Rollout"):
+        st = status(res.key)
+        revs = {str(st.get("currentPodHash") or ""): "canary",
+                str(st.get("stableRS") or ""): "stable"}  # settled (same hash): stable
+        mine = [(key, info) for key, info in out.items()
+                if key[0] == res.namespace and key[1].startswith(res.name + "-")
+                and key[1][len(res.name) + 1:].isalnum()]
+        versions = [info["version"] for _, info in mine]
+        for (_ns, workload), info in mine:
+            h = workload[len(res.name) + 1:]
+            version = info["version"]
+            if not version or versions.count(version) > 1:
+                version = f"{version} #{h[:5]}".strip()
+            info.update(display=f"{res.name} {version}", hash=h, rollout=res.name)
+            if revs.get(h):
+                info["track"] = revs[h]
+    return out
+
+
+def _versions(res: Resource, st: Mapping[str, Any],
+              names: Mapping[tuple[str, str], Mapping[str, str]]) -> dict[str, Any]:
+    """The stable and canary revisions of a rollout, as the weights bar names them."""
+    out: dict[str, Any] = {}
+    if res.kind == "Rollout":
+        revs = {"stable": st.get("stableRS"), "canary": st.get("currentPodHash")}
+        workloads = {t: f"{res.name}-{h}" for t, h in revs.items() if h}
+    else:
+        target = str((res.spec.get("targetRef") or {}).get("name") or res.name)
+        workloads = {"stable": f"{target}-primary", "canary": target}
+    for track, workload in workloads.items():
+        info = names.get((res.namespace, workload))
+        if info is not None:
+            out[track] = {"version": info.get("version", ""), "image": info.get("image", ""),
+                          "workload": workload, "hash": info.get("hash", "")}
+    if res.kind == "Rollout" and out.get("stable", {}).get("hash") == out.get(
+            "canary", {}).get("hash"):
+        out.pop("canary", None)  # settled: one revision, no canary
+    return out
+
+
+def rollout_view(res: Resource, st: Mapping[str, Any], resources: ResourceSet,
+                 names: Mapping[tuple[str, str], Mapping[str, str]] | None = None
                  ) -> dict[str, Any]:
     """Everything the page shows for one Rollout or Canary."""
     phase = str(st.get("phase") or "Pending")
@@ -237,11 +384,18 @@ def rollout_view(res: Resource, st: Mapping[str, Any], resources: ResourceSet
         if not isinstance(run, Mapping):
             continue
         started = float(run.get("startedAt") or 0.0)
+        shown_metrics = [metric_view(r, started, specs.get(str(r.get("name"))))
+                         for r in run.get("metricResults") or () if isinstance(r, Mapping)]
+        recorded = str(run.get("phase", ""))
+        errored = [m["name"] for m in shown_metrics if m["phase"] != m["recordedPhase"]]
+        shown = "Error" if errored and recorded == "Successful" else recorded
         analysis.append({
-            "name": str(run.get("name", "")), "phase": str(run.get("phase", "")),
-            "message": str(run.get("message", "")),
-            "metrics": [metric_view(r, started, specs.get(str(r.get("name"))))
-                        for r in run.get("metricResults") or () if isinstance(r, Mapping)],
+            "name": str(run.get("name", "")), "phase": shown, "recordedPhase": recorded,
+            "message": (f"{', '.join(errored)}: every measurement was an error; recorded "
+                        f"as {recorded}" if shown != recorded
+                        else str(run.get("message", ""))),
+            "summary": "; ".join(m["summary"] for m in shown_metrics if m["summary"]),
+            "metrics": shown_metrics,
         })
     if res.kind == "Canary":
         metrics = list((res.spec.get("analysis") or {}).get("metrics") or ())
@@ -262,6 +416,9 @@ def rollout_view(res: Resource, st: Mapping[str, Any], resources: ResourceSet
         "paused": bool(st.get("paused")),
         "aborted": bool(st.get("abort")),
         "observed": bool(st),
+        "actions": actions(phase, bool(st.get("paused")), bool(st.get("abort")))
+        if st else [],
+        "versions": _versions(res, st, names or {}),
         "weights": _weights(res, st),
         "steps": _steps(res, st, phase),
         "analysis": analysis[-4:],
@@ -276,7 +433,8 @@ def views(resources: ResourceSet, status: Callable[[tuple[str, str, str]], Mappi
     """Every Rollout and Canary in the store, by namespace and name."""
     items = [r for kind in KINDS for r in resources.of_kind(kind)]
     items.sort(key=lambda r: (r.namespace, r.name, r.kind))
-    return [rollout_view(r, status(r.key), resources) for r in items]
+    names = workload_names(resources, status)
+    return [rollout_view(r, status(r.key), resources, names) for r in items]
 
 
 def workload_tracks(resources: ResourceSet,
@@ -300,4 +458,6 @@ def workload_tracks(resources: ResourceSet,
         target = str((res.spec.get("targetRef") or {}).get("name") or res.name)
         out[(res.namespace, f"{target}-primary")] = {"track": "stable", "rollout": res.name}
         out[(res.namespace, target)] = {"track": "canary", "rollout": res.name}
+    for key, info in workload_names(resources, status).items():
+        out[key] = {**{k: v for k, v in info.items() if k != "workload"}, **out.get(key, {})}
     return out

@@ -114,8 +114,9 @@ class Dashboard:
 
     def mesh(self) -> dict[str, Any]:
         store = self.plane.store
-        return mesh.view(self.plane.proxy_rows(), self.errors, store.current(),
-                         store.revision, store.audit())
+        current = store.current()
+        return mesh.view(self.plane.proxy_rows(), self.errors, current, store.revision,
+                         store.audit(), rollouts.workload_tracks(current, store.status))
 
     def routes(self) -> list[web.RouteDef]:
         async def page(_req: web.Request) -> web.Response:

@@ -31,7 +31,23 @@ function build(node, attrs, children) {
 
 function code(text) { return h("code", { text }); }
 
-function badge(word) { return h("span", { class: `badge ${word}`, text: word }); }
+// Panels are redrawn every poll; a <details> the reader opened stays open across redraws.
+const openDetails = new Set();
+
+function details(key, attrs, ...children) {
+  return h("details", { ...attrs, "data-key": key, open: openDetails.has(key) ? "" : null },
+    ...children);
+}
+
+document.addEventListener("toggle", (ev) => {
+  const key = ev.target.dataset && ev.target.dataset.key;
+  if (!key) return;
+  if (ev.target.open) openDetails.add(key); else openDetails.delete(key);
+}, true);
+
+function badge(word, title) {
+  return h("span", { class: `badge ${word}`, text: word, title: title || null });
+}
 
 // ---- number formats ----------------------------------------------------------------------
 
@@ -120,7 +136,15 @@ function renderGraph(g) {
 function label(node) {
   if (!node) return "?";
   if (node.kind === "service" || node.kind === "unknown") return node.fqdn || node.name;
+  if (node.display && node.display !== node.name) return `${node.display} · ${node.namespace}`;
   return `${node.name}.${node.namespace}`;
+}
+
+// What a workload is, beyond the name shown: its real name, template hash and image.
+function workloadDetail(node) {
+  if (!node || node.kind === "service" || node.kind === "unknown") return "";
+  return [`workload ${node.name}.${node.namespace}`, node.hash ? `template ${node.hash}` : "",
+    node.image ? `image ${node.image}` : ""].filter(Boolean).join(", ");
 }
 
 function edgeShape(e, pos, byId) {
@@ -162,16 +186,17 @@ function nodeShape(n, p) {
   const shape = service
     ? s("polygon", { points: `${p.x},${p.y - 22} ${p.x + 22},${p.y + 16} ${p.x - 22},${p.y + 16}` })
     : s("circle", { cx: p.x, cy: p.y, r: 18 });
+  const named = !service && n.display && n.display !== n.name;
   const sub = service ? n.namespace
-    : [n.namespace, n.version, n.track].filter(Boolean).join(" · ");
+    : [n.namespace, named ? "" : n.version, n.track].filter(Boolean).join(" · ");
   const tip = service ? `service ${n.fqdn}`
-    : `${n.role || "workload"} ${n.name}.${n.namespace}` +
+    : `${n.role || "workload"} ${n.display || n.name} — ${workloadDetail(n)}` +
       (n.track ? ` (${n.track} of ${n.rollout})` : "") +
       (n.inbound ? `; inbound ${fmtRps(inbound.rps)} rps, ${fmtPct(inbound.errorRate)} errors`
         : "");
   return s("g", { class: cls, "data-node": n.id },
     s("title", { text: tip }), shape,
-    s("text", { x: p.x, y: p.y + 34, text: service ? n.name : n.name }),
+    s("text", { x: p.x, y: p.y + 34, class: "name", text: service ? n.name : n.display || n.name }),
     s("text", { x: p.x, y: p.y + 47, class: "small", text: sub || (n.role || "") }));
 }
 
@@ -179,8 +204,9 @@ function renderEdgeTable(g, byId) {
   const table = document.getElementById("edges");
   const body = table.querySelector("tbody");
   body.replaceChildren(...g.edges.map((e) => h("tr", { "data-edge": e.id },
-    h("td", { text: label(byId[e.source]) }),
-    h("td", { text: `${e.kind === "split" ? "⤷ " : ""}${label(byId[e.target])}` }),
+    h("td", { text: label(byId[e.source]), title: workloadDetail(byId[e.source]) || null }),
+    h("td", { text: `${e.kind === "split" ? "⤷ " : ""}${label(byId[e.target])}`,
+      title: workloadDetail(byId[e.target]) || null }),
     h("td", { class: "num", text: fmtRps(e.rps) }),
     h("td", { class: "num", text: fmtPct(e.errorRate) }),
     h("td", { class: "num", text: fmtMs(e.p50) }),
@@ -204,8 +230,19 @@ function renderRollouts(data) {
   root.replaceChildren(...data.items.map(rolloutCard));
 }
 
+function versionName(v) {
+  return v && v.version ? ` ${v.version}` : "";
+}
+
+function versionTip(v) {
+  if (!v) return null;
+  return [`workload ${v.workload}`, v.hash ? `template ${v.hash}` : "",
+    v.image ? `image ${v.image}` : ""].filter(Boolean).join(", ");
+}
+
 function rolloutCard(r) {
   const w = r.weights;
+  const v = r.versions || {};
   return h("article", {
     class: "rollout", "data-rollout": `${r.namespace}/${r.name}`, "data-phase": r.phase,
   },
@@ -214,9 +251,17 @@ function rolloutCard(r) {
     h("span", { class: "muted", text: `  ${r.strategy}` })),
   h("div", { class: "message", text: r.observed ? r.message || ""
     : "Waiting for the rollout controller to pick it up." }),
+  actionBar(r),
   h("div", { class: "weights", "data-canary-weight": w.canary, title: "traffic weights" },
-    w.stable ? h("span", { class: "stable", text: `stable ${w.stable}%` }) : null,
-    w.canary ? h("span", { class: "canary", text: `canary ${w.canary}%` }) : null),
+    w.stable ? h("span", { class: "stable", title: versionTip(v.stable),
+      text: `stable${versionName(v.stable)} ${w.stable}%` }) : null,
+    w.canary ? h("span", { class: "canary", title: versionTip(v.canary),
+      text: `canary${versionName(v.canary)} ${w.canary}%` }) : null),
+  v.stable || v.canary ? h("div", { class: "versions muted" },
+    ...[["stable", v.stable], ["canary", v.canary]].filter(([, x]) => x).map(([t, x]) =>
+      h("span", { class: `version ${t}`, "data-track": t, title: versionTip(x) },
+        `${t}: `, h("strong", { text: `${r.name}${versionName(x)}` }),
+        x.image ? h("span", { text: ` (${x.image})` }) : null))) : null,
   r.steps.length ? h("ol", { class: "steps" }, ...r.steps.map((st) => h("li", {
     class: `${st.done ? "done" : ""} ${st.current ? "current" : ""}`,
     "data-current": st.current ? "true" : null, text: st.text,
@@ -224,7 +269,7 @@ function rolloutCard(r) {
   ...r.analysis.slice().reverse().map(analysisRun),
   r.warnings.length ? h("div", { class: "muted", text: `warnings: ${r.warnings.join("; ")}` })
     : null,
-  r.decisions.length ? h("details", {},
+  r.decisions.length ? details(`decisions:${r.namespace}/${r.name}`, {},
     h("summary", { text: `decisions (${r.decisions.length} latest)` }),
     h("ul", { class: "decisions" }, ...r.decisions.map((d) => h("li", {
       text: `[${d.actor || "controller"}] ${d.phase || ""} step ${d.step ?? "–"} ` +
@@ -236,21 +281,22 @@ function analysisRun(run) {
   return h("div", { class: "analysis", "data-run": run.name },
     h("h4", {}, `analysis ${run.name}`, badge(run.phase || "Pending")),
     run.message ? h("div", { class: "muted", text: run.message }) : null,
-    ...run.metrics.map(metricBlock));
+    ...run.metrics.map((m) => metricBlock(m, run.name)));
 }
 
-function metricBlock(m) {
+function metricBlock(m, runName) {
   const counts = Object.entries(m.counts || {}).filter(([, v]) => v)
     .map(([k, v]) => `${v} ${k}`).join(", ");
   return h("div", { class: "metric", "data-metric": m.name },
-    h("div", {}, h("span", { class: "title", text: m.name }), badge(m.phase || "Pending"),
+    h("div", {}, h("span", { class: "title", text: m.name }), badge(m.phase || "Pending",
+      m.recordedPhase && m.recordedPhase !== m.phase ? `recorded as ${m.recordedPhase}` : null),
       h("span", { class: "muted", text: ` ${m.provider || ""} ${counts ? "· " + counts : ""}` })),
     m.successCondition ? h("div", { class: "muted" }, "success: ", code(m.successCondition))
       : null,
     m.failureCondition ? h("div", { class: "muted" }, "failure: ", code(m.failureCondition))
       : null,
+    m.evidence ? evidence(m.evidence, `stats:${runName}/${m.name}`) : null,
     chart(m),
-    m.evidence ? evidence(m.evidence) : null,
     m.message ? h("div", { class: "muted", text: m.message }) : null);
 }
 
@@ -318,7 +364,7 @@ function chart(m) {
   return svg;
 }
 
-function evidence(ev) {
+function evidence(ev, key) {
   const rows = (ev.signals || []).map((sg) => h("tr", {},
     h("td", { text: sg.name }),
     h("td", { class: "num", text: `${sg.canary_bad} / ${sg.canary_total}` }),
@@ -327,17 +373,120 @@ function evidence(ev) {
     h("td", { class: "num", text: fmtPct(sg.stable_rate) }),
     h("td", { class: "num", text: fmtNum(sg.log_likelihood_ratio) }),
     h("td", {}, badge(sg.verdict))));
+  const word = { pass: "passed", fail: "failed", inconclusive: "not decided yet" };
   return h("div", { class: "evidence", "data-verdict": ev.verdict },
-    h("div", { class: "reason" }, "judge: ", badge(ev.verdict), ` ${ev.reason || ""}`),
-    h("table", { class: "table" },
-      h("thead", {}, h("tr", {}, ...["signal", "canary bad / total", "canary rate",
-        "stable bad / total", "stable rate", "log LR", "verdict"].map((t) => h("th", { text: t })))),
-      h("tbody", {}, ...rows)),
-    h("div", { class: "muted", text: `fails at log LR ≥ ${fmtNum(ev.fail_bound)}, passes at ≤ ` +
-      `${fmtNum(ev.pass_bound)} (alpha ${ev.alpha}, beta ${ev.beta})` +
-      (ev.requests_needed ? `; about ${ev.requests_needed} more canary requests needed` : "") +
-      (ev.latency_threshold_ms ? `; slow means > ${fmtMs(ev.latency_threshold_ms)}` : "") }));
+    h("div", { class: `plain ${ev.verdict}` }, badge(ev.verdict, word[ev.verdict]),
+      h("span", { class: "summary", text: ` ${ev.summary || ev.reason || ""}` })),
+    details(key, { class: "stats" },
+      h("summary", { text: "the statistics behind it" }),
+      h("div", { class: "reason", text: `judge: ${ev.reason || ""}` }),
+      h("table", { class: "table" },
+        h("thead", {}, h("tr", {}, ...["signal", "canary bad / total", "canary rate",
+          "stable bad / total", "stable rate", "log LR", "verdict"]
+          .map((t) => h("th", { text: t })))),
+        h("tbody", {}, ...rows)),
+      h("div", { class: "muted", text: `fails at log LR ≥ ${fmtNum(ev.fail_bound)}, passes ` +
+        `at ≤ ${fmtNum(ev.pass_bound)} (alpha ${ev.alpha}, beta ${ev.beta})` +
+        (ev.requests_needed ? `; about ${ev.requests_needed} more canary requests needed` : "") +
+        (ev.latency_threshold_ms ? `; slow means > ${fmtMs(ev.latency_threshold_ms)}` : "") })));
 }
+
+// ---- actions: promote, abort, retry, pause, resume ---------------------------------------
+// Every button asks first (a modal <dialog>, with an optional reason recorded in the
+// rollout's decisions), then POSTs the rollout API the CLI uses. The cards are redrawn every
+// poll, so one listener on the panel handles every button (event delegation).
+
+let pending = null; // {rollout, action} waiting for the dialog's answer
+
+function actionBar(r) {
+  if (!r.actions || !r.actions.length) return null;
+  return h("div", { class: "actions", role: "group", "aria-label": `actions on ${r.name}` },
+    ...r.actions.map((a) => h("button", {
+      type: "button", class: `action ${a.action}`, "data-action": a.action,
+      "data-rollout": `${r.namespace}/${r.name}`, disabled: a.enabled ? null : "disabled",
+      title: a.enabled ? a.does : `${a.label}: not possible while ${r.phase}` +
+        (r.aborted ? " (aborted)" : ""),
+      text: a.label,
+    })));
+}
+
+function ask(rollout, action) {
+  pending = { rollout, action };
+  const [ns, name] = rollout.split("/");
+  document.getElementById("confirm-title").textContent = `${action.label} ${ns}/${name}?`;
+  document.getElementById("confirm-text").textContent =
+    `${action.label} will ${action.does}. It is recorded as done by "dashboard".`;
+  document.getElementById("confirm-reason").value = "";
+  const ok = document.getElementById("confirm-ok");
+  ok.textContent = action.label;
+  ok.className = action.action === "abort" ? "danger" : "primary";
+  document.getElementById("confirm").showModal();
+  ok.focus();
+}
+
+function showResult(text, bad) {
+  const out = document.getElementById("action-result");
+  out.hidden = false;
+  out.className = `action-result ${bad ? "error" : "ok"}`;
+  out.textContent = text;
+}
+
+// What a state-changing request carries: same origin, JSON, and a custom header a
+// cross-site form or image cannot send (the control plane's CSRF check).
+const MUTATE_HEADERS = { "Content-Type": "application/json", "X-Tollway-Request": "1" };
+
+async function act(rollout, action, reason) {
+  const [ns, name] = rollout.split("/");
+  const body = { ...action.body, actor: "dashboard", reason };
+  let text, bad;
+  try {
+    const r = await fetch(`/v1/rollouts/${encodeURIComponent(ns)}/${encodeURIComponent(name)}` +
+      `/${encodeURIComponent(action.path)}`, {
+      method: "POST", headers: MUTATE_HEADERS, body: JSON.stringify(body),
+      credentials: "same-origin", cache: "no-store",
+    });
+    let data = {};
+    try { data = await r.json(); } catch (e) { /* not JSON */ }
+    bad = !r.ok;
+    text = bad ? `${action.label} ${rollout} refused (HTTP ${r.status}): ${data.error || ""}`
+      : `${data.message || `${action.label} requested`}`;
+  } catch (err) {
+    bad = true;
+    text = `${action.label} ${rollout}: the control plane did not answer (${err.message})`;
+  }
+  showResult(text, bad);
+  tick();
+}
+
+let lastRollouts = { items: [] };
+
+document.getElementById("rollouts").addEventListener("click", (ev) => {
+  const btn = ev.target.closest("button[data-action]");
+  if (!btn || btn.disabled) return;
+  const r = lastRollouts.items.find((x) => `${x.namespace}/${x.name}` === btn.dataset.rollout);
+  const a = r && r.actions.find((x) => x.action === btn.dataset.action);
+  if (a) ask(btn.dataset.rollout, a);
+});
+
+document.getElementById("confirm-cancel").addEventListener("click", () => {
+  pending = null;
+  document.getElementById("confirm").close();
+});
+
+function confirmed() {
+  const dialog = document.getElementById("confirm");
+  if (!pending) { dialog.close(); return; }
+  const { rollout, action } = pending;
+  pending = null;
+  dialog.close();
+  act(rollout, action, document.getElementById("confirm-reason").value.trim());
+}
+
+document.getElementById("confirm-ok").addEventListener("click", confirmed);
+document.getElementById("confirm-reason").addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter") { ev.preventDefault(); confirmed(); }
+});
+document.getElementById("confirm").addEventListener("close", () => { pending = null; });
 
 // ---- proxies and config ------------------------------------------------------------------
 
@@ -359,7 +508,8 @@ function renderMesh(m) {
       h("thead", {}, h("tr", {}, ...["proxy", "kind", "status", "config", "admin", "metrics"]
         .map((t) => h("th", { text: t })))),
       h("tbody", {}, ...m.proxies.map((p) => h("tr", { "data-proxy": p.name },
-        h("td", { class: "wrap", text: p.name }),
+        h("td", { class: "wrap" }, p.name,
+          p.display ? h("div", { class: "muted small", text: p.display }) : null),
         h("td", { text: p.kind }),
         h("td", {}, badge(p.status)),
         h("td", { title: p.nack_reason || "" }, p.acked || "–",
@@ -410,7 +560,10 @@ async function tick() {
   const failed = [g, r, m].filter((x) => x.status === "rejected");
   if (g.status === "fulfilled") renderGraph(g.value); else panelError("graph-empty", g.reason);
   if (g.status !== "fulfilled") document.getElementById("graph-empty").hidden = false;
-  if (r.status === "fulfilled") renderRollouts(r.value); else panelError("rollouts", r.reason);
+  if (r.status === "fulfilled") {
+    lastRollouts = r.value;
+    renderRollouts(r.value);
+  } else panelError("rollouts", r.reason);
   if (m.status === "fulfilled") renderMesh(m.value); else panelError("mesh", m.reason);
   const status = document.getElementById("status");
   status.className = failed.length ? "status error" : "status";

@@ -243,10 +243,16 @@ class Evidence:
     requests_needed: int
     latency_threshold_ms: float | None
     lean: Lean = "unclear"
+    tolerance: float = 0.0  # the fail null, kept so the limit can be said in words
+    min_requests: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The evidence as stored in the status, led by the plain-words `summary`."""
         out = asdict(self)
         out["signals"] = [asdict(s) for s in self.signals]
+        out["summary"] = plain(out)
+        for raw in out["signals"]:
+            raw["summary"] = plain_signal(raw, out)
         return out
 
 
@@ -501,6 +507,8 @@ def verdict(state: JudgeState, cfg: JudgeConfig) -> Evidence:
         requests_needed=max(need_e, need_l) if overall == "inconclusive" else 0,
         latency_threshold_ms=state.latency_threshold_ms,
         lean=_lean(signals),
+        tolerance=cfg.tolerance,
+        min_requests=cfg.min_requests,
     )
 
 
@@ -514,6 +522,84 @@ def _lean(signals: tuple[SignalEvidence, ...]) -> Lean:
     if judged and all(s.log_pass_evalue > 0 or s.verdict == "pass" for s in judged):
         return "healthy"
     return "unclear"
+
+
+# ---- in plain words -------------------------------------------------------------------------
+# What an Argo user expects to read first ("canary errors 27% vs stable 0%: failed (limit: no
+# worse than stable)"); the e-values and bounds stay in the evidence, one click away. These
+# read the stored dict (Evidence.to_dict, or a status saved by an older version), so the
+# dashboard and `tollway rollout status` can say the same line for any recorded measurement.
+
+
+def percent(rate: float) -> str:
+    """0.27 -> "27%", 0.0326 -> "3.3%", 0.00025 -> "0.025%", 0 -> "0%"."""
+    pct = rate * 100
+    if pct == 0:
+        return "0%"
+    if pct >= 9.95:
+        return f"{pct:.0f}%"
+    if pct >= 0.995:
+        return f"{pct:.1f}%"
+    return f"{pct:.2g}%"
+
+
+def _limit(evidence: Mapping[str, Any]) -> str:
+    tolerance = float(evidence.get("tolerance") or 0.0)
+    if tolerance <= 0:
+        return "no worse than stable"
+    return f"at most {1 + tolerance:g}x stable's rate"
+
+
+def _what(sig: Mapping[str, Any], evidence: Mapping[str, Any]) -> str:
+    if str(sig.get("name")) == "error":
+        return "errors"
+    threshold = evidence.get("latency_threshold_ms")
+    return (f"slow requests (> {float(threshold):g} ms)" if threshold is not None
+            else "slow requests")
+
+
+def _comparison(sig: Mapping[str, Any], evidence: Mapping[str, Any]) -> str:
+    return (f"canary {_what(sig, evidence)} {percent(float(sig.get('canary_rate') or 0.0))} "
+            f"vs stable {percent(float(sig.get('stable_rate') or 0.0))}")
+
+
+def plain_signal(sig: Mapping[str, Any], evidence: Mapping[str, Any]) -> str:
+    """One signal in words: "canary errors 27% vs stable 0%: failed (limit: ...)"."""
+    if sig.get("judged") is False:
+        return "latency not judged (no threshold was known before the first window)"
+    verdict = sig.get("verdict")
+    head = _comparison(sig, evidence)
+    if verdict == "fail":
+        return f"{head}: failed (limit: {_limit(evidence)})"
+    if verdict == "pass":
+        return f"{head}: passed"
+    return f"{head} so far: not decided yet"
+
+
+def plain(evidence: Mapping[str, Any]) -> str:
+    """The verdict in words, for the dashboard and `tollway rollout status`.
+
+    fail: the failing signal ("canary errors 27% vs stable 0%: failed (limit: no worse
+    than stable)"); pass: each judged signal's comparison, then "passed"; inconclusive:
+    the comparison so far and how many canary requests it takes ("not enough requests yet
+    (40 of ~200 needed)").
+    """
+    signals = [s for s in evidence.get("signals") or () if isinstance(s, Mapping)]
+    judged = [s for s in signals if s.get("judged") is not False]
+    verdict = evidence.get("verdict")
+    if verdict == "fail":
+        failing = [s for s in judged if s.get("verdict") == "fail"]
+        return "; ".join(plain_signal(s, evidence) for s in failing) or "failed"
+    comparisons = ", ".join(_comparison(s, evidence) for s in judged)
+    if verdict == "pass":
+        return f"{comparisons}: passed" if comparisons else "passed"
+    seen = max((int(s.get("canary_total") or 0) for s in judged), default=0)
+    more = int(evidence.get("requests_needed") or 0)
+    if seen == 0:
+        return (f"no canary requests yet (~{more} needed)" if more
+                else "no canary requests yet")
+    enough = f" ({seen} of ~{seen + more} needed)" if more else ""
+    return f"{comparisons} so far: not enough requests yet{enough}"
 
 
 # ---- latency histograms -----------------------------------------------------------------
