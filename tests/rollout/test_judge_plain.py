@@ -93,3 +93,13 @@ def test_every_verdict_has_one_plain_line(n_c: int, k_c: int, n_s: int, k_s: int
     assert line and "\n" not in line and "e-value" not in line and "log" not in line
     word = {"fail": "failed", "pass": "passed", "inconclusive": "no"}[ev["verdict"]]
     assert word in line
+
+
+def test_an_overwhelming_window_is_said_without_overflowing() -> None:
+    """One window can push the fail e-value past float range (log > 709): no crash."""
+    cfg = judge.JudgeConfig(min_requests=0)
+    state = judge.observe(judge.JudgeState(), judge.Window(5000, 5000, 5000, 0), cfg)
+    state = judge.observe(state, judge.Window(5000, 5000, 5000, 0), cfg)
+    ev = judge.verdict(state, cfg)
+    assert ev.verdict == "fail"
+    assert ev.to_dict()["summary"].startswith("canary errors 100% vs stable 0%: failed")

@@ -415,6 +415,11 @@ def _z(p: float) -> float:
     return NormalDist().inv_cdf(p)
 
 
+def _evalue(log_value: float) -> str:
+    """An e-value for a sentence; past float range (an overwhelming window) as e^N."""
+    return f"{math.exp(log_value):.3g}" if log_value < 700 else f"e^{log_value:.0f}"
+
+
 def _signal_verdict(name: str, sig: Signal, cfg: JudgeConfig, quiet: float,
                     alpha: float) -> tuple[SignalEvidence, int]:
     rate_c = sig.canary_bad / sig.canary_total if sig.canary_total else 0.0
@@ -430,11 +435,11 @@ def _signal_verdict(name: str, sig: Signal, cfg: JudgeConfig, quiet: float,
     vs = f"canary {name} rate {rate_c:.3%} vs stable {rate_s:.3%}"
     if fail_log >= fail_bound - 1e-9:
         verdict = "fail"
-        reason = (f"{vs}: e-value {math.exp(fail_log):.3g} >= {1 / alpha:.3g} against "
+        reason = (f"{vs}: e-value {_evalue(fail_log)} >= {1 / alpha:.3g} against "
                   f"ratio <= {1 + cfg.tolerance:g} (false rollback <= {alpha:.2g})")
     elif sig.pass_log >= pass_bound - 1e-9 and enough:
         verdict = "pass"
-        reason = (f"{vs}: e-value {math.exp(sig.pass_log):.3g} >= {1 / cfg.beta:.3g} against "
+        reason = (f"{vs}: e-value {_evalue(sig.pass_log)} >= {1 / cfg.beta:.3g} against "
                   f"ratio >= {cfg.detect_ratio:g} (bad canary passed <= {cfg.beta:.2g})")
     elif upper <= quiet and enough:
         verdict = "pass"
