@@ -24,6 +24,7 @@ import msgspec
 from tollway.config.resource import ResourceSet
 from tollway.control import proxies as proxies_mod
 from tollway.control import push
+from tollway.control.jwks import JwksResolver
 from tollway.control.proxies import ProxyEntry
 from tollway.control.registry import Replica
 from tollway.control.store import Change, ConfigStore
@@ -102,6 +103,7 @@ class ControlPlane:
         self._changed = asyncio.Condition()
         self._notifying: set[asyncio.Task[None]] = set()
         self._unsubscribe = store.subscribe(self._on_change)
+        self.jwks = JwksResolver(self.touch)  # RequestAuthentication jwksUri, fetched here
 
     @property
     def generation(self) -> int:
@@ -240,7 +242,8 @@ class ControlPlane:
         """Rebuild what changed and deliver new versions; pure compute plus queue writes."""
         gen = self._gen
         try:
-            self.world = self.compiler.world(self.store.current(), list(self.replicas.values()))
+            resources = self.jwks.resolve(self.store.current())
+            self.world = self.compiler.world(resources, list(self.replicas.values()))
         except Exception:  # keep serving the last snapshots; the log says what broke
             log.exception("building the world failed; proxies keep their last snapshot")
             return

@@ -335,6 +335,40 @@ class Authz(Struct, frozen=True):
     policies: tuple[AuthzPolicy, ...] = ()
 
 
+class JwtLocation(Struct, frozen=True):
+    """Where a token may be: a header (with the prefix to strip), a query parameter or a
+    cookie. Istio's default when a rule names none: `Authorization: Bearer` and the
+    `access_token` query parameter."""
+
+    header: str = ""  # lowercase
+    prefix: str = ""
+    param: str = ""
+    cookie: str = ""
+
+
+class JwtRule(Struct, frozen=True):
+    """One RequestAuthentication jwtRule, keys inline (the control plane fetches jwksUri).
+
+    `jwks` empty with `jwks_uri` set means the keys could not be fetched: tokens from
+    this issuer are then rejected (fail closed), requests without a token still pass.
+    """
+
+    issuer: str
+    audiences: tuple[str, ...] = ()
+    jwks: str = ""
+    jwks_uri: str = ""
+    locations: tuple[JwtLocation, ...] = ()
+    forward_original_token: bool = False
+    output_payload_to_header: str = ""
+    output_claim_to_headers: tuple[tuple[str, str], ...] = ()  # (header, claim)
+
+
+class RequestAuthn(Struct, frozen=True):
+    """Every jwtRule of the RequestAuthentications that select this workload (merged)."""
+
+    rules: tuple[JwtRule, ...] = ()
+
+
 class TlsCredential(Struct, frozen=True):
     """Certificate material, inline PEM."""
 
@@ -398,6 +432,7 @@ class ProxyConfig(Struct, frozen=True):
     clusters: tuple[Cluster, ...] = ()
     peer_authn: PeerAuthn = PeerAuthn()
     authz: Authz = Authz()
+    request_authn: RequestAuthn = RequestAuthn()
     trust: Trust = Trust()
     telemetry: Telemetry = Telemetry()
     schema: int = SCHEMA_VERSION

@@ -18,7 +18,7 @@ import msgspec
 
 from tollway.config.resource import ResourceSet
 from tollway.control.registry import Replica
-from tollway.control.translate import clusters, gateway, listeners, security
+from tollway.control.translate import clusters, gateway, listeners, requestauthn, security
 from tollway.control.translate.gateway import ReadFile
 from tollway.control.translate.listeners import InboundPort
 from tollway.control.world import World
@@ -102,6 +102,7 @@ class _Shared:
     peer_authn: types.PeerAuthn
     authz: types.Authz
     digest: str
+    request_authn: types.RequestAuthn
 
 
 def _shared(world: World, node: types.Node, ports: ProxyPorts, auto_mtls: bool,
@@ -120,8 +121,9 @@ def _shared(world: World, node: types.Node, ports: ProxyPorts, auto_mtls: bool,
         if outbound is not None and not gts else referenced_clusters(tables))
     cs = clusters.build_shared(world, named, node, auto_mtls)
     pa, az = security.peer_authn_for(world, node), security.authz_for(world, node)
-    digest = content_hash([_digest(world, outbound), gls, gts, _digest(world, cs), pa, az])
-    return _Shared(outbound, tuple(gls), tuple(gts), cs, pa, az, digest)
+    ra = requestauthn.request_authn_for(world, node)
+    digest = content_hash([_digest(world, outbound), gls, gts, _digest(world, cs), pa, az, ra])
+    return _Shared(outbound, tuple(gls), tuple(gts), cs, pa, az, digest, ra)
 
 
 def _shared_cached(world: World, node: types.Node, ports: ProxyPorts, auto_mtls: bool,
@@ -159,7 +161,7 @@ def build(world: World, node: types.Node, ports: ProxyPorts, *, auto_mtls: bool 
     return types.ProxyConfig(
         version=content_hash([shared.digest, own]), node=node, listeners=tuple(ls),
         route_tables=tuple(ts), clusters=(*cs, *shared.clusters),
-        peer_authn=shared.peer_authn, authz=shared.authz,
+        peer_authn=shared.peer_authn, authz=shared.authz, request_authn=shared.request_authn,
     )
 
 

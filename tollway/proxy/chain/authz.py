@@ -40,6 +40,7 @@ class AuthzFilter:
 
     def request_of(self, ex: Any) -> authz.Request:
         port = ex.attrs.get("workload_port") or self.workload_port or ex.listener_port
+        token = ex.attrs.get("jwt")  # set by the jwt_authn filter before this one
         return authz.Request(
             method=ex.method,
             path=ex.path,
@@ -48,6 +49,8 @@ class AuthzFilter:
             principal=principal_of(ex.principal),
             source_ip=ex.source_ip,
             headers=ex.headers,
+            request_principal=token.principal if token is not None else None,
+            claims=token.claims if token is not None else {},
         )
 
     def on_request(self, ex: Any) -> LocalReply | None:

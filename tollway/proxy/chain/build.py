@@ -15,7 +15,7 @@ import ssl
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from tollway.proxy.chain import authz, xfcc
+from tollway.proxy.chain import authz, jwt, xfcc
 from tollway.proxy.chain.filter import Filter
 from tollway.proxy.chain.mirror import Mirrorer
 from tollway.proxy.chain.router import Router
@@ -323,12 +323,17 @@ def _filters(
     """The chain before the router, in order (one line per stage, each a plain import):
 
     1. XFCC: inbound with mTLS on (the app trusts it, so a caller's copy never passes);
-    2. RBAC: AuthorizationPolicy on inbound and gateway listeners (none: nothing to check).
+    2. jwt_authn: RequestAuthentication on inbound and gateway listeners (401 on a bad
+       token; the principal and claims for RBAC on a good one);
+    3. RBAC: AuthorizationPolicy on inbound and gateway listeners (none: nothing to check).
     """
     filters: list[Filter] = []
     if spec.kind == "inbound" and tls_state is not None:
         filters.append(xfcc.build_xfcc(config.node))
     if spec.kind in ("inbound", "gateway"):
+        token_check = jwt.build(config.request_authn)
+        if token_check is not None:
+            filters.append(token_check)
         rbac = authz.build(config.authz, spec.service_port)
         if rbac is not None:
             filters.append(rbac)

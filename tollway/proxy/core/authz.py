@@ -48,7 +48,8 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)
     request_principal: str | None = None
     sni: str = ""
-    claims: Mapping[str, str] = field(default_factory=dict)
+    # From a verified JWT: list claims are tuples, and match when any element does.
+    claims: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def namespace(self) -> str | None:
@@ -160,7 +161,7 @@ class FieldMatcher:
 
     def __init__(
         self,
-        get: Callable[[Request], str | None],
+        get: Callable[[Request], str | tuple[str, ...] | None],
         values: tuple[StrPred, ...],
         not_values: tuple[StrPred, ...],
     ) -> None:
@@ -172,6 +173,8 @@ class FieldMatcher:
         v = self._get(req)
         if v is None:
             return not self._pos
+        if isinstance(v, tuple):  # a list claim: any element matches (Istio)
+            return self._any_of(v)
         if self._pos:
             for m in self._pos:
                 if m(v):
@@ -182,6 +185,11 @@ class FieldMatcher:
             if m(v):
                 return False
         return True
+
+    def _any_of(self, items: tuple[str, ...]) -> bool:
+        if self._pos and not any(m(v) for v in items for m in self._pos):
+            return False
+        return not any(m(v) for v in items for m in self._neg)
 
 
 def _field(
@@ -296,7 +304,8 @@ def _operation(o: types.AuthzOperation) -> Pred:
     )
 
 
-_ATTRS: dict[str, Callable[[Request], str | None]] = {
+Getter = Callable[[Request], str | tuple[str, ...] | None]
+_ATTRS: dict[str, Getter] = {
     "source.ip": lambda r: r.source_ip,
     "remote.ip": _remote_ip,
     "source.namespace": lambda r: r.namespace,
@@ -316,7 +325,7 @@ def _bracket_arg(key: str) -> str:
     return key[key.index("[") + 1 : -1]
 
 
-def _attribute(key: str) -> Callable[[Request], str | None]:
+def _attribute(key: str) -> Getter:
     if not known_condition(key):  # the same vocabulary validation accepts, no wider
         raise ValueError(f"unknown authorization condition key {key!r}")
     if key in _ATTRS:
