@@ -57,15 +57,27 @@ def test_cli_authz_check_allowed_names_policy_and_rule(manifests: Path) -> None:
 def test_cli_authz_check_denied_by_default_deny(manifests: Path) -> None:
     code, out = check(manifests, "payments/payment-service", "--from",
                       "cluster.local/ns/web/sa/frontend", "--path", "/api/v1/payments")
-    assert code == 0, out
+    assert code == 1, out  # a denial exits 1, so scripts can branch on it
     assert "DENIED (403 RBAC: access denied): no ALLOW policy matched" in out
+    # ... and names the condition that failed, in Istio's field names
+    assert ("rule 0: from: principals ['cluster.local/ns/checkout/sa/checkout-service'] "
+            "does not match cluster.local/ns/web/sa/frontend") in out
+
+
+def test_cli_authz_check_names_every_failed_part_of_a_rule(manifests: Path) -> None:
+    code, out = check(manifests, "payment-service.payments", "--from", CHECKOUT,
+                      "--method", "PUT", "--path", "/api/v2/refunds")
+    assert code == 1, out
+    assert "from:" not in out  # the caller is the allowed one
+    assert "to: methods ['GET', 'POST'] does not match PUT, paths ['/api/v1/payments*'] " \
+        "does not match /api/v2/refunds" in out
 
 
 def test_cli_authz_check_deny_policy_wins(manifests: Path) -> None:
     code, out = check(manifests, "payment-service", "-n", "payments", "--from",
                       f"spiffe://{CHECKOUT}", "--method", "DELETE",
                       "--path", "/api/v1/payments")
-    assert code == 0, out
+    assert code == 1, out
     assert "DENIED (403 RBAC: access denied): denied by policy istio-system/no-delete, rule 0" \
         in out
 

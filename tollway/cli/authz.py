@@ -9,7 +9,7 @@ translation and evaluator as the sidecar, so the answer is the sidecar's answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +86,67 @@ def _headers(values: list[str]) -> dict[str, str]:
     return out
 
 
+# What each field of a source / operation is compared with, in Istio's words.
+_ACTUAL: dict[str, Callable[[authz.Request], str | None]] = {
+    "principals": lambda r: r.principal, "request_principals": lambda r: r.request_principal,
+    "namespaces": lambda r: r.namespace, "ip_blocks": lambda r: r.source_ip,
+    "remote_ip_blocks": lambda r: r.remote_ip or r.source_ip, "hosts": lambda r: r.host,
+    "ports": lambda r: str(r.port), "methods": lambda r: r.method,
+    "paths": lambda r: authz.normalize_path(r.path),
+}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def _matches(rule: types.AuthzRule, req: authz.Request) -> bool:
+    """The sidecar's own evaluator on a rule cut down to the part being explained."""
+    return authz.compile_rule(rule)(req)
+
+
+def _failed_fields(entry: Any, wrap: Any, req: authz.Request) -> str:
+    """Which fields of one `from.source` / `to.operation` entry the request fails."""
+    said = []
+    for name in entry.__struct_fields__:
+        spec = getattr(entry, name)
+        if spec is None or _matches(wrap(type(entry)(**{name: spec})), req):
+            continue
+        actual = _ACTUAL[name](req)
+        shown = "(none)" if actual in (None, "") else actual
+        only = type(entry)(**{name: types.StringSet(values=spec.values)})
+        if spec.values and not _matches(wrap(only), req):
+            said.append(f"{_camel(name)} {list(spec.values)} does not match {shown}")
+        else:
+            said.append(f"not{_camel(name)[0].upper()}{_camel(name)[1:]} "
+                        f"{list(spec.not_values)} excludes {shown}")
+    return ", ".join(said) or "no field fails"
+
+
+def why_not(rule: types.AuthzRule, req: authz.Request) -> str:
+    """Each part of a rule (from, to, when) the request fails, and which field."""
+    failed = []
+    if rule.sources and not _matches(types.AuthzRule(sources=rule.sources), req):
+        failed.append("from: " + "; or ".join(
+            _failed_fields(s, lambda one: types.AuthzRule(sources=(one,)), req)
+            for s in rule.sources))
+    if rule.operations and not _matches(types.AuthzRule(operations=rule.operations), req):
+        failed.append("to: " + "; or ".join(
+            _failed_fields(o, lambda one: types.AuthzRule(operations=(one,)), req)
+            for o in rule.operations))
+    for c in rule.conditions:
+        if not _matches(types.AuthzRule(conditions=(c,)), req):
+            wanted = f"values {list(c.values)}" if c.values else f"notValues {list(c.not_values)}"
+            failed.append(f"when: {c.key} {wanted} not met")
+    return " | ".join(failed) or "matches"
+
+
 def explain(policies: types.Authz, req: authz.Request) -> tuple[list[str], authz.Decision]:
-    """One line per applicable policy (what it says about req), then the decision."""
+    """One line per applicable policy (what it says about req), then the decision.
+
+    A rule that does not match says which condition failed (`from: principals [...] does
+    not match ...`): a denial by default-deny is only useful with the reason."""
     lines = []
     for p in policies.policies:
         one = authz.compile_authz(types.Authz(policies=(p,)))
@@ -100,6 +159,8 @@ def explain(policies: types.Authz, req: authz.Request) -> tuple[list[str], authz
         said = f"rule {hit} matches" if hit is not None else (
             "no rules (allow-nothing)" if not p.rules else "no rule matches")
         lines.append(f"  {p.action:<7} {p.name:<40} {len(p.rules)} rule(s): {said}")
+        if hit is None:
+            lines += [f"      rule {i}: {why_not(r, req)}" for i, r in enumerate(p.rules)]
     return lines, authz.evaluate(authz.compile_authz(policies), req)
 
 
@@ -117,7 +178,9 @@ def check(
     namespace: str | None = typer.Option(None, "--namespace", "-n"),
     files: list[str] = typer.Option(["."], "-f", "--filename", help="Manifest files/folders."),
 ) -> None:
-    """Explain whether a caller may make a request: which policy and rule decide."""
+    """Explain whether a caller may make a request: which policy and rule decide.
+
+    Exit 0 when allowed, 1 when denied, 2 on a usage or manifest error."""
     missing = [f for f in files if not Path(f).exists()]
     if missing:
         raise _fail(f"no such file or folder: {missing[0]}")
@@ -144,6 +207,8 @@ def check(
     typer.echo(f"Decision: {verdict}: {decision.reason}")
     if decision.audited:
         typer.echo("Audited by: " + ", ".join(f"{n} rule {i}" for n, i in decision.audited))
+    if not decision.allowed:  # as `test`/`grep` do: scripts can branch on the answer
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,137 @@
+"""Every command of the README's user guide, in the order written, as a newcomer types them.
+
+The commands are read from README.md itself (its ```sh blocks under "## User guide"), so
+the guide cannot drift from what works. Only ports change: a mesh gets free ones, and the
+CLI finds it through $TOLLWAY_SERVER as a user's shell would. `tollway up DIR` runs in the
+background like the README's "second terminal"; a command whose comment says `exit N`
+must exit N; `--watch` commands must still be running after a few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, reap_members, wait_port
+from tests.e2e.e2e_mesh import Mesh
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def guide_commands() -> list[tuple[str, str]]:
+    """(command, comment) for each line of the user guide's shell blocks."""
+    text = (ROOT / "README.md").read_text()
+    guide = text.split("## User guide", 1)[1].split("\n## ", 1)[0]
+    out = []
+    for block in re.findall(r"```sh\n(.*?)```", guide, re.S):
+        for line in block.splitlines():
+            command, _, comment = line.partition("  #")
+            if command.strip() and not command.lstrip().startswith("#"):
+                out.append((command.strip(), comment.strip()))
+    return out
+
+
+def test_the_guide_has_the_commands_this_test_knows() -> None:
+    firsts = {shlex.split(c)[0] for c, _ in guide_commands()}
+    assert firsts == {"tollway", "curl"}
+    assert len(guide_commands()) >= 15
+
+
+class Guide:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.mesh: Mesh | None = None
+        self.env = dict(os.environ)
+        self.transcript: list[str] = []
+
+    def tollway(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tollway", *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def up(self, folder: str) -> None:
+        self.down()
+        copy = self.tmp / folder.strip("/").replace("/", "-")
+        shutil.copytree(ROOT / folder, copy, ignore=shutil.ignore_patterns(".tollway"))
+        self.mesh = Mesh(copy)
+        self.mesh.start(timeout=240)
+        self.env["TOLLWAY_SERVER"] = self.mesh.url
+
+    def down(self) -> None:
+        if self.mesh is not None:
+            self.mesh.stop()
+            reap_members(self.mesh.root / ".tollway" / "members.json")
+            self.mesh = None
+
+    def curl(self, argv: list[str]) -> str:
+        assert self.mesh is not None, "curl before any `tollway up`"
+        argv = [a.replace("127.0.0.1:15001", f"127.0.0.1:{self.mesh.client_port}")
+                for a in argv]
+        proc = subprocess.run([*argv, "-sS", "--max-time", "10"], capture_output=True,
+                              text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def proxy(self, argv: list[str]) -> None:
+        port = free_port()
+        admin = free_port()
+        argv = [str(port) if a == "15001" else a for a in argv[1:]]
+        proc = subprocess.Popen([sys.executable, "-m", "tollway", *argv, "--admin-port",
+                                 str(admin)], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        try:
+            wait_port(port, timeout=60)
+            assert httpx.get(f"http://127.0.0.1:{admin}/ready", timeout=10).status_code == 200
+        finally:
+            proc.terminate()
+            proc.wait(20)
+
+
+def _wanted_exit(comment: str) -> int:
+    found = re.search(r"exit (\d+)", comment)
+    return int(found.group(1)) if found else 0
+
+
+@pytest.mark.timeout(900)
+def test_every_readme_command_works_in_the_order_written(tmp_path: Path) -> None:
+    guide = Guide(tmp_path)
+    try:
+        for command, comment in guide_commands():
+            argv = shlex.split(command)
+            if argv[0] == "curl":
+                body = guide.curl(argv)
+                for color in ("blue", "green"):  # the README says who answers
+                    if f"{color} answers" in comment:
+                        assert f'"{color}"' in body, (command, body)
+                continue
+            if argv[1] == "up":
+                guide.up(argv[2])
+                continue
+            if argv[1] == "proxy":
+                guide.proxy(argv)
+                continue
+            if "--watch" in argv:
+                with pytest.raises(subprocess.TimeoutExpired) as watched:
+                    guide.tollway(argv[1:], timeout=8)
+                seen = watched.value.stdout or b""
+                assert b"weights" in (seen if isinstance(seen, bytes) else seen.encode())
+                continue
+            proc = guide.tollway(argv[1:])
+            out = proc.stdout + proc.stderr
+            assert proc.returncode == _wanted_exit(comment), f"$ {command}\n{out}"
+            if argv[1:3] == ["rollout", "set-image"]:
+                time.sleep(3)  # let the first step begin before the next command
+    finally:
+        guide.down()
+        with contextlib.suppress(Exception):
+            guide.down()
