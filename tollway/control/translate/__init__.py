@@ -18,7 +18,7 @@ import msgspec
 
 from tollway.config.resource import ResourceSet
 from tollway.control.registry import Replica
-from tollway.control.translate import clusters, gateway, listeners, requestauthn, security
+from tollway.control.translate import clusters, gateway, listeners, requestauthn, security, sidecar
 from tollway.control.translate.gateway import ReadFile
 from tollway.control.translate.listeners import InboundPort
 from tollway.control.world import World
@@ -120,6 +120,8 @@ def _shared(world: World, node: types.Node, ports: ProxyPorts, auto_mtls: bool,
         _once(world, "referenced", outbound, lambda: referenced_clusters([outbound]))
         if outbound is not None and not gts else referenced_clusters(tables))
     cs = clusters.build_shared(world, named, node, auto_mtls)
+    if any(n.startswith(sidecar.PASSTHROUGH) for n in named):  # a Sidecar's ALLOW_ANY
+        cs = (*cs, *sidecar.passthrough_clusters(world, sorted(named)))
     pa, az = security.peer_authn_for(world, node), security.authz_for(world, node)
     ra = requestauthn.request_authn_for(world, node)
     digest = content_hash([_digest(world, outbound), gls, gts, _digest(world, cs), pa, az, ra])

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from tollway.control.registry import Service, as_list, as_map
-from tollway.control.translate import names, routes
+from tollway.control.translate import names, routes, sidecar
 from tollway.control.translate.match import Where
 from tollway.control.world import World
 from tollway.snapshot import types
@@ -111,15 +111,19 @@ def _uses_source_labels(world: World) -> bool:
 def outbound_table(world: World, node: types.Node,
                    short_everywhere: bool = False) -> types.RouteTable:
     """The outbound route table, shared by every proxy it would be identical for."""
+    scope = sidecar.scope_for(world, node)
     labels = tuple(sorted(node.labels.items())) if _uses_source_labels(world) else None
-    key = ("outbound", node.namespace, labels, short_everywhere)
+    key = ("outbound", node.namespace, labels, short_everywhere, scope)
     if key not in world.memo:
-        world.memo[key] = _outbound_table(world, node, short_everywhere)
+        world.memo[key] = _outbound_table(world, node, short_everywhere, scope)
     table: types.RouteTable = world.memo[key]
     return table
 
 
-def _outbound_table(world: World, node: types.Node, short_everywhere: bool) -> types.RouteTable:
+def _outbound_table(world: World, node: types.Node, short_everywhere: bool,
+                    scope: sidecar.Scope = sidecar.Scope()) -> types.RouteTable:
+    """Every visible service's virtual hosts; a Sidecar's egress scope narrows them
+    (see translate/sidecar.py for what happens to the hosts outside it)."""
     short = _short_ok(world, node, short_everywhere)
     vhosts: list[types.VirtualHost] = []
     for host in sorted(world.services):
@@ -127,9 +131,24 @@ def _outbound_table(world: World, node: types.Node, short_everywhere: bool) -> t
         if not svc.visible_in(node.namespace):
             continue
         forms = host_forms(svc, host in short)
-        vhosts += [_vhost(world, node, svc, sp.number, forms) for sp in svc.ports]
-    vhosts += list(_vs_only_hosts(world, node))
+        for sp in svc.ports:
+            if scope.allows(svc.namespace, svc.host, sp.number):
+                vhosts.append(_vhost(world, node, svc, sp.number, forms))
+            elif scope.mode == "ALLOW_ANY" and svc.origin != "ServiceEntry":
+                vhosts.append(_passthrough(svc, sp.number, forms))
+    vhosts += [v for v in _vs_only_hosts(world, node) if scope.everything
+               or any(scope.allows(vs.namespace, v.name, None)
+                      for vs in world.mesh_virtual_services.get(v.name, ()))]
+    if scope.mode == "REGISTRY_ONLY" and not scope.everything:
+        vhosts.append(sidecar.BLOCK_ALL_HOST)
     return types.RouteTable(name=names.OUTBOUND_TABLE, virtual_hosts=unique_domains(vhosts))
+
+
+def _passthrough(svc: Service, port: int, forms: list[str]) -> types.VirtualHost:
+    domains = [f"{f}:{port}" for f in forms] + (forms if port == default_port(svc) else [])
+    return types.VirtualHost(name=f"{sidecar.PASSTHROUGH}|{svc.host}:{port}",
+                             domains=tuple(domains),
+                             routes=(sidecar.passthrough_route(svc.host, port),))
 
 
 def unique_domains(vhosts: Iterable[types.VirtualHost]) -> tuple[types.VirtualHost, ...]:
