@@ -60,7 +60,7 @@ def make_app(lookup: PodDirLookup) -> web.Application:
         await resp.prepare(request)
         await resp.write(data)
         if follow:
-            await _follow(resp, want, want.stat().st_size, pod_dir / ctr)
+            await _follow(request, resp, want, want.stat().st_size, pod_dir / ctr)
         await resp.write_eof()
         return resp
 
@@ -79,9 +79,12 @@ async def _ok() -> web.Response:
     return web.Response(text="ok")
 
 
-async def _follow(resp: web.StreamResponse, path: Path, offset: int, container_dir: Path) -> None:
-    """Stream appended bytes until a newer run's log appears (the container restarted)."""
-    while True:
+async def _follow(
+    request: web.Request, resp: web.StreamResponse, path: Path, offset: int, container_dir: Path
+) -> None:
+    """Stream appended bytes until a newer run's log appears (the container restarted) or the
+    client goes away (checked each poll, so a dropped `kubectl logs -f` never pins a handler)."""
+    while request.transport is not None and not request.transport.is_closing():
         size = path.stat().st_size if path.exists() else offset
         if size > offset:
             with open(path, "rb") as f:
@@ -106,7 +109,7 @@ def server_ssl(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
 async def serve(
     lookup: PodDirLookup, host: str, port: int, ctx: ssl.SSLContext
 ) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(make_app(lookup), access_log=None)
+    runner = web.AppRunner(make_app(lookup), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ctx)
     await site.start()

@@ -87,7 +87,7 @@ async def spawn(
 
 
 def pid_record(pid: int) -> str:
-    """"PID STARTTIME" (field 22 of /proc/PID/stat), so a sweeper never kills a recycled pid."""
+    """ "PID STARTTIME" (field 22 of /proc/PID/stat), so a sweeper never kills a recycled pid."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

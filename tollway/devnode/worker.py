@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -220,7 +221,10 @@ class PodWorker:
             netns=self.netns,
             resolv_conf=self.dir / "resolv.conf",
             hosts=self.dir / "hosts",
-            hostname=hostname(self.name, self.spec),
+            # hostNetwork pods share the node's UTS namespace on Kubernetes: the node's name.
+            hostname=socket.gethostname()
+            if self.spec.hostNetwork
+            else hostname(self.name, self.spec),
         )
 
     async def _teardown(self) -> None:
