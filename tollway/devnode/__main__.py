@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="devnode %(asctime)s %(levelname)s %(message)s",
     )
-    for noisy in ("httpx", "httpcore"):  # one line per API call/probe drowns what matters
+    for noisy in ("httpx", "httpx2", "httpcore"):  # one line per API call/probe drowns what matters
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.cmd == "cleanup":
         for what in asyncio.run(podnet.cleanup(args.state_dir, bridge=args.bridge)):

@@ -108,7 +108,7 @@ class Agent:
         self.api = KubeApi(client, self.opts.node_name)
         runner = None
         try:
-            removed = await podnet.cleanup(self.opts.state_dir)
+            removed = await podnet.cleanup(self.opts.state_dir, keep_bridge=True)
             for what in removed:
                 log.info("removed leftover %s", what)
             node = await self.api.register_node()

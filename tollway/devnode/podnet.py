@@ -105,9 +105,12 @@ class PodNet:
             await self.detach(uid)
 
 
-async def cleanup(state_dir: Path, *, bridge: str | None = None) -> list[str]:
+async def cleanup(
+    state_dir: Path, *, bridge: str | None = None, keep_bridge: bool = False
+) -> list[str]:
     """Remove every pod netns/veth the ledger names (killing what runs there), and the bridge if
-    asked or if the agent created it. Returns what was removed, for `down` to print."""
+    asked or if the agent created it (unless keep_bridge: an agent restarting reuses it).
+    Returns what was removed, for `down` to print."""
     ledger = read_ledger(state_dir)
     removed: list[str] = []
     for entry in dict(ledger.get("pods", {})).values():
@@ -118,9 +121,15 @@ async def cleanup(state_dir: Path, *, bridge: str | None = None) -> list[str]:
             (state_dir / "netns" / ns).unlink(missing_ok=True)
             removed.append(f"netns {ns} ({killed} processes), veth {veth}")
     name = bridge or (ledger.get("bridge") if ledger.get("bridge_created") else None)
+    if keep_bridge:
+        name = None
     if name and await netns.link_exists(str(name)):
         await netns.delete_link(str(name))
         removed.append(f"bridge {name}")
     if ledger:
-        write_ledger(state_dir, {"bridge": ledger.get("bridge"), "pods": {}, "ipam": {}})
+        created = bool(ledger.get("bridge_created")) and keep_bridge
+        write_ledger(
+            state_dir,
+            {"bridge": ledger.get("bridge"), "bridge_created": created, "pods": {}, "ipam": {}},
+        )
     return removed
