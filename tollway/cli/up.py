@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from aiohttp import web
 
+from tollway.cli import up_lock
 from tollway.config.findings import Finding
 from tollway.config.resource import ResourceSet
 from tollway.control import ca, serve
@@ -59,7 +61,7 @@ class _PortTaken(Exception):
         self.port = port
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"tollway up: {message}", err=True)
     raise typer.Exit(code)
 
@@ -94,6 +96,7 @@ class Up:
         self._reconcile_wanted = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._warned: set[str] = set()
 
     def _folder_result(self, result: ApplyResult) -> None:
         if not result.ok:
@@ -101,7 +104,15 @@ class Up:
             for f in result.findings:
                 if f.is_error:
                     self.echo("  " + f.render())
-        elif result.changed or result.deleted:
+            return
+        # Warnings never block (e.g. a ConfigMap that local mode ignores); each is said
+        # once, not again on every later change of the folder.
+        for f in result.findings:
+            line = f.render()
+            if not f.is_error and line not in self._warned:
+                self._warned.add(line)
+                self.echo(line)
+        if result.changed or result.deleted:
             self.echo(f"applied from {self.root}: {len(result.changed)} changed, "
                       f"{len(result.deleted)} deleted")
 
@@ -322,18 +333,61 @@ def run_up(root: Path, *, api_port: int, client_port: int, gateway_offset: int,
            state_dir: Path | None, echo: Callable[[str], None] = _safe_echo,
            cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None) -> int:
     state = state_dir or root / ".tollway"
+    try:
+        lock = up_lock.hold(state, f"http://127.0.0.1:{api_port}", root)
+    except up_lock.AlreadyRunning as exc:
+        pid = f"pid {exc.pid}" if exc.pid else "another process"
+        api = f", api {exc.api}" if exc.api else ""
+        _fail(f"{root} is already running ({pid}{api}); stop it first, or pass "
+              "--state-dir to run a second copy")
+    with lock:
+        _check_ports(state, api_port, client_port)
+        return _run_locked(root, state, api_port=api_port, client_port=client_port,
+                           gateway_offset=gateway_offset, echo=echo, cert_ttl=cert_ttl,
+                           prometheus_port=prometheus_port)
+
+
+def _check_ports(state: Path, api_port: int, client_port: int) -> None:
+    """Busy ports are said before anything is applied or started, naming the flag.
+
+    The client port may be held by our own client proxy left by a killed `up` (adopted
+    again from members.json): that one is not "in use"."""
+    if not port_free(api_port):
+        _fail(f"port {api_port} (the control plane API) is in use; stop what uses it or "
+              "pass --api-port with a free port")
+    if client_port == api_port:
+        _fail("--client-port and --api-port must differ", 2)
+    if not port_free(client_port) and not _ours(state, CLIENT_NODE.name, "outbound",
+                                                 client_port):
+        _fail(f"port {client_port} (the client proxy) is in use; stop what uses it or "
+              "pass --client-port with a free port")
+
+
+def _ours(state: Path, member: str, key: str, port: int) -> bool:
+    from tollway.control.local.procs import pid_alive
+    from tollway.control.local.supervisor import MEMBERS_FILE
+
+    try:
+        row = json.loads((state / MEMBERS_FILE).read_text()).get(member) or {}
+    except (OSError, ValueError):
+        return False
+    pid = row.get("sidecar_pid")
+    return bool(row.get("ports", {}).get(key) == port and pid and pid_alive(int(pid)))
+
+
+def _run_locked(root: Path, state: Path, *, api_port: int, client_port: int,
+                gateway_offset: int, echo: Callable[[str], None], cert_ttl: float,
+                prometheus_port: int | None) -> int:
     _setup_logging(state)
     up = Up(root, state, api_port, client_port, gateway_offset, echo, cert_ttl,
             prometheus_port=prometheus_port)
     return asyncio.run(up.run())
 
 
-def _check_args(root: Path, api_port: int) -> None:
+def _check_args(root: Path) -> None:
     if not root.exists():
         _fail(f"no such folder: {root}; give the folder of your manifests, "
               "e.g. `tollway up examples/canary`", 2)
-    if not port_free(api_port):
-        _fail(f"port {api_port} is in use; stop what uses it or pass --api-port with a free port")
 
 
 def _cert_ttl(text: str) -> float:
@@ -369,7 +423,7 @@ def register(app: typer.Typer) -> None:
             help="Start no Prometheus (analysis uses $TOLLWAY_PROMETHEUS_URL if set)."),
     ) -> None:
         """Run the whole mesh from a folder of manifests on this machine."""
-        _check_args(folder, api_port)
+        _check_args(folder)
         code = run_up(folder.resolve(), api_port=api_port, client_port=client_port,
                       gateway_offset=gateway_port_offset, state_dir=state_dir,
                       cert_ttl=_cert_ttl(cert_ttl),

@@ -30,7 +30,13 @@ class Finding:
     doc: int = 0
 
     def render(self) -> str:
-        """`FILE:LINE: KIND/NAME: FIELD.PATH: severity: message` (the validate contract)."""
+        """`FILE:LINE: KIND/NAME: FIELD.PATH: severity: message` (the validate contract).
+
+        A finding about the whole file (a YAML syntax error, an empty file) has no
+        resource and no field: `FILE:LINE: severity: message`, as compilers print, rather
+        than placeholders a reader has to decode."""
+        if not (self.kind or self.name or self.path):
+            return f"{self.file}:{self.line}: {self.severity.value}: {self.message}"
         kind = self.kind or "-"
         name = self.name or "-"
         path = self.path or "-"

@@ -1,0 +1,99 @@
+"""`tollway up` guards: one `up` per state dir, busy ports said before anything is applied,
+warnings printed (never an exit 1)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES_DIR, free_port, reap_members
+from tests.e2e.e2e_mesh import Mesh
+from tollway.cli import up as up_mod
+from tollway.config.findings import Finding, Severity
+from tollway.control.store import ApplyResult
+
+TOLLWAY = [sys.executable, "-m", "tollway"]
+
+
+def _up(folder: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TOLLWAY, "up", str(folder), "--no-prometheus", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> Path:
+    folder = tmp_path / "canary"
+    shutil.copytree(EXAMPLES_DIR / "canary", folder)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_second_up_on_the_same_folder_says_already_running_and_touches_nothing(
+        canary: Path) -> None:
+    mesh = Mesh(canary)
+    mesh.start(timeout=240)
+    try:
+        before = {m["name"]: (m["pid"], m["restarts"]) for m in mesh.members()}
+        t0 = time.monotonic()
+        second = _up(canary, "--api-port", str(free_port()), "--client-port", str(free_port()))
+        assert time.monotonic() - t0 < 30
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert second.stderr.strip() == (
+            f"tollway up: {canary} is already running (pid {mesh.proc.pid if mesh.proc else 0}"
+            f", api {mesh.url}); stop it first, or pass --state-dir to run a second copy")
+        assert second.stdout == ""
+        time.sleep(1.0)
+        after = {m["name"]: (m["pid"], m["restarts"]) for m in mesh.members()}
+        assert after == before  # not one replica restarted
+    finally:
+        mesh.stop()
+        reap_members(canary / ".tollway" / "members.json")
+    # The lock dies with its holder: the folder can be brought up again at once.
+    assert mesh.proc is not None and mesh.proc.returncode == 0
+
+
+@pytest.mark.parametrize("which", ["--client-port", "--api-port"])
+def test_a_busy_port_is_one_sentence_before_anything_is_applied(canary: Path,
+                                                                which: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        ports = {"--client-port": str(free_port()), "--api-port": str(free_port()),
+                 which: str(port)}
+        proc = _up(canary, *[x for kv in ports.items() for x in kv])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    role = "the client proxy" if which == "--client-port" else "the control plane API"
+    assert proc.stderr.strip() == (f"tollway up: port {port} ({role}) is in use; stop what "
+                                   f"uses it or pass {which} with a free port")
+    assert not (canary / ".tollway" / "members.json").exists()  # nothing started
+    assert not (canary / ".tollway" / "logs").exists()
+
+
+def test_warnings_are_printed_once_and_do_not_stop_up(tmp_path: Path) -> None:
+    said: list[str] = []
+    up = up_mod.Up(tmp_path, tmp_path / ".tollway", free_port(), free_port(), 8000,
+                   said.append)
+    warning = Finding("cm.yaml", 3, "ConfigMap", "settings", "kind",
+                      "ConfigMap is not used in local mode; ignored here", Severity.WARNING)
+    up._folder_result(ApplyResult(True, (warning,), (("ConfigMap", "default", "settings"),)))
+    up._folder_result(ApplyResult(True, (warning,), ()))
+    assert said == [warning.render(), f"applied from {tmp_path}: 1 changed, 0 deleted"]
+
+
+def test_a_whole_file_finding_has_no_placeholders(tmp_path: Path) -> None:
+    bad = tmp_path / "a.yaml"
+    bad.write_text("kind: Service\nmetadata: {name: x\nspec: [\n")
+    proc = subprocess.run([*TOLLWAY, "validate", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith(f"{bad}:3: error: YAML syntax error: "), first
+    assert "-/-" not in proc.stdout and ": -:" not in proc.stdout
