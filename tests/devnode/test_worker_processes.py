@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from lightkube.resources.core_v1 import Pod
 
+from tests.devnode.podspecs import service_account_volume
 from tollway.devnode import netns, podnet
 from tollway.devnode.podstatus import JSON
 from tollway.devnode.worker import EnvInputs, HostConfig, PodWorker
@@ -31,7 +32,8 @@ pytestmark = [
 
 
 class Recorder:
-    def __init__(self) -> None:
+    def __init__(self, config_maps: dict[str, dict[str, str]] | None = None) -> None:
+        self.config_maps = config_maps or {}
         self.statuses: list[JSON] = []
         self.events: list[tuple[str, str, str]] = []
         self.deleted = False
@@ -43,7 +45,10 @@ class Recorder:
         self.events.append((kind, reason, message))
 
     async def env_inputs(self, pod: Pod) -> EnvInputs:
-        return EnvInputs([], {}, {})
+        return EnvInputs([], self.config_maps, {})
+
+    async def token(self, pod: Pod, service_account: str, audience: str, seconds: int) -> str:
+        return f"token-for-{service_account}-{seconds}"
 
     async def delete(self, pod: Pod) -> None:
         self.deleted = True
@@ -286,3 +291,61 @@ async def test_missing_command_is_reported_not_crashed(env: Any, tmp_path: Path)
     assert "does not pull image 'nginx:1'" in msg
     w.request_stop(0, delete=True)
     await asyncio.wait_for(task, 30)
+
+
+@scenario
+async def test_volumes_emptydir_configmap_and_token_mounts(env: Any, tmp_path: Path) -> None:
+    host, net = env
+    cfg_dir = f"/etc/devnode-test-{random.randrange(16**6):06x}"
+    # Not the real /var/run/secrets path: a running dev cluster's pods may have it mounted.
+    sa_dir = f"/run/devnode-test-{random.randrange(16**6):06x}/kubernetes.io/serviceaccount"
+    api = Recorder(config_maps={"cfg": {"mode": "fast"}, "kube-root-ca.crt": {"ca.crt": "CA"}})
+    check = (
+        f"for f in {cfg_dir}/mode /work/shared.txt {sa_dir}/token {sa_dir}/namespace "
+        f"{sa_dir}/ca.crt; do cat $f; echo; done"
+    )
+    pod = make_pod(
+        {
+            "restartPolicy": "Never",
+            "volumes": [
+                {"name": "work", "emptyDir": {}},
+                {"name": "cfg", "configMap": {"name": "cfg"}},
+                service_account_volume(),
+            ],
+            "initContainers": [
+                {
+                    "name": "fill",
+                    "image": "i",
+                    "command": ["sh", "-c", "echo shared > /work/shared.txt"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                }
+            ],
+            "containers": [
+                {
+                    "name": "read",
+                    "image": "r",
+                    "command": ["sh", "-c", check],
+                    "volumeMounts": [
+                        {"name": "work", "mountPath": "/work"},
+                        {"name": "cfg", "mountPath": cfg_dir, "readOnly": True},
+                        {"name": "kube-api-access-x", "mountPath": sa_dir, "readOnly": True},
+                    ],
+                }
+            ],
+        }
+    )
+    w = PodWorker(pod, host, api, net)
+    task = asyncio.create_task(w.run())
+    await until(lambda: api.statuses and api.last()["phase"] in ("Succeeded", "Failed"))
+    out = (w.dir / "read" / "0.log").read_text().split()
+    assert api.last()["phase"] == "Succeeded", out
+    assert out == ["fast", "shared", "token-for-default-3607", "t", "CA"]
+    # The host saw only empty mount points, recorded for cleanup; never the data.
+    assert Path(cfg_dir).is_dir() and not any(Path(cfg_dir).iterdir())
+    assert not Path("/work/shared.txt").exists()
+    w.request_stop(0, delete=True)
+    await asyncio.wait_for(task, 30)
+    removed = await podnet.cleanup(tmp_path)
+    assert any(cfg_dir in r for r in removed)
+    assert not Path(cfg_dir).exists()
+    assert not Path(sa_dir).parent.parent.exists()

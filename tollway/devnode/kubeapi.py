@@ -15,9 +15,18 @@ from typing import Any, cast
 
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import ConfigMap, Event, Node, Pod, Secret, Service
+from lightkube.resources.core_v1 import (
+    ConfigMap,
+    Event,
+    Node,
+    Pod,
+    Secret,
+    Service,
+    ServiceAccountToken,
+)
 from lightkube.types import PatchType
 
+from tollway.devnode import volumes
 from tollway.devnode.envvars import ServiceFacts, ServicePort
 from tollway.devnode.nodeobj import lease_manifest, micro_time, node_manifest
 from tollway.devnode.podstatus import JSON, rfc3339
@@ -42,10 +51,9 @@ def service_facts(svc: Service) -> ServiceFacts | None:
 
 
 def referenced(pod: Pod) -> tuple[set[str], set[str]]:
-    """Names of the ConfigMaps and Secrets the pod's env/envFrom read."""
-    maps: set[str] = set()
-    secrets: set[str] = set()
+    """Names of the ConfigMaps and Secrets the pod's env/envFrom and volumes read."""
     assert pod.spec is not None
+    maps, secrets = volumes.referenced(pod.spec)
     for c in [*(pod.spec.initContainers or []), *pod.spec.containers]:
         for src in c.envFrom or []:
             if src.configMapRef is not None and src.configMapRef.name:
@@ -191,6 +199,26 @@ class KubeApi:
             }
             secrets[name].update(sec.stringData or {})
         return EnvInputs(services, maps, secrets)
+
+    async def token(self, pod: Pod, service_account: str, audience: str, seconds: int) -> str:
+        """A TokenRequest bound to the pod, as kubelet asks for projected token volumes."""
+        ns, name, uid = _meta(pod)
+        spec: dict[str, Any] = {
+            "expirationSeconds": seconds,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid},
+        }
+        if audience:
+            spec["audiences"] = [audience]
+        req = cast(ServiceAccountToken, ServiceAccountToken.from_dict({"spec": spec}))
+        try:
+            out = await self.client.create(req, service_account, namespace=ns)
+        except ApiError as e:
+            raise RuntimeError(
+                f"token for service account {ns}/{service_account} refused: {e.status.message}"
+            ) from e
+        if out.status is None or not out.status.token:
+            raise RuntimeError(f"token for service account {ns}/{service_account} came back empty")
+        return out.status.token
 
     async def delete(self, pod: Pod) -> None:
         """Kubelet's final step: remove the object with grace 0, only if it is still this pod."""

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tollway.devnode import netns
+from tollway.devnode import mountpoints, netns
 from tollway.devnode.ipam import NETNS_PREFIX, VETH_PREFIX, Ipam, netns_name, veth_name
 
 
@@ -126,6 +126,7 @@ async def cleanup(
     if name and await netns.link_exists(str(name)):
         await netns.delete_link(str(name))
         removed.append(f"bridge {name}")
+    removed += mountpoints.cleanup(state_dir)
     if ledger:
         created = bool(ledger.get("bridge_created")) and keep_bridge
         write_ledger(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,10 +26,6 @@ import httpx
 from tollway.devnode.netns import NETNS_DIR
 from tollway.devnode.probes import Action, ExecAction, HttpAction, TcpAction
 
-_LAUNCH = (
-    'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && hostname "$3" '
-    '&& shift 3 && exec "$@"'
-)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -42,7 +39,34 @@ class Sandbox:
     hostname: str
 
 
-def launch_argv(sandbox: Sandbox, argv: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class BindMount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+def launch_script(sandbox: Sandbox, mounts: list[BindMount]) -> str:
+    """The shell prologue run inside the new mount namespace before `exec`ing the command."""
+    binds = [
+        BindMount(sandbox.resolv_conf, "/etc/resolv.conf", False),
+        BindMount(sandbox.hosts, "/etc/hosts", False),
+        *mounts,
+    ]
+    steps = []
+    for m in binds:
+        src, dst = shlex.quote(str(m.source)), shlex.quote(m.target)
+        steps.append(f"mount --bind {src} {dst}")
+        if m.read_only:
+            steps.append(f"mount -o remount,bind,ro {dst}")
+    steps.append(f"hostname {shlex.quote(sandbox.hostname)}")
+    steps.append('exec "$@"')
+    return " && ".join(steps)
+
+
+def launch_argv(
+    sandbox: Sandbox, argv: list[str], mounts: list[BindMount] | None = None
+) -> list[str]:
     enter = ["nsenter", f"--net={NETNS_DIR / sandbox.netns}", "--"] if sandbox.netns else []
     return [
         *enter,
@@ -54,11 +78,8 @@ def launch_argv(sandbox: Sandbox, argv: list[str]) -> list[str]:
         "--",
         "/bin/sh",
         "-c",
-        _LAUNCH,
+        launch_script(sandbox, mounts or []),
         "devnode-launch",
-        str(sandbox.resolv_conf),
-        str(sandbox.hosts),
-        sandbox.hostname,
         *argv,
     ]
 
@@ -71,12 +92,17 @@ def process_env(env: Mapping[str, str], hostname: str) -> dict[str, str]:
 
 
 async def spawn(
-    sandbox: Sandbox, argv: list[str], env: Mapping[str, str], log_path: Path, cwd: str | None
+    sandbox: Sandbox,
+    argv: list[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    cwd: str | None,
+    mounts: list[BindMount] | None = None,
 ) -> asyncio.subprocess.Process:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return await asyncio.create_subprocess_exec(
-            *launch_argv(sandbox, argv),
+            *launch_argv(sandbox, argv, mounts),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from lightkube.models.core_v1 import Container
 from lightkube.resources.core_v1 import Pod
 
-from tollway.devnode import runtime
+from tollway.devnode import mountpoints, runtime
 from tollway.devnode.envvars import (
     EnvError,
     PodFacts,
@@ -39,6 +39,14 @@ from tollway.devnode.lifecycle import (
 from tollway.devnode.podfiles import DnsError, hostname, hosts_file, resolv_conf
 from tollway.devnode.podstatus import JSON, ContainerRecord, Terminated, pod_status
 from tollway.devnode.probes import Kind, ProbeSpecError, ProbeTracker, resolve_action, trackers_for
+from tollway.devnode.volumes import (
+    Sources,
+    VolumeError,
+    VolumePlan,
+    container_mounts,
+    needed_tokens,
+    plan_volume,
+)
 
 log = logging.getLogger("tollway.devnode")
 PULLED = "image {image} not pulled: devnode runs the container's command on the host"
@@ -68,6 +76,7 @@ class PodApi(Protocol):
     async def patch_status(self, pod: Pod, status: JSON) -> None: ...
     async def event(self, pod: Pod, kind: str, reason: str, message: str) -> None: ...
     async def env_inputs(self, pod: Pod) -> EnvInputs: ...
+    async def token(self, pod: Pod, service_account: str, audience: str, seconds: int) -> str: ...
     async def delete(self, pod: Pod) -> None: ...
 
 
@@ -129,6 +138,7 @@ class PodWorker:
         self.delete_when_done = False
         self.grace = float(self.spec.terminationGracePeriodSeconds or 30)
         self.dirty = asyncio.Event()
+        self.volumes: dict[str, VolumePlan] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ---- entry points the agent calls ------------------------------------------------------
@@ -183,12 +193,100 @@ class PodWorker:
                 if await self._sleep_or_stop(5.0):
                     return False
                 continue
-            self.pod_ip, self.netns, self.sandbox_ready = ip, ns, True
+            self.pod_ip, self.netns = ip, ns
+            if not await self._prepare_volumes():
+                return False
+            self.sandbox_ready = True
             self._mark()
             for c in [*(self.spec.initContainers or []), *self.spec.containers]:
                 await self.api.event(self.pod, "Normal", "Pulled", PULLED.format(image=c.image))
             return True
         return False
+
+    def facts(self) -> PodFacts:
+        m = self.pod.metadata
+        assert m is not None
+        return PodFacts(
+            name=self.name,
+            namespace=self.namespace,
+            uid=self.uid,
+            node_name=self.host.node_name,
+            service_account=self.spec.serviceAccountName or "default",
+            pod_ip=self.pod_ip or "",
+            host_ip=self.host.node_ip,
+            labels=m.labels or {},
+            annotations=m.annotations or {},
+        )
+
+    async def _prepare_volumes(self) -> bool:
+        """Write every volume's files; retried like kubelet's FailedMount until it works."""
+        while not self.stop_event.is_set():
+            try:
+                await self._write_volumes()
+            except (VolumeError, OSError) as e:
+                for rec in self.mains:
+                    rec.waiting_message = str(e)
+                self._mark()
+                await self.api.event(self.pod, "Warning", "FailedMount", str(e))
+                if await self._sleep_or_stop(5.0):
+                    return False
+                continue
+            keys = needed_tokens(self.spec)
+            if keys:
+                refresh = 0.8 * min(seconds for _, seconds in keys)
+                self._spawn_task(self._refresh_tokens(refresh))
+            return True
+        return False
+
+    async def _write_volumes(self) -> None:
+        inputs = await self.api.env_inputs(self.pod)
+        sa = self.spec.serviceAccountName or "default"
+        tokens = {
+            key: await self.api.token(self.pod, sa, key[0], key[1])
+            for key in set(needed_tokens(self.spec))
+        }
+        plans = {
+            v.name: plan_volume(
+                v, self.facts(), Sources(inputs.config_maps, inputs.secrets, tokens)
+            )
+            for v in self.spec.volumes or []
+        }
+        for plan in plans.values():
+            root = self.dir / "volumes" / plan.name
+            root.mkdir(parents=True, exist_ok=True)
+            for rel, (data, mode) in plan.files.items():
+                path = root / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_bytes(data)
+                tmp.chmod(mode)
+                tmp.replace(path)
+        self.volumes = plans
+
+    async def _refresh_tokens(self, every: float) -> None:
+        """Projected service account tokens expire; rewrite them well before they do."""
+        while not await self._sleep_or_stop(every):
+            try:
+                await self._write_volumes()
+            except (VolumeError, OSError, RuntimeError) as e:
+                log.warning("pod %s/%s: token refresh failed: %s", self.namespace, self.name, e)
+
+    def bind_mounts(self, c: Container) -> list[runtime.BindMount]:
+        out = []
+        for m in container_mounts(c, self.volumes):
+            plan = self.volumes[m.volume]
+            base = Path(plan.host_path) if plan.host_path else self.dir / "volumes" / m.volume
+            source = base / m.sub_path if m.sub_path else base
+            if plan.empty_dir and m.sub_path:
+                source.mkdir(parents=True, exist_ok=True)
+            if not source.exists():
+                raise VolumeError(
+                    f"container {c.name!r} mount {m.volume!r}: {source} does not exist; "
+                    "check subPath / hostPath"
+                )
+            mountpoints.ensure(self.host.state_dir, Path(m.target), is_dir=source.is_dir())
+            out.append(runtime.BindMount(source, m.target, m.read_only))
+        return out
 
     def _write_files(self, ip: str) -> None:
         try:
@@ -252,21 +350,11 @@ class PodWorker:
             )
         )
 
-    async def _prepare(self, c: Container) -> tuple[list[str], dict[str, str]]:
+    async def _prepare(
+        self, c: Container
+    ) -> tuple[list[str], dict[str, str], list[runtime.BindMount]]:
         inputs = await self.api.env_inputs(self.pod)
-        m = self.pod.metadata
-        assert m is not None
-        facts = PodFacts(
-            name=self.name,
-            namespace=self.namespace,
-            uid=self.uid,
-            node_name=self.host.node_name,
-            service_account=self.spec.serviceAccountName or "default",
-            pod_ip=self.pod_ip or "",
-            host_ip=self.host.node_ip,
-            labels=m.labels or {},
-            annotations=m.annotations or {},
-        )
+        facts = self.facts()
         services = (
             inputs.services
             if self.spec.enableServiceLinks is not False
@@ -275,7 +363,11 @@ class PodWorker:
         env = container_env(
             c, facts, services=services, config_maps=inputs.config_maps, secrets=inputs.secrets
         )
-        return container_argv(c, env), env
+        try:
+            mounts = self.bind_mounts(c)
+        except VolumeError as e:
+            raise EnvError(str(e)) from e
+        return container_argv(c, env), env, mounts
 
     async def _supervise(self, rec: ContainerRecord, c: Container, *, init: bool) -> None:
         backoff = CrashBackoff(
@@ -283,7 +375,7 @@ class PodWorker:
         )
         while rec.state is State.WAITING and not self.stop_event.is_set():
             try:
-                argv, env = await self._prepare(c)
+                argv, env, mounts = await self._prepare(c)
             except EnvError as e:
                 rec.waiting_reason, rec.waiting_message = "CreateContainerConfigError", str(e)
                 self._mark()
@@ -296,7 +388,7 @@ class PodWorker:
             started, mono = time.time(), time.monotonic()
             try:
                 proc = await runtime.spawn(
-                    self.sandbox(), argv, env, log_path, c.workingDir or None
+                    self.sandbox(), argv, env, log_path, c.workingDir or None, mounts
                 )
             except OSError as e:
                 rec.state, _ = transition(rec.state, Event.START_FAILED)
