@@ -13,100 +13,30 @@ tests fail in CI (CI=true) and are skipped elsewhere.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from tests.conftest import reap_members as _reap
+from tests.dashboard.browser_kit import Watched, control_plane
 from tests.e2e.e2e_mesh import Mesh, Stream, wait_until
-from tollway.control import serve
-from tollway.control.plane import ControlPlane
-from tollway.control.store import ConfigStore
 from tollway.dashboard import web as dashboard_web
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DATA = Path(__file__).resolve().parent / "data"
 SVC = "web.default.svc.cluster.local"
 CLIENT_EDGE = f"workload:default/tollway-client->service:{SVC}"
 
 
-def _need(what: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{what}; CI must run the browser tests (.ci/run installs chromium)")
-    pytest.skip(what)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need("playwright is not installed; pip install -e '.[dev]'")
-    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        _need(f"no Chromium at {CHROMIUM}; apt-get install chromium")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-class Watched:
-    """A page plus every request it made and every error it logged."""
-
-    def __init__(self, browser: Any, origin: str) -> None:
-        self.origin = origin
-        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        self.requests: list[str] = []
-        self.errors: list[str] = []
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        self.page.on("console", lambda m: self.errors.append(f"console: {m.text}")
-                     if m.type == "error" else None)
-        self.page.goto(origin + "/dashboard")
-
-    def wait(self, js: str, what: str, timeout_ms: int = 25_000) -> None:
-        try:
-            self.page.wait_for_function(js, timeout=timeout_ms)
-        except Exception as exc:
-            text = self.page.inner_text("main")[:3000]
-            raise AssertionError(f"the page never showed {what}; it shows:\n{text}") from exc
-
-    def check_clean(self) -> None:
-        assert self.errors == []
-        elsewhere = [u for u in self.requests if not u.startswith(self.origin + "/")]
-        assert elsewhere == [], "the page fetched from another origin"
-
-
 def test_empty_control_plane_says_what_to_do(browser: Any) -> None:
-    loop = asyncio.new_event_loop()
-    plane: ControlPlane | None = None
-
-    async def boot() -> web.AppRunner:
-        nonlocal plane
-        plane = ControlPlane(ConfigStore())
-        app = serve.make_app(plane, routes=dashboard_web.routes(plane))
-        return await serve.serve(app, "127.0.0.1", 0)
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    runner = asyncio.run_coroutine_threadsafe(boot(), loop).result(10)
-    try:
-        w = Watched(browser, f"http://127.0.0.1:{runner.addresses[0][1]}")
+    with control_plane(dashboard_web.routes) as origin:
+        w = Watched(browser, origin)
         w.wait("() => Number(document.body.dataset.updates) >= 2", "two refreshes")
         graph = w.page.inner_text("#graph-empty")
         assert "No proxies are registered" in graph and "tollway up DIR" in graph
@@ -114,13 +44,6 @@ def test_empty_control_plane_says_what_to_do(browser: Any) -> None:
         assert "No proxies yet." in w.page.inner_text("#mesh")
         assert w.page.locator("#edges").is_hidden()
         w.check_clean()
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        assert plane is not None
-        loop.call_soon_threadsafe(plane.close)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 def _status(mesh: Mesh) -> dict[str, Any]:

@@ -313,3 +313,12 @@ def test_pure_modules_do_no_io() -> None:
         used |= {str(node.module).split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom)}
         assert not used & io, f"{name} imports {used & io}"
+
+
+def test_layout_puts_each_services_workloads_beside_it() -> None:
+    """Barycenter rows: b's workloads (named to sort first) are drawn level with b, not a."""
+    edges = [("client", "svc-a"), ("client", "svc-b"), ("svc-a", "z-a1"), ("svc-a", "z-a2"),
+             ("svc-b", "a-b1")]
+    placed = graph.layout(["client", "svc-a", "svc-b", "z-a1", "z-a2", "a-b1"], edges)
+    assert placed["svc-a"] == [1, 0] and placed["svc-b"] == [1, 1]
+    assert [placed[n][1] for n in ("z-a1", "z-a2", "a-b1")] == [0, 1, 2]

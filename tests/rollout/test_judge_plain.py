@@ -32,7 +32,7 @@ def test_a_failing_canary_reads_as_rates_and_the_limit() -> None:
     assert "e-value" in ev["reason"]  # the statistics are still there, behind the words
     assert ev["signals"][0]["summary"] == ev["summary"]
     assert ev["signals"][1]["summary"] == ("canary slow requests (> 120 ms) 0% vs stable 0%: "
-                                           "passed")
+                                           "passed (under the 1.0% allowed outright)")
 
 
 def test_a_tolerance_is_said_as_a_multiple_of_stable() -> None:
@@ -68,6 +68,15 @@ def test_a_pass_names_every_judged_signal_and_skips_the_unjudged() -> None:
     assert ev["verdict"] == "pass"
     assert ev["summary"] == "canary errors 0% vs stable 0.06%: passed"
     assert "not judged" in ev["signals"][1]["summary"]
+
+
+def test_a_pass_by_the_absolute_floor_says_so_and_two_signals_each_say_theirs() -> None:
+    cfg = judge.JudgeConfig(min_requests=30, quiet_rate=0.05, quiet_slow_rate=0.2)
+    ev = _evidence(judge.Window(100, 0, 400, 0, canary_slow=3, stable_slow=10), 3, cfg)
+    assert ev["verdict"] == "pass"
+    assert ev["summary"] == ("canary errors 0% vs stable 0%: passed (under the 5.0% allowed "
+                             "outright); canary slow requests (> 120 ms) 3.0% vs stable 2.5%: "
+                             "passed (under the 20% allowed outright)")
 
 
 def test_an_older_stored_evidence_without_summary_still_reads() -> None:

@@ -391,17 +391,22 @@ def _edge(source: str, target: str, kind: str, flow: Flow) -> dict[str, Any]:
 
 
 def layout(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> dict[str, list[int]]:
-    """Columns by longest path from the callers (cycles broken), rows in order within one.
+    """Columns by longest path from the callers (cycles broken), rows by barycenter.
 
     Callers end up left, services in the middle, the workloads behind them right, which
-    is how Kiali's left-to-right layout reads. Returns {node: [column, row]}.
+    is how Kiali's left-to-right layout reads. Within a column, nodes are ordered by the
+    mean row of their callers (Sugiyama's barycenter heuristic, one sweep left to right),
+    so a service's workloads sit beside it and arrows cross less. Returns
+    {node: [column, row]}.
     """
     ids = list(dict.fromkeys(nodes))
     out_edges: dict[str, list[str]] = {n: [] for n in ids}
+    in_edges: dict[str, list[str]] = {n: [] for n in ids}
     indeg: dict[str, int] = dict.fromkeys(ids, 0)
     for s, t in edges:
         if s in out_edges and t in indeg and s != t:
             out_edges[s].append(t)
+            in_edges[t].append(s)
             indeg[t] += 1
     column = dict.fromkeys(ids, 0)
     remaining = dict(indeg)
@@ -421,10 +426,14 @@ def layout(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> dict[str, 
             remaining[t] -= 1
             if remaining[t] == 0:
                 ready.append(t)
-    rows: dict[int, int] = {}
     placed: dict[str, list[int]] = {}
-    for n in sorted(ids, key=lambda n: (column[n], n)):
-        c = column[n]
-        placed[n] = [c, rows.get(c, 0)]
-        rows[c] = rows.get(c, 0) + 1
+    for c in sorted(set(column.values())):
+        members = sorted(n for n in ids if column[n] == c)
+
+        def barycenter(n: str, c: int = c) -> tuple[float, str]:
+            rows = [placed[p][1] for p in in_edges[n] if p in placed and placed[p][0] < c]
+            return (sum(rows) / len(rows) if rows else math.inf, n)
+
+        for row, n in enumerate(sorted(members, key=barycenter)):
+            placed[n] = [c, row]
     return placed

@@ -81,10 +81,12 @@ function health(edge) {
 
 // ---- the service graph -------------------------------------------------------------------
 
-const COL_W = 250;
-const ROW_H = 96;
+const COL_W = 330;
+const ROW_H = 100;
 const PAD_X = 90;
-const PAD_Y = 46;
+const PAD_Y = 56;
+const NODE_R = 24;
+const RUN = 150; // the straight stretch of an arrow that carries its label
 
 function renderGraph(g) {
   const svg = document.getElementById("graph");
@@ -102,6 +104,7 @@ function renderGraph(g) {
           ", and every call the sidecars report is drawn here."));
     svg.setAttribute("width", "0");
     svg.setAttribute("height", "0");
+    svg.removeAttribute("viewBox");
     table.hidden = true;
     document.getElementById("graph-caption").textContent = "";
     return;
@@ -118,15 +121,28 @@ function renderGraph(g) {
     cols = Math.max(cols, c + 1);
     rows = Math.max(rows, r + 1);
   }
-  svg.setAttribute("width", String(PAD_X * 2 + (cols - 1) * COL_W + 40));
-  svg.setAttribute("height", String(PAD_Y * 2 + (rows - 1) * ROW_H + 20));
+  const width = PAD_X * 2 + (cols - 1) * COL_W + 40;
+  const height = PAD_Y * 2 + (rows - 1) * ROW_H + 20;
+  // natural size, shrunk to the panel when wider (CSS max-width), never enlarged
+  svg.setAttribute("width", String(width));
+  svg.setAttribute("height", String(height));
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.append(s("defs", {}, s("marker", {
     id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "9",
     markerHeight: "9", markerUnits: "userSpaceOnUse", orient: "auto-start-reverse",
   }, s("path", { d: "M 0 0 L 10 5 L 0 10 z" }))));
   const byId = Object.fromEntries(g.nodes.map((n) => [n.id, n]));
-  for (const e of g.edges) svg.append(edgeShape(e, pos, byId));
+  const ports = portOffsets(g.edges, pos);
+  const taken = g.nodes.flatMap((n) => nodeBoxes(n, pos[n.id]));
+  // splits first: each workload's only incoming arrow gets the run beside it
+  const order = g.edges.map((e, i) => i)
+    .sort((i, j) => (g.edges[i].kind === "split" ? 0 : 1) - (g.edges[j].kind === "split" ? 0 : 1));
+  const shapes = [];
+  for (const i of order) shapes[i] = edgeShape(g.edges[i], pos, byId, ports[i], taken);
+  // edges first, labels last: no arrow is ever drawn over a label
+  for (const sh of shapes) svg.append(sh.edge);
   for (const n of g.nodes) svg.append(nodeShape(n, pos[n.id]));
+  for (const sh of shapes) svg.append(sh.label);
   renderEdgeTable(g, byId);
   document.getElementById("graph-caption").textContent = g.seconds
     ? `Rates over the last ${fmtNum(g.seconds)} s, from ${g.proxies} proxies' own counters.`
@@ -147,35 +163,95 @@ function workloadDetail(node) {
     node.image ? `image ${node.image}` : ""].filter(Boolean).join(", ");
 }
 
-function edgeShape(e, pos, byId) {
+// Where each arrow leaves its source and enters its target: arrows sharing a node are spread
+// a few pixels apart, in the order of the nodes at their other end, so two callers of one
+// service are two lines, not one drawn twice.
+const PORT_GAP = 9;
+
+function portOffsets(edges, pos) {
+  const out = {}, inn = {};
+  edges.forEach((e, i) => {
+    (out[e.source] = out[e.source] || []).push(i);
+    (inn[e.target] = inn[e.target] || []).push(i);
+  });
+  const off = edges.map(() => ({ src: 0, dst: 0 }));
+  const spread = (groups, end, other) => {
+    for (const list of Object.values(groups)) {
+      list.sort((i, j) => pos[edges[i][other]].y - pos[edges[j][other]].y ||
+        pos[edges[i][other]].x - pos[edges[j][other]].x);
+      list.forEach((i, k) => { off[i][end] = (k - (list.length - 1) / 2) * PORT_GAP; });
+    }
+  };
+  spread(out, "src", "target");
+  spread(inn, "dst", "source");
+  return off;
+}
+
+function overlaps(a, b) {
+  return a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2;
+}
+
+// The space a node's shape and its two lines of name take, so no label lands on them.
+function nodeBoxes(n, p) {
+  const name = n.display || n.name || "";
+  const half = Math.max(28, name.length * 3.6);
+  return [{ x1: p.x - 27, x2: p.x + 27, y1: p.y - 28, y2: p.y + 22 },
+    { x1: p.x - half, x2: p.x + half, y1: p.y + 22, y2: p.y + 52 }];
+}
+
+// An arrow is a straight run out of its source, a curve, and a straight run into its target.
+// Its label (two short lines) goes beside a straight run, never on the line: the first free
+// spot of above the run into the target, above the run out of the source, then below each;
+// "free" means clear of every node and every label placed before it.
+function edgeShape(e, pos, byId, o, taken) {
   const a = pos[e.source], b = pos[e.target];
-  const r = 24;
-  const dir = b.x >= a.x ? 1 : -1;
-  const x1 = a.x + dir * r, x2 = b.x - dir * (r + 4);
-  const mx = (x1 + x2) / 2;
-  const d = b.x === a.x
-    ? `M ${a.x} ${a.y + r} C ${a.x + 60} ${a.y + 40}, ${b.x + 60} ${b.y - 40}, ${b.x} ${b.y - r - 4}`
-    : `M ${x1} ${a.y} C ${mx} ${a.y}, ${mx} ${b.y}, ${x2} ${b.y}`;
   const width = 1.5 + Math.min(6, Math.log10(1 + (e.rps || 0)) * 2.2);
   const tip = `${label(byId[e.source])} → ${label(byId[e.target])}: ${fmtRps(e.rps)} rps, ` +
     `${fmtPct(e.errorRate)} errors, p50 ${fmtMs(e.p50)}, p99 ${fmtMs(e.p99)}`;
-  // label on the curve itself: halfway for calls, nearer the workload for splits
-  const t = e.kind === "split" ? 0.62 : 0.5;
-  const lx = b.x === a.x ? a.x + 50 : (1 - t) ** 3 * x1 + 3 * (1 - t) ** 2 * t * mx +
-    3 * (1 - t) * t * t * mx + t ** 3 * x2;
-  const ty = b.x === a.x ? (a.y + b.y) / 2 : (1 - t) ** 3 * a.y + 3 * (1 - t) ** 2 * t * a.y +
-    3 * (1 - t) * t * t * b.y + t ** 3 * b.y;
-  return s("g", {
+  const top = `${fmtRps(e.rps)} rps`;
+  const bottom = `${fmtPct(e.errorRate)} err · p99 ${fmtMs(e.p99)}`;
+  const textW = Math.max(top.length * 6.6, bottom.length * 5.9);
+  const gap = width / 2 + 4;
+  let d;
+  const spots = [];
+  if (b.x > a.x) {
+    const ay = a.y + o.src, by = b.y + o.dst;
+    const x1 = a.x + NODE_R, x2 = b.x - NODE_R - 4;
+    const run = Math.min(RUN, (x2 - x1) / 2 - 12);
+    const xs = x1 + run, xe = x2 - run;
+    const mx = (xs + xe) / 2;
+    d = `M ${x1} ${ay} L ${xs} ${ay} C ${mx} ${ay}, ${mx} ${by}, ${xe} ${by} L ${x2} ${by}`;
+    const atTarget = { x: (xe + x2) / 2, y: by }, atSource = { x: (x1 + xs) / 2, y: ay };
+    for (const where of [atTarget, atSource]) spots.push({ ...where, above: true });
+    for (const where of [atTarget, atSource]) spots.push({ ...where, above: false });
+    for (let k = 1; k <= 4; k++) {  // crowded: stack further out from the target's run
+      spots.push({ ...atTarget, y: atTarget.y - 28 * k, above: true },
+        { ...atTarget, y: atTarget.y + 28 * k, above: false });
+    }
+  } else {  // same column or backwards (a cycle): a loop out to the right, label beside it
+    const bend = 70 + Math.abs(a.y - b.y) * 0.2;
+    d = `M ${a.x + NODE_R} ${a.y} C ${a.x + bend} ${a.y}, ${b.x + bend} ${b.y}, ` +
+      `${b.x + NODE_R + 4} ${b.y}`;
+    spots.push({ x: Math.max(a.x, b.x) + bend * 0.75 + 8 + textW / 2, y: (a.y + b.y) / 2,
+      above: false });
+  }
+  const boxOf = (sp) => sp.above
+    ? { x1: sp.x - textW / 2, x2: sp.x + textW / 2, y1: sp.y - gap - 25, y2: sp.y - gap + 3 }
+    : { x1: sp.x - textW / 2, x2: sp.x + textW / 2, y1: sp.y + gap - 1, y2: sp.y + gap + 27 };
+  const spot = spots.find((sp) => !taken.some((t) => overlaps(t, boxOf(sp)))) || spots[0];
+  taken.push(boxOf(spot));
+  const y1 = spot.above ? spot.y - gap - 13 : spot.y + gap + 10;
+  const edge = s("g", {
     class: `edge ${e.kind} ${health(e)}`, "data-edge": e.id, "data-rps": e.rps ?? "",
     "data-error-rate": e.errorRate ?? "",
   },
   s("title", { text: tip }),
-  s("path", { d, "stroke-width": width.toFixed(2), "marker-end": "url(#arrow)" }),
-  s("text", { x: lx, y: ty - 6, "text-anchor": "middle", text: `${fmtRps(e.rps)} rps` }),
-  s("text", {
-    x: lx, y: ty + 8, "text-anchor": "middle",
-    text: `${fmtPct(e.errorRate)} err · p99 ${fmtMs(e.p99)}`,
-  }));
+  s("path", { d, "stroke-width": width.toFixed(2), "marker-end": "url(#arrow)" }));
+  const lbl = s("g", { class: `edge-label ${health(e)}`, "data-edge-label": e.id },
+    s("title", { text: tip }),
+    s("text", { x: spot.x, y: y1, "text-anchor": "middle", class: "rate", text: top }),
+    s("text", { x: spot.x, y: y1 + 13, "text-anchor": "middle", text: bottom }));
+  return { edge, label: lbl, box: boxOf(spot) };
 }
 
 function nodeShape(n, p) {

@@ -227,6 +227,7 @@ class SignalEvidence:
     alpha: float = 0.0
     ratio_estimate: float | None = None
     judged: bool = True
+    quiet_rate: float = 0.0  # passes outright when the canary's rate is surely below it
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +456,7 @@ def _signal_verdict(name: str, sig: Signal, cfg: JudgeConfig, quiet: float,
                         sig.stable_total, sig.stable_bad, signed, reason,
                         log_fail_evalue=fail_log, log_pass_evalue=sig.pass_log,
                         fail_bound=fail_bound, pass_bound=-pass_bound, alpha=alpha,
-                        ratio_estimate=ratio)
+                        ratio_estimate=ratio, quiet_rate=quiet)
     return ev, needed
 
 
@@ -577,8 +578,16 @@ def plain_signal(sig: Mapping[str, Any], evidence: Mapping[str, Any]) -> str:
     if verdict == "fail":
         return f"{head}: failed (limit: {_limit(evidence)})"
     if verdict == "pass":
-        return f"{head}: passed"
+        return f"{head}: passed{_outright(sig)}"
     return f"{head} so far: not decided yet"
+
+
+def _outright(sig: Mapping[str, Any]) -> str:
+    """" (under the 5% allowed outright)" when the pass came from the absolute bound (too
+    few bad events to compare with stable), not from the comparison."""
+    quiet = float(sig.get("quiet_rate") or 0.0)
+    compared = float(sig.get("log_pass_evalue") or 0.0) >= -float(sig.get("pass_bound") or 0.0)
+    return "" if compared or quiet <= 0 else f" (under the {percent(quiet)} allowed outright)"
 
 
 def plain(evidence: Mapping[str, Any]) -> str:
@@ -597,7 +606,9 @@ def plain(evidence: Mapping[str, Any]) -> str:
         return "; ".join(plain_signal(s, evidence) for s in failing) or "failed"
     comparisons = ", ".join(_comparison(s, evidence) for s in judged)
     if verdict == "pass":
-        return f"{comparisons}: passed" if comparisons else "passed"
+        if len(judged) == 1:
+            return plain_signal(judged[0], evidence)
+        return "; ".join(plain_signal(s, evidence) for s in judged) or "passed"
     seen = max((int(s.get("canary_total") or 0) for s in judged), default=0)
     more = int(evidence.get("requests_needed") or 0)
     if seen == 0:
