@@ -516,8 +516,9 @@ async function act(rollout, action, reason) {
   const body = { ...action.body, actor: "dashboard", reason };
   let text, bad;
   try {
-    const r = await fetch(`/v1/rollouts/${encodeURIComponent(ns)}/${encodeURIComponent(name)}` +
-      `/${encodeURIComponent(action.path)}`, {
+    const path = `/v1/rollouts/${encodeURIComponent(ns)}/${encodeURIComponent(name)}/` +
+      encodeURIComponent(action.path);
+    const r = await fetch(path, {
       method: "POST", headers: MUTATE_HEADERS, body: JSON.stringify(body),
       credentials: "same-origin", cache: "no-store",
     });
