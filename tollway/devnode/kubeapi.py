@@ -73,6 +73,7 @@ class KubeApi:
     def __init__(self, client: AsyncClient, node_name: str) -> None:
         self.client = client
         self.node_name = node_name
+        self.events: dict[tuple[str, str, str, str], list[Any]] = {}  # -> [event name, count]
 
     # ---- node ----------------------------------------------------------------------------
     async def register_node(self) -> Node:
@@ -159,9 +160,26 @@ class KubeApi:
             "lastTimestamp": now,
             "count": 1,
         }
+        key = (uid, kind, reason, message)
+        seen = self.events.get(key)
         try:
-            await self.client.create(cast(Event, Event.from_dict(body)))
+            if seen is not None:  # kubelet's aggregation: one Event, a count and a last time
+                seen[1] += 1
+                await self.client.patch(
+                    Event,
+                    seen[0],
+                    {"count": seen[1], "lastTimestamp": now},
+                    namespace=ns,
+                    patch_type=PatchType.MERGE,
+                )
+                return
+            made = await self.client.create(cast(Event, Event.from_dict(body)))
+            if made.metadata is not None and made.metadata.name:
+                if len(self.events) > 5000:
+                    self.events.clear()
+                self.events[key] = [made.metadata.name, 1]
         except ApiError as e:  # events are best effort, as in kubelet
+            self.events.pop(key, None)
             log.debug("event %s for %s/%s not recorded: %s", reason, ns, name, e)
 
     async def env_inputs(self, pod: Pod) -> EnvInputs:
