@@ -36,7 +36,7 @@ def test_argo_seed14_runs_steps_with_gate_before_final_step(seed14_plan: Plan) -
     d.advance(1)
     assert d.last_weight() == 50
     d.advance(600)
-    assert d.state.phase is Phase.PAUSED and d.state.pause_reason == "ManualGate"
+    assert d.state.phase is Phase.PAUSED and d.state.pause_reason == "CanaryPauseStep"
     d.advance(3600)
     assert d.state.phase is Phase.PAUSED  # the gate waits for a human
     d.step(command="promote", actor="alice")
@@ -77,7 +77,7 @@ def test_argo_inconclusive_pauses_and_promote_continues(seed14_plan: Plan) -> No
     d.advance(300)
     d.analysis[d.started_runs()[-1]] = "Inconclusive"
     d.advance(60)
-    assert d.state.phase is Phase.PAUSED and d.state.pause_reason == "Inconclusive"
+    assert d.state.phase is Phase.PAUSED and d.state.pause_reason == "InconclusiveAnalysisRun"
     d.advance(10_000)
     assert d.state.phase is Phase.PAUSED
     d.step(command="promote")
@@ -130,7 +130,7 @@ def test_argo_user_pause_and_resume_keep_the_step() -> None:
     d.advance(10)
     assert d.state.step_index == 3 and d.last_weight() == 50
     d.step(command="pause")
-    assert d.state.phase is Phase.PAUSED and d.state.pause_reason == "UserPause"
+    assert d.state.phase is Phase.PAUSED and d.state.pause_reason == ""
     d.advance(1000)
     assert d.state.step_index == 3
     d.step(command="resume")

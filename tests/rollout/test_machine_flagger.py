@@ -140,6 +140,11 @@ spec:
     assert route["mirrorPercentage"] == {"value": 40.0}
     for _ in range(2):
         d.advance(10, check=OK)
+    # Flagger's runBlueGreen: after the last iteration all traffic goes to the canary (the
+    # mirror stops) and one more checked tick runs before promotion
+    assert d.state.phase is Phase.PROGRESSING and d.state.weight == 100
+    assert d.state.mirror_routes == {} and d.state.iterations == 3
+    d.advance(10, check=OK)
     assert d.state.phase is Phase.PROMOTING
 
 

@@ -238,8 +238,9 @@ def test_seed14_15_healthy_canary_completes_every_step_through_the_manual_gate(
             values = [m["value"] for m in rate["measurements"]]
             assert all(isinstance(v, list) and v and v[0] >= 0.99 for v in values), values
             up.command("promote", {})
-        _wait(lambda: any(p.get("reason") == "ManualGate"
-                          for p in up.status().get("pauseConditions") or []),
+        _wait(lambda: any(p.get("reason") == "CanaryPauseStep"  # Argo's name: a pause: {}
+                          for p in up.status().get("pauseConditions") or [])
+              and up.status().get("currentStepIndex") == len(steps) - 2,
               "the manual gate before the final step", 60, up)
         st = up.status()
         assert st["phase"] == "Paused" and st["canary"]["weights"]["canary"]["weight"] == 50
@@ -276,7 +277,7 @@ def test_seed14_15_canary_with_5_percent_errors_aborts_on_fourth_failed_measurem
         st = up.status()
         assert st["abort"] is True
         assert st["canary"]["weights"]["canary"]["weight"] == 0
-        assert st["currentStepIndex"] == 2  # the first analysis, after setWeight 50
+        assert st["currentStepIndex"] == 0  # Argo's canary.go: back to 0 on abort
         result = _metric(st, 2, "success-rate")
         assert result["failed"] == 4 and result["phase"] == "Failed"
         assert "4 failed measurements exceed failureLimit 3" in result["message"]

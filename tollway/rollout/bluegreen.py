@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tollway.rollout.model import Effect, Inputs, Phase, Plan, RolloutState
+from tollway.rollout.model import (
+    PAUSE_BLUE_GREEN,
+    PAUSE_INCONCLUSIVE,
+    AnalysisRef,
+    Effect,
+    Inputs,
+    Phase,
+    Plan,
+    RolloutState,
+)
 
 Result = tuple[RolloutState, list[Effect], str]
 BAD = ("Failed", "Error")
@@ -23,6 +32,17 @@ def _stop_runs(state: RolloutState) -> list[Effect]:
     effects = [Effect("stop-analysis", name=state.step_run)] if state.step_run else []
     state.step_run = ""
     return effects
+
+
+def _start(state: RolloutState, ref: AnalysisRef, templates: tuple[str, ...],
+           stable: str) -> Effect:
+    """Start the pre/post-promotion run; pod template hash args resolved: Latest = the new
+    replica set's, Stable = the one that served before (Argo marks the new one stable only
+    after postPromotionAnalysis)."""
+    ref = ref if ref.templates else AnalysisRef(templates)
+    return Effect("start-analysis", name=state.step_run, templates=ref.templates,
+                  args=ref.resolved_args(state.revision, stable),
+                  dry_run=ref.dry_run)
 
 
 def stable(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
@@ -48,8 +68,8 @@ def _begin(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Resul
     if bg.pre_promotion:
         state.runs_started += 1
         state.step_run = f"{plan.name}-{state.revision}-pre-{state.runs_started}"
-        effects.append(Effect("start-analysis", name=state.step_run,
-                              templates=bg.pre_promotion))
+        effects.append(_start(state, bg.pre_analysis, bg.pre_promotion,
+                              state.stable_revision))
         reason += "; prePromotionAnalysis started"
     new, more, why = progressing(state, plan, inputs, now)
     return new, effects + more, "; ".join(x for x in (reason, why) if x)
@@ -87,14 +107,15 @@ def _pre(state: RolloutState, plan: Plan, inputs: Inputs, now: float,
         return state, [], ""
     if state.step_run:
         if run_phase == "Inconclusive":
-            state.paused, state.pause_reason, state.phase = True, "Inconclusive", Phase.PAUSED
+            state.paused, state.pause_reason = True, PAUSE_INCONCLUSIVE
+            state.phase = Phase.PAUSED
             return state, [], "prePromotionAnalysis Inconclusive: paused"
         if run_phase != "Successful":
             return state, [], ""
     effects = _stop_runs(state)
     state.step_index = 1
     if not bg.auto_promotion_enabled or bg.auto_promotion_seconds:
-        state.paused, state.phase, state.pause_reason = True, Phase.PAUSED, "BlueGreenPause"
+        state.paused, state.phase, state.pause_reason = True, Phase.PAUSED, PAUSE_BLUE_GREEN
         state.pause_until = (None if not bg.auto_promotion_enabled
                              else now + float(bg.auto_promotion_seconds or 0))
         when = ("until promoted" if state.pause_until is None
@@ -129,8 +150,8 @@ def _promote(state: RolloutState, plan: Plan, now: float, reason: str) -> Result
     if bg.post_promotion:
         state.runs_started += 1
         state.step_run = f"{plan.name}-{state.revision}-post-{state.runs_started}"
-        effects.append(Effect("start-analysis", name=state.step_run,
-                              templates=bg.post_promotion))
+        effects.append(_start(state, bg.post_analysis, bg.post_promotion,
+                              state.previous_revision))
         return state, effects, reason + "; postPromotionAnalysis started"
     done, more, why = _done(state, reason)
     return done, effects + more, why

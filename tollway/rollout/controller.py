@@ -88,8 +88,10 @@ class Worker:
                  client: httpx.AsyncClient, mesh: MeshMetrics, prometheus_url: str | None,
                  loadtester: hooks.LoadTester,
                  targets: Callable[[], list[Target]] | None = None,
-                 ready_counts: ReadyCounts | None = None) -> None:
+                 ready_counts: ReadyCounts | None = None,
+                 error_retry: float = runs.ERROR_RETRY_SECONDS) -> None:
         self.targets = targets
+        self.error_retry = error_retry  # seconds before measuring again after an Error
         self.ready_counts = ready_counts
         self.key = key
         self.store = store
@@ -159,8 +161,9 @@ class Worker:
         if traffic.is_basic_canary(res.spec, plan):
             self._step_counts(res, new, current, avail)
         keep = list(active)[-KEEP_RUNS:]  # finished runs of old revisions age out
-        rec.runs = {n: {**runs.run_to_dict(active[n]), "templates": rec.runs.get(n, {}).get(
-            "templates", [])} for n in keep}
+        rec.runs = {n: {**runs.run_to_dict(active[n]),
+                        **{k: rec.runs.get(n, {}).get(k, []) for k in ("templates", "dry_run")}}
+                    for n in keep}
         rec.judges = {k: v for k, v in ctx.judges.items() if k.split("/")[0] in rec.runs}
         self._apply(res, plan, new, current, reason)
         self._prune_templates(new)
@@ -170,7 +173,8 @@ class Worker:
             log.info("%s/%s: %s", res.kind, res.name, reason)
             await self._event_hooks(res, plan, new, reason)
         wakes = [now + TICK] + [t for t in (machine.wake_at(new, plan),) if t is not None]
-        wakes += [t for r in active.values() if (t := runs.wake_at(r)) is not None]
+        wakes += [t for r in active.values()
+                  if (t := runs.wake_at(r, self.error_retry)) is not None]
         return max(min(wakes), now + 0.05)
 
     # ---- inputs --------------------------------------------------------------------------
@@ -203,7 +207,12 @@ class Worker:
     def _runs(self, current: ResourceSet, namespace: str) -> dict[str, runs.AnalysisRun]:
         out = {}
         for name, raw in self.record.runs.items():
-            metrics, _ = measure.metrics_for(tuple(raw.get("templates", [])), namespace, current)
+            templates = tuple(raw.get("templates", []))
+            try:
+                metrics, _ = measure.metrics_for(templates, namespace, current,
+                                                 tuple(raw.get("dry_run", [])))
+            except measure.DryRunError:  # the run ended in Error when it started
+                metrics, _ = measure.metrics_for(templates, namespace, current)
             out[name] = runs.run_from_dict(raw, metrics)
         return out
 
@@ -334,7 +343,7 @@ class Worker:
     async def _measure(self, ctx: measure.Context, active: dict[str, runs.AnalysisRun],
                        now: float) -> None:
         for run in active.values():
-            for spec in runs.due(run, now):
+            for spec in runs.due(run, now, self.error_retry):
                 m = await measure.argo_measure(ctx, run, spec, now)
                 runs.record(run, spec, m)
 
@@ -376,14 +385,21 @@ class Worker:
                        current: ResourceSet, res: Resource, now: float) -> None:
         for e in effects:
             if e.kind == "start-analysis":
-                metrics, missing = measure.metrics_for(e.templates, res.namespace, current)
+                invalid = ""
+                try:
+                    metrics, missing = measure.metrics_for(e.templates, res.namespace, current,
+                                                           e.dry_run)
+                except measure.DryRunError as exc:
+                    metrics, missing = measure.metrics_for(e.templates, res.namespace, current)
+                    invalid = f"Analysis spec invalid: {exc}"  # Argo's words for it
                 args = measure.template_args(e.templates, res.namespace, current, e.args)
                 run = runs.AnalysisRun(e.name, metrics, started_at=now, args=args)
-                if missing:
+                if missing or invalid:
                     run.phase = runs.AnalysisPhase.ERROR
-                    run.message = f"AnalysisTemplate {', '.join(missing)} not found"
+                    run.message = invalid or f"AnalysisTemplate {', '.join(missing)} not found"
                 active[e.name] = run
-                self.record.runs[e.name] = {"templates": list(e.templates)}
+                self.record.runs[e.name] = {"templates": list(e.templates),
+                                            "dry_run": list(e.dry_run)}
             elif e.kind == "stop-analysis" and e.name in active:
                 runs.terminate(active[e.name])
             elif e.kind == "scale-down" and e.revision:

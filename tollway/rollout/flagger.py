@@ -134,11 +134,13 @@ def _fl_route_first(state: RolloutState, plan: Plan, now: float, effects: list[E
         reason += f"; canary weight {state.weight}%"
     elif fa.strategy == "ab":
         state.weight = 0
+        state.iterations = 1  # runAB: the tick that routes the matching requests is iteration 1
         effects.append(Effect("header-route", name="ab", match=fa.match))
         state.header_routes["ab"] = [dict(m) for m in fa.match]
         reason += "; matching requests routed to the canary"
     else:
         state.weight = 0
+        state.iterations = 1  # runBlueGreen's first tick counts iteration 1 (as runAB's)
         if fa.mirror:
             state.mirror_routes["mirror"] = {"match": [], "percentage": fa.mirror_weight}
             effects.append(Effect("mirror-route", name="mirror", percentage=fa.mirror_weight))
@@ -207,15 +209,28 @@ def _fl_advance(state: RolloutState, plan: Plan, inputs: Inputs, now: float,
             state.weight = later[0]
             return state, [Effect("set-weight", weight=state.weight)], (
                 f"checks passed ({detail}); advance canary weight {state.weight}%")
-    else:
+    elif state.iterations < fa.iterations:
         state.iterations += 1
-        if state.iterations < fa.iterations:
-            return state, [], (f"checks passed ({detail}); iteration {state.iterations}/"
-                               f"{fa.iterations}")
+        return state, [], (f"checks passed ({detail}); advance canary iteration "
+                           f"{state.iterations}/{fa.iterations}")
     if inputs.gates.get("confirm-promotion") is False:
         state.phase = Phase.WAITING_PROMOTION
         return state, [], "all checks passed; waiting for confirm-promotion"
+    if fa.strategy == "bluegreen" and state.iterations <= fa.iterations:
+        return _fl_all_to_canary(state, f"checks passed ({detail})")
     return _fl_promote(state, plan, now, f"checks passed ({detail}); copying canary to primary")
+
+
+def _fl_all_to_canary(state: RolloutState, reason: str) -> Result:
+    """Blue/green after its last iteration: all traffic to the canary (mirroring stops)
+    and one more iteration, so the next tick analyses the canary under all the traffic
+    before promoting it (scheduler.go runBlueGreen: Iterations == Status.Iterations)."""
+    state.phase = Phase.PROGRESSING
+    state.iterations += 1
+    state.weight = 100
+    state.header_routes, state.mirror_routes = {}, {}
+    return state, [Effect("clear-routes"), Effect("set-weight", weight=100)], (
+        f"{reason}; routing all traffic to canary")
 
 
 def _fl_promote(state: RolloutState, plan: Plan, now: float, reason: str) -> Result:
@@ -236,15 +251,18 @@ def _fl_waiting(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> 
     unready = _fl_unready(state, plan, inputs, now)
     if unready is not None:
         return unready
-    if now >= state.next_tick and inputs.check is not None:
+    fa = plan.flagger
+    assert fa is not None
+    if now >= state.next_tick:
         state.next_tick = now + _interval(plan)
-        fa = plan.flagger
-        assert fa is not None
-        if state.failed_checks >= fa.threshold:
-            return _fl_rollback(state, "Rolling back: failed checks threshold reached")
-        if not inputs.check[0]:
+        if state.failed_checks >= fa.threshold:  # before any check, as Flagger does
+            return _fl_rollback(state, f"Rolling back: failed checks threshold reached "
+                                       f"{state.failed_checks}")
+        if inputs.check is not None and not inputs.check[0]:
             state.failed_checks += 1
     if inputs.gates.get("confirm-promotion") is not False or inputs.command == "promote":
+        if fa.strategy == "bluegreen" and state.iterations <= fa.iterations:
+            return _fl_all_to_canary(state, "confirm-promotion passed")
         return _fl_promote(state, plan, now, "confirm-promotion passed: copying canary to primary")
     return state, [], ""
 

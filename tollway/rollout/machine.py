@@ -21,6 +21,10 @@ from dataclasses import replace
 from tollway.rollout import bluegreen, flagger
 from tollway.rollout.model import (
     HISTORY_LIMIT,
+    PAUSE_INCONCLUSIVE,
+    PAUSE_STEP,
+    PAUSE_USER,
+    AnalysisRef,
     Effect,
     Inputs,
     Phase,
@@ -75,6 +79,7 @@ def _argo_stable(state: RolloutState, plan: Plan, inputs: Inputs, now: float) ->
     if inputs.revision != state.revision:
         if inputs.revision == state.stable_revision:
             state.revision, state.abort, state.phase = inputs.revision, False, Phase.HEALTHY
+            state.step_index = len(plan.steps)  # Argo: back on stable = every step done
             return state, [Effect("set-weight", weight=0), Effect("clear-routes")], (
                 "template is the stable one again: back to Healthy, no steps to run")
         state.revision = inputs.revision
@@ -108,7 +113,7 @@ def _argo_progressing(state: RolloutState, plan: Plan, inputs: Inputs, now: floa
         if inputs.revision == state.stable_revision:
             state.revision = inputs.revision
             return _abort(state, "template set back to the stable one: traffic back to stable",
-                          Phase.HEALTHY)
+                          Phase.HEALTHY, len(plan.steps))
         state.revision = inputs.revision
         return _start(state, plan, now,
                       f"new template {inputs.revision} mid-rollout: steps start over",
@@ -119,7 +124,7 @@ def _argo_progressing(state: RolloutState, plan: Plan, inputs: Inputs, now: floa
     if cmd == "promote-full":
         return _complete(state, plan, now, "promote --full: skipping the remaining steps")
     if cmd == "pause" and not state.paused:
-        state.paused, state.pause_reason, state.phase = True, "UserPause", Phase.PAUSED
+        state.paused, state.pause_reason, state.phase = True, PAUSE_USER, Phase.PAUSED
         return state, [], "paused by " + (inputs.actor or "user")
     if cmd == "set-weight" and inputs.weight is not None:
         return _set_weight(state, inputs)
@@ -138,7 +143,7 @@ def _set_weight(state: RolloutState, inputs: Inputs) -> Result:
     """A manual weight (a Tollway extension, for GitOps users): set it and hold there."""
     state.weight = max(0, min(100, int(inputs.weight or 0)))
     state.scale_weight = max(state.scale_weight, state.weight)
-    state.paused, state.pause_reason, state.phase = True, "UserPause", Phase.PAUSED
+    state.paused, state.pause_reason, state.phase = True, PAUSE_USER, Phase.PAUSED
     state.pause_until = None
     return state, [Effect("set-weight", weight=state.weight)], (
         f"canary weight set to {state.weight}% by {inputs.actor or 'user'}; holding there")
@@ -161,9 +166,9 @@ def _argo_paused(state: RolloutState, plan: Plan, inputs: Inputs, now: float) ->
         reason_kind = state.pause_reason
         state.paused, state.pause_reason, state.pause_until = False, "", None
         state.phase = Phase.PROGRESSING
-        if reason_kind == "UserPause" and cmd == "resume":
+        if reason_kind == PAUSE_USER and cmd == "resume":
             return _advance(state, plan, now, [], why, inputs.ready)
-        if reason_kind == "Inconclusive":
+        if reason_kind == PAUSE_INCONCLUSIVE:
             state.step_run = ""
         return _next(state, plan, now, [], why, inputs.ready)
     return state, [], ""
@@ -193,8 +198,8 @@ def _advance(state: RolloutState, plan: Plan, now: float, effects: list[Effect],
         ):
             state.runs_started += 1
             state.background_run = f"{plan.name}-{state.revision}-bg{state.runs_started}"
-            effects.append(Effect("start-analysis", name=state.background_run,
-                                  templates=plan.background, args=plan.background_args))
+            effects.append(start_analysis(state.background_run, plan.background_analysis,
+                                          state))
             notes.append("background analysis started")
         if state.step_index >= len(plan.steps):
             done, more, why = _complete(state, plan, now, "all steps done")
@@ -229,20 +234,21 @@ def _do_step(
         return False, f"step {i}: canary weight {state.weight}%"
     if s.kind == "pause":
         state.paused, state.phase = True, Phase.PAUSED
-        state.pause_reason = "PauseStep"
+        state.pause_reason = PAUSE_STEP
         state.pause_until = None if s.duration is None else now + s.duration
         what = "until promoted" if s.duration is None else f"for {s.duration:g}s"
         return True, f"step {i}: paused {what}"
     if s.kind == "gate":
-        state.paused, state.phase, state.pause_reason = True, Phase.PAUSED, "ManualGate"
+        # Tollway's manual gate is a `pause: {}` before the final step: Argo's reason for it
+        state.paused, state.phase, state.pause_reason = True, Phase.PAUSED, PAUSE_STEP
         state.pause_until = None
         return True, f"step {i}: waiting for manual promotion before the final step"
     if s.kind == "analysis":
         if not state.step_run:
             state.runs_started += 1
             state.step_run = f"{name}-{state.revision}-{i}-{state.runs_started}"
-            effects.append(Effect("start-analysis", name=state.step_run, templates=s.templates,
-                                  args=s.args))
+            effects.append(start_analysis(state.step_run, s.analysis or AnalysisRef(
+                s.templates, s.args), state))
             return True, f"step {i}: analysis {', '.join(s.templates)} started"
         return True, ""
     if s.kind == "setHeaderRoute":
@@ -287,7 +293,19 @@ def _complete(state: RolloutState, plan: Plan, now: float, reason: str) -> Resul
     return state, effects, reason + ": canary promoted to stable"
 
 
-def _abort(state: RolloutState, reason: str, phase: Phase = Phase.DEGRADED) -> Result:
+def start_analysis(name: str, ref: AnalysisRef, state: RolloutState) -> Effect:
+    """Start a run: args resolved (pod template hashes: Latest = the canary's, Stable =
+    the stable's), and the Rollout's dryRun rules carried to the run."""
+    return Effect("start-analysis", name=name, templates=ref.templates,
+                  args=ref.resolved_args(state.revision, state.stable_revision),
+                  dry_run=ref.dry_run)
+
+
+def _abort(state: RolloutState, reason: str, phase: Phase = Phase.DEGRADED,
+           step_index: int = 0) -> Result:
+    """All traffic to stable at once. Argo (rollout/canary.go syncRolloutStatusCanary) puts
+    currentStepIndex back to 0 on an abort, and at the step count when the template is the
+    stable one again (the `step_index` given then)."""
     effects = [Effect("set-weight", weight=0), Effect("clear-routes")]
     for run in (state.step_run, state.background_run):
         if run:
@@ -296,6 +314,7 @@ def _abort(state: RolloutState, reason: str, phase: Phase = Phase.DEGRADED) -> R
         effects.append(Effect("scale-down", revision=state.revision, delay=30.0))
     state.weight = state.scale_weight = 0
     state.abort = phase is Phase.DEGRADED
+    state.step_index = step_index
     state.paused, state.pause_reason, state.pause_until = False, "", None
     state.step_run = state.background_run = ""
     state.header_routes, state.mirror_routes = {}, {}
@@ -313,12 +332,13 @@ def _argo_progress_or_analysis(state: RolloutState, plan: Plan, inputs: Inputs,
             return _next(state, plan, now, [], f"analysis run {state.step_run} Successful",
                          inputs.ready)
         if phase == "Inconclusive":
-            state.paused, state.pause_reason, state.phase = True, "Inconclusive", Phase.PAUSED
+            state.paused, state.pause_reason = True, PAUSE_INCONCLUSIVE
+            state.phase = Phase.PAUSED
             return state, [], (f"analysis run {state.step_run} Inconclusive: paused for a "
                                "human (promote to continue, abort to roll back)")
     if (not state.paused and state.background_run and inputs.command is None
             and inputs.analysis.get(state.background_run) == "Inconclusive"):
-        state.paused, state.pause_reason, state.phase = True, "Inconclusive", Phase.PAUSED
+        state.paused, state.pause_reason, state.phase = True, PAUSE_INCONCLUSIVE, Phase.PAUSED
         return state, [], f"background analysis {state.background_run} Inconclusive: paused"
     return _argo_progressing(state, plan, inputs, now)
 
@@ -335,9 +355,12 @@ def wants_check(state: RolloutState, plan: Plan, now: float, ready: bool = True)
     """Flagger: is a metric check due at this tick? (the controller measures, then steps)
 
     Not while the canary is not ready, has yet to be routed to, or skips its analysis:
-    Flagger checks the canary Deployment before it runs any check."""
+    Flagger checks the canary Deployment before it runs any check. Nor once failedChecks
+    has reached the threshold: Flagger rolls back before it runs the tick's analysis
+    (scheduler.go advanceCanary), so no metric is queried on the tick that rolls back."""
     return (plan.style == "flagger" and plan.flagger is not None
             and ready and not state.awaiting_ready and not plan.flagger.skip_analysis
+            and state.failed_checks < plan.flagger.threshold
             and state.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
             and now >= state.next_tick)
 

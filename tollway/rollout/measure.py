@@ -48,10 +48,16 @@ def render_args(value: Any, args: Mapping[str, str]) -> Any:
     return value
 
 
-def metrics_for(templates: tuple[str, ...], namespace: str,
-                resources: ResourceSet) -> tuple[tuple[runs.MetricSpec, ...], list[str]]:
-    """Resolve AnalysisTemplate / ClusterAnalysisTemplate names into metric specs."""
-    specs: list[runs.MetricSpec] = []
+def metrics_for(templates: tuple[str, ...], namespace: str, resources: ResourceSet,
+                dry_run: tuple[str, ...] = ()
+                ) -> tuple[tuple[runs.MetricSpec, ...], list[str]]:
+    """Resolve AnalysisTemplate / ClusterAnalysisTemplate names into metric specs.
+
+    dryRun rules are the templates' and the Rollout's (`dry_run`), merged as Argo's
+    NewAnalysisRunFromTemplates does; each `metricName` is a regex searched in the metric's
+    name (utils/analysis/helpers.go GetDryRunMetrics: regexp.MatchString, unanchored)."""
+    raw: list[Mapping[str, Any]] = []
+    rules = list(dry_run)
     missing: list[str] = []
     for name in templates:
         found = resources.get("AnalysisTemplate", namespace, name) or next(
@@ -59,11 +65,33 @@ def metrics_for(templates: tuple[str, ...], namespace: str,
         if found is None:
             missing.append(name)
             continue
-        dry = [re.compile(str(d.get("metricName", ""))) for d in found.spec.get("dryRun") or ()]
-        for m in found.spec.get("metrics") or ():
-            specs.append(runs.MetricSpec.from_argo(
-                m, dry_run=any(p.fullmatch(str(m["name"])) for p in dry)))
-    return tuple(specs), missing
+        rules += [str(d.get("metricName", "")) for d in found.spec.get("dryRun") or ()]
+        raw += list(found.spec.get("metrics") or ())
+    dry = dry_run_metrics(rules, [str(m["name"]) for m in raw])
+    specs = tuple(runs.MetricSpec.from_argo(m, dry_run=str(m["name"]) in dry) for m in raw)
+    return specs, missing
+
+
+class DryRunError(ValueError):
+    """A dryRun rule that is no valid regex or matches no metric (the run is Error)."""
+
+
+def dry_run_metrics(rules: list[str], names: list[str]) -> set[str]:
+    """The metric names the rules select. A rule matching none is an error, as in Argo
+    ("dryRun[i]: Rule didn't match any metric name(s)"); so is a rule given twice."""
+    out: set[str] = set()
+    for i, rule in enumerate(rules):
+        if rule in rules[:i]:
+            raise DryRunError(f"two Dry-Run metric rules have the same name '{rule}'")
+        try:
+            pattern = re.compile(rule)
+        except re.error as exc:
+            raise DryRunError(f"dryRun[{i}]: metricName {rule!r} is no regex: {exc}") from None
+        hits = {n for n in names if pattern.search(n)}
+        if not hits:
+            raise DryRunError(f"dryRun[{i}]: Rule didn't match any metric name(s)")
+        out |= hits
+    return out
 
 
 def template_args(templates: tuple[str, ...], namespace: str, resources: ResourceSet,

@@ -16,6 +16,17 @@ from typing import Any, Literal
 Style = Literal["argo-canary", "argo-bluegreen", "flagger"]
 
 
+# Argo's PauseReason constants (pkg/apis/rollouts/v1alpha1/types.go), as status.pauseConditions
+# shows them: tools and alerts match on these strings. A user's pause is not one of them:
+# Argo records it as spec.paused (phase Paused, message "manually paused"), with no condition.
+PAUSE_STEP = "CanaryPauseStep"  # a pause step (and Tollway's manual gate, a `pause: {}`)
+PAUSE_INCONCLUSIVE = "InconclusiveAnalysisRun"
+PAUSE_BLUE_GREEN = "BlueGreenPause"
+PAUSE_USER = ""  # paused with no controller reason: spec.paused
+_OLD_PAUSE_REASONS = {"PauseStep": PAUSE_STEP, "ManualGate": PAUSE_STEP,
+                      "Inconclusive": PAUSE_INCONCLUSIVE, "UserPause": PAUSE_USER}
+
+
 class Phase(StrEnum):
     # Argo Rollout phases
     PROGRESSING = "Progressing"
@@ -37,6 +48,24 @@ class Phase(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class AnalysisRef:
+    """A Rollout's `RolloutAnalysis` (a step's, the background one, blue-green's pre/post):
+    templates, literal args, args resolved to a pod template hash when the run starts
+    (name -> Latest | Stable), and the Rollout's own dryRun rules (metricName regexes)."""
+
+    templates: tuple[str, ...] = ()
+    args: Mapping[str, str] = field(default_factory=dict)
+    hash_args: Mapping[str, str] = field(default_factory=dict)
+    dry_run: tuple[str, ...] = ()
+
+    def resolved_args(self, latest: str, stable: str) -> dict[str, str]:
+        """Argo's BuildArgumentsForRolloutAnalysisRun: Latest is the new replica set's
+        rollouts-pod-template-hash, Stable the stable one's."""
+        hashes = {"Latest": latest, "Stable": stable}
+        return {**self.args, **{k: hashes[v] for k, v in self.hash_args.items()}}
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One Argo canary step; `kind` is the step's field name in the Rollout spec."""
 
@@ -50,6 +79,7 @@ class Step:
     match: tuple[Mapping[str, Any], ...] = ()
     percentage: float | None = None
     scale: Mapping[str, Any] = field(default_factory=dict)
+    analysis: AnalysisRef | None = None  # an analysis step's RolloutAnalysis
 
     def describe(self) -> str:
         if self.kind == "setWeight":
@@ -96,6 +126,8 @@ class BlueGreen:
     pre_promotion: tuple[str, ...] = ()
     post_promotion: tuple[str, ...] = ()
     preview_replicas: int | None = None
+    pre_analysis: AnalysisRef = field(default_factory=AnalysisRef)
+    post_analysis: AnalysisRef = field(default_factory=AnalysisRef)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +139,7 @@ class Plan:
     background: tuple[str, ...] = ()  # background analysis templates
     background_args: Mapping[str, str] = field(default_factory=dict)
     background_starting_step: int = 0
+    background_analysis: AnalysisRef = field(default_factory=AnalysisRef)
     flagger: FlaggerAnalysis | None = None
     bluegreen: BlueGreen | None = None
     warnings: tuple[str, ...] = ()
@@ -148,6 +181,7 @@ class Effect:
     revision: str = ""
     replicas: int | None = None
     delay: float = 0.0
+    dry_run: tuple[str, ...] = ()  # start-analysis: the Rollout's dryRun metricName rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +208,7 @@ class RolloutState:
     weight: int = 0
     scale_weight: int = 0  # the weight the canary's replicas are sized for (ahead of traffic)
     paused: bool = False
-    pause_reason: str = ""  # PauseStep | Inconclusive | UserPause | ManualGate | BlueGreenPause
+    pause_reason: str = ""  # Argo's PauseReason constant; "" while paused = a user's pause
     pause_until: float | None = None
     abort: bool = False
     message: str = ""
@@ -202,6 +236,9 @@ class RolloutState:
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in raw.items() if k in names}
         kwargs["phase"] = Phase(raw["phase"])
+        if "pause_reason" in kwargs:  # a state file written before Argo's names were used
+            kwargs["pause_reason"] = _OLD_PAUSE_REASONS.get(kwargs["pause_reason"],
+                                                            kwargs["pause_reason"])
         return cls(**kwargs)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from tollway.control.local.plan import StrategyError, both_zero, fenceposts
 from tollway.kit.durations import parse_duration
-from tollway.rollout.model import BlueGreen, FlaggerAnalysis, Plan, Step
+from tollway.rollout.model import AnalysisRef, BlueGreen, FlaggerAnalysis, Plan, Step
 
 
 class PlanError(ValueError):
@@ -39,6 +39,33 @@ def _args(raw: Mapping[str, Any]) -> dict[str, str]:
             if "value" in a}
 
 
+def _hash_args(raw: Mapping[str, Any], where: str) -> dict[str, str]:
+    """Args whose value is a pod template hash (`valueFrom.podTemplateHashValue: Latest |
+    Stable`), resolved when the run starts (utils/analysis/factory.go
+    BuildArgumentsForRolloutAnalysisRun). Any other valueFrom is refused by name."""
+    out: dict[str, str] = {}
+    for i, a in enumerate(raw.get("args") or ()):
+        vf = a.get("valueFrom")
+        if not vf or "value" in a:
+            continue
+        which = vf.get("podTemplateHashValue")
+        if which in ("Latest", "Stable"):
+            out[str(a["name"])] = str(which)
+            continue
+        raise PlanError(f"{where}.args[{i}].valueFrom: Tollway resolves "
+                        "podTemplateHashValue: Latest | Stable; give a literal value instead "
+                        f"of {sorted(vf)}")
+    return out
+
+
+def _dry_run(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(d.get("metricName", "")) for d in raw.get("dryRun") or ())
+
+
+def _analysis(raw: Mapping[str, Any], where: str) -> AnalysisRef:
+    return AnalysisRef(_templates(raw), _args(raw), _hash_args(raw, where), _dry_run(raw))
+
+
 def _step(raw: Mapping[str, Any], where: str) -> Step:
     if "setWeight" in raw:
         return Step("setWeight", weight=int(raw["setWeight"]))
@@ -47,8 +74,8 @@ def _step(raw: Mapping[str, Any], where: str) -> Step:
         dur = pause.get("duration")
         return Step("pause", duration=None if dur is None else _seconds(dur, where))
     if "analysis" in raw:
-        a = raw["analysis"] or {}
-        return Step("analysis", templates=_templates(a), args=_args(a))
+        a = _analysis(raw["analysis"] or {}, f"{where}.analysis")
+        return Step("analysis", templates=a.templates, args=a.args, analysis=a)
     if "setHeaderRoute" in raw:
         h = raw["setHeaderRoute"] or {}
         return Step("setHeaderRoute", name=str(h.get("name", "")),
@@ -82,6 +109,7 @@ def argo_plan(name: str, namespace: str, spec: Mapping[str, Any]) -> Plan:
     return Plan(
         style="argo-canary", name=name, namespace=namespace, steps=tuple(steps),
         background=_templates(bg), background_args=_args(bg),
+        background_analysis=_analysis(bg, "spec.strategy.canary.analysis"),
         background_starting_step=int(bg.get("startingStep", 0) or 0),
         warnings=tuple(warnings),
     )
@@ -116,6 +144,10 @@ def _bluegreen_plan(name: str, namespace: str, bg: Mapping[str, Any]) -> Plan:
             scale_down_delay=float(bg.get("scaleDownDelaySeconds", 30)),
             pre_promotion=_templates(bg.get("prePromotionAnalysis") or {}),
             post_promotion=_templates(bg.get("postPromotionAnalysis") or {}),
+            pre_analysis=_analysis(bg.get("prePromotionAnalysis") or {},
+                                   f"{where}.prePromotionAnalysis"),
+            post_analysis=_analysis(bg.get("postPromotionAnalysis") or {},
+                                    f"{where}.postPromotionAnalysis"),
             preview_replicas=bg.get("previewReplicaCount"),
         ),
     )

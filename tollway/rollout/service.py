@@ -3,6 +3,8 @@
 `RolloutService(store, clock=, state_dir=, scrape_targets=, replica_ready=)`;
 `replica_ready` (ready replicas per (namespace, workload), e.g. the local supervisor's
 `ready_counts`) is what rollouts pace by; without it the sidecars' `/ready` is probed.
+`error_retry` (else $TOLLWAY_ANALYSIS_ERROR_RETRY, else Argo's 10 s) is how long an
+analysis metric waits after an Error measurement before it is measured again.
 `await start()` begins
 scraping the proxies' metrics and runs one task per Rollout/Canary in the store;
 `routes()` mounts the API the CLI and dashboard use:
@@ -35,7 +37,9 @@ from aiohttp import web
 from tollway.config import load
 from tollway.control.store import Change, ConfigStore, Key
 from tollway.kit.clock import Clock
+from tollway.kit.durations import parse_duration
 from tollway.rollout import hooks
+from tollway.rollout.analysis import runs
 from tollway.rollout.analysis.providers import ProviderError
 from tollway.rollout.analysis.providers.mesh import MeshMetrics, MeshScraper, Target
 from tollway.rollout.controller import Worker
@@ -47,14 +51,39 @@ ACTIONS = ("promote", "abort", "retry", "pause", "resume", "restart", "set-image
            "set-weight")
 
 
+ERROR_RETRY_ENV = "TOLLWAY_ANALYSIS_ERROR_RETRY"
+
+
+def error_retry_setting(given: float | None) -> float:
+    """Seconds before an analysis metric is measured again after an Error: Argo's
+    DefaultErrorRetryInterval (10 s) unless set, by the constructor or by
+    $TOLLWAY_ANALYSIS_ERROR_RETRY (a duration, e.g. `2s`: for quick tests and demos). A
+    value that cannot be read is said in one line and the default is kept."""
+    if given is not None:
+        return float(given)
+    raw = os.environ.get(ERROR_RETRY_ENV, "").strip()
+    if not raw:
+        return runs.ERROR_RETRY_SECONDS
+    try:
+        value = float(raw) if raw.replace(".", "", 1).isdigit() else parse_duration(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        log.error("%s=%r is not a positive duration (e.g. 2s); using Argo's %gs",
+                  ERROR_RETRY_ENV, raw, runs.ERROR_RETRY_SECONDS)
+        return runs.ERROR_RETRY_SECONDS
+    return value
+
+
 class RolloutService:
     def __init__(self, store: ConfigStore, *, clock: Clock, state_dir: Path,
                  scrape_targets: Callable[[], list[Target]],
                  prometheus_url: str | None = None, client_proxy: str | None = None,
                  scrape_interval: float = 1.0, wait_for_replicas: bool = True,
-                 replica_ready: Callable[[], Mapping[tuple[str, str], int]] | None = None
-                 ) -> None:
+                 replica_ready: Callable[[], Mapping[tuple[str, str], int]] | None = None,
+                 error_retry: float | None = None) -> None:
         self.wait_for_replicas = wait_for_replicas
+        self.error_retry = error_retry_setting(error_retry)
         self.replica_ready = replica_ready
         self.store = store
         self.clock = clock
@@ -118,7 +147,8 @@ class RolloutService:
                                                    self.scrape_targets
                                                    if self.wait_for_replicas else None,
                                                    self.replica_ready
-                                                   if self.wait_for_replicas else None)
+                                                   if self.wait_for_replicas else None,
+                                                   self.error_retry)
                     new.append(res.key)
         return new
 

@@ -10,8 +10,10 @@ from tollway.rollout.model import Phase, Plan, RolloutState
 
 def argo_status(state: RolloutState, plan: Plan, runs: Mapping[str, Mapping[str, Any]],
                 at: float) -> dict[str, Any]:
+    # Argo's pauseConditions hold the controller's reasons only (CanaryPauseStep,
+    # InconclusiveAnalysisRun, BlueGreenPause); a user's pause is spec.paused, no condition
     pause = []
-    if state.paused:
+    if state.paused and state.pause_reason:
         pause.append({"reason": state.pause_reason, "startTime": state.step_started_at})
     steps = [{"index": i, "step": s.describe(),
               "current": i == state.step_index and state.phase is not Phase.HEALTHY}
@@ -22,6 +24,7 @@ def argo_status(state: RolloutState, plan: Plan, runs: Mapping[str, Mapping[str,
         "abort": state.abort,
         "paused": state.paused,
         "pauseConditions": pause,
+        "controllerPause": bool(pause),
         "currentStepIndex": min(state.step_index, len(plan.steps)),
         "currentPodHash": state.revision,
         "stableRS": state.stable_revision,

@@ -40,6 +40,9 @@ class AnalysisPhase(StrEnum):
 
 
 _ORDER = list(AnalysisPhase)  # Pending < Running < Successful < Inconclusive < Error < Failed
+# analysis/analysis.go DefaultErrorRetryInterval: after an Error measurement Argo measures
+# again after 10 s, whatever the metric's interval (a controller setting may change it:
+# RolloutService(error_retry=) / TOLLWAY_ANALYSIS_ERROR_RETRY, docs/rollouts.md).
 ERROR_RETRY_SECONDS = 10.0
 
 
@@ -233,8 +236,12 @@ class AnalysisRun:
         return self.results[metric]
 
 
-def next_due_at(run: AnalysisRun, spec: MetricSpec) -> float | None:
-    """When this metric's next measurement is due; None when it needs no more."""
+def next_due_at(run: AnalysisRun, spec: MetricSpec,
+                error_retry: float = ERROR_RETRY_SECONDS) -> float | None:
+    """When this metric's next measurement is due; None when it needs no more.
+
+    As Argo's generateMetricTasks: the count is checked first, then an Error is retried
+    after `error_retry` (not the metric's interval), anything else after the interval."""
     if run.phase.completed or run.terminated:
         return None
     res = run.results.get(spec.name)
@@ -243,26 +250,28 @@ def next_due_at(run: AnalysisRun, spec: MetricSpec) -> float | None:
     if res.phase.completed:
         return None
     last = res.measurements[-1]
-    if last.phase is AnalysisPhase.ERROR:
-        return last.finished_at + (spec.interval or ERROR_RETRY_SECONDS)
     count = spec.effective_count
     if count is not None and res.count >= count:
         return None
+    if last.phase is AnalysisPhase.ERROR:
+        return last.finished_at + error_retry
     return last.finished_at + (spec.interval or 0.0)
 
 
-def due(run: AnalysisRun, now: float) -> list[MetricSpec]:
+def due(run: AnalysisRun, now: float,
+        error_retry: float = ERROR_RETRY_SECONDS) -> list[MetricSpec]:
     """Metrics whose measurement is due at `now`."""
     out = []
     for spec in run.metrics:
-        at = next_due_at(run, spec)
+        at = next_due_at(run, spec, error_retry)
         if at is not None and at <= now:
             out.append(spec)
     return out
 
 
-def wake_at(run: AnalysisRun) -> float | None:
-    times = [t for t in (next_due_at(run, s) for s in run.metrics) if t is not None]
+def wake_at(run: AnalysisRun, error_retry: float = ERROR_RETRY_SECONDS) -> float | None:
+    times = [t for t in (next_due_at(run, s, error_retry) for s in run.metrics)
+             if t is not None]
     return min(times) if times else None
 
 
