@@ -68,3 +68,15 @@ def test_an_invalid_accepted_kind_is_still_refused_at_its_line() -> None:
     result = load_text(text)
     (only,) = result.findings
     assert only.is_error and only.line == 6 and only.path == "spec.maxReplicas"
+
+
+def test_generate_name_without_name_gets_a_stable_name() -> None:
+    text = ("apiVersion: v1\nkind: Service\nmetadata: {generateName: api-}\n"
+            "spec: {ports: [{port: 80}]}\n")
+    first, again = load_text(text), load_text(text)
+    assert first.ok and len(first.resources) == 1
+    (svc,) = first.resources
+    assert svc.name.startswith("api-") and len(svc.name) == 9
+    assert [r.name for r in again.resources] == [svc.name]  # same document, same name
+    (info,) = first.findings
+    assert info.severity.value == "info" and info.path == "metadata.generateName"

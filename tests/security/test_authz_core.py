@@ -22,11 +22,24 @@ def test_known_condition_accepts_istio_keys(key: str) -> None:
 
 
 @pytest.mark.parametrize("key", [
-    "request.header[x]", "request.headers[]", "source.ips", "experimental.envoy.filters.x",
+    "request.header[x]", "request.headers[]", "source.ips", "experimental.envoy.filters.",
     "", "request.headers[x",
 ])
 def test_known_condition_rejects_unknown_keys(key: str) -> None:
     assert not authz.known_condition(key)
+
+
+def test_envoy_filter_metadata_keys_are_known_and_always_absent() -> None:
+    key = "experimental.envoy.filters.network.mysql_proxy[db.table]"
+    assert authz.known_condition(key)
+    want = types.AuthzRule(conditions=(types.AuthzCondition(key=key, values=("[update]",)),))
+    unless = types.AuthzRule(conditions=(types.AuthzCondition(key=key, not_values=("x",)),))
+    deny = authz.compile_authz(types.Authz(policies=(
+        types.AuthzPolicy(name="a/deny", action="DENY", rules=(want,)),)))
+    assert authz.evaluate(deny, authz.Request()).allowed  # values never match: not denied
+    allow = authz.compile_authz(types.Authz(policies=(
+        types.AuthzPolicy(name="a/allow", rules=(unless,)),)))
+    assert authz.evaluate(allow, authz.Request()).allowed  # notValues of nothing: pass
 
 
 def test_compile_refuses_unknown_condition_instead_of_ignoring_it() -> None:

@@ -117,3 +117,10 @@ def test_hostile_tokens_only_ever_raise_jwt_error(token: str) -> None:
         jwt.verify(C, token, NOW)
     except jwt.JwtError:
         pass
+
+
+def test_scope_and_named_claims_are_split_on_spaces() -> None:
+    c = compiled(types.JwtRule(issuer=ISS, jwks=jwks(RSA), space_delimited_claims=("roles",)))
+    ok = jwt.verify(c, RSA.sign(claims(scope="read write", roles="a b", plain="x y")), NOW)
+    assert ok.claims["scope"] == ("read", "write") and ok.claims["roles"] == ("a", "b")
+    assert ok.claims["plain"] == "x y"

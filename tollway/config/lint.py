@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from tollway.config.findings import Severity
 from tollway.config.resource import Resource
 from tollway.config.source import PathKey
+from tollway.snapshot.conditions import ABSENT_PREFIX
 
 Lint = tuple[Severity, PathKey, str]
 
@@ -26,7 +27,24 @@ def _rollout(resource: Resource) -> Iterator[Lint]:
         )
 
 
-_LINTS = {"Rollout": _rollout}
+def _canary(resource: Resource) -> Iterator[Lint]:
+    if "canaryAnalysis" in resource.spec:
+        yield (Severity.WARNING, ("canaryAnalysis",),
+               "canaryAnalysis is Flagger's deprecated name for analysis; Tollway reads "
+               "only analysis (rename it)")
+
+
+def _authorization(resource: Resource) -> Iterator[Lint]:
+    for i, rule in enumerate(resource.spec.get("rules") or ()):
+        for j, cond in enumerate(rule.get("when") or ()):
+            key = str(cond.get("key", ""))
+            if key.startswith(ABSENT_PREFIX):
+                yield (Severity.WARNING, ("rules", i, "when", j, "key"),
+                       f"'{key}' is Envoy network-filter metadata that Tollway's proxy does "
+                       "not produce: its values never match and its notValues always pass")
+
+
+_LINTS = {"Rollout": _rollout, "Canary": _canary, "AuthorizationPolicy": _authorization}
 
 
 def lint(resource: Resource) -> list[Lint]:

@@ -8,6 +8,8 @@ errors, come from `lint.py`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -92,6 +94,14 @@ def _metadata(ctx: _Ctx, data: dict[str, Any]) -> tuple[str, dict[str, str], dic
         if key not in _META_FIELDS:
             ctx.add(("metadata", key), f"unknown field '{key}'{_closest(key, _META_FIELDS)}")
     name = meta.get("name")
+    generate = meta.get("generateName")
+    if (name is None or name == "") and isinstance(generate, str) and generate:
+        # Kubernetes appends 5 random characters; a hash of the document keeps the name
+        # the same on every load, so re-applying the folder changes nothing.
+        name = generate + _content_suffix(data)
+        ctx.name = name
+        ctx.add(("metadata", "generateName"), f"no metadata.name: named '{name}' "
+                "(generateName plus a hash of this document)", Severity.INFO)
     if not isinstance(name, str) or not name:
         ctx.add(("metadata", "name"), "metadata.name is required and must be a string")
     elif not _DNS_NAME.fullmatch(name) or len(name) > 253:
@@ -114,6 +124,11 @@ def _metadata(ctx: _Ctx, data: dict[str, Any]) -> tuple[str, dict[str, str], dic
                         f"{field[:-1]} values must be strings; quote it: \"{v}\"")
         maps.append({k: v for k, v in value.items() if isinstance(v, str)})
     return ns, maps[0], maps[1]
+
+
+def _content_suffix(data: dict[str, Any]) -> str:
+    blob = json.dumps(data, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:5]
 
 
 def _spec_of(

@@ -28,16 +28,21 @@ PLAIN_CONDITIONS = frozenset(
     }
 )
 BRACKET_CONDITIONS = ("request.headers[", "request.auth.claims[")
+# Istio's keys for Envoy's network filters (mysql, mongo, ...): valid, but no Tollway
+# filter produces that metadata, so such an attribute is always absent (as on an Envoy
+# without the filter): `values` never match, `notValues` always pass.
+ABSENT_PREFIX = "experimental.envoy.filters."
 
 
 def known_condition(key: str) -> bool:
     """True when `when.key` is one Tollway evaluates; the config layer rejects the rest.
 
-    Istio also accepts `experimental.envoy.filters.*`; Tollway cannot evaluate those, and
-    an unevaluated condition silently widening or narrowing a policy is worse than a
-    clear validation error, so they are unknown here.
+    `experimental.envoy.filters.*` keys are known and always absent (see ABSENT_PREFIX);
+    config validation warns where one is used.
     """
     if key in PLAIN_CONDITIONS:
+        return True
+    if key.startswith(ABSENT_PREFIX) and len(key) > len(ABSENT_PREFIX):
         return True
     for prefix in BRACKET_CONDITIONS:
         if key.startswith(prefix) and key.endswith("]") and len(key) > len(prefix) + 1:

@@ -310,6 +310,7 @@ class AuthzSource(Struct, frozen=True):
     namespaces: StringSet | None = None
     ip_blocks: StringSet | None = None
     remote_ip_blocks: StringSet | None = None
+    trust_domains: StringSet | None = None  # of the peer principal (before `/ns/`)
 
 
 class AuthzOperation(Struct, frozen=True):
@@ -361,6 +362,7 @@ class JwtRule(Struct, frozen=True):
     forward_original_token: bool = False
     output_payload_to_header: str = ""
     output_claim_to_headers: tuple[tuple[str, str], ...] = ()  # (header, claim)
+    space_delimited_claims: tuple[str, ...] = ()  # besides `scope` and `permission`
 
 
 class RequestAuthn(Struct, frozen=True):

@@ -6,23 +6,46 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from tollway.config.models.common import (
     ArgoDuration,
-    GoDuration,
     IntOrString,
     LabelSelector,
     NonNegInt,
     Regex,
     Strict,
     Weight,
+    go_duration,
 )
 from tollway.config.models.k8s import PodTemplate
 
 Blob = dict[str, Any]
+_TEMPLATE = re.compile(r"\{\{\s*[^{}]+?\s*\}\}")
+
+
+def is_template(value: object) -> bool:
+    """`{{args.NAME}}` (or another Argo `{{...}}` variable) anywhere in a string."""
+    return isinstance(value, str) and _TEMPLATE.search(value) is not None
+
+
+def _duration_or_template(value: str) -> str:
+    # Known only once the run's arguments are substituted: checked then, not here.
+    return value if is_template(value) else go_duration(value)
+
+
+def _int_or_template(value: int | str) -> int | str:
+    if isinstance(value, str) and not is_template(value):
+        raise ValueError(f"must be an integer (or an Argo template like '{{{{args.x}}}}'), "
+                         f"got string '{value}'")
+    return value
+
+
+TemplatedDuration = Annotated[str, AfterValidator(_duration_or_template)]
+TemplatedInt = Annotated[NonNegInt | str, AfterValidator(_int_or_template)]
 
 
 class TemplateRef(Strict):
@@ -73,6 +96,7 @@ class SetHeaderRoute(Strict):
 
 class SetMirrorRoute(Strict):
     name: str
+    service: str | None = None
     percentage: Weight | None = None
     match: list[Blob] | None = None
 
@@ -89,7 +113,13 @@ class CanaryStep(Strict):
 
     @model_validator(mode="after")
     def _one(self) -> CanaryStep:
-        if len(self.model_fields_set) != 1:
+        # Argo allows setCanaryScale together with setHeaderRoute (and setMirrorRoute)
+        # in one step; every other action stands alone.
+        actions = set(self.model_fields_set)
+        if "set_canary_scale" in actions and actions & {"set_header_route",
+                                                        "set_mirror_route"}:
+            actions.discard("set_canary_scale")
+        if len(actions) != 1:
             raise ValueError("each step needs exactly one of setWeight, pause, analysis, "
                              "experiment, setCanaryScale, setHeaderRoute, setMirrorRoute")
         return self
@@ -130,6 +160,7 @@ class TrafficRouting(Strict):
     smi: Blob | None = None
     ambassador: Blob | None = None
     traefik: Blob | None = None
+    app_mesh: Blob | None = None
     apisix: Blob | None = None
     plugins: Blob | None = None
 
@@ -151,6 +182,7 @@ class CanaryStrategy(Strict):
     ping_pong: Blob | None = None
     anti_affinity: Blob | None = None
     min_pods_per_replica_set: NonNegInt | None = None
+    replica_progress_threshold: Blob | None = None
     auto_promotion_enabled: bool | None = None  # blueGreen field; lint warns
 
     @model_validator(mode="after")
@@ -220,10 +252,17 @@ class RolloutSpec(Strict):
         return self
 
 
+class RangeQuery(Strict):
+    start: str | None = None
+    end: str | None = None
+    step: str | None = None
+
+
 class Prometheus(Strict):
     address: str | None = None
     query: str
-    timeout: NonNegInt | None = None
+    timeout: TemplatedInt | None = None
+    range_query: RangeQuery | None = None
     insecure: bool | None = None
     headers: list[dict[str, str]] | None = None
     authentication: Blob | None = None
@@ -252,8 +291,8 @@ class MetricProvider(Strict):
 
 class Metric(Strict):
     name: str = Field(min_length=1)
-    interval: GoDuration | None = None
-    initial_delay: GoDuration | None = None
+    interval: TemplatedDuration | None = None
+    initial_delay: TemplatedDuration | None = None
     count: IntOrString | None = None
     success_condition: str | None = None
     failure_condition: str | None = None
@@ -265,14 +304,17 @@ class Metric(Strict):
 
 
 class AnalysisTemplateSpec(Strict):
-    metrics: list[Metric] = Field(min_length=1)
+    metrics: list[Metric] | None = None
+    templates: list[TemplateRef] | None = None  # other templates this one composes
     args: list[AnalysisArg] | None = None
     dry_run: list[dict[str, str]] | None = None
     measurement_retention: list[Blob] | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> AnalysisTemplateSpec:
-        names = [m.name for m in self.metrics]
+        if not self.metrics and not self.templates:
+            raise ValueError("an analysis template needs metrics (or templates to include)")
+        names = [m.name for m in self.metrics or []]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"metric name '{sorted(dup)[0]}' is used twice")

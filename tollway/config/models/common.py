@@ -32,6 +32,11 @@ def _duration(value: str) -> str:
     return value
 
 
+def go_duration(value: str) -> str:
+    """A Go duration string (`5s`, `1m30s`), as Argo and Flagger read them."""
+    return _duration(value)
+
+
 def _istio_duration(value: str) -> str:
     _duration(value)
     seconds = parse_duration(value)

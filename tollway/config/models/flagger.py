@@ -28,7 +28,15 @@ class CanaryService(Strict):
     app_protocol: str | None = None
     timeout: GoDuration | None = None
     gateways: list[str] | None = None
+    gateway_refs: list[Blob] | None = None  # Gateway API parentRefs (provider gatewayapi)
     hosts: list[str] | None = None
+    backend_timeout: GoDuration | None = None
+    mesh_name: str | None = None  # App Mesh
+    backends: list[str] | None = None  # App Mesh
+    unmanaged_metadata: Blob | None = None
+    headless: bool | None = None
+    mirror: list[Blob] | None = None  # Gateway API request mirror filters
+    traffic_distribution: str | None = None
     traffic_policy: Blob | None = None
     match: list[Blob] | None = None
     rewrite: Blob | None = None
@@ -39,6 +47,18 @@ class CanaryService(Strict):
     primary: Blob | None = None
     canary: Blob | None = None
     delegation: bool | None = None
+
+
+class SessionAffinity(Strict):
+    cookie_name: str | None = None
+    primary_cookie_name: str | None = None
+    max_age: NonNegInt | None = None
+    domain: str | None = None
+    http_only: bool | None = None
+    partitioned: bool | None = None
+    path: str | None = None
+    same_site: str | None = None
+    secure: bool | None = None
 
 
 class ThresholdRange(Strict):
@@ -55,6 +75,8 @@ class ThresholdRange(Strict):
 class MetricRef(Strict):
     name: str
     namespace: str | None = None
+    api_version: str | None = None
+    kind: str | None = None
 
 
 class CanaryMetric(Strict):
@@ -105,7 +127,7 @@ class CanaryAnalysis(Strict):
     metrics: list[CanaryMetric] | None = None
     webhooks: list[Webhook] | None = None
     alerts: list[Blob] | None = None
-    session_affinity: Blob | None = None
+    session_affinity: SessionAffinity | None = None
 
     @model_validator(mode="after")
     def _steps(self) -> CanaryAnalysis:
@@ -116,8 +138,9 @@ class CanaryAnalysis(Strict):
 
 class CanarySpec(Strict):
     target_ref: TargetRef
-    service: CanaryService
-    analysis: CanaryAnalysis
+    service: CanaryService | None = None  # Flagger's Go type has no omitempty; CRD optional
+    analysis: CanaryAnalysis | None = None
+    canary_analysis: CanaryAnalysis | None = None  # deprecated name of analysis; lint warns
     provider: str | None = None
     metrics_server: str | None = None
     autoscaler_ref: Blob | None = None
@@ -136,6 +159,7 @@ class MetricProvider(Strict):
     secret_ref: dict[str, str] | None = None
     insecure_skip_verify: bool | None = None
     region: str | None = None
+    headers: dict[str, list[str]] | None = None  # Go http.Header: name -> values
 
 
 class MetricTemplateSpec(Strict):

@@ -48,13 +48,20 @@ class ConsistentHash(Strict):
         return self
 
 
+class Warmup(Strict):
+    duration: Duration
+    minimum_percent: float | None = None
+    aggression: float | None = None
+
+
 class LoadBalancer(Strict):
     simple: Literal["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN",
                     "LEAST_REQUEST"] | None = None
     consistent_hash: ConsistentHash | None = None
     locality_lb_setting: Blob | None = None
     warmup_duration_secs: Duration | None = None
-    warmup: Blob | None = None
+    warmup: Warmup | None = None
+    zone_aware_lb_setting: Blob | None = None
 
     @model_validator(mode="after")
     def _one(self) -> LoadBalancer:
@@ -77,6 +84,11 @@ class TcpSettings(Strict):
     idle_timeout: Duration | None = None
 
 
+class Http2KeepAlive(Strict):
+    interval: Duration | None = None
+    timeout: Duration | None = None
+
+
 class HttpSettings(Strict):
     http1_max_pending_requests: NonNegInt | None = None
     http2_max_requests: NonNegInt | None = None
@@ -86,6 +98,7 @@ class HttpSettings(Strict):
     h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
     use_client_protocol: bool | None = None
     max_concurrent_streams: NonNegInt | None = None
+    http2_keep_alive: Http2KeepAlive | None = Field(None, alias="http2KeepAlive")
 
 
 class ConnectionPool(Strict):
@@ -103,6 +116,8 @@ class OutlierDetection(Strict):
     base_ejection_time: Duration | None = None
     max_ejection_percent: int | None = Field(None, ge=0, le=100)
     min_health_percent: int | None = Field(None, ge=0, le=100)
+    outlier_detection_http_error_codes: list[int] | None = Field(
+        None, alias="outlierDetectionHttpErrorCodes")
 
     @model_validator(mode="after")
     def _split(self) -> OutlierDetection:
@@ -144,6 +159,7 @@ class PortTrafficPolicy(Strict):
 class RetryBudget(Strict):
     percent: Percent | None = None
     min_retry_concurrency: NonNegInt | None = None
+    budget_interval: Duration | None = None
 
 
 class TrafficPolicy(Strict):

@@ -8,7 +8,9 @@ from pydantic import Field, field_validator, model_validator
 
 from tollway.config.models.common import Labels, NonNegInt, PortNumber, Strict
 
-PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "UDP")
+# Istio protocol.Parse: case-insensitive; anything else is "unsupported" and refused.
+PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "HTTP_PROXY", "MONGO", "REDIS",
+             "MYSQL", "THRIFT", "TCP", "TLS", "UDP")
 
 
 def _protocol(value: str) -> str:
@@ -48,6 +50,8 @@ class ServerTLS(Strict):
     max_protocol_version: Literal["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2",
                                   "TLSV1_3"] | None = None
     cipher_suites: list[str] | None = None
+    ca_cert_credential_name: str | None = None
+    insecure_skip_verify: bool | None = None
 
     @model_validator(mode="after")
     def _sources(self) -> ServerTLS:
@@ -119,7 +123,8 @@ class SEPort(Strict):
     @field_validator("protocol")
     @classmethod
     def _proto(cls, value: str | None) -> str | None:
-        return None if value is None else _protocol(value)
+        # An empty protocol means "detect it" (Istio sniffs), as if it were not given.
+        return value if not value else _protocol(value)
 
 
 class ServiceEntrySpec(Strict):

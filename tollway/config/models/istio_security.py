@@ -65,6 +65,8 @@ class Source(Strict):
     not_remote_ip_blocks: list[str] | None = None
     service_accounts: list[str] | None = None
     not_service_accounts: list[str] | None = None
+    trust_domains: list[str] | None = None
+    not_trust_domains: list[str] | None = None
 
     @field_validator("*")
     @classmethod
@@ -186,6 +188,7 @@ class JWTRule(Strict):
     forward_original_token: bool | None = None
     output_claim_to_headers: list[ClaimToHeader] | None = None
     timeout: Duration | None = None
+    space_delimited_claims: list[str] | None = None
 
     @field_validator("jwks_uri")
     @classmethod

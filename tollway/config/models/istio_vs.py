@@ -122,6 +122,13 @@ class HTTPRedirect(Strict):
     derive_port: Literal["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"] | None = None
     scheme: Literal["http", "https"] | None = None
     redirect_code: int | None = Field(None, ge=300, le=399)
+    prefix_rewrite: str | None = None
+
+    @model_validator(mode="after")
+    def _uri_or_prefix(self) -> HTTPRedirect:
+        if self.uri is not None and self.prefix_rewrite is not None:
+            raise ValueError("set uri or prefixRewrite, not both")
+        return self
 
 
 class Body(Strict):
@@ -282,6 +289,7 @@ class L4Match(Strict):
     source_labels: Labels | None = None
     gateways: list[str] | None = None
     source_namespace: str | None = None
+    source_subnet: str | None = None  # deprecated upstream, still accepted
     sni_hosts: list[str] | None = None
 
 

@@ -50,6 +50,7 @@ def jwt_rule(rule: Mapping[str, Any]) -> types.JwtRule:
         output_claim_to_headers=tuple(
             (str(c.get("header", "")), str(c.get("claim", "")))
             for c in rule.get("outputClaimToHeaders") or () if isinstance(c, Mapping)),
+        space_delimited_claims=tuple(str(c) for c in rule.get("spaceDelimitedClaims") or ()),
     )
 
 

@@ -151,6 +151,7 @@ def _source(src: Mapping[str, Any], namespace: str) -> types.AuthzSource:
         namespaces=_set(src, "namespaces"),
         ip_blocks=_set(src, "ipBlocks"),
         remote_ip_blocks=_set(src, "remoteIpBlocks"),
+        trust_domains=_set(src, "trustDomains"),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Literal
 import re2
 
 from tollway.snapshot import types
+from tollway.snapshot.conditions import ABSENT_PREFIX
 from tollway.snapshot.conditions import known_condition as known_condition  # re-exported
 
 Action = Literal["ALLOW", "DENY", "NONE"]
@@ -289,6 +290,7 @@ def _source(s: types.AuthzSource) -> Pred:
             _field(lambda r: r.namespace, s.namespaces, _ns_matcher),
             _field(lambda r: r.source_ip, s.ip_blocks, ip_matcher),
             _field(_remote_ip, s.remote_ip_blocks, ip_matcher),
+            _field(lambda r: _trust_domain_of(r.principal), s.trust_domains, string_matcher),
         ]
     )
 
@@ -336,6 +338,8 @@ def _attribute(key: str) -> Getter:
     if key.startswith("request.auth.claims["):
         claim = _bracket_arg(key)
         return lambda r: r.claims.get(claim)
+    if key.startswith(ABSENT_PREFIX):  # no filter here produces it: always absent
+        return lambda r: None
     raise ValueError(f"unknown authorization condition key {key!r}")
 
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tollway.snapshot import types
 
+SPACE_DELIMITED = ("scope", "permission")  # Istio splits these claims on spaces, always
 CLOCK_SKEW = 60.0  # seconds: Envoy's default clock_skew_seconds
 DEFAULT_LOCATIONS = (types.JwtLocation(header="authorization", prefix="Bearer "),
                      types.JwtLocation(param="access_token"))
@@ -351,4 +352,9 @@ def verify(compiled: CompiledJwt, token: str, now: float) -> Verified:
             raise JwtError(BAD_AUDIENCE)
     sub = payload.get("sub")
     principal = f"{iss}/{sub if isinstance(sub, str) else ''}"
-    return Verified(rule, principal, flatten_claims(payload), segment, payload)
+    claims = flatten_claims(payload)
+    for name in (*SPACE_DELIMITED, *rule.spec.space_delimited_claims):
+        value = claims.get(name)
+        if isinstance(value, str):  # `scope: "read write"` matches "read" (Istio)
+            claims[name] = tuple(value.split())
+    return Verified(rule, principal, claims, segment, payload)
