@@ -129,3 +129,16 @@ def test_completed_pod_is_not_ready_with_reason() -> None:
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert st["phase"] == "Succeeded" and ready["reason"] == "PodCompleted"
     assert st["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+
+
+def test_started_sidecar_counts_as_initialized_and_for_readiness() -> None:
+    side = ContainerRecord(
+        "proxy", "p", init=True, sidecar=True, state=State.RUNNING, started_at=T0
+    )
+    side.initialized, side.started, side.ready = True, True, False
+    st = status(inits=[side], mains=[running()])
+    assert st["phase"] == "Running" and conds(st)["Initialized"] == "True"
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "[proxy]" in ready["message"]
+    side.ready = True
+    assert conds(status(inits=[side], mains=[running()]))["Ready"] == "True"

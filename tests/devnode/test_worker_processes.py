@@ -349,3 +349,35 @@ async def test_volumes_emptydir_configmap_and_token_mounts(env: Any, tmp_path: P
     assert any(cfg_dir in r for r in removed)
     assert not Path(cfg_dir).exists()
     assert not Path(sa_dir).parent.parent.exists()
+
+
+@scenario
+async def test_native_sidecar_runs_beside_a_job_and_stops_with_it(env: Any, tmp_path: Path) -> None:
+    host, net = env
+    api = Recorder()
+    seen = tmp_path / "sidecar-was-up"
+    pod = make_pod(
+        {
+            "restartPolicy": "Never",
+            "initContainers": [
+                {
+                    "name": "proxy",
+                    "image": "p",
+                    "restartPolicy": "Always",
+                    "command": ["sh", "-c", f"touch {seen}; exec sleep 300"],
+                },
+                {"name": "after", "image": "a", "command": ["test", "-e", str(seen)]},
+            ],
+            "containers": [{"name": "job", "image": "j", "command": ["sh", "-c", "sleep 0.5"]}],
+        }
+    )
+    w = PodWorker(pod, host, api, net)
+    task = asyncio.create_task(w.run())
+    # The next init container ran only once the sidecar had started.
+    await until(lambda: api.statuses and api.last()["phase"] == "Succeeded")
+    inits = {c["name"]: c for c in api.last()["initContainerStatuses"]}
+    assert inits["after"]["state"]["terminated"]["exitCode"] == 0
+    # The job finished: the sidecar was stopped rather than keeping the pod alive.
+    await until(lambda: "terminated" in api.last()["initContainerStatuses"][0]["state"])
+    w.request_stop(0, delete=True)
+    await asyncio.wait_for(task, 30)

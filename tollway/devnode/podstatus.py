@@ -52,6 +52,8 @@ class ContainerRecord:
     name: str
     image: str
     init: bool = False
+    sidecar: bool = False  # an init container with restartPolicy Always (a native sidecar)
+    initialized: bool = False  # sidecar: started once, so the next init container may run
     state: State = State.WAITING
     restart_count: int = 0
     pid: int | None = None
@@ -129,6 +131,11 @@ class ContainerRecord:
         )
 
     @property
+    def init_done(self) -> bool:
+        """What lets the next init container start: success, or a sidecar that has started."""
+        return self.initialized if self.sidecar else self.succeeded
+
+    @property
     def succeeded(self) -> bool:
         return self.state is State.DONE and self.current is not None and self.current.exit_code == 0
 
@@ -140,7 +147,7 @@ class ContainerRecord:
 def phase(policy: str, inits: Sequence[ContainerRecord], mains: Sequence[ContainerRecord]) -> str:
     """Kubelet's getPhase for the records we hold."""
     for c in inits:
-        if c.succeeded:
+        if c.init_done:
             continue
         if c.state is State.DONE and c.current is not None:
             return "Failed"  # an init container failed and will not be retried
@@ -164,6 +171,10 @@ def phase(policy: str, inits: Sequence[ContainerRecord], mains: Sequence[Contain
             return "Failed"
         return "Running"
     return "Pending"
+
+
+def init_ok_all(inits: Sequence[ContainerRecord]) -> bool:
+    return all(c.init_done for c in inits)
 
 
 def _condition(
@@ -196,8 +207,10 @@ def conditions(
     now: float,
 ) -> list[JSON]:
     old = {c.get("type", ""): c for c in prev}
-    pending_inits = [c.name for c in inits if not c.succeeded]
-    unready = [c.name for c in mains if not c.ready]
+    pending_inits = [c.name for c in inits if not c.init_done]
+    # Native sidecars count for readiness once initialization is over (kubelet since 1.29).
+    watched = [*(c for c in inits if c.sidecar and init_ok_all(inits)), *mains]
+    unready = [c.name for c in watched if not c.ready]
     gates_unready = [g for g, ok in gates.items() if not ok]
     init_ok = not pending_inits
     ready_reason = "PodCompleted" if terminal else "ContainersNotReady"

@@ -116,7 +116,13 @@ class PodWorker:
         )
         has_inits = bool(self.spec.initContainers)
         self.inits = [
-            ContainerRecord(c.name, c.image or "", init=True, waiting_reason="PodInitializing")
+            ContainerRecord(
+                c.name,
+                c.image or "",
+                init=True,
+                sidecar=c.restartPolicy == "Always",
+                waiting_reason="PodInitializing",
+            )
             for c in self.spec.initContainers or []
         ]
         self.mains = [
@@ -336,9 +342,16 @@ class PodWorker:
 
     # ---- containers ----------------------------------------------------------------------
     async def _run_containers(self) -> None:
+        sidecars: list[asyncio.Task[None]] = []
         for c, rec in zip(self.spec.initContainers or [], self.inits, strict=True):
+            if rec.sidecar:  # starts, keeps running beside the app, the next init waits for it
+                sidecars.append(asyncio.create_task(self._supervise(rec, c, init=False)))
+                while not rec.initialized and not self.stop_event.is_set():
+                    await asyncio.sleep(0.05)
+                continue
             await self._supervise(rec, c, init=True)
             if not rec.succeeded:
+                await self._stop_sidecars(sidecars)
                 return
         for rec in self.mains:
             if rec.waiting_reason == "PodInitializing":
@@ -349,6 +362,18 @@ class PodWorker:
                 for c, rec in zip(self.spec.containers, self.mains, strict=True)
             )
         )
+        # The app is done (Job-like pods): sidecars stop too, as kubelet does.
+        await self._stop_sidecars(sidecars)
+
+    async def _stop_sidecars(self, sidecars: list[asyncio.Task[None]]) -> None:
+        for c, rec in zip(self.spec.initContainers or [], self.inits, strict=True):
+            if rec.sidecar:
+                rec.state, effect = transition(rec.state, Event.STOP)
+                proc = self.procs.get(c.name)
+                if effect is Effect.SIGTERM and proc is not None:
+                    self._spawn_task(runtime.stop(proc, self.grace))
+        if sidecars:
+            await asyncio.gather(*sidecars)
 
     async def _prepare(
         self, c: Container
@@ -434,7 +459,7 @@ class PodWorker:
         ev = (
             Event.EXIT_FINAL
             if rec.state is State.STOPPING
-            else exit_event(self.policy, code, init=init)
+            else exit_event("Always" if rec.sidecar else self.policy, code, init=init)
         )
         rec.state, _ = transition(rec.state, ev)
         rec.finished(Terminated(code, exit_reason(code), started, time.time()))
@@ -471,6 +496,7 @@ class PodWorker:
             await self.api.event(self.pod, "Warning", "Unhealthy", str(e))
             trackers = {}
         rec.started = "startup" not in trackers
+        rec.initialized = rec.initialized or rec.started
         rec.ready = rec.started and "readiness" not in trackers
         self._mark()
         while proc.returncode is None and rec.state is State.RUNNING:
@@ -518,7 +544,7 @@ class PodWorker:
         if kind == "readiness":
             rec.ready = flip
         elif kind == "startup" and flip:
-            rec.started = True
+            rec.started = rec.initialized = True
             rec.ready = c.readinessProbe is None
         elif not flip:
             await self._kill_unhealthy(rec, c, proc, kind)
