@@ -210,7 +210,8 @@ class Worker:
             templates = tuple(raw.get("templates", []))
             try:
                 metrics, _ = measure.metrics_for(templates, namespace, current,
-                                                 tuple(raw.get("dry_run", [])))
+                                                 tuple(raw.get("dry_run", [])),
+                                                 dict(raw.get("args") or {}))
             except measure.DryRunError:  # the run ended in Error when it started
                 metrics, _ = measure.metrics_for(templates, namespace, current)
             out[name] = runs.run_from_dict(raw, metrics)
@@ -386,13 +387,13 @@ class Worker:
         for e in effects:
             if e.kind == "start-analysis":
                 invalid = ""
+                args = measure.template_args(e.templates, res.namespace, current, e.args)
                 try:
                     metrics, missing = measure.metrics_for(e.templates, res.namespace, current,
-                                                           e.dry_run)
+                                                           e.dry_run, args)
                 except measure.DryRunError as exc:
                     metrics, missing = measure.metrics_for(e.templates, res.namespace, current)
                     invalid = f"Analysis spec invalid: {exc}"  # Argo's words for it
-                args = measure.template_args(e.templates, res.namespace, current, e.args)
                 run = runs.AnalysisRun(e.name, metrics, started_at=now, args=args)
                 if missing or invalid:
                     run.phase = runs.AnalysisPhase.ERROR

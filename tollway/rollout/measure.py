@@ -49,7 +49,7 @@ def render_args(value: Any, args: Mapping[str, str]) -> Any:
 
 
 def metrics_for(templates: tuple[str, ...], namespace: str, resources: ResourceSet,
-                dry_run: tuple[str, ...] = ()
+                dry_run: tuple[str, ...] = (), args: Mapping[str, str] | None = None
                 ) -> tuple[tuple[runs.MetricSpec, ...], list[str]]:
     """Resolve AnalysisTemplate / ClusterAnalysisTemplate names into metric specs.
 
@@ -68,8 +68,15 @@ def metrics_for(templates: tuple[str, ...], namespace: str, resources: ResourceS
         rules += [str(d.get("metricName", "")) for d in found.spec.get("dryRun") or ()]
         raw += list(found.spec.get("metrics") or ())
     dry = dry_run_metrics(rules, [str(m["name"]) for m in raw])
-    specs = tuple(runs.MetricSpec.from_argo(m, dry_run=str(m["name"]) in dry) for m in raw)
-    return specs, missing
+    specs = []
+    for m in raw:
+        if args:  # `interval: "{{args.interval}}"`: checked once substituted, as in Argo
+            m = {k: v if k == "provider" else render_args(v, args) for k, v in m.items()}
+        try:
+            specs.append(runs.MetricSpec.from_argo(m, dry_run=str(m["name"]) in dry))
+        except ValueError as exc:
+            raise DryRunError(f"metric '{m['name']}': {exc}") from None
+    return tuple(specs), missing
 
 
 class DryRunError(ValueError):

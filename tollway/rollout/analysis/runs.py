@@ -77,13 +77,13 @@ class MetricSpec:
     def from_argo(cls, raw: Mapping[str, Any], dry_run: bool = False) -> MetricSpec:
         def seconds(key: str) -> float | None:
             value = raw.get(key)
-            if value in (None, ""):
+            if value in (None, "") or "{{" in str(value):  # args not substituted: no value
                 return None
             return float(value) if isinstance(value, int | float) else parse_duration(str(value))
 
         def integer(key: str, default: int | None) -> int | None:
             value = raw.get(key)
-            return default if value is None else int(value)
+            return default if value is None or "{{" in str(value) else int(value)
 
         return cls(
             name=str(raw["name"]),
