@@ -114,6 +114,7 @@ class Upstream:
                     "headers": headers,
                     "names": raw_names,
                     "body_len": body_len,
+                    "raw_head": head.decode("latin-1"),
                 }
                 self.seen[target] += 1
                 self.requests.append(info)

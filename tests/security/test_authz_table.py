@@ -12,6 +12,7 @@ from tests.security.authz_cases import CASES, POLICY_SETS, PORT, WORKLOAD_LABELS
 from tests.security.sec_resources import FakeWorld, ap
 from tollway.control.translate import security
 from tollway.proxy.core import authz
+from tollway.proxy.core.pathnorm import PathNormalizer
 from tollway.snapshot import types
 
 NODE = types.Node(name="payment-service-0.payments", workload="payment-service",
@@ -24,8 +25,13 @@ def compiled_for(policy_set: str) -> authz.CompiledAuthz:
     return authz.compile_authz(security.authz_for(world, NODE))
 
 
+BASE = PathNormalizer("BASE")  # what the listener does to every path first (default mode)
+
+
 def request_of(case: Case) -> authz.Request:
-    return authz.Request(method=case.method, path=case.path, host=case.host, port=PORT,
+    path = BASE.normalize(case.path)
+    assert path is not None
+    return authz.Request(method=case.method, path=path, host=case.host, port=PORT,
                          principal=case.principal, source_ip=case.source_ip,
                          headers=case.headers)
 

@@ -85,6 +85,8 @@ class Downstream(asyncio.Protocol):
         "active",
         "cert_hash",
         "closing",
+        "downgrade_left",
+        "downgraded",
         "head_since",
         "head_size",
         "idle_since",
@@ -129,6 +131,10 @@ class Downstream(asyncio.Protocol):
         self.closing = False
         self.tunnel: Any = None
         self.upgrade_buf: list[bytes] | None = None
+        # An upgrade this listener does not tunnel but forwards as a plain request (h2c):
+        # llhttp hands its body and what follows as "upgrade" bytes; see _downgrade_body.
+        self.downgraded = False
+        self.downgrade_left = 0
 
     # ============================================================ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -187,10 +193,24 @@ class Downstream(asyncio.Protocol):
             return
         if self.closing or self.pending_error is not None:
             return
+        if self.downgrade_left:
+            data = self._downgrade_body(data)
+            if not data:
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self.upgrade_buf = [data[int(exc.args[0]) :]]
+            rest = data[int(exc.args[0]) :]
+            if not self.downgraded:
+                self.upgrade_buf = [rest]
+                return
+            # not tunnelled: its body, then the next requests, parsed as HTTP again
+            self.downgraded = False
+            if self.downgrade_left:
+                rest = self._downgrade_body(rest)
+            if rest:
+                self.data_received(rest)
+            return
         except httptools.HttpParserError as exc:
             self.runtime.protocol_errors += 1
             self._protocol_error(400, f"bad request: {exc}")
@@ -211,7 +231,10 @@ class Downstream(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.raw.append((name, value))
+        # llhttp drops the whitespace before a value, not after it (RFC 9110 5.5: OWS
+        # around a value is not part of it): what policies match and what is forwarded
+        # must be the same trimmed value.
+        self.raw.append((name, value.rstrip(b" \t")))
         self.head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
@@ -250,7 +273,7 @@ class Downstream(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self.rx
-        if ex is None:
+        if ex is None or self.downgrade_left:  # a downgraded upgrade's body is still to come
             return
         self.rx = None
         ex.body_done = True
@@ -275,6 +298,9 @@ class Downstream(asyncio.Protocol):
                 key = _name(name)
             val = value.decode("latin-1")
             if key in headers:
+                if key == "host":  # joined, it would route one way and match another
+                    self._protocol_error(400, "bad request: more than one Host header")
+                    return None
                 headers[key] = headers[key] + "," + val
             else:
                 headers[key] = val
@@ -288,6 +314,15 @@ class Downstream(asyncio.Protocol):
             else:
                 authority = headers.get("host", "").lower()
                 path = target
+        # Normalized once, before any filter, routing or forwarding (Envoy's order): the
+        # policy, the route and the app see the same path. Already-normal paths return as is.
+        norm = plan.paths  # PathNormalizer.normalize's first test, inlined (hot path)
+        if norm.suspect(path) is not None or "/." in path or (norm.merge and "//" in path):
+            normal = norm.reference(path)
+            if normal is None:
+                self._protocol_error(400, "bad request: the path cannot be normalized")
+                return None
+            path = normal
         keep_alive = parser.should_keep_alive()
         # llhttp keeps an HTTP/1.0 (or 0.9) connection alive only when a Connection header
         # asks for it, and refuses versions other than 0.9, 1.0, 1.1 and 2.0: kept alive
@@ -299,6 +334,12 @@ class Downstream(asyncio.Protocol):
             self._protocol_error(400, "missing Host header")
             return None
         method = parser.get_method()
+        upgrade: bool = parser.should_upgrade()
+        if upgrade:
+            allowed = self._upgrade_allowed(plan, method, headers, raw)
+            if allowed is None:
+                return None
+            upgrade = allowed
         peer = self.peer
         ex = Exchange(
             plan,
@@ -315,7 +356,7 @@ class Downstream(asyncio.Protocol):
             self.tls,
             http11,
             keep_alive,
-            parser.should_upgrade(),
+            upgrade,
             self.head_size + len(url) + 14,
         )
         if self.cert_hash:
@@ -326,6 +367,12 @@ class Downstream(asyncio.Protocol):
             cl = headers.get("content-length")
             if cl:
                 ex.content_length = int(cl)
+        if self.downgraded:
+            if ex.chunked:
+                self._protocol_error(400, "bad request: an h2c upgrade request with a chunked "
+                                     "body (send it without `Upgrade: h2c`)")
+                return None
+            self.downgrade_left = ex.content_length
         expect = headers.get("expect")
         if expect is not None:
             if expect.lower() != "100-continue":
@@ -333,6 +380,37 @@ class Downstream(asyncio.Protocol):
                 return None
             ex.expect_continue = True
         return ex
+
+    def _upgrade_allowed(
+        self, plan: ListenerPlan, method: bytes, headers: dict[str, str],
+        raw: list[tuple[bytes, bytes]],
+    ) -> bool | None:
+        """Is this upgrade tunnelled? Only the listener's upgrade types are (Istio:
+        websocket), as Envoy's `upgrade_configs`. `h2c` is forwarded as a plain request
+        without its upgrade headers, as Envoy's HTTP/1 codec does; any other type, and
+        CONNECT, is answered 403 and the connection closed (Envoy's `upgrade_failed`: its
+        payload could hide a smuggled request). None: answered here."""
+        kind = "connect" if method == b"CONNECT" else headers.get("upgrade", "").lower()
+        if kind in plan.upgrade_types:
+            return True
+        if kind != "h2c":
+            self.runtime.protocol_errors += 1
+            self._protocol_error(403, f"upgrade to {kind or 'nothing'!r} is not allowed here")
+            return None
+        _strip_h2c(headers, raw)
+        self.downgraded = True
+        return False
+
+    def _downgrade_body(self, data: bytes) -> bytes:
+        """Hand a downgraded upgrade request its body; returns the bytes after it."""
+        left = self.downgrade_left
+        piece, rest = data[:left], data[left:]
+        self.downgrade_left = left - len(piece)
+        if piece:
+            self.on_body(piece)
+        if not self.downgrade_left:
+            self.on_message_complete()
+        return rest
 
     def _dispatch(self, ex: Exchange) -> None:
         try:
@@ -522,6 +600,25 @@ class Downstream(asyncio.Protocol):
             self.active is None and self.rx is None and now - self.idle_since > limits.idle_timeout
         ):
             self._close()
+
+
+_H2C_TOKENS = frozenset(("upgrade", "http2-settings"))
+
+
+def _strip_h2c(headers: dict[str, str], raw: list[tuple[bytes, bytes]]) -> None:
+    """Remove `Upgrade`, `HTTP2-Settings` and their Connection tokens (Envoy's h2c rule)."""
+    headers.pop("upgrade", None)
+    headers.pop("http2-settings", None)
+    tokens = [t.strip() for t in headers.pop("connection", "").split(",")]
+    kept = ", ".join(t for t in tokens if t and t.lower() not in _H2C_TOKENS)
+    if kept:
+        headers["connection"] = kept
+    raw[:] = [
+        (n, v) for n, v in raw
+        if n.lower() not in (b"upgrade", b"http2-settings", b"connection")
+    ]
+    if kept:
+        raw.append((b"Connection", kept.encode("latin-1")))
 
 
 def _peer_identity(ssl_object: Any) -> tuple[str | None, str]:

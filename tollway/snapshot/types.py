@@ -416,12 +416,25 @@ class Listener(Struct, frozen=True):
     app_port: int | None = None
     tls: DownstreamTls | None = None
     service_port: int | None = None  # the service port this inbound listener stands for
+    # Upgrade types tunnelled (Envoy's `upgrade_configs`; Istio configures websocket):
+    # lowercase `Upgrade` values, "connect" for CONNECT. h2c is forwarded without its
+    # upgrade, anything else is answered 403.
+    upgrade_types: tuple[str, ...] = ("websocket",)
 
 
 class Telemetry(Struct, frozen=True):
     metrics: bool = True
     access_log: bool = False
     reporter: Literal["source", "destination"] = "source"
+
+
+PathNormalization = Literal["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"]
+
+
+class Mesh(Struct, frozen=True):
+    """Mesh-wide settings from Istio's MeshConfig that the data plane applies."""
+
+    path_normalization: PathNormalization = "BASE"  # meshConfig.pathNormalization
 
 
 class ProxyConfig(Struct, frozen=True):
@@ -437,4 +450,5 @@ class ProxyConfig(Struct, frozen=True):
     request_authn: RequestAuthn = RequestAuthn()
     trust: Trust = Trust()
     telemetry: Telemetry = Telemetry()
+    mesh: Mesh = Mesh()
     schema: int = SCHEMA_VERSION

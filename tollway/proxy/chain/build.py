@@ -15,12 +15,13 @@ import ssl
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from tollway.proxy.chain import authz, jwt, xfcc
+from tollway.proxy.chain import authz, edge, jwt, xfcc
 from tollway.proxy.chain.filter import Filter
 from tollway.proxy.chain.mirror import Mirrorer
 from tollway.proxy.chain.router import Router
 from tollway.proxy.chain.telemetry import Metrics
 from tollway.proxy.core.match import RouteTableMatcher
+from tollway.proxy.core.pathnorm import PathNormalizer
 from tollway.proxy.http1.parse import Limits
 from tollway.proxy.upstream.cluster import LiveCluster
 from tollway.snapshot import types
@@ -68,6 +69,9 @@ class ListenerPlan:
         self.matcher = matcher
         self.default_cluster = default_cluster
         self.filters = filters
+        # what the listener applies to every request head before the chain
+        self.paths = PathNormalizer(snap.config.mesh.path_normalization)
+        self.upgrade_types = frozenset(t.lower() for t in spec.upgrade_types)
         self.clusters = snap.clusters
         self.metrics = snap.metrics
         self.mirrorer = snap.mirrorer
@@ -322,12 +326,16 @@ def _filters(
 ) -> tuple[Filter, ...]:
     """The chain before the router, in order (one line per stage, each a plain import):
 
-    1. XFCC: inbound with mTLS on (the app trusts it, so a caller's copy never passes);
-    2. jwt_authn: RequestAuthentication on inbound and gateway listeners (401 on a bad
+    1. edge: gateways append the peer to X-Forwarded-For and make a new x-request-id
+       (Envoy's use_remote_address at the edge; sidecars keep what they are sent);
+    2. XFCC: inbound with mTLS on (the app trusts it, so a caller's copy never passes);
+    3. jwt_authn: RequestAuthentication on inbound and gateway listeners (401 on a bad
        token; the principal and claims for RBAC on a good one);
-    3. RBAC: AuthorizationPolicy on inbound and gateway listeners (none: nothing to check).
+    4. RBAC: AuthorizationPolicy on inbound and gateway listeners (none: nothing to check).
     """
     filters: list[Filter] = []
+    if spec.kind == "gateway":
+        filters.append(edge.EdgeFilter())
     if spec.kind == "inbound" and tls_state is not None:
         filters.append(xfcc.build_xfcc(config.node))
     if spec.kind in ("inbound", "gateway"):

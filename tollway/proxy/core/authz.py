@@ -223,26 +223,15 @@ def _remote_ip(r: Request) -> str:
 
 
 def _path_only(r: Request) -> str:
-    return normalize_path(r.path)
+    return path_only(r.path)
 
 
-def normalize_path(raw: str) -> str:
-    """Istio's BASE normalisation: drop the query, resolve `.` and `..`, keep `//`."""
-    path = raw.split("?", 1)[0].split("#", 1)[0]
-    path = path.replace("%2E", ".").replace("%2e", ".")
-    if "/." not in path:
-        return path
-    out: list[str] = []
-    for seg in path.split("/")[1:]:
-        if seg == ".":
-            continue
-        if seg == "..":
-            if out:
-                out.pop()
-            continue
-        out.append(seg)
-    trailing = path.endswith(("/.", "/.."))
-    return "/" + "/".join(out) + ("/" if trailing and out else "")
+def path_only(target: str) -> str:
+    """The path a `paths` rule compares: the query dropped, nothing else. The listener has
+    already normalized it per meshConfig.pathNormalization (core/pathnorm.py) for routing,
+    this check and the app alike; normalizing again here would make NONE mean BASE."""
+    q = target.find("?")
+    return target if q < 0 else target[:q]
 
 
 # ------------------------------------------------------------------ compiled rules
