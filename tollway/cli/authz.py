@@ -20,6 +20,7 @@ from tollway.config.load import load_paths
 from tollway.config.resource import ResourceSet
 from tollway.control.translate import security
 from tollway.proxy.core import authz
+from tollway.proxy.core.pathnorm import PathNormalizer
 from tollway.snapshot import types
 
 WORKLOAD_KINDS = ("Deployment", "Rollout", "WorkloadEntry", "StatefulSet")
@@ -92,7 +93,7 @@ _ACTUAL: dict[str, Callable[[authz.Request], str | None]] = {
     "namespaces": lambda r: r.namespace, "ip_blocks": lambda r: r.source_ip,
     "remote_ip_blocks": lambda r: r.remote_ip or r.source_ip, "hosts": lambda r: r.host,
     "ports": lambda r: str(r.port), "methods": lambda r: r.method,
-    "paths": lambda r: authz.normalize_path(r.path),
+    "paths": lambda r: authz.path_only(r.path),
 }
 
 
@@ -189,7 +190,12 @@ def check(
         raise _fail(f"the manifests have errors, first: {loaded.errors[0].render()}")
     node = find_workload(loaded.resources, workload, namespace)
     policies = security.authz_for(Manifests(loaded.resources), node)
-    req = authz.Request(method=method, path=path, host=host, port=port,
+    # as the sidecar does first, under the default meshConfig.pathNormalization (BASE)
+    normal = PathNormalizer().normalize(path)
+    if normal is None:
+        raise _fail(f"--path {path!r} cannot be normalized (an escaped NUL): the sidecar "
+                    "answers such a request 400")
+    req = authz.Request(method=method, path=normal, host=host, port=port,
                         principal=_principal(source, loaded.resources), source_ip=source_ip,
                         headers=_headers(header))
     try:
