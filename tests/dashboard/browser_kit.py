@@ -48,7 +48,7 @@ def browser() -> Iterator[Any]:
 class Watched:
     """A page plus every request it made and every error it logged."""
 
-    def __init__(self, browser: Any, origin: str) -> None:
+    def __init__(self, browser: Any, origin: str, fragment: str = "") -> None:
         self.origin = origin
         self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
         self.requests: list[str] = []
@@ -57,7 +57,7 @@ class Watched:
         self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
         self.page.on("console", lambda m: self.errors.append(f"console: {m.text}")
                      if m.type == "error" else None)
-        self.page.goto(origin + "/dashboard")
+        self.page.goto(origin + "/dashboard" + fragment)  # fragment: e.g. "#token=..."
 
     def wait(self, js: str, what: str, timeout_ms: int = 25_000) -> None:
         try:
@@ -73,9 +73,11 @@ class Watched:
 
 
 @contextlib.contextmanager
-def control_plane(routes: Callable[[ControlPlane], list[web.RouteDef]]) -> Iterator[str]:
-    """An empty control plane's API app on loopback (port 0) with `routes(plane)` mounted,
-    served from its own event loop thread; yields its origin."""
+def control_plane(routes: Callable[[ControlPlane], list[web.RouteDef]],
+                  **app: Any) -> Iterator[str]:
+    """An empty control plane's API app on loopback (port 0) with `routes(plane)` mounted
+    (`app`: more make_app arguments), served from its own event loop thread; yields its
+    origin."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -84,7 +86,8 @@ def control_plane(routes: Callable[[ControlPlane], list[web.RouteDef]]) -> Itera
     async def boot() -> web.AppRunner:
         nonlocal plane
         plane = ControlPlane(ConfigStore())
-        return await serve.serve(serve.make_app(plane, routes=routes(plane)), "127.0.0.1", 0)
+        made = serve.make_app(plane, routes=routes(plane), **app)
+        return await serve.serve(made, "127.0.0.1", 0)
 
     runner = asyncio.run_coroutine_threadsafe(boot(), loop).result(10)
     try:

@@ -112,3 +112,15 @@ def test_an_overwhelming_window_is_said_without_overflowing() -> None:
     ev = judge.verdict(state, cfg)
     assert ev.verdict == "fail"
     assert ev.to_dict()["summary"].startswith("canary errors 100% vs stable 0%: failed")
+
+
+def test_the_reason_leads_with_the_plain_line_and_keeps_the_statistics() -> None:
+    """`reason` is what a measurement's message, `rollout status` and the demo print."""
+    cfg = CFG
+    state = judge.JudgeState(latency_threshold_ms=120.0)
+    for _ in range(5):
+        state = judge.observe(state, judge.Window(100, 27, 480, 0), cfg)
+    ev = judge.verdict(state, cfg)
+    line = ev.to_dict()["summary"]
+    assert ev.reason == f"{line} (evidence: {ev.statistics})"
+    assert "e-value" in ev.statistics and "e-value" not in line

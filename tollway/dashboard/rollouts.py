@@ -103,7 +103,7 @@ def _provider(spec: Mapping[str, Any] | None) -> str:
 
 
 def _evidence(value: Mapping[str, Any]) -> dict[str, Any]:
-    keep = ("verdict", "reason", "fail_bound", "pass_bound", "alpha", "beta",
+    keep = ("verdict", "reason", "statistics", "fail_bound", "pass_bound", "alpha", "beta",
             "requests_needed", "latency_threshold_ms")
     out = {k: value.get(k) for k in keep if k in value}
     signals = [dict(s) for s in value.get("signals") or () if isinstance(s, Mapping)]

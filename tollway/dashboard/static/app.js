@@ -455,7 +455,7 @@ function evidence(ev, key) {
       h("span", { class: "summary", text: ` ${ev.summary || ev.reason || ""}` })),
     details(key, { class: "stats" },
       h("summary", { text: "the statistics behind it" }),
-      h("div", { class: "reason", text: `judge: ${ev.reason || ""}` }),
+      h("div", { class: "reason", text: `judge: ${ev.statistics || ev.reason || ""}` }),
       h("table", { class: "table" },
         h("thead", {}, h("tr", {}, ...["signal", "canary bad / total", "canary rate",
           "stable bad / total", "stable rate", "log LR", "verdict"]

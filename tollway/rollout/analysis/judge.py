@@ -232,7 +232,13 @@ class SignalEvidence:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """A verdict with everything needed to explain it (shown by `rollout status`)."""
+    """A verdict with everything needed to explain it (shown by `rollout status`).
+
+    `reason` is the plain line followed by the statistics ("canary errors 27% vs stable
+    0%: failed (limit: no worse than stable) (evidence: ... e-value 125 >= 125 ...)");
+    `statistics` is the statistical part alone; `to_dict()` adds the plain line alone as
+    `summary`.
+    """
 
     verdict: Verdict
     reason: str
@@ -246,6 +252,7 @@ class Evidence:
     lean: Lean = "unclear"
     tolerance: float = 0.0  # the fail null, kept so the limit can be said in words
     min_requests: int = 0
+    statistics: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The evidence as stored in the status, led by the plain-words `summary`."""
@@ -502,9 +509,10 @@ def verdict(state: JudgeState, cfg: JudgeConfig) -> Evidence:
     else:
         overall = "inconclusive"
         reason = "; ".join(s.reason for s in signals if s.verdict == "inconclusive")
-    return Evidence(
+    ev = Evidence(
         verdict=overall,
         reason=reason,
+        statistics=reason,
         signals=signals,
         fail_bound=errors.fail_bound,
         pass_bound=cfg.pass_bound,
@@ -516,6 +524,9 @@ def verdict(state: JudgeState, cfg: JudgeConfig) -> Evidence:
         tolerance=cfg.tolerance,
         min_requests=cfg.min_requests,
     )
+    # The reason (what a measurement's message, `rollout status` and the demo print) leads
+    # with the plain words; the statistics follow as the evidence.
+    return replace(ev, reason=f"{plain(ev.to_dict())} (evidence: {reason})")
 
 
 def _lean(signals: tuple[SignalEvidence, ...]) -> Lean:
