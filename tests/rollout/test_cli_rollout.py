@@ -83,7 +83,9 @@ def test_cli_rollout_list_status_setimage_abort(server: Server) -> None:
     server.sync()
     code, out = _cli(server, "rollout", "status", "payment-service")
     assert code == 0
-    assert "Paused" in out and "->  1. pause: 300s" in out and "canary 5%" in out
+    # Steps count from 1 in the CLI, as Argo's `Step: 2/10` and the dashboard do.
+    assert "Paused" in out and "->  2. pause: 300s" in out and "canary 5%" in out
+    assert "  step: 2/10" in out, out
     code, out = _cli(server, "rollout", "status", "payment-service", "-o", "json")
     body = json.loads(out)
     assert body["kind"] == "Rollout" and body["status"]["currentStepIndex"] == 1

@@ -75,22 +75,81 @@ def _summarise(verb: str, result: Any, data: dict[str, Any]) -> None:
         typer.echo(f"{r.kind.lower()}/{r.name} {word}")
 
 
-def _print_items(items: list[dict[str, Any]], output: str | None, single: bool) -> None:
+OUTPUTS = ("yaml", "json", "wide", "name")
+
+
+def known_kind(query: str) -> str | None:
+    """The kind a kubectl-style name (plural, short) stands for, or None if none is."""
+    from tollway.config.kinds import ALL_KINDS
+    from tollway.control.resources_json import kind_matches
+
+    return next((s.kind for s in ALL_KINDS if kind_matches(query, s.kind)), None)
+
+
+def _group(item: dict[str, Any]) -> str:
+    group = str(item.get("apiVersion", "")).rpartition("/")[0]
+    return f"{item['kind'].lower()}.{group}" if group else item["kind"].lower()
+
+
+def _yaml_dump(data: Any, single: bool) -> None:
+    yaml = YAML()
+    yaml.default_flow_style = False
+    if single:
+        yaml.dump(data, sys.stdout)
+    else:
+        yaml.dump_all(data, sys.stdout)
+
+
+def _print_items(items: list[dict[str, Any]], output: str | None, single: bool,
+                 all_namespaces: bool) -> None:
     if output == "json":
         typer.echo(json.dumps(items[0] if single else items, indent=2))
     elif output == "yaml":
-        yaml = YAML()
-        yaml.default_flow_style = False
-        if single:
-            yaml.dump(items[0], sys.stdout)
-        else:
-            yaml.dump_all(items, sys.stdout)
-    else:
-        typer.echo(f"{'KIND':<22} {'NAMESPACE':<14} {'NAME':<32} {'GEN':>4} {'VERSION':>8}")
+        _yaml_dump(items[0] if single else items, single)
+    elif output == "name":  # as kubectl: kind.group/name, one a line, for scripts
         for item in items:
-            meta = item["metadata"]
-            typer.echo(f"{item['kind']:<22} {meta['namespace']:<14} {meta['name']:<32} "
-                       f"{meta.get('generation', ''):>4} {meta.get('resourceVersion', ''):>8}")
+            typer.echo(f"{_group(item)}/{item['metadata']['name']}")
+    else:
+        _table(items, wide=output == "wide", all_namespaces=all_namespaces)
+
+
+def _table(items: list[dict[str, Any]], *, wide: bool, all_namespaces: bool) -> None:
+    rows = []
+    for item in items:
+        meta = item["metadata"]
+        row = [meta["namespace"]] if all_namespaces else []
+        row += [meta["name"], str(meta.get("generation", "")),
+                str(meta.get("resourceVersion", ""))]
+        if wide:
+            labels = ",".join(f"{k}={v}" for k, v in (meta.get("labels") or {}).items())
+            row += [item["kind"], str(item.get("apiVersion", "")),
+                    str(meta.get("managedBy", "") or "-"), labels or "<none>"]
+        rows.append(row)
+    head = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "GENERATION", "VERSION"]
+    if wide:
+        head += ["KIND", "API VERSION", "MANAGED BY", "LABELS"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _fetch(kind: str, name: str | None, namespace: str | None, server: str | None
+           ) -> list[dict[str, Any]]:
+    """The objects, or exit 1 with kubectl's words for an unknown kind or a missing name."""
+    resolved = known_kind(kind)
+    if resolved is None:
+        typer.echo(f'error: the server doesn\'t have a resource type "{kind}"', err=True)
+        raise typer.Exit(1)
+    path = f"/v1/resources/{kind}" + (f"/{name}" if name else "")
+    params = {"namespace": namespace} if namespace else None
+    response = request("GET", server_url(server) + path, params=params)
+    items: list[dict[str, Any]] = (response.json().get("items", [])
+                                   if response.status_code == 200 else [])
+    if name and not items:
+        plural = resolved.lower() + ("es" if resolved.endswith("s") else "s")
+        typer.echo(f'Error from server (NotFound): {plural} "{name}" not found', err=True)
+        raise typer.Exit(1)
+    return items
 
 
 def register(app: typer.Typer) -> None:
@@ -107,24 +166,67 @@ def register(app: typer.Typer) -> None:
     @app.command("get")
     def get(
         kind: str = typer.Argument(..., help="Kind, plural or short name (vs, dr, deploy)."),
-        name: str | None = typer.Argument(None),
-        namespace: str | None = typer.Option(None, "-n", "--namespace"),
-        output: str | None = typer.Option(None, "-o", "--output", help="yaml or json"),
+        name: str | None = typer.Argument(None, help="One resource by name."),
+        namespace: str = typer.Option("default", "-n", "--namespace",
+                                      help="Namespace (default: default)."),
+        all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces",
+                                            help="Every namespace."),
+        output: str | None = typer.Option(None, "-o", "--output",
+                                          help="yaml, json, wide or name."),
         server: str | None = _SERVER,
     ) -> None:
-        """Show the resources in force, with resourceVersion and generation."""
-        if output not in (None, "yaml", "json"):
-            typer.echo(f"tollway get: -o {output} is not an output; use -o yaml or -o json",
-                       err=True)
+        """Show the resources in force, with generation and resourceVersion (as kubectl)."""
+        if output not in (None, *OUTPUTS):
+            typer.echo(f"error: -o {output} is not an output; use one of "
+                       f"{', '.join(OUTPUTS)}", err=True)
             raise typer.Exit(2)
-        path = f"/v1/resources/{kind}" + (f"/{name}" if name else "")
-        params = {"namespace": namespace} if namespace else None
-        response = request("GET", server_url(server) + path, params=params)
-        if response.status_code == 404:
-            typer.echo(f"{kind} {name} not found", err=True)
-            raise typer.Exit(1)
-        items = response.json()["items"]
+        items = _fetch(kind, name, None if all_namespaces else namespace, server)
         if not items:
-            typer.echo(f"no {kind} found", err=True)
-            raise typer.Exit(1 if name else 0)
-        _print_items(items, output, single=bool(name))
+            where = "" if all_namespaces else f" in {namespace} namespace"
+            typer.echo(f"No resources found{where}.", err=True)
+            return
+        _print_items(items, output, single=bool(name), all_namespaces=all_namespaces)
+
+    @app.command("describe")
+    def describe(
+        kind: str = typer.Argument(..., help="Kind, plural or short name (vs, dr, deploy)."),
+        name: str = typer.Argument(..., help="The resource's name."),
+        namespace: str = typer.Option("default", "-n", "--namespace"),
+        server: str | None = _SERVER,
+    ) -> None:
+        """One resource in full, as kubectl describe: metadata, spec, status."""
+        item = _fetch(kind, name, namespace, server)[0]
+        typer.echo(describe_text(item))
+
+
+def describe_text(item: dict[str, Any]) -> str:
+    """kubectl describe's layout: `Name:` lines, then Spec and Status as indented YAML."""
+    import io
+
+    meta = item["metadata"]
+
+    def block(data: Any) -> list[str]:
+        out = io.StringIO()
+        yaml = YAML()
+        yaml.default_flow_style = False
+        yaml.dump(data, out)
+        return ["  " + line for line in out.getvalue().rstrip().splitlines()]
+
+    def pairs(data: dict[str, Any] | None) -> str:
+        return "\n".join(f"{' ' * 14 if i else ''}{k}={v}"
+                         for i, (k, v) in enumerate((data or {}).items())) or "<none>"
+
+    lines = [f"{'Name:':<14}{meta['name']}", f"{'Namespace:':<14}{meta['namespace']}",
+             f"{'Labels:':<14}{pairs(meta.get('labels'))}",
+             f"{'Annotations:':<14}{pairs(meta.get('annotations'))}",
+             f"{'API Version:':<14}{item.get('apiVersion', '')}",
+             f"{'Kind:':<14}{item['kind']}",
+             f"{'Generation:':<14}{meta.get('generation', '')}",
+             f"{'Version:':<14}{meta.get('resourceVersion', '')}",
+             f"{'Managed By:':<14}{meta.get('managedBy') or '-'}"]
+    for key, value in item.items():
+        if key in ("apiVersion", "kind", "metadata"):
+            continue
+        lines.append(f"{key[:1].upper()}{key[1:]}:")
+        lines += block(value) if value not in (None, {}, []) else ["  <none>"]
+    return "\n".join(lines)

@@ -11,12 +11,31 @@ app = typer.Typer(
     name="tollway",
     help="Tollway: a service mesh with progressive delivery.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish)
     pretty_exceptions_enable=False,
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tollway {_package_version()}")
+        raise typer.Exit(0)
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tollway")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     """Tollway: a service mesh with progressive delivery."""
 
 
@@ -26,7 +45,8 @@ COMMAND_MODULES = (
     "demo",  # demo
     "up",  # up
     "apply",  # apply, delete, get
-    "proxy",  # proxy, proxy-config
+    "proxy",  # proxy
+    "proxy_config",  # proxy-config
     "status",  # proxy-status
     "authz",  # authz check
     "rollout",  # rollout ...
@@ -53,7 +73,10 @@ _register_all()
 
 def main() -> None:
     """Entry point: usage errors exit 2, as click does."""
+    from tollway.cli import helpstyle
+
+    command = helpstyle.tidy(typer.main.get_command(app))
     try:
-        app()
+        command(prog_name="tollway")
     except KeyboardInterrupt:
         sys.exit(130)

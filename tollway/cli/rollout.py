@@ -76,14 +76,18 @@ def render(obj: dict[str, Any]) -> str:
         lines.append(f"  weights: stable {w.get('stable', {}).get('weight', 100)}% "
                      f"({st.get('stableRS', '')})  canary {w.get('canary', {}).get('weight', 0)}%"
                      f" ({st.get('currentPodHash', '')})")
-        for s in st.get("steps") or []:
+        steps = st.get("steps") or []
+        if steps:  # 1-based, as Argo's `Step: 1/10` and the dashboard count
+            at = min(int(st.get("currentStepIndex") or 0) + 1, len(steps))
+            done = st.get("phase") == "Healthy" and not any(x.get("current") for x in steps)
+            lines.append(f"  step: {len(steps) if done else at}/{len(steps)}")
+        for s in steps:
             mark = "->" if s.get("current") else "  "
-            lines.append(f"  {mark} {s['index']:>2}. {s['step']}")
+            lines.append(f"  {mark} {s['index'] + 1:>2}. {s['step']}")
         for run in st.get("analysisRuns") or []:
             lines.append(f"  analysis {run['name']}: {run['phase']} {run.get('message', '')}")
             for m in run.get("metricResults") or []:
-                vals = ", ".join(_short(x.get("value")) + f" {x['phase']}"
-                                 for x in m.get("measurements", [])[-5:])
+                vals = ", ".join(_measurement(x) for x in m.get("measurements", [])[-5:])
                 lines.append(f"    {m['name']}: {m['phase']} ok={m['successful']} "
                              f"failed={m['failed']} errors={m['error']}  [{vals}]")
                 last = (m.get("measurements") or [{}])[-1]
@@ -96,9 +100,20 @@ def render(obj: dict[str, Any]) -> str:
             lines.append(f"    check at {c['weight']}%: {'ok' if c['ok'] else 'FAILED'} "
                          f"{c['detail']}")
     for d in (st.get("decisions") or [])[-6:]:
-        lines.append(f"  [{d.get('actor')}] {d.get('phase')} step {d.get('step')} "
+        step = d.get("step")
+        where = f" step {step + 1}" if isinstance(step, int) else ""
+        lines.append(f"  [{d.get('actor')}] {d.get('phase')}{where} "
                      f"weight {d.get('weight')}%: {d.get('reason')}")
     return "\n".join(lines)
+
+
+def _measurement(x: dict[str, Any]) -> str:
+    """`0.998 Successful`, or just `Error` when there is no value (never `None Error`)."""
+    value = x.get("value")
+    phase = str(x.get("phase") or "")
+    if value is None or value == "":
+        return phase or "pending"
+    return f"{_short(value)} {phase}".strip()
 
 
 def _short(value: Any) -> str:

@@ -55,10 +55,13 @@ def _target(spec: LoadSpec, via: str | None) -> tuple[str, dict[str, str]]:
 
 
 async def run(spec: LoadSpec, *, via: str | None = None,
-              stop: asyncio.Event | None = None, max_seconds: float = 3600.0) -> Summary:
-    """Send the load; returns when -z elapses, -n requests are done, or `stop` is set."""
+              stop: asyncio.Event | None = None, max_seconds: float = 3600.0,
+              summary: Summary | None = None) -> Summary:
+    """Send the load; returns when -z elapses, -n requests are done, or `stop` is set.
+
+    Pass your own `summary` to read it even if this is cancelled (Ctrl-C's summary)."""
     url, headers = _target(spec, via)
-    summary = Summary()
+    summary = summary if summary is not None else Summary()
     started = time.monotonic()
     deadline = started + min(spec.duration if spec.duration is not None else max_seconds,
                              max_seconds)
