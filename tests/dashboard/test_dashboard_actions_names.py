@@ -140,3 +140,23 @@ def test_proxies_read_as_the_version_they_run() -> None:
         "display": "payment-service v2.2.0", "track": "canary"}}
     view = mesh.view(rows, {}, store.current(), store.revision, store.audit(), names)
     assert [p["display"] for p in view["proxies"]] == ["payment-service v2.2.0 · canary", ""]
+
+
+@pytest.mark.parametrize(("strategy", "phase", "paused", "aborted", "offered", "want"), [
+    ("blueGreen", "Paused", True, False, ["promote", "promote-full", "abort", "retry", "resume"],
+     {"promote", "promote-full", "abort", "resume"}),
+    ("blueGreen", "Degraded", False, True, ["promote", "promote-full", "abort", "retry", "resume"],
+     {"retry"}),
+    ("flagger", "Progressing", False, False, ["promote", "abort", "retry"], {"promote", "abort"}),
+    ("flagger", "WaitingPromotion", False, False, ["promote", "abort", "retry"],
+     {"promote", "abort"}),
+    ("flagger", "Finalising", False, False, ["promote", "abort", "retry"], set()),
+    ("flagger", "Failed", False, False, ["promote", "abort", "retry"], {"retry"}),
+    ("flagger", "Succeeded", False, False, ["promote", "abort", "retry"], set()),
+])
+def test_each_controller_is_offered_only_what_it_acts_on(
+        strategy: str, phase: str, paused: bool, aborted: bool, offered: list[str],
+        want: set[str]) -> None:
+    acts = rollouts.actions(phase, paused, aborted, strategy)
+    assert [a["action"] for a in acts] == offered
+    assert {a["action"] for a in acts if a["enabled"]} == want

@@ -273,25 +273,41 @@ IN_PROGRESS = frozenset({"Progressing", "Paused", "Waiting", "WaitingPromotion",
 ROLLED_BACK = frozenset({"Degraded", "Failed"})
 
 
-def actions(phase: str, paused: bool, aborted: bool) -> list[dict[str, Any]]:
-    """The rollout's buttons, each enabled only where the controller acts on it.
+# What each controller acts on (tollway/rollout/machine.py, bluegreen.py, flagger.py): the
+# Argo canary takes all six; blue-green has no user pause, and promote --full from Degraded
+# only on canaries; Flagger takes promote, abort and retry (from Failed), nothing else, and
+# only while it progresses or waits on a gate.
+OFFERED = {
+    "canary": ("promote", "promote-full", "abort", "retry", "pause", "resume"),
+    "blueGreen": ("promote", "promote-full", "abort", "retry", "resume"),
+    "flagger": ("promote", "abort", "retry"),
+}
+FLAGGER_ACTIVE = frozenset({"Progressing", "Waiting", "WaitingPromotion"})
+
+
+def actions(phase: str, paused: bool, aborted: bool, strategy: str = "canary"
+            ) -> list[dict[str, Any]]:
+    """The rollout's buttons, each enabled only where its controller acts on it.
 
     As Argo's: a release under way can be promoted, aborted, paused or resumed; an aborted
     (Degraded) one retried or promoted in full; a Healthy one has nothing to act on.
+    Actions a strategy's controller has no use for are not offered at all.
     """
-    running = phase in IN_PROGRESS and not aborted
+    active = FLAGGER_ACTIVE if strategy == "flagger" else IN_PROGRESS
+    running = phase in active and not aborted
     rolled_back = phase in ROLLED_BACK or aborted
     allowed = {
         "promote": running,
-        "promote-full": running or rolled_back,
+        "promote-full": running or (rolled_back and strategy == "canary"),
         "abort": running,
         "retry": rolled_back,
         "pause": running and not paused,
         "resume": running and paused,
     }
+    offered = OFFERED.get(strategy, OFFERED["canary"])
     return [{"action": a, "label": label, "body": body, "does": does, "enabled": allowed[a],
              "path": "promote" if a == "promote-full" else a}
-            for a, label, body, does in ACTIONS]
+            for a, label, body, does in ACTIONS if a in offered]
 
 
 # ---- version names -----------------------------------------------------------------------------
@@ -405,18 +421,19 @@ def rollout_view(res: Resource, st: Mapping[str, Any], resources: ResourceSet,
                              "message": f"failed checks: {st.get('failedChecks', 0)}",
                              "metrics": checks})
     strategy = (res.spec.get("strategy") or {})
+    style = ("flagger" if res.kind == "Canary"
+             else "blueGreen" if "blueGreen" in strategy else "canary")
     return {
         "kind": res.kind,
         "namespace": res.namespace,
         "name": res.name,
-        "strategy": ("flagger" if res.kind == "Canary"
-                     else "blueGreen" if "blueGreen" in strategy else "canary"),
+        "strategy": style,
         "phase": phase,
         "message": str(st.get("message", "")),
         "paused": bool(st.get("paused")),
         "aborted": bool(st.get("abort")),
         "observed": bool(st),
-        "actions": actions(phase, bool(st.get("paused")), bool(st.get("abort")))
+        "actions": actions(phase, bool(st.get("paused")), bool(st.get("abort")), style)
         if st else [],
         "versions": _versions(res, st, names or {}),
         "weights": _weights(res, st),
