@@ -72,7 +72,10 @@ spec:
     count: 1
     provider:
       plugin:
-        tollway: {metric: judge, min_requests: 100, quiet_rate: 0.02, quiet_slow_rate: 0.05}
+        # A fixed slow-request line (v3 adds 150 ms): one taken from stable's p90 moves
+        # with the host's load and can keep a healthy v2 waiting for evidence.
+        tollway: {metric: judge, min_requests: 100, quiet_rate: 0.02, quiet_slow_rate: 0.05,
+                  latency_threshold_ms: 100}
 ---
 apiVersion: argoproj.io/v1alpha1
 kind: Rollout
