@@ -98,3 +98,55 @@ def reap_members(members: Path) -> None:
             if row.get(key):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(row[key]), signal.SIGTERM)
+
+
+class DevCluster:
+    """A `tollway dev cluster` started by the real CLI; shared by every `cluster` test.
+
+    One per host (kube-proxy's chains are host-global), so cluster tests sit in one xdist
+    group and take this session fixture. `down()`/`up()` let the lifecycle test prove that a
+    torn-down cluster comes back.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.kubeconfig = state_dir / "kubeconfig"
+        self.up_output = ""
+        from tollway.devcluster.build import bin_dir
+
+        self.bin_dir = bin_dir()
+
+    def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tollway", "dev", "cluster", *args,
+                               "--state-dir", str(self.state_dir)],
+                              capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+    def up(self) -> None:
+        proc = self.cli("up")
+        self.up_output = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            raise RuntimeError(f"tollway dev cluster up failed ({proc.returncode}):\n"
+                               f"{self.up_output}")
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        return self.cli("down", timeout=300)
+
+    def kubectl(self, *args: str, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([str(self.bin_dir / "kubectl"), *args], capture_output=True,
+                              text=True, timeout=timeout,
+                              env={**os.environ, "KUBECONFIG": str(self.kubeconfig)})
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+        return proc
+
+
+@pytest.fixture(scope="session")
+def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    """A running dev cluster (needs root, iproute2, iptables; .ci/run installs them)."""
+    cluster = DevCluster(tmp_path_factory.mktemp("devcluster") / "state")
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()

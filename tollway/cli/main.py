@@ -53,6 +53,7 @@ COMMAND_MODULES = (
     "dashboard",  # dashboard
     "loadtest",  # loadtest (hey-style)
     "demoapp",  # demo-app (the bundled example workload)
+    "devcluster",  # dev cluster up|down (a local Kubernetes)
 )
 
 

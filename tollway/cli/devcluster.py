@@ -1,0 +1,46 @@
+"""`tollway dev cluster up|down`: a real Kubernetes API with running pods, no containers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+DEFAULT_STATE = Path(".tollway/cluster")
+
+
+def register(app: typer.Typer) -> None:
+    dev = typer.Typer(help="Developer tools: a local Kubernetes to try Tollway on.",
+                      no_args_is_help=True)
+    cluster = typer.Typer(help="A one-node Kubernetes (real apiserver, pods as processes).",
+                          no_args_is_help=True)
+    dev.add_typer(cluster, name="cluster")
+    app.add_typer(dev, name="dev")
+
+    @cluster.command("up")
+    def up(state_dir: Path = typer.Option(DEFAULT_STATE, "--state-dir",
+                                          help="Where the cluster keeps certs, data and logs."),
+           ) -> None:
+        """Build (once) and start etcd, the control plane, kube-proxy, CoreDNS and a node."""
+        from tollway.devcluster import layout
+        from tollway.devcluster import up as upmod
+        from tollway.devcluster.build import BuildError
+        from tollway.devcluster.hostnet import HostNetError
+
+        try:
+            rc = upmod.up(layout.Layout.at(state_dir), lambda s: typer.echo(s))
+        except (upmod.UpError, BuildError, HostNetError) as exc:
+            typer.echo(f"tollway dev cluster up: {exc}", err=True)
+            raise typer.Exit(1) from None
+        raise typer.Exit(rc)
+
+    @cluster.command("down")
+    def down(state_dir: Path = typer.Option(DEFAULT_STATE, "--state-dir",
+                                            help="The state dir given to `up`."),
+             ) -> None:
+        """Stop every process and remove every netns, veth, bridge and rule `up` made."""
+        from tollway.devcluster import build, layout, teardown
+
+        lay = layout.Layout.at(state_dir)
+        bins = build.bin_dir()
+        raise typer.Exit(teardown.down(lay, bins, lambda s: typer.echo(s)))

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Build the pinned Kubernetes control plane, etcd and CoreDNS from the Go module proxy into
+# ~/.cache/tollway/k8s/$K8S_VERSION/bin (outside git). Each binary is built only when it is
+# missing or was built for another pinned version, so a warm cache costs nothing.
+#
+# Why a generated wrapper module: k8s.io/kubernetes' go.mod points every staging module at
+# ./staging/..., so `go install k8s.io/kubernetes/cmd/...@v1.34.4` is refused. A module that
+# requires k8s.io/kubernetes and replaces each staging module with its published v0.Y.Z tag
+# builds the same code (docs: /work/shared/reference/local-kubernetes.md §1). The wrapper
+# go.mod lives in the cache folder; no upstream code is ever vendored into this repository.
+#
+# Usage: build.sh            build what is missing, printing each step and its elapsed time
+#        build.sh --bin-dir  print the bin folder and exit
+set -euo pipefail
+
+K8S_VERSION=v1.34.4          # kube-apiserver, -controller-manager, -scheduler, -proxy, kubectl
+ETCD_VERSION=v3.6.16         # kubeadm pins etcd 3.6.x for Kubernetes 1.34
+COREDNS_VERSION=v1.14.7
+
+CACHE_ROOT=${TOLLWAY_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tollway/k8s}
+CACHE=$CACHE_ROOT/$K8S_VERSION
+BIN=$CACHE/bin
+if [ "${1:-}" = "--bin-dir" ]; then echo "$BIN"; exit 0; fi
+
+export CGO_ENABLED=0
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}   # Go 1.26 satisfies every pinned go.mod; never fetch one silently
+export GOFLAGS="-p=2 ${GOFLAGS:-}"          # 2 shared cores: one link at a time per package set
+NICE=(nice -n 10)
+
+if ! command -v go >/dev/null; then
+  echo "build.sh: the Go toolchain is not on PATH; install Go >= 1.24 (e.g. /usr/local/go/bin) and retry." >&2
+  exit 2
+fi
+
+mkdir -p "$BIN" "$CACHE/src"
+# One builder at a time per cache folder: a second `up` or CI run waits instead of racing.
+exec 9>"$CACHE/.build.lock"
+if ! flock -n 9; then
+  echo "build: another build holds $CACHE/.build.lock; waiting for it"
+  flock 9
+fi
+
+START=$(date +%s)
+step() { echo "build: [$(( $(date +%s) - START ))s] $*"; }
+
+# needs NAME VERSION: true when bin/NAME is missing or stamped with another version.
+needs() { [ ! -x "$BIN/$1" ] || [ "$(cat "$BIN/.$1.version" 2>/dev/null)" != "$2" ]; }
+stamp() { echo "$2" > "$BIN/.$1.version"; }
+
+# --- etcd: its server module replaces ../api, so it also needs a wrapper (etcd-io/etcd#18501).
+if needs etcd "$ETCD_VERSION"; then
+  step "etcd $ETCD_VERSION: resolving modules"
+  W=$CACHE/src/etcd; mkdir -p "$W"
+  cat > "$W/go.mod" <<MOD
+module tollway.local/etcdbuild
+
+go 1.24.0
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+MOD
+  rm -f "$W/go.sum"
+  (cd "$W" && go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION")
+  step "etcd $ETCD_VERSION: compiling"
+  (cd "$W" && "${NICE[@]}" go build -trimpath -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3)
+  mv "$BIN/etcd.tmp" "$BIN/etcd"; stamp etcd "$ETCD_VERSION"
+  step "etcd $ETCD_VERSION: done"
+fi
+
+# --- Kubernetes: one wrapper module for all five binaries, sharing one compile cache.
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl)
+k8s_missing=()
+for b in "${K8S_BINS[@]}"; do needs "$b" "$K8S_VERSION" && k8s_missing+=("$b"); done
+if [ ${#k8s_missing[@]} -gt 0 ]; then
+  W=$CACHE/src/kubernetes; mkdir -p "$W"
+  step "kubernetes $K8S_VERSION: reading k8s.io/kubernetes' go.mod for its staging modules"
+  KMOD=$(cd "$W" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  STAGING_TAG=v0.${K8S_VERSION#v1.}
+  GODEBUG_LINE=$(grep -E '^godebug ' "$KMOD" || true)
+  GO_LINE=$(grep -E '^go [0-9]' "$KMOD")
+  {
+    echo "module tollway.local/k8sbuild"
+    echo
+    echo "$GO_LINE"
+    echo
+    # GODEBUG defaults follow the main module: copy k/k's line so TLS/x509 behave as upstream.
+    [ -n "$GODEBUG_LINE" ] && echo "$GODEBUG_LINE" && echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    echo "replace ("
+    grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$KMOD" | awk -v tag="$STAGING_TAG" '{print "\t" $1 " => " $1 " " tag}'
+    echo ")"
+  } > "$W/go.mod"
+  rm -f "$W/go.sum"
+  pkgs=()
+  for b in "${k8s_missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  step "kubernetes $K8S_VERSION: resolving modules for ${k8s_missing[*]} (first time: a large download)"
+  (cd "$W" && for p in "${pkgs[@]}"; do go get -tool "$p@$K8S_VERSION"; done)
+  BUILD_DATE=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "${KMOD%.mod}.info")
+  MINOR=${K8S_VERSION#v1.}; MINOR=${MINOR%%.*}
+  LDFLAGS="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$MINOR"
+    LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$BUILD_DATE -X $pkg.gitCommit=module-proxy-$K8S_VERSION"
+  done
+  for b in "${k8s_missing[@]}"; do
+    step "kubernetes $K8S_VERSION: compiling $b (the first one compiles most shared packages)"
+    (cd "$W" && "${NICE[@]}" go build -trimpath -ldflags "$LDFLAGS" -o "$BIN/$b.tmp" "k8s.io/kubernetes/cmd/$b")
+    mv "$BIN/$b.tmp" "$BIN/$b"; stamp "$b" "$K8S_VERSION"
+    step "kubernetes $K8S_VERSION: $b done"
+  done
+fi
+
+# --- CoreDNS: its go.mod has no replace directives, so `go install` works as published.
+if needs coredns "$COREDNS_VERSION"; then
+  step "coredns $COREDNS_VERSION: resolving and compiling"
+  GOBIN_TMP=$CACHE/src/coredns-bin; mkdir -p "$GOBIN_TMP"
+  (cd "$CACHE/src" && GOBIN=$GOBIN_TMP "${NICE[@]}" go install -trimpath -tags grpcnotrace \
+     -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=module-proxy-$COREDNS_VERSION" \
+     "github.com/coredns/coredns@$COREDNS_VERSION")
+  mv "$GOBIN_TMP/coredns" "$BIN/coredns"; stamp coredns "$COREDNS_VERSION"
+  step "coredns $COREDNS_VERSION: done"
+fi
+
+step "all binaries present in $BIN"
