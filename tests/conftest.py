@@ -143,10 +143,20 @@ class DevCluster:
 
 @pytest.fixture(scope="session")
 def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    """A running dev cluster (needs root, iproute2, iptables; .ci/run installs them)."""
-    cluster = DevCluster(tmp_path_factory.mktemp("devcluster") / "state")
-    try:
-        cluster.up()
-        yield cluster
-    finally:
-        cluster.down()
+    """A running dev cluster (needs root, iproute2, iptables; .ci/run installs them).
+
+    One per host: sessions from other worktrees on this machine queue on a host-wide lock
+    rather than fail on the bridge that the first one owns.
+    """
+    import fcntl
+
+    host_lock = Path("/run/tollway/test-dev-cluster.lock")
+    host_lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(host_lock, "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        cluster = DevCluster(tmp_path_factory.mktemp("devcluster") / "state")
+        try:
+            cluster.up()
+            yield cluster
+        finally:
+            cluster.down()

@@ -61,7 +61,7 @@ def test_dns_answers_for_services_from_the_host(dev_cluster: DevCluster) -> None
 
     # A raw DNS query for kubernetes.default.svc.cluster.local A, sent to CoreDNS on the bridge.
     qname = b"".join(bytes([len(p)]) + p.encode()
-                     for p in "kubernetes.default.svc.cluster.local".split(".")) + b"\0"
+                     for p in ["kubernetes", "default", "svc", "cluster", "local"]) + b"\0"
     query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", 1, 1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(5)

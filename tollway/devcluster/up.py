@@ -145,7 +145,7 @@ def up(lay: L.Layout, say: Callable[[str], None]) -> int:
         preflight(lay)
         if hostnet.owner() == lay.root or lay.hostnet.exists() or teardown.pod_netns(lay):
             say("cleaning up what a previous run left behind...")
-            teardown.sweep(lay, None)
+            teardown.sweep(lay, build.bin_dir())
         say("binaries: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, "
             "kube-proxy, kubectl, coredns (built once from the Go module proxy)")
         bins = build.ensure(lay.logs / "build.log", say)
