@@ -132,7 +132,10 @@ def components(lay: L.Layout, bin_dir: Path, ports: Ports) -> list[Component]:
     agent = Component("devnode", [
         sys.executable, "-m", "tollway.devnode", f"--kubeconfig={lay.kubeconfig}",
         f"--node-name={L.NODE_NAME}", f"--state-dir={lay.node}", f"--bridge={L.BRIDGE}",
-        f"--cluster-dns={L.DNS_SERVICE_IP}",
+        f"--cluster-dns={L.DNS_SERVICE_IP}", f"--node-ip={L.BRIDGE_IP}",
+        # The kubelet endpoint the apiserver dials for `kubectl logs` (mTLS both ways).
+        f"--port={L.KUBELET_PORT}", f"--tls-cert-file={pki / 'kubelet.crt'}",
+        f"--tls-private-key-file={pki / 'kubelet.key'}", f"--client-ca-file={ca}",
     ], after=["kube-apiserver"], grace=40)
     return [etcd, apiserver_proc, kcm, scheduler, proxy, coredns, agent]
 

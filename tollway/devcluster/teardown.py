@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,11 @@ def stop_supervisor(lay: L.Layout, say: Callable[[str], None]) -> bool:
 
 def sweep(lay: L.Layout, bin_dir: Path | None) -> list[str]:
     removed: list[str] = []
+    if lay.node.is_dir():
+        # The agent's own ledger-driven cleanup first (it knows its veths and IPs); the sweep
+        # below catches whatever a crash kept it from recording.
+        subprocess.run([sys.executable, "-m", "tollway.devnode", "cleanup",
+                        f"--state-dir={lay.node}"], capture_output=True, timeout=120, check=False)
     for ns in pod_netns(lay):
         delete_netns(ns)
         removed.append(f"netns {ns}")
