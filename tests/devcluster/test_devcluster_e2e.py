@@ -26,11 +26,12 @@ def host_leftovers(state_dir: Path) -> list[str]:
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     found += [f"link: {ln.split(':')[1].strip()}" for ln in links.splitlines()
               if re.search(rf": ({L.BRIDGE}|twv\w+)[@:]", ln)]
-    for table in ("filter", "nat", "mangle"):
-        rules = subprocess.run(["iptables", "-w", "5", "-t", table, "-S"], capture_output=True,
-                               text=True).stdout
-        found += [f"iptables -t {table}: {r}" for r in rules.splitlines()
-                  if "KUBE-" in r or L.RULE_COMMENT in r]
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle", "raw"):
+            rules = subprocess.run([tool, "-w", "5", "-t", table, "-S"], capture_output=True,
+                                   text=True).stdout
+            found += [f"{tool} -t {table}: {r}" for r in rules.splitlines()
+                      if "KUBE-" in r or L.RULE_COMMENT in r]
     return found
 
 

@@ -102,8 +102,9 @@ if [ ${#k8s_missing[@]} -gt 0 ]; then
     LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$MINOR"
     LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$BUILD_DATE -X $pkg.gitCommit=module-proxy-$K8S_VERSION"
   done
+  note=" (the first one compiles most of the shared packages)"
   for b in "${k8s_missing[@]}"; do
-    step "kubernetes $K8S_VERSION: compiling $b (the first one compiles most shared packages)"
+    step "kubernetes $K8S_VERSION: compiling $b$note"; note=""
     (cd "$W" && "${NICE[@]}" go build -trimpath -ldflags "$LDFLAGS" -o "$BIN/$b.tmp" "k8s.io/kubernetes/cmd/$b")
     mv "$BIN/$b.tmp" "$BIN/$b"; stamp "$b" "$K8S_VERSION"
     step "kubernetes $K8S_VERSION: $b done"

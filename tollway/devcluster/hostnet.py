@@ -106,3 +106,30 @@ def teardown(lay: L.Layout) -> list[str]:
     if owner() == lay.root:
         L.OWNER_FILE.unlink(missing_ok=True)
     return removed
+
+
+def purge_kube_chains() -> list[str]:
+    """Remove every KUBE-* chain and the jumps to it, in both address families.
+
+    `kube-proxy --cleanup` leaves KUBE-FIREWALL (INPUT/OUTPUT jumps) behind in 1.34. Only
+    called when this cluster ran kube-proxy; one dev cluster per host, and no kubelet here.
+    """
+    removed: list[str] = []
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle", "raw"):
+            listing = run([tool, "-w", "5", "-t", table, "-S"], check=False).stdout.splitlines()
+            chains = [ln.split()[1] for ln in listing if ln.startswith("-N KUBE-")]
+            if not chains:
+                continue
+            for ln in listing:
+                parts = ln.split()
+                if parts[:1] == ["-A"] and "-j" in parts and \
+                        parts[parts.index("-j") + 1].startswith("KUBE-") and \
+                        not parts[1].startswith("KUBE-"):
+                    run([tool, "-w", "5", "-t", table, "-D", *parts[1:]], check=False)
+            for c in chains:
+                run([tool, "-w", "5", "-t", table, "-F", c], check=False)
+            for c in chains:
+                run([tool, "-w", "5", "-t", table, "-X", c], check=False)
+            removed.append(f"{tool} -t {table}: {', '.join(chains)}")
+    return removed

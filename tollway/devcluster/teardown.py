@@ -75,6 +75,7 @@ def sweep(lay: L.Layout, bin_dir: Path | None) -> list[str]:
         subprocess.run([str(bin_dir / "kube-proxy"), "--cleanup"], capture_output=True,
                        timeout=60, check=False)
         removed.append("kube-proxy rules (kube-proxy --cleanup)")
+        removed += hostnet.purge_kube_chains()
     removed += hostnet.teardown(lay)
     lay.plan.unlink(missing_ok=True)
     lay.status.unlink(missing_ok=True)

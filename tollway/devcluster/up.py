@@ -76,14 +76,28 @@ def preflight(lay: L.Layout) -> None:
                       "made it; remove it (`ip link del tollway0`) if it is a leftover")
 
 
-def spawn_supervisor(lay: L.Layout, lock: IO[str]) -> int:
+def child_env() -> dict[str, str]:
+    """The environment for the supervisor and, through it, the node agent.
+
+    PYTHONPATH leads with the folder holding the `tollway` package this very process runs,
+    so children run the same code whatever their cwd and however Tollway was installed.
+    """
+    import tollway
+
+    src = str(Path(tollway.__file__).resolve().parent.parent)
+    rest = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": src + (os.pathsep + rest if rest else "")}
+
+
+def spawn_supervisor(lay: L.Layout, lock: IO[str]) -> subprocess.Popen[bytes]:
     log = open(lay.log("supervisor"), "ab")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "tollway.devcluster.supervise",
                              "--state-dir", str(lay.root)],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=lay.root, start_new_session=True, pass_fds=(lock.fileno(),))
+                            cwd=lay.root, start_new_session=True, pass_fds=(lock.fileno(),),
+                            env=child_env())
     log.close()
-    return proc.pid
+    return proc
 
 
 def _log_tail(path: str, n: int = 25) -> str:
@@ -161,14 +175,14 @@ def up(lay: L.Layout, say: Callable[[str], None]) -> int:
         say(f"network: bridge {L.BRIDGE} {L.BRIDGE_IP}/{L.NODE_POD_CIDR.prefixlen}, "
             f"pods {L.CLUSTER_CIDR}, services {L.SERVICE_CIDR}")
         hostnet.setup(lay)
-        spawn_supervisor(lay, lock)
+        supervisor = spawn_supervisor(lay, lock)
     except BaseException:
         teardown.sweep(lay, None)
         raise
     finally:
         lock.close()  # the supervisor holds its own copy of the locked file now
     try:
-        wait_ready(lay, t0, say)
+        wait_ready(lay, t0, say, supervisor)
     except (UpError, KeyboardInterrupt) as exc:
         say(f"tollway dev cluster up failed: {exc}" if isinstance(exc, UpError)
             else "interrupted: stopping what was started")
@@ -180,12 +194,17 @@ def up(lay: L.Layout, say: Callable[[str], None]) -> int:
     return 0
 
 
-def wait_ready(lay: L.Layout, t0: float, say: Callable[[str], None]) -> None:
+def wait_ready(lay: L.Layout, t0: float, say: Callable[[str], None],
+               supervisor: subprocess.Popen[bytes]) -> None:
     announced: set[str] = set()
     dns_done = False
     cidr_checked = False
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
+        if supervisor.poll() is not None:
+            raise UpError(f"the cluster supervisor exited ({supervisor.returncode}); its log "
+                          f"{lay.log('supervisor')} ends with:\n"
+                          f"{_log_tail(str(lay.log('supervisor')))}")
         st = teardown.status_of(lay) or {}
         comps: dict[str, dict[str, Any]] = st.get("components", {})  # type: ignore[assignment]
         for name, c in comps.items():
