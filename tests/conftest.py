@@ -154,6 +154,13 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster
     host_lock.parent.mkdir(parents=True, exist_ok=True)
     with open(host_lock, "a") as lk:
         fcntl.flock(lk, fcntl.LOCK_EX)
+        # A cluster started by hand (not under this lock) also owns the host: wait it out.
+        from tollway.devcluster import hostnet
+        from tollway.devcluster import layout as L
+
+        deadline = time.monotonic() + 600
+        while hostnet.link_exists(L.BRIDGE) and time.monotonic() < deadline:
+            time.sleep(2)
         cluster = DevCluster(tmp_path_factory.mktemp("devcluster") / "state")
         try:
             cluster.up()
