@@ -97,3 +97,38 @@ def test_a_whole_file_finding_has_no_placeholders(tmp_path: Path) -> None:
     first = proc.stdout.splitlines()[0]
     assert first.startswith(f"{bad}:3: error: YAML syntax error: "), first
     assert "-/-" not in proc.stdout and ": -:" not in proc.stdout
+
+
+EXTRA = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: myapp-v1}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: myapp-v1}
+  minReplicas: 1
+  maxReplicas: 5
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_up_runs_a_real_folder_with_kinds_local_mode_ignores(canary: Path) -> None:
+    (canary / "extra.yaml").write_text(EXTRA)
+    mesh = Mesh(canary)
+    mesh.start(timeout=240)
+    try:
+        said = "".join(mesh.lines)
+        for kind in ("ConfigMap/settings", "HorizontalPodAutoscaler/myapp-v1"):
+            line = next((x for x in mesh.lines if kind in x), "")
+            assert ": warning: " in line and "ignored here" in line, said
+        assert mesh.versions(10).total() == 10
+    finally:
+        code = mesh.stop()
+        reap_members(canary / ".tollway" / "members.json")
+    assert code == 0
+    assert sum(1 for x in mesh.lines if "ConfigMap/settings" in x) == 1  # said once
