@@ -102,9 +102,12 @@ def test_live_mesh_graph_rollout_and_proxies(browser: Any, mesh: Mesh) -> None:
     assert [s.strip() for s in steps] == ["setWeight: 40", "analysis: canary-judge",
                                           "pause: {}", "setWeight: 100"]
     assert int(card.locator(".weights").get_attribute("data-canary-weight") or 0) == 40
-    chart = card.locator('.metric[data-metric="canary-vs-stable"] svg.chart').first
-    assert int(chart.get_attribute("data-points") or 0) >= 1
-    assert chart.locator("line.threshold").count() == 2  # the judge's fail and pass bounds
+    # up front: canary and stable rates, as a reader compares them
+    rates = card.locator('.metric[data-metric="canary-vs-stable"] svg.chart.rates').first
+    assert int(rates.get_attribute("data-points") or 0) >= 2
+    legend = card.locator('.metric[data-metric="canary-vs-stable"] .chart-box .legend').first
+    assert "canary errors %" in legend.inner_text() and "stable errors %" in legend.inner_text()
+    assert rates.locator("line.threshold").count() == 0
     # the judge leads with plain words; its statistics are one click away and stay open
     plain = card.locator(".evidence .plain").first.inner_text()
     assert "canary errors" in plain and "vs stable" in plain and "e-value" not in plain
@@ -114,6 +117,10 @@ def test_live_mesh_graph_rollout_and_proxies(browser: Any, mesh: Mesh) -> None:
     w.wait(f"() => Number(document.body.dataset.updates) >= {updates + 2}", "two redraws")
     evidence = card.locator(".evidence").first.inner_text()
     assert "canary bad / total" in evidence and "log LR" in evidence and "judge: " in evidence
+    # behind the click: the statistic the judge decides on, against its fail and pass bounds
+    chart = card.locator(".evidence details.stats svg.chart.statistic").first
+    assert int(chart.get_attribute("data-points") or 0) >= 1
+    assert chart.locator("line.threshold").count() == 2
     tracks = w.page.locator("g.node").all_text_contents()
     assert any("canary" in t for t in tracks) and any("stable" in t for t in tracks)
     # workloads are named by version where people look; the template hash is in the tooltip

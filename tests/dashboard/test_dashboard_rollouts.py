@@ -100,6 +100,11 @@ def test_the_judge_plots_its_statistic_and_shows_its_evidence() -> None:
     assert len(llr) == 2 and llr[1]["v"] == pytest.approx(errors["log_likelihood_ratio"])
     assert {t["text"]: t["value"] for t in metric["thresholds"]} == {
         "fail": pytest.approx(cfg.fail_bound), "pass": pytest.approx(cfg.pass_bound)}
+    # what a reader compares first: canary and stable rates in %, per measurement
+    rates = {r["name"]: [p["v"] for p in r["points"]] for r in metric["rates"]}
+    assert rates["canary errors %"] == [pytest.approx(10.0), pytest.approx(100 * 9 / 80)]
+    assert rates["stable errors %"] == [pytest.approx(0.5), pytest.approx(0.5)]
+    assert ev["summary"].startswith("canary errors 11% vs stable 0.5%")
 
 
 def test_flagger_canary_checks_become_charts_with_its_threshold_range() -> None:

@@ -66,7 +66,7 @@ def test_no_canary_traffic_yet() -> None:
 def test_a_pass_names_every_judged_signal_and_skips_the_unjudged() -> None:
     ev = _evidence(judge.Window(500, 0, 5000, 3), 20, threshold=None)
     assert ev["verdict"] == "pass"
-    assert ev["summary"] == "canary errors 0% vs stable 0.06%: passed"
+    assert ev["summary"] == "canary errors 0% vs stable 0.06%: passed (under 2x stable's rate)"
     assert "not judged" in ev["signals"][1]["summary"]
 
 

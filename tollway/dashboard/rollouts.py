@@ -9,9 +9,10 @@ dashboard can never disagree with `tollway rollout status`.
 
 Charts: x is seconds since the analysis run started (measurement times are the
 controller's monotonic clock, which only differences make sense of). A numeric metric
-plots its result (Prometheus' first element when a vector); the `tollway` judge plots
-the log likelihood ratio of each signal against its fail and pass bounds — the statistic
-it actually decides on — and its latest evidence (counts, rates, bounds) is shown whole.
+plots its result (Prometheus' first element when a vector). The `tollway` judge leads
+with what a reader compares — canary and stable error (and slow-request) rates, `rates`
+— and keeps the statistic it decides on, each signal's log likelihood ratio against its
+fail and pass bounds (`series`, `thresholds`), with its latest evidence, one click away.
 Flagger checks are one line per tick; their values are read back from that line.
 """
 
@@ -133,6 +134,7 @@ def metric_view(result: Mapping[str, Any], started_at: float,
     """One metric of one analysis run: its points, threshold lines and latest evidence."""
     measurements = [m for m in result.get("measurements") or () if isinstance(m, Mapping)]
     series: dict[str, list[dict[str, Any]]] = {}
+    rates: dict[str, list[dict[str, Any]]] = {}  # the judge's: canary and stable, in %
     evidence: dict[str, Any] | None = None
     bounds: list[dict[str, Any]] = []
     for m in measurements:
@@ -145,6 +147,13 @@ def metric_view(result: Mapping[str, Any], started_at: float,
             for sig in evidence["signals"]:
                 series.setdefault(f"{sig.get('name', '?')} LLR", []).append(
                     {**point, "v": number(sig.get("log_likelihood_ratio"))})
+                if sig.get("judged") is False:
+                    continue
+                what = "errors" if sig.get("name") == "error" else "slow"
+                for track in ("canary", "stable"):
+                    rate = number(sig.get(f"{track}_rate"))
+                    rates.setdefault(f"{track} {what} %", []).append(
+                        {**point, "v": None if rate is None else round(rate * 100, 4)})
         else:
             series.setdefault("result", []).append({**point, "v": number(value)})
     if evidence is not None:
@@ -177,6 +186,7 @@ def metric_view(result: Mapping[str, Any], started_at: float,
                                                   "error")},
         "thresholds": bounds,
         "series": [{"name": n, "points": p} for n, p in series.items()],
+        "rates": [{"name": n, "points": p} for n, p in rates.items()],
         "evidence": evidence,
     }
 

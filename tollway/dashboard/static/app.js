@@ -371,14 +371,16 @@ function metricBlock(m, runName) {
       : null,
     m.failureCondition ? h("div", { class: "muted" }, "failure: ", code(m.failureCondition))
       : null,
-    m.evidence ? evidence(m.evidence, `stats:${runName}/${m.name}`) : null,
-    chart(m),
+    m.evidence ? evidence(m.evidence, `stats:${runName}/${m.name}`, m) : null,
+    m.evidence && m.rates && m.rates.length
+      ? chart({ ...m, series: m.rates, thresholds: [] }, "rates") : null,
+    m.evidence ? null : chart(m),
     m.message ? h("div", { class: "muted", text: m.message }) : null);
 }
 
 const CW = 380, CH = 150, ML = 48, MR = 70, MT = 10, MB = 26;
 
-function chart(m) {
+function chart(m, kind) {
   const pts = m.series.flatMap((sr) => sr.points);
   const values = pts.map((p) => p.v).filter((v) => v !== null && v !== undefined);
   const lines = (m.thresholds || []).map((t) => t.value);
@@ -394,13 +396,15 @@ function chart(m) {
   const X = (t) => ML + (t / tmax) * (CW - ML - MR);
   const Y = (v) => MT + (1 - (v - lo) / (hi - lo)) * (CH - MT - MB);
   const svg = s("svg", {
-    class: "chart", width: CW, height: CH, viewBox: `0 0 ${CW} ${CH}`, role: "img",
-    "aria-label": `${m.name} measurements`, "data-points": pts.length,
+    class: `chart ${kind || ""}`, width: CW, height: CH, viewBox: `0 0 ${CW} ${CH}`,
+    role: "img", "aria-label": `${m.name} ${kind === "rates" ? "canary and stable rates"
+      : "measurements"}`, "data-points": pts.length,
   });
   svg.append(s("line", { class: "axis", x1: ML, y1: MT, x2: ML, y2: CH - MB }),
     s("line", { class: "axis", x1: ML, y1: CH - MB, x2: CW - MR, y2: CH - MB }));
+  const tick = kind === "rates" ? (v) => `${v < 10 ? v.toFixed(1) : Math.round(v)}%` : fmtNum;
   for (const v of [hi - pad, (hi + lo) / 2, lo + pad]) {
-    svg.append(s("text", { x: ML - 4, y: Y(v) + 3, "text-anchor": "end", text: fmtNum(v) }));
+    svg.append(s("text", { x: ML - 4, y: Y(v) + 3, "text-anchor": "end", text: tick(v) }));
   }
   svg.append(s("text", { x: ML, y: CH - 8, text: "0 s" }),
     s("text", { x: CW - MR, y: CH - 8, "text-anchor": "end", text: `${fmtNum(tmax)} s` }),
@@ -419,11 +423,14 @@ function chart(m) {
     const known = sr.points.filter((p) => p.v !== null && p.v !== undefined);
     if (known.length > 1) {
       svg.append(s("polyline", {
-        class: `series s${i % 2}`, points: known.map((p) => `${X(p.t)},${Y(p.v)}`).join(" "),
+        class: `series s${i % 2} ${seriesClass(sr.name)}`,
+        points: known.map((p) => `${X(p.t)},${Y(p.v)}`).join(" "),
       }));
     }
     for (const p of known) {
-      svg.append(s("circle", { class: p.phase, cx: X(p.t), cy: Y(p.v), r: 3.5 },
+      // on the rates chart a dot is its line's colour; elsewhere, its measurement's phase
+      svg.append(s("circle", { class: kind === "rates" ? `dot ${seriesClass(sr.name)}`
+        : p.phase, cx: X(p.t), cy: Y(p.v), r: kind === "rates" ? 2.5 : 3.5 },
         s("title", { text: `${sr.name} = ${fmtNum(p.v)} at ${fmtNum(p.t)} s: ${p.phase}` +
           (p.message ? ` — ${p.message}` : "") })));
     }
@@ -431,6 +438,10 @@ function chart(m) {
   const missing = pts.length - values.length;
   if (missing) {
     svg.append(s("text", { x: ML + 4, y: MT + 10, text: `${missing} without a value` }));
+  }
+  if (kind === "rates") {  // legend beside the drawing, not over its lines
+    return h("div", { class: "chart-box" }, svg, h("div", { class: "legend" },
+      ...m.series.map((sr) => h("span", { class: seriesClass(sr.name), text: `— ${sr.name}` }))));
   }
   if (m.series.length > 1) {
     m.series.forEach((sr, i) => svg.append(s("text", {
@@ -440,7 +451,14 @@ function chart(m) {
   return svg;
 }
 
-function evidence(ev, key) {
+// The judge's rate lines: canary orange, stable blue; slow requests dashed.
+function seriesClass(name) {
+  const words = String(name).split(" ");
+  return ["canary", "stable"].includes(words[0])
+    ? `${words[0]} ${words[1] === "slow" ? "slow" : ""}` : "";
+}
+
+function evidence(ev, key, m) {
   const rows = (ev.signals || []).map((sg) => h("tr", {},
     h("td", { text: sg.name }),
     h("td", { class: "num", text: `${sg.canary_bad} / ${sg.canary_total}` }),
@@ -461,6 +479,7 @@ function evidence(ev, key) {
           "stable bad / total", "stable rate", "log LR", "verdict"]
           .map((t) => h("th", { text: t })))),
         h("tbody", {}, ...rows)),
+      chart(m, "statistic"),
       h("div", { class: "muted", text: `fails at log LR ≥ ${fmtNum(ev.fail_bound)}, passes ` +
         `at ≤ ${fmtNum(ev.pass_bound)} (alpha ${ev.alpha}, beta ${ev.beta})` +
         (ev.requests_needed ? `; about ${ev.requests_needed} more canary requests needed` : "") +

@@ -253,6 +253,7 @@ class Evidence:
     tolerance: float = 0.0  # the fail null, kept so the limit can be said in words
     min_requests: int = 0
     statistics: str = ""
+    detect_ratio: float = 0.0  # a pass rules out a canary this many times worse
 
     def to_dict(self) -> dict[str, Any]:
         """The evidence as stored in the status, led by the plain-words `summary`."""
@@ -523,6 +524,7 @@ def verdict(state: JudgeState, cfg: JudgeConfig) -> Evidence:
         lean=_lean(signals),
         tolerance=cfg.tolerance,
         min_requests=cfg.min_requests,
+        detect_ratio=cfg.detect_ratio,
     )
     # The reason (what a measurement's message, `rollout status` and the demo print) leads
     # with the plain words; the statistics follow as the evidence.
@@ -589,16 +591,20 @@ def plain_signal(sig: Mapping[str, Any], evidence: Mapping[str, Any]) -> str:
     if verdict == "fail":
         return f"{head}: failed (limit: {_limit(evidence)})"
     if verdict == "pass":
-        return f"{head}: passed{_outright(sig)}"
+        return f"{head}: passed{_outright(sig, evidence)}"
     return f"{head} so far: not decided yet"
 
 
-def _outright(sig: Mapping[str, Any]) -> str:
-    """" (under the 5% allowed outright)" when the pass came from the absolute bound (too
-    few bad events to compare with stable), not from the comparison."""
+def _outright(sig: Mapping[str, Any], evidence: Mapping[str, Any]) -> str:
+    """Why it passed: " (under 2x stable's rate)" when the comparison ruled out a canary
+    detect_ratio times worse; " (under the 5% allowed outright)" when the absolute bound
+    passed it (too few bad events to compare with stable)."""
     quiet = float(sig.get("quiet_rate") or 0.0)
     compared = float(sig.get("log_pass_evalue") or 0.0) >= -float(sig.get("pass_bound") or 0.0)
-    return "" if compared or quiet <= 0 else f" (under the {percent(quiet)} allowed outright)"
+    if compared:
+        ratio = float(evidence.get("detect_ratio") or 0.0)
+        return f" (under {ratio:g}x stable's rate)" if ratio > 0 else ""
+    return f" (under the {percent(quiet)} allowed outright)" if quiet > 0 else ""
 
 
 def plain(evidence: Mapping[str, Any]) -> str:
