@@ -44,7 +44,20 @@ def _authorization(resource: Resource) -> Iterator[Lint]:
                        "not produce: its values never match and its notValues always pass")
 
 
-_LINTS = {"Rollout": _rollout, "Canary": _canary, "AuthorizationPolicy": _authorization}
+def _virtual_service(resource: Resource) -> Iterator[Lint]:
+    for i, route in enumerate(resource.spec.get("http") or ()):
+        abort = (route.get("fault") or {}).get("abort")
+        if isinstance(abort, dict) and "httpStatus" not in abort and "grpcStatus" not in abort:
+            yield (Severity.WARNING, ("http", i, "fault", "abort"),
+                   "abort configured, but no httpStatus or grpcStatus: nothing is aborted")
+    if not resource.spec.get("hosts"):
+        yield (Severity.WARNING, ("hosts",),
+               "no hosts: this is a delegate VirtualService; it routes only requests that "
+               "another VirtualService's http route hands it with `delegate`")
+
+
+_LINTS = {"Rollout": _rollout, "VirtualService": _virtual_service, "Canary": _canary,
+          "AuthorizationPolicy": _authorization}
 
 
 def lint(resource: Resource) -> list[Lint]:

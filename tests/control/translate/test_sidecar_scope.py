@@ -87,8 +87,8 @@ def test_egress_hosts_scope_the_routes_and_allow_any_passes_the_rest_through() -
 def test_registry_only_blocks_everything_outside_the_scope() -> None:
     routes = _routes(_config(_sidecar(
         "  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n"
-        "  egress:\n  - hosts: ['./*']\n  - port: {number: 9090, protocol: HTTP, name: m}\n"
-        "    hosts: ['payments/pay.payments.svc.cluster.local']\n")))
+        "  egress:\n  - port: {number: 9090, protocol: HTTP, name: m}\n"
+        "    hosts: ['payments/pay.payments.svc.cluster.local']\n  - hosts: ['./*']\n")))
     assert routes[fqdn("cart", "shop")] == "routed"
     assert routes[f"{fqdn('pay', 'payments')}:9090"] == "routed"
     assert fqdn("pay", "payments") not in routes  # port 80 is not in the 9090 listener

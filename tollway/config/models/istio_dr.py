@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from tollway.config.models import istio_rules as rules
 from tollway.config.models.common import Duration, Labels, NonNegInt, Percent, Strict
 from tollway.config.models.istio_vs import PortSelector
+from tollway.kit.durations import parse_duration
 
 Blob = dict[str, Any]
 
@@ -25,6 +27,17 @@ class RingHash(Strict):
 
 class Maglev(Strict):
     table_size: NonNegInt | None = None
+
+    @model_validator(mode="after")
+    def _prime(self) -> Maglev:
+        size = self.table_size or 0
+        if size == 0:
+            raise ValueError("maglev needs tableSize")
+        if size >= 5000011:
+            raise ValueError(f"maglev tableSize {size} must be less than 5000011")
+        if not rules.is_prime(size):
+            raise ValueError(f"maglev tableSize {size} must be a prime number (e.g. 65537)")
+        return self
 
 
 class ConsistentHash(Strict):
@@ -45,13 +58,22 @@ class ConsistentHash(Strict):
                              "useSourceIp or httpQueryParameterName")
         if self.ring_hash is not None and self.maglev is not None:
             raise ValueError("set ringHash or maglev, not both")
+        if self.minimum_ring_size and (self.ring_hash is not None or self.maglev is not None):
+            raise ValueError("minimumRingSize (deprecated) cannot be combined with ringHash "
+                             "or maglev; use ringHash.minimumRingSize")
         return self
 
 
 class Warmup(Strict):
     duration: Duration
-    minimum_percent: float | None = None
-    aggression: float | None = None
+    minimum_percent: float | None = Field(None, ge=0, le=100)
+    aggression: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _positive(self) -> Warmup:
+        if parse_duration(self.duration) <= 0:
+            raise ValueError("warmup.duration must be greater than 0")
+        return self
 
 
 class LoadBalancer(Strict):
@@ -67,6 +89,10 @@ class LoadBalancer(Strict):
     def _one(self) -> LoadBalancer:
         if self.simple is not None and self.consistent_hash is not None:
             raise ValueError("set simple or consistentHash, not both")
+        if self.warmup_duration_secs is not None and self.warmup is not None:
+            raise ValueError("set warmup or the deprecated warmupDurationSecs, not both")
+        if self.locality_lb_setting is not None and self.zone_aware_lb_setting is not None:
+            raise ValueError("set localityLbSetting or zoneAwareLbSetting, not both")
         return self
 
 
@@ -104,6 +130,16 @@ class HttpSettings(Strict):
 class ConnectionPool(Strict):
     tcp: TcpSettings | None = None
     http: HttpSettings | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> ConnectionPool:
+        if self.tcp is None and self.http is None:
+            raise ValueError("connectionPool needs tcp or http settings (Istio)")
+        h = self.http
+        if h is not None and h.h2_upgrade_policy == "UPGRADE" and h.use_client_protocol:
+            raise ValueError("useClientProtocol must not be true when h2UpgradePolicy is "
+                             "UPGRADE")
+        return self
 
 
 class OutlierDetection(Strict):
@@ -149,11 +185,17 @@ class ClientTLS(Strict):
 
 
 class PortTrafficPolicy(Strict):
-    port: PortSelector | None = None
+    port: PortSelector
     load_balancer: LoadBalancer | None = None
     connection_pool: ConnectionPool | None = None
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLS | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> PortTrafficPolicy:
+        if not (self.model_fields_set - {"port"}):
+            raise ValueError("a port traffic policy needs at least one setting besides port")
+        return self
 
 
 class RetryBudget(Strict):
@@ -172,11 +214,25 @@ class TrafficPolicy(Strict):
     proxy_protocol: Blob | None = None
     retry_budget: RetryBudget | None = None
 
+    @model_validator(mode="after")
+    def _some(self) -> TrafficPolicy:
+        if not self.model_fields_set:
+            raise ValueError("trafficPolicy must have at least one field (Istio)")
+        if self.tunnel is not None and self.proxy_protocol is not None:
+            raise ValueError("set tunnel or proxyProtocol, not both")
+        return self
+
 
 class Subset(Strict):
     name: str = Field(min_length=1)
     labels: Labels | None = None
     traffic_policy: TrafficPolicy | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        rules.dns_label(value, "subset name")
+        return value
 
 
 class DestinationRuleSpec(Strict):

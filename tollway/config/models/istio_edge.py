@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tollway.config.models import istio_rules as rules
 from tollway.config.models.common import Labels, NonNegInt, PortNumber, Strict
 
 # Istio protocol.Parse: case-insensitive; anything else is "unsupported" and refused.
@@ -111,6 +112,16 @@ class WorkloadEntrySpec(Strict):
     def _addr(self) -> WorkloadEntrySpec:
         if not self.address and not self.network:
             raise ValueError("a workload entry needs an address")
+        for name in self.ports or {}:
+            rules.dns_label(name, "port name")
+        addr = self.address or ""
+        if addr.startswith(rules.UNIX_PREFIX):
+            rules.unix_address(addr)
+            if self.ports:
+                raise ValueError(f"unix endpoint {addr} must not include ports")
+        elif addr and not rules.is_ip(addr) and not rules.is_fqdn(addr):
+            raise ValueError(f"address '{addr}' is not an IP address, a host name or "
+                             "unix://PATH")
         return self
 
 
@@ -142,8 +153,47 @@ class ServiceEntrySpec(Strict):
     def _rules(self) -> ServiceEntrySpec:
         if "*" in self.hosts:
             raise ValueError("host '*' is invalid in a ServiceEntry")
-        if self.endpoints and self.workload_selector:
+        if self.endpoints is not None and self.workload_selector is not None:
             raise ValueError("set endpoints or workloadSelector, not both")
         if self.resolution == "NONE" and self.endpoints:
             raise ValueError("resolution NONE takes no endpoints (use STATIC or DNS)")
+        self._ports()
+        resolution = self.resolution or "NONE"
+        if any("/" in a for a in self.addresses or []) and resolution not in ("NONE", "STATIC"):
+            raise ValueError("CIDR addresses are allowed only with resolution NONE or STATIC")
+        if resolution == "DNS_ROUND_ROBIN" and len(self.endpoints or []) > 1:
+            raise ValueError("resolution DNS_ROUND_ROBIN takes at most 1 endpoint")
+        if resolution == "STATIC":
+            for e in self.endpoints or []:
+                addr = e.address or ""
+                if addr and not rules.is_ip(addr) and not addr.startswith(rules.UNIX_PREFIX):
+                    raise ValueError(f"endpoint address '{addr}' must be an IP address (or "
+                                     "unix://PATH) with resolution STATIC")
+        if resolution != "NONE" and len(self.hosts) > 1:
+            for p in self.ports or []:
+                proto = (p.protocol or "").upper()
+                if proto not in ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "HTTP_PROXY",
+                                 "TLS"):
+                    raise ValueError("several hosts need HTTP or TLS ports (a TCP port cannot "
+                                     "tell the hosts apart) unless resolution is NONE")
         return self
+
+    def _ports(self) -> None:
+        names: set[str] = set()
+        numbers: set[int] = set()
+        for p in self.ports or []:
+            rules.dns_label(p.name or "", "port name")
+            if p.name in names:
+                raise ValueError(f"port name '{p.name}' is defined twice")
+            if p.number in numbers:
+                raise ValueError(f"port {p.number} is defined twice")
+            names.add(p.name or "")
+            numbers.add(p.number)
+        for e in self.endpoints or []:
+            for name in e.ports or {}:
+                if name not in names:
+                    raise ValueError(f"endpoint port '{name}' is not one of this "
+                                     f"ServiceEntry's ports ({', '.join(sorted(names))})")
+        unix = [e for e in self.endpoints or [] if (e.address or "").startswith("unix://")]
+        if unix and len(names) != 1:
+            raise ValueError("a ServiceEntry with unix socket endpoints needs exactly 1 port")

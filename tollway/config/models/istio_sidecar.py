@@ -85,9 +85,12 @@ class SidecarSpec(Strict):
                 or self.inbound_connection_pool):
             raise ValueError("a Sidecar needs egress, ingress, outboundTrafficPolicy or "
                              "inboundConnectionPool (an empty one changes nothing)")
-        catch_all = [e for e in self.egress or [] if e.port is None]
+        catch_all = [i for i, e in enumerate(self.egress or []) if e.port is None]
         if len(catch_all) > 1:
             raise ValueError("only one egress listener may omit port (the catch-all)")
+        if catch_all and catch_all[0] != len(self.egress or []) - 1:
+            raise ValueError("the egress listener without a port (the catch-all) must be "
+                             "the last one")
         ports = [e.port.number for e in self.egress or [] if e.port is not None]
         dup = sorted({p for p in ports if ports.count(p) > 1})
         if dup:

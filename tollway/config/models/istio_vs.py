@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tollway.config.models import istio_rules as rules
 from tollway.config.models.common import (
     Duration,
     Labels,
@@ -67,6 +68,13 @@ class Destination(Strict):
             raise ValueError("destination host '*' is invalid; name a service")
         return value
 
+    @field_validator("subset")
+    @classmethod
+    def _subset(cls, value: str | None) -> str | None:
+        if value is not None:
+            rules.dns_label(value, "subset name")
+        return value
+
 
 class HeaderOperations(Strict):
     set: dict[str, str] | None = None
@@ -77,6 +85,17 @@ class HeaderOperations(Strict):
 class Headers(Strict):
     request: HeaderOperations | None = None
     response: HeaderOperations | None = None
+
+    @model_validator(mode="after")
+    def _names(self) -> Headers:
+        req, resp = self.request, self.response
+        for name in [*(req.set or {}), *(req.add or {})] if req else []:
+            rules.header_operation(name, request_set=True)
+        for name in (req.remove or []) if req else []:
+            rules.header_operation(name, request_set=False)
+        for name in [*(resp.set or {}), *(resp.add or {}), *(resp.remove or [])] if resp else []:
+            rules.header_operation(name, request_set=False)
+        return self
 
 
 class HTTPMatchRequest(Strict):
@@ -128,6 +147,9 @@ class HTTPRedirect(Strict):
     def _uri_or_prefix(self) -> HTTPRedirect:
         if self.uri is not None and self.prefix_rewrite is not None:
             raise ValueError("set uri or prefixRewrite, not both")
+        if not (self.uri or self.authority or self.scheme or self.port or self.derive_port
+                or self.prefix_rewrite):
+            raise ValueError("a redirect must set uri, authority, scheme or port (Istio)")
         return self
 
 
@@ -155,6 +177,8 @@ class HTTPRewrite(Strict):
     def _exclusive(self) -> HTTPRewrite:
         if self.uri is not None and self.uri_regex_rewrite is not None:
             raise ValueError("set uri or uriRegexRewrite, not both")
+        if not (self.uri or self.uri_regex_rewrite or self.authority):
+            raise ValueError("a rewrite must set uri, uriRegexRewrite or authority (Istio)")
         return self
 
 
@@ -165,6 +189,15 @@ class HTTPRetry(Strict):
     retry_remote_localities: bool | None = None
     retry_ignore_previous_hosts: bool | None = None
     backoff: Duration | None = None
+
+    @model_validator(mode="after")
+    def _disabled(self) -> HTTPRetry:
+        # Istio: attempts 0 disables retries, so any other retry setting is a mistake.
+        if self.attempts == 0 and (self.per_try_timeout is not None or self.retry_on
+                                   or self.retry_remote_localities is not None):
+            raise ValueError("perTryTimeout, retryOn or retryRemoteLocalities is set while "
+                             "attempts is 0 (retries disabled); set attempts")
+        return self
 
     @field_validator("retry_on")
     @classmethod
@@ -191,6 +224,8 @@ class Delay(Strict):
 
     @model_validator(mode="after")
     def _fixed(self) -> Delay:
+        if self.percentage is not None:
+            rules.fault_percentage(self.percentage.value, "delay")
         if self.exponential_delay is not None:
             raise ValueError("exponentialDelay is not supported (Istio rejects it); use fixedDelay")
         if self.fixed_delay is None:
@@ -208,8 +243,12 @@ class Abort(Strict):
     def _one(self) -> Abort:
         if self.http2_error is not None:
             raise ValueError("http2Error is not supported (Istio rejects it)")
-        if (self.http_status is None) == (self.grpc_status is None):
-            raise ValueError("an abort needs exactly one of httpStatus or grpcStatus")
+        if self.http_status is not None and self.grpc_status is not None:
+            raise ValueError("an abort takes one of httpStatus or grpcStatus, not both")
+        if self.grpc_status is not None:
+            rules.grpc_status(self.grpc_status)
+        if self.percentage is not None:
+            rules.fault_percentage(self.percentage.value, "abort")
         return self
 
 
@@ -238,6 +277,15 @@ class CorsPolicy(Strict):
     max_age: Duration | None = None
     allow_credentials: bool | None = None
     unmatched_preflights: Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None = None
+
+    @field_validator("allow_methods")
+    @classmethod
+    def _methods(cls, value: list[str] | None) -> list[str] | None:
+        for m in value or []:
+            if m not in rules.HTTP_METHODS:
+                raise ValueError(f"'{m}' is not a supported HTTP method (one of "
+                                 f"{', '.join(rules.HTTP_METHODS)})")
+        return value
 
 
 class Delegate(Strict):
@@ -295,16 +343,22 @@ class L4Match(Strict):
 
 class TCPRoute(Strict):
     match: list[L4Match] | None = None
-    route: list[RouteDestination] | None = None
+    route: list[RouteDestination] = Field(min_length=1)
 
 
 class TLSRoute(Strict):
     match: list[L4Match] = Field(min_length=1)
-    route: list[RouteDestination] | None = None
+    route: list[RouteDestination] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sni(self) -> TLSRoute:
+        if any(not m.sni_hosts for m in self.match):
+            raise ValueError("each TLS match needs at least one sniHosts entry (Istio)")
+        return self
 
 
 class VirtualServiceSpec(Strict):
-    hosts: list[str] = Field(min_length=1)
+    hosts: list[str] | None = None  # none: a delegate VirtualService
     gateways: list[str] | None = None
     http: list[HTTPRoute] | None = None
     tls: list[TLSRoute] | None = None
@@ -315,7 +369,19 @@ class VirtualServiceSpec(Strict):
     def _shape(self) -> VirtualServiceSpec:
         if not (self.http or self.tcp or self.tls):
             raise ValueError("a VirtualService needs at least one of http, tcp or tls routes")
-        for h in self.hosts:
+        hosts = self.hosts or []
+        if not hosts and (self.gateways or self.tls or self.tcp):
+            raise ValueError("a VirtualService without hosts is a delegate: it takes no "
+                             "gateways and no tls or tcp routes (Istio)")
+        for h in hosts:
             if not h:
                 raise ValueError("hosts must not contain an empty string")
+        mesh = not self.gateways or "mesh" in self.gateways
+        if mesh and "*" in hosts:
+            raise ValueError("host '*' is not allowed for a VirtualService bound to the mesh "
+                             "(name the hosts, or bind it to a Gateway)")
+        lowered = [h.lower() for h in hosts]
+        dup = sorted({h for h in lowered if lowered.count(h) > 1})
+        if dup:
+            raise ValueError(f"host '{dup[0]}' is listed twice")
         return self
