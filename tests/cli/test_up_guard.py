@@ -3,7 +3,9 @@ warnings printed (never an exit 1)."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -132,3 +134,33 @@ def test_up_runs_a_real_folder_with_kinds_local_mode_ignores(canary: Path) -> No
         reap_members(canary / ".tollway" / "members.json")
     assert code == 0
     assert sum(1 for x in mesh.lines if "ConfigMap/settings" in x) == 1  # said once
+
+
+def _alive(pids: set[int]) -> set[int]:
+    from tollway.control.local.procs import pid_alive
+
+    return {p for p in pids if pid_alive(p)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_second_signal_stops_up_at_once_with_nothing_left(canary: Path) -> None:
+    mesh = Mesh(canary)
+    mesh.start(timeout=240)
+    assert mesh.proc is not None
+    pids = {int(m["pid"]) for m in mesh.members() if m["pid"]}
+    rows = json.loads((canary / ".tollway" / "members.json").read_text()).values()
+    pids |= {int(r[k]) for r in rows for k in ("sidecar_pid", "app_pid") if r.get(k)}
+    assert len(pids) >= 6
+    try:
+        mesh.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        mesh.proc.send_signal(signal.SIGTERM)
+        code = mesh.proc.wait(15)
+        assert code in (0, 143)  # 0 if the orderly stop won the race, else killed at once
+        deadline = time.monotonic() + 5
+        while _alive(pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pids)  # checked before the clean-up below could hide it
+    finally:
+        reap_members(canary / ".tollway" / "members.json")

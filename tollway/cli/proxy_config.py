@@ -72,10 +72,12 @@ def routes(cfg: dict[str, Any]) -> tuple[list[str], list[list[str]], list[Any]]:
     rows = []
     for table in items:
         for vh in table.get("virtual_hosts") or ():
-            domains = ",".join(vh.get("domains") or ())
+            names = list(vh.get("domains") or ())
+            domains = (names[0] + (f" +{len(names) - 1} more" if len(names) > 1 else "")
+                       if names else "-")  # -o json lists every one
             for route in vh.get("routes") or ():
                 matches = [_match(m) for m in route.get("matches") or ()] or ["/*"]
-                rows.append([table["name"], vh["name"], domains[:60], "; ".join(matches),
+                rows.append([table["name"], vh["name"], domains, "; ".join(matches),
                              route.get("virtual_service") or "-"])
     return ["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"], rows, items
 
