@@ -11,20 +11,19 @@ failed postPromotionAnalysis switches back to it at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from tollway.rollout.model import (
     PAUSE_BLUE_GREEN,
     PAUSE_INCONCLUSIVE,
     AnalysisRef,
     Effect,
+    Event,
     Inputs,
     Phase,
     Plan,
     RolloutState,
 )
+from tollway.rollout.transitions import Precedence, Result, Table, Transition, classify, command
 
-Result = tuple[RolloutState, list[Effect], str]
 BAD = ("Failed", "Error")
 
 
@@ -45,17 +44,86 @@ def _start(state: RolloutState, ref: AnalysisRef, templates: tuple[str, ...],
                   dry_run=ref.dry_run)
 
 
-def stable(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
-    """Healthy / Degraded: a new template starts a preview; retry restarts an aborted one."""
-    if inputs.revision != state.revision or (
-        state.phase is Phase.DEGRADED and inputs.command == "retry"
-    ):
-        if inputs.revision == state.stable_revision:
-            state.revision, state.abort, state.phase = inputs.revision, False, Phase.HEALTHY
-            return state, [], "template is the active one again: Healthy"
-        state.revision = inputs.revision
-        return _begin(state, plan, inputs, now)
-    return state, [], ""
+# ---- guards -----------------------------------------------------------------------------
+
+
+def _new(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
+    return inputs.revision != state.revision
+
+
+def _back(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
+    return inputs.revision != state.revision and inputs.revision == state.stable_revision
+
+
+def _run(state: RolloutState, inputs: Inputs) -> str | None:
+    return inputs.analysis.get(state.step_run) if state.step_run else None
+
+
+def _run_failed(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
+    return _run(state, inputs) in BAD
+
+
+def _promote_cmd(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
+    """promote (or --full) while paused, or before the switch (skips the wait)."""
+    return (inputs.command in ("promote", "promote-full")
+            and (state.paused or state.step_index == 0))
+
+
+def _resume_cmd(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
+    return inputs.command == "resume" and state.paused
+
+
+def _pause_ended(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
+    return state.paused and state.pause_until is not None and now >= state.pause_until
+
+
+def _pre_inconclusive(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
+    return (not state.paused and state.step_index == 0 and inputs.ready
+            and _run(state, inputs) == "Inconclusive")
+
+
+def _preview_ready(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
+    return (not state.paused and state.step_index == 0 and inputs.ready
+            and (not state.step_run or _run(state, inputs) == "Successful"))
+
+
+def _post_done(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
+    return (not state.paused and state.step_index == 2
+            and (not state.step_run or _run(state, inputs) == "Successful"))
+
+
+PRECEDENCE: Precedence = (
+    (Event.BACK_TO_STABLE, _back),
+    (Event.NEW_REVISION, _new),
+    (Event.RETRY, command("retry")),
+    (Event.ABORT, command("abort")),
+    (Event.RUN_FAILED, _run_failed),
+    (Event.PROMOTE, _promote_cmd),
+    (Event.RESUME, _resume_cmd),
+    (Event.PAUSE_ENDED, _pause_ended),
+    (Event.RUN_INCONCLUSIVE, _pre_inconclusive),
+    (Event.PREVIEW_READY, _preview_ready),
+    (Event.POST_DONE, _post_done),
+)
+
+
+# ---- actions -------------------------------------------------------------------------------
+
+
+def _active_again(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    state.revision, state.abort, state.phase = inputs.revision, False, Phase.HEALTHY
+    return state, [], "template is the active one again: Healthy"
+
+
+def _new_revision(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    state.revision = inputs.revision
+    return _begin(state, plan, inputs, now)
+
+
+def _retry(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    if inputs.revision == state.stable_revision:
+        return _active_again(state, plan, inputs, now)
+    return _new_revision(state, plan, inputs, now)
 
 
 def _begin(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
@@ -71,47 +139,45 @@ def _begin(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Resul
         effects.append(_start(state, bg.pre_analysis, bg.pre_promotion,
                               state.stable_revision))
         reason += "; prePromotionAnalysis started"
-    new, more, why = progressing(state, plan, inputs, now)
+    event = classify(PRECEDENCE, TABLE, state, plan, inputs, now)  # same step: preview
+    if event is not None:                                            # ready, promote, abort
+        new, more, why = TABLE[(state.phase, event)].action(state, plan, inputs, now)
+    else:
+        new, more, why = state, [], ""
     return new, effects + more, "; ".join(x for x in (reason, why) if x)
 
 
-def progressing(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
-    bg = plan.bluegreen
-    assert bg is not None
-    if inputs.revision != state.revision:
-        state.revision = inputs.revision
-        return _begin(state, plan, inputs, now)
-    if inputs.command == "abort":
-        return _abort(state, "aborted by " + (inputs.actor or "user"))
-    run_phase = inputs.analysis.get(state.step_run) if state.step_run else None
-    if run_phase in BAD:
-        which = "prePromotionAnalysis" if state.step_index == 0 else "postPromotionAnalysis"
-        return _abort(state, f"{which} {run_phase}")
-    if state.paused:
-        return _paused(state, plan, inputs, now)
-    if state.step_index == 0:
-        return _pre(state, plan, inputs, now, run_phase)
-    if state.step_index == 2 and (run_phase == "Successful" or not state.step_run):
-        return _done(state, "postPromotionAnalysis Successful" if state.step_run
-                     else "promoted")
-    return state, [], ""
+def _aborted(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    return _abort(state, "aborted by " + (inputs.actor or "user"))
 
 
-def _pre(state: RolloutState, plan: Plan, inputs: Inputs, now: float,
-         run_phase: str | None) -> Result:
+def _run_bad(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    which = "prePromotionAnalysis" if state.step_index == 0 else "postPromotionAnalysis"
+    return _abort(state, f"{which} {_run(state, inputs)}")
+
+
+def _promoted(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    state.paused, state.pause_reason, state.pause_until = False, "", None
+    state.phase = Phase.PROGRESSING
+    return _promote(state, plan, now, "promoted by " + (inputs.actor or "user")
+                    if inputs.command else "autoPromotionSeconds elapsed")
+
+
+def _inconclusive(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    state.paused, state.pause_reason = True, PAUSE_INCONCLUSIVE
+    state.phase = Phase.PAUSED
+    return state, [], "prePromotionAnalysis Inconclusive: paused"
+
+
+def _post(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    return _done(state, "postPromotionAnalysis Successful" if state.step_run else "promoted")
+
+
+def _pre(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    """The preview is ready (and its prePromotionAnalysis passed): pause before the switch
+    (autoPromotionEnabled: false, or autoPromotionSeconds), or switch at once."""
     bg = plan.bluegreen
     assert bg is not None
-    if inputs.command in ("promote", "promote-full"):
-        return _promote(state, plan, now, "promoted by " + (inputs.actor or "user"))
-    if not inputs.ready:
-        return state, [], ""
-    if state.step_run:
-        if run_phase == "Inconclusive":
-            state.paused, state.pause_reason = True, PAUSE_INCONCLUSIVE
-            state.phase = Phase.PAUSED
-            return state, [], "prePromotionAnalysis Inconclusive: paused"
-        if run_phase != "Successful":
-            return state, [], ""
     effects = _stop_runs(state)
     state.step_index = 1
     if not bg.auto_promotion_enabled or bg.auto_promotion_seconds:
@@ -123,16 +189,6 @@ def _pre(state: RolloutState, plan: Plan, inputs: Inputs, now: float,
         return state, effects, f"preview ready; paused {when} before switching active"
     new, more, why = _promote(state, plan, now, "preview ready")
     return new, effects + more, why
-
-
-def _paused(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
-    timed_out = state.pause_until is not None and now >= state.pause_until
-    if inputs.command in ("promote", "promote-full", "resume") or timed_out:
-        state.paused, state.pause_reason, state.pause_until = False, "", None
-        state.phase = Phase.PROGRESSING
-        return _promote(state, plan, now, "promoted by " + (inputs.actor or "user")
-                        if inputs.command else "autoPromotionSeconds elapsed")
-    return state, [], ""
 
 
 def _promote(state: RolloutState, plan: Plan, now: float, reason: str) -> Result:
@@ -177,9 +233,32 @@ def _abort(state: RolloutState, reason: str) -> Result:
     return state, effects, reason
 
 
-TABLE: dict[Phase, Callable[[RolloutState, Plan, Inputs, float], Result]] = {
-    Phase.HEALTHY: stable,
-    Phase.DEGRADED: stable,
-    Phase.PROGRESSING: progressing,
-    Phase.PAUSED: progressing,
+ROLLING = (Phase.PROGRESSING, Phase.PAUSED, Phase.HEALTHY)
+_IDLE = {
+    Event.BACK_TO_STABLE: Transition((Phase.HEALTHY,), _active_again, "Healthy"),
+    Event.NEW_REVISION: Transition(ROLLING, _new_revision,
+                                   "preview replica set, prePromotionAnalysis"),
+}
+_SWITCHING = {
+    Event.NEW_REVISION: Transition(ROLLING, _new_revision, "a new preview: start over"),
+    Event.ABORT: Transition((Phase.DEGRADED,), _aborted,
+                            "abort (after the switch: switch back)"),
+    Event.RUN_FAILED: Transition((Phase.DEGRADED,), _run_bad,
+                                 "abort (after the switch: switch back)"),
+    Event.PROMOTE: Transition(ROLLING, _promoted, "switch activeService now"),
+}
+TABLE: Table = {
+    **{(Phase.HEALTHY, e): t for e, t in _IDLE.items()},
+    **{(Phase.DEGRADED, e): t for e, t in _IDLE.items()},
+    (Phase.DEGRADED, Event.RETRY): Transition(ROLLING, _retry, "start the preview again"),
+    **{(Phase.PROGRESSING, e): t for e, t in _SWITCHING.items()},
+    **{(Phase.PAUSED, e): t for e, t in _SWITCHING.items()},
+    (Phase.PAUSED, Event.RESUME): Transition(ROLLING, _promoted, "switch activeService"),
+    (Phase.PAUSED, Event.PAUSE_ENDED): Transition(ROLLING, _promoted,
+                                                  "autoPromotionSeconds elapsed: switch"),
+    (Phase.PROGRESSING, Event.RUN_INCONCLUSIVE): Transition(
+        (Phase.PAUSED,), _inconclusive, "pause: InconclusiveAnalysisRun"),
+    (Phase.PROGRESSING, Event.PREVIEW_READY): Transition(
+        ROLLING, _pre, "pause (BlueGreenPause) or switch activeService"),
+    (Phase.PROGRESSING, Event.POST_DONE): Transition((Phase.HEALTHY,), _post, "Healthy"),
 }

@@ -44,6 +44,49 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
+class Event(StrEnum):
+    """What happened since the last step, classified before any transition is chosen
+    (one per step: the first, in the style's precedence order, that the phase has a
+    transition for). The values are the words docs/rollouts.md's table uses."""
+
+    # the template
+    NEW_REVISION = "new revision"
+    BACK_TO_STABLE = "back to stable"
+    UNPROMOTED = "revision not promoted"
+    FIRST_SIGHT = "first sight"
+    # a user's command (tollway rollout ... / the API)
+    ABORT = "abort"
+    PROMOTE = "promote"
+    PROMOTE_FULL = "promote --full"
+    RETRY = "retry"
+    PAUSE = "pause"
+    RESUME = "resume"
+    SET_WEIGHT = "set-weight"
+    # analysis runs (Argo)
+    STEP_RUN_SUCCESSFUL = "step run Successful"
+    STEP_RUN_INCONCLUSIVE = "step run Inconclusive"
+    BACKGROUND_INCONCLUSIVE = "background run Inconclusive"
+    RUN_FAILED = "run Failed/Error"
+    RUN_INCONCLUSIVE = "run Inconclusive"
+    PREVIEW_READY = "preview ready"
+    POST_DONE = "post-promotion done"
+    # time
+    PAUSE_ENDED = "pause ended"
+    TICK = "sync"
+    TICK_DUE = "interval elapsed"
+    # Flagger's checks and gates
+    PRIMARY_READY = "primary ready"
+    ROLLBACK_GATE = "rollback webhook"
+    DEADLINE_EXCEEDED = "progress deadline exceeded"
+    CANARY_UNREADY = "canary not ready"
+    CANARY_READY = "canary ready"
+    THRESHOLD_REACHED = "failedChecks >= threshold"
+    TICK_NO_CHECK = "interval elapsed, no check"
+    CHECK_FAILED = "check failed"
+    CHECK_PASSED = "check passed"
+    CONFIRMED = "confirm webhook passed"
+
+
 # ---- the plan: one shape for Argo steps, blue-green and Flagger analysis ---------------
 
 
