@@ -234,13 +234,13 @@ def _abort(state: RolloutState, reason: str) -> Result:
 
 
 ROLLING = (Phase.PROGRESSING, Phase.PAUSED, Phase.HEALTHY)
-_IDLE = {
-    Event.BACK_TO_STABLE: Transition((Phase.HEALTHY,), _active_again, "Healthy"),
-    Event.NEW_REVISION: Transition(ROLLING, _new_revision,
+BEGIN = (*ROLLING, Phase.DEGRADED)  # _begin acts on the same step's inputs (abort too)
+_IDLE = {  # Healthy and Degraded (Healthy's template is always the active one)
+    Event.NEW_REVISION: Transition(BEGIN, _new_revision,
                                    "preview replica set, prePromotionAnalysis"),
 }
 _SWITCHING = {
-    Event.NEW_REVISION: Transition(ROLLING, _new_revision, "a new preview: start over"),
+    Event.NEW_REVISION: Transition(BEGIN, _new_revision, "a new preview: start over"),
     Event.ABORT: Transition((Phase.DEGRADED,), _aborted,
                             "abort (after the switch: switch back)"),
     Event.RUN_FAILED: Transition((Phase.DEGRADED,), _run_bad,
@@ -250,7 +250,9 @@ _SWITCHING = {
 TABLE: Table = {
     **{(Phase.HEALTHY, e): t for e, t in _IDLE.items()},
     **{(Phase.DEGRADED, e): t for e, t in _IDLE.items()},
-    (Phase.DEGRADED, Event.RETRY): Transition(ROLLING, _retry, "start the preview again"),
+    (Phase.DEGRADED, Event.BACK_TO_STABLE): Transition((Phase.HEALTHY,), _active_again,
+                                                       "Healthy"),
+    (Phase.DEGRADED, Event.RETRY): Transition(BEGIN, _retry, "start the preview again"),
     **{(Phase.PROGRESSING, e): t for e, t in _SWITCHING.items()},
     **{(Phase.PAUSED, e): t for e, t in _SWITCHING.items()},
     (Phase.PAUSED, Event.RESUME): Transition(ROLLING, _promoted, "switch activeService"),

@@ -192,9 +192,7 @@ def _go_on(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Resul
 
 
 STEPPING = (Phase.PROGRESSING, Phase.PAUSED, Phase.HEALTHY)
-_IDLE = {
-    Event.BACK_TO_STABLE: Transition((Phase.HEALTHY,), _stable_again,
-                                     "back to Healthy, no steps"),
+_IDLE = {  # Healthy and Degraded (Healthy's template is always the stable one)
     Event.NEW_REVISION: Transition(STEPPING, _begin, "start the steps for the new revision"),
 }
 _ROLLING = {
@@ -210,6 +208,8 @@ _ROLLING = {
 TABLE: Table = {
     **{(Phase.HEALTHY, e): t for e, t in _IDLE.items()},
     **{(Phase.DEGRADED, e): t for e, t in _IDLE.items()},
+    (Phase.DEGRADED, Event.BACK_TO_STABLE): Transition((Phase.HEALTHY,), _stable_again,
+                                                       "back to Healthy, no steps"),
     (Phase.DEGRADED, Event.RETRY): Transition(STEPPING, _retry, "run the steps again"),
     (Phase.DEGRADED, Event.PROMOTE_FULL): Transition(
         (Phase.HEALTHY,), _promote_degraded, "canary becomes stable"),

@@ -192,10 +192,6 @@ def _retry(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
     return inputs.command == "retry" and inputs.revision != state.stable_revision
 
 
-def _unpromoted(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
-    return inputs.revision == state.revision != state.stable_revision
-
-
 def _rollback_gate(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
     return inputs.gates.get("rollback") is True
 
@@ -255,7 +251,6 @@ PRECEDENCE: Precedence = (
     (Event.BACK_TO_STABLE, _back),
     (Event.NEW_REVISION, _new),
     (Event.RETRY, _retry),
-    (Event.UNPROMOTED, _unpromoted),
     (Event.ABORT, command("abort")),
     (Event.ROLLBACK_GATE, _rollback_gate),
     (Event.PROMOTE, command("promote", "promote-full")),
@@ -406,9 +401,7 @@ def _succeed(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Res
 STARTING = (Phase.WAITING, Phase.PROGRESSING, Phase.SUCCEEDED)
 ANALYSING = (Phase.PROGRESSING, Phase.WAITING_PROMOTION, Phase.PROMOTING)
 _ROLLBACK = (Phase.FAILED,)
-_IDLE = {
-    Event.BACK_TO_STABLE: Transition((Phase.INITIALIZED, Phase.SUCCEEDED, Phase.FAILED),
-                                     _same_as_primary, "nothing to analyse"),
+_IDLE = {  # Initialized, Succeeded, Failed
     Event.NEW_REVISION: Transition(STARTING, _new_analysis,
                                    "scale the canary up, then start the analysis"),
 }
@@ -429,11 +422,9 @@ TABLE: Table = {
         (Phase.INITIALIZED,), _fl_initializing, "all traffic to primary, target to zero"),
     **{(p, e): t for p in (Phase.INITIALIZED, Phase.SUCCEEDED, Phase.FAILED)
        for e, t in _IDLE.items()},
+    (Phase.FAILED, Event.BACK_TO_STABLE): Transition(  # the other two run the primary's
+        (Phase.FAILED,), _same_as_primary, "nothing to analyse"),
     (Phase.FAILED, Event.RETRY): Transition(STARTING, _new_analysis, "analyse again"),
-    (Phase.INITIALIZED, Event.UNPROMOTED): Transition(STARTING, _new_analysis,
-                                                      "start the analysis"),
-    (Phase.SUCCEEDED, Event.UNPROMOTED): Transition(STARTING, _new_analysis,
-                                                    "start the analysis"),
     (Phase.WAITING, Event.ABORT): Transition(_ROLLBACK, _rolled_back_waiting, "roll back"),
     (Phase.WAITING, Event.CONFIRMED): Transition(
         (Phase.PROGRESSING, Phase.SUCCEEDED), _rollout_confirmed, "start the analysis"),

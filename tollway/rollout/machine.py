@@ -107,3 +107,25 @@ def wake_at(state: RolloutState, plan: Plan) -> float | None:
             return state.next_tick
         return None
     return state.pause_until if state.paused else None
+
+
+def write_docs(path: str = "docs/rollouts.md") -> bool:
+    """Replace the table between the markers in docs/rollouts.md; True when it changed."""
+    from pathlib import Path
+
+    doc = Path(path)
+    text = doc.read_text()
+    begin, end = "<!-- transition table: begin -->", "<!-- transition table: end -->"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{begin}\n{table_markdown()}{end}{tail}"
+    if new != text:
+        doc.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":  # python -m tollway.rollout.machine --write-docs
+    import sys
+
+    if sys.argv[1:] == ["--write-docs"]:
+        print("docs/rollouts.md:", "updated" if write_docs() else "current")

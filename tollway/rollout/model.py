@@ -52,7 +52,6 @@ class Event(StrEnum):
     # the template
     NEW_REVISION = "new revision"
     BACK_TO_STABLE = "back to stable"
-    UNPROMOTED = "revision not promoted"
     FIRST_SIGHT = "first sight"
     # a user's command (tollway rollout ... / the API)
     ABORT = "abort"
