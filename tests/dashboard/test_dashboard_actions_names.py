@@ -160,3 +160,52 @@ def test_each_controller_is_offered_only_what_it_acts_on(
     acts = rollouts.actions(phase, paused, aborted, strategy)
     assert [a["action"] for a in acts] == offered
     assert {a["action"] for a in acts if a["enabled"]} == want
+
+
+def test_a_deployment_merely_named_like_a_replica_set_keeps_its_name() -> None:
+    resources, _ = _rollout_with_revisions({"aaaa111111": "pay:v1"})
+    loaded = load_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: payment-"
+                       "service-canary, namespace: payments}\nspec:\n  selector: {matchLabels: "
+                       "{app: x}}\n  template:\n    metadata: {labels: {app: x}}\n    spec:\n"
+                       "      containers: [{name: a, image: 'other:v9'}]\n")
+    assert loaded.ok, [f.render() for f in loaded.findings]
+    impostor = loaded.resources
+    names = rollouts.workload_names(ResourceSet([*resources, *impostor]), lambda _k: {})
+    assert names[("payments", "payment-service-canary")]["display"] == "payment-service-canary"
+    assert names[("payments", "payment-service-aaaa111111")]["display"] == "payment-service v1"
+
+
+def test_flagger_primary_and_target_are_named_by_version() -> None:
+    text = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: podinfo}
+spec:
+  selector: {matchLabels: {app: podinfo}}
+  template:
+    metadata: {labels: {app: podinfo}}
+    spec: {containers: [{name: app, image: 'ghcr.io/stefanprodan/podinfo:6.0.1'}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: podinfo-primary}
+spec:
+  selector: {matchLabels: {app: podinfo-primary}}
+  template:
+    metadata: {labels: {app: podinfo-primary}}
+    spec: {containers: [{name: app, image: 'ghcr.io/stefanprodan/podinfo:6.0.0'}]}
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898}
+  analysis: {interval: 1m, stepWeight: 10}
+"""
+    loaded = load_text(text)
+    assert loaded.ok, [f.render() for f in loaded.findings]
+    names = rollouts.workload_names(ResourceSet(loaded.resources), lambda _k: {})
+    assert names[("default", "podinfo-primary")]["display"] == "podinfo 6.0.0"
+    assert names[("default", "podinfo-primary")]["track"] == "stable"
+    assert names[("default", "podinfo")]["display"] == "podinfo 6.0.1"

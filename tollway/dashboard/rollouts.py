@@ -25,6 +25,7 @@ from typing import Any
 
 from tollway.config.resource import Resource, ResourceSet
 from tollway.rollout.analysis import judge
+from tollway.rollout.traffic import HASH_LABEL  # how the controller labels its replica sets
 
 KINDS = ("Rollout", "Canary")
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -356,25 +357,38 @@ def workload_names(resources: ResourceSet,
     hash stay in `workload`/`hash` for a tooltip.
     """
     out: dict[tuple[str, str], dict[str, str]] = {}
+    hashes: dict[tuple[str, str], str] = {}
     for dep in resources.of_kind("Deployment"):
         facts = _template_facts(dep.spec.get("template") or {})
         out[(dep.namespace, dep.name)] = {**facts, "display": dep.name, "workload": dep.name}
+        if dep.labels.get(HASH_LABEL):
+            hashes[(dep.namespace, dep.name)] = str(dep.labels[HASH_LABEL])
     for res in resources.of_kind("Rollout"):
         st = status(res.key)
         revs = {str(st.get("currentPodHash") or ""): "canary",
                 str(st.get("stableRS") or ""): "stable"}  # settled (same hash): stable
-        mine = [(key, info) for key, info in out.items()
-                if key[0] == res.namespace and key[1].startswith(res.name + "-")
-                and key[1][len(res.name) + 1:].isalnum()]
-        versions = [info["version"] for _, info in mine]
-        for (_ns, workload), info in mine:
-            h = workload[len(res.name) + 1:]
+        # the rollout's replica sets: NAME-<hash>, labelled with that hash by the controller
+        mine = [(key, out[key], h) for key, h in hashes.items()
+                if key[0] == res.namespace and key[1] == f"{res.name}-{h}"]
+        versions = [info["version"] for _, info, _ in mine]
+        for _, info, h in mine:
             version = info["version"]
             if not version or versions.count(version) > 1:
                 version = f"{version} #{h[:5]}".strip()
             info.update(display=f"{res.name} {version}", hash=h, rollout=res.name)
             if revs.get(h):
                 info["track"] = revs[h]
+    for res in resources.of_kind("Canary"):  # Flagger: NAME-primary (stable) and NAME
+        target = str((res.spec.get("targetRef") or {}).get("name") or res.name)
+        pair = {"stable": out.get((res.namespace, f"{target}-primary")),
+                "canary": out.get((res.namespace, target))}
+        same = len({(i or {}).get("version") for i in pair.values()}) == 1
+        for track, found in pair.items():
+            if found is None or not found["version"]:
+                continue
+            suffix = " (primary)" if same and track == "stable" else ""
+            found.update(display=f"{target} {found['version']}{suffix}", rollout=res.name,
+                         track=track)
     return out
 
 
