@@ -519,11 +519,17 @@ function ask(rollout, action) {
   ok.focus();
 }
 
+let resultTimer = null;
+
+// The API's answer above the cards; a success fades after a while (the card shows the
+// effect), a refusal stays until the next action.
 function showResult(text, bad) {
   const out = document.getElementById("action-result");
   out.hidden = false;
   out.className = `action-result ${bad ? "error" : "ok"}`;
   out.textContent = text;
+  clearTimeout(resultTimer);
+  if (!bad) resultTimer = setTimeout(() => { out.hidden = true; }, 20000);
 }
 
 // What a state-changing request carries: same origin, JSON, and a custom header a
