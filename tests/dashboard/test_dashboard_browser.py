@@ -206,7 +206,7 @@ def test_promote_and_abort_from_the_page_move_the_rollout(browser: Any, mesh: Me
         w.wait("""() => document.querySelector('[data-rollout="default/web"] .weights')
             .dataset.canaryWeight === "0" """, "all traffic on the promoted version")
         assert "stable v2 100%" in card.locator(".weights").inner_text()
-        result = w.page.inner_text("#action-result")
+        result = w.page.text_content("#action-result") or ""
         assert "promote requested" in result and "dashboard" in result
 
         again = httpx.post(f"{mesh.url}/v1/rollouts/default/web/set-image", timeout=10,
