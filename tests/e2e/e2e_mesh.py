@@ -96,6 +96,11 @@ class Mesh:
         with httpx.Client(proxy=f"http://127.0.0.1:{self.client_port}", timeout=10) as c:
             return c.get(f"http://{host}{path}")
 
+    def get_with(self, host: str = "myapp:8080", path: str = "/",
+                 headers: dict[str, str] | None = None) -> httpx.Response:
+        with httpx.Client(proxy=f"http://127.0.0.1:{self.client_port}", timeout=10) as c:
+            return c.get(f"http://{host}{path}", headers=headers or {})
+
     def versions(self, n: int, host: str = "myapp:8080") -> Counter[str]:
         out: Counter[str] = Counter()
         with httpx.Client(proxy=f"http://127.0.0.1:{self.client_port}", timeout=10) as c:
