@@ -285,7 +285,8 @@ class Agent:
         def done(_: asyncio.Task[None]) -> None:
             self.workers.pop(uid, None)
             self.tasks.pop(uid, None)
-            self.finished.add(uid)
+            if not worker.crashed:  # a crashed worker is started again by the next resync
+                self.finished.add(uid)
 
         task.add_done_callback(done)
         return worker

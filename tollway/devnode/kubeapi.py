@@ -227,7 +227,8 @@ class KubeApi:
         }
         if audience:
             spec["audiences"] = [audience]
-        req = cast(ServiceAccountToken, ServiceAccountToken.from_dict({"spec": spec}))
+        body = {"metadata": {}, "spec": spec}  # lightkube reads metadata.namespace on create
+        req = cast(ServiceAccountToken, ServiceAccountToken.from_dict(body))
         try:
             out = await self.client.create(req, service_account, namespace=ns)
         except ApiError as e:

@@ -142,6 +142,7 @@ class PodWorker:
         self.start_wall = time.time()
         self.stop_event = asyncio.Event()
         self.delete_when_done = False
+        self.crashed = False
         self.grace = float(self.spec.terminationGracePeriodSeconds or 30)
         self.dirty = asyncio.Event()
         self.volumes: dict[str, VolumePlan] = {}
@@ -174,12 +175,17 @@ class PodWorker:
             if await self._setup_sandbox():
                 await self._run_containers()
         except Exception:
-            log.exception("pod %s/%s: worker failed", self.namespace, self.name)
+            # A bug must not leave the pod stuck: tear down and let the agent start it afresh.
+            log.exception(
+                "pod %s/%s: worker failed; it will be restarted", self.namespace, self.name
+            )
+            self.crashed = not self.stop_event.is_set()
         finally:
             await self._teardown()
             await self._publish_now()
             publisher.cancel()
-            await self.stop_event.wait()
+            if not self.crashed:
+                await self.stop_event.wait()
             if self.delete_when_done:
                 with contextlib.suppress(Exception):
                     await self.api.delete(self.pod)
@@ -229,7 +235,9 @@ class PodWorker:
         while not self.stop_event.is_set():
             try:
                 await self._write_volumes()
-            except (VolumeError, OSError) as e:
+            except Exception as e:  # any failure is a FailedMount to retry, never a dead pod
+                if not isinstance(e, (VolumeError, OSError, RuntimeError)):
+                    log.exception("pod %s/%s: volumes", self.namespace, self.name)
                 for rec in self.mains:
                     rec.waiting_message = str(e)
                 self._mark()
