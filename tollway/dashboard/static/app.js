@@ -357,10 +357,10 @@ function analysisRun(run) {
   return h("div", { class: "analysis", "data-run": run.name },
     h("h4", {}, `analysis ${run.name}`, badge(run.phase || "Pending")),
     run.message ? h("div", { class: "muted", text: run.message }) : null,
-    ...run.metrics.map((m) => metricBlock(m, run.name)));
+    ...run.metrics.map((m) => metricBlock(m, run.name, run.message || "")));
 }
 
-function metricBlock(m, runName) {
+function metricBlock(m, runName, runMessage) {
   const counts = Object.entries(m.counts || {}).filter(([, v]) => v)
     .map(([k, v]) => `${v} ${k}`).join(", ");
   return h("div", { class: "metric", "data-metric": m.name },
@@ -375,7 +375,9 @@ function metricBlock(m, runName) {
     m.evidence && m.rates && m.rates.length
       ? chart({ ...m, series: m.rates, thresholds: [] }, "rates") : null,
     m.evidence ? null : chart(m),
-    m.message ? h("div", { class: "muted", text: m.message }) : null);
+    // the run's message often quotes its metric's: say it once
+    m.message && !runMessage.includes(m.message)
+      ? h("div", { class: "muted", text: m.message }) : null);
 }
 
 const CW = 380, CH = 150, ML = 48, MR = 70, MT = 10, MB = 26;
