@@ -90,3 +90,23 @@ def test_down_leaves_nothing_and_up_again_works(dev_cluster: DevCluster) -> None
     assert again.returncode == 0
     dev_cluster.up()  # and the cluster comes back for the tests after this one
     dev_cluster.kubectl("get", "nodes")
+
+
+def test_down_cleans_up_after_a_crashed_run(dev_cluster: DevCluster) -> None:
+    """SIGKILL the supervisor: its components (own sessions) and pods outlive it; down finds all."""
+    import os
+    import signal
+
+    from tollway.devcluster import procs
+
+    dev_cluster.kubectl("create", "deployment", "crashy", "--image=busybox", "--",
+                        "sleep", "3600")
+    dev_cluster.kubectl("rollout", "status", "deployment/crashy", "--timeout=120s")
+    sup = procs.read_pidfile(L.Layout.at(dev_cluster.state_dir).pidfile("supervisor"))
+    assert sup is not None
+    os.kill(sup, signal.SIGKILL)
+    assert [x for x in host_leftovers(dev_cluster.state_dir) if x.startswith("netns")]
+    proc = dev_cluster.down()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert host_leftovers(dev_cluster.state_dir) == []
+    dev_cluster.up()

@@ -1,8 +1,8 @@
 """`down`: stop the supervisor, then sweep whatever is left, also after a crashed run.
 
-Order matters: pods first (kill every pid inside each pod netns, then delete the netns,
-which takes its veth pair with it), then any recorded process that outlived its supervisor,
-then kube-proxy's own rules (`kube-proxy --cleanup`), then what hostnet.py recorded.
+Order matters: any recorded process that outlived its supervisor first (so an orphaned agent
+cannot re-create what we delete), then pods (kill every pid inside each pod netns, then delete
+the netns, which takes its veth pair with it), then kube-proxy's own rules (`kube-proxy --cleanup`), then what hostnet.py recorded.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tollway.devcluster import hostnet, procs
 from tollway.devcluster import layout as L
+from tollway.devcluster.childenv import child_env
 
 STOP_TIMEOUT = 90.0
 
@@ -59,18 +60,21 @@ def stop_supervisor(lay: L.Layout, say: Callable[[str], None]) -> bool:
 
 def sweep(lay: L.Layout, bin_dir: Path | None) -> list[str]:
     removed: list[str] = []
+    # Processes that outlived a crashed supervisor go first, so an orphaned agent cannot
+    # re-create a pod netns while we delete them.
+    n = procs.kill_pidfiles(lay.pids) + procs.kill_pidfiles(lay.node)
+    if n:
+        removed.append(f"{n} leftover process(es)")
     if lay.node.is_dir():
         # The agent's own ledger-driven cleanup first (it knows its veths and IPs); the sweep
         # below catches whatever a crash kept it from recording.
         subprocess.run([sys.executable, "-m", "tollway.devnode", "cleanup",
-                        f"--state-dir={lay.node}"], capture_output=True, timeout=120, check=False)
+                        f"--state-dir={lay.node}"], capture_output=True, timeout=120, check=False,
+                       env=child_env())
     for ns in pod_netns(lay):
         delete_netns(ns)
         removed.append(f"netns {ns}")
     shutil.rmtree(lay.node / "netns", ignore_errors=True)
-    n = procs.kill_pidfiles(lay.pids) + procs.kill_pidfiles(lay.node)
-    if n:
-        removed.append(f"{n} leftover process(es)")
     if lay.plan.exists() and bin_dir is not None and (bin_dir / "kube-proxy").exists():
         subprocess.run([str(bin_dir / "kube-proxy"), "--cleanup"], capture_output=True,
                        timeout=60, check=False)

@@ -24,6 +24,7 @@ from typing import IO, Any
 from tollway.devcluster import build, hostnet, pki, teardown
 from tollway.devcluster import layout as L
 from tollway.devcluster import plan as P
+from tollway.devcluster.childenv import child_env
 
 READY_TIMEOUT = 300.0
 FIELD_MANAGER = "tollway-dev-cluster"
@@ -74,19 +75,6 @@ def preflight(lay: L.Layout) -> None:
     if hostnet.link_exists(L.BRIDGE) and other is None:
         raise UpError(f"a network interface named {L.BRIDGE} exists but no Tollway dev cluster "
                       "made it; remove it (`ip link del tollway0`) if it is a leftover")
-
-
-def child_env() -> dict[str, str]:
-    """The environment for the supervisor and, through it, the node agent.
-
-    PYTHONPATH leads with the folder holding the `tollway` package this very process runs,
-    so children run the same code whatever their cwd and however Tollway was installed.
-    """
-    import tollway
-
-    src = str(Path(tollway.__file__).resolve().parent.parent)
-    rest = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": src + (os.pathsep + rest if rest else "")}
 
 
 def spawn_supervisor(lay: L.Layout, lock: IO[str]) -> subprocess.Popen[bytes]:
