@@ -2,7 +2,8 @@
 
 Order matters: any recorded process that outlived its supervisor first (so an orphaned agent
 cannot re-create what we delete), then pods (kill every pid inside each pod netns, then delete
-the netns, which takes its veth pair with it), then kube-proxy's own rules (`kube-proxy --cleanup`), then what hostnet.py recorded.
+the netns, which takes its veth pair with it), then kube-proxy's own rules
+(`kube-proxy --cleanup`), then what hostnet.py recorded.
 """
 
 from __future__ import annotations
