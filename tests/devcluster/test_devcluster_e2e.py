@@ -99,9 +99,23 @@ def test_down_cleans_up_after_a_crashed_run(dev_cluster: DevCluster) -> None:
 
     from tollway.devcluster import procs
 
-    dev_cluster.kubectl("create", "deployment", "crashy", "--image=busybox", "--",
-                        "sleep", "3600")
-    dev_cluster.kubectl("rollout", "status", "deployment/crashy", "--timeout=120s")
+    manifest = dev_cluster.state_dir.parent / "crashy.yaml"
+    manifest.write_text("""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: crashy, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: crashy}}
+  template:
+    metadata: {labels: {app: crashy}}
+    spec:
+      automountServiceAccountToken: false
+      containers:
+      - {name: sleeper, image: busybox, command: [sleep, "3600"]}
+""")
+    dev_cluster.kubectl("apply", "-f", str(manifest))
+    dev_cluster.kubectl("rollout", "status", "deployment/crashy", "--timeout=150s", timeout=180)
     sup = procs.read_pidfile(L.Layout.at(dev_cluster.state_dir).pidfile("supervisor"))
     assert sup is not None
     os.kill(sup, signal.SIGKILL)
