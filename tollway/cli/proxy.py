@@ -14,8 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import typer
 
+from tollway.cli import meshflag
 from tollway.snapshot import codec, types
 
 
@@ -24,8 +26,10 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def load_config(path: Path, port: int | None) -> types.ProxyConfig:
-    """A snapshot JSON file, or manifests (a file or folder of YAML) translated standalone."""
+def load_config(path: Path, port: int | None, mesh: types.Mesh | None = None
+                ) -> types.ProxyConfig:
+    """A snapshot JSON file, or manifests (a file or folder of YAML) translated standalone;
+    `mesh` (--mesh-config) replaces the snapshot's mesh settings."""
     if not path.exists():
         _fail(f"{path} does not exist; pass --config with a snapshot JSON or manifests.")
     if path.is_file() and path.suffix == ".json":
@@ -34,6 +38,10 @@ def load_config(path: Path, port: int | None) -> types.ProxyConfig:
         except codec.SnapshotError as exc:
             _fail(f"{path}: {exc}")
             raise  # unreachable
+        if mesh is not None:
+            from tollway.control import translate
+
+            cfg = translate.with_version(msgspec.structs.replace(cfg, mesh=mesh))
         return override_port(cfg, port) if port is not None else cfg
     from tollway.config import load
     from tollway.control import translate
@@ -45,7 +53,8 @@ def load_config(path: Path, port: int | None) -> types.ProxyConfig:
         _fail(first.render())
     try:
         return translate.build_standalone(
-            result.resources, listen_port=port if port is not None else 15001
+            result.resources, listen_port=port if port is not None else 15001,
+            mesh=mesh or translate.DEFAULT_MESH,
         )
     except Exception as exc:  # translate errors are one sentence for the user
         _fail(f"{path}: cannot build a proxy config from these manifests: {exc}")
@@ -136,6 +145,7 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option(
             None, "--address",
             help="Address other proxies reach this one at (VM mode; default 127.0.0.1)."),
+        mesh_config: Path = typer.Option(None, "--mesh-config", help=meshflag.HELP),
     ) -> None:
         """Run the sidecar / gateway proxy."""
         if config is None and control_plane is None:
@@ -144,6 +154,10 @@ def register(app: typer.Typer) -> None:
         if control_plane is not None and not workload:
             typer.echo("error: --control-plane needs --workload NAME.", err=True)
             raise typer.Exit(2)
+        if mesh_config is not None and control_plane is not None:
+            _usage("--mesh-config applies to --config; under --control-plane the control "
+                   "plane's mesh config applies (tollway up --mesh-config FILE).")
+        mesh = meshflag.mesh_from_flag(mesh_config, lambda line: typer.echo(line, err=True))
         vm_args = vm_argv(control_plane, label, inbound_port, app_port, service_port,
                           address, port)
         argv = [
@@ -156,7 +170,7 @@ def register(app: typer.Typer) -> None:
             str(workers),
         ]
         if config is not None:
-            cfg = load_config(config, port)
+            cfg = load_config(config, port, mesh)
             if workers > 1 and any(lst.port == 0 for lst in cfg.listeners):
                 typer.echo("error: --workers needs fixed listener ports (set --port).", err=True)
                 raise typer.Exit(2)

@@ -22,10 +22,11 @@ from typing import Any, NoReturn
 import typer
 from aiohttp import web
 
-from tollway.cli import up_lock
+from tollway.cli import meshflag, up_lock
 from tollway.config.findings import Finding
 from tollway.config.resource import ResourceSet
 from tollway.control import ca, serve
+from tollway.control.compiler import MeshCompiler
 from tollway.control.folder import ManifestFolder
 from tollway.control.local import plan as plan_mod
 from tollway.control.local import prometheus as prom_mod
@@ -72,8 +73,10 @@ class Up:
     def __init__(self, root: Path, state_dir: Path, api_port: int, client_port: int,
                  gateway_offset: int, echo: Callable[[str], None],
                  cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None,
-                 *, live_view: bool = True, signals: bool = True) -> None:
+                 *, live_view: bool = True, signals: bool = True,
+                 mesh: types.Mesh | None = None) -> None:
         self.root = root
+        self.mesh = mesh  # --mesh-config: what every proxy applies mesh-wide
         # The demo tells its own story on the terminal and handles Ctrl-C itself: it runs
         # the mesh with neither the live table nor `up`'s own signal handlers.
         self.live_view = live_view
@@ -120,7 +123,7 @@ class Up:
         first = self.folder.sync()
         if first is not None and not first.ok:
             return 1
-        self.plane = ControlPlane(self.store)
+        self.plane = ControlPlane(self.store, compiler=MeshCompiler(self.mesh))
         ports = PortAllocator([self.api_port, self.client_port])
         self.supervisor = Supervisor(self.plane, control_url=self.url,
                                      state_dir=self.state_dir, workdir=self.root, ports=ports)
@@ -331,7 +334,8 @@ def _safe_echo(line: str) -> None:
 
 def run_up(root: Path, *, api_port: int, client_port: int, gateway_offset: int,
            state_dir: Path | None, echo: Callable[[str], None] = _safe_echo,
-           cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None) -> int:
+           cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None,
+           mesh: types.Mesh | None = None) -> int:
     state = state_dir or root / ".tollway"
     try:
         lock = up_lock.hold(state, f"http://127.0.0.1:{api_port}", root)
@@ -344,7 +348,7 @@ def run_up(root: Path, *, api_port: int, client_port: int, gateway_offset: int,
         _check_ports(state, api_port, client_port)
         return _run_locked(root, state, api_port=api_port, client_port=client_port,
                            gateway_offset=gateway_offset, echo=echo, cert_ttl=cert_ttl,
-                           prometheus_port=prometheus_port)
+                           prometheus_port=prometheus_port, mesh=mesh)
 
 
 def _check_ports(state: Path, api_port: int, client_port: int) -> None:
@@ -377,10 +381,10 @@ def _ours(state: Path, member: str, key: str, port: int) -> bool:
 
 def _run_locked(root: Path, state: Path, *, api_port: int, client_port: int,
                 gateway_offset: int, echo: Callable[[str], None], cert_ttl: float,
-                prometheus_port: int | None) -> int:
+                prometheus_port: int | None, mesh: types.Mesh | None = None) -> int:
     _setup_logging(state)
     up = Up(root, state, api_port, client_port, gateway_offset, echo, cert_ttl,
-            prometheus_port=prometheus_port)
+            prometheus_port=prometheus_port, mesh=mesh)
     return asyncio.run(up.run())
 
 
@@ -421,12 +425,14 @@ def register(app: typer.Typer) -> None:
         no_prometheus: bool = typer.Option(
             False, "--no-prometheus",
             help="Start no Prometheus (analysis uses $TOLLWAY_PROMETHEUS_URL if set)."),
+        mesh_config: Path | None = typer.Option(None, "--mesh-config", help=meshflag.HELP),
     ) -> None:
         """Run the whole mesh from a folder of manifests on this machine."""
         _check_args(folder)
+        mesh = meshflag.mesh_from_flag(mesh_config, _safe_echo)
         code = run_up(folder.resolve(), api_port=api_port, client_port=client_port,
                       gateway_offset=gateway_port_offset, state_dir=state_dir,
                       cert_ttl=_cert_ttl(cert_ttl),
-                      prometheus_port=None if no_prometheus else prometheus_port)
+                      prometheus_port=None if no_prometheus else prometheus_port, mesh=mesh)
         raise typer.Exit(code)
 

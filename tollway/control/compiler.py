@@ -40,13 +40,17 @@ def proxy_ports(entry: ProxyEntry) -> translate.ProxyPorts:
 
 
 class MeshCompiler:
-    """World + translate, as docs/contracts.md describes them."""
+    """World + translate, as docs/contracts.md describes them; `mesh`: the mesh config's
+    settings every proxy gets (`tollway up --mesh-config`)."""
+
+    def __init__(self, mesh: types.Mesh | None = None) -> None:
+        self.mesh = mesh or types.Mesh()
 
     def world(self, resources: ResourceSet, replicas: Sequence[Replica]) -> world_mod.World:
         return world_mod.World.build(resources, replicas)
 
     def config(self, world: Any, entry: ProxyEntry) -> types.ProxyConfig:
-        return translate.build(world, entry.node, proxy_ports(entry))
+        return translate.build(world, entry.node, proxy_ports(entry), mesh=self.mesh)
 
     def endpoints(self, world: Any) -> dict[str, Any]:
         return dict(world.endpoints)

@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 DEFAULT_GATEWAY_OFFSET = 8000
+DEFAULT_MESH = types.Mesh()
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,10 @@ def _shared_cached(world: World, node: types.Node, ports: ProxyPorts, auto_mtls:
 
 def build(world: World, node: types.Node, ports: ProxyPorts, *, auto_mtls: bool = True,
           read_file: ReadFile | None = None, all_gateways: bool = False,
-          short_everywhere: bool = False) -> types.ProxyConfig:
-    """Everything `node` needs and nothing else; pure and deterministic.
+          short_everywhere: bool = False, mesh: types.Mesh = DEFAULT_MESH,
+          ) -> types.ProxyConfig:
+    """Everything `node` needs and nothing else; pure and deterministic. `mesh` is the
+    mesh config's part every proxy applies (translate/mesh.py).
 
     What proxies of one namespace and label set share (outbound and gateway route
     tables, their clusters, security) is computed once per World and reused.
@@ -160,10 +163,13 @@ def build(world: World, node: types.Node, ports: ProxyPorts, *, auto_mtls: bool 
     ls += shared.gateway_listeners
     ts += shared.gateway_tables
     own = [node, ls, [t for t in ts if t.name.startswith("inbound")], cs]
+    if mesh != DEFAULT_MESH:  # (the default is left out: versions stay as they were)
+        own.append(mesh)
     return types.ProxyConfig(
         version=content_hash([shared.digest, own]), node=node, listeners=tuple(ls),
         route_tables=tuple(ts), clusters=(*cs, *shared.clusters),
         peer_authn=shared.peer_authn, authz=shared.authz, request_authn=shared.request_authn,
+        mesh=mesh,
     )
 
 
@@ -177,7 +183,8 @@ def build_standalone(resources: ResourceSet, *, node: types.Node | None = None,
                      listen_port: int, extra_replicas: Sequence[Replica] = (),
                      listen_address: str = "127.0.0.1",
                      gateway_offset: int = DEFAULT_GATEWAY_OFFSET,
-                     read_file: ReadFile | None = None) -> types.ProxyConfig:
+                     read_file: ReadFile | None = None,
+                     mesh: types.Mesh = DEFAULT_MESH) -> types.ProxyConfig:
     """A snapshot from manifests alone: outbound on `listen_port` routing by Host to every
     host the manifests provide (WorkloadEntry, ServiceEntry, Service, replicas given), plus
     a listener per Gateway server (port + offset). No mTLS (no control plane, no CA)."""
@@ -186,5 +193,5 @@ def build_standalone(resources: ResourceSet, *, node: types.Node | None = None,
     ports = ProxyPorts(outbound=(listen_address, listen_port), gateway_offset=gateway_offset,
                        gateway_address=listen_address)
     return build(world, node, ports, auto_mtls=False, read_file=read_file, all_gateways=True,
-                 short_everywhere=True)
+                 short_everywhere=True, mesh=mesh)
 

@@ -1,0 +1,74 @@
+"""MeshConfig files: Istio's shape read, applied keys checked, the rest warned about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tollway.config.meshconfig import MeshConfigError, load_mesh_config, parse_mesh_config
+from tollway.control.translate.mesh import mesh_settings
+from tollway.snapshot import types
+
+
+@pytest.mark.parametrize("mode", ["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"])
+def test_each_mode_reaches_the_snapshot(tmp_path: Path, mode: str) -> None:
+    f = tmp_path / "mesh.yaml"
+    f.write_text(f"pathNormalization:\n  normalization: {mode}\n")
+    loaded = load_mesh_config(f)
+    assert loaded.warnings == ()
+    assert mesh_settings(loaded.config) == types.Mesh(path_normalization=mode)  # type: ignore[arg-type]
+
+
+def test_defaults_are_istios() -> None:
+    assert mesh_settings(parse_mesh_config(None, "m").config) == types.Mesh()
+    assert mesh_settings(parse_mesh_config({"pathNormalization": {}}, "m").config) == types.Mesh()
+    assert types.Mesh().path_normalization == "BASE"
+
+
+def test_other_keys_are_ignored_with_one_warning_each() -> None:
+    loaded = parse_mesh_config({"accessLogFile": "/dev/stdout", "enableTracing": True,
+                                "pathNormalization": {"normalization": "NONE"}}, "mesh.yaml")
+    assert loaded.config.path_normalization.normalization == "NONE"
+    assert loaded.warnings == (
+        "mesh.yaml: accessLogFile is not applied by Tollway (it applies pathNormalization); "
+        "ignored",
+        "mesh.yaml: enableTracing is not applied by Tollway (it applies pathNormalization); "
+        "ignored",
+    )
+
+
+def test_an_istio_operator_meshconfig_block_is_read_too() -> None:
+    loaded = parse_mesh_config({"meshConfig": {"pathNormalization": {
+        "normalization": "MERGE_SLASHES"}, "outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}}, "m")
+    assert loaded.config.path_normalization.normalization == "MERGE_SLASHES"
+    assert loaded.warnings[0].startswith("m: meshConfig.outboundTrafficPolicy is not applied")
+
+
+@pytest.mark.parametrize(
+    ("data", "sentence"),
+    [
+        ({"pathNormalization": {"normalization": "LOOSE"}},
+         "m.yaml: pathNormalization.normalization is 'LOOSE'; use one of 'NONE', 'BASE', "
+         "'MERGE_SLASHES' or 'DECODE_AND_MERGE_SLASHES'"),
+        ({"pathNormalization": {"mode": "BASE"}},
+         "m.yaml: pathNormalization.mode is not a field here; remove it"),
+        ({"pathNormalization": "BASE"},
+         "m.yaml: pathNormalization must be a mapping of its fields, not 'BASE'"),
+        (["pathNormalization"], "m.yaml: a mesh config is a mapping of MeshConfig keys "
+         "(for example `pathNormalization: {normalization: BASE}`)"),
+    ],
+)
+def test_bad_values_are_one_sentence_naming_the_field(data: object, sentence: str) -> None:
+    with pytest.raises(MeshConfigError) as err:
+        parse_mesh_config(data, "m.yaml")
+    assert str(err.value) == sentence
+
+
+def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
+    with pytest.raises(MeshConfigError, match="cannot read the mesh config"):
+        load_mesh_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pathNormalization: [\n")
+    with pytest.raises(MeshConfigError, match="not YAML"):
+        load_mesh_config(bad)
