@@ -31,7 +31,7 @@ KEYS = st.one_of(
 
 
 def manifest(key: str) -> str:
-    value = "10.0.0.0/8" if key in IP_KEYS else "x"
+    value = "10.0.0.0/8" if key in IP_KEYS else "8080" if key == "destination.port" else "x"
     return f"""apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
@@ -46,7 +46,7 @@ spec:
 
 
 def proxy_compiles(key: str) -> bool:
-    value = "10.0.0.0/8" if key in IP_KEYS else "x"
+    value = "10.0.0.0/8" if key in IP_KEYS else "8080" if key == "destination.port" else "x"
     rule = types.AuthzRule(conditions=(types.AuthzCondition(key=key, values=(value,)),))
     try:
         authz.compile_authz(types.Authz(policies=(types.AuthzPolicy(name="p/a", rules=(rule,)),)))

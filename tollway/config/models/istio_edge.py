@@ -23,7 +23,7 @@ def _protocol(value: str) -> str:
 class GatewayPort(Strict):
     number: PortNumber
     protocol: str
-    name: str | None = None
+    name: str  # Istio: "port name must be set"
     target_port: PortNumber | None = None
 
     @field_validator("protocol")
@@ -79,8 +79,19 @@ class Server(Strict):
 
     @model_validator(mode="after")
     def _tls_needed(self) -> Server:
-        if self.port.protocol.upper() in ("HTTPS", "TLS") and self.tls is None:
+        proto = self.port.protocol.upper()
+        if proto in ("HTTPS", "TLS") and self.tls is None:
             raise ValueError(f"a {self.port.protocol} server needs a tls block")
+        if proto not in ("HTTPS", "TLS") and self.tls is not None:
+            t = self.tls
+            only_redirect = proto in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB") and not (
+                t.mode not in (None, "PASSTHROUGH") or t.ca_certificates or t.private_key
+                or t.server_certificate or t.credential_name)
+            if not only_redirect:
+                raise ValueError(f"a {self.port.protocol} server cannot have TLS settings "
+                                 "(only httpsRedirect on a plain HTTP port)")
+        if self.port.target_port is not None:
+            raise ValueError("port.targetPort has no effect on a Gateway (Istio refuses it)")
         return self
 
 

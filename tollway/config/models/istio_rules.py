@@ -73,6 +73,20 @@ def unix_address(address: str) -> None:
         raise ValueError(f"{address}: '{path}' is not an absolute path to a file")
 
 
+def ip_or_cidr(value: str, where: str) -> None:
+    """AuthorizationPolicy ipBlocks and IP conditions: an address or a CIDR."""
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{where} '{value}' is not an IP address or CIDR "
+                         "(e.g. 10.0.0.1 or 10.0.0.0/16)") from None
+
+
+def port_value(value: str, where: str) -> None:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise ValueError(f"{where} '{value}' is not a port number 0-65535")
+
+
 def is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from tollway.config.errors import did_you_mean
+from tollway.config.models import istio_rules as rules
 from tollway.config.models.common import Duration, Strict, WorkloadSelector
 from tollway.snapshot.conditions import (
     BRACKET_CONDITIONS,
@@ -77,6 +78,9 @@ class Source(Strict):
     def _some(self) -> Source:
         if not self.model_fields_set:
             raise ValueError("a source needs at least one field")
+        for name in ("ip_blocks", "not_ip_blocks", "remote_ip_blocks", "not_remote_ip_blocks"):
+            for value in getattr(self, name) or []:
+                rules.ip_or_cidr(value, Source.model_fields[name].alias or name)
         if self.service_accounts and (self.principals or self.namespaces):
             raise ValueError("serviceAccounts cannot be combined with principals or namespaces")
         return self
@@ -101,6 +105,8 @@ class Operation(Strict):
     def _some(self) -> Operation:
         if not self.model_fields_set:
             raise ValueError("an operation needs at least one field")
+        for value in [*(self.ports or []), *(self.not_ports or [])]:
+            rules.port_value(value, "port")
         return self
 
 
@@ -134,6 +140,11 @@ class Condition(Strict):
     def _some(self) -> Condition:
         if not self.values and not self.not_values:
             raise ValueError(f"condition '{self.key}' needs values or notValues")
+        for value in [*(self.values or []), *(self.not_values or [])]:
+            if self.key in ("source.ip", "remote.ip", "destination.ip"):
+                rules.ip_or_cidr(value, f"{self.key} value")
+            elif self.key == "destination.port":
+                rules.port_value(value, f"{self.key} value")
         return self
 
 
