@@ -257,3 +257,76 @@ def test_a_crashing_container_shows_restarts(app: DevCluster) -> None:
     status = pod["status"]["containerStatuses"][0]
     assert status["lastState"]["terminated"]["exitCode"] == 3
     assert app.kubectl("logs", "-n", NS, pod["metadata"]["name"], "--previous").stdout == "up\n"
+
+
+PROBE = r"""
+import json, os, socket
+for name in ("CAPTURED", "PLAIN"):
+    try:
+        socket.create_connection((os.environ[name], 9999), timeout=3).close()
+        print(json.dumps({name: "connected"}), flush=True)
+    except OSError as e:
+        print(json.dumps({name: type(e).__name__}), flush=True)
+"""
+
+
+def test_iptables_from_an_init_container_apply_to_that_pod_only(
+    app: DevCluster, tmp_path: Path
+) -> None:
+    """What sidecar interception runs on: an init container's REDIRECT rule in its pod's netns."""
+    redirect = [
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-p",
+        "tcp",
+        "--dport",
+        "9999",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        "8080",
+    ]
+    captured = seed01_with_commands()[1]["spec"]["template"]["spec"]  # a demo app on 8080
+    captured["initContainers"] = [{"name": "capture", "image": "init:1", "command": redirect}]
+    apply(
+        app,
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "captured", "namespace": NS, "labels": {"role": "captured"}},
+                "spec": captured,
+            }
+        ],
+        tmp_path,
+    )
+    pod = eventually(lambda: ready_pods(app, "role=captured", 1), 180, "captured pod Ready")[0]
+    plain = ready_pods(app, "app=myapp,version=v2", 1)
+    assert plain is not None
+    prober = client_pod()
+    prober["metadata"]["name"] = "prober"
+    prober["spec"]["restartPolicy"] = "Never"
+    prober["spec"]["containers"][0]["command"] = [sys.executable, "-c", PROBE]
+    prober["spec"]["containers"][0]["env"] = [
+        {"name": "CAPTURED", "value": pod["status"]["podIP"]},
+        {"name": "PLAIN", "value": plain[0]["status"]["podIP"]},
+    ]
+    apply(app, [prober], tmp_path)
+
+    def result() -> dict[str, str] | None:
+        logs = app.kubectl("logs", "-n", NS, "prober", check=False).stdout
+        merged: dict[str, str] = {}
+        for line in logs.splitlines():
+            merged.update(json.loads(line))
+        return merged if len(merged) == 2 else None
+
+    # Port 9999 is redirected to the app only inside the captured pod's namespace.
+    assert eventually(result, 120, "prober output") == {
+        "CAPTURED": "connected",
+        "PLAIN": "ConnectionRefusedError",
+    }
+    host_rules = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True)
+    assert "--dport 9999" not in host_rules.stdout
