@@ -1,16 +1,17 @@
 """The IO shell: one worker per Rollout/Canary, carrying out what the machine decides.
 
-Each `sync` reads the resource from the store, takes the measurements that are due,
-asks the machine for a decision, carries out its effects (analysis runs, webhooks, load
-tests) and applies the resources the new state implies (replica sets, routes, subsets)
-through the store with actor "rollout" and the decision as the reason. Then it persists
-the record and writes an Argo- or Flagger-shaped status. Time comes from the injected
-clock, so tests drive a worker on a FakeClock.
+Each `sync` is flat: **read** the resource and the store (the kind's `Style` gives the
+plan and the template), **measure** what is due (analysis metrics, readiness, Flagger's
+check and gates), **step** the machine, **apply** (its effects, then the resources the
+new state implies, through the store with actor "rollout" and the decision as the
+reason) and **persist** (the record, then an Argo- or Flagger-shaped status). Every
+decision that differs by kind is a pure function of a `Style` (styles.py); this module
+only reads, calls and writes. Time comes from the injected clock, so tests drive a
+worker on a FakeClock.
 
 Readiness (how many replicas of each replica set are ready) comes from `ready_counts`
 (`tollway up` passes its supervisor's), else from probing the sidecars' `/ready`; with
-neither (tests on a FakeClock) every replica counts as ready at once. A basic canary's
-replica counts take one maxSurge/maxUnavailable-bounded step per sync on that readiness.
+neither (tests on a FakeClock) every replica counts as ready at once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,23 +30,17 @@ from tollway.config import load
 from tollway.config.resource import Resource, ResourceSet
 from tollway.control.store import ConfigStore, Key
 from tollway.kit.clock import Clock
-from tollway.rollout import hooks, machine, measure, plans, status, traffic
-from tollway.rollout import replicas as sizing
+from tollway.rollout import hooks, machine, measure, plans, traffic
 from tollway.rollout.analysis import runs
 from tollway.rollout.analysis.providers.mesh import MeshMetrics, Target
 from tollway.rollout.model import Effect, Inputs, Plan, RolloutState
 from tollway.rollout.persist import StateFile
+from tollway.rollout.styles import Sizing, Style, copy_json, style_for
 
 log = logging.getLogger(__name__)
 TICK = 1.0
 KEEP_RUNS = 6
 ReadyCounts = Callable[[], Mapping[tuple[str, str], int]]  # (namespace, workload) -> ready
-
-
-def _copy(value: Any) -> dict[str, Any]:
-    """A plain deep copy (specs hold only JSON values)."""
-    out: dict[str, Any] = json.loads(json.dumps(value))
-    return out
 
 
 @dataclass(slots=True)
@@ -80,6 +74,39 @@ class Record:
                    {str(k): int(v) for k, v in (raw.get("replicas") or {}).items()},
                    int(raw.get("target_replicas", 0) or 0))
 
+    @property
+    def sizing(self) -> Sizing:
+        return Sizing(self.replicas, self.scale_down, self.target_replicas)
+
+    @sizing.setter
+    def sizing(self, sz: Sizing) -> None:
+        self.replicas, self.scale_down = sz.replicas, sz.scale_down
+        self.target_replicas = sz.target_replicas
+
+
+@dataclass(slots=True)
+class Seen:
+    """What one sync read: the resource, the store, its style, plan and template."""
+
+    res: Resource
+    current: ResourceSet
+    style: Style
+    plan: Plan
+    revision: str
+
+
+@dataclass(slots=True)
+class Measured:
+    """What one sync measured before deciding."""
+
+    ctx: measure.Context
+    active: dict[str, runs.AnalysisRun]
+    avail: dict[str, int] | None
+    ready: bool
+    primary_ready: bool
+    check: tuple[bool, str] | None
+    gates: dict[str, bool]
+
 
 class Worker:
     """One rollout (kind Rollout or Canary) and its persisted record."""
@@ -91,8 +118,8 @@ class Worker:
                  ready_counts: ReadyCounts | None = None,
                  error_retry: float = runs.ERROR_RETRY_SECONDS) -> None:
         self.targets = targets
-        self.error_retry = error_retry  # seconds before measuring again after an Error
         self.ready_counts = ready_counts
+        self.error_retry = error_retry  # seconds before measuring again after an Error
         self.key = key
         self.store = store
         self.clock = clock
@@ -114,95 +141,73 @@ class Worker:
     def command(self, cmd: str, actor: str, why: str, weight: int | None = None) -> None:
         self.commands.append((cmd, actor, why, weight))
 
-    # ---- one pass ------------------------------------------------------------------------
+    # ---- one pass: read, measure, step, apply, persist ------------------------------------
 
     async def sync(self) -> float:
         """Decide and act once; returns the monotonic time of the next wanted sync."""
         now = self.clock.monotonic()
-        res = self.store.get(self.key)
-        if res is None:
+        seen = self._read()
+        if seen is None:
             return now + TICK
-        current = self.store.current()
-        try:
-            plan = (plans.flagger_plan if self.kind == "Canary" else plans.argo_plan)(
-                res.name, res.namespace, res.spec)
-        except plans.PlanError as exc:
-            self._fail_status(res, str(exc))
-            return now + TICK
-        self.plan = plan
-        template = self._template(res, current)
-        if template is None:
-            return now + TICK
-        revision = traffic.template_hash(template)
-        self.record.templates.setdefault(revision, template)
-        rec = self.record
-        if rec.state is None:
-            rec.state = machine.initial_state(plan, revision)
-        state = rec.state
-        self._observe_target(res, current)
-        ctx = self._context(res, state)
-        active = self._runs(current, res.namespace)
-        await self._measure(ctx, active, now)
-        avail = await self._availability(res, self._workloads(res, state))
-        ready, primary_ready = self._ready(res, plan, state, revision, avail)
-        check, gates = await self._flagger_inputs(ctx, res, plan, state, current, now, ready)
-        cmd, actor, why, weight = (self.commands.popleft() if self.commands
-                                   else (None, "", "", None))
-        if cmd == "restart":
-            rec.restarted_at = str(self.clock.wall())
-            cmd = None
-        inputs = Inputs(revision=revision, command=cmd, actor=actor, why=why,
-                        analysis={n: r.phase.value for n, r in active.items()},
-                        check=check, gates=gates, ready=ready, weight=weight,
-                        primary_ready=primary_ready)
-        new, effects, reason = machine.step(state, plan, inputs, now)
-        rec.state = new
-        await self._effects(effects, active, current, res, now)
-        if traffic.is_basic_canary(res.spec, plan):
-            self._step_counts(res, new, current, avail)
-        keep = list(active)[-KEEP_RUNS:]  # finished runs of old revisions age out
-        rec.runs = {n: {**runs.run_to_dict(active[n]),
-                        **{k: rec.runs.get(n, {}).get(k, []) for k in ("templates", "dry_run")}}
-                    for n in keep}
-        rec.judges = {k: v for k, v in ctx.judges.items() if k.split("/")[0] in rec.runs}
-        self._apply(res, plan, new, current, reason)
-        self._prune_templates(new)
-        self.file.save(rec.to_dict())
-        self._status(res, plan, new, active)
+        state = self._state(seen)
+        got = await self._measure(seen, state, now)
+        new, effects, reason = machine.step(state, seen.plan, self._inputs(seen, got), now)
+        self.record.state = new
+        await self._apply(seen, got, new, effects, reason, now)
+        self._persist(seen, got, new)
         if reason:
-            log.info("%s/%s: %s", res.kind, res.name, reason)
-            await self._event_hooks(res, plan, new, reason)
-        wakes = [now + TICK] + [t for t in (machine.wake_at(new, plan),) if t is not None]
-        wakes += [t for r in active.values()
+            log.info("%s/%s: %s", seen.res.kind, seen.res.name, reason)
+            await self._event_hooks(seen.res, seen.plan, new, reason)
+        wakes = [now + TICK] + [t for t in (machine.wake_at(new, seen.plan),) if t is not None]
+        wakes += [t for r in got.active.values()
                   if (t := runs.wake_at(r, self.error_retry)) is not None]
         return max(min(wakes), now + 0.05)
 
-    # ---- inputs --------------------------------------------------------------------------
+    # ---- read ------------------------------------------------------------------------------
 
-    def _template(self, res: Resource, current: ResourceSet) -> dict[str, Any] | None:
-        if self.kind == "Rollout":
-            tmpl = res.spec.get("template")
-            if not tmpl:
-                self._fail_status(res, "spec.template is required (workloadRef is not supported)")
-                return None
-            return _copy(tmpl)
-        target = str((res.spec.get("targetRef") or {}).get("name", res.name))
-        dep = current.get("Deployment", res.namespace, target)
-        if dep is None:
-            self._fail_status(res, f"targetRef Deployment {target} not found in namespace "
-                                   f"{res.namespace}")
+    def _read(self) -> Seen | None:
+        res = self.store.get(self.key)
+        if res is None:
             return None
-        return _copy(dep.spec.get("template") or {})
+        style = style_for(res)
+        try:
+            plan = style.plan(res)
+        except plans.PlanError as exc:
+            self._fail_status(res, style, str(exc))
+            return None
+        self.plan = plan
+        current = self.store.current()
+        template = style.template(res, current)
+        if isinstance(template, str):
+            self._fail_status(res, style, template)
+            return None
+        revision = traffic.template_hash(template)
+        self.record.templates.setdefault(revision, template)
+        return Seen(res, current, style, plan, revision)
 
-    def _context(self, res: Resource, state: RolloutState) -> measure.Context:
-        if self.kind == "Canary":
-            target = str((res.spec.get("targetRef") or {}).get("name", res.name))
-            canary, stable = (res.namespace, target), (res.namespace, f"{target}-primary")
-        else:
-            canary = (res.namespace, f"{res.name}-{state.revision}")
-            stable = (res.namespace, f"{res.name}-{state.stable_revision}")
-        return measure.Context(self.client, self.mesh, self.prometheus_url, canary, stable,
-                               dict(self.record.judges))
+    def _state(self, seen: Seen) -> RolloutState:
+        rec = self.record
+        if rec.state is None:
+            rec.state = machine.initial_state(seen.plan, seen.revision)
+        rec.sizing = seen.style.observe(seen.res, seen.current, rec.sizing)
+        return rec.state
+
+    # ---- measure ---------------------------------------------------------------------------
+
+    async def _measure(self, seen: Seen, state: RolloutState, now: float) -> Measured:
+        canary, stable = seen.style.subjects(seen.res, state)
+        ctx = measure.Context(self.client, self.mesh, self.prometheus_url, canary, stable,
+                              dict(self.record.judges))
+        active = self._runs(seen.current, seen.res.namespace)
+        for run in active.values():
+            for spec in runs.due(run, now, self.error_retry):
+                runs.record(run, spec, await measure.argo_measure(ctx, run, spec, now))
+        avail = await self._availability(
+            seen.res, seen.style.workloads(seen.res, state, self.record.sizing))
+        ready, primary_ready = seen.style.readiness(seen.res, seen.plan, state, seen.revision,
+                                                    avail, self.record.sizing)
+        check, gates = await self._flagger_inputs(ctx, seen, state, now, ready)
+        return Measured(ctx, active, avail, ready, primary_ready, check, gates)
 
     def _runs(self, current: ResourceSet, namespace: str) -> dict[str, runs.AnalysisRun]:
         out = {}
@@ -216,28 +221,6 @@ class Worker:
                 metrics, _ = measure.metrics_for(templates, namespace, current)
             out[name] = runs.run_from_dict(raw, metrics)
         return out
-
-    # ---- readiness ------------------------------------------------------------------------
-
-    def _target(self, res: Resource) -> str:
-        return str((res.spec.get("targetRef") or {}).get("name", res.name))
-
-    def _observe_target(self, res: Resource, current: ResourceSet) -> None:
-        """Flagger: remember the target's own replicas, last seen above zero (zero is
-        what we set it to between analyses; scaling up restores this count)."""
-        if self.kind != "Canary":
-            return
-        dep = current.get("Deployment", res.namespace, self._target(res))
-        n = dep.spec.get("replicas", 1) if dep is not None else None
-        if isinstance(n, int) and n > 0:
-            self.record.target_replicas = n
-
-    def _workloads(self, res: Resource, state: RolloutState) -> list[str]:
-        if self.kind == "Canary":
-            target = self._target(res)
-            return [target, f"{target}-primary"]
-        revisions = dict.fromkeys([state.revision, state.stable_revision, *self.record.replicas])
-        return [f"{res.name}-{h}" for h in revisions if h]
 
     async def _availability(self, res: Resource, workloads: list[str]) -> dict[str, int] | None:
         """Ready replicas per workload; None when nothing can be observed."""
@@ -263,101 +246,18 @@ class Worker:
             return False
         return resp.status_code == 200
 
-    def _ready(self, res: Resource, plan: Plan, state: RolloutState, revision: str,
-               avail: dict[str, int] | None) -> tuple[bool, bool]:
-        """(canary ready, primary ready) as the machine needs them; both True when
-        readiness cannot be observed.
-
-        Argo: enough canary replicas for the next weight (a basic canary: every set at the
-        step's counts, all available). Flagger: the target, and the primary, have at least
-        their ready threshold (canary/primaryReadyThreshold, 100%) of replicas ready."""
-        if avail is None:
-            return True, True
-        if plan.flagger is not None:
-            fa = plan.flagger
-            target = self._target(res)
-            size = self.record.target_replicas or 1
-            return (avail.get(target, 0) >= max(1, size * fa.canary_ready_threshold // 100),
-                    avail.get(f"{target}-primary", 0)
-                    >= max(1, size * fa.primary_ready_threshold // 100))
-        nxt = [s.weight or 0 for s in plan.steps[state.step_index:] if s.kind == "setWeight"]
-        weight = max([state.weight, state.scale_weight, *nxt[:1]])
-        if traffic.is_basic_canary(res.spec, plan):
-            try:
-                b = sizing.bounds(res.spec)
-            except sizing.StrategyError:
-                return False, True
-            return self._at_counts(res, b, weight, state, revision, avail), True
-        total = int(res.spec.get("replicas", 1) or 1)
-        needed = max(1, math.ceil(total * weight / 100))
-        if state.canary_scale.get("replicas") is not None:
-            needed = int(state.canary_scale["replicas"])
-        if plan.bluegreen is not None:
-            needed = (total if plan.bluegreen.preview_replicas is None
-                      else int(plan.bluegreen.preview_replicas))
-        return avail.get(f"{res.name}-{revision}", 0) >= needed, True
-
-    def _sets(self, res: Resource, state: RolloutState, avail: Mapping[str, int] | None
-              ) -> tuple[str, str, dict[str, int], dict[str, int]]:
-        """(canary, stable, spec counts, ready counts) of a basic canary's replica sets."""
-        spec = dict(self.record.replicas)
-        ready = ({h: min(n, avail.get(f"{res.name}-{h}", 0)) for h, n in spec.items()}
-                 if avail is not None else dict(spec))
-        return state.revision, state.stable_revision, spec, ready
-
-    def _at_counts(self, res: Resource, b: sizing.Bounds, weight: int, state: RolloutState,
-                   revision: str, avail: Mapping[str, int]) -> bool:
-        """Every set at the counts for `weight` with all replicas ready; `revision` is the
-        template now (a new one has no replicas yet, whatever the state still says)."""
-        _, stable, spec, ready = self._sets(res, state, avail)
-        canary = revision
-        if canary == stable:
-            return True
-        older = [sizing.Counts(n, ready[h]) for h, n in spec.items() if h not in (canary, stable)]
-        return sizing.at_desired(b, weight,
-                                 sizing.Counts(spec.get(canary, 0), ready.get(canary, 0)),
-                                 sizing.Counts(spec.get(stable, 0), ready.get(stable, 0)),
-                                 older)
-
-    def _step_counts(self, res: Resource, state: RolloutState, current: ResourceSet,
-                     avail: Mapping[str, int] | None) -> None:
-        """A basic canary's next replica counts (one bounded step on what is ready now;
-        without readiness, as many steps as make no further change)."""
-        rec = self.record
-        if not rec.replicas:  # first sight or a record from before: adopt what runs
-            owner = f"{res.kind}/{res.namespace}/{res.name}"
-            for d in current.of_kind("Deployment"):
-                h = d.labels.get(traffic.HASH_LABEL)
-                if d.annotations.get(traffic.OWNER) == owner and h:
-                    rec.replicas[h] = int(d.spec.get("replicas", 0) or 0)
-        try:
-            b = sizing.bounds(res.spec)
-        except sizing.StrategyError:
-            return  # the plan error is already in the status
-        canary, stable, spec, ready = self._sets(res, state, avail)
-        weight = 0 if state.abort else max(state.weight, state.scale_weight)
-        if avail is None:
-            rec.replicas = sizing.settle(b, weight, canary, stable, spec)
-        else:
-            rec.replicas = sizing.step_sets(b, weight, canary, stable, spec, ready)
-
-    async def _measure(self, ctx: measure.Context, active: dict[str, runs.AnalysisRun],
-                       now: float) -> None:
-        for run in active.values():
-            for spec in runs.due(run, now, self.error_retry):
-                m = await measure.argo_measure(ctx, run, spec, now)
-                runs.record(run, spec, m)
-
-    async def _flagger_inputs(self, ctx: measure.Context, res: Resource, plan: Plan,
-                              state: RolloutState, current: ResourceSet, now: float,
-                              ready: bool = True
+    async def _flagger_inputs(self, ctx: measure.Context, seen: Seen, state: RolloutState,
+                              now: float, ready: bool = True
                               ) -> tuple[tuple[bool, str] | None, dict[str, bool]]:
+        """Flagger's webhook gates, and this tick's check when the machine wants one
+        (rollout webhooks, the load test, then the metrics)."""
+        res, plan = seen.res, seen.plan
         fa = plan.flagger
         if fa is None:
             return None, {}
         payload: dict[str, Any] = {"name": res.name, "namespace": res.namespace,
                                    "phase": state.phase.value,
-                   "checksum": state.revision, "metadata": {}}
+                                   "checksum": state.revision, "metadata": {}}
         gates = await hooks.gates(self.client, fa.webhooks, payload) if fa.webhooks else {}
         if not machine.wants_check(state, plan, now, ready):
             return None, gates
@@ -374,13 +274,33 @@ class Worker:
             ok = ok and passed
             detail.append(why)
         m_ok, m_detail = await measure.flagger_check(ctx, fa.metrics, res.namespace, target,
-                                                     current, now)
+                                                     seen.current, now)
         result = (ok and m_ok, "; ".join([m_detail, *[d for d in detail if not ok]]))
         self.record.checks.append({"at": self.clock.wall(), "ok": result[0],
                                    "detail": m_detail, "weight": state.weight})
         return result, gates
 
-    # ---- effects -------------------------------------------------------------------------
+    # ---- step -----------------------------------------------------------------------------
+
+    def _inputs(self, seen: Seen, got: Measured) -> Inputs:
+        cmd, actor, why, weight = (self.commands.popleft() if self.commands
+                                   else (None, "", "", None))
+        if cmd == "restart":
+            self.record.restarted_at = str(self.clock.wall())
+            cmd = None
+        return Inputs(revision=seen.revision, command=cmd, actor=actor, why=why,
+                      analysis={n: r.phase.value for n, r in got.active.items()},
+                      check=got.check, gates=got.gates, ready=got.ready, weight=weight,
+                      primary_ready=got.primary_ready)
+
+    # ---- apply ----------------------------------------------------------------------------
+
+    async def _apply(self, seen: Seen, got: Measured, state: RolloutState,
+                     effects: list[Effect], reason: str, now: float) -> None:
+        await self._effects(effects, got.active, seen.current, seen.res, now)
+        self.record.sizing = seen.style.after_step(seen.res, seen.plan, state, seen.current,
+                                                   got.avail, self.record.sizing)
+        self._apply_resources(seen, state, reason)
 
     async def _effects(self, effects: list[Effect], active: dict[str, runs.AnalysisRun],
                        current: ResourceSet, res: Resource, now: float) -> None:
@@ -435,50 +355,31 @@ class Worker:
             if hooks.hook_type(hook) == kind:
                 await hooks.call(self.client, hook, payload)
 
-    # ---- resources -----------------------------------------------------------------------
-
     def desired(self, res: Resource, plan: Plan, state: RolloutState,
                 current: ResourceSet) -> list[dict[str, Any]]:
+        """The resources the state implies (the style decides; the delayed scale-downs
+        that are over are dropped from the record)."""
         tmpls = {h: self._restarted(t) for h, t in self.record.templates.items()}
-        if self.kind == "Canary":
-            if not state.stable_revision:
-                return []
-            return traffic.flagger_resources(res, plan, state, tmpls, current,
-                                             self.record.target_replicas)
-        if plan.bluegreen is not None:
-            out = traffic.bluegreen_resources(res, plan, state, tmpls, current)
-        elif traffic.is_basic_canary(res.spec, plan):
-            # sets are sized by the stepped counts, the old ones included: no delayed copies
-            self.record.scale_down.clear()
-            return traffic.argo_resources(res, plan, state, tmpls, current,
-                                          counts=self.record.replicas)
-        else:
-            out = traffic.argo_resources(res, plan, state, tmpls, current)
-        wall = self.clock.wall()
-        total = int(res.spec.get("replicas", 1) or 1)
-        for h, until in list(self.record.scale_down.items()):
-            if until <= wall or h in (state.stable_revision,) or h not in tmpls:
-                self.record.scale_down.pop(h, None)
-                continue
-            if h != state.revision or state.abort:
-                out.append(traffic.replica_set(res, tmpls[h], h, total))
-        return out
+        want = style_for(res).desired(res, plan, state, tmpls, current, self.record.sizing,
+                                      self.clock.wall())
+        self.record.scale_down = want.scale_down
+        return want.manifests
 
     def _restarted(self, template: dict[str, Any]) -> dict[str, Any]:
         if not self.record.restarted_at:
             return template
-        t = _copy(template)
+        t = copy_json(template)
         meta = t.setdefault("metadata", {})
         meta["annotations"] = {**(meta.get("annotations") or {}),
                                "tollway.dev/restartedAt": self.record.restarted_at}
         return t
 
-    def _apply(self, res: Resource, plan: Plan, state: RolloutState, current: ResourceSet,
-               reason: str) -> None:
+    def _apply_resources(self, seen: Seen, state: RolloutState, reason: str) -> None:
+        res = seen.res
         # read again: the user may have applied while we measured (a clone of their target
         # Deployment must carry their latest template, never the one read before)
         current = self.store.current()
-        manifests = self.desired(res, plan, state, current)
+        manifests = self.desired(res, seen.plan, state, current)
         owner = f"{res.kind}/{res.namespace}/{res.name}"
         names = {(m["kind"], m["metadata"]["namespace"], m["metadata"]["name"])
                  for m in manifests}
@@ -499,27 +400,31 @@ class Worker:
             self.store.delete(stale, actor="rollout", reason="replica set no longer needed")
         self.error = ""
 
+    # ---- persist ---------------------------------------------------------------------------
+
+    def _persist(self, seen: Seen, got: Measured, state: RolloutState) -> None:
+        rec = self.record
+        keep = list(got.active)[-KEEP_RUNS:]  # finished runs of old revisions age out
+        rec.runs = {n: {**runs.run_to_dict(got.active[n]),
+                        **{k: rec.runs.get(n, {}).get(k, []) for k in ("templates", "dry_run")}}
+                    for n in keep}
+        rec.judges = {k: v for k, v in got.ctx.judges.items() if k.split("/")[0] in rec.runs}
+        self._prune_templates(state)
+        self.file.save(rec.to_dict())
+        body = seen.style.status(state, seen.plan, {n: runs.run_to_dict(r)
+                                                    for n, r in got.active.items()},
+                                 rec.checks, self.clock.wall())
+        if self.error:
+            body["error"] = self.error
+        self.store.set_status(seen.res.key, body)
+
     def _prune_templates(self, state: RolloutState) -> None:
         keep = {state.revision, state.stable_revision, *self.record.scale_down,
                 *(h for h, n in self.record.replicas.items() if n > 0)}
         for h in [h for h in self.record.templates if h not in keep]:
             del self.record.templates[h]
 
-    # ---- status --------------------------------------------------------------------------
-
-    def _status(self, res: Resource, plan: Plan, state: RolloutState,
-                active: dict[str, runs.AnalysisRun]) -> None:
-        wall = self.clock.wall()
-        if self.kind == "Canary":
-            body = status.flagger_status(state, plan, self.record.checks, wall)
-        else:
-            body = status.argo_status(state, plan, {n: runs.run_to_dict(r)
-                                                    for n, r in active.items()}, wall)
-        if self.error:
-            body["error"] = self.error
-        self.store.set_status(res.key, body)
-
-    def _fail_status(self, res: Resource, message: str) -> None:
+    def _fail_status(self, res: Resource, style: Style, message: str) -> None:
         self.error = message
-        self.store.set_status(res.key, {"phase": "Degraded" if self.kind == "Rollout"
-                                        else "Failed", "message": message, "error": message})
+        self.store.set_status(res.key, {"phase": style.failed_phase, "message": message,
+                                        "error": message})
