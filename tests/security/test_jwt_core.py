@@ -124,3 +124,18 @@ def test_scope_and_named_claims_are_split_on_spaces() -> None:
     ok = jwt.verify(c, RSA.sign(claims(scope="read write", roles="a b", plain="x y")), NOW)
     assert ok.claims["scope"] == ("read", "write") and ok.claims["roles"] == ("a", "b")
     assert ok.claims["plain"] == "x y"
+
+
+def test_a_token_counts_only_where_its_issuers_rule_looks() -> None:
+    other = Signer.rsa("o1")
+    c = compiled(
+        types.JwtRule(issuer=ISS, jwks=jwks(RSA),
+                      locations=(types.JwtLocation(header="x-jwt"),)),
+        types.JwtRule(issuer="other", jwks=jwks(other)))  # default locations
+    token = RSA.sign(claims())
+    found = jwt.find_token(c, {"authorization": f"Bearer {token}"}, "/")
+    assert found is not None and found.header == "authorization"
+    with pytest.raises(jwt.JwtError, match=jwt.UNKNOWN_ISSUER):
+        jwt.verify(c, token, NOW, found)  # ISS's rule reads x-jwt only
+    there = jwt.find_token(c, {"x-jwt": token}, "/")
+    assert there is not None and jwt.verify(c, token, NOW, there).principal == f"{ISS}/alice"

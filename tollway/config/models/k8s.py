@@ -107,6 +107,12 @@ class PodSpec(Strict):
     readiness_gates: list[Blob] | None = None
     overhead: Blob | None = None
     os: Blob | None = None
+    ephemeral_containers: list[Blob] | None = None
+    scheduling_gates: list[Blob] | None = None
+    resource_claims: list[Blob] | None = None
+    resources: Blob | None = None  # pod-level resources (Kubernetes 1.32+)
+    host_users: bool | None = None
+    set_hostname_as_fqdn: bool | None = Field(None, alias="setHostnameAsFQDN")
 
 
 class PodMeta(Strict):

@@ -52,7 +52,7 @@ class JwtFilter:
         if found is None:
             return None
         try:
-            ok = jwt.verify(self.compiled, found.token, self.clock())
+            ok = jwt.verify(self.compiled, found.token, self.clock(), found)
         except jwt.JwtError as exc:
             self.rejected += 1
             realm = f"http://{ex.authority}{ex.path.partition('?')[0]}"

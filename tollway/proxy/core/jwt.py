@@ -321,12 +321,26 @@ def flatten_claims(payload: Mapping[str, Any]) -> dict[str, str | tuple[str, ...
     return out
 
 
-def verify(compiled: CompiledJwt, token: str, now: float) -> Verified:
+def _looks_there(rule: CompiledRule, found: Found) -> bool:
+    """Whether `rule` reads tokens where this one was found (Envoy: each provider looks
+    only in its own locations)."""
+    for loc in rule.locations:
+        if found.header and loc.header.lower() == found.header:
+            return True
+        if found.param and loc.param == found.param:
+            return True
+        if not found.header and not found.param and loc.cookie:
+            return True
+    return False
+
+
+def verify(compiled: CompiledJwt, token: str, now: float,
+           found: Found | None = None) -> Verified:
     """Check one token; raise JwtError (Envoy's reason) when it must be refused."""
     header, payload, segment, signed, sig = _segments(token)
     iss = payload.get("iss")
     rule = compiled.by_issuer.get(iss) if isinstance(iss, str) else None
-    if rule is None:
+    if rule is None or (found is not None and not _looks_there(rule, found)):
         raise JwtError(UNKNOWN_ISSUER)
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in SUPPORTED_ALGS:
