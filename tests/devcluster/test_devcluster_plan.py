@@ -130,3 +130,30 @@ def test_supervisor_restarts_a_crashing_component_and_stops_in_reverse(tmp_path:
     sup.stop_all()
     assert slot["sleeper"].proc.poll() is not None
     assert not list(lay.pids.glob("*.pid"))
+
+
+def test_ready_checks_speak_tcp_and_http(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/ready" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    lay = L.Layout.at(tmp_path)
+    try:
+        assert supervise.check_ready(f"tcp:127.0.0.1:{port}", lay)
+        assert supervise.check_ready(f"http:http://127.0.0.1:{port}/ready", lay)
+        assert not supervise.check_ready(f"http:http://127.0.0.1:{port}/healthz", lay)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert not supervise.check_ready(f"tcp:127.0.0.1:{port}", lay)
+    assert supervise.check_ready("", lay)

@@ -33,7 +33,8 @@ class Component:
     argv: list[str]
     # Start only once these components have been ready once (first start; restarts don't wait).
     after: list[str] = field(default_factory=list)
-    # "tcp:HOST:PORT" or "https:URL" (checked with the admin client cert) or "" (ready at start).
+    # "tcp:HOST:PORT", "http:URL" (200 = ready), "https:URL" (checked with the admin client
+    # cert) or "" (ready once started).
     ready: str = ""
     # Seconds between SIGTERM and SIGKILL on stop.
     grace: float = 10.0
@@ -124,10 +125,12 @@ def components(lay: L.Layout, bin_dir: Path, ports: Ports) -> list[Component]:
         # 0 = leave the host's conntrack sysctls as they are.
         "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0",
         "--conntrack-tcp-timeout-close-wait=0", "--v=1",
-    ], after=["kube-apiserver"], ready=f"tcp:127.0.0.1:{ports.proxy_healthz}")
+    ], after=["kube-apiserver"], ready=f"http:http://127.0.0.1:{ports.proxy_healthz}/healthz")
 
     coredns = Component("coredns", [b("coredns"), "-conf", str(lay.corefile)],
-                        after=["kube-apiserver"], ready=f"tcp:127.0.0.1:{ports.dns_ready}")
+                        after=["kube-apiserver"],
+                        # 200 once the kubernetes plugin has synced Services from the API.
+                        ready=f"http:http://127.0.0.1:{ports.dns_ready}/ready")
 
     agent = Component("devnode", [
         sys.executable, "-m", "tollway.devnode", f"--kubeconfig={lay.kubeconfig}",

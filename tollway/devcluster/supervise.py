@@ -57,11 +57,16 @@ def check_ready(spec: str, lay: L.Layout) -> bool:
             host, _, port = target.rpartition(":")
             with socket.create_connection((host, int(port)), timeout=1):
                 return True
-        if kind == "https":
-            ctx = ssl.create_default_context(cafile=str(lay.pki / "ca.crt"))
-            ctx.load_cert_chain(lay.pki / "admin.crt", lay.pki / "admin.key")
+        if kind in ("http", "https"):
             u = urlsplit(target)
-            conn = http.client.HTTPSConnection(u.hostname or "", u.port, context=ctx, timeout=2)
+            conn: http.client.HTTPConnection
+            if kind == "https":
+                ctx = ssl.create_default_context(cafile=str(lay.pki / "ca.crt"))
+                ctx.load_cert_chain(lay.pki / "admin.crt", lay.pki / "admin.key")
+                conn = http.client.HTTPSConnection(u.hostname or "", u.port, context=ctx,
+                                                   timeout=2)
+            else:
+                conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=2)
             try:
                 conn.request("GET", u.path)
                 return conn.getresponse().status == 200
@@ -69,7 +74,7 @@ def check_ready(spec: str, lay: L.Layout) -> bool:
                 conn.close()
     except (OSError, ssl.SSLError, http.client.HTTPException):
         return False
-    raise ValueError(f"plan.json: ready check {spec!r} is neither tcp: nor https:")
+    raise ValueError(f"plan.json: ready check {spec!r} is not tcp:, http: or https:")
 
 
 class Supervisor:

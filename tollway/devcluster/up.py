@@ -216,7 +216,8 @@ def wait_ready(lay: L.Layout, t0: float, say: Callable[[str], None],
                 if cidr != str(L.NODE_POD_CIDR):
                     raise UpError(f"kcm gave node {L.NODE_NAME} podCIDR {cidr}, not "
                                   f"{L.NODE_POD_CIDR} where the bridge gateway is")
-            if ready:
+            # Ready means usable: the node, and kube-proxy's rules and DNS answering too.
+            if ready and comps and all(c.get("ready") for c in comps.values()):
                 return
         time.sleep(0.5)
     raise UpError(f"node {L.NODE_NAME} not Ready after {READY_TIMEOUT:.0f}s; logs in "
