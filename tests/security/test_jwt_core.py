@@ -139,3 +139,12 @@ def test_a_token_counts_only_where_its_issuers_rule_looks() -> None:
         jwt.verify(c, token, NOW, found)  # ISS's rule reads x-jwt only
     there = jwt.find_token(c, {"x-jwt": token}, "/")
     assert there is not None and jwt.verify(c, token, NOW, there).principal == f"{ISS}/alice"
+
+
+def test_audiences_compare_without_scheme_or_trailing_slash() -> None:
+    c = compiled(types.JwtRule(issuer=ISS, audiences=("https://shop.example.com/",),
+                               jwks=jwks(RSA)))
+    assert jwt.verify(c, RSA.sign(claims(aud="shop.example.com")), NOW)
+    assert jwt.verify(c, RSA.sign(claims(aud=["x", "http://shop.example.com"])), NOW)
+    with pytest.raises(jwt.JwtError, match=jwt.BAD_AUDIENCE):
+        jwt.verify(c, RSA.sign(claims(aud="shop.example.org")), NOW)

@@ -148,7 +148,7 @@ def compile_rules(authn: types.RequestAuthn) -> CompiledJwt:
             raise ValueError(f"jwtRule for issuer {r.issuer!r}: jwks is not usable: {exc}") \
                 from None
         rules.append(CompiledRule(r, keys, r.locations or DEFAULT_LOCATIONS,
-                                  frozenset(r.audiences)))
+                                  frozenset(map(audience, r.audiences))))
     by_issuer: dict[str, CompiledRule] = {}
     for c in rules:
         by_issuer.setdefault(c.spec.issuer, c)  # Istio: the first rule for an issuer
@@ -291,6 +291,15 @@ def _number(payload: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
+def audience(value: str) -> str:
+    """As Envoy compares audiences: without an http(s):// prefix or a trailing slash."""
+    for scheme in ("https://", "http://"):
+        if value.startswith(scheme):
+            value = value[len(scheme):]
+            break
+    return value.rstrip("/")
+
+
 def flatten_claims(payload: Mapping[str, Any]) -> dict[str, str | tuple[str, ...]]:
     """Claims as AuthorizationPolicy conditions read them: strings as they are, numbers
     and booleans as JSON text, lists of scalars as tuples (any element may match), and
@@ -362,7 +371,7 @@ def verify(compiled: CompiledJwt, token: str, now: float,
         aud = payload.get("aud")
         given = {aud} if isinstance(aud, str) else {a for a in aud if isinstance(a, str)} \
             if isinstance(aud, list) else set()
-        if not given & rule.audiences:
+        if not set(map(audience, given)) & rule.audiences:
             raise JwtError(BAD_AUDIENCE)
     sub = payload.get("sub")
     principal = f"{iss}/{sub if isinstance(sub, str) else ''}"
