@@ -233,11 +233,20 @@ class SecretBody(Strict):
 
     @model_validator(mode="after")
     def _tls_keys(self) -> SecretBody:
-        if self.type == "kubernetes.io/tls":
-            keys = set(self.data or {}) | set(self.string_data or {})
-            missing = [k for k in ("tls.crt", "tls.key") if k not in keys]
-            if missing:
-                raise ValueError(
-                    f"a kubernetes.io/tls Secret needs {' and '.join(missing)} in data"
-                )
+        # The keys the API server requires for each built-in Secret type.
+        keys = set(self.data or {}) | set(self.string_data or {})
+        needed = _SECRET_KEYS.get(self.type or "", ())
+        missing = [k for k in needed if k not in keys]
+        if self.type == "kubernetes.io/basic-auth":
+            missing = [] if keys & {"username", "password"} else ["username or password"]
+        if missing:
+            raise ValueError(f"a {self.type} Secret needs {' and '.join(missing)} in data")
         return self
+
+
+_SECRET_KEYS = {
+    "kubernetes.io/tls": ("tls.crt", "tls.key"),
+    "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
+    "kubernetes.io/dockercfg": (".dockercfg",),
+    "kubernetes.io/ssh-auth": ("ssh-privatekey",),
+}
