@@ -46,8 +46,15 @@ class ProxyPorts:
 
 def content_hash(value: Any) -> str:
     """Stable hash of snapshot parts (sorted keys), as `kit.hashing` but via msgspec: the
-    version must cost little next to the build itself when 100 proxies recompute."""
-    blob = msgspec.json.encode(value, order="sorted")
+    version must cost little next to the build itself when 100 proxies recompute.
+
+    Snapshot types have dicts with int keys (PeerAuthn.port_modes: a PeerAuthentication's
+    portLevelMtls), which msgspec cannot sort while encoding: those parts are turned into
+    builtins with string keys first. Any snapshot value hashes; none raises."""
+    try:
+        blob = msgspec.json.encode(value, order="sorted")
+    except TypeError:  # a dict with non-str keys somewhere: rare, so the slower way
+        blob = msgspec.json.encode(msgspec.to_builtins(value, str_keys=True), order="sorted")
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
