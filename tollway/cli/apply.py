@@ -17,31 +17,43 @@ import httpx
 import typer
 from ruamel.yaml import YAML
 
-from tollway.cli import check
+from tollway.cli import check, credentials
 from tollway.config.load import load_paths
 
 DEFAULT_SERVER = "http://127.0.0.1:15010"
 _SERVER = typer.Option(None, "--server", help="Control plane URL (default $TOLLWAY_SERVER "
                        f"or {DEFAULT_SERVER}).")
 _FILES = typer.Option(..., "-f", "--filename", help="Manifest file or folder (repeatable).")
+_TOKEN = typer.Option(None, "--token", help="Admin credential (default $TOLLWAY_TOKEN, or "
+                      "the one `tollway up` left for this server on this machine).")
+REFUSED = {401: "refused this credential", 403: "refused this call", 415: "refused the request",
+           421: "refused the Host"}
 
 
 def server_url(server: str | None) -> str:
     return (server or os.environ.get("TOLLWAY_SERVER") or DEFAULT_SERVER).rstrip("/")
 
 
-def request(method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """One call to the control plane; unreachable prints one sentence and exits 1."""
+def request(method: str, url: str, *, token: str | None = None,
+            **kwargs: Any) -> httpx.Response:
+    """One call to the control plane with the admin credential when one is known;
+    unreachable or refused (401/403/415/421) prints one sentence and exits 1."""
+    base = url.split("/v1/")[0]
     try:
-        return httpx.request(method, url, timeout=30.0, **kwargs)
+        response = httpx.request(method, url, timeout=30.0,
+                                 headers=credentials.headers(base, token), **kwargs)
     except httpx.HTTPError as exc:
-        base = url.split("/v1/")[0]
         typer.echo(f"cannot reach the control plane at {base} ({type(exc).__name__}); "
                    "start it with `tollway up DIR` or pass --server URL", err=True)
         raise typer.Exit(1) from exc
+    if response.status_code in REFUSED:
+        typer.echo(f"the control plane at {base} {REFUSED[response.status_code]}: "
+                   f"{response.text.strip()}", err=True)
+        raise typer.Exit(1)
+    return response
 
 
-def _send(verb: str, files: list[str], server: str | None) -> None:
+def _send(verb: str, files: list[str], server: str | None, token: str | None) -> None:
     missing = [f for f in files if not Path(f).exists()]
     if missing:
         typer.echo(f"tollway {verb}: no such file or folder: {missing[0]}", err=True)
@@ -51,7 +63,7 @@ def _send(verb: str, files: list[str], server: str | None) -> None:
         raise typer.Exit(check.report(result, list(result.findings)))
     body = {"files": [{"filename": f, "text": Path(f).read_text()} for f in result.files],
             "reason": f"tollway {verb} -f {' '.join(files)}"}
-    response = request("POST", f"{server_url(server)}/v1/{verb}", json=body)
+    response = request("POST", f"{server_url(server)}/v1/{verb}", json=body, token=token)
     data: dict[str, Any] = {"findings": [response.text], "ok": False}
     if response.headers.get("content-type", "").startswith("application/json"):
         data = response.json()
@@ -133,8 +145,8 @@ def _table(items: list[dict[str, Any]], *, wide: bool, all_namespaces: bool) -> 
         typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-def _fetch(kind: str, name: str | None, namespace: str | None, server: str | None
-           ) -> list[dict[str, Any]]:
+def _fetch(kind: str, name: str | None, namespace: str | None, server: str | None,
+           token: str | None = None) -> list[dict[str, Any]]:
     """The objects, or exit 1 with kubectl's words for an unknown kind or a missing name."""
     resolved = known_kind(kind)
     if resolved is None:
@@ -142,7 +154,7 @@ def _fetch(kind: str, name: str | None, namespace: str | None, server: str | Non
         raise typer.Exit(1)
     path = f"/v1/resources/{kind}" + (f"/{name}" if name else "")
     params = {"namespace": namespace} if namespace else None
-    response = request("GET", server_url(server) + path, params=params)
+    response = request("GET", server_url(server) + path, params=params, token=token)
     items: list[dict[str, Any]] = (response.json().get("items", [])
                                    if response.status_code == 200 else [])
     if name and not items:
@@ -154,14 +166,16 @@ def _fetch(kind: str, name: str | None, namespace: str | None, server: str | Non
 
 def register(app: typer.Typer) -> None:
     @app.command("apply")
-    def apply(files: list[str] = _FILES, server: str | None = _SERVER) -> None:
+    def apply(files: list[str] = _FILES, server: str | None = _SERVER,
+              token: str | None = _TOKEN) -> None:
         """Validate manifests, then apply them all or nothing to the running mesh."""
-        _send("apply", files, server)
+        _send("apply", files, server, token)
 
     @app.command("delete")
-    def delete(files: list[str] = _FILES, server: str | None = _SERVER) -> None:
+    def delete(files: list[str] = _FILES, server: str | None = _SERVER,
+               token: str | None = _TOKEN) -> None:
         """Validate manifests, then delete the resources they name, all or nothing."""
-        _send("delete", files, server)
+        _send("delete", files, server, token)
 
     @app.command("get")
     def get(
@@ -174,13 +188,14 @@ def register(app: typer.Typer) -> None:
         output: str | None = typer.Option(None, "-o", "--output",
                                           help="yaml, json, wide or name."),
         server: str | None = _SERVER,
+        token: str | None = _TOKEN,
     ) -> None:
         """Show the resources in force, with generation and resourceVersion (as kubectl)."""
         if output not in (None, *OUTPUTS):
             typer.echo(f"error: -o {output} is not an output; use one of "
                        f"{', '.join(OUTPUTS)}", err=True)
             raise typer.Exit(2)
-        items = _fetch(kind, name, None if all_namespaces else namespace, server)
+        items = _fetch(kind, name, None if all_namespaces else namespace, server, token)
         if not items:
             where = "" if all_namespaces else f" in {namespace} namespace"
             typer.echo(f"No resources found{where}.", err=True)
@@ -193,9 +208,10 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help="The resource's name."),
         namespace: str = typer.Option("default", "-n", "--namespace"),
         server: str | None = _SERVER,
+        token: str | None = _TOKEN,
     ) -> None:
         """One resource in full, as kubectl describe: metadata, spec, status."""
-        item = _fetch(kind, name, namespace, server)[0]
+        item = _fetch(kind, name, namespace, server, token)[0]
         typer.echo(describe_text(item))
 
 
@@ -223,7 +239,10 @@ def describe_text(item: dict[str, Any]) -> str:
              f"{'Kind:':<14}{item['kind']}",
              f"{'Generation:':<14}{meta.get('generation', '')}",
              f"{'Version:':<14}{meta.get('resourceVersion', '')}",
-             f"{'Managed By:':<14}{meta.get('managedBy') or '-'}"]
+             f"{'Managed By:':<14}{meta.get('managedBy') or '-'}",
+             f"{'Source:':<14}{meta.get('source') or '-'}"]
+    if meta.get("conflict"):
+        lines.append(f"{'Conflict:':<14}{meta['conflict']}")
     for key, value in item.items():
         if key in ("apiVersion", "kind", "metadata"):
             continue

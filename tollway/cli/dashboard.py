@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import typer
 
+from tollway.cli import credentials
 from tollway.cli.apply import server_url
 
 
@@ -26,6 +27,20 @@ def _get(url: str) -> httpx.Response:
                    f"({type(exc).__name__}); start it with `tollway up DIR` or pass "
                    "--server URL", err=True)
         raise typer.Exit(1) from None
+
+
+def _session(base: str) -> str | None:
+    """A 12 h admin session for the browser (`#token=` in the URL's fragment, which no
+    server sees), when this machine holds the admin credential; None otherwise."""
+    headers = credentials.headers(base)
+    if not headers:
+        return None
+    try:
+        r = httpx.post(f"{base}/v1/tokens", json={"dashboard": True}, headers=headers,
+                       timeout=10.0)
+    except httpx.HTTPError:
+        return None
+    return str(r.json()["token"]) if r.status_code == 200 else None
 
 
 def summary(mesh: dict[str, Any], rollouts: dict[str, Any]) -> str:
@@ -67,5 +82,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"dashboard: {url}")
         if mesh.status_code == 200 and rollouts.status_code == 200:
             typer.echo(summary(mesh.json(), rollouts.json()))
+        session = _session(base)
+        if session:
+            url = f"{url}#token={session}"
+            typer.echo(f"to act (promote, abort, ...) open {url} (a session valid 12 h)")
         if open_browser and not webbrowser.open(url):
             typer.echo("no web browser found here; open the URL above yourself", err=True)

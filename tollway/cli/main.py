@@ -50,6 +50,7 @@ COMMAND_MODULES = (
     "status",  # proxy-status
     "authz",  # authz check
     "rollout",  # rollout ...
+    "token",  # token create
     "dashboard",  # dashboard
     "loadtest",  # loadtest (hey-style)
     "demoapp",  # demo-app (the bundled example workload)

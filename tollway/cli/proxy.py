@@ -131,6 +131,10 @@ def register(app: typer.Typer) -> None:
         namespace: str = typer.Option("default", "--namespace"),
         node_name: str = typer.Option(None, "--node-name"),
         service_account: str = typer.Option("default", "--service-account"),
+        token_file: Path = typer.Option(
+            None, "--token-file",
+            help="This workload's credential (VM mode): the output of `tollway token create "
+            "--namespace NS --service-account SA`, in a file only you can read."),
         label: list[str] = typer.Option(
             [], "--label", help="KEY=VALUE label of this workload (repeatable; VM mode)."),
         inbound_port: int = typer.Option(
@@ -160,6 +164,14 @@ def register(app: typer.Typer) -> None:
         mesh = meshflag.mesh_from_flag(mesh_config, lambda line: typer.echo(line, err=True))
         vm_args = vm_argv(control_plane, label, inbound_port, app_port, service_port,
                           address, port)
+        if control_plane is not None and token_file is None:
+            typer.echo("error: --control-plane needs --token-file FILE: the workload "
+                       "credential from `tollway token create --namespace "
+                       f"{namespace} --service-account {service_account}`.", err=True)
+            raise typer.Exit(2)
+        if token_file is not None and not token_file.is_file():
+            typer.echo(f"error: --token-file {token_file}: no such file.", err=True)
+            raise typer.Exit(2)
         argv = [
             sys.executable,
             "-m",
@@ -193,6 +205,7 @@ def register(app: typer.Typer) -> None:
             ]
             if node_name:
                 argv += ["--node-name", node_name]
+            argv += ["--token-file", str(token_file.resolve())]
             argv += vm_args
         sys.stdout.flush()
         os.execv(sys.executable, argv)

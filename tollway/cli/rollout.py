@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import typer
 
+from tollway.cli import credentials
+
 DEFAULT_SERVER = "http://127.0.0.1:15010"
 _SERVER = typer.Option(None, "--server", help="Control plane URL (default $TOLLWAY_SERVER "
                        f"or {DEFAULT_SERVER}).")
@@ -28,7 +30,8 @@ def _base(server: str | None) -> str:
 
 def _call(method: str, url: str, **kw: Any) -> httpx.Response:
     try:
-        return httpx.request(method, url, timeout=15.0, **kw)
+        headers = credentials.headers(url.split("/v1/")[0])
+        return httpx.request(method, url, timeout=15.0, headers=headers, **kw)
     except httpx.HTTPError as exc:
         typer.echo(f"cannot reach the control plane at {url.split('/v1/')[0]} "
                    f"({type(exc).__name__}); start it with `tollway up DIR` or pass --server",

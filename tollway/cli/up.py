@@ -22,16 +22,17 @@ from typing import Any, NoReturn
 import typer
 from aiohttp import web
 
-from tollway.cli import meshflag, up_lock
+from tollway.cli import credentials, meshflag, up_lock
 from tollway.config.findings import Finding
 from tollway.config.resource import ResourceSet
-from tollway.control import ca, serve
+from tollway.control import auth, ca, serve
 from tollway.control.compiler import MeshCompiler
 from tollway.control.folder import ManifestFolder
+from tollway.control.guard import Guard
 from tollway.control.local import plan as plan_mod
 from tollway.control.local import prometheus as prom_mod
 from tollway.control.local.procs import PortAllocator, port_free
-from tollway.control.local.supervisor import Supervisor
+from tollway.control.local.supervisor import Supervisor, default_sidecar_argv
 from tollway.control.plane import ControlPlane
 from tollway.control.proxies import ProxyEntry
 from tollway.control.store import ApplyResult, ConfigStore, default_validator
@@ -124,19 +125,33 @@ class Up:
         if first is not None and not first.ok:
             return 1
         self.plane = ControlPlane(self.store, compiler=MeshCompiler(self.mesh))
+        clock = MonotonicClock()
+        signer = auth.TokenSigner(auth.load_or_create_key(self.state_dir))
+        admin = auth.admin_token(self.state_dir, signer, clock.wall())
+
+        def sidecar_argv(entry: ProxyEntry, url: str) -> list[str]:
+            node = entry.node  # each sidecar's own credential, bound to its node
+            path = auth.node_token_file(self.state_dir, signer, clock.wall(), name=node.name,
+                                        namespace=node.namespace,
+                                        service_account=node.service_account)
+            return default_sidecar_argv(entry, url, token_file=path)
+
         ports = PortAllocator([self.api_port, self.client_port])
         self.supervisor = Supervisor(self.plane, control_url=self.url,
-                                     state_dir=self.state_dir, workdir=self.root, ports=ports)
+                                     state_dir=self.state_dir, workdir=self.root, ports=ports,
+                                     sidecar_argv=sidecar_argv)
         self.prometheus, self.prometheus_url = await prom_mod.prepare_for_up(
             self.state_dir, self.prometheus_port, f"{self.url}/v1/sd/prometheus", self.echo)
         routes = self._rollout_routes() + self._local_routes()
         routes += dashboard_web.routes(self.plane)  # GET /dashboard, /v1/dashboard/...
         routes += serve.ca_routes(  # workload certificates: mTLS between every proxy
             self.plane, ca.CertificateAuthority.load_or_create(self.state_dir), ttl=self.cert_ttl)
+        routes += serve.token_routes(signer, clock)
         try:  # adopt survivors before serving, so no proxy ever sees a snapshot without them
             self._members(ports)
-            runner = await serve.serve(serve.make_app(self.plane, routes=routes),
-                                       "127.0.0.1", self.api_port)
+            runner = await serve.serve(
+                serve.make_app(self.plane, guard=Guard(signer, clock), routes=routes),
+                "127.0.0.1", self.api_port)
         except (_PortTaken, OSError) as exc:
             port = exc.port if isinstance(exc, _PortTaken) else self.api_port
             flag = "--client-port" if isinstance(exc, _PortTaken) else "--api-port"
@@ -145,11 +160,13 @@ class Up:
             return 1
         if self.signals:
             self._install_signals()
+        credentials.remember(self.url, admin)  # the CLI on this machine needs no flag
         try:
             await self._start()
             await self._announce_ready()
             await self._stop.wait()
         finally:
+            credentials.forget(self.url, admin)
             await self._shutdown(runner)
         return 0
 

@@ -296,7 +296,7 @@ def check_ttl(ttl: float) -> float:
     return ttl
 
 
-IdentityLookup = Callable[[str], str | None]
+IdentityLookup = Callable[[str, Any], str | None]  # (node, auth.Principal) -> SPIFFE ID
 
 
 def routes(ca: CertificateAuthority, identity_for: IdentityLookup,
@@ -304,12 +304,17 @@ def routes(ca: CertificateAuthority, identity_for: IdentityLookup,
            ) -> list[Any]:
     """aiohttp routes for `POST /v1/ca/sign`, to pass to `serve.make_app(routes=...)`.
 
-    `identity_for(node_name)` returns the SPIFFE ID the control plane knows that node by
-    (`spiffe://TD/ns/NS/sa/SA`), or None for a node it does not know (answered 403).
+    `identity_for(node_name, principal)` returns the SPIFFE ID the control plane knows
+    that node by (`spiffe://TD/ns/NS/sa/SA`), or None for a node it does not know
+    (answered 403); it raises `auth.Forbidden` when the caller's verified credential
+    (`principal`, set by the guard) is not for that node (403). Without a verified
+    credential nothing is signed: the guard must sit in front (`serve.make_app`).
     With `on_revoke` (called after each revocation, to push the new trust bundle),
     `POST /v1/ca/revoke` `{"serial": HEX}` or `{"cert_chain": PEM}` is mounted too.
     """
     from aiohttp import web
+
+    from tollway.control import auth, guard
 
     check_ttl(ttl)
 
@@ -319,7 +324,10 @@ def routes(ca: CertificateAuthority, identity_for: IdentityLookup,
         except ValueError:
             return web.Response(status=400, text='request body must be JSON {"csr": PEM}')
         node = str(body.get("node", "")) if isinstance(body, dict) else ""
-        identity = identity_for(node)
+        try:
+            identity = identity_for(node, guard.principal_of(request))
+        except auth.Forbidden as exc:
+            return web.Response(status=403, text=str(exc))
         if identity is None:
             return web.Response(status=403, text=f"node {node!r} is not registered")
         try:

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import msgspec
 
 from tollway.config.resource import ResourceSet
+from tollway.control import auth, push
 from tollway.control import proxies as proxies_mod
-from tollway.control import push
 from tollway.control.jwks import JwksResolver
 from tollway.control.proxies import ProxyEntry
 from tollway.control.registry import Replica
@@ -143,17 +143,20 @@ class ControlPlane:
         self._trust_digest = hashlib.sha256(msgspec.json.encode(trust)).hexdigest()[:12]
         self.touch()
 
-    def identity_for(self, name: str) -> str | None:
+    def identity_for(self, name: str, caller: auth.Principal | None = None) -> str | None:
         """The SPIFFE ID of a proxy this plane serves (what the CA signs for it), or None.
 
         Only proxies in the book get a certificate, and only for the namespace and
         service account they were registered with: a caller cannot ask for another one.
+        With `caller`, its credential must be for that node (auth.Forbidden otherwise).
         """
         entry = self.book.get(name)
         if entry is None:
             return None
-        domain = self.trust.trust_domain if self.trust is not None else TRUST_DOMAIN
         node = entry.node
+        if caller is not None:
+            caller.check_node(name, node.namespace, node.service_account)
+        domain = self.trust.trust_domain if self.trust is not None else TRUST_DOMAIN
         return f"spiffe://{domain}/ns/{node.namespace}/sa/{node.service_account}"
 
     def _with_trust(self, config: types.ProxyConfig) -> types.ProxyConfig:

@@ -353,3 +353,66 @@ def endpoints_for(
 ) -> dict[str, tuple[types.Endpoint, ...]]:
     """`"FQDN:PORT"` -> endpoints, PORT being the service port clients name."""
     return dict(build_registry(resources, replicas, domain).endpoints)
+
+
+# ------------------------------------------------------------------ who may join
+
+
+_JOINING = "\x00joining"  # marks the candidate's endpoints in a trial registry
+
+
+def _selector_of(svc: Service, resources: ResourceSet) -> tuple[str, Mapping[str, str]]:
+    """The namespace and labels a service selects its backends by."""
+    if svc.origin == "Service":
+        r = resources.get("Service", svc.namespace, svc.name)
+        return svc.namespace, str_labels(r.spec.get("selector")) if r else {}
+    if svc.origin == "workload":
+        return svc.namespace, {"app": svc.name}
+    for se in resources.of_kind("ServiceEntry"):
+        if svc.host in {str(h).lower().rstrip(".") for h in as_list(se.spec.get("hosts"))}:
+            return se.namespace, str_labels(as_map(se.spec.get("workloadSelector"))
+                                            .get("labels"))
+    return svc.namespace, {}
+
+
+def _declared_accounts(resources: ResourceSet, namespace: str,
+                       selector: Mapping[str, str]) -> set[str]:
+    """Service accounts the config says the selected workloads run as."""
+    found: set[str] = set()
+    if not selector:
+        return found
+    for kind in WORKLOAD_KINDS:
+        for r in resources.of_kind(kind):
+            if r.namespace == namespace and selects(selector, pod_labels(r)):
+                spec = as_map(as_map(r.spec.get("template")).get("spec"))
+                found.add(str(spec.get("serviceAccountName") or "default"))
+    for w in resources.of_kind("WorkloadEntry"):
+        if w.namespace == namespace and selects(selector, str_labels(w.spec.get("labels"))):
+            found.add(str(w.spec.get("serviceAccount") or "default"))
+    return found
+
+
+def joined_services(resources: ResourceSet, replicas: Sequence[Replica], candidate: Replica,
+                    domain: str = CLUSTER_DOMAIN) -> dict[str, set[str]]:
+    """The hosts `candidate` would serve, each with the service accounts its other
+    backends run as (live endpoints and the workloads the config declares).
+
+    The registry uses it to refuse a registration that would put an endpoint running
+    as one identity behind a service that runs as another: its clients' requests would
+    reach whoever holds *some* token of that namespace.
+    """
+    trial = Replica(**{**{k: getattr(candidate, k) for k in candidate.__slots__},
+                       "workload": _JOINING})
+    others = [r for r in replicas if r.name != candidate.name]
+    reg = build_registry(resources, [*others, trial], domain)
+    out: dict[str, set[str]] = {}
+    for key, eps in reg.endpoints.items():
+        if not any(e.workload == _JOINING for e in eps):
+            continue
+        host = key.rpartition(":")[0]
+        accounts = out.setdefault(host, set())
+        accounts.update(e.service_account for e in eps if e.workload != _JOINING)
+        svc = reg.services.get(host)
+        if svc is not None:
+            accounts.update(_declared_accounts(resources, *_selector_of(svc, resources)))
+    return out

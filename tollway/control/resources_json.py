@@ -28,6 +28,14 @@ SHORT_NAMES = {
 }
 
 
+SECRET_FIELDS = ("data", "stringData")
+
+
+def redacted(value: object) -> str:
+    """What GET shows of a Secret's value: its size, never its bytes (private keys)."""
+    return f"<redacted: {len(str(value))} characters>"
+
+
 def kind_matches(query: str, kind: str) -> bool:
     q = query.lower()
     q = SHORT_NAMES.get(q, q)
@@ -50,6 +58,10 @@ def to_object(store: ConfigStore, r: Resource) -> dict[str, Any]:
     for key, value in r.raw.items():
         if key not in ("apiVersion", "kind", "metadata", "status"):
             obj[key] = value
+    if r.kind == "Secret":
+        for key in SECRET_FIELDS:
+            if isinstance(obj.get(key), dict):
+                obj[key] = {k: redacted(v) for k, v in obj[key].items()}
     status = store.status(r.key)
     if status:
         obj["status"] = status

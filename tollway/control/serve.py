@@ -9,6 +9,10 @@ Routes (docs/contracts.md has the wire details):
 - the CA, when mounted with `ca_routes`: `POST /v1/ca/sign`, `POST /v1/ca/revoke`
 Other parts mount their own routes through `make_app(..., routes=[...])` (the rollout
 controller adds `/v1/rollouts...`).
+
+Every route sits behind `guard.Guard` (Host, cross-site and credential checks; see
+there): `make_app` takes the guard as a required argument, so an app without one cannot
+be built. Proxies' routes check the caller's workload credential against the node named.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import msgspec
 from aiohttp import web
 
 from tollway.config.resource import Resource
+from tollway.control import auth, registry, resources_json
 from tollway.control import ca as ca_mod
+from tollway.control import guard as guard_mod
 from tollway.control import proxies as proxies_mod
-from tollway.control import resources_json
 from tollway.control.plane import ControlPlane
 from tollway.control.store import ApplyResult, ConfigStore
+from tollway.kit.clock import Clock
 
 HEARTBEAT = 10.0
 PLANE: web.AppKey[ControlPlane] = web.AppKey("plane", ControlPlane)
@@ -35,10 +41,11 @@ STORE: web.AppKey[ConfigStore] = web.AppKey("store", ConfigStore)
 
 
 def make_app(
-    plane: ControlPlane, *, routes: Iterable[web.RouteDef] = (), heartbeat: float = HEARTBEAT
+    plane: ControlPlane, *, guard: guard_mod.Guard, routes: Iterable[web.RouteDef] = (),
+    heartbeat: float = HEARTBEAT,
 ) -> web.Application:
-    """The control plane app; `routes` are mounted beside the built-in ones."""
-    app = web.Application(client_max_size=16 * 1024 * 1024)
+    """The control plane app behind `guard`; `routes` are mounted beside the built-in ones."""
+    app = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[guard.middleware])
     app[PLANE] = plane
     app[STORE] = plane.store
     handlers = _Handlers(plane, heartbeat)
@@ -69,8 +76,9 @@ def ca_routes(plane: ControlPlane, authority: ca_mod.CertificateAuthority, *,
     """Make `authority` this plane's CA: `POST /v1/ca/sign` and `/v1/ca/revoke` routes.
 
     Every proxy the plane knows (`plane.identity_for`) can get a certificate for its
-    own namespace and service account; the root and the revoked serials go out in every
-    snapshot, and a revocation is pushed to every proxy at once.
+    own namespace and service account, when its credential is for that identity; the
+    root and the revoked serials go out in every snapshot, and a revocation is pushed to
+    every proxy at once.
     """
     from tollway.control.translate import security
 
@@ -82,6 +90,41 @@ def ca_routes(plane: ControlPlane, authority: ca_mod.CertificateAuthority, *,
     routes: list[web.RouteDef] = ca_mod.routes(authority, plane.identity_for, ttl,
                                                on_revoke=refresh)
     return routes
+
+
+DASHBOARD_SESSION = 12 * 3600.0
+
+
+def token_routes(signer: auth.TokenSigner, clock: Clock) -> list[web.RouteDef]:
+    """`POST /v1/tokens` (admin only, by the guard): mint a credential.
+
+    `{"namespace": NS, "service_account": SA, "ttl": SECONDS?, "node": NAME?}` → a
+    workload token (`tollway token create`, for a VM proxy's --token-file);
+    `{"dashboard": true}` → an admin token that expires in 12 h, for a browser tab
+    (`tollway dashboard` puts it in the URL's fragment, which no server ever sees).
+    """
+
+    async def create(request: web.Request) -> web.Response:
+        body = await _body(request)
+        now = clock.wall()
+        if body.get("dashboard") is True:
+            return _json({"token": signer.admin(now, DASHBOARD_SESSION),
+                          "expires": int(now + DASHBOARD_SESSION)})
+        ttl = body.get("ttl")
+        if ttl is not None and (not isinstance(ttl, int | float) or isinstance(ttl, bool)
+                                or ttl <= 0):
+            raise web.HTTPBadRequest(text="'ttl' must be a positive number of seconds")
+        try:
+            token = signer.workload(str(body.get("namespace") or ""),
+                                    str(body.get("service_account") or ""), now,
+                                    node=str(body.get("node") or ""),
+                                    ttl=float(ttl) if ttl is not None else None)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from exc
+        return _json({"token": token,
+                      "expires": int(now + float(ttl)) if ttl is not None else None})
+
+    return [web.post("/v1/tokens", create)]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -112,8 +155,11 @@ class _Handlers:
         name = request.query.get("node", "")
         if not name:
             raise web.HTTPBadRequest(text="stream: the query parameter 'node' is required")
-        if self.plane.book.get(name) is None:
+        entry = self.plane.book.get(name)
+        if entry is None:
             raise web.HTTPNotFound(text=f"proxy {name} is not registered; POST /v1/register")
+        guard_mod.principal_of(request).check_node(name, entry.node.namespace,
+                                               entry.node.service_account)
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         outbox = self.plane.open_stream(name)
@@ -132,6 +178,11 @@ class _Handlers:
         status = str(body.get("status", ""))
         if status not in ("ACK", "NACK") or not body.get("node"):
             raise web.HTTPBadRequest(text="ack: need 'node' and 'status' ACK or NACK")
+        entry = self.plane.book.get(str(body["node"]))
+        if entry is None:
+            raise web.HTTPNotFound(text=f"proxy {body['node']} is not registered")
+        guard_mod.principal_of(request).check_node(entry.name, entry.node.namespace,
+                                               entry.node.service_account)
         await self.plane.ack(
             str(body["node"]), str(body.get("version", "")), status, str(body.get("reason", ""))
         )
@@ -142,7 +193,14 @@ class _Handlers:
             entry = proxies_mod.entry_from_register(await _body(request))
         except ValueError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from exc
+        principal = guard_mod.principal_of(request)
+        node = entry.node
+        principal.check_node(entry.name, node.namespace, node.service_account)
         known = self.plane.book.get(entry.name)
+        if known is not None:  # the same node name under another identity is not a refresh
+            principal.check_node(entry.name, known.node.namespace,
+                                 known.node.service_account)
+        _check_joins(self.plane, entry, principal)
         if known is None or known.origin == "vm":  # `tollway up` knows its own proxies better
             self.plane.register(entry)
         return _json({"ok": True, "name": entry.name})
@@ -203,6 +261,26 @@ class _Handlers:
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return _json({"ok": True, "revision": self.store.revision})
+
+
+def _check_joins(plane: ControlPlane, entry: proxies_mod.ProxyEntry,
+                 principal: auth.Principal) -> None:
+    """Forbidden when the entry would serve a host whose workloads run as another
+    service account (a token of the namespace must not take over its services)."""
+    candidate = proxies_mod.replica_from_entry(entry)
+    if candidate is None or principal.admin:
+        return
+    joined = registry.joined_services(plane.store.current(), list(plane.replicas.values()),
+                                      candidate)
+    sa = entry.node.service_account
+    for host, accounts in sorted(joined.items()):
+        foreign = sorted(accounts - {sa})
+        if foreign:
+            raise auth.Forbidden(
+                f"registering {entry.name} with labels {dict(entry.node.labels)} would make "
+                f"it an endpoint of {host}, whose workloads run as service account "
+                f"{', '.join(foreign)}, not {sa}; use a credential for that service account "
+                "or labels of a service that runs as this one")
 
 
 def _slots(obj: Any) -> dict[str, Any]:

@@ -76,7 +76,7 @@ async def serve(
             loop.create_task(
                 subscriber.join(server, follow["url"], follow["node"], admin=admin,
                                 inbound=follow.get("inbound"), ports=follow.get("ports"),
-                                address=follow.get("address"))
+                                address=follow.get("address"), token=follow.get("token"))
             )
         )
     listeners = " ".join(
@@ -107,6 +107,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--workload")
     ap.add_argument("--namespace", default="default")
     ap.add_argument("--node-name")
+    ap.add_argument("--token-file", help="this workload's credential (`tollway token create`)")
     ap.add_argument("--service-account", default="default")
     ap.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeatable)")
     ap.add_argument("--address", help="address other proxies reach this one at")
@@ -148,7 +149,20 @@ def main(argv: list[str] | None = None) -> int:
             service_account=args.service_account,
             labels=dict(item.split("=", 1) for item in args.label if "=" in item),
         )
-        follow = {"url": args.control_plane, "node": node, **vm_ports(args)}
+        if not args.token_file:
+            print("error: --control-plane needs --token-file FILE: the workload credential "
+                  "from `tollway token create --namespace NS --service-account SA`.",
+                  file=sys.stderr)
+            return 2
+        from tollway.proxy import credential
+
+        token = credential.from_file(args.token_file)
+        try:
+            token()
+        except OSError as exc:
+            print(f"error: --token-file {args.token_file}: {exc}", file=sys.stderr)
+            return 2
+        follow = {"url": args.control_plane, "node": node, "token": token, **vm_ports(args)}
     if cfg is None and follow is None:
         print("error: give --config FILE or --control-plane URL.", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import msgspec
 
 from tollway.kit.backoff import Backoff
+from tollway.proxy.credential import TokenSource, header
 from tollway.snapshot import codec, types
 
 log = logging.getLogger(__name__)
@@ -77,16 +78,21 @@ async def follow(
     ports: Mapping[str, int] | None = None,
     address: str | None = None,
     backoff: Backoff | None = None,
+    token: TokenSource | None = None,
 ) -> None:
-    """Keep `server` current with the control plane at `url`; runs until cancelled."""
+    """Keep `server` current with the control plane at `url`; runs until cancelled.
+
+    `token` is this workload's credential, shown on every call (the control plane
+    answers 401 without it).
+    """
     backoff = backoff or Backoff(base=0.05, cap=2.0)
     registration = _registration(node, admin, inbound, ports, address)
     while True:
         try:
-            await _stream(server, url, node.name, backoff)
+            await _stream(server, url, node.name, backoff, token)
         except StreamRefused as exc:
             if exc.status == 404:
-                status = await _post(url, "/v1/register", registration)
+                status = await _post(url, "/v1/register", registration, token)
                 if status == 200:
                     continue
                 log.warning("control plane at %s refused to register %s (%d)",
@@ -120,6 +126,7 @@ async def join(
     ports: Mapping[str, int] | None = None,
     address: str | None = None,
     backoff: Backoff | None = None,
+    token: TokenSource | None = None,
 ) -> None:
     """VM mode: register, get the workload certificate, then `follow` until cancelled.
 
@@ -135,7 +142,7 @@ async def join(
     body = _registration(node, admin, inbound, ports, address)
     while True:
         try:
-            status = await _post(url, "/v1/register", body)
+            status = await _post(url, "/v1/register", body, token)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             status, reason = 0, f"unreachable ({exc})"
         else:
@@ -146,14 +153,14 @@ async def join(
         log.warning("control plane at %s: registering %s failed: %s; retrying in %.1fs",
                     url, node.name, reason, wait)
         await asyncio.sleep(wait)
-    got = await tls.obtain(url, node)
+    got = await tls.obtain(url, node, token=token)
     renew: asyncio.Task[None] | None = None
     if got is not None:
         server.tls_state, rotator = got
         renew = asyncio.create_task(rotator.run())
     try:
         await follow(server, url, node, admin=admin, inbound=inbound, ports=ports,
-                     address=address, backoff=backoff)
+                     address=address, backoff=backoff, token=token)
     finally:
         if renew is not None:
             renew.cancel()
@@ -163,8 +170,9 @@ class _Acks:
     """ACKs over one keep-alive HTTP/1.1 connection (reopened when it breaks): a push to
     a hundred proxies is then a hundred small writes, not a hundred TCP handshakes."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: TokenSource | None = None) -> None:
         self.url = url
+        self.token = token
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.path = f"{parts.path.rstrip('/')}/v1/ack"
@@ -174,7 +182,8 @@ class _Acks:
         data = msgspec.json.encode(body)
         request = (
             f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+            f"{header(self.token)}Content-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
         ).encode() + data
         for attempt in (0, 1):
             try:
@@ -210,16 +219,18 @@ class _Acks:
             self._conn = None
 
 
-async def _stream(server: Server, url: str, name: str, backoff: Backoff) -> None:
+async def _stream(server: Server, url: str, name: str, backoff: Backoff,
+                  token: TokenSource | None = None) -> None:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(host, port, limit=MAX_LINE), CONNECT_TIMEOUT
     )
-    acks = _Acks(url)
+    acks = _Acks(url, token)
     try:
         path = f"{parts.path.rstrip('/')}/v1/stream?node={quote(name)}"
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n{header(token)}\r\n"
+                     .encode())
         await writer.drain()
         status = await _read_head(reader)
         if status != 200:
@@ -268,7 +279,8 @@ def _version_of(line: bytes) -> str:
         return ""
 
 
-async def _post(url: str, path: str, body: Mapping[str, Any]) -> int:
+async def _post(url: str, path: str, body: Mapping[str, Any],
+                token: TokenSource | None = None) -> int:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     data = msgspec.json.encode(body)
@@ -276,7 +288,8 @@ async def _post(url: str, path: str, body: Mapping[str, Any]) -> int:
     try:
         writer.write(
             f"POST {parts.path.rstrip('/')}{path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            f"{header(token)}Content-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
             + data
         )
         await writer.drain()

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tollway.kit.backoff import Backoff
 from tollway.kit.clock import Clock, MonotonicClock
+from tollway.proxy.credential import TokenSource, header
 from tollway.snapshot import types
 
 log = logging.getLogger("tollway.proxy.tls")
@@ -356,7 +357,8 @@ def spiffe_id(node: types.Node) -> str:
     return f"{SPIFFE}{node.cluster_domain}/ns/{node.namespace}/sa/{node.service_account}"
 
 
-def http_signer(control_url: str, node: str = "", timeout: float = 10.0) -> Signer:
+def http_signer(control_url: str, node: str = "", timeout: float = 10.0,
+                token: TokenSource | None = None) -> Signer:
     """`POST {control_url}/v1/ca/sign {"csr": PEM}` → `{"cert_chain": PEM, "root": PEM}`."""
     parts = urlsplit(control_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -367,7 +369,7 @@ def http_signer(control_url: str, node: str = "", timeout: float = 10.0) -> Sign
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         try:
             writer.write(f"POST {base}/v1/ca/sign HTTP/1.0\r\nHost: {host}:{port}\r\n"
-                         "Content-Type: application/json\r\n"
+                         f"{header(token)}Content-Type: application/json\r\n"
                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
             await writer.drain()
             raw = await asyncio.wait_for(reader.read(), timeout)
@@ -429,20 +431,20 @@ class Rotator:
                 await asyncio.sleep(wait)
 
 
-async def bootstrap(control_url: str, spiffe_id: str, node: str = ""
-                    ) -> tuple[TlsState, Rotator]:
+async def bootstrap(control_url: str, spiffe_id: str, node: str = "",
+                    token: TokenSource | None = None) -> tuple[TlsState, Rotator]:
     """First certificate from the control plane's CA, and the rotator that renews it.
 
     For `tollway proxy`: `state, rotator = await tls.bootstrap(url, sid, node)`, pass
     `tls_state=state` to ProxyServer, then run `rotator.run()` as a task.
     """
-    sign = http_signer(control_url, node)
+    sign = http_signer(control_url, node, token=token)
     state = TlsState(await issue(spiffe_id, sign))
     return state, Rotator(state, sign)
 
 
-async def obtain(control_url: str, node: types.Node, *, backoff: Backoff | None = None
-                 ) -> tuple[TlsState, Rotator] | None:
+async def obtain(control_url: str, node: types.Node, *, backoff: Backoff | None = None,
+                 token: TokenSource | None = None) -> tuple[TlsState, Rotator] | None:
     """`bootstrap` for a proxy that must not serve before it has its certificate.
 
     Retries (with backoff) while the control plane is unreachable or does not know the
@@ -454,7 +456,7 @@ async def obtain(control_url: str, node: types.Node, *, backoff: Backoff | None 
     sid = spiffe_id(node)
     while True:
         try:
-            state, rotator = await bootstrap(control_url, sid, node.name)
+            state, rotator = await bootstrap(control_url, sid, node.name, token)
         except SignRefused as exc:
             if exc.status == 404:
                 log.warning("control plane at %s has no CA (/v1/ca/sign answered 404); %s "

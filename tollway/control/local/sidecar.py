@@ -1,7 +1,8 @@
 """Run one or more sidecars that follow the control plane, in one process.
 
 `python -m tollway.control.local.sidecar --control-plane URL NODE_JSON [NODE_JSON ...]`
-where each NODE_JSON is `{"node": Node, "admin_port": N}`. Used by `tollway up` (one
+where each NODE_JSON is `{"node": Node, "admin_port": N, "token_file": PATH}`; the token
+file (0600, written by `tollway up`) holds the node's workload credential. Used by `tollway up` (one
 node per process) and by bench/push_latency.py (many nodes per process, which keeps a
 100-proxy benchmark within the memory of a small machine).
 
@@ -22,8 +23,8 @@ from typing import Any
 
 import msgspec
 
+from tollway.proxy import credential, subscriber, tls
 from tollway.proxy import main as proxy_main
-from tollway.proxy import subscriber, tls
 from tollway.snapshot import types
 
 
@@ -36,7 +37,8 @@ async def start_one(url: str, spec: dict[str, Any]
     its lifetime into the same TLS contexts.
     """
     node = msgspec.convert(spec["node"], types.Node)
-    got = await tls.obtain(url, node)
+    token = credential.from_file(spec["token_file"]) if spec.get("token_file") else None
+    got = await tls.obtain(url, node, token=token)
     state, rotator = got if got is not None else (None, None)
     server = proxy_main.ProxyServer(None, admin_port=int(spec.get("admin_port", 0)),
                                     serve_admin=bool(spec.get("admin_port", 0)),
@@ -44,7 +46,7 @@ async def start_one(url: str, spec: dict[str, Any]
     await server.start()
     admin = f"127.0.0.1:{server.admin_address[1]}" if server.admin_address[1] else ""
     tasks = [asyncio.create_task(subscriber.follow(server, url, node, admin=admin,
-                                                   inbound=None))]
+                                                   inbound=None, token=token))]
     if rotator is not None:
         tasks.append(asyncio.create_task(rotator.run()))
     return server, tasks

@@ -60,9 +60,14 @@ MEMBERS_FILE = "members.json"
 DRAIN_WAIT = 10.0  # upper bound; normally every proxy acknowledges in tens of ms
 
 
-def default_sidecar_argv(entry: ProxyEntry, control_url: str) -> list[str]:
-    """A sidecar process following the control plane as this entry's node."""
-    spec = {"node": msgspec.to_builtins(entry.node), "admin_port": entry.ports["admin"]}
+def default_sidecar_argv(entry: ProxyEntry, control_url: str,
+                         token_file: Path | None = None) -> list[str]:
+    """A sidecar process following the control plane as this entry's node, showing the
+    credential in `token_file` (a path: the token itself never goes on a command line)."""
+    spec: dict[str, Any] = {"node": msgspec.to_builtins(entry.node),
+                            "admin_port": entry.ports["admin"]}
+    if token_file is not None:
+        spec["token_file"] = str(token_file)
     return [sys.executable, "-m", "tollway.control.local.sidecar",
             "--control-plane", control_url, json.dumps(spec)]
 

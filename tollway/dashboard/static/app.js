@@ -637,6 +637,47 @@ function renderMesh(m) {
   root.replaceChildren(...parts);
 }
 
+// ---- acting on the mesh (the control plane's credential) ----------------------------------
+// `tollway dashboard` opens /dashboard#token=T: a 12 h admin session in the URL's fragment,
+// which the browser never sends to any server. It is kept in sessionStorage (this origin,
+// this tab only) and sent as `Authorization: Bearer` on every change, with a JSON body:
+// what the API requires (a cross-site page can send neither). Without it, reading works and
+// changes answer 401; the message says how to open the dashboard with a session.
+
+const SESSION_KEY = "tollway.session";
+
+(function takeSessionFromFragment() {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (!m) return;
+  sessionStorage.setItem(SESSION_KEY, decodeURIComponent(m[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+})();
+
+function hasSession() {
+  return Boolean(sessionStorage.getItem(SESSION_KEY));
+}
+
+// POST `body` (an object) to `path` as the API requires; resolves to the parsed answer or
+// throws an Error whose message is the control plane's one sentence.
+async function postJSON(path, body) {
+  const token = sessionStorage.getItem(SESSION_KEY);
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(path, {
+    method: "POST", headers, body: JSON.stringify(body || {}),
+    cache: "no-store", credentials: "omit",
+  });
+  const text = await r.text();
+  let data = null;
+  try { data = JSON.parse(text); } catch (e) { /* a plain-text refusal */ }
+  if (!r.ok) {
+    const why = (data && (data.error || data.message)) || text.trim() || `HTTP ${r.status}`;
+    const hint = r.status === 401 ? " (open the dashboard with `tollway dashboard --open` to act)" : "";
+    throw new Error(`${why}${hint}`);
+  }
+  return data;
+}
+
 // ---- polling -----------------------------------------------------------------------------
 
 async function getJSON(path) {
