@@ -19,13 +19,15 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 from tollway.config import load
-from tollway.control import serve
+from tollway.control import auth, serve
+from tollway.control.guard import Guard
 from tollway.control.local.procs import PortAllocator
 from tollway.control.plane import ControlPlane
 from tollway.control.proxies import ProxyEntry
@@ -69,12 +71,13 @@ def _replicas(ports: PortAllocator) -> list[Replica]:
     return out
 
 
-def _spawn_workers(url: str, names: list[str], workers: int) -> list[subprocess.Popen[bytes]]:
+def _spawn_workers(url: str, names: list[str], workers: int, tokens: dict[str, Path]
+                   ) -> list[subprocess.Popen[bytes]]:
     procs = []
     for w in range(workers):
         mine = names[w::workers]
-        specs = [json.dumps({"node": {"name": n, "kind": "client"}, "admin_port": 0})
-                 for n in mine]
+        specs = [json.dumps({"node": {"name": n, "kind": "client"}, "admin_port": 0,
+                             "token_file": str(tokens[n])}) for n in mine]
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "tollway.control.local.sidecar", "--control-plane", url,
              *specs], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -107,15 +110,21 @@ async def run(n: int, changes: int, workers: int, debug: bool = False) -> dict[s
     for name in names:
         plane.register(ProxyEntry(types.Node(name=name, workload="bench-client", kind="client"),
                                   ports={"outbound": ports.allocate()}))
-    runner = await serve.serve(serve.make_app(plane), "127.0.0.1", 0)
+    state = Path(tempfile.mkdtemp(prefix="tollway-bench-"))
+    signer = auth.TokenSigner(auth.load_or_create_key(state))
+    tokens = {n: auth.node_token_file(state, signer, time.time(), name=n, namespace="default",
+                                      service_account="default") for n in names}
+    admin = signer.admin(time.time())
+    runner = await serve.serve(serve.make_app(plane, guard=Guard(signer)), "127.0.0.1", 0)
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     engine = asyncio.create_task(plane.run())
-    procs = _spawn_workers(url, names, workers)
+    procs = _spawn_workers(url, names, workers, tokens)
     samples: list[float] = []
     try:
         if not await _all_connected(plane, n, 60):
             raise SystemExit("proxies did not come up within 60 s")
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with httpx.AsyncClient(base_url=url,
+                                     headers={"Authorization": f"Bearer {admin}"}) as client:
             for i in range(changes):
                 w2 = 10 + (i % 2) * 40
                 text = VS.format(w1=100 - w2, w2=w2)

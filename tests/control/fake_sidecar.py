@@ -8,7 +8,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for tests.creds
+
+from tests import creds
 from tollway.proxy import subscriber
 from tollway.snapshot import codec, types
 
@@ -37,8 +41,9 @@ async def _close(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
 async def main(url: str, name: str) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    node = types.Node(name=name)
     task = asyncio.create_task(subscriber.follow(
-        ListenOnly(), url, types.Node(name=name), admin="", inbound=None))
+        ListenOnly(), url, node, admin="", inbound=None, token=creds.for_node(node)))
     await stop.wait()
     task.cancel()
 

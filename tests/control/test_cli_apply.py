@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests import creds
+from tollway.cli import credentials
 from tollway.cli.main import app
 from tollway.control import serve
 from tollway.control.plane import ControlPlane
@@ -21,7 +23,8 @@ SVC = "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  ports:
 
 
 @pytest.fixture
-def server(fake_compiler: Any) -> Iterator[tuple[str, ConfigStore]]:
+def server(fake_compiler: Any, tmp_path_factory: pytest.TempPathFactory,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, ConfigStore]]:
     loop = asyncio.new_event_loop()
     store = ConfigStore()
     started = threading.Event()
@@ -29,7 +32,8 @@ def server(fake_compiler: Any) -> Iterator[tuple[str, ConfigStore]]:
 
     async def boot() -> None:
         plane = ControlPlane(store, compiler=fake_compiler)
-        holder["runner"] = await serve.serve(serve.make_app(plane), "127.0.0.1", 0)
+        holder["runner"] = await serve.serve(serve.make_app(plane, guard=creds.guard()),
+                                             "127.0.0.1", 0)
         holder["url"] = f"http://127.0.0.1:{holder['runner'].addresses[0][1]}"
         started.set()
 
@@ -37,6 +41,10 @@ def server(fake_compiler: Any) -> Iterator[tuple[str, ConfigStore]]:
     thread.start()
     asyncio.run_coroutine_threadsafe(boot(), loop)
     assert started.wait(10)
+    # as `tollway up` does: the admin token left where the CLI on this machine looks
+    monkeypatch.setenv("TOLLWAY_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.delenv("TOLLWAY_TOKEN", raising=False)
+    credentials.remember(holder["url"], creds.admin())
     yield holder["url"], store
     asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)

@@ -14,6 +14,7 @@ from typing import Any
 
 from test_serve_stream import _run, _until, running_plane
 
+from tests import creds
 from tollway.control.proxies import ProxyEntry
 from tollway.proxy import subscriber
 from tollway.snapshot import types
@@ -28,7 +29,8 @@ def test_wait_current_returns_when_a_change_leaves_the_snapshot_alone(
             plane.register(ProxyEntry(node, admin="127.0.0.1:1"))
             server = fake_server_cls()
             follow = asyncio.create_task(
-                subscriber.follow(server, url, node, admin="127.0.0.1:1", inbound=None))
+                subscriber.follow(server, url, node, admin="127.0.0.1:1", inbound=None,
+                                  token=creds.for_node(node)))
             try:
                 await _until(lambda: plane.ledger.row(node.name).current)
                 version = server.version

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from tests import creds
 from tollway.control import push, serve
 from tollway.control.plane import ControlPlane
 from tollway.control.proxies import ProxyEntry
@@ -25,7 +26,8 @@ def _no_checks(_r: Any) -> list[Any]:
 async def running_plane(compiler: Any, port: int = 0) -> AsyncIterator[tuple[ControlPlane, str]]:
     store = ConfigStore(validator=_no_checks)
     plane = ControlPlane(store, compiler=compiler, debounce=push.Debouncer(0.005, 0.02))
-    runner = await serve.serve(serve.make_app(plane, heartbeat=0.2), "127.0.0.1", port)
+    app = serve.make_app(plane, guard=creds.guard(), heartbeat=0.2)
+    runner = await serve.serve(app, "127.0.0.1", port)
     task = asyncio.create_task(plane.run())
     bound = runner.addresses[0][1]
     try:
@@ -45,7 +47,7 @@ async def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 async def _get(url: str) -> Any:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=creds.admin_headers()) as client:
         return (await client.get(url)).json()
 
 
@@ -61,7 +63,8 @@ def test_stream_pushes_and_acks_each_change(fake_compiler: Any, fake_server_cls:
             plane.register(ProxyEntry(node, admin="127.0.0.1:1"))
             server = fake_server_cls()
             follow = asyncio.create_task(
-                subscriber.follow(server, url, node, admin="127.0.0.1:1", inbound=None))
+                subscriber.follow(server, url, node, admin="127.0.0.1:1", inbound=None,
+                    token=creds.for_node(node)))
             await _until(lambda: plane.ledger.row(node.name).current)
             first = server.version
             plane.store.apply([make_resource("Service", "s1")])
@@ -82,7 +85,8 @@ def test_stream_nack_keeps_last_and_reports_reason(fake_compiler: Any, fake_serv
             plane.register(ProxyEntry(node, admin="127.0.0.1:1"))
             server = fake_server_cls()
             follow = asyncio.create_task(
-                subscriber.follow(server, url, node, admin="127.0.0.1:1", inbound=None))
+                subscriber.follow(server, url, node, admin="127.0.0.1:1", inbound=None,
+                    token=creds.for_node(node)))
             await _until(lambda: plane.ledger.row(node.name).current)
             good = server.version
             plane.store.apply([make_resource("Service", "bad")])
@@ -103,7 +107,8 @@ def test_unknown_proxy_registers_then_streams(fake_compiler: Any, fake_server_cl
             node = types.Node(name="vm-1.default", workload="vm", labels={"app": "vm"})
             server = fake_server_cls()
             follow = asyncio.create_task(subscriber.follow(
-                server, url, node, admin="127.0.0.1:9901", inbound="127.0.0.1:15006"))
+                server, url, node, admin="127.0.0.1:9901", inbound="127.0.0.1:15006",
+                token=creds.for_node(node)))
             await _until(lambda: server.version is not None)
             entry = plane.book.get(node.name)
             assert entry is not None and entry.origin == "vm"
@@ -126,7 +131,7 @@ def test_proxy_keeps_config_and_resyncs_after_control_plane_restart(
         async with running_plane(fake_compiler) as (plane, url):
             port = int(url.rsplit(":", 1)[1])
             follow = asyncio.create_task(subscriber.follow(
-                server, url, node, admin="127.0.0.1:1", inbound=None))
+                server, url, node, admin="127.0.0.1:1", inbound=None, token=creds.for_node(node)))
             await _until(lambda: plane.ledger.row(node.name).current)
             kept = server.version
         assert server.version == kept  # control plane gone: last snapshot stays
@@ -142,7 +147,7 @@ def test_proxy_keeps_config_and_resyncs_after_control_plane_restart(
 def test_apply_and_get_over_http(fake_compiler: Any) -> None:
     async def main() -> None:
         async with running_plane(fake_compiler) as (plane, url), httpx.AsyncClient(
-            base_url=url
+            base_url=url, headers=creds.admin_headers()
         ) as client:
             text = ("apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n"
                     "  ports:\n  - port: 80\n")
@@ -171,7 +176,8 @@ def test_debug_views_show_config_registry_and_sync(fake_compiler: Any,
             node = types.Node(name="a-0.default")
             plane.register(ProxyEntry(node, admin="127.0.0.1:1"))
             follow = asyncio.create_task(subscriber.follow(
-                fake_server_cls(), url, node, admin="127.0.0.1:1", inbound=None))
+                fake_server_cls(), url, node, admin="127.0.0.1:1", inbound=None,
+                token=creds.for_node(node)))
             await _until(lambda: plane.ledger.row(node.name).current)
             configz = await _get(url + "/debug/configz")
             assert configz[node.name]["version"] == plane.configs[node.name].version

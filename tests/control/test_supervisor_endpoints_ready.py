@@ -18,6 +18,7 @@ from typing import Any
 
 from test_supervisor_lifecycle import FAKE_SIDECAR, ListenerCompiler, _deployment, _until
 
+from tests import creds
 from tollway.config.resource import ResourceSet
 from tollway.control import push, serve
 from tollway.control.local import plan as plan_mod
@@ -58,7 +59,7 @@ def test_replicas_become_endpoints_only_once_they_listen(
         compiler = CheckingCompiler()
         plane = ControlPlane(ConfigStore(validator=lambda _r: []), compiler=compiler,
                              debounce=push.Debouncer(0.005, 0.02))
-        runner = await serve.serve(serve.make_app(plane), "127.0.0.1", 0)
+        runner = await serve.serve(serve.make_app(plane, guard=creds.guard()), "127.0.0.1", 0)
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         engine = asyncio.create_task(plane.run())
         sup = Supervisor(plane, control_url=url, state_dir=tmp_path, workdir=tmp_path,

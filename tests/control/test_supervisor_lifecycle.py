@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests import creds
 from tollway.config.resource import ResourceSet
 from tollway.control import push, serve
 from tollway.control.local import plan as plan_mod
@@ -65,7 +66,7 @@ def test_supervisor_scales_restarts_and_stops(tmp_path: Path, make_resource: Any
         store = ConfigStore(validator=lambda _r: [])
         plane = ControlPlane(store, compiler=ListenerCompiler(),
                              debounce=push.Debouncer(0.005, 0.02))
-        runner = await serve.serve(serve.make_app(plane), "127.0.0.1", 0)
+        runner = await serve.serve(serve.make_app(plane, guard=creds.guard()), "127.0.0.1", 0)
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         engine = asyncio.create_task(plane.run())
         sup = Supervisor(plane, control_url=url, state_dir=tmp_path, workdir=tmp_path,
@@ -122,7 +123,7 @@ def test_supervisor_moves_a_sidecar_off_a_taken_port(tmp_path: Path, make_resour
         store = ConfigStore(validator=lambda _r: [])
         plane = ControlPlane(store, compiler=ListenerCompiler(),
                              debounce=push.Debouncer(0.005, 0.02))
-        runner = await serve.serve(serve.make_app(plane), "127.0.0.1", 0)
+        runner = await serve.serve(serve.make_app(plane, guard=creds.guard()), "127.0.0.1", 0)
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         engine = asyncio.create_task(plane.run())
         sup = Supervisor(plane, control_url=url, state_dir=tmp_path, workdir=tmp_path,

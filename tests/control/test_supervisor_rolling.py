@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests import creds
 from tests.control.test_supervisor_lifecycle import FAKE_SIDECAR, ListenerCompiler
 from tollway.config.resource import ResourceSet
 from tollway.control import push, serve
@@ -35,7 +36,7 @@ def test_rolling_update_keeps_within_max_surge_and_max_unavailable(
         store = ConfigStore(validator=lambda _r: [])
         plane = ControlPlane(store, compiler=ListenerCompiler(),
                              debounce=push.Debouncer(0.005, 0.02))
-        runner = await serve.serve(serve.make_app(plane), "127.0.0.1", 0)
+        runner = await serve.serve(serve.make_app(plane, guard=creds.guard()), "127.0.0.1", 0)
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         engine = asyncio.create_task(plane.run())
         sup = Supervisor(plane, control_url=url, state_dir=tmp_path, workdir=tmp_path,

@@ -79,6 +79,7 @@ def test_live_mesh_graph_rollout_and_proxies(browser: Any, mesh: Mesh) -> None:
     with Stream(mesh, host="web:8080") as stream:
         stream.wait_for(lambda v: len(v) >= 20)
         started = httpx.post(f"{mesh.url}/v1/rollouts/default/web/set-image", timeout=10,
+                             headers=mesh.admin_headers(),
                              json={"image": "demo:v2", "env": {"VERSION": "v2"},
                                    "actor": "test", "reason": "dashboard test"})
         assert started.status_code == 200, started.text

@@ -86,6 +86,21 @@ class Mesh:
         return subprocess.run([*TOLLWAY, *args, "--server", self.url], capture_output=True,
                               text=True, timeout=60)
 
+    def admin_headers(self) -> dict[str, str]:
+        """The admin credential `tollway up` wrote 0600 into its state folder."""
+        token = (self.root / ".tollway" / "admin-token").read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
+
+    def token_file(self, namespace: str, service_account: str) -> Path:
+        """A VM proxy's --token-file, issued by `tollway token create`."""
+        done = self.cli("token", "create", "--namespace", namespace,
+                        "--service-account", service_account)
+        assert done.returncode == 0, done.stdout + done.stderr
+        path = self.root.parent / f"{namespace}.{service_account}.token"
+        path.write_text(done.stdout)
+        path.chmod(0o600)
+        return path
+
     def members(self) -> list[dict[str, Any]]:
         return list(httpx.get(self.url + "/v1/local/members", timeout=5).json()["members"])
 

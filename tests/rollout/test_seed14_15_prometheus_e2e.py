@@ -110,8 +110,10 @@ class Up:
         return dict(r.json().get("status") or {}) if r.status_code == 200 else {}
 
     def command(self, action: str, body: dict[str, Any]) -> None:
+        token = (self.state / "admin-token").read_text().strip()
         r = httpx.post(f"{self.url}/v1/rollouts/{NS}/{NAME}/{action}",
-                       json={"actor": "test", **body}, timeout=10)
+                       json={"actor": "test", **body}, timeout=10,
+                       headers={"Authorization": f"Bearer {token}"})
         assert r.status_code in (200, 202), r.text  # 202: queued for the controller
 
     def stop(self) -> int:

@@ -21,6 +21,7 @@ from aiohttp import web
 from cryptography import x509
 from typer.testing import CliRunner
 
+from tests import creds
 from tests.security.live_mesh import inbound_config, start_app, start_proxy
 from tests.security.sec_resources import Issue
 from tollway.cli.main import app as cli_app
@@ -49,7 +50,8 @@ def plane_with(*nodes: types.Node) -> ControlPlane:
 async def serving(plane: ControlPlane, authority: CertificateAuthority, ttl: float = 3600.0
                   ) -> tuple[web.AppRunner, str]:
     runner = await serve.serve(
-        serve.make_app(plane, routes=serve.ca_routes(plane, authority, ttl=ttl)),
+        serve.make_app(plane, guard=creds.guard(),
+                       routes=serve.ca_routes(plane, authority, ttl=ttl)),
         "127.0.0.1", 0)
     port = runner.addresses[0][1]
     return runner, f"http://127.0.0.1:{port}"
@@ -75,18 +77,28 @@ def test_registered_proxy_gets_its_own_identity_and_nothing_else(run: Run) -> No
         plane = plane_with(PAY)
         runner, url = await serving(plane, CertificateAuthority.create(), ttl=600.0)
         try:
-            got = await tls.obtain(url, PAY)
+            got = await tls.obtain(url, PAY, token=creds.for_node(PAY))
             assert got is not None
             state, _rotator = got
             assert state.creds.spiffe_id == PAY_ID
             assert 0 < state.creds.not_after - state.creds.not_before <= 600 + 60
             with pytest.raises(tls.SignRefused) as unknown:  # not in the book: 403
-                await tls.issue(PAY_ID, tls.http_signer(url, "stranger.default"))
+                await tls.issue(PAY_ID, tls.http_signer(url, "stranger.default",
+                                                        token=creds.for_node(PAY)))
             assert unknown.value.status == 403
             with pytest.raises(tls.SignRefused) as impostor:  # in the book, asks for more
                 await tls.issue("spiffe://cluster.local/ns/checkout/sa/checkout-service",
-                                tls.http_signer(url, PAY.name))
+                                tls.http_signer(url, PAY.name, token=creds.for_node(PAY)))
             assert impostor.value.status == 400
+            with pytest.raises(tls.SignRefused) as anonymous:  # no credential: 401
+                await tls.issue(PAY_ID, tls.http_signer(url, PAY.name))
+            assert anonymous.value.status == 401
+            other = types.Node(name="x.checkout", namespace="checkout",
+                               service_account="checkout-service")
+            with pytest.raises(tls.SignRefused) as stolen:  # another identity's token: 403
+                await tls.issue(PAY_ID, tls.http_signer(url, PAY.name,
+                                                        token=creds.for_node(other)))
+            assert stolen.value.status == 403
         finally:
             await runner.cleanup()
     run(main())
@@ -95,9 +107,10 @@ def test_registered_proxy_gets_its_own_identity_and_nothing_else(run: Run) -> No
 def test_control_plane_without_ca_leaves_the_proxy_without_certificate(run: Run) -> None:
     async def main() -> object:
         plane = plane_with(PAY)
-        runner = await serve.serve(serve.make_app(plane), "127.0.0.1", 0)
+        runner = await serve.serve(serve.make_app(plane, guard=creds.guard()), "127.0.0.1", 0)
         try:
-            return await tls.obtain(f"http://127.0.0.1:{runner.addresses[0][1]}", PAY)
+            return await tls.obtain(f"http://127.0.0.1:{runner.addresses[0][1]}", PAY,
+                                    token=creds.for_node(PAY))
         finally:
             await runner.cleanup()
     assert run(main()) is None
@@ -112,7 +125,8 @@ def test_obtain_waits_for_registration(run: Run) -> None:
         runner, url = await serving(plane, CertificateAuthority.create())
         try:
             task = asyncio.create_task(
-                tls.obtain(url, PAY, backoff=Backoff(base=0.01, cap=0.05)))
+                tls.obtain(url, PAY, backoff=Backoff(base=0.01, cap=0.05),
+                           token=creds.for_node(PAY)))
             await asyncio.sleep(0.2)
             assert not task.done()  # 403 so far: waiting, not giving up
             plane.register(ProxyEntry(PAY))
@@ -140,7 +154,7 @@ def test_every_snapshot_carries_the_root_and_a_revocation_changes_the_version(
             assert first.trust.revoked_serials == ()
             plane.recompute()  # nothing changed: same version, nothing to push
             assert plane.configs[PAY.name].version == first.version
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(headers=creds.admin_headers()) as client:
                 r = await client.post(url + "/v1/ca/revoke", json={"serial": "0xAB:CD"})
                 assert r.status_code == 200, r.text
                 assert r.json()["revoked_serials"] == ["abcd"]
@@ -168,7 +182,7 @@ def test_revocation_by_certificate(ca: CertificateAuthority, issue: Issue) -> No
 @pytest.mark.parametrize("ttl", [0.5, 91 * 24 * 3600.0])
 def test_ttl_outside_the_cas_range_is_refused_up_front(ttl: float) -> None:
     with pytest.raises(camod.CAError, match="outside"):
-        camod.routes(CertificateAuthority.create(), {}.get, ttl)
+        camod.routes(CertificateAuthority.create(), lambda _n, _c: None, ttl)
 
 
 @pytest.mark.parametrize(("value", "said"), [("0.5s", "outside 1s..90 days"),

@@ -101,7 +101,8 @@ def test_revoking_a_workload_certificate_cuts_that_caller_off(mesh: Mesh) -> Non
     checkout = member(mesh, "checkout-service")
     assert via(checkout["outbound"], "GET", "/api/v1/payments").status_code == 200
     serial = format(presented(checkout["inbound"]).serial_number, "x")
-    r = httpx.post(mesh.url + "/v1/ca/revoke", json={"serial": serial}, timeout=5)
+    r = httpx.post(mesh.url + "/v1/ca/revoke", json={"serial": serial}, timeout=5,
+                   headers=mesh.admin_headers())
     assert r.status_code == 200 and serial in r.json()["revoked_serials"], r.text
 
     def refused() -> bool:
@@ -127,6 +128,7 @@ def test_vm_proxy_registers_with_labels_and_talks_mtls_with_the_mesh(mesh: Mesh)
         [sys.executable, "-m", "tollway", "proxy", "--control-plane", mesh.url,
          "--workload", "vm-api", "--namespace", "checkout",
          "--service-account", "checkout-service", "--label", "app=vm-api",
+         "--token-file", str(mesh.token_file("checkout", "checkout-service")),
          "--label", "version=vm", "--inbound-port", str(inbound), "--app-port",
          str(app_port), "--port", str(outbound), "--admin-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

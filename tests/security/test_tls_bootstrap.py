@@ -7,20 +7,24 @@ from typing import Any
 
 from aiohttp import web
 
+from tests import creds
 from tollway.control import ca as camod
 from tollway.control.ca import CertificateAuthority
 from tollway.proxy import tls
+from tollway.snapshot import types
 
 SID = "spiffe://cluster.local/ns/payments/sa/payment-service"
 
 
 NODES = {"payment-service-0": SID}
+TOKEN = creds.for_node(types.Node(name="payment-service-0", namespace="payments",
+                                  service_account="payment-service"))
 
 
 async def ca_server(ca: CertificateAuthority, ttl: float) -> tuple[web.AppRunner, str]:
     """The control plane's route, as CONTROL mounts it (`make_app(routes=...)`)."""
-    app = web.Application()
-    app.add_routes(camod.routes(ca, NODES.get, ttl))
+    app = web.Application(middlewares=[creds.guard().middleware])
+    app.add_routes(camod.routes(ca, lambda node, _caller: NODES.get(node), ttl))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -34,7 +38,7 @@ def test_bootstrap_and_renewal_over_http(ca: CertificateAuthority,
     async def main() -> tuple[tls.TlsState, str]:
         runner, url = await ca_server(ca, 3600.0)
         try:
-            state, rotator = await tls.bootstrap(url, SID, "payment-service-0")
+            state, rotator = await tls.bootstrap(url, SID, "payment-service-0", TOKEN)
             first = state.creds.cert_chain
             await rotator.renew_once()
             assert state.creds.cert_chain != first
@@ -51,12 +55,12 @@ def test_signer_reports_ca_refusal(ca: CertificateAuthority,
     async def main() -> str:
         runner, url = await ca_server(ca, 3600.0)
         try:
-            await tls.issue(SID, tls.http_signer(url, "stranger"))
+            await tls.issue(SID, tls.http_signer(url, "stranger", token=TOKEN))
         except OSError as exc:
             unknown = str(exc)
         try:
             await tls.issue("spiffe://cluster.local/ns/a/sa/b",
-                            tls.http_signer(url, "payment-service-0"))
+                            tls.http_signer(url, "payment-service-0", token=TOKEN))
         except OSError as exc:
             impostor = str(exc)
         finally:

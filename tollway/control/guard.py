@@ -32,7 +32,7 @@ from aiohttp import web
 from tollway.control import auth
 from tollway.kit.clock import Clock, MonotonicClock
 
-PRINCIPAL = "tollway.principal"  # request key: the verified auth.Principal
+PRINCIPAL = web.RequestKey("principal", auth.Principal)  # the verified caller
 WORKLOAD_ROUTES = frozenset({("POST", "/v1/register"), ("POST", "/v1/ack"),
                              ("POST", "/v1/ca/sign"), ("GET", "/v1/stream")})
 SECRET_READS = ("/v1/resources", "/debug/configz")
@@ -147,8 +147,8 @@ def _cross_site(request: web.Request, host: str) -> web.Response | None:
 
 def principal_of(request: web.Request) -> auth.Principal:
     """The caller the guard verified; fails closed when the app was built without one."""
-    principal = request.get(PRINCIPAL)
-    if not isinstance(principal, auth.Principal):
+    try:
+        return request[PRINCIPAL]
+    except KeyError:
         raise auth.Forbidden("no verified credential on this request (control plane "
-                             "built without its guard)")
-    return principal
+                             "built without its guard)") from None
