@@ -131,18 +131,24 @@ def _table(items: list[dict[str, Any]], *, wide: bool, all_namespaces: bool) -> 
         meta = item["metadata"]
         row = [meta["namespace"]] if all_namespaces else []
         row += [meta["name"], str(meta.get("generation", "")),
-                str(meta.get("resourceVersion", ""))]
+                str(meta.get("resourceVersion", "")), str(meta.get("source") or "-")]
         if wide:
             labels = ",".join(f"{k}={v}" for k, v in (meta.get("labels") or {}).items())
             row += [item["kind"], str(item.get("apiVersion", "")),
                     str(meta.get("managedBy", "") or "-"), labels or "<none>"]
         rows.append(row)
-    head = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "GENERATION", "VERSION"]
+    head = (["NAMESPACE"] if all_namespaces else []) + ["NAME", "GENERATION", "VERSION",
+                                                         "SOURCE"]
     if wide:
         head += ["KIND", "API VERSION", "MANAGED BY", "LABELS"]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
         typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for item in items:  # what the API's version shadows in the folder (control/applied.py)
+        meta = item["metadata"]
+        if meta.get("conflict"):
+            typer.echo(f"conflict: {item['kind']}/{meta['namespace']}/{meta['name']} "
+                       f"{meta['conflict']}")
 
 
 def _fetch(kind: str, name: str | None, namespace: str | None, server: str | None,

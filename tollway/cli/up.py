@@ -26,6 +26,7 @@ from tollway.cli import credentials, meshflag, up_lock
 from tollway.config.findings import Finding
 from tollway.config.resource import ResourceSet
 from tollway.control import auth, ca, serve
+from tollway.control.applied import AppliedConfig
 from tollway.control.compiler import MeshCompiler
 from tollway.control.folder import ManifestFolder
 from tollway.control.guard import Guard
@@ -93,7 +94,9 @@ class Up:
         self.prometheus_url: str | None = None
         self.url = f"http://127.0.0.1:{api_port}"
         self.store = ConfigStore(validator=local_validator)
-        self.folder = ManifestFolder(root, self.store, on_result=self._folder_result)
+        self.folder = ManifestFolder(root, self.store, on_result=self._folder_result,
+                                     on_shadowed=self._shadowed)
+        self.applied = AppliedConfig(state_dir, self.store, self.folder)
         self.plane: ControlPlane | None = None
         self.supervisor: Supervisor | None = None
         self.rollout: Any = None
@@ -120,9 +123,33 @@ class Up:
             self.echo(f"applied from {self.root}: {len(result.changed)} changed, "
                       f"{len(result.deleted)} deleted")
 
+    def _shadowed(self, key: tuple[str, str, str]) -> None:
+        self.echo(f"conflict: {'/'.join(key)} in {self.root} not applied: the version applied "
+                  "through the API wins until `tollway delete` removes it")
+
+    def _restore_applied(self) -> bool:
+        """What `tollway apply` applied before a restart, over the folder; False: refused."""
+        restored = self.applied.load()
+        if restored is None:
+            return True
+        if not restored.ok:
+            self.echo(f"the config applied through the API ({self.applied.path}) does not "
+                      "validate with the folder's; nothing started:")
+            for f in restored.findings:
+                if f.is_error:
+                    self.echo("  " + f.render())
+            return False
+        kept = len(self.store.from_source("api"))
+        self.echo(f"restored {kept} resources applied through the API ({self.applied.path})")
+        for key, why in sorted(self.applied.conflicts().items()):
+            self.echo(f"conflict: {'/'.join(key)} {why}")
+        return True
+
     async def run(self) -> int:
         first = self.folder.sync()
         if first is not None and not first.ok:
+            return 1
+        if not self._restore_applied():
             return 1
         self.plane = ControlPlane(self.store, compiler=MeshCompiler(self.mesh))
         clock = MonotonicClock()
@@ -150,7 +177,8 @@ class Up:
         try:  # adopt survivors before serving, so no proxy ever sees a snapshot without them
             self._members(ports)
             runner = await serve.serve(
-                serve.make_app(self.plane, guard=Guard(signer, clock), routes=routes),
+                serve.make_app(self.plane, guard=Guard(signer, clock), routes=routes,
+                               applied=self.applied),
                 "127.0.0.1", self.api_port)
         except (_PortTaken, OSError) as exc:
             port = exc.port if isinstance(exc, _PortTaken) else self.api_port

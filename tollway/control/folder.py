@@ -6,7 +6,9 @@ filesystem, and editors that replace files (write + rename) are seen the same wa
 The folder only writes what changed *in the folder* since its last successful load, and
 prunes only resources it wrote itself: a rollout controller's edit to a VirtualService is
 not reverted because somebody touched an unrelated file, and a resource applied with
-`tollway apply` is not deleted because it is not in the folder.
+`tollway apply` is not deleted because it is not in the folder. A resource the API
+applied is never overwritten by the folder: the folder's version is shadowed and
+reported (`control.applied` has the rule).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class ManifestFolder:
     root: Path
     store: ConfigStore
     on_result: Callable[[ApplyResult], None] = lambda _r: None
+    on_shadowed: Callable[[Key], None] = lambda _k: None
     _last: dict[Key, Resource] = field(default_factory=dict)
     _seen: Fingerprint | None = None
 
@@ -79,18 +82,32 @@ class ManifestFolder:
             self.on_result(result)
             return result
         loaded = {r.key: r for r in resources}
-        upserts = [r for k, r in loaded.items() if not _same(self._last.get(k), r)]
+        api = set(self.store.from_source("api"))
+        upserts = [r for k, r in loaded.items()
+                   if not _same(self._last.get(k), r) and k not in api]
         deletes = [k for k in self._last if k not in loaded]
-        deletes = [k for k in deletes if k in self.store.managed_by(MANAGER)]
+        deletes = [k for k in deletes if k in self.store.managed_by(MANAGER) and k not in api]
+        shadowed = [k for k, r in loaded.items()
+                    if k in api and not _same(self._last.get(k), r)
+                    and not _same(self.store.get(k), r)]
         result = self.store.transact(
-            upserts, deletes, actor=MANAGER, reason=f"{self.root} changed", action="sync"
+            upserts, deletes, actor=MANAGER, reason=f"{self.root} changed", action="sync",
+            source=MANAGER,
         )
         if result.ok:
             self._last = loaded
             result = ApplyResult(True, findings + result.findings, result.changed,
                                  result.deleted, result.revision)
+            for key in shadowed:
+                log.warning("%s: %s/%s/%s not applied: the version applied through the API "
+                            "wins until `tollway delete` removes it", self.root, *key)
+                self.on_shadowed(key)
         self.on_result(result)
         return result
+
+    def declared(self, key: Key) -> Resource | None:
+        """The folder's version of a resource (as last loaded), or None."""
+        return self._last.get(key)
 
     async def watch(self, interval: float = 0.2) -> None:
         while True:

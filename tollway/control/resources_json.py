@@ -6,10 +6,11 @@ name (`vs`, `dr`, `deploy`, `svc`, ...).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from tollway.config.resource import Resource
-from tollway.control.store import ConfigStore
+from tollway.control.store import ConfigStore, Key
 
 SHORT_NAMES = {
     "vs": "virtualservice",
@@ -43,7 +44,9 @@ def kind_matches(query: str, kind: str) -> bool:
     return q in (k, k + "s", k + "es") or (k.endswith("y") and q == k[:-1] + "ies")
 
 
-def to_object(store: ConfigStore, r: Resource) -> dict[str, Any]:
+def to_object(store: ConfigStore, r: Resource, conflict: str = "") -> dict[str, Any]:
+    """The resource as GET shows it; `metadata.source` says where it came from ("folder",
+    "api", or the controller that made it) and `metadata.conflict` what it shadows."""
     meta = store.meta(r.key)
     metadata: dict[str, Any] = {"name": r.name, "namespace": r.namespace}
     if r.labels:
@@ -54,6 +57,9 @@ def to_object(store: ConfigStore, r: Resource) -> dict[str, Any]:
         metadata["resourceVersion"] = str(meta.resource_version)
         metadata["generation"] = meta.generation
         metadata["managedBy"] = meta.manager
+        metadata["source"] = meta.source or meta.manager
+    if conflict:
+        metadata["conflict"] = conflict
     obj: dict[str, Any] = {"apiVersion": r.api_version, "kind": r.kind, "metadata": metadata}
     for key, value in r.raw.items():
         if key not in ("apiVersion", "kind", "metadata", "status"):
@@ -69,7 +75,8 @@ def to_object(store: ConfigStore, r: Resource) -> dict[str, Any]:
 
 
 def select(
-    store: ConfigStore, kind: str | None, name: str | None, namespace: str | None
+    store: ConfigStore, kind: str | None, name: str | None, namespace: str | None,
+    conflicts: Mapping[Key, str] | None = None,
 ) -> list[dict[str, Any]]:
     out = []
     for r in sorted(store.current(), key=lambda r: (r.kind, r.namespace, r.name)):
@@ -79,5 +86,5 @@ def select(
             continue
         if namespace and r.namespace != namespace:
             continue
-        out.append(to_object(store, r))
+        out.append(to_object(store, r, (conflicts or {}).get(r.key, "")))
     return out

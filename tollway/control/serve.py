@@ -31,6 +31,7 @@ from tollway.control import auth, registry, resources_json
 from tollway.control import ca as ca_mod
 from tollway.control import guard as guard_mod
 from tollway.control import proxies as proxies_mod
+from tollway.control.applied import AppliedConfig
 from tollway.control.plane import ControlPlane
 from tollway.control.store import ApplyResult, ConfigStore
 from tollway.kit.clock import Clock
@@ -42,13 +43,17 @@ STORE: web.AppKey[ConfigStore] = web.AppKey("store", ConfigStore)
 
 def make_app(
     plane: ControlPlane, *, guard: guard_mod.Guard, routes: Iterable[web.RouteDef] = (),
-    heartbeat: float = HEARTBEAT,
+    heartbeat: float = HEARTBEAT, applied: AppliedConfig | None = None,
 ) -> web.Application:
-    """The control plane app behind `guard`; `routes` are mounted beside the built-in ones."""
+    """The control plane app behind `guard`; `routes` are mounted beside the built-in ones.
+
+    With `applied`, `/v1/apply` and `/v1/delete` go through it (persisted, preferred over
+    the folder); without, straight to the store (nothing outlives the process).
+    """
     app = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[guard.middleware])
     app[PLANE] = plane
     app[STORE] = plane.store
-    handlers = _Handlers(plane, heartbeat)
+    handlers = _Handlers(plane, heartbeat, applied)
     app.add_routes(
         [
             web.get("/v1/stream", handlers.stream),
@@ -144,10 +149,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 class _Handlers:
-    def __init__(self, plane: ControlPlane, heartbeat: float) -> None:
+    def __init__(self, plane: ControlPlane, heartbeat: float,
+                 applied: AppliedConfig | None) -> None:
         self.plane = plane
         self.store = plane.store
         self.heartbeat = heartbeat
+        self.applied = applied
 
     # ---------------------------------------------------------------- proxies
 
@@ -212,7 +219,9 @@ class _Handlers:
         if isinstance(loaded, web.Response):
             return loaded
         resources, actor, reason = loaded
-        return _result(self.store.apply(resources, actor=actor, reason=reason))
+        if self.applied is not None:
+            return _result(self.applied.apply(resources, actor=actor, reason=reason))
+        return _result(self.store.apply(resources, actor=actor, reason=reason, source="api"))
 
     async def delete(self, request: web.Request) -> web.Response:
         loaded = _load(await _body(request))
@@ -220,13 +229,16 @@ class _Handlers:
             return loaded
         resources, actor, reason = loaded
         keys = [r.key for r in resources]
+        if self.applied is not None:
+            return _result(self.applied.delete(keys, actor=actor, reason=reason))
         return _result(self.store.delete(keys, actor=actor, reason=reason))
 
     async def resources(self, request: web.Request) -> web.Response:
         kind = request.match_info.get("kind")
         name = request.match_info.get("name")
         namespace = request.query.get("namespace")
-        items = resources_json.select(self.store, kind, name, namespace)
+        notes = self.applied.conflicts() if self.applied is not None else {}
+        items = resources_json.select(self.store, kind, name, namespace, notes)
         if name and not items:
             return _json({"error": f"{kind}/{name} not found"}, 404)
         return _json({"items": items, "revision": self.store.revision})

@@ -20,6 +20,7 @@ subresource.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ class Meta:
     manager: str  # the actor that last wrote it ("folder", "user", "rollout", ...)
     created: float  # wall-clock seconds
     updated: float
+    source: str = ""  # where it came from: "folder", "api", or the controller that made it
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +138,12 @@ class ConfigStore:
     # ----------------------------------------------------------------- writes
 
     def apply(
-        self, resources: Sequence[Resource], *, actor: str = "user", reason: str = ""
+        self, resources: Sequence[Resource], *, actor: str = "user", reason: str = "",
+        source: str | None = None,
     ) -> ApplyResult:
         """Create or update `resources` together, or change nothing."""
-        return self.transact(resources, (), actor=actor, reason=reason, action="apply")
+        return self.transact(resources, (), actor=actor, reason=reason, action="apply",
+                             source=source)
 
     def delete(
         self, keys: Iterable[Key], *, actor: str = "user", reason: str = ""
@@ -155,10 +159,22 @@ class ConfigStore:
         actor: str = "user",
         reason: str = "",
         action: str = "apply",
+        source: str | None = None,
     ) -> ApplyResult:
-        """The single write path: validate the resulting set, then commit and notify."""
+        """The single write path: validate the resulting set, then commit and notify.
+
+        `source` says where the written resources come from ("folder", "api"); None
+        keeps each one's previous source (a controller editing a folder's resource), or
+        the actor for a new one. Rewriting the same content from another source only
+        changes the source: that writer owns it from now on.
+        """
         changed = tuple(r.key for r in upserts if not self._unchanged(r))
         deleted = tuple(k for k in dict.fromkeys(deletes) if self._set.get(*k) is not None)
+        if source is not None:
+            for r in upserts:
+                meta = self._meta.get(r.key)
+                if r.key not in changed and meta is not None and meta.source != source:
+                    self._meta[r.key] = dataclasses.replace(meta, source=source)
         if not changed and not deleted:
             return ApplyResult(ok=True, revision=self.revision)
         candidate = self._set.with_changes(
@@ -167,7 +183,7 @@ class ConfigStore:
         findings = tuple(self.validator(candidate))
         if any(f.severity is Severity.ERROR for f in findings):
             return ApplyResult(ok=False, findings=findings, revision=self.revision)
-        self._commit(candidate, changed, deleted, actor)
+        self._commit(candidate, changed, deleted, actor, source)
         change = Change(self.revision, changed, deleted, actor, reason)
         self._record(change, action)
         for callback in list(self._subscribers):
@@ -180,7 +196,7 @@ class ConfigStore:
 
     def _commit(
         self, candidate: ResourceSet, changed: tuple[Key, ...], deleted: tuple[Key, ...],
-        actor: str,
+        actor: str, source: str | None,
     ) -> None:
         self.revision += 1
         now = self.clock.wall()
@@ -190,11 +206,12 @@ class ConfigStore:
             new = candidate.get(*key)
             assert new is not None
             if old_meta is None or old is None:
-                self._meta[key] = Meta(self.revision, 1, actor, now, now)
+                self._meta[key] = Meta(self.revision, 1, actor, now, now, source or actor)
                 continue
             bump = 0 if old.spec == new.spec else 1
             self._meta[key] = Meta(
-                self.revision, old_meta.generation + bump, actor, old_meta.created, now
+                self.revision, old_meta.generation + bump, actor, old_meta.created, now,
+                source or old_meta.source or actor,
             )
         for key in deleted:
             self._meta.pop(key, None)
@@ -208,6 +225,10 @@ class ConfigStore:
             )
         )
         del self._audit[:-AUDIT_LIMIT]
+
+    def from_source(self, source: str) -> tuple[Key, ...]:
+        """Keys whose source is `source` (what the API persists: "api")."""
+        return tuple(k for k, m in self._meta.items() if m.source == source)
 
     def managed_by(self, manager: str) -> tuple[Key, ...]:
         """Keys last written by `manager` (the folder prunes only what it wrote)."""
