@@ -534,9 +534,14 @@ function showResult(text, bad) {
   if (!bad) resultTimer = setTimeout(() => { out.hidden = true; }, 20000);
 }
 
-// What a state-changing request carries: same origin, JSON, and a custom header a
-// cross-site form or image cannot send (the control plane's CSRF check).
+// What a state-changing request carries: same origin, JSON, a custom header a cross-site
+// form or image cannot send, and the session's `Authorization: Bearer` (see postJSON).
 const MUTATE_HEADERS = { "Content-Type": "application/json", "X-Tollway-Request": "1" };
+
+function mutateHeaders() {
+  const token = sessionStorage.getItem(SESSION_KEY);
+  return token ? { ...MUTATE_HEADERS, Authorization: `Bearer ${token}` } : { ...MUTATE_HEADERS };
+}
 
 async function act(rollout, action, reason) {
   const [ns, name] = rollout.split("/");
@@ -546,13 +551,15 @@ async function act(rollout, action, reason) {
     const path = `/v1/rollouts/${encodeURIComponent(ns)}/${encodeURIComponent(name)}/` +
       encodeURIComponent(action.path);
     const r = await fetch(path, {
-      method: "POST", headers: MUTATE_HEADERS, body: JSON.stringify(body),
-      credentials: "same-origin", cache: "no-store",
+      method: "POST", headers: mutateHeaders(), body: JSON.stringify(body),
+      credentials: "omit", cache: "no-store",
     });
+    const raw = await r.text();
     let data = {};
-    try { data = await r.json(); } catch (e) { /* not JSON */ }
+    try { data = JSON.parse(raw); } catch (e) { data = { error: raw.trim() }; }
     bad = !r.ok;
-    text = bad ? `${action.label} ${rollout} refused (HTTP ${r.status}): ${data.error || ""}`
+    const hint = r.status === 401 ? " (open the dashboard with `tollway dashboard --open` to act)" : "";
+    text = bad ? `${action.label} ${rollout} refused (HTTP ${r.status}): ${data.error || ""}${hint}`
       : `${data.message || `${action.label} requested`}`;
   } catch (err) {
     bad = true;
@@ -660,11 +667,8 @@ function hasSession() {
 // POST `body` (an object) to `path` as the API requires; resolves to the parsed answer or
 // throws an Error whose message is the control plane's one sentence.
 async function postJSON(path, body) {
-  const token = sessionStorage.getItem(SESSION_KEY);
-  const headers = { "Content-Type": "application/json" };
-  if (token) headers.Authorization = `Bearer ${token}`;
   const r = await fetch(path, {
-    method: "POST", headers, body: JSON.stringify(body || {}),
+    method: "POST", headers: mutateHeaders(), body: JSON.stringify(body || {}),
     cache: "no-store", credentials: "omit",
   });
   const text = await r.text();
