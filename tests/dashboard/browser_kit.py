@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests import creds
 from tollway.control import serve
 from tollway.control.plane import ControlPlane
 from tollway.control.store import ConfigStore
@@ -86,7 +87,7 @@ def control_plane(routes: Callable[[ControlPlane], list[web.RouteDef]],
     async def boot() -> web.AppRunner:
         nonlocal plane
         plane = ControlPlane(ConfigStore())
-        made = serve.make_app(plane, routes=routes(plane), **app)
+        made = serve.make_app(plane, routes=routes(plane), **{"guard": creds.guard(), **app})
         return await serve.serve(made, "127.0.0.1", 0)
 
     runner = asyncio.run_coroutine_threadsafe(boot(), loop).result(10)

@@ -183,7 +183,10 @@ def test_promote_and_abort_from_the_page_move_the_rollout(browser: Any, mesh: Me
     posts: list[dict[str, str]] = []
     with Stream(mesh, host="web:8080") as stream:
         stream.wait_for(lambda v: len(v) >= 10)
-        w = Watched(browser, mesh.url)
+        session = mesh.cli("dashboard").stdout  # `to act ... open URL#token=T`, as a user would
+        fragment = session[session.index("#token="):].split()[0]
+        w = Watched(browser, mesh.url, fragment)
+        assert "#token" not in w.page.url  # taken into sessionStorage, gone from the URL
         w.page.on("request", lambda r: posts.append(dict(r.headers, url=r.url))
                   if r.method == "POST" else None)
         w.wait("() => Number(document.body.dataset.updates) >= 1", "a first refresh")
@@ -192,7 +195,7 @@ def test_promote_and_abort_from_the_page_move_the_rollout(browser: Any, mesh: Me
         assert all(healthy.nth(i).is_disabled() for i in range(6)), "Healthy: nothing to do"
 
         started = httpx.post(f"{mesh.url}/v1/rollouts/default/web/set-image", timeout=10,
-                             headers={"X-Tollway-Request": "1"},
+                             headers={"X-Tollway-Request": "1", **mesh.admin_headers()},
                              json={"image": "demo:v2", "env": {"VERSION": "v2"}})
         assert started.status_code == 200, started.text
         _page_phase(w, "Paused", "the release paused, waiting for a promotion")
@@ -211,7 +214,7 @@ def test_promote_and_abort_from_the_page_move_the_rollout(browser: Any, mesh: Me
         assert "promote requested" in result and "dashboard" in result
 
         again = httpx.post(f"{mesh.url}/v1/rollouts/default/web/set-image", timeout=10,
-                           headers={"X-Tollway-Request": "1"},
+                           headers={"X-Tollway-Request": "1", **mesh.admin_headers()},
                            json={"image": "demo:v3", "env": {"VERSION": "v3"}})
         assert again.status_code == 200, again.text
         w.wait("""() => document.querySelector('[data-rollout="default/web"] .weights')
@@ -237,5 +240,6 @@ def test_promote_and_abort_from_the_page_move_the_rollout(browser: Any, mesh: Me
     actions = [p for p in posts if "/v1/rollouts/default/web/" in p["url"]]
     assert [p["url"].rsplit("/", 1)[1] for p in actions] == ["promote", "abort"]
     assert all(p.get("x-tollway-request") == "1" for p in actions)
+    assert all(p.get("authorization", "").startswith("Bearer tw1.") for p in actions)
     assert all(p.get("content-type") == "application/json" for p in actions)
     w.check_clean()

@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner
 
+from tests import creds
 from tollway.cli.main import app as cli_app
 from tollway.control import serve
 from tollway.control.plane import ControlPlane
@@ -90,7 +91,8 @@ def served() -> Iterator[Served]:
                                              namespace="default"),
                                   admin=f"127.0.0.1:{dead_port}"))
         routes = dashboard_web.routes(plane, min_interval=0.0)
-        runner = await serve.serve(serve.make_app(plane, routes=routes), "127.0.0.1", 0)
+        app = serve.make_app(plane, guard=creds.guard(), routes=routes)
+        runner = await serve.serve(app, "127.0.0.1", 0)
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
 
         async def cleanup() -> None:
@@ -190,7 +192,7 @@ def test_cli_dashboard_says_what_to_do_when_nothing_answers() -> None:
 def test_cli_dashboard_on_a_control_plane_without_one() -> None:
     async def boot(_loop: asyncio.AbstractEventLoop) -> tuple[str, Any]:
         plane = ControlPlane(ConfigStore())
-        runner = await serve.serve(serve.make_app(plane), "127.0.0.1", 0)
+        runner = await serve.serve(serve.make_app(plane, guard=creds.guard()), "127.0.0.1", 0)
 
         async def cleanup() -> None:
             await runner.cleanup()
