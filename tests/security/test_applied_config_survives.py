@@ -43,6 +43,7 @@ def _source(mesh: Mesh) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # two `tollway up` starts on a loaded machine
 def test_a_deny_applied_through_the_api_survives_restarts_and_the_folder(
         tmp_path: Path) -> None:
     root = tmp_path / "mesh"
