@@ -185,7 +185,8 @@ class Fixture:
 
     def command(self, name: str, action: str, body: dict[str, Any] | None = None) -> None:
         r = httpx.post(f"{self.mesh.url}/v1/rollouts/default/{name}/{action}",
-                       json={"actor": "test", **(body or {})}, timeout=10)
+                       json={"actor": "test", **(body or {})}, timeout=10,
+                       headers=self.mesh.admin_headers())
         assert r.status_code in (200, 202), r.text
 
     def new_image(self, name: str) -> None:
