@@ -159,10 +159,11 @@ def test_get_of_an_unknown_kind_is_kubectls_error(mesh: Mesh) -> None:
 def test_get_wide_name_and_all_namespaces(mesh: Mesh) -> None:
     plain = mesh.cli("get", "deploy")
     assert plain.returncode == 0, plain.stderr
-    assert plain.stdout.splitlines()[0].split() == ["NAME", "GENERATION", "VERSION"]
+    assert plain.stdout.splitlines()[0].split() == ["NAME", "GENERATION", "VERSION", "SOURCE"]
+    assert plain.stdout.splitlines()[1].split()[-1] == "folder"  # where it came from
     wide = mesh.cli("get", "deploy", "-o", "wide")
-    assert wide.stdout.splitlines()[0].split()[:6] == ["NAME", "GENERATION", "VERSION",
-                                                       "KIND", "API", "VERSION"]
+    assert wide.stdout.splitlines()[0].split()[:7] == ["NAME", "GENERATION", "VERSION",
+                                                       "SOURCE", "KIND", "API", "VERSION"]
     assert "apps/v1" in wide.stdout
     names = mesh.cli("get", "deployments", "-o", "name")
     assert names.stdout == "deployment.apps/myapp-v1\ndeployment.apps/myapp-v2\n"
