@@ -126,6 +126,25 @@ def _metadata(ctx: _Ctx, data: dict[str, Any]) -> tuple[str, dict[str, str], dic
     return ns, maps[0], maps[1]
 
 
+_GO_BOOLS = ("1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False")
+DRY_RUN = "istio.io/dry-run"
+
+
+def _dry_run(ctx: _Ctx, kspec: KindSpec, annotations: dict[str, str],
+             spec: dict[str, Any]) -> None:
+    """Istio's rule: only an ALLOW or DENY AuthorizationPolicy may carry `istio.io/dry-run`,
+    with a boolean value; on any other Istio kind the whole resource is refused."""
+    if DRY_RUN not in annotations or not kspec.group.endswith("istio.io"):
+        return
+    where = ("metadata", "annotations", DRY_RUN)
+    if kspec.kind != "AuthorizationPolicy":
+        ctx.add(where, f"{DRY_RUN} is only supported on AuthorizationPolicy; remove it")
+    elif annotations[DRY_RUN] not in _GO_BOOLS:
+        ctx.add(where, f"{DRY_RUN} must be \"true\" or \"false\", got '{annotations[DRY_RUN]}'")
+    elif str(spec.get("action") or "ALLOW") not in ("ALLOW", "DENY"):
+        ctx.add(where, f"{DRY_RUN} works only with action ALLOW or DENY")
+
+
 def _content_suffix(data: dict[str, Any]) -> str:
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:5]
@@ -183,6 +202,7 @@ def validate_document(doc: Document) -> tuple[Resource | None, list[Finding]]:
     if model is not None and not ctx.findings:
         for severity, path, message in lint(resource):
             ctx.add((*prefix, *path), message, severity)
+    _dry_run(ctx, kspec, annotations, spec)
     if kspec.ignored is not None and not any(f.is_error for f in ctx.findings):
         # Accepted, not enforced: one warning, and kept out of the resource set so
         # nothing downstream mistakes it for a kind it acts on.

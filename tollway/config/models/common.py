@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import re2
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from tollway.kit.durations import DurationError, parse_duration
@@ -102,6 +102,16 @@ class LabelSelectorRequirement(Strict):
 
 class WorkloadSelector(Strict):
     match_labels: Labels | None = None
+
+    @model_validator(mode="after")
+    def _no_wildcards(self) -> WorkloadSelector:
+        # Istio's validateWorkloadSelector
+        for k, v in (self.match_labels or {}).items():
+            if not k:
+                raise ValueError("matchLabels keys must not be empty")
+            if "*" in k or "*" in v:
+                raise ValueError(f"wildcards are not supported in a selector ({k}: {v})")
+        return self
 
 
 LabelSelector.model_rebuild()
