@@ -291,6 +291,11 @@ def test_rollout_dry_run_by_metric_name_regex_is_honoured(up: Fixture) -> None:
     assert res["fail-latency"]["phase"] == "Failed" and res["failure-budget"]["phase"] == "Failed"
     assert res["success"]["phase"] == "Successful" and run["phase"] == "Successful"
     assert st["abort"] is False
+    # the run's summaries, as assessRunStatus writes them
+    assert run["runSummary"] == {"count": 1, "successful": 1, "failed": 0, "inconclusive": 0,
+                                 "error": 0}
+    assert run["dryRunSummary"] == {"count": 2, "successful": 0, "failed": 2,
+                                    "inconclusive": 0, "error": 0}
 
 
 def test_abort_puts_current_step_index_back_to_zero(up: Fixture) -> None:

@@ -364,8 +364,27 @@ def terminate(run: AnalysisRun) -> AnalysisPhase:
     return assess(run)
 
 
+def summaries(run: AnalysisRun) -> tuple[dict[str, int], dict[str, int]]:
+    """Argo's status.runSummary and status.dryRunSummary (analysis.go assessRunStatus):
+    every metric counts, dry-run ones in the second; a completed metric also counts under
+    its phase (anything but Failed / Inconclusive / Error as successful)."""
+    keys = ("count", "successful", "failed", "inconclusive", "error")
+    live, dry = dict.fromkeys(keys, 0), dict.fromkeys(keys, 0)
+    for spec in run.metrics:
+        into = dry if spec.dry_run else live
+        into["count"] += 1
+        res = run.results.get(spec.name)
+        if res is not None and res.phase.completed:
+            into[{AnalysisPhase.FAILED: "failed", AnalysisPhase.INCONCLUSIVE: "inconclusive",
+                  AnalysisPhase.ERROR: "error"}.get(res.phase, "successful")] += 1
+    return live, dry
+
+
 def run_to_dict(run: AnalysisRun) -> dict[str, Any]:
+    live, dry = summaries(run)
     return {
+        "runSummary": live,
+        "dryRunSummary": dry,
         "name": run.name,
         "startedAt": run.started_at,
         "args": dict(run.args),
