@@ -61,7 +61,11 @@ def weighted(world: World, route: Mapping[str, Any], namespace: str,
         elif weight <= 0:
             continue
         cluster, host, subset, port = cluster_of(world, item.get("destination"), namespace, where)
-        req, resp, _ = actions.request_response(item.get("headers"))
+        req, resp, authority = actions.request_response(item.get("headers"))
+        if authority is not None:  # a destination's Host: the proxy reads it from `set`
+            base = req or types.HeaderOps()
+            req = types.HeaderOps(set={**base.set, "host": authority}, add=base.add,
+                                  remove=base.remove)
         out.append(types.WeightedCluster(cluster=cluster, weight=weight, host=host,
                                          subset=subset, port=port, request_headers=req,
                                          response_headers=resp))

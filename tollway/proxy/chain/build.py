@@ -64,6 +64,10 @@ class ListenerPlan:
         self.kind = spec.kind
         self.port = spec.service_port or spec.port
         self.match_port = spec.service_port
+        # the port a request was sent to, as a redirect's derivePort FROM_REQUEST_PORT
+        # reads it: the service port, or a gateway's server port (its listener is named
+        # "gateway|PORT" by translate/gateway.py; it listens on PORT + offset)
+        self.request_port = spec.service_port or _gateway_server_port(spec)
         self.gateway: str | None = None
         self.scheme = "https" if spec.tls is not None else "http"
         self.matcher = matcher
@@ -126,6 +130,11 @@ class ListenerPlan:
             labels = (self.reporter, *src, *dst[:5], *svc, *dst[5:], "http", policy)
             out.append(self.metrics.intern(labels))
         return out
+
+
+def _gateway_server_port(spec: types.Listener) -> int | None:
+    kind, _, number = spec.name.partition("|")
+    return int(number) if kind == "gateway" and number.isdigit() else None
 
 
 _UNKNOWN_PEER = ("unknown",) * 8

@@ -109,7 +109,8 @@ class Router:
             if extra:
                 ex.attrs["cors"] = extra
         if spec.redirect is not None:
-            location = route.redirect_location(ex.authority, ex.path, plan.scheme)
+            location = route.redirect_location(ex.authority, ex.path, plan.scheme,
+                                               plan.request_port)
             down.local_reply(ex, spec.redirect.status, "", "", (("location", location or "/"),))
             return
         if spec.direct_response is not None:
@@ -207,6 +208,8 @@ class Router:
             if route.authority_rewrite is not None:
                 authority = route.authority_rewrite
             if route.request_ops:
+                if route.authority_rewrite is None and wc is not None:
+                    authority = _destination_host(wc) or authority
                 spec = route.spec
                 if spec.request_headers or (wc is not None and wc.request_headers):
                     return self._head_with_ops(ex, path, authority, spec, wc), authority
@@ -274,6 +277,19 @@ class Router:
             append(b"transfer-encoding: chunked\r\n")
         elif ex.content_length:
             append(b"content-length: %d\r\n" % ex.content_length)
+
+
+def _destination_host(wc: types.WeightedCluster) -> str | None:
+    """A destination's `headers.request.set` of `host` / `:authority`: the upstream Host,
+    as Envoy applies a weighted cluster's header operations (a route-level rewrite or
+    set of the same wins: the caller asks only when there is none)."""
+    ops = wc.request_headers
+    if ops is None:
+        return None
+    for key, value in ops.set.items():
+        if key.lower() in ("host", ":authority"):
+            return value
+    return None
 
 
 def _response_ops(spec: types.Route, wc: types.WeightedCluster | None) -> Any:

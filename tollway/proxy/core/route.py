@@ -207,25 +207,38 @@ class CompiledRoute:
         """Location header for a redirect route (None if the route is not a redirect).
 
         uri replaces the whole path, prefixRewrite the matched prefix; the query string is
-        kept; derivePort FROM_REQUEST_PORT uses `request_port` (the listener's); the
-        Location never carries the scheme's default port, but keeps a port the client put
-        in Host."""
+        kept. The port, as Istio defines HTTPRedirect (and Envoy's redirect action does):
+        `port` is used as given; derivePort FROM_REQUEST_PORT keeps the port the request
+        was sent to (its Host's explicit port, else `request_port`, the listener's);
+        FROM_PROTOCOL_DEFAULT uses the redirect scheme's default; neither keeps the Host as
+        sent (explicit port included) except a port that was the default of a scheme the
+        redirect changes; `authority` replaces host and port. A scheme's default port is
+        never written."""
         rd = self.spec.redirect
         if rd is None:
             return None
         q = path.find("?")
         p, tail = (path, "") if q < 0 else (path[:q], path[q:])
-        host, hport = split_host_port(rd.authority or authority)
-        if rd.authority is not None and rd.port is None:
-            _, orig_port = split_host_port(authority)
-            hport = hport or orig_port
+        host, req_port = split_host_port(authority)
         out_scheme = rd.scheme or scheme
-        port = rd.port if rd.port is not None else hport
-        if rd.port is None and rd.derive_port == "FROM_PROTOCOL_DEFAULT":
+        port: int | None
+        if rd.port is not None:
+            port = rd.port
+        elif rd.derive_port == "FROM_REQUEST_PORT":
+            port = req_port if req_port is not None else request_port
+        elif rd.derive_port == "FROM_PROTOCOL_DEFAULT":
             port = None
-        elif rd.port is None and rd.derive_port == "FROM_REQUEST_PORT":
-            port = request_port if request_port is not None else hport
-        if (out_scheme, port) in (("http", 80), ("https", 443)):
+        elif rd.authority is not None:
+            port = None
+        else:
+            port = req_port
+            if out_scheme != scheme and _DEFAULT_PORTS.get(scheme) == req_port:
+                port = None
+        if rd.authority is not None:
+            host, authority_port = split_host_port(rd.authority)
+            if rd.port is None and rd.derive_port is None:
+                port = authority_port
+        if port is not None and _DEFAULT_PORTS.get(out_scheme) == port:
             port = None
         netloc = host if port is None else f"{host}:{port}"
         if rd.uri is not None:
@@ -233,6 +246,9 @@ class CompiledRoute:
         elif rd.prefix_rewrite is not None:
             p = rd.prefix_rewrite + p[len(self.matched_prefix or "") :]
         return f"{out_scheme}://{netloc}{p}{tail}"
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 def _compile_header(
