@@ -4,7 +4,7 @@ destination's `headers.request.set` of host changing the upstream Host as Envoy 
 from __future__ import annotations
 
 import pytest
-from proxy_harness import Harness, RawClient, cluster, config, get, route
+from proxy_harness import Harness, RawClient, cluster, config, get
 
 from tollway.proxy.core.route import compile_routes
 from tollway.snapshot import types

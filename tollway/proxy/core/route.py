@@ -226,9 +226,7 @@ class CompiledRoute:
             port = rd.port
         elif rd.derive_port == "FROM_REQUEST_PORT":
             port = req_port if req_port is not None else request_port
-        elif rd.derive_port == "FROM_PROTOCOL_DEFAULT":
-            port = None
-        elif rd.authority is not None:
+        elif rd.derive_port == "FROM_PROTOCOL_DEFAULT" or rd.authority is not None:
             port = None
         else:
             port = req_port
