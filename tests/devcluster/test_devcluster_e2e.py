@@ -39,6 +39,10 @@ def test_up_serves_the_api_and_a_ready_node(dev_cluster: DevCluster) -> None:
     out = dev_cluster.up_output
     assert f"KUBECONFIG={dev_cluster.kubeconfig}" in out.splitlines()
     assert any("ready" in ln for ln in out.splitlines())
+    env = dev_cluster.cli("env", timeout=60)
+    assert env.returncode == 0, env.stderr
+    assert f"export KUBECONFIG={dev_cluster.kubeconfig}" in env.stdout.splitlines()
+    assert f"export PATH={dev_cluster.bin_dir}:" in env.stdout
     nodes = dev_cluster.kubectl("get", "nodes", "-o", "wide").stdout
     assert re.search(rf"^{L.NODE_NAME}\s+Ready\s", nodes, re.M), nodes
     version = dev_cluster.kubectl("version", "-o", "json").stdout
@@ -88,6 +92,8 @@ def test_down_leaves_nothing_and_up_again_works(dev_cluster: DevCluster) -> None
     assert host_leftovers(dev_cluster.state_dir) == []
     again = dev_cluster.down()  # idempotent
     assert again.returncode == 0
+    env = dev_cluster.cli("env", timeout=60)
+    assert env.returncode == 1 and "no dev cluster is running" in env.stderr
     dev_cluster.up()  # and the cluster comes back for the tests after this one
     dev_cluster.kubectl("get", "nodes")
 

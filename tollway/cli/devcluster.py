@@ -34,6 +34,23 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         raise typer.Exit(rc)
 
+    @cluster.command("env")
+    def env(state_dir: Path = typer.Option(DEFAULT_STATE, "--state-dir",
+                                           help="The state dir given to `up`."),
+            ) -> None:
+        """Print shell exports for KUBECONFIG and the matching kubectl: eval "$(... env)"."""
+        import shlex
+
+        from tollway.devcluster import build, layout, procs
+
+        lay = layout.Layout.at(state_dir)
+        if procs.read_pidfile(lay.pidfile("supervisor")) is None:
+            typer.echo(f"tollway dev cluster env: no dev cluster is running at {lay.root}; run "
+                       f"`tollway dev cluster up --state-dir {state_dir}` first", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"export KUBECONFIG={shlex.quote(str(lay.kubeconfig))}")
+        typer.echo(f'export PATH={shlex.quote(str(build.bin_dir()))}:"$PATH"')
+
     @cluster.command("down")
     def down(state_dir: Path = typer.Option(DEFAULT_STATE, "--state-dir",
                                             help="The state dir given to `up`."),
