@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -14,12 +13,13 @@ from tollway.devcluster import layout as L
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"), pytest.mark.timeout(1200)]
 
 
-def host_leftovers(state_dir: Path) -> list[str]:
+def host_leftovers(cluster: DevCluster) -> list[str]:
     """Every trace of a cluster on this host: processes, netns, veths, bridge, rules."""
     found = []
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     for line in ps.splitlines():
-        if str(state_dir) in line or re.search(r"/k8s/v[\d.]+/bin/", line):
+        args = line.strip().split(None, 1)[-1]
+        if str(cluster.state_dir) in line or args.startswith(str(cluster.bin_dir) + "/"):
             found.append(f"process: {line.strip()}")
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     found += [f"netns: {n}" for n in netns.split() if n.startswith(L.POD_NETNS_PREFIX)]
@@ -86,10 +86,10 @@ def test_second_up_on_the_same_state_dir_is_refused(dev_cluster: DevCluster) -> 
 
 
 def test_down_leaves_nothing_and_up_again_works(dev_cluster: DevCluster) -> None:
-    assert host_leftovers(dev_cluster.state_dir), "a running cluster should be visible"
+    assert host_leftovers(dev_cluster), "a running cluster should be visible"
     proc = dev_cluster.down()
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert host_leftovers(dev_cluster.state_dir) == []
+    assert host_leftovers(dev_cluster) == []
     again = dev_cluster.down()  # idempotent
     assert again.returncode == 0
     env = dev_cluster.cli("env", timeout=60)
@@ -125,8 +125,8 @@ spec:
     sup = procs.read_pidfile(L.Layout.at(dev_cluster.state_dir).pidfile("supervisor"))
     assert sup is not None
     os.kill(sup, signal.SIGKILL)
-    assert [x for x in host_leftovers(dev_cluster.state_dir) if x.startswith("netns")]
+    assert [x for x in host_leftovers(dev_cluster) if x.startswith("netns")]
     proc = dev_cluster.down()
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert host_leftovers(dev_cluster.state_dir) == []
+    assert host_leftovers(dev_cluster) == []
     dev_cluster.up()
