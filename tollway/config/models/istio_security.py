@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -154,14 +154,35 @@ class Rule(Strict):
     when: list[Condition] | None = None
 
 
+class PolicyTargetReference(Strict):
+    group: str | None = None
+    kind: str
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+
+    @model_validator(mode="after")
+    def _allowed(self) -> PolicyTargetReference:
+        # Istio's validatePolicyTargetReference
+        if self.namespace:
+            raise ValueError("targetRef namespace must not be set; cross-namespace "
+                             "references are not supported")
+        allowed = {("", "Service"), ("networking.istio.io", "ServiceEntry"),
+                   ("gateway.networking.k8s.io", "Gateway")}
+        if ((self.group or ""), self.kind) not in allowed:
+            raise ValueError(f"targetRef must name a Service, a ServiceEntry "
+                             f"(networking.istio.io) or a Gateway (gateway.networking.k8s.io), "
+                             f"not {self.group or 'core'}/{self.kind}")
+        return self
+
+
 class Provider(Strict):
     name: str
 
 
 class AuthorizationPolicySpec(Strict):
     selector: WorkloadSelector | None = None
-    target_ref: dict[str, Any] | None = None
-    target_refs: list[dict[str, Any]] | None = None
+    target_ref: PolicyTargetReference | None = None
+    target_refs: list[PolicyTargetReference] | None = None
     action: Literal["ALLOW", "DENY", "AUDIT", "CUSTOM"] | None = None
     provider: Provider | None = None
     rules: list[Rule] | None = None
@@ -226,8 +247,8 @@ class JWTRule(Strict):
 
 class RequestAuthenticationSpec(Strict):
     selector: WorkloadSelector | None = None
-    target_ref: dict[str, Any] | None = None
-    target_refs: list[dict[str, Any]] | None = None
+    target_ref: PolicyTargetReference | None = None
+    target_refs: list[PolicyTargetReference] | None = None
     jwt_rules: list[JWTRule] | None = Field(None, max_length=4096)
 
     @model_validator(mode="after")
