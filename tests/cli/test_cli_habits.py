@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,13 +89,26 @@ def test_loadtest_help_lists_heys_flags_with_what_they_do() -> None:
         assert words in line, (flag, proc.stdout)
 
 
+def _wait_connected(port: int, timeout: float) -> None:
+    """Until some process holds an established TCP connection to 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[2].endswith(f":{port:04X}") and fields[3] == "01":
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"nothing connected to port {port} within {timeout}s")
+
+
 def test_loadtest_ctrl_c_prints_the_summary_so_far() -> None:
     demo = start_demo_app()
     try:
         proc = subprocess.Popen([*TOLLWAY, "loadtest", "-z", "120s", "-c", "2", "-q", "20",
                                  f"http://127.0.0.1:{demo.port}/"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(4.0)
+        _wait_connected(demo.port, timeout=60)  # the load is running (a loaded host is slow)
+        time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
