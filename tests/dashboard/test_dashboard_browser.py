@@ -98,6 +98,10 @@ def test_live_mesh_graph_rollout_and_proxies(browser: Any, mesh: Mesh) -> None:
             !== null""", "the judge's evidence")
 
     card = w.page.locator('[data-rollout="default/web"]')
+    # opened without `tollway dashboard`'s session: read-only, and it says how to act
+    assert "tollway dashboard --open" in card.locator(".actions .hint").inner_text()
+    buttons = card.locator("button[data-action]")
+    assert all(buttons.nth(i).is_disabled() for i in range(buttons.count()))
     assert card.locator("li[data-current=true]").count() == 1
     steps = card.locator("ol.steps li").all_inner_texts()
     assert [s.strip() for s in steps] == ["setWeight: 40", "analysis: canary-judge",
@@ -163,6 +167,11 @@ def _click_and_confirm(w: Watched, action: str, reason: str) -> None:
     assert not dialog.is_visible()
 
 
+def card_hint(w: Watched) -> str:
+    hint = w.page.locator('[data-rollout="default/web"] .actions .hint')
+    return hint.inner_text() if hint.count() else ""
+
+
 def _page_phase(w: Watched, phase: str, what: str) -> None:
     w.wait(f"""() => {{
         const c = document.querySelector('article.rollout[data-rollout="default/web"]');
@@ -193,6 +202,7 @@ def test_promote_and_abort_from_the_page_move_the_rollout(browser: Any, mesh: Me
         healthy = w.page.locator('[data-rollout="default/web"] button[data-action]')
         assert healthy.count() == 6
         assert all(healthy.nth(i).is_disabled() for i in range(6)), "Healthy: nothing to do"
+        assert card_hint(w) == ""  # a session: no read-only hint
 
         started = httpx.post(f"{mesh.url}/v1/rollouts/default/web/set-image", timeout=10,
                              headers={"X-Tollway-Request": "1", **mesh.admin_headers()},

@@ -495,16 +495,23 @@ function evidence(ev, key, m) {
 
 let pending = null; // {rollout, action} waiting for the dialog's answer
 
+// Without a session (the page was not opened through `tollway dashboard`) every change
+// would answer 401: the buttons are shown, disabled, with how to get one.
+const READ_ONLY = "read-only: open the dashboard with `tollway dashboard --open` to act";
+
 function actionBar(r) {
   if (!r.actions || !r.actions.length) return null;
+  const session = hasSession();
   return h("div", { class: "actions", role: "group", "aria-label": `actions on ${r.name}` },
     ...r.actions.map((a) => h("button", {
       type: "button", class: `action ${a.action}`, "data-action": a.action,
-      "data-rollout": `${r.namespace}/${r.name}`, disabled: a.enabled ? null : "disabled",
-      title: a.enabled ? a.does : `${a.label}: not possible while ${r.phase}` +
-        (r.aborted ? " (aborted)" : ""),
+      "data-rollout": `${r.namespace}/${r.name}`,
+      disabled: a.enabled && session ? null : "disabled",
+      title: !session ? READ_ONLY : a.enabled ? a.does
+        : `${a.label}: not possible while ${r.phase}` + (r.aborted ? " (aborted)" : ""),
       text: a.label,
-    })));
+    })),
+    session ? null : h("span", { class: "hint muted", text: READ_ONLY }));
 }
 
 function ask(rollout, action) {
@@ -545,27 +552,16 @@ function mutateHeaders() {
 
 async function act(rollout, action, reason) {
   const [ns, name] = rollout.split("/");
-  const body = { ...action.body, actor: "dashboard", reason };
-  let text, bad;
+  const path = `/v1/rollouts/${encodeURIComponent(ns)}/${encodeURIComponent(name)}/` +
+    encodeURIComponent(action.path);
   try {
-    const path = `/v1/rollouts/${encodeURIComponent(ns)}/${encodeURIComponent(name)}/` +
-      encodeURIComponent(action.path);
-    const r = await fetch(path, {
-      method: "POST", headers: mutateHeaders(), body: JSON.stringify(body),
-      credentials: "omit", cache: "no-store",
-    });
-    const raw = await r.text();
-    let data = {};
-    try { data = JSON.parse(raw); } catch (e) { data = { error: raw.trim() }; }
-    bad = !r.ok;
-    const hint = r.status === 401 ? " (open the dashboard with `tollway dashboard --open` to act)" : "";
-    text = bad ? `${action.label} ${rollout} refused (HTTP ${r.status}): ${data.error || ""}${hint}`
-      : `${data.message || `${action.label} requested`}`;
+    const data = await postJSON(path, { ...action.body, actor: "dashboard", reason });
+    showResult((data && data.message) || `${action.label} requested`, false);
   } catch (err) {
-    bad = true;
-    text = `${action.label} ${rollout}: the control plane did not answer (${err.message})`;
+    showResult(err instanceof TypeError
+      ? `${action.label} ${rollout}: the control plane did not answer (${err.message})`
+      : `${action.label} ${rollout} refused: ${err.message}`, true);
   }
-  showResult(text, bad);
   tick();
 }
 
