@@ -1,7 +1,7 @@
 """The demo app every example runs: answers JSON naming its version.
 
-Listens on $PORT (host $HOST, default 127.0.0.1). Behaviour from env vars, so a manifest
-can make one version faulty:
+Listens on $PORT (host $HOST, default 127.0.0.1, or 0.0.0.0 inside a Kubernetes pod).
+Behaviour from env vars, so a manifest can make one version faulty:
   VERSION        reported version (default "v1")
   SERVICE        reported service name (default: $HOSTNAME-like "demo")
   ERROR_RATE     fraction of requests answered with ERROR_STATUS (default 0)
@@ -83,7 +83,10 @@ def build_app(
 def run() -> None:
     """Run from the environment (what `tollway up` starts for each replica)."""
     port = int(os.environ.get("PORT", "8080"))
-    host = os.environ.get("HOST", "127.0.0.1")
+    # In a Kubernetes pod (the dev cluster's node agent) the pod IP is the only way in; locally
+    # the sidecar dials loopback, and nothing else should reach a demo app.
+    in_pod = "KUBERNETES_SERVICE_HOST" in os.environ
+    host = os.environ.get("HOST") or ("0.0.0.0" if in_pod else "127.0.0.1")
     app = build_app(
         version=os.environ.get("VERSION", "v1"),
         service=os.environ.get("SERVICE", "demo"),

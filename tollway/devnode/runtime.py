@@ -17,6 +17,7 @@ import contextlib
 import os
 import shlex
 import signal
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +85,17 @@ def launch_argv(
     ]
 
 
+def default_path() -> str:
+    """The host's PATH with the agent's own interpreter folder first, as `tollway up` does:
+    `command: [tollway, demo-app]` and `python` then mean this Tollway install."""
+    here = str(Path(sys.executable).parent)
+    parts = [p for p in os.environ.get("PATH", DEFAULT_PATH).split(os.pathsep) if p]
+    return os.pathsep.join([here, *(p for p in parts if p != here)])
+
+
 def process_env(env: Mapping[str, str], hostname: str) -> dict[str, str]:
     """Images usually set PATH and HOME; with no image, the host's defaults stand in."""
-    out = {"PATH": os.environ.get("PATH", DEFAULT_PATH), "HOME": "/root", "HOSTNAME": hostname}
+    out = {"PATH": default_path(), "HOME": "/root", "HOSTNAME": hostname}
     out.update(env)
     return out
 
