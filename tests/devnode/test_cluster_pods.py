@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import SEED_DIR, DevCluster
+from tests.conftest import EXAMPLES_DIR, SEED_DIR, DevCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"), pytest.mark.timeout(1200)]
 NS = "devnode-e2e"
@@ -43,19 +43,16 @@ def eventually(check: Callable[[], Any], timeout: float = 120.0, what: str = "")
 
 
 def seed01_with_commands() -> list[dict[str, Any]]:
-    """Seed 01 as written, plus the command each container runs on devnode: the demo app."""
+    """Seed 01 with a `command` each: examples/canary's copy (`tollway demo-app`), as the README
+    has users apply it; only a readiness probe is added, so Ready means serving."""
     yaml = YAML(typ="safe")
-    docs = [d for d in yaml.load_all((SEED_DIR / "01-canary-deployments.yaml").read_text()) if d]
+    seed = [d for d in yaml.load_all((SEED_DIR / "01-canary-deployments.yaml").read_text()) if d]
+    text = (EXAMPLES_DIR / "canary" / "01-canary-deployments.yaml").read_text()
+    docs = [d for d in yaml.load_all(text) if d]
+    assert [d["metadata"]["name"] for d in docs] == [d["metadata"]["name"] for d in seed]
     for doc in docs:
-        version = doc["spec"]["template"]["metadata"]["labels"]["version"]
         ctr = doc["spec"]["template"]["spec"]["containers"][0]
-        ctr["command"] = [sys.executable, "-m", "tollway", "demo-app"]
-        ctr["env"] = [
-            {"name": "PORT", "value": "8080"},
-            {"name": "HOST", "value": "0.0.0.0"},
-            {"name": "VERSION", "value": version},
-            {"name": "SERVICE", "value": "myapp"},
-        ]
+        assert ctr["command"] == ["tollway", "demo-app"]
         ctr["readinessProbe"] = {"httpGet": {"port": 8080, "path": "/"}, "periodSeconds": 2}
         doc["metadata"]["namespace"] = NS
     return docs
