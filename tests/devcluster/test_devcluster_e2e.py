@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -81,6 +82,13 @@ def test_second_up_on_the_same_state_dir_is_refused(dev_cluster: DevCluster) -> 
     assert proc.returncode == 1
     assert "already running" in proc.stderr and "down" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # Another state dir is refused too: the bridge and Service range are host-global.
+    other = subprocess.run([sys.executable, "-m", "tollway", "dev", "cluster", "up", "--state-dir",
+                            str(dev_cluster.state_dir.parent / "other")], capture_output=True,
+                           text=True, timeout=120)
+    assert other.returncode == 1
+    assert f"another dev cluster (state dir {dev_cluster.state_dir})" in other.stderr
+    assert "Traceback" not in other.stderr
     # The running cluster was not disturbed.
     dev_cluster.kubectl("get", "nodes")
 
