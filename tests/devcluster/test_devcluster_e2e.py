@@ -89,6 +89,11 @@ def test_second_up_on_the_same_state_dir_is_refused(dev_cluster: DevCluster) -> 
     assert other.returncode == 1
     assert f"another dev cluster (state dir {dev_cluster.state_dir})" in other.stderr
     assert "Traceback" not in other.stderr
+    # ... and `down` there (a stale or wrong state dir) leaves the live cluster alone.
+    stale = subprocess.run([sys.executable, "-m", "tollway", "dev", "cluster", "down",
+                            "--state-dir", str(dev_cluster.state_dir.parent / "other")],
+                           capture_output=True, text=True, timeout=120)
+    assert stale.returncode == 0, stale.stderr
     # The running cluster was not disturbed.
     dev_cluster.kubectl("get", "nodes")
 

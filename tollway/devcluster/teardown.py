@@ -27,14 +27,16 @@ STOP_TIMEOUT = 90.0
 
 
 def pod_netns(lay: L.Layout) -> list[str]:
-    """Pod netns this cluster made: recorded by the agent, or carrying its name prefix."""
+    """Pod netns this cluster made: recorded by the agent, or carrying its name prefix while
+    no other state dir owns the host (one cluster per host, so an unowned twp-* is an orphan)."""
     names = set()
     rec = lay.node / "netns"
     if rec.is_dir():
         names |= {p.name for p in rec.iterdir()}
-    out = hostnet.run(["ip", "netns", "list"], check=False).stdout
-    names |= {ln.split()[0] for ln in out.splitlines()
-              if ln.strip() and ln.split()[0].startswith(L.POD_NETNS_PREFIX)}
+    if hostnet.owner() in (None, lay.root):  # never another live cluster's pods
+        out = hostnet.run(["ip", "netns", "list"], check=False).stdout
+        names |= {ln.split()[0] for ln in out.splitlines()
+                  if ln.strip() and ln.split()[0].startswith(L.POD_NETNS_PREFIX)}
     return sorted(n for n in names if n.startswith(L.POD_NETNS_PREFIX))
 
 
@@ -76,12 +78,17 @@ def sweep(lay: L.Layout, bin_dir: Path | None) -> list[str]:
         delete_netns(ns)
         removed.append(f"netns {ns}")
     shutil.rmtree(lay.node / "netns", ignore_errors=True)
-    if lay.plan.exists() and bin_dir is not None and (bin_dir / "kube-proxy").exists():
-        subprocess.run([str(bin_dir / "kube-proxy"), "--cleanup"], capture_output=True,
-                       timeout=60, check=False)
-        removed.append("kube-proxy rules (kube-proxy --cleanup)")
-        removed += hostnet.purge_kube_chains()
-    removed += hostnet.teardown(lay)
+    if hostnet.owner() not in (None, lay.root):
+        # Another state dir's cluster owns the bridge and kube-proxy's chains now: what this
+        # dir recorded is stale, and removing the host-global pieces would break that cluster.
+        lay.hostnet.unlink(missing_ok=True)
+    else:
+        if lay.plan.exists() and bin_dir is not None and (bin_dir / "kube-proxy").exists():
+            subprocess.run([str(bin_dir / "kube-proxy"), "--cleanup"], capture_output=True,
+                           timeout=60, check=False)
+            removed.append("kube-proxy rules (kube-proxy --cleanup)")
+            removed += hostnet.purge_kube_chains()
+        removed += hostnet.teardown(lay)
     lay.plan.unlink(missing_ok=True)
     lay.status.unlink(missing_ok=True)
     return removed

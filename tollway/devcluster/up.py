@@ -145,6 +145,10 @@ def up(lay: L.Layout, say: Callable[[str], None]) -> int:
     lock = take_lock(lay)
     try:
         preflight(lay)
+    except BaseException:
+        lock.close()
+        raise
+    try:
         if hostnet.owner() == lay.root or lay.hostnet.exists() or teardown.pod_netns(lay):
             say("cleaning up what a previous run left behind...")
             teardown.sweep(lay, build.bin_dir())
