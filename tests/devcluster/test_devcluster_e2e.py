@@ -94,6 +94,8 @@ def test_second_up_on_the_same_state_dir_is_refused(dev_cluster: DevCluster) -> 
                             "--state-dir", str(dev_cluster.state_dir.parent / "other")],
                            capture_output=True, text=True, timeout=120)
     assert stale.returncode == 0, stale.stderr
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert f": {L.BRIDGE}:" in links
     # The running cluster was not disturbed.
     dev_cluster.kubectl("get", "nodes")
 
