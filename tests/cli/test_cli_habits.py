@@ -51,6 +51,9 @@ def test_shell_completion_is_there() -> None:
                       "COMP_WORDS": "tollway proxy-", "COMP_CWORD": "1"})
     assert asked.returncode == 0
     assert set(asked.stdout.split()) == {"proxy-config", "proxy-status"}
+    kinds = _run(env={**os.environ, "_TOLLWAY_COMPLETE": "complete_bash",
+                      "COMP_WORDS": "tollway get dest", "COMP_CWORD": "2"})
+    assert kinds.stdout.split() == ["destinationrules"]
 
 
 def _all_command_paths(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:

@@ -98,6 +98,21 @@ def known_kind(query: str) -> str | None:
     return next((s.kind for s in ALL_KINDS if kind_matches(query, s.kind)), None)
 
 
+def complete_kind(incomplete: str) -> list[str]:
+    """Shell completion of KIND: each kind's lower-case plural, as kubectl completes."""
+    from tollway.config.kinds import ALL_KINDS
+
+    names = sorted({_plural(s.kind) for s in ALL_KINDS})
+    return [n for n in names if n.startswith(incomplete.lower())]
+
+
+def _plural(kind: str) -> str:
+    k = kind.lower()
+    if k.endswith("y"):
+        return k[:-1] + "ies"
+    return k + ("es" if k.endswith("s") else "s")
+
+
 def _group(item: dict[str, Any]) -> str:
     group = str(item.get("apiVersion", "")).rpartition("/")[0]
     return f"{item['kind'].lower()}.{group}" if group else item["kind"].lower()
@@ -164,7 +179,7 @@ def _fetch(kind: str, name: str | None, namespace: str | None, server: str | Non
     items: list[dict[str, Any]] = (response.json().get("items", [])
                                    if response.status_code == 200 else [])
     if name and not items:
-        plural = resolved.lower() + ("es" if resolved.endswith("s") else "s")
+        plural = _plural(resolved)
         typer.echo(f'Error from server (NotFound): {plural} "{name}" not found', err=True)
         raise typer.Exit(1)
     return items
@@ -185,7 +200,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("get")
     def get(
-        kind: str = typer.Argument(..., help="Kind, plural or short name (vs, dr, deploy)."),
+        kind: str = typer.Argument(..., help="Kind, plural or short name (vs, dr, deploy).",
+                                   autocompletion=complete_kind),
         name: str | None = typer.Argument(None, help="One resource by name."),
         namespace: str = typer.Option("default", "-n", "--namespace",
                                       help="Namespace (default: default)."),
@@ -210,7 +226,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("describe")
     def describe(
-        kind: str = typer.Argument(..., help="Kind, plural or short name (vs, dr, deploy)."),
+        kind: str = typer.Argument(..., help="Kind, plural or short name (vs, dr, deploy).",
+                                   autocompletion=complete_kind),
         name: str = typer.Argument(..., help="The resource's name."),
         namespace: str = typer.Option("default", "-n", "--namespace"),
         server: str | None = _SERVER,
