@@ -147,3 +147,34 @@ def test_flagger_measures_nothing_once_the_threshold_is_reached() -> None:
     assert not machine.wants_check(d.state, plan, d.now)  # the rollback tick queries nothing
     d.step()
     assert d.state.phase is Phase.FAILED
+
+
+def test_measurement_retention_keeps_the_last_n_and_never_trims_counts() -> None:
+    """argo-rollouts analysis/analysis.go garbageCollectMeasurements: the newest `limit`
+    measurements are kept (measurementRetention per metric, matched like dryRun by
+    GetMeasurementRetentionMetrics); the counters are untouched. Without a rule Tollway
+    keeps runs.HISTORY_LIMIT (Argo: 10), so the dashboard can chart a judge's history."""
+    assert measure.retention_limits([("^p9", 3), ("lat", 5)], ["p99-latency", "rate"]) == {
+        "p99-latency": 5}
+    with pytest.raises(measure.DryRunError, match=r"measurementRetention\[0\]: Rule didn't"):
+        measure.retention_limits([("nothing", 3)], ["rate"])
+    for limit, kept in ((3, 3), (None, runs.HISTORY_LIMIT)):
+        spec = runs.MetricSpec("m", {}, interval=1.0, retention=limit)
+        run = runs.AnalysisRun("r", (spec,), started_at=0.0)
+        for i in range(runs.HISTORY_LIMIT + 5):
+            runs.record(run, spec, runs.Measurement(runs.AnalysisPhase.SUCCESSFUL, i, i))
+        res = run.results["m"]
+        assert len(res.measurements) == kept and res.measurements[-1].finished_at == (
+            runs.HISTORY_LIMIT + 4)
+        assert res.count == res.successful == runs.HISTORY_LIMIT + 5
+
+
+def test_rollout_measurement_retention_reaches_the_run() -> None:
+    plan = plans.argo_plan("web", "default", _steps({"analysis": {
+        "templates": [{"templateName": "t"}],
+        "measurementRetention": [{"metricName": ".*", "limit": 20}]}}))
+    d = Driver(plan, "aaa")
+    d.revision = "bbb"
+    d.step()
+    (start,) = [e for e in d.effects if e.kind == "start-analysis"]
+    assert start.retention == ((".*", 20),)

@@ -41,7 +41,7 @@ def _start(state: RolloutState, ref: AnalysisRef, templates: tuple[str, ...],
     ref = ref if ref.templates else AnalysisRef(templates)
     return Effect("start-analysis", name=state.step_run, templates=ref.templates,
                   args=ref.resolved_args(state.revision, stable),
-                  dry_run=ref.dry_run)
+                  dry_run=ref.dry_run, retention=ref.retention)
 
 
 # ---- guards -----------------------------------------------------------------------------

@@ -396,7 +396,7 @@ def start_analysis(name: str, ref: AnalysisRef, state: RolloutState) -> Effect:
     the stable's), and the Rollout's dryRun rules carried to the run."""
     return Effect("start-analysis", name=name, templates=ref.templates,
                   args=ref.resolved_args(state.revision, state.stable_revision),
-                  dry_run=ref.dry_run)
+                  dry_run=ref.dry_run, retention=ref.retention)
 
 
 def _abort(state: RolloutState, reason: str, phase: Phase = Phase.DEGRADED,

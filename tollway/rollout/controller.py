@@ -214,9 +214,10 @@ class Worker:
         for name, raw in self.record.runs.items():
             templates = tuple(raw.get("templates", []))
             try:
-                metrics, _ = measure.metrics_for(templates, namespace, current,
-                                                 tuple(raw.get("dry_run", [])),
-                                                 dict(raw.get("args") or {}))
+                metrics, _ = measure.metrics_for(
+                    templates, namespace, current, tuple(raw.get("dry_run", [])),
+                    dict(raw.get("args") or {}),
+                    tuple((str(r), int(n)) for r, n in raw.get("retention", [])))
             except measure.DryRunError:  # the run ended in Error when it started
                 metrics, _ = measure.metrics_for(templates, namespace, current)
             out[name] = runs.run_from_dict(raw, metrics)
@@ -310,7 +311,7 @@ class Worker:
                 args = measure.template_args(e.templates, res.namespace, current, e.args)
                 try:
                     metrics, missing = measure.metrics_for(e.templates, res.namespace, current,
-                                                           e.dry_run, args)
+                                                           e.dry_run, args, e.retention)
                 except measure.DryRunError as exc:
                     metrics, missing = measure.metrics_for(e.templates, res.namespace, current)
                     invalid = f"Analysis spec invalid: {exc}"  # Argo's words for it
@@ -320,7 +321,8 @@ class Worker:
                     run.message = invalid or f"AnalysisTemplate {', '.join(missing)} not found"
                 active[e.name] = run
                 self.record.runs[e.name] = {"templates": list(e.templates),
-                                            "dry_run": list(e.dry_run)}
+                                            "dry_run": list(e.dry_run),
+                                            "retention": [list(r) for r in e.retention]}
             elif e.kind == "stop-analysis" and e.name in active:
                 runs.terminate(active[e.name])
             elif e.kind == "scale-down" and e.revision:
@@ -406,7 +408,8 @@ class Worker:
         rec = self.record
         keep = list(got.active)[-KEEP_RUNS:]  # finished runs of old revisions age out
         rec.runs = {n: {**runs.run_to_dict(got.active[n]),
-                        **{k: rec.runs.get(n, {}).get(k, []) for k in ("templates", "dry_run")}}
+                        **{k: rec.runs.get(n, {}).get(k, [])
+                           for k in ("templates", "dry_run", "retention")}}
                     for n in keep}
         rec.judges = {k: v for k, v in got.ctx.judges.items() if k.split("/")[0] in rec.runs}
         self._prune_templates(state)

@@ -49,15 +49,20 @@ def render_args(value: Any, args: Mapping[str, str]) -> Any:
 
 
 def metrics_for(templates: tuple[str, ...], namespace: str, resources: ResourceSet,
-                dry_run: tuple[str, ...] = (), args: Mapping[str, str] | None = None
+                dry_run: tuple[str, ...] = (), args: Mapping[str, str] | None = None,
+                retention: tuple[tuple[str, int], ...] = ()
                 ) -> tuple[tuple[runs.MetricSpec, ...], list[str]]:
     """Resolve AnalysisTemplate / ClusterAnalysisTemplate names into metric specs.
 
     dryRun rules are the templates' and the Rollout's (`dry_run`), merged as Argo's
     NewAnalysisRunFromTemplates does; each `metricName` is a regex searched in the metric's
-    name (utils/analysis/helpers.go GetDryRunMetrics: regexp.MatchString, unanchored)."""
+    name (utils/analysis/helpers.go GetDryRunMetrics: regexp.MatchString, unanchored).
+    measurementRetention rules (the templates' and the Rollout's `retention`) are matched
+    the same way (GetMeasurementRetentionMetrics) and set how many measurements a metric
+    keeps."""
     raw: list[Mapping[str, Any]] = []
     rules = list(dry_run)
+    keep = list(retention)
     missing: list[str] = []
     for name in templates:
         found = resources.get("AnalysisTemplate", namespace, name) or next(
@@ -66,21 +71,50 @@ def metrics_for(templates: tuple[str, ...], namespace: str, resources: ResourceS
             missing.append(name)
             continue
         rules += [str(d.get("metricName", "")) for d in found.spec.get("dryRun") or ()]
+        keep += [(str(d.get("metricName", "")), int(d.get("limit", 0) or 0))
+                 for d in found.spec.get("measurementRetention") or ()]
         raw += list(found.spec.get("metrics") or ())
-    dry = dry_run_metrics(rules, [str(m["name"]) for m in raw])
+    names = [str(m["name"]) for m in raw]
+    dry = dry_run_metrics(rules, names)
+    limits = retention_limits(keep, names)
     specs = []
     for m in raw:
         if args:  # `interval: "{{args.interval}}"`: checked once substituted, as in Argo
             m = {k: v if k == "provider" else render_args(v, args) for k, v in m.items()}
         try:
-            specs.append(runs.MetricSpec.from_argo(m, dry_run=str(m["name"]) in dry))
+            specs.append(runs.MetricSpec.from_argo(m, dry_run=str(m["name"]) in dry,
+                                                   retention=limits.get(str(m["name"]))))
         except ValueError as exc:
             raise DryRunError(f"metric '{m['name']}': {exc}") from None
     return tuple(specs), missing
 
 
 class DryRunError(ValueError):
-    """A dryRun rule that is no valid regex or matches no metric (the run is Error)."""
+    """A dryRun or measurementRetention rule that is no valid regex or matches no metric,
+    or a metric field that cannot be read (the run is Error: "Analysis spec invalid")."""
+
+
+def retention_limits(rules: list[tuple[str, int]], names: list[str]) -> dict[str, int]:
+    """metric name -> measurements to keep (a limit above 0; the last matching rule wins,
+    as Argo's map does); a rule matching none is an error, as in Argo."""
+    out: dict[str, int] = {}
+    seen: list[str] = []
+    for i, (rule, limit) in enumerate(rules):
+        if rule in seen:
+            raise DryRunError(
+                f"two Measurement Retention metric rules have the same name '{rule}'")
+        seen.append(rule)
+        try:
+            pattern = re.compile(rule)
+        except re.error as exc:
+            raise DryRunError(f"measurementRetention[{i}]: metricName {rule!r} is no regex: "
+                              f"{exc}") from None
+        hits = [n for n in names if pattern.search(n)]
+        if not hits:
+            raise DryRunError(f"measurementRetention[{i}]: Rule didn't match any metric "
+                              "name(s)")
+        out.update({n: limit for n in hits if limit > 0})
+    return out
 
 
 def dry_run_metrics(rules: list[str], names: list[str]) -> set[str]:

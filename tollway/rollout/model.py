@@ -99,6 +99,7 @@ class AnalysisRef:
     args: Mapping[str, str] = field(default_factory=dict)
     hash_args: Mapping[str, str] = field(default_factory=dict)
     dry_run: tuple[str, ...] = ()
+    retention: tuple[tuple[str, int], ...] = ()  # measurementRetention (metricName, limit)
 
     def resolved_args(self, latest: str, stable: str) -> dict[str, str]:
         """Argo's BuildArgumentsForRolloutAnalysisRun: Latest is the new replica set's
@@ -224,6 +225,7 @@ class Effect:
     replicas: int | None = None
     delay: float = 0.0
     dry_run: tuple[str, ...] = ()  # start-analysis: the Rollout's dryRun metricName rules
+    retention: tuple[tuple[str, int], ...] = ()  # and its measurementRetention rules
 
 
 @dataclass(frozen=True, slots=True)

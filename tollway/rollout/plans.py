@@ -62,8 +62,14 @@ def _dry_run(raw: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(d.get("metricName", "")) for d in raw.get("dryRun") or ())
 
 
+def _retention(raw: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    return tuple((str(d.get("metricName", "")), int(d.get("limit", 0) or 0))
+                 for d in raw.get("measurementRetention") or ())
+
+
 def _analysis(raw: Mapping[str, Any], where: str) -> AnalysisRef:
-    return AnalysisRef(_templates(raw), _args(raw), _hash_args(raw, where), _dry_run(raw))
+    return AnalysisRef(_templates(raw), _args(raw), _hash_args(raw, where), _dry_run(raw),
+                       _retention(raw))
 
 
 def _step(raw: Mapping[str, Any], where: str) -> Step:

@@ -44,6 +44,10 @@ _ORDER = list(AnalysisPhase)  # Pending < Running < Successful < Inconclusive < 
 # again after 10 s, whatever the metric's interval (a controller setting may change it:
 # RolloutService(error_retry=) / TOLLWAY_ANALYSIS_ERROR_RETRY, docs/rollouts.md).
 ERROR_RETRY_SECONDS = 10.0
+# Measurements kept per metric. Argo keeps 10 (analysis.go DefaultMeasurementHistoryLimit);
+# Tollway keeps 120 so the dashboard can chart two minutes of a judge measured every second.
+# `measurementRetention` sets it per metric, as in Argo. Counts are never trimmed.
+HISTORY_LIMIT = 120
 
 
 def worse(a: AnalysisPhase, b: AnalysisPhase) -> AnalysisPhase:
@@ -65,6 +69,7 @@ class MetricSpec:
     inconclusive_limit: int = 0
     consecutive_error_limit: int = 4
     dry_run: bool = False
+    retention: int | None = None  # measurementRetention's limit; None: HISTORY_LIMIT
 
     @property
     def effective_count(self) -> int | None:
@@ -74,7 +79,8 @@ class MetricSpec:
         return None if self.interval else 1
 
     @classmethod
-    def from_argo(cls, raw: Mapping[str, Any], dry_run: bool = False) -> MetricSpec:
+    def from_argo(cls, raw: Mapping[str, Any], dry_run: bool = False,
+                  retention: int | None = None) -> MetricSpec:
         def seconds(key: str) -> float | None:
             value = raw.get(key)
             if value in (None, "") or "{{" in str(value):  # args not substituted: no value
@@ -97,6 +103,7 @@ class MetricSpec:
             inconclusive_limit=integer("inconclusiveLimit", 0) or 0,
             consecutive_error_limit=integer("consecutiveErrorLimit", 4) or 0,
             dry_run=dry_run,
+            retention=retention,
         )
 
 
@@ -279,6 +286,7 @@ def record(run: AnalysisRun, spec: MetricSpec, measurement: Measurement) -> Anal
     """Add a measurement, update the counters and phases as Argo does; return the run phase."""
     res = run.result(spec.name)
     res.measurements.append(measurement)
+    del res.measurements[:-(spec.retention or HISTORY_LIMIT)]  # garbageCollectMeasurements
     if measurement.phase is AnalysisPhase.RUNNING:
         pass  # a not-yet answer (the judge's inconclusive): shown, never counted
     elif measurement.phase is AnalysisPhase.ERROR:
