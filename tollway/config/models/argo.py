@@ -83,6 +83,12 @@ class HeaderValue(Strict):
     regex: Regex | None = None
     prefix: str | None = None
 
+    @model_validator(mode="after")
+    def _one(self) -> HeaderValue:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("set exactly one of exact, regex or prefix (Argo)")
+        return self
+
 
 class HeaderRouteMatch(Strict):
     header_name: str
@@ -195,6 +201,45 @@ class CanaryStrategy(Strict):
         if _is_zero(self.max_surge) and _is_zero(self.max_unavailable):
             raise ValueError("maxSurge and maxUnavailable cannot both be 0 (no replica could "
                              "be added or removed); set maxSurge: 1 or maxUnavailable: 1")
+        return self
+
+
+    @model_validator(mode="after")
+    def _argo_rules(self) -> CanaryStrategy:
+        """Argo's ValidateRolloutStrategyCanary, for what Tollway's routers support."""
+        tr = self.traffic_routing
+        if self.canary_service and self.canary_service == self.stable_service:
+            raise ValueError("stableService and canaryService are the same service; two "
+                             "different services are required")
+        if tr is None:
+            if self.scale_down_delay_seconds is not None:
+                raise ValueError("scaleDownDelaySeconds needs trafficRouting (Argo)")
+            if self.dynamic_stable_scale:
+                raise ValueError("dynamicStableScale needs trafficRouting (Argo)")
+        elif self.scale_down_delay_seconds is not None and self.dynamic_stable_scale:
+            raise ValueError("set scaleDownDelaySeconds or dynamicStableScale, not both")
+        elif tr.max_traffic_weight is not None and tr.nginx is None and not tr.plugins:
+            raise ValueError("trafficRouting.maxTrafficWeight works only with nginx or "
+                             "plugins (Argo)")
+        routes = {r.get("name") for r in (tr.managed_routes or [])} if tr else set()
+        for i, step in enumerate(self.steps or []):
+            where = f"steps[{i}]"
+            if step.set_canary_scale is not None and tr is None:
+                raise ValueError(f"{where}.setCanaryScale needs trafficRouting (Argo)")
+            for kind, route in (("setHeaderRoute", step.set_header_route),
+                                ("setMirrorRoute", step.set_mirror_route)):
+                if route is None:
+                    continue
+                if tr is None or (tr.istio is None and not tr.plugins and (
+                        kind == "setMirrorRoute" or (tr.alb is None and tr.apisix is None))):
+                    raise ValueError(f"{where}.{kind} needs trafficRouting with istio "
+                                     "(or a router that supports it)")
+                if tr.managed_routes is None:
+                    raise ValueError(f"{where}.{kind} needs "
+                                     "spec.strategy.canary.trafficRouting.managedRoutes")
+                if route.name not in routes:
+                    raise ValueError(f"{where}.{kind} name '{route.name}' is not in "
+                                     "trafficRouting.managedRoutes")
         return self
 
 
