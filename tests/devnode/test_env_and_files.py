@@ -173,6 +173,15 @@ def test_ipam_skips_gateway_reuses_and_exhausts() -> None:
     assert ipam.allocate("u9") == "10.244.0.4"
 
 
+def test_ipam_does_not_reuse_a_released_address_at_once() -> None:
+    ipam = Ipam("10.244.0.0/24")
+    first = ipam.allocate("a")
+    ipam.release("a")
+    assert ipam.allocate("b") != first  # round-robin, like CNI host-local
+    again = Ipam.from_json(ipam.to_json(), "10.244.0.0/24")
+    assert again.allocate("c") == "10.244.0.4"  # the position survives a restart
+
+
 def test_ipam_persistence_and_bad_cidr() -> None:
     ipam = Ipam("10.244.0.0/24")
     ipam.allocate("a")

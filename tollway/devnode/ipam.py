@@ -1,7 +1,9 @@
 """Pod IP allocation from the node's podCIDR, and the names of each pod's network objects.
 
-The first host address is the bridge's (the pods' gateway); the rest go to pods in order,
-lowest free first. The table is plain data the caller persists (state dir `ipam.json`), so a
+The first host address is the bridge's (the pods' gateway); the rest go to pods round-robin
+from the last one handed out (as CNI host-local does), so a deleted pod's address is not
+reused at once while EndpointSlices, kube-proxy and DNS caches may still point at it. The
+table is plain data the caller persists (state dir `network.json`), so a
 restarted agent and `cleanup` know what was handed out.
 """
 
@@ -31,6 +33,7 @@ def veth_name(uid: str, prefix: str = VETH_PREFIX) -> str:
 class Ipam:
     cidr: str
     leases: dict[str, str] = field(default_factory=dict)  # pod uid -> ip
+    last: str = ""  # the address handed out most recently
 
     def __post_init__(self) -> None:
         try:
@@ -52,10 +55,11 @@ class Ipam:
         if uid in self.leases:
             return self.leases[uid]
         taken = set(self.leases.values()) | {self.gateway}
-        for host in self.net.hosts():
-            ip = str(host)
+        hosts = [str(h) for h in self.net.hosts()]
+        start = hosts.index(self.last) + 1 if self.last in hosts else 0
+        for ip in hosts[start:] + hosts[:start]:
             if ip not in taken:
-                self.leases[uid] = ip
+                self.leases[uid] = self.last = ip
                 return ip
         raise IpamError(f"node podCIDR {self.cidr} has no free address left for pod {uid}")
 
@@ -63,7 +67,7 @@ class Ipam:
         self.leases.pop(uid, None)
 
     def to_json(self) -> dict[str, object]:
-        return {"cidr": self.cidr, "leases": dict(self.leases)}
+        return {"cidr": self.cidr, "leases": dict(self.leases), "last": self.last}
 
     @classmethod
     def from_json(cls, data: dict[str, object], cidr: str) -> Ipam:
@@ -71,4 +75,4 @@ class Ipam:
         leases = data.get("leases")
         if data.get("cidr") != cidr or not isinstance(leases, dict):
             return cls(cidr)
-        return cls(cidr, {str(k): str(v) for k, v in leases.items()})
+        return cls(cidr, {str(k): str(v) for k, v in leases.items()}, str(data.get("last", "")))
