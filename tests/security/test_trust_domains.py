@@ -29,3 +29,11 @@ def test_trust_domains_and_with_the_other_source_fields() -> None:
     assert not _decide(src, "cluster.local/ns/other/sa/b")
     assert _decide({"notTrustDomains": ["evil.td"]}, "cluster.local/ns/a/sa/b")
     assert not _decide({"notTrustDomains": ["evil.td"]}, "evil.td/ns/a/sa/b")
+
+
+def test_dry_run_takes_go_booleans_as_istio_does() -> None:
+    for value, enforced in (("true", False), ("1", False), ("T", False), ("false", True),
+                            ("0", True)):
+        world = FakeWorld(ap("dry", {"action": "DENY", "rules": [{}]},
+                             annotations={"istio.io/dry-run": value}))
+        assert bool(security.authz_for(world, NODE).policies) is enforced, value

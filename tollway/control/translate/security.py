@@ -107,7 +107,7 @@ def peer_authn_for(
 def _applies(r: Resource, node: types.Node, root_namespace: str) -> bool:
     if r.namespace not in (node.namespace, root_namespace):
         return False
-    if str(r.annotations.get("istio.io/dry-run", "")).lower() == "true":
+    if str(r.annotations.get("istio.io/dry-run", "")).lower() in ("1", "t", "true"):  # ParseBool
         return False
     if r.spec.get("targetRefs") or r.spec.get("targetRef"):
         return node.kind == "gateway"
