@@ -342,7 +342,7 @@ class PodWorker:
     async def _teardown(self) -> None:
         for proc in list(self.procs.values()):
             await runtime.stop(proc, 0)
-        if self.netns is not None:
+        if not self.spec.hostNetwork:  # also after a half-done attach: detach is idempotent
             with contextlib.suppress(Exception):
                 await self.net.detach(self.uid)
         self.sandbox_ready = False
