@@ -347,6 +347,46 @@ class Metric(Strict):
     consecutive_success_limit: IntOrString | None = None
     provider: MetricProvider
 
+    @model_validator(mode="after")
+    def _limits(self) -> Metric:
+        """Argo's ValidateMetric (an AnalysisRun with these fails at once, as Error).
+        A limit given as an `{{args...}}` template is checked once substituted."""
+        vals = (self.count, self.failure_limit, self.consecutive_success_limit,
+                self.inconclusive_limit, self.consecutive_error_limit)
+        if any(is_template(v) for v in vals):
+            return self
+        count, failure, success, inconclusive, errors = (_int_value(v) for v in vals)
+        if success < 0:
+            raise ValueError("consecutiveSuccessLimit must be >= 0")
+        if failure < -1:
+            raise ValueError("failureLimit must be >= 0, or -1 to disable it")
+        if success == 0 and failure == -1:
+            raise ValueError("failureLimit and consecutiveSuccessLimit cannot both be "
+                             "disabled")
+        if inconclusive < 0 or errors < 0:
+            raise ValueError("inconclusiveLimit and consecutiveErrorLimit must be >= 0")
+        if count > 0:
+            if failure >= 0 and count < failure + success:
+                raise ValueError(f"count ({count}) must be >= failureLimit + "
+                                 f"consecutiveSuccessLimit ({failure} + {success})")
+            if failure < 0 and count < success:
+                raise ValueError("count must be >= consecutiveSuccessLimit")
+            if count < inconclusive:
+                raise ValueError("count must be >= inconclusiveLimit")
+        if count > 1 and self.interval is None:
+            raise ValueError(f"interval is required when count ({count}) is more than 1")
+        return self
+
+
+def _int_value(value: int | str | None) -> int:
+    """Kubernetes IntOrString.IntValue: a string that is no number counts as 0."""
+    if isinstance(value, int):
+        return value
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
 
 class AnalysisTemplateSpec(Strict):
     metrics: list[Metric] | None = None
