@@ -148,3 +148,13 @@ def test_audiences_compare_without_scheme_or_trailing_slash() -> None:
     assert jwt.verify(c, RSA.sign(claims(aud=["x", "http://shop.example.com"])), NOW)
     with pytest.raises(jwt.JwtError, match=jwt.BAD_AUDIENCE):
         jwt.verify(c, RSA.sign(claims(aud="shop.example.org")), NOW)
+
+
+def test_nested_claims_match_with_istios_bracket_form() -> None:
+    policy = types.AuthzPolicy(name="ns/p", rules=(types.AuthzRule(conditions=(
+        types.AuthzCondition(key="request.auth.claims[realm][role]", values=("admin",)),)),))
+    comp = authz.compile_authz(types.Authz(policies=(policy,)))
+    ok = jwt.verify(C, RSA.sign(claims(aud="shop", realm={"role": "admin"})), NOW)
+    assert authz.evaluate(comp, authz.Request(claims=ok.claims)).allowed
+    other = jwt.verify(C, RSA.sign(claims(aud="shop", realm={"role": "dev"})), NOW)
+    assert not authz.evaluate(comp, authz.Request(claims=other.claims)).allowed

@@ -325,7 +325,7 @@ def _attribute(key: str) -> Getter:
         name = _bracket_arg(key).lower()
         return lambda r: r.headers.get(name)
     if key.startswith("request.auth.claims["):
-        claim = _bracket_arg(key)
+        claim = _bracket_arg(key).replace("][", ".")  # [a][b]: the nested claim a.b
         return lambda r: r.claims.get(claim)
     if key.startswith(ABSENT_PREFIX):  # no filter here produces it: always absent
         return lambda r: None
