@@ -82,6 +82,18 @@ CASES = {
     ),
     "endless headers": (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 2000, b"HTTP/1.1 431"),
     "unknown Expect": (b"GET / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n", b"HTTP/1.1 417"),
+    "two Host headers": (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", b"HTTP/1.1 400"),
+    "escaped NUL in path": (b"GET /a%00b HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 400"),
+    "unknown upgrade": (
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\nGET /s",
+        b"HTTP/1.1 403",
+    ),
+    "CONNECT": (b"CONNECT x:1 HTTP/1.1\r\nHost: x:1\r\n\r\nrawbytes", b"HTTP/1.1 403"),
+    "h2c with a chunked body": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 400",
+    ),
 }
 
 
@@ -92,6 +104,16 @@ def test_hostile_request_is_refused_and_connection_closed(live, case: str) -> No
     out = _exchange(p, data)
     assert out.startswith(expect), out[:80]
     assert b"connection: close" in out.lower()
+
+
+def test_h2c_cut_short_mid_body_leaves_nothing_behind(live, harness) -> None:
+    """The downgraded request's body never arrives in full: the client goes away."""
+    p, _ = live
+    s = socket.create_connection(p.listener_address("main"), timeout=5)
+    s.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+              b"Content-Length: 100000\r\n\r\nabc")
+    time.sleep(0.2)
+    s.close()
 
 
 def test_smuggled_second_request_after_bad_framing_is_never_forwarded(live, harness) -> None:
