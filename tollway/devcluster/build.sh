@@ -27,6 +27,8 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-local}   # Go 1.26 satisfies every pinned go.m
 export GOFLAGS="-p=2 ${GOFLAGS:-}"          # 2 shared cores: one link at a time per package set
 NICE=(nice -n 10)
 
+# sudo resets PATH (secure_path): look where the Go tarball installs before giving up.
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH=$PATH:/usr/local/go/bin; fi
 if ! command -v go >/dev/null; then
   echo "build.sh: the Go toolchain is not on PATH; install Go >= 1.24 (e.g. /usr/local/go/bin) and retry." >&2
   exit 2

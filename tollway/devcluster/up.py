@@ -181,8 +181,9 @@ def up(lay: L.Layout, say: Callable[[str], None]) -> int:
         teardown.down(lay, bins, say)
         return 1
     say(f"KUBECONFIG={lay.kubeconfig}")
-    say(f"tollway dev cluster ready in {time.monotonic() - t0:.1f}s: node {L.NODE_NAME} Ready; "
-        f"try `KUBECONFIG={lay.kubeconfig} {bins / 'kubectl'} get nodes`")
+    say(f"logs: {lay.logs}; kubectl v1.34.4: eval \"$(tollway dev cluster env --state-dir "
+        f"{lay.root})\"")
+    say(f"tollway dev cluster ready in {time.monotonic() - t0:.1f}s: node {L.NODE_NAME} Ready")
     return 0
 
 
