@@ -55,6 +55,7 @@ COMMAND_MODULES = (
     "loadtest",  # loadtest (hey-style)
     "demoapp",  # demo-app (the bundled example workload)
     "devcluster",  # dev cluster up|down (a local Kubernetes)
+    "controlplane",  # control-plane --kubernetes
 )
 
 

@@ -1,0 +1,148 @@
+"""Watch events -> the ConfigStore / replicas, and the Reconciled conditions to write."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tollway.control.registry import Replica
+from tollway.control.store import ConfigStore
+from tollway.kube import kinds, objects
+from tollway.kube.informer import Event
+from tollway.kube.mirror import Mirror, StatusWrite
+
+SEED = Path(__file__).resolve().parent.parent / "data" / "seed"
+KINDS = {w.kind: w for w in kinds.watched()}
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.replicas: dict[str, Replica] = {}
+
+    def set_replica(self, replica: Replica) -> None:
+        self.replicas[replica.name] = replica
+
+    def remove_replica(self, name: str) -> None:
+        self.replicas.pop(name, None)
+
+
+def seed(name: str) -> dict[str, dict[str, Any]]:
+    docs = yaml.safe_load_all((SEED / name).read_text())
+    out = {}
+    for i, d in enumerate(docs):
+        d = copy.deepcopy(d)
+        d["metadata"].update(namespace="shop", generation=1, resourceVersion=str(i + 1))
+        out[d["kind"]] = d
+    return out
+
+
+def service(name: str = "myapp") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": "1",
+                         "uid": "u1", "managedFields": []},
+            "spec": {"selector": {"app": name}, "clusterIP": "10.96.3.4",
+                     "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {}}}
+
+
+def pod(name: str, ip: str | None = "10.244.0.7", *, sidecar: bool = True,
+        ready: bool = True) -> dict[str, Any]:
+    containers = [{"name": "app", "ports": [{"containerPort": 8080}]}]
+    if sidecar:
+        containers.append({"name": objects.SIDECAR_CONTAINER,
+                           "ports": [{"name": objects.INBOUND_PORT_NAME, "containerPort": 15006}]})
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "shop",
+                         "labels": {"app": "myapp", "version": "v1",
+                                    "pod-template-hash": "5d9c7"},
+                         "ownerReferences": [{"kind": "ReplicaSet", "name": "myapp-v1-5d9c7"}]},
+            "spec": {"containers": containers, "serviceAccountName": "myapp"},
+            "status": {"phase": "Running", "podIP": ip,
+                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def reconciled(writes: list[StatusWrite], kind: str) -> dict[str, Any]:
+    [w] = [w for w in writes if w.watched.kind == kind]
+    [c] = [c for c in w.conditions if c["type"] == "Reconciled"]
+    return c
+
+
+def test_a_virtual_service_before_its_destination_rule_gets_in_when_the_rule_arrives() -> None:
+    store, docs = ConfigStore(), seed("02-canary-split-90-10.yaml")
+    mirror = Mirror(store, Sink(), now=lambda: "2026-01-01T00:00:00Z")
+    assert mirror.handle(KINDS["Service"], [Event("ADDED", service())]) == []  # not ours
+    writes = mirror.handle(KINDS["VirtualService"], [Event("ADDED", docs["VirtualService"])])
+    refused = reconciled(writes, "VirtualService")
+    assert refused["status"] == "False" and refused["reason"] == "Refused"
+    assert "spec.http[0].route[0].destination.subset" in refused["message"]
+    assert store.get(("VirtualService", "shop", "myapp")) is None
+    writes = mirror.handle(KINDS["DestinationRule"], [Event("ADDED", docs["DestinationRule"])])
+    assert reconciled(writes, "DestinationRule")["status"] == "True"
+    assert reconciled(writes, "VirtualService")["status"] == "True"  # retried after the commit
+    assert store.get(("VirtualService", "shop", "myapp")) is not None
+    assert store.meta(("VirtualService", "shop", "myapp")).source == "kubernetes"  # type: ignore[union-attr]
+
+
+def test_a_bad_field_is_refused_with_its_path_and_the_last_good_version_stays() -> None:
+    store, docs = ConfigStore(), seed("02-canary-split-90-10.yaml")
+    mirror = Mirror(store, Sink())
+    mirror.handle(KINDS["Service"], [Event("ADDED", service())])
+    mirror.handle(KINDS["DestinationRule"], [Event("ADDED", docs["DestinationRule"])])
+    mirror.handle(KINDS["VirtualService"], [Event("ADDED", docs["VirtualService"])])
+    bad = copy.deepcopy(docs["VirtualService"])
+    bad["metadata"].update(generation=2, resourceVersion="9")
+    bad["spec"]["http"][0]["route"][0]["weight"] = -5
+    writes = mirror.handle(KINDS["VirtualService"], [Event("MODIFIED", bad)])
+    cond = reconciled(writes, "VirtualService")
+    assert cond["status"] == "False" and cond["observedGeneration"] == 2
+    assert cond["message"].startswith("spec.http[0].route[0].weight: must be >= 0")
+    kept = store.get(("VirtualService", "shop", "myapp"))
+    assert kept is not None and kept.spec["http"][0]["route"][0]["weight"] == 90
+
+
+def test_our_own_status_update_coming_back_writes_nothing_more() -> None:
+    store, docs = ConfigStore(), seed("02-canary-split-90-10.yaml")
+    mirror = Mirror(store, Sink())
+    mirror.handle(KINDS["Service"], [Event("ADDED", service())])
+    [w] = mirror.handle(KINDS["DestinationRule"], [Event("ADDED", docs["DestinationRule"])])
+    echoed = {**w.obj, "status": {"conditions": w.conditions}}
+    assert mirror.handle(KINDS["DestinationRule"], [Event("MODIFIED", echoed)]) == []
+
+
+def test_deleting_in_kubernetes_deletes_from_the_store() -> None:
+    store, docs = ConfigStore(), seed("02-canary-split-90-10.yaml")
+    mirror = Mirror(store, Sink())
+    mirror.handle(KINDS["Service"], [Event("ADDED", service())])
+    mirror.handle(KINDS["DestinationRule"], [Event("ADDED", docs["DestinationRule"])])
+    mirror.handle(KINDS["DestinationRule"], [Event("DELETED", docs["DestinationRule"])])
+    assert store.get(("DestinationRule", "shop", "myapp")) is None
+
+
+def test_pods_with_a_ready_sidecar_are_endpoints_at_their_pod_ip() -> None:
+    sink = Sink()
+    mirror = Mirror(ConfigStore(), sink)
+    mirror.handle(KINDS["Pod"], [Event("ADDED", pod("a")), Event("ADDED", pod("b", sidecar=False)),
+                                 Event("ADDED", pod("c", ip=None))])
+    assert set(sink.replicas) == {"a.shop"}
+    r = sink.replicas["a.shop"]
+    assert (r.address, r.port, r.app_port, r.workload, r.kind, r.service_account) == \
+        ("10.244.0.7", 15006, 8080, "myapp-v1", "Deployment", "myapp")
+    mirror.handle(KINDS["Pod"], [Event("MODIFIED", pod("a", ready=False))])
+    assert sink.replicas == {}
+
+
+def test_server_fields_of_a_service_do_not_count_against_it() -> None:
+    resource, findings = objects.to_resource(service())
+    assert resource is not None and not [f for f in findings if f.is_error]
+
+
+def test_kind_paths() -> None:
+    assert KINDS["AuthorizationPolicy"].path("ns", "x", "status") == \
+        "/apis/security.istio.io/v1/namespaces/ns/authorizationpolicies/x/status"
+    assert KINDS["Pod"].path() == "/api/v1/pods"
+    assert KINDS["Canary"].plural == "canaries"
+    assert KINDS["ClusterAnalysisTemplate"].path("ns", "t") == \
+        "/apis/argoproj.io/v1alpha1/clusteranalysistemplates/t"

@@ -1,0 +1,70 @@
+"""`tollway control-plane --kubernetes`: run the control plane against a Kubernetes API.
+
+    tollway control-plane --kubernetes --kubeconfig ~/.kube/config --context dev
+
+In a pod (no --kubeconfig) it uses the pod's service account. Kubernetes is the store:
+`kubectl apply` of a VirtualService reaches every sidecar, and the resource's
+`status.conditions[type=Reconciled]` says whether it was accepted or why not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import typer
+
+
+def control_plane(
+    kubernetes: bool = typer.Option(False, "--kubernetes",
+                                    help="Take config and endpoints from a Kubernetes API."),
+    kubeconfig: Path | None = typer.Option(None, "--kubeconfig",
+                                           help="Kubeconfig file (default: in-cluster, "
+                                                "then $KUBECONFIG / ~/.kube/config)."),
+    context: str | None = typer.Option(None, "--context", help="Kubeconfig context."),
+    listen: str = typer.Option("0.0.0.0:15010", "--listen",
+                               help="HOST:PORT for sidecars and the CLI (port 0: any)."),
+    state_dir: Path = typer.Option(Path(".tollway/control-plane"), "--state-dir",
+                                   help="Signing key and CA files."),
+    extra_host: list[str] = typer.Option([], "--host-name",
+                                         help="A DNS name sidecars call this plane by "
+                                              "(repeatable), e.g. tollway.tollway-system.svc."),
+) -> None:
+    """Run the control plane with Kubernetes as its store."""
+    from tollway.control.proxies import split_hostport
+    from tollway.kube.api import Api, ApiUnavailable, load_config
+    from tollway.kube.run import KubePlane
+
+    if not kubernetes:
+        typer.echo("tollway control-plane: only --kubernetes is supported (for one machine, "
+                   "use `tollway up DIR`)", err=True)
+        raise typer.Exit(2)
+    try:
+        host, port = split_hostport(listen)
+    except ValueError as exc:
+        typer.echo(f"tollway control-plane: --listen: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        config = load_config(kubeconfig, context)
+    except ApiUnavailable as exc:
+        typer.echo(f"tollway control-plane: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                                                   "%(message)s")
+
+    async def main() -> int:
+        kp = KubePlane(Api(config), state_dir, host=host, port=port,
+                       extra_hosts=tuple(extra_host), echo=lambda s: typer.echo(s))
+        kp.install_signals()
+        try:
+            return await kp.run()
+        except OSError as exc:
+            typer.echo(f"tollway control-plane: cannot listen on {listen}: {exc}", err=True)
+            return 1
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("control-plane")(control_plane)

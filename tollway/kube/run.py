@@ -1,0 +1,96 @@
+"""`tollway control-plane --kubernetes`: the control plane with the API server as store.
+
+Wiring only: the same ConfigStore -> ControlPlane -> serve path as `tollway up`
+(cli/up.py), fed by one informer per watched kind through `mirror.Mirror` instead of a
+folder, and writing each Tollway resource's `Reconciled` condition back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tollway.control import auth, ca, serve
+from tollway.control.guard import Guard
+from tollway.control.plane import ControlPlane
+from tollway.control.store import ConfigStore
+from tollway.kit.clock import MonotonicClock
+from tollway.kube import kinds
+from tollway.kube.api import Api
+from tollway.kube.informer import Event
+from tollway.kube.mirror import Mirror, StatusWrite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KubePlane:
+    """One replica of the control plane on Kubernetes."""
+
+    api: Api
+    state_dir: Path
+    host: str = "0.0.0.0"
+    port: int = 15010
+    extra_hosts: tuple[str, ...] = ()
+    echo: Callable[[str], None] = print
+    writes_status: bool = True  # only the leader writes (see lease)
+    store: ConfigStore = field(default_factory=ConfigStore)
+    watched: tuple[kinds.Watched, ...] = field(default_factory=kinds.watched)
+
+    def __post_init__(self) -> None:
+        self.plane = ControlPlane(self.store)
+        self.mirror = Mirror(self.store, self.plane)
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stop = asyncio.Event()
+
+    async def on_events(self, watched: kinds.Watched, events: list[Event]) -> None:
+        async with self._lock:  # one batch at a time: the store sees one order of changes
+            writes = self.mirror.handle(watched, events)
+            if self.writes_status:
+                await self.write_status(writes)
+
+    async def write_status(self, writes: list[StatusWrite]) -> None:
+        for w in writes:
+            await self.api.patch_status(w.watched, w.obj, w.conditions)
+
+    async def run(self) -> int:
+        clock = MonotonicClock()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        signer = auth.TokenSigner(auth.load_or_create_key(self.state_dir))
+        routes = serve.ca_routes(self.plane, ca.CertificateAuthority.load_or_create(self.state_dir))
+        app = serve.make_app(self.plane, guard=Guard(signer, clock, extra_hosts=self.extra_hosts),
+                             routes=routes)
+        runner = await serve.serve(app, self.host, self.port)
+        bound = runner.addresses[0][1] if runner.addresses else self.port
+        synced = [asyncio.Event() for _ in self.watched]
+        self._tasks.append(asyncio.create_task(self.plane.run()))
+        for w, ev in zip(self.watched, synced, strict=True):
+            self._tasks.append(asyncio.create_task(self.api.run_informer(w, self.on_events, ev)))
+        try:
+            await asyncio.gather(*(e.wait() for e in synced))
+            self.echo(f"tollway control-plane: serving on http://{self.host}:{bound}, "
+                      f"watching {len(self.watched)} kinds at {self.api.server} "
+                      f"({len(self.store.current())} resources, {len(self.plane.replicas)} "
+                      "pod endpoints)")
+            await self.stop.wait()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.plane.close()
+            await runner.cleanup()
+            await self.api.close()
+        return 0
+
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop.set)
