@@ -22,8 +22,8 @@ def test_list_then_watch_events_and_bookmarks_move_the_version() -> None:
     assert cache.synced and cache.resource_version == "5"
     ev = cache.apply({"type": "MODIFIED", "object": obj("x", "7")})
     assert ev is not None and ev.type == "MODIFIED" and cache.resource_version == "7"
-    assert cache.apply({"type": "BOOKMARK", "object": {"kind": "Service",
-                                                       "metadata": {"resourceVersion": "9"}}}) is None
+    bookmark = {"kind": "Service", "metadata": {"resourceVersion": "9"}}
+    assert cache.apply({"type": "BOOKMARK", "object": bookmark}) is None
     assert cache.resource_version == "9"
     ev = cache.apply({"type": "DELETED", "object": obj("y", "10")})
     assert ev is not None and ev.type == "DELETED" and set(cache.objects) == {("a", "x")}

@@ -146,3 +146,19 @@ def test_kind_paths() -> None:
     assert KINDS["Canary"].plural == "canaries"
     assert KINDS["ClusterAnalysisTemplate"].path("ns", "t") == \
         "/apis/argoproj.io/v1alpha1/clusteranalysistemplates/t"
+
+
+def test_a_generation_bumped_by_our_own_status_write_writes_nothing_more() -> None:
+    """Without a status subresource the API server bumps generation on our status patch."""
+    store, docs = ConfigStore(), seed("02-canary-split-90-10.yaml")
+    mirror = Mirror(store, Sink())
+    mirror.handle(KINDS["Service"], [Event("ADDED", service())])
+    [w] = mirror.handle(KINDS["DestinationRule"], [Event("ADDED", docs["DestinationRule"])])
+    echoed = copy.deepcopy({**w.obj, "status": {"conditions": w.conditions}})
+    echoed["metadata"]["generation"] = 2
+    assert mirror.handle(KINDS["DestinationRule"], [Event("MODIFIED", echoed)]) == []
+    edited = copy.deepcopy(echoed)
+    edited["metadata"]["generation"] = 3
+    edited["spec"]["subsets"].append({"name": "v3", "labels": {"version": "v3"}})
+    [w] = mirror.handle(KINDS["DestinationRule"], [Event("MODIFIED", edited)])
+    assert reconciled([w], "DestinationRule")["observedGeneration"] == 3

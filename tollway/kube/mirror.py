@@ -25,7 +25,7 @@ from tollway.config.resource import Resource
 from tollway.control.registry import Replica
 from tollway.control.store import ConfigStore, Key
 from tollway.kube import objects
-from tollway.kube.informer import Event
+from tollway.kube.informer import Event, key_of
 from tollway.kube.kinds import Watched
 
 ACTOR = "kubernetes"
@@ -72,6 +72,7 @@ class Mirror:
     items: dict[ItemKey, _Item] = field(default_factory=dict)
     refused: dict[ItemKey, tuple[Finding, ...]] = field(default_factory=dict)
     pods: set[str] = field(default_factory=set)
+    written: dict[ItemKey, str] = field(default_factory=dict)  # content we wrote status for
 
     def handle(self, watched: Watched, events: Iterable[Event]) -> list[StatusWrite]:
         """Apply one batch of events of one kind; the status writes they call for."""
@@ -89,6 +90,7 @@ class Mirror:
             if event.type == "DELETED":
                 old = self.items.pop(ikey, None)
                 self.refused.pop(ikey, None)
+                self.written.pop(ikey, None)
                 if old is not None and old.resource is not None:
                     deletes.append(old.resource.key)
                 continue
@@ -187,9 +189,13 @@ class Mirror:
             return
         generation = int((item.obj.get("metadata") or {}).get("generation") or 0)
         condition = objects.reconciled(findings, accepted, generation, self.now())
-        conditions = objects.merge_conditions(item.obj, condition)
+        k = (item.watched.kind, *key_of(item.obj))
+        digest = objects.content_digest(item.obj)
+        conditions = objects.merge_conditions(item.obj, condition,
+                                              same_content=self.written.get(k) == digest)
         writes[:] = [w for w in writes if w.obj is not item.obj]
         if conditions is not None:
+            self.written[k] = digest
             writes.append(StatusWrite(item.watched, item.obj, conditions))
 
 

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -119,21 +121,33 @@ def reconciled(findings: Sequence[Finding], accepted: bool, generation: int,
     }
 
 
-def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    fields = ("status", "reason", "message", "observedGeneration")
+def _same(a: Mapping[str, Any], b: Mapping[str, Any], generation: bool) -> bool:
+    fields = ("status", "reason", "message") + (("observedGeneration",) if generation else ())
     return all(a.get(f) == b.get(f) for f in fields)
 
 
-def merge_conditions(obj: Mapping[str, Any],
-                     condition: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+def merge_conditions(obj: Mapping[str, Any], condition: Mapping[str, Any], *,
+                     same_content: bool = False) -> list[dict[str, Any]] | None:
     """The object's conditions with ours replaced, or None when it already says so
-    (no write, so our own status update does not start another round)."""
+    (no write, so our own status update does not start another round).
+
+    `same_content`: the spec is the one we last wrote status for, so a newer generation
+    is our own doing (a CRD without a status subresource bumps `generation` on every
+    write, status included) and is not a reason to write again."""
     status = obj.get("status") if isinstance(obj.get("status"), Mapping) else {}
     current = [dict(c) for c in (status or {}).get("conditions") or [] if isinstance(c, Mapping)]
     ours = next((c for c in current if c.get("type") == CONDITION), None)
-    if ours is not None and _same(ours, condition):
+    if ours is not None and _same(ours, condition, not same_content):
         return None
     new = dict(condition)
     if ours is not None and ours.get("status") == condition.get("status"):
         new["lastTransitionTime"] = ours.get("lastTransitionTime", new["lastTransitionTime"])
     return [c for c in current if c.get("type") != CONDITION] + [new]
+
+
+def content_digest(obj: Mapping[str, Any]) -> str:
+    """What the user wrote (spec and the rest, metadata labels/annotations), not status."""
+    meta = obj.get("metadata") or {}
+    body = {k: v for k, v in obj.items() if k not in ("status", "metadata")}
+    body["_meta"] = {k: meta.get(k) for k in ("labels", "annotations")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()

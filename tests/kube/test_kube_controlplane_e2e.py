@@ -1,0 +1,171 @@
+"""`tollway control-plane --kubernetes` against a real kube-apiserver (`tollway dev cluster`).
+
+`kubectl apply` is the only way config gets in: a VirtualService applied before its
+DestinationRule is refused then accepted, each with its `Reconciled` condition written
+back; a VirtualService naming a subset no rule defines is refused with the field named;
+a pod with a sidecar becomes an endpoint at its pod IP and leaves when deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ruamel.yaml import YAML
+
+from tests.conftest import ROOT, SEED_DIR, DevCluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"), pytest.mark.timeout(1200)]
+
+
+def eventually(check: Callable[[], Any], timeout: float = 90.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (AssertionError, subprocess.SubprocessError, ValueError, KeyError,
+                httpx.HTTPError) as exc:
+            last = exc
+        time.sleep(1.0)
+    raise AssertionError(f"{what} not true after {timeout}s; last: {last!r}")
+
+
+def dump(docs: list[dict[str, Any]]) -> str:
+    import io
+
+    out = io.StringIO()
+    YAML(typ="safe").dump_all(docs, out)
+    return out.getvalue()
+
+
+def apply(cluster: DevCluster, docs: list[dict[str, Any]]) -> None:
+    proc = subprocess.run([str(cluster.bin_dir / "kubectl"), "apply", "-f", "-"],
+                          input=dump(docs), capture_output=True, text=True, timeout=60,
+                          env={"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture
+def namespace(dev_cluster: DevCluster) -> Iterator[str]:
+    ns = f"k8scp-{uuid.uuid4().hex[:6]}"
+    dev_cluster.kubectl("create", "namespace", ns)
+    dev_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                        str(ROOT / "charts" / "tollway" / "crds"), timeout=180)
+    dev_cluster.kubectl("wait", "--for", "condition=established", "--timeout", "120s",
+                        "crd/virtualservices.networking.istio.io",
+                        "crd/destinationrules.networking.istio.io", timeout=180)
+    try:
+        yield ns
+    finally:
+        dev_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture
+def control_plane(dev_cluster: DevCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
+    log = tmp_path / "control-plane.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tollway", "control-plane", "--kubernetes",
+             "--kubeconfig", str(dev_cluster.kubeconfig), "--listen", "127.0.0.1:0",
+             "--state-dir", str(tmp_path / "state")],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        def ready() -> str | None:
+            assert proc.poll() is None, log.read_text()
+            m = re.search(r"serving on (http://127\.0\.0\.1:\d+)", log.read_text())
+            return m.group(1) if m else None
+
+        yield eventually(ready, 120, "the control plane's ready line")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        print(log.read_text()[-4000:])
+
+
+def condition(cluster: DevCluster, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+    proc = cluster.kubectl("get", kind, name, "-n", ns, "-o", "json")
+    status = json.loads(proc.stdout).get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == "Reconciled"), None)
+
+
+def seed02(ns: str) -> dict[str, dict[str, Any]]:
+    docs = [d for d in YAML(typ="safe").load_all((SEED_DIR / "02-canary-split-90-10.yaml")
+                                                 .read_text()) if d]
+    for d in docs:
+        d["metadata"]["namespace"] = ns
+    return {d["kind"]: d for d in docs}
+
+
+def sidecar_pod(ns: str) -> dict[str, Any]:
+    sleep = ["sleep", "3600"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "myapp-v1-0", "namespace": ns,
+                         "labels": {"app": "myapp", "version": "v1"}},
+            "spec": {"automountServiceAccountToken": False, "terminationGracePeriodSeconds": 1,
+                     "containers": [
+                         {"name": "app", "image": "busybox", "command": sleep,
+                          "ports": [{"containerPort": 8080}]},
+                         {"name": "tollway-proxy", "image": "tollway", "command": sleep,
+                          "ports": [{"name": "tw-inbound", "containerPort": 15006}]}]}}
+
+
+def test_kubectl_apply_reaches_the_store_with_status_and_pods_become_endpoints(
+        dev_cluster: DevCluster, namespace: str, control_plane: str) -> None:
+    ns, url = namespace, control_plane
+    docs = seed02(ns)
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "myapp", "namespace": ns},
+               "spec": {"selector": {"app": "myapp"},
+                        "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+    apply(dev_cluster, [service, sidecar_pod(ns), docs["VirtualService"]])
+
+    refused = eventually(lambda: condition(dev_cluster, "virtualservice.networking.istio.io",
+                                           ns, "myapp"), what="a Reconciled condition")
+    assert refused["status"] == "False", refused
+    assert "spec.http[0].route[0].destination.subset" in refused["message"]
+
+    apply(dev_cluster, [docs["DestinationRule"]])
+    eventually(lambda: (condition(dev_cluster, "virtualservice.networking.istio.io", ns, "myapp")
+                        or {}).get("status") == "True", what="the VirtualService accepted")
+    dr = condition(dev_cluster, "destinationrule.networking.istio.io", ns, "myapp")
+    assert dr is not None and dr["status"] == "True"
+
+    pod_ip = eventually(lambda: json.loads(dev_cluster.kubectl(
+        "get", "pod", "myapp-v1-0", "-n", ns, "-o", "json").stdout)["status"].get("podIP"),
+        120, "the pod's IP")
+    host = f"myapp.{ns}.svc.cluster.local:80"
+
+    def endpoints() -> list[dict[str, Any]]:
+        data = httpx.get(f"{url}/debug/registryz", timeout=10).json()
+        return list(data["endpoints"].get(host) or [])
+
+    eps = eventually(endpoints, what=f"an endpoint for {host}")
+    assert [(e["address"], e["port"]) for e in eps] == [(pod_ip, 15006)], eps
+
+    bad = json.loads(json.dumps(docs["VirtualService"]))
+    bad["metadata"]["name"] = "myapp-bad"
+    bad["spec"]["http"][0]["route"][1]["destination"]["subset"] = "v3"
+    apply(dev_cluster, [bad])
+    cond = eventually(lambda: condition(dev_cluster, "virtualservice.networking.istio.io", ns,
+                                        "myapp-bad"), what="the bad VirtualService's condition")
+    assert cond["status"] == "False" and cond["reason"] == "Refused"
+    assert "spec.http[0].route[1].destination.subset: subset 'v3'" in cond["message"], cond
+
+    dev_cluster.kubectl("delete", "pod", "myapp-v1-0", "-n", ns, "--wait=false")
+    eventually(lambda: endpoints() == [], what="the deleted pod's endpoint gone")
