@@ -169,3 +169,48 @@ def test_kubectl_apply_reaches_the_store_with_status_and_pods_become_endpoints(
 
     dev_cluster.kubectl("delete", "pod", "myapp-v1-0", "-n", ns, "--wait=false")
     eventually(lambda: endpoints() == [], what="the deleted pod's endpoint gone")
+
+
+def test_a_service_account_token_gets_a_certificate_for_its_own_account_only(
+        dev_cluster: DevCluster, namespace: str, control_plane: str) -> None:
+    """TokenReview through real sockets: SA a's projected-style token (audience tollway)
+    registers and is signed as a; as b it is refused (403); a token for the API server's
+    audience, or a forged one, proves nothing (401)."""
+    import asyncio
+
+    from tollway.proxy import tls
+
+    ns, url = namespace, control_plane
+    for sa in ("a", "b"):
+        dev_cluster.kubectl("create", "serviceaccount", sa, "-n", ns)
+
+    def token(sa: str, *audience: str) -> str:
+        args = ("--audience", audience[0]) if audience else ()
+        return dev_cluster.kubectl("create", "token", sa, "-n", ns, *args).stdout.strip()
+
+    tok_a, tok_b, tok_api = token("a", "tollway"), token("b", "tollway"), token("a")
+
+    def register(name: str, sa: str, tok: str) -> int:
+        return httpx.post(f"{url}/v1/register", timeout=20,
+                          json={"node": {"name": name, "namespace": ns, "service_account": sa}},
+                          headers={"Authorization": f"Bearer {tok}"}).status_code
+
+    assert register(f"a-1.{ns}", "a", tok_a) == 200
+    assert register(f"b-1.{ns}", "b", tok_a) == 403
+    assert register(f"b-1.{ns}", "b", tok_api) == 401
+    assert register(f"b-1.{ns}", "b", tok_a[:-4] + "AAAA") == 401
+    assert register(f"b-1.{ns}", "b", tok_b) == 200
+    id_a = f"spiffe://cluster.local/ns/{ns}/sa/a"
+    id_b = f"spiffe://cluster.local/ns/{ns}/sa/b"
+
+    async def main() -> None:
+        creds = await tls.issue(id_a, tls.http_signer(url, f"a-1.{ns}", token=tok_a))
+        assert creds.spiffe_id == id_a
+        with pytest.raises(tls.SignRefused) as stolen:
+            await tls.issue(id_b, tls.http_signer(url, f"b-1.{ns}", token=tok_a))
+        assert stolen.value.status == 403
+        with pytest.raises(tls.SignRefused) as wrong_audience:
+            await tls.issue(id_a, tls.http_signer(url, f"a-1.{ns}", token=tok_api))
+        assert wrong_audience.value.status == 401
+
+    asyncio.run(main())

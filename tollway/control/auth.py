@@ -82,6 +82,22 @@ class TokenVerifier(Protocol):
     def verify(self, token: str, now: float) -> Principal: ...
 
 
+class AsyncTokenVerifier(TokenVerifier, Protocol):
+    """A verifier that must ask someone (the Kubernetes API's TokenReview): `verify` may
+    answer only from what it already knows; `verify_async` asks."""
+
+    async def verify_async(self, token: str, now: float) -> Principal: ...
+
+
+async def verify(verifier: TokenVerifier, token: str, now: float) -> Principal:
+    """`verifier.verify_async` when it has one (it may do IO), else `verifier.verify`."""
+    asking = getattr(verifier, "verify_async", None)
+    if asking is not None:
+        principal: Principal = await asking(token, now)
+        return principal
+    return verifier.verify(token, now)
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -162,6 +178,15 @@ class ChainVerifier:
         for verifier in self.verifiers:
             try:
                 return verifier.verify(token, now)
+            except AuthError as exc:
+                errors.append(str(exc))
+        raise AuthError(errors[-1] if errors else "no verifier accepts bearer tokens")
+
+    async def verify_async(self, token: str, now: float) -> Principal:
+        errors = []
+        for verifier in self.verifiers:
+            try:
+                return await verify(verifier, token, now)
             except AuthError as exc:
                 errors.append(str(exc))
         raise AuthError(errors[-1] if errors else "no verifier accepts bearer tokens")

@@ -90,12 +90,12 @@ class Guard:
             return False
         return name == ip.lower() or (_loopback(ip) and name in LOOPBACK_NAMES)
 
-    def principal(self, request: web.Request) -> auth.Principal | None:
+    async def principal(self, request: web.Request) -> auth.Principal | None:
         """The verified caller, None without a credential; AuthError for a bad one."""
         token = auth.bearer(request.headers.get("Authorization"))
         if token is None:
             return None
-        return self.verifier.verify(token, self.clock.wall())
+        return await auth.verify(self.verifier, token, self.clock.wall())
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -110,7 +110,7 @@ class Guard:
             if refusal is not None:
                 return refusal
         try:
-            principal = self.principal(request)
+            principal = await self.principal(request)
         except auth.AuthError as exc:
             return _text(401, f"{exc}", **{"WWW-Authenticate": "Bearer"})
         route = (request.method if request.method != "HEAD" else "GET", request.path)

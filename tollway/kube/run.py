@@ -24,6 +24,7 @@ from tollway.kube import kinds
 from tollway.kube.api import Api
 from tollway.kube.informer import Event
 from tollway.kube.mirror import Mirror, StatusWrite
+from tollway.kube.tokenreview import AUDIENCE, TokenReviewVerifier
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class KubePlane:
     extra_hosts: tuple[str, ...] = ()
     echo: Callable[[str], None] = print
     writes_status: bool = True  # only the leader writes (see lease)
+    audience: str = AUDIENCE  # of the sidecars' projected service-account tokens
     store: ConfigStore = field(default_factory=ConfigStore)
     watched: tuple[kinds.Watched, ...] = field(default_factory=kinds.watched)
 
@@ -63,8 +65,13 @@ class KubePlane:
         clock = MonotonicClock()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         signer = auth.TokenSigner(auth.load_or_create_key(self.state_dir))
+        # Sidecars: their projected service-account token, reviewed by the API server;
+        # the admin (the CLI): this plane's own token (STATE/admin-token).
+        auth.admin_token(self.state_dir, signer, clock.wall())
+        verifier = auth.ChainVerifier([TokenReviewVerifier(self.api, self.audience), signer])
         routes = serve.ca_routes(self.plane, ca.CertificateAuthority.load_or_create(self.state_dir))
-        app = serve.make_app(self.plane, guard=Guard(signer, clock, extra_hosts=self.extra_hosts),
+        app = serve.make_app(self.plane, guard=Guard(verifier, clock,
+                                                     extra_hosts=self.extra_hosts),
                              routes=routes)
         runner = await serve.serve(app, self.host, self.port)
         bound = runner.addresses[0][1] if runner.addresses else self.port
