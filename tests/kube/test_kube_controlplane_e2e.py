@@ -72,30 +72,51 @@ def namespace(dev_cluster: DevCluster) -> Iterator[str]:
         dev_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-@pytest.fixture
-def control_plane(dev_cluster: DevCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
-    log = tmp_path / "control-plane.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tollway", "control-plane", "--kubernetes",
-             "--kubeconfig", str(dev_cluster.kubeconfig), "--listen", "127.0.0.1:0",
-             "--state-dir", str(tmp_path / "state")],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
+class Plane:
+    """One `tollway control-plane --kubernetes` process (a replica)."""
+
+    def __init__(self, cluster: DevCluster, ns: str, folder: Path, name: str) -> None:
+        self.log = folder / f"{name}.log"
+        self.name = name
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tollway", "control-plane", "--kubernetes",
+                 "--kubeconfig", str(cluster.kubeconfig), "--listen", "127.0.0.1:0",
+                 "--namespace", ns, "--id", name, "--state-dir", str(folder / name)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def url(self) -> str:
         def ready() -> str | None:
-            assert proc.poll() is None, log.read_text()
-            m = re.search(r"serving on (http://127\.0\.0\.1:\d+)", log.read_text())
+            assert self.proc.poll() is None, self.text()
+            m = re.search(r"serving on (http://127\.0\.0\.1:\d+)", self.text())
             return m.group(1) if m else None
 
-        yield eventually(ready, 120, "the control plane's ready line")
+        return str(eventually(ready, 120, f"{self.name}'s ready line"))
+
+    def leads(self) -> bool:
+        return f"{self.name} leads" in self.text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        print(self.text()[-3000:])
+
+
+@pytest.fixture
+def control_plane(dev_cluster: DevCluster, namespace: str, tmp_path: Path) -> Iterator[str]:
+    plane = Plane(dev_cluster, namespace, tmp_path, "cp-0")
+    try:
+        yield plane.url()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        print(log.read_text()[-4000:])
+        plane.stop()
 
 
 def condition(cluster: DevCluster, kind: str, ns: str, name: str) -> dict[str, Any] | None:
@@ -214,3 +235,51 @@ def test_a_service_account_token_gets_a_certificate_for_its_own_account_only(
         assert wrong_audience.value.status == 401
 
     asyncio.run(main())
+
+
+def test_two_replicas_share_one_ca_and_the_lease_moves_when_the_leader_dies(
+        dev_cluster: DevCluster, namespace: str, tmp_path: Path) -> None:
+    """Both replicas start at once: one CA Secret (race-safe create-or-get), both sign
+    with its root; one leads; kill -9 the leader and the other takes the Lease within
+    the lease duration (15 s) plus its retry period."""
+    import asyncio
+
+    from tollway.proxy import tls
+
+    ns = namespace
+    planes = [Plane(dev_cluster, ns, tmp_path, f"cp-{i}") for i in range(2)]
+    try:
+        urls = [p.url() for p in planes]
+        dev_cluster.kubectl("create", "serviceaccount", "a", "-n", ns)
+        tok = dev_cluster.kubectl("create", "token", "a", "-n", ns, "--audience",
+                                  "tollway").stdout.strip()
+        roots = []
+        for url in urls:
+            assert httpx.post(f"{url}/v1/register", timeout=20, headers={
+                "Authorization": f"Bearer {tok}"}, json={"node": {
+                    "name": f"a-1.{ns}", "namespace": ns, "service_account": "a"}}
+            ).status_code == 200
+            creds = asyncio.run(tls.issue(f"spiffe://cluster.local/ns/{ns}/sa/a",
+                                          tls.http_signer(url, f"a-1.{ns}", token=tok)))
+            roots.append(creds.roots)
+        assert roots[0] == roots[1]
+        secrets = dev_cluster.kubectl("get", "secrets", "-n", ns, "-o", "name").stdout.split()
+        assert secrets.count("secret/tollway-ca") == 1
+
+        leader = eventually(lambda: next((p for p in planes if p.leads()), None),
+                            60, "a leader")
+        other = next(p for p in planes if p is not leader)
+        assert not other.leads()
+        leader.proc.kill()
+        killed = time.monotonic()
+        eventually(other.leads, 60, "the other replica leading")
+        took = time.monotonic() - killed
+        print(f"lease handed over {took:.1f} s after the leader was killed")
+        assert took < 15 + 2 * 2 + 5  # lease duration + retry periods + a loaded host
+        holder = json.loads(dev_cluster.kubectl(
+            "get", "lease", "tollway-control-plane", "-n", ns, "-o", "json").stdout)
+        assert holder["spec"]["holderIdentity"] == other.name
+        assert holder["spec"]["leaseTransitions"] >= 1
+    finally:
+        for p in planes:
+            p.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -27,6 +28,11 @@ def control_plane(
                                help="HOST:PORT for sidecars and the CLI (port 0: any)."),
     state_dir: Path = typer.Option(Path(".tollway/control-plane"), "--state-dir",
                                    help="Signing key and CA files."),
+    namespace: str | None = typer.Option(
+        None, "--namespace", help="Where the CA Secret and the leader Lease live (default: "
+                                  "the pod's namespace, else tollway-system)."),
+    identity: str | None = typer.Option(None, "--id", help="This replica's name in the Lease "
+                                                          "(default: $POD_NAME, else host-pid)."),
     extra_host: list[str] = typer.Option([], "--host-name",
                                          help="A DNS name sidecars call this plane by "
                                               "(repeatable), e.g. tollway.tollway-system.svc."),
@@ -34,6 +40,7 @@ def control_plane(
     """Run the control plane with Kubernetes as its store."""
     from tollway.control.proxies import split_hostport
     from tollway.kube.api import Api, ApiUnavailable, load_config
+    from tollway.kube.casecret import CASecretError
     from tollway.kube.run import KubePlane
 
     if not kubernetes:
@@ -55,15 +62,28 @@ def control_plane(
 
     async def main() -> int:
         kp = KubePlane(Api(config), state_dir, host=host, port=port,
-                       extra_hosts=tuple(extra_host), echo=lambda s: typer.echo(s))
+                       extra_hosts=tuple(extra_host), echo=lambda s: typer.echo(s),
+                       namespace=namespace or _pod_namespace(),
+                       identity=identity or os.environ.get("POD_NAME", ""))
         kp.install_signals()
         try:
             return await kp.run()
         except OSError as exc:
             typer.echo(f"tollway control-plane: cannot listen on {listen}: {exc}", err=True)
             return 1
+        except CASecretError as exc:
+            typer.echo(f"tollway control-plane: {exc}", err=True)
+            return 1
 
     raise typer.Exit(asyncio.run(main()))
+
+
+def _pod_namespace() -> str:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        return path.read_text().strip() or "tollway-system"
+    except OSError:
+        return "tollway-system"
 
 
 def register(app: typer.Typer) -> None:

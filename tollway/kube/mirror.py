@@ -107,6 +107,22 @@ class Mirror:
         self._retry(writes)
         return writes
 
+    def resync_status(self) -> list[StatusWrite]:
+        """Every Tollway resource's condition as it should read (a new leader writes
+        what the previous one may not have)."""
+        writes: list[StatusWrite] = []
+        for k, item in sorted(self.items.items()):
+            if not item.watched.tollway:
+                continue
+            if item.resource is None:
+                self._status(item, item.findings, False, writes)
+            elif k in self.refused:
+                self._status(item, _about(self.refused[k], item) or list(self.refused[k]),
+                             False, writes)
+            else:
+                self._status(item, item.findings, True, writes)
+        return writes
+
     # ----------------------------------------------------------------- pods
 
     def _pod(self, event: Event) -> None:

@@ -10,23 +10,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tollway.control import auth, ca, serve
+from tollway.control import auth, serve
 from tollway.control.guard import Guard
 from tollway.control.plane import ControlPlane
 from tollway.control.store import ConfigStore
 from tollway.kit.clock import MonotonicClock
-from tollway.kube import kinds
+from tollway.kube import casecret, kinds
+from tollway.kube import lease as lease_mod
 from tollway.kube.api import Api
 from tollway.kube.informer import Event
 from tollway.kube.mirror import Mirror, StatusWrite
 from tollway.kube.tokenreview import AUDIENCE, TokenReviewVerifier
 
 log = logging.getLogger(__name__)
+LEASE_NAME = "tollway-control-plane"
 
 
 @dataclass
@@ -41,10 +45,15 @@ class KubePlane:
     echo: Callable[[str], None] = print
     writes_status: bool = True  # only the leader writes (see lease)
     audience: str = AUDIENCE  # of the sidecars' projected service-account tokens
+    namespace: str = "tollway-system"  # where the CA Secret and the Lease live
+    identity: str = ""  # this replica's name in the Lease (the pod name in a cluster)
+    lease_duration: float = lease_mod.LEASE_DURATION
     store: ConfigStore = field(default_factory=ConfigStore)
     watched: tuple[kinds.Watched, ...] = field(default_factory=kinds.watched)
 
     def __post_init__(self) -> None:
+        if not self.identity:
+            self.identity = f"{socket.gethostname()}-{os.getpid()}"
         self.plane = ControlPlane(self.store)
         self.mirror = Mirror(self.store, self.plane)
         self._lock = asyncio.Lock()
@@ -56,6 +65,19 @@ class KubePlane:
             writes = self.mirror.handle(watched, events)
             if self.writes_status:
                 await self.write_status(writes)
+
+    def _leading(self, leading: bool) -> None:
+        self.writes_status = leading
+        self.echo(f"tollway control-plane: {self.identity} "
+                  f"{'leads' if leading else 'does not lead'} (lease {self.namespace}/"
+                  f"{LEASE_NAME})")
+        if leading:  # write what was decided while another replica led
+            task = asyncio.create_task(self._resync())
+            self._tasks.append(task)
+
+    async def _resync(self) -> None:
+        async with self._lock:
+            await self.write_status(self.mirror.resync_status())
 
     async def write_status(self, writes: list[StatusWrite]) -> None:
         for w in writes:
@@ -69,18 +91,23 @@ class KubePlane:
         # the admin (the CLI): this plane's own token (STATE/admin-token).
         auth.admin_token(self.state_dir, signer, clock.wall())
         verifier = auth.ChainVerifier([TokenReviewVerifier(self.api, self.audience), signer])
-        routes = serve.ca_routes(self.plane, ca.CertificateAuthority.load_or_create(self.state_dir))
+        authority = await casecret.load_or_create(self.api, self.namespace)
+        routes = serve.ca_routes(self.plane, authority)
         app = serve.make_app(self.plane, guard=Guard(verifier, clock,
                                                      extra_hosts=self.extra_hosts),
                              routes=routes)
         runner = await serve.serve(app, self.host, self.port)
         bound = runner.addresses[0][1] if runner.addresses else self.port
+        self.writes_status = False
+        elector = lease_mod.Elector(self.api, self.namespace, LEASE_NAME, self.identity,
+                                    self._leading, duration=self.lease_duration)
         synced = [asyncio.Event() for _ in self.watched]
         self._tasks.append(asyncio.create_task(self.plane.run()))
         for w, ev in zip(self.watched, synced, strict=True):
             self._tasks.append(asyncio.create_task(self.api.run_informer(w, self.on_events, ev)))
         try:
             await asyncio.gather(*(e.wait() for e in synced))
+            self._tasks.append(asyncio.create_task(elector.run()))
             self.echo(f"tollway control-plane: serving on http://{self.host}:{bound}, "
                       f"watching {len(self.watched)} kinds at {self.api.server} "
                       f"({len(self.store.current())} resources, {len(self.plane.replicas)} "
@@ -89,6 +116,8 @@ class KubePlane:
         finally:
             for task in self._tasks:
                 task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(elector.release(), 5)
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
