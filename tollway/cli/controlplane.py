@@ -38,6 +38,8 @@ def control_plane(
                                               "(repeatable), e.g. tollway.tollway-system.svc."),
 ) -> None:
     """Run the control plane with Kubernetes as its store."""
+    import httpx2
+
     from tollway.control.proxies import split_hostport
     from tollway.kube.api import Api, ApiUnavailable, load_config
     from tollway.kube.casecret import CASecretError
@@ -73,6 +75,11 @@ def control_plane(
             return 1
         except CASecretError as exc:
             typer.echo(f"tollway control-plane: {exc}", err=True)
+            return 1
+        except httpx2.HTTPError as exc:
+            typer.echo(f"tollway control-plane: cannot reach the Kubernetes API at "
+                       f"{config.cluster.server}: {exc or type(exc).__name__}; check "
+                       "--kubeconfig/--context and that the cluster is up", err=True)
             return 1
 
     raise typer.Exit(asyncio.run(main()))
