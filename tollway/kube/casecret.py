@@ -64,6 +64,9 @@ async def load_or_create(api: Api, namespace: str, name: str = SECRET,
         code, _ = await api.request("POST", path, body=secret_body(name, namespace, fresh))
         if code in (200, 201):
             return fresh
+        if code == 404:
+            raise CASecretError(f"namespace {namespace} does not exist: create it or pass "
+                                "--namespace")
         if code != 409:  # 409: another replica won the race; read theirs
             raise CASecretError(f"cannot create Secret {namespace}/{name}: HTTP {code}")
     raise CASecretError(f"Secret {namespace}/{name} keeps changing; try again")
