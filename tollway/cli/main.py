@@ -56,6 +56,7 @@ COMMAND_MODULES = (
     "demoapp",  # demo-app (the bundled example workload)
     "devcluster",  # dev cluster up|down (a local Kubernetes)
     "controlplane",  # control-plane --kubernetes
+    "iptables",  # iptables (a pod's traffic capture, as istio-init)
 )
 
 
