@@ -33,6 +33,12 @@ def control_plane(
                                   "the pod's namespace, else tollway-system)."),
     identity: str | None = typer.Option(None, "--id", help="This replica's name in the Lease "
                                                           "(default: $POD_NAME, else host-pid)."),
+    webhook_listen: str | None = typer.Option(
+        None, "--webhook-listen", help="HOST:PORT to serve the validating webhook on (HTTPS, "
+                                       "POST /validate); off when not given."),
+    webhook_certs: Path | None = typer.Option(
+        None, "--webhook-cert-dir", help="tls.crt and tls.key for the webhook (made, with "
+                                         "ca.crt, when absent; default STATE/webhook)."),
     extra_host: list[str] = typer.Option([], "--host-name",
                                          help="A DNS name sidecars call this plane by "
                                               "(repeatable), e.g. tollway.tollway-system.svc."),
@@ -54,6 +60,13 @@ def control_plane(
     except ValueError as exc:
         typer.echo(f"tollway control-plane: --listen: {exc}", err=True)
         raise typer.Exit(2) from None
+    hook: tuple[str, int] | None = None
+    if webhook_listen is not None:
+        try:
+            hook = split_hostport(webhook_listen)
+        except ValueError as exc:
+            typer.echo(f"tollway control-plane: --webhook-listen: {exc}", err=True)
+            raise typer.Exit(2) from None
     try:
         config = load_config(kubeconfig, context)
     except ApiUnavailable as exc:
@@ -67,7 +80,8 @@ def control_plane(
         kp = KubePlane(Api(config), state_dir, host=host, port=port,
                        extra_hosts=tuple(extra_host), echo=lambda s: typer.echo(s),
                        namespace=namespace or _pod_namespace(),
-                       identity=identity or os.environ.get("POD_NAME", ""))
+                       identity=identity or os.environ.get("POD_NAME", ""),
+                       webhook=hook, webhook_certs=webhook_certs)
         kp.install_signals()
         try:
             return await kp.run()

@@ -17,12 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiohttp import web
+
 from tollway.control import auth, serve
 from tollway.control.guard import Guard
 from tollway.control.plane import ControlPlane
 from tollway.control.store import ConfigStore
 from tollway.kit.clock import MonotonicClock
-from tollway.kube import casecret, kinds
+from tollway.kube import casecret, kinds, webhook
 from tollway.kube import lease as lease_mod
 from tollway.kube.api import Api
 from tollway.kube.informer import Event
@@ -48,6 +50,8 @@ class KubePlane:
     namespace: str = "tollway-system"  # where the CA Secret and the Lease live
     identity: str = ""  # this replica's name in the Lease (the pod name in a cluster)
     lease_duration: float = lease_mod.LEASE_DURATION
+    webhook: tuple[str, int] | None = None  # HOST:PORT of the validating webhook (HTTPS)
+    webhook_certs: Path | None = None  # tls.crt/tls.key there (made, with ca.crt, if absent)
     store: ConfigStore = field(default_factory=ConfigStore)
     watched: tuple[kinds.Watched, ...] = field(default_factory=kinds.watched)
 
@@ -98,6 +102,7 @@ class KubePlane:
                              routes=routes)
         runner = await serve.serve(app, self.host, self.port)
         bound = runner.addresses[0][1] if runner.addresses else self.port
+        hook_runner = await self._start_webhook()
         self.writes_status = False
         elector = lease_mod.Elector(self.api, self.namespace, LEASE_NAME, self.identity,
                                     self._leading, duration=self.lease_duration)
@@ -123,8 +128,22 @@ class KubePlane:
                     await task
             self.plane.close()
             await runner.cleanup()
+            if hook_runner is not None:
+                await hook_runner.cleanup()
             await self.api.close()
         return 0
+
+    async def _start_webhook(self) -> web.AppRunner | None:
+        if self.webhook is None:
+            return None
+        host, port = self.webhook
+        folder = self.webhook_certs or self.state_dir / "webhook"
+        ca_file, cert_file, key_file = webhook.ensure_credentials(
+            folder, [host, *self.extra_hosts])
+        hook_runner, hook_port = await webhook.serve_webhook(host, port, cert_file, key_file)
+        self.echo(f"tollway control-plane: validating webhook on "
+                  f"https://{host}:{hook_port}{webhook.PATH} (CA {ca_file})")
+        return hook_runner
 
     def install_signals(self) -> None:
         loop = asyncio.get_running_loop()
