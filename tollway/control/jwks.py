@@ -80,7 +80,9 @@ class JwksResolver:
         cached = self.keys.get(uri)
         if cached is None or now - cached[1] > self.refresh:
             failed = self.errors.get(uri)
-            if failed is None or now - failed[1] > self.retry:
+            # The retry timer fires `retry` after the failure; allow for clock jitter so
+            # the recompute it causes does refetch (else no timer is left to ask again).
+            if failed is None or now - failed[1] >= self.retry * 0.9:
                 self._start(uri)
         return {**rule, "jwks": cached[0]} if cached is not None else rule
 
