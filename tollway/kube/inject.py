@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tollway.capture import rules
@@ -55,7 +55,7 @@ class Settings:
 
     control_plane_namespace: str = "tollway-system"
     image: str = "tollway:latest"
-    capture: rules.Capture = rules.Capture()
+    capture: rules.Capture = field(default_factory=rules.Capture)
 
     @property
     def control_plane_url(self) -> str:

@@ -24,7 +24,7 @@ from tollway.control.guard import Guard
 from tollway.control.plane import ControlPlane
 from tollway.control.store import ConfigStore
 from tollway.kit.clock import MonotonicClock
-from tollway.kube import casecret, kinds, webhook
+from tollway.kube import casecret, inject, kinds, webhook
 from tollway.kube import lease as lease_mod
 from tollway.kube.api import Api
 from tollway.kube.informer import Event
@@ -140,7 +140,9 @@ class KubePlane:
         folder = self.webhook_certs or self.state_dir / "webhook"
         ca_file, cert_file, key_file = webhook.ensure_credentials(
             folder, [host, *self.extra_hosts])
-        hook_runner, hook_port = await webhook.serve_webhook(host, port, cert_file, key_file)
+        hook_runner, hook_port = await webhook.serve_webhook(
+            host, port, cert_file, key_file,
+            inject.Settings(control_plane_namespace=self.namespace))
         self.echo(f"tollway control-plane: validating webhook on "
                   f"https://{host}:{hook_port}{webhook.PATH} (CA {ca_file})")
         return hook_runner

@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tollway.config.findings import Finding
-from tollway.kube import kinds, objects
+from tollway.kube import inject, injectweb, kinds, objects
+from tollway.kube.review import read_review
 
 PATH = "/validate"
 NAME = "tollway-validation"
@@ -134,27 +135,29 @@ def serving_credentials(hosts: Sequence[str], days: int = 365) -> tuple[str, str
     return pem(ca_cert), pem(cert), key_pem
 
 
-def app() -> web.Application:
+def app(inject_settings: inject.Settings | None = None) -> web.Application:
+    """`/validate`, and the sidecar injector's `/inject` (tollway.kube.injectweb)."""
+
     async def validate(request: web.Request) -> web.Response:
-        try:
-            review = await request.json()
-        except ValueError:
-            return web.Response(status=400, text="body must be an AdmissionReview (JSON)")
-        if not isinstance(review, dict):
-            return web.Response(status=400, text="body must be an AdmissionReview object")
+        review = await read_review(request)
+        if isinstance(review, web.Response):
+            return review
         return web.json_response(admit(review))
 
     application = web.Application(client_max_size=8 * 1024 * 1024)
     application.add_routes([web.post(PATH, validate)])
+    application.add_routes(injectweb.routes(inject_settings or inject.Settings()))
     return application
 
 
 async def serve_webhook(host: str, port: int, cert_file: Path,
-                        key_file: Path) -> tuple[web.AppRunner, int]:
+                        key_file: Path, inject_settings: inject.Settings | None = None,
+                        ) -> tuple[web.AppRunner, int]:
     """HTTPS on host:port with the given serving certificate; (runner, bound port)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert_file, key_file)
-    runner = web.AppRunner(app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
+    runner = web.AppRunner(app(inject_settings), access_log=None, handle_signals=False,
+                           shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ctx)
     await site.start()
