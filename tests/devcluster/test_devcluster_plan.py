@@ -157,3 +157,25 @@ def test_ready_checks_speak_tcp_and_http(tmp_path: Path) -> None:
         srv.server_close()
     assert not supervise.check_ready(f"tcp:127.0.0.1:{port}", lay)
     assert supervise.check_ready("", lay)
+
+
+def test_up_without_root_says_so_in_one_sentence(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    state = tmp_path / "open"
+    state.mkdir()
+    state.chmod(0o777)
+    tmp_path.chmod(0o755)
+    argv = [sys.executable, "-m", "tollway", "dev", "cluster", "up", "--state-dir",
+            str(state / "s")]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "util-linux setpriv drops root for this test"
+        argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("tollway dev cluster up: root is needed")
+    assert "Traceback" not in proc.stderr
+    assert not list(state.glob("s/pki"))  # nothing was minted or started

@@ -57,7 +57,14 @@ def register(app: typer.Typer) -> None:
              ) -> None:
         """Stop every process and remove every netns, veth, bridge and rule `up` made."""
         from tollway.devcluster import build, layout, teardown
+        from tollway.devcluster.hostnet import HostNetError
+        from tollway.devcluster.up import UpError, require_root
 
         lay = layout.Layout.at(state_dir)
-        bins = build.bin_dir()
-        raise typer.Exit(teardown.down(lay, bins, lambda s: typer.echo(s)))
+        try:
+            require_root()
+            rc = teardown.down(lay, build.bin_dir(), lambda s: typer.echo(s))
+        except (UpError, HostNetError, OSError) as exc:
+            typer.echo(f"tollway dev cluster down: {exc}", err=True)
+            raise typer.Exit(1) from None
+        raise typer.Exit(rc)

@@ -45,8 +45,12 @@ def pick_ports() -> P.Ports:
 
 
 def take_lock(lay: L.Layout) -> IO[str]:
-    lay.root.mkdir(parents=True, exist_ok=True)
-    lk = open(lay.lock, "a+")  # noqa: SIM115 (handed to the supervisor)
+    try:
+        lay.root.mkdir(parents=True, exist_ok=True)
+        lk = open(lay.lock, "a+")  # noqa: SIM115 (handed to the supervisor)
+    except OSError as exc:
+        raise UpError(f"cannot use {lay.root} as the state dir ({exc.strerror}); pick a "
+                      "writable one with --state-dir") from None
     try:
         fcntl.flock(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -57,10 +61,13 @@ def take_lock(lay: L.Layout) -> IO[str]:
     return lk
 
 
-def preflight(lay: L.Layout) -> None:
+def require_root() -> None:
     if os.geteuid() != 0:
-        raise UpError("tollway dev cluster up needs root: it creates a bridge, network "
+        raise UpError("root is needed: a dev cluster manages a bridge, network "
                       "namespaces and iptables rules; run it with sudo")
+
+
+def preflight(lay: L.Layout) -> None:
     for tool in ("ip", "iptables"):
         if shutil.which(tool) is None:
             raise UpError(f"`{tool}` is not installed; apt-get install iproute2 iptables "
@@ -142,6 +149,7 @@ def node_state(kubeconfig: Path) -> tuple[bool, str | None]:
 
 def up(lay: L.Layout, say: Callable[[str], None]) -> int:
     t0 = time.monotonic()
+    require_root()
     lock = take_lock(lay)
     try:
         preflight(lay)
