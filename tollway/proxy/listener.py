@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from tollway.proxy import origdst
 from tollway.proxy.chain.build import tls_module
 from tollway.proxy.chain.stream import Exchange
 from tollway.proxy.http1 import write
@@ -92,6 +93,7 @@ class Downstream(asyncio.Protocol):
         "idle_since",
         "in_head",
         "loop",
+        "orig_dst",
         "parser",
         "paused",
         "peer",
@@ -135,6 +137,7 @@ class Downstream(asyncio.Protocol):
         # llhttp hands its body and what follows as "upgrade" bytes; see _downgrade_body.
         self.downgraded = False
         self.downgrade_left = 0
+        self.orig_dst = ""  # "IP:PORT" the app dialled, when capture redirected it here
 
     # ============================================================ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -146,6 +149,10 @@ class Downstream(asyncio.Protocol):
         if ssl_object is not None:
             self.tls = True
             self.principal, self.cert_hash = _peer_identity(ssl_object)
+        if self.runtime.plan.kind == "outbound":  # once per connection, not per request
+            dst = origdst.original_destination(transport.get_extra_info("socket"))
+            if dst is not None:
+                self.orig_dst = f"{dst[0]}:{dst[1]}"
         self.idle_since = self.loop.time()
         self.runtime.connections.add(self)
         self.runtime.accepted += 1
@@ -333,6 +340,10 @@ class Downstream(asyncio.Protocol):
         if http11 and "host" not in headers:
             self._protocol_error(400, "missing Host header")
             return None
+        if not authority and self.orig_dst:
+            # a captured HTTP/1.0 request without Host: the address the app dialled
+            # decides, as Envoy's original_dst listener filter makes it the local address
+            authority = self.orig_dst
         method = parser.get_method()
         upgrade: bool = parser.should_upgrade()
         if upgrade:
@@ -361,6 +372,8 @@ class Downstream(asyncio.Protocol):
         )
         if self.cert_hash:
             ex.attrs["peer_cert_hash"] = self.cert_hash
+        if self.orig_dst:
+            ex.attrs["original_dst"] = self.orig_dst
         if "transfer-encoding" in headers:
             ex.chunked = True
         else:
