@@ -19,6 +19,7 @@ clients name. Endpoints of replicas carry the label `security.istio.io/tlsMode: 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,9 @@ class Service:
     origin: str  # "Service" | "workload" | "ServiceEntry"
     sidecars: bool = True  # endpoints run a Tollway sidecar (False for external entries)
     export_to: tuple[str, ...] = ()  # ServiceEntry exportTo / Service annotation; () = all
+    # The Service's ClusterIPs: a captured connection to VIP:port (an app that dialled the
+    # address, not the name) is routed as the service, as Istio's virtual hosts list them.
+    addresses: tuple[str, ...] = ()
 
     def visible_in(self, namespace: str) -> bool:
         e = self.export_to
@@ -241,8 +245,21 @@ def _service_ports(spec: Mapping[str, Any]) -> tuple[ServicePort, ...]:
 def _kube_services(resources: ResourceSet, domain: str) -> list[tuple[Service, Resource]]:
     return [(Service(fqdn(r.name, r.namespace, domain), r.name, r.namespace,
                      _service_ports(r.spec), "Service",
-                     export_to=_split(r.annotations.get("networking.istio.io/exportTo"))), r)
+                     export_to=_split(r.annotations.get("networking.istio.io/exportTo")),
+                     addresses=_cluster_ips(r.spec)), r)
             for r in resources.of_kind("Service")]
+
+
+def _cluster_ips(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """`clusterIPs` (or `clusterIP`) as IP literals; a headless Service ("None") has none."""
+    found = [str(a) for a in as_list(spec.get("clusterIPs"))] or [str(spec.get("clusterIP") or "")]
+    out: list[str] = []
+    for text in found:
+        try:
+            out.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            continue
+    return tuple(dict.fromkeys(out))
 
 
 def _split(value: Any) -> tuple[str, ...]:

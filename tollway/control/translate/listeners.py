@@ -76,11 +76,17 @@ def default_port(svc: Service) -> int | None:
     return 80 if svc.port(80) else svc.ports[0].number
 
 
+def _domains(svc: Service, port: int, forms: list[str]) -> list[str]:
+    """What an app may write as Host for this service port: each name form with `:PORT`,
+    the bare forms on the default port, and the ClusterIPs likewise (a captured request
+    to VIP:port routes as the service)."""
+    forms = [*forms, *svc.addresses]
+    return [f"{f}:{port}" for f in forms] + (forms if port == default_port(svc) else [])
+
+
 def _vhost(world: World, node: types.Node, svc: Service, port: int,
            forms: list[str]) -> types.VirtualHost:
-    domains = [f"{f}:{port}" for f in forms]
-    if port == default_port(svc):
-        domains += forms
+    domains = _domains(svc, port, forms)
     vs = world.virtual_service_for(svc.host, node.namespace)
     found = routes.vs_routes(world, vs, Where(node, port)) if vs else []
     return types.VirtualHost(name=f"{svc.host}:{port}", domains=tuple(domains),
@@ -145,7 +151,7 @@ def _outbound_table(world: World, node: types.Node, short_everywhere: bool,
 
 
 def _passthrough(svc: Service, port: int, forms: list[str]) -> types.VirtualHost:
-    domains = [f"{f}:{port}" for f in forms] + (forms if port == default_port(svc) else [])
+    domains = _domains(svc, port, forms)
     return types.VirtualHost(name=f"{sidecar.PASSTHROUGH}|{svc.host}:{port}",
                              domains=tuple(domains),
                              routes=(sidecar.passthrough_route(svc.host, port),))
