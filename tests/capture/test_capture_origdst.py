@@ -1,7 +1,7 @@
 """SO_ORIGINAL_DST through real capture rules: in a network namespace with `tollway
 iptables` applied, an app (any uid but 1337) dialling 10.123.0.5:8080 lands on the
 outbound port, and the listener (asyncio, as the proxy's) reads 10.123.0.5:8080 back;
-uid 1337's own connection is not captured."""
+uid 1337's own connection is not captured, nor one from group 1337."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ asyncio.run(main())
 
 CLIENT = """
 import encodings.idna, os, socket, sys  # loaded before dropping root
-os.setgid(int(sys.argv[1])); os.setuid(int(sys.argv[1]))
+os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1]))
 try:
     s = socket.create_connection(("10.123.0.5", 8080), timeout=3)
     print(s.recv(100).decode() or "empty")
@@ -98,14 +98,18 @@ def test_captured_connections_carry_their_original_destination(netns: str) -> No
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
 
-        def dial(uid: int) -> str:
+        def dial(uid: int, gid: int | None = None) -> str:
             out = subprocess.run([IP, "netns", "exec", netns, sys.executable, "-c", CLIENT,
-                                  str(uid)], capture_output=True, text=True, timeout=60)
+                                  str(uid), str(uid if gid is None else gid)],
+                                 capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stderr
             return out.stdout.strip()
 
         assert dial(1000) == "10.123.0.5:8080"  # an app: captured, destination recovered
         assert dial(1337).startswith("unreachable")  # the proxy's uid: never captured
+        # root in group 1337 (the dev node's runAsGroup): exempt by --gid-owner
+        assert dial(0, 1337).startswith("unreachable")
+        assert dial(0, 0) == "10.123.0.5:8080"
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -45,3 +45,19 @@ def test_pods_path_starts_with_this_install() -> None:
     first, *rest = default_path().split(os.pathsep)
     assert first == str(Path(sys.executable).parent)
     assert first not in rest
+
+
+def test_run_as_group_sets_the_gid_and_keeps_uid_0(tmp_path: Path) -> None:
+    """securityContext.runAsGroup: what the capture rules' --gid-owner exemption matches."""
+    sb = Sandbox(None, Path("/s/resolv.conf"), Path("/s/hosts"), "h")
+    script = launch_script(sb, [], group=1337)
+    assert script.endswith('exec setpriv --regid 1337 --clear-groups -- "$@"')
+    assert launch_script(sb, []).endswith('exec "$@"')
+    if os.geteuid() != 0:
+        return
+    out = subprocess.run(
+        ["sh", "-c", script.replace("mount ", "echo ").replace("hostname ", "echo "), "x",
+         "sh", "-c", "echo ids $(id -u) $(id -g) $(id -G)"],
+        capture_output=True, text=True, cwd=tmp_path, check=True,
+    ).stdout
+    assert "ids 0 1337 1337" in out

@@ -47,8 +47,13 @@ class BindMount:
     read_only: bool = False
 
 
-def launch_script(sandbox: Sandbox, mounts: list[BindMount]) -> str:
-    """The shell prologue run inside the new mount namespace before `exec`ing the command."""
+def launch_script(sandbox: Sandbox, mounts: list[BindMount], group: int | None = None) -> str:
+    """The shell prologue run inside the new mount namespace before `exec`ing the command.
+
+    `group` (securityContext.runAsGroup) becomes the process's real, effective and file-system
+    gid (setpriv). The uid stays 0: containers run the host's binaries, which may live under
+    a private /root. A sidecar's runAsGroup is what the capture rules' `--gid-owner`
+    exemption matches, so an injected proxy's own traffic is not captured here either."""
     binds = [
         BindMount(sandbox.resolv_conf, "/etc/resolv.conf", False),
         BindMount(sandbox.hosts, "/etc/hosts", False),
@@ -61,12 +66,16 @@ def launch_script(sandbox: Sandbox, mounts: list[BindMount]) -> str:
         if m.read_only:
             steps.append(f"mount -o remount,bind,ro {dst}")
     steps.append(f"hostname {shlex.quote(sandbox.hostname)}")
-    steps.append('exec "$@"')
+    if group is not None:
+        steps.append(f'exec setpriv --regid {int(group)} --clear-groups -- "$@"')
+    else:
+        steps.append('exec "$@"')
     return " && ".join(steps)
 
 
 def launch_argv(
-    sandbox: Sandbox, argv: list[str], mounts: list[BindMount] | None = None
+    sandbox: Sandbox, argv: list[str], mounts: list[BindMount] | None = None,
+    group: int | None = None,
 ) -> list[str]:
     enter = ["nsenter", f"--net={NETNS_DIR / sandbox.netns}", "--"] if sandbox.netns else []
     return [
@@ -79,7 +88,7 @@ def launch_argv(
         "--",
         "/bin/sh",
         "-c",
-        launch_script(sandbox, mounts or []),
+        launch_script(sandbox, mounts or [], group),
         "devnode-launch",
         *argv,
     ]
@@ -107,11 +116,12 @@ async def spawn(
     log_path: Path,
     cwd: str | None,
     mounts: list[BindMount] | None = None,
+    group: int | None = None,
 ) -> asyncio.subprocess.Process:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return await asyncio.create_subprocess_exec(
-            *launch_argv(sandbox, argv, mounts),
+            *launch_argv(sandbox, argv, mounts, group),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -402,6 +402,16 @@ class PodWorker:
             raise EnvError(str(e)) from e
         return container_argv(c, env), env, mounts
 
+    def _run_as_group(self, c: Container) -> int | None:
+        """securityContext.runAsGroup, the container's over the pod's (as the kubelet)."""
+        own = c.securityContext.runAsGroup if c.securityContext is not None else None
+        if own is not None:
+            return int(own)
+        spec = self.pod.spec
+        pod_ctx = spec.securityContext if spec is not None else None
+        return int(pod_ctx.runAsGroup) if pod_ctx is not None and pod_ctx.runAsGroup is not None \
+            else None
+
     async def _supervise(self, rec: ContainerRecord, c: Container, *, init: bool) -> None:
         backoff = CrashBackoff(
             base=self.host.backoff_base, cap=max(self.host.backoff_cap, self.host.backoff_base)
@@ -421,7 +431,8 @@ class PodWorker:
             started, mono = time.time(), time.monotonic()
             try:
                 proc = await runtime.spawn(
-                    self.sandbox(), argv, env, log_path, c.workingDir or None, mounts
+                    self.sandbox(), argv, env, log_path, c.workingDir or None, mounts,
+                    self._run_as_group(c),
                 )
             except OSError as e:
                 rec.state, _ = transition(rec.state, Event.START_FAILED)
