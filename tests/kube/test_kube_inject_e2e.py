@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -64,7 +65,7 @@ def injector(tmp_path: Path) -> Iterator[tuple[str, str]]:
 def _kubectl_in(cluster: DevCluster, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(cluster.bin_dir / "kubectl"), "apply", "-f", "-"],
                           input=json.dumps(doc), capture_output=True, text=True, timeout=60,
-                          env={"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/bin:/bin"})
+                          env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)})
 
 
 def _pod(name: str, ns: str, labels: dict[str, str]) -> dict[str, Any]:
