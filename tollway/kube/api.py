@@ -169,9 +169,8 @@ class Api:
                                             content_type="application/merge-patch+json")
             if code == 200:
                 return True
-            if code == 404 and sub is not None and isinstance(data, dict) and \
-                    (data.get("details") or {}).get("name") != name:
-                continue  # no status subresource: patch the object
+            if code == 404 and sub is not None:
+                continue  # no status subresource (the API says "not found" then too)
             log.warning("status of %s %s/%s not written: HTTP %s %s", watched.kind, ns, name,
                         code, data.get("message") if isinstance(data, dict) else "")
             return False
