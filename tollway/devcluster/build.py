@@ -29,7 +29,7 @@ def bin_dir() -> Path:
 
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy",
-            "kubectl", "coredns")
+            "kubectl", "coredns", "helm")
 
 
 def fmt(seconds: float) -> str:

@@ -16,6 +16,7 @@ set -euo pipefail
 K8S_VERSION=v1.34.4          # kube-apiserver, -controller-manager, -scheduler, -proxy, kubectl
 ETCD_VERSION=v3.6.16         # kubeadm pins etcd 3.6.x for Kubernetes 1.34
 COREDNS_VERSION=v1.14.7
+HELM_VERSION=v4.3.2          # Helm 4: helm.sh/helm/v4 has no replace directives, `go install` works
 
 CACHE_ROOT=${TOLLWAY_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tollway/k8s}
 CACHE=$CACHE_ROOT/$K8S_VERSION
@@ -122,6 +123,17 @@ if needs coredns "$COREDNS_VERSION"; then
      "github.com/coredns/coredns@$COREDNS_VERSION")
   mv "$GOBIN_TMP/coredns" "$BIN/coredns"; stamp coredns "$COREDNS_VERSION"
   step "coredns $COREDNS_VERSION: done"
+fi
+
+# --- Helm, for the chart's tests (helm lint, template, install on the dev cluster).
+if needs helm "$HELM_VERSION"; then
+  step "helm $HELM_VERSION: resolving and compiling"
+  GOBIN_TMP=$CACHE/src/helm-bin; mkdir -p "$GOBIN_TMP"
+  (cd "$CACHE/src" && GOBIN=$GOBIN_TMP "${NICE[@]}" go install -trimpath \
+     -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+     "helm.sh/helm/v4/cmd/helm@$HELM_VERSION")
+  mv "$GOBIN_TMP/helm" "$BIN/helm"; stamp helm "$HELM_VERSION"
+  step "helm $HELM_VERSION: done"
 fi
 
 step "all binaries present in $BIN"
