@@ -86,3 +86,22 @@ def test_the_api_server_accepts_the_rendered_chart(helm: Path, dev_cluster: Any,
     assert applied.returncode == 0, applied.stderr
     assert "Warning" not in applied.stderr, applied.stderr
     assert "deployment.apps/tollway-control-plane created (server dry run)" in applied.stdout
+
+
+def test_the_deployment_runs_flags_the_control_plane_has(helm: Path) -> None:
+    """The chart and `tollway control-plane` must not drift apart: every flag the Deployment
+    passes is one the command declares."""
+    import sys
+
+    deploy = next(d for d in render(helm) if d["kind"] == "Deployment")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["tollway"]
+    args = container["args"]
+    assert args[0] == "control-plane"
+    proc = subprocess.run([sys.executable, "-m", "tollway", "control-plane", "--help"],
+                          capture_output=True, text=True,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin"})
+    assert proc.returncode == 0, proc.stderr
+    flags = {a.split("=", 1)[0] for a in args[1:] if a.startswith("--")}
+    missing = sorted(f for f in flags if f not in proc.stdout)
+    assert not missing, f"the chart passes flags `tollway control-plane` lacks: {missing}"
