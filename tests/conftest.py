@@ -10,8 +10,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,6 +99,25 @@ def reap_members(members: Path) -> None:
             if row.get(key):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(row[key]), signal.SIGTERM)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 120.0, what: str = "",
+               retry_on: tuple[type[BaseException], ...] = ()) -> Any:
+    """Poll until check() returns something truthy; the last value or error goes in the failure.
+
+    The cluster tests' wait: an API object settles in its own time on a loaded host."""
+    errors = (AssertionError, subprocess.SubprocessError, ValueError, KeyError, *retry_on)
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except errors as e:
+            last = e
+        time.sleep(1.0)
+    raise AssertionError(f"{what or check.__name__} not true after {timeout}s; last: {last!r}")
 
 
 class DevCluster:

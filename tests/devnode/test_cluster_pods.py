@@ -14,32 +14,17 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import EXAMPLES_DIR, SEED_DIR, DevCluster
+from tests.conftest import EXAMPLES_DIR, SEED_DIR, DevCluster, eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"), pytest.mark.timeout(1200)]
 NS = "devnode-e2e"
-
-
-def eventually(check: Callable[[], Any], timeout: float = 120.0, what: str = "") -> Any:
-    """Poll until check() returns something truthy; the last value or error goes in the failure."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (AssertionError, subprocess.SubprocessError, ValueError, KeyError) as e:
-            last = e
-        time.sleep(1.0)
-    raise AssertionError(f"{what or check.__name__} not true after {timeout}s; last: {last!r}")
 
 
 def seed01_with_commands() -> list[dict[str, Any]]:

@@ -23,23 +23,14 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests.conftest import ROOT, SEED_DIR, DevCluster
+from tests.conftest import eventually as poll
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"), pytest.mark.timeout(1200)]
 
 
 def eventually(check: Callable[[], Any], timeout: float = 90.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (AssertionError, subprocess.SubprocessError, ValueError, KeyError,
-                httpx.HTTPError) as exc:
-            last = exc
-        time.sleep(1.0)
-    raise AssertionError(f"{what} not true after {timeout}s; last: {last!r}")
+    """The shared poll, also waiting out the control plane's HTTP errors while it starts."""
+    return poll(check, timeout, what, retry_on=(httpx.HTTPError,))
 
 
 def dump(docs: list[dict[str, Any]]) -> str:
