@@ -7,11 +7,13 @@ the zero-trust parts through PROXY-IO's real listener, chain and upstream, with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tollway.proxy import tls
@@ -52,6 +54,20 @@ def start_app(attempts: int = 3) -> tuple[int, subprocess.Popen[bytes]]:
         proc.kill()
         proc.wait()
     raise TimeoutError("demo app did not start")
+
+
+@contextlib.contextmanager
+def running_app() -> Iterator[int]:
+    """The test app for a module's live tests: its port while the block runs, then stopped."""
+    port, proc = start_app()
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def inbound_config(app_port: int, *, mode: str = "PERMISSIVE",

@@ -9,14 +9,18 @@ IP. Allowed requests reach the app (200); denied ones get 403 `RBAC: access deni
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.security.authz_cases import CASES, POLICY_SETS, WORKLOAD_LABELS, Case
-from tests.security.live_mesh import http_request, inbound_config, start_app, start_proxy
+from tests.security.live_mesh import (
+    http_request,
+    inbound_config,
+    running_app,
+    start_proxy,
+)
 from tests.security.sec_resources import FakeWorld, Issue, ap
 from tollway.control.translate import security
 from tollway.proxy import tls
@@ -29,13 +33,8 @@ NODE = types.Node(name="payment-service-0.payments", workload="payment-service",
 
 @pytest.fixture(scope="module")
 def app_port() -> Iterator[int]:
-    port, proc = start_app()
-    yield port
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_app() as port:
+        yield port
 
 
 async def judge(port: int, case: Case, ctx_for: Callable[[str | None], Any]) -> str | None:

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.security.jwt_tokens import Signer, claims, jwks
-from tests.security.live_mesh import http_request, inbound_config, start_app, start_proxy
+from tests.security.live_mesh import (
+    http_request,
+    inbound_config,
+    running_app,
+    start_proxy,
+)
 from tests.security.sec_resources import FakeWorld, ap, resource
 from tollway.control.translate import requestauthn, security
 from tollway.snapshot import types
@@ -31,13 +35,8 @@ NODE = types.Node(name="payment-service-0.payments", workload="payment-service",
 
 @pytest.fixture(scope="module")
 def app_port() -> Iterator[int]:
-    port, proc = start_app()
-    yield port
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_app() as port:
+        yield port
 
 
 def ra(rule: dict[str, Any]) -> Any:

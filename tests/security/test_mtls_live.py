@@ -9,7 +9,6 @@ import asyncio
 import inspect
 import json
 import logging
-import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,7 +21,7 @@ from tests.security.live_mesh import (
     http_request,
     inbound_config,
     outbound_config,
-    start_app,
+    running_app,
     start_proxy,
 )
 from tests.security.sec_resources import FakeWorld, Issue, ap
@@ -36,13 +35,8 @@ Run = Callable[[Any], Any]
 
 @pytest.fixture(scope="module")
 def app_port() -> Iterator[int]:
-    port, proc = start_app()
-    yield port
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_app() as port:
+        yield port
 
 
 def seed10() -> Any:

@@ -4,13 +4,12 @@ happens to the others (ALLOW_ANY passthrough, REGISTRY_ONLY 502), pure and live.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 from translate_kit import fqdn, load, replica
 
-from tests.security.live_mesh import http_request, start_app
+from tests.security.live_mesh import http_request, running_app
 from tollway.control import translate
 from tollway.control.translate import sidecar
 from tollway.control.world import World
@@ -113,13 +112,8 @@ def test_root_namespace_sidecar_is_the_mesh_default_and_tilde_means_none() -> No
 
 @pytest.fixture(scope="module")
 def app_port() -> Iterator[int]:
-    port, proc = start_app()
-    yield port
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_app() as port:
+        yield port
 
 
 @pytest.mark.parametrize("mode", ["ALLOW_ANY", "REGISTRY_ONLY"])
