@@ -428,6 +428,37 @@ class Telemetry(Struct, frozen=True):
     reporter: Literal["source", "destination"] = "source"
 
 
+class TracingProvider(Struct, frozen=True):
+    """Where spans go: one MeshConfig `extensionProviders` entry, resolved to a URL.
+
+    kind "zipkin": Zipkin v2 JSON POSTed to `endpoint` (Istio's zipkin provider:
+    `http://{service}:{port}/api/v2/spans`). kind "opentelemetry": OTLP HTTP/protobuf
+    POSTed to `endpoint` (`http://{service}:{port}{http.path or /v1/traces}`); OTLP over
+    gRPC is not spoken, the control plane refuses such a provider."""
+
+    name: str  # the extensionProviders[].name, for messages and metrics
+    kind: Literal["zipkin", "opentelemetry"]
+    endpoint: str  # absolute http(s) URL the exporter POSTs batches to
+    max_tag_length: int = 256  # zipkin.maxTagLength / Envoy's default
+    timeout: float = 5.0  # seconds per export POST (opentelemetry.http.timeout)
+    headers: tuple[tuple[str, str], ...] = ()  # opentelemetry.http.headers (name, value)
+
+
+class Tracing(Struct, frozen=True):
+    """This workload's tracing after Istio's precedence (MeshConfig < mesh Telemetry <
+    namespace Telemetry < workload Telemetry).
+
+    `provider` None: no spans are reported (trace headers are still propagated).
+    `sampling` is the percentage of traces this proxy starts that are sampled (Telemetry
+    randomSamplingPercentage, else defaultConfig.tracing.sampling; Istio's default 1%); a
+    trace that arrives with a sampling decision keeps it. `service_name` empty: the proxy
+    names itself `{canonical service}.{namespace}` as Istio does."""
+
+    provider: TracingProvider | None = None
+    sampling: float = 1.0  # percent, 0..100
+    service_name: str = ""
+
+
 PathNormalization = Literal["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"]
 
 
@@ -451,4 +482,5 @@ class ProxyConfig(Struct, frozen=True):
     trust: Trust = Trust()
     telemetry: Telemetry = Telemetry()
     mesh: Mesh = Mesh()
+    tracing: Tracing = Tracing()
     schema: int = SCHEMA_VERSION
