@@ -131,6 +131,18 @@ class Admin:
             ov.add_metric([view["name"]], view["overflows"])
         yield ej
         yield ov
+        spans = self.proxy.spans.statistics()
+        exported = CounterMetricFamily("tollway_tracing_spans_exported",
+                                       "Spans the collector accepted.")
+        exported.add_metric([], spans["exported"])
+        yield exported
+        dropped = CounterMetricFamily(
+            "tollway_tracing_spans_dropped",
+            "Spans not reported: queue_full (the exporter is behind), export_failed "
+            "(the collector is dead, slow or refused the batch).", labels=["reason"])
+        for reason, n in spans["dropped"].items():
+            dropped.add_metric([reason], n)
+        yield dropped
 
 
 def _json(value: Any) -> bytes:

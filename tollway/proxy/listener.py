@@ -492,6 +492,9 @@ class Downstream(asyncio.Protocol):
         plan = ex.plan  # _record, inlined
         if plan.metrics_on:
             plan.metrics.record(ex, now)
+        tracer = plan.tracer
+        if tracer is not None:
+            tracer.finish(ex, now)
         fwd = ex.forward
         if fwd is not None and fwd.finished:
             ex.forward = None  # break the exchange <-> forward cycle: freed by refcount
@@ -553,8 +556,13 @@ class Downstream(asyncio.Protocol):
     # ============================================================ internals
     def _record(self, ex: Exchange, now: float | None = None) -> None:
         plan = ex.plan
-        if plan.metrics_on:
-            plan.metrics.record(ex, self.loop.time() if now is None else now)
+        tracer = plan.tracer
+        if plan.metrics_on or tracer is not None:
+            now = self.loop.time() if now is None else now
+            if plan.metrics_on:
+                plan.metrics.record(ex, now)
+            if tracer is not None:
+                tracer.finish(ex, now)
         fwd = ex.forward
         if fwd is not None and fwd.finished:
             ex.forward = None  # break the exchange <-> forward cycle: freed by refcount, not GC

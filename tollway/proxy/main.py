@@ -19,6 +19,8 @@ import msgspec
 from tollway.proxy.chain.build import Snapshot, compile_snapshot, tls_module
 from tollway.proxy.chain.mirror import Mirrorer
 from tollway.proxy.chain.telemetry import Metrics
+from tollway.proxy.chain.tracing import service_name
+from tollway.proxy.export import SpanSink
 from tollway.proxy.http1.parse import Limits
 from tollway.proxy.listener import ListenerRuntime
 from tollway.snapshot import types
@@ -66,6 +68,7 @@ class ProxyServer:
         self.metrics = Metrics()
         self.metrics.access_log = access_log
         self.mirrorer = Mirrorer()
+        self.spans = SpanSink()
         self.snapshot: Snapshot | None = None
         self.bound: dict[str, _Bound] = {}
         self.retired: list[ListenerRuntime] = []
@@ -123,6 +126,7 @@ class ProxyServer:
                 limits=self.limits,
                 old=self.snapshot,
                 tls_state=self.tls_state,
+                spans=self.spans,
             )
             new_socks = self._bind_new(config)
         except SnapshotError:
@@ -130,6 +134,7 @@ class ProxyServer:
             raise
         old = self.snapshot
         self.snapshot = snap
+        self.spans.configure(config.tracing.provider, service_name(config))
         self._swap_listeners(snap, new_socks)
         if old is not None:
             for name, cluster in old.clusters.items():
@@ -289,6 +294,9 @@ class ProxyServer:
         if self.admin is not None:
             await self.admin.close()
             self.admin = None
+        # queued spans get a short chance to leave, off the loop (the POST may block)
+        if self.spans.running:
+            await asyncio.get_running_loop().run_in_executor(None, self.spans.close, 2.0)
         await asyncio.sleep(0)
 
     async def _sweep(self) -> None:

@@ -25,7 +25,7 @@ from tollway.snapshot import types
 HEX = "0123456789abcdef"
 hex_st = st.text(alphabet=HEX, min_size=0, max_size=34)
 TRACE_NAMES = ("x-request-id", "traceparent", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled",
-               "x-b3-flags", "user-agent")  # fmt: skip
+               "x-b3-flags", "b3", "user-agent")  # fmt: skip
 def _hex(n: int) -> st.SearchStrategy[str]:
     return st.text(alphabet=HEX, min_size=n, max_size=n)
 
@@ -37,16 +37,22 @@ header_value_st = st.one_of(
     st.builds(lambda t, s, f: f"00-{t}-{s}-{f}", _hex(32), _hex(16), st.sampled_from(["00", "01"])),
     st.builds(lambda t, s, f: f"00-{t}-{s}-{f}", hex_st, hex_st, st.sampled_from(["00", "01"])),
     st.sampled_from(["1", "0", "true", "d", "", " 1 ", "garbage"]),
+    st.builds(lambda t, s, f: f"{t}-{s}{f}", st.one_of(_hex(32), _hex(16), hex_st), _hex(16),
+              st.sampled_from(["", "-1", "-0", "-d", "-x", "-1-0000000000000001"])),
 )
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.dictionaries(st.sampled_from(TRACE_NAMES), header_value_st), st.integers(0, 2**32))
-def test_upstream_lines_render_what_prepare_decides(headers: dict[str, str], seed: int) -> None:
+@given(st.dictionaries(st.sampled_from(TRACE_NAMES), header_value_st), st.integers(0, 2**32),
+       st.sampled_from([0.0, 0.5, 1.0]), st.booleans())
+def test_upstream_lines_render_what_prepare_decides(
+    headers: dict[str, str], seed: int, rate: float, spans: bool
+) -> None:
     ref_rng, fast_rng = random.Random(seed), random.Random(seed)
-    ctx = prepare(headers, ref_rng)
+    ctx = prepare(headers, ref_rng, sample_rate=rate, spans=spans)
     expected = "".join(f"{n}: {v}\r\n" for n, v in ctx.headers_to_set()).encode("latin-1")
-    assert upstream_lines(headers, fast_rng) == (ctx.request_id, expected)
+    assert upstream_lines(headers, fast_rng, rate, spans) == (
+        ctx.request_id, expected, ctx.span_ids)
     assert ref_rng.random() == fast_rng.random()  # the same draws were taken
 
 

@@ -20,6 +20,7 @@ from tollway.proxy.chain.filter import Filter
 from tollway.proxy.chain.mirror import Mirrorer
 from tollway.proxy.chain.router import Router
 from tollway.proxy.chain.telemetry import Metrics
+from tollway.proxy.chain.tracing import Tracer
 from tollway.proxy.core.match import RouteTableMatcher
 from tollway.proxy.core.pathnorm import PathNormalizer
 from tollway.proxy.http1.parse import Limits
@@ -28,6 +29,7 @@ from tollway.snapshot import types
 from tollway.snapshot.codec import SnapshotError
 
 if TYPE_CHECKING:
+    from tollway.proxy.export import SpanSink
     from tollway.proxy.tls import TlsState
 
 log = logging.getLogger("tollway.proxy")
@@ -86,6 +88,11 @@ class ListenerPlan:
         self.head_tail = b"x-forwarded-proto: %s\r\n\r\n" % self.scheme.encode()
         self.reporter = "destination" if spec.kind == "inbound" else "source"
         self.metrics_on = snap.config.telemetry.metrics
+        # tracing: the rate for traces this proxy starts; the tracer only when spans are
+        # reported (None keeps the per-request cost to one test)
+        self.sample_rate = max(0.0, min(100.0, snap.config.tracing.sampling)) / 100.0
+        self.tracer = snap.tracer
+        self.spans_on = snap.tracer is not None
         # cluster name -> interned label set per endpoint (index + 1; 0: no endpoint)
         self.label_rows: dict[str, list[int]] = {}
         self.router = Router(self)
@@ -188,8 +195,10 @@ class Snapshot:
         mirrorer: Mirrorer,
         limits: Limits,
         clusters: dict[str, LiveCluster],
+        tracer: Tracer | None = None,
     ) -> None:
         self.config = config
+        self.tracer = tracer
         self.version = config.version
         self.loop = loop
         self.metrics = metrics
@@ -209,10 +218,14 @@ def compile_snapshot(
     limits: Limits,
     old: Snapshot | None = None,
     tls_state: TlsState | None = None,
+    spans: SpanSink | None = None,
 ) -> Snapshot:
-    """Build a Snapshot or raise SnapshotError (nothing partially applied)."""
+    """Build a Snapshot or raise SnapshotError (nothing partially applied).
+
+    `spans`: where finished spans go; without it (or without a provider in the config)
+    this snapshot reports none."""
     try:
-        return _compile(config, loop, metrics, mirrorer, limits, old, tls_state)
+        return _compile(config, loop, metrics, mirrorer, limits, old, tls_state, spans)
     except SnapshotError:
         raise
     except (ValueError, TypeError, KeyError, ssl.SSLError, OSError) as exc:
@@ -227,6 +240,7 @@ def _compile(
     limits: Limits,
     old: Snapshot | None,
     tls_state: TlsState | None,
+    spans: SpanSink | None = None,
 ) -> Snapshot:
     needs_tls = any(c.tls.mode not in ("DISABLE", "ISTIO_MUTUAL") for c in config.clusters) or any(
         lst.tls is not None for lst in config.listeners
@@ -243,8 +257,11 @@ def _compile(
             continue
         clusters[spec.name] = LiveCluster(spec, loop, _client_context(spec, tlsmod, tls_state))
     tables = {t.name: RouteTableMatcher(t) for t in config.route_tables}
+    tracer = (Tracer(config, spans)
+              if spans is not None and config.tracing.provider is not None else None)
     snap = Snapshot(
-        config, loop=loop, metrics=metrics, mirrorer=mirrorer, limits=limits, clusters=clusters
+        config, loop=loop, metrics=metrics, mirrorer=mirrorer, limits=limits, clusters=clusters,
+        tracer=tracer,
     )
     seen_ports: set[tuple[str, int]] = set()
     for spec_l in config.listeners:

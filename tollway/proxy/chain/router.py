@@ -214,7 +214,9 @@ class Router:
                 if spec.request_headers or (wc is not None and wc.request_headers):
                     return self._head_with_ops(ex, path, authority, spec, wc), authority
         headers = ex.headers
-        ex.request_id, trace_lines = trace.upstream_lines(headers, _trace_rng)
+        plan = self.plan
+        ex.request_id, trace_lines, ex.span = trace.upstream_lines(
+            headers, _trace_rng, plan.sample_rate, plan.spans_on)
         skip = _DROP
         conn_tokens = headers.get("connection")
         if conn_tokens:  # headers the client named in Connection are hop-by-hop too
@@ -229,7 +231,7 @@ class Router:
         append(trace_lines)
         if ex.upgrade or ex.chunked or ex.content_length:
             self._head_framing(ex, append)
-        append(self.plan.head_tail)
+        append(plan.head_tail)
         return b"".join(out), authority
 
     def _head_with_ops(
@@ -242,8 +244,11 @@ class Router:
     ) -> bytes:
         """The upstream head when the route or destination has request header operations:
         built as (name, value) pairs so the operations can apply."""
-        ctx = trace.prepare(ex.headers, _trace_rng)
+        plan = self.plan
+        ctx = trace.prepare(ex.headers, _trace_rng, sample_rate=plan.sample_rate,
+                            spans=plan.spans_on)
         ex.request_id = ctx.request_id
+        ex.span = ctx.span_ids
         skip = _DROP
         conn_tokens = ex.headers.get("connection")
         if conn_tokens:

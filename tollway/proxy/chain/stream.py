@@ -47,6 +47,7 @@ class Exchange:
         "route_name",
         "source_ip",
         "source_port",
+        "span",
         "start",
         "status",
         "target",
@@ -115,6 +116,7 @@ class Exchange:
         self.upstream_time = -1.0
         self.label_index = plan.default_label
         self.request_id = ""
+        self.span: Any = None  # trace.SpanIds when this hop reports spans and is sampled
 
     def add_flag(self, flag: str) -> None:
         """Record an Envoy response flag (comma-joined like Envoy's %RESPONSE_FLAGS%)."""
