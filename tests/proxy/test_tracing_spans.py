@@ -222,3 +222,29 @@ def test_slow_collector_fills_the_bounded_queue_and_requests_still_pass(
         assert counts["queue_full"] > 0
     finally:
         slow.close()
+
+
+def test_mode_and_custom_tags(harness: Harness, collector: Collector,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TW_TEST_REGION", "eu-1")
+    up = harness.upstream("up")
+    base = _traced(_zipkin(collector), sampling=100.0, ups=[up])
+    server_only = msgspec.structs.replace(base, tracing=msgspec.structs.replace(
+        base.tracing, mode="SERVER"))
+    p = harness.proxy(server_only)  # an outbound listener is CLIENT traffic: no spans
+    assert _get(p, {}).status_code == 200
+    assert up.requests[-1]["headers"]["x-b3-sampled"] == "1"  # still propagated, sampled
+    tagged = msgspec.structs.replace(base, version="v2", tracing=msgspec.structs.replace(
+        base.tracing, mode="CLIENT", custom_tags=(
+            ("team", "literal", "payments", ""), ("region", "environment", "TW_TEST_REGION", ""),
+            ("tenant", "header", "X-Tenant", "none"), ("absent", "environment", "TW_NOPE", "d"),
+        )))
+    harness.apply(p, tagged)
+    assert _get(p, {"x-tenant": "acme"}).status_code == 200
+    collector.wait(2)
+    time.sleep(1.5)
+    assert len(collector.zipkin) == 2  # only the second request's spans
+    for s in collector.zipkin:
+        tags = s["tags"]
+        assert (tags["team"], tags["region"], tags["tenant"], tags["absent"]) == (
+            "payments", "eu-1", "acme", "d")

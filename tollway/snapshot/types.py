@@ -457,6 +457,12 @@ class Tracing(Struct, frozen=True):
     provider: TracingProvider | None = None
     sampling: float = 1.0  # percent, 0..100
     service_name: str = ""
+    # Telemetry tracing[].match.mode: which traffic reports spans. CLIENT: outbound and
+    # gateway listeners; SERVER: inbound listeners.
+    mode: Literal["CLIENT_AND_SERVER", "CLIENT", "SERVER"] = "CLIENT_AND_SERVER"
+    # Telemetry tracing[].customTags: (tag, "literal" | "header" | "environment",
+    # literal value or header/variable name, default when the header/variable is absent)
+    custom_tags: tuple[tuple[str, str, str, str], ...] = ()
 
 
 PathNormalization = Literal["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"]

@@ -91,8 +91,9 @@ class ListenerPlan:
         # tracing: the rate for traces this proxy starts; the tracer only when spans are
         # reported (None keeps the per-request cost to one test)
         self.sample_rate = max(0.0, min(100.0, snap.config.tracing.sampling)) / 100.0
-        self.tracer = snap.tracer
-        self.spans_on = snap.tracer is not None
+        tracer = snap.tracer
+        self.tracer = tracer if tracer is not None and tracer.reports(spec.kind) else None
+        self.spans_on = self.tracer is not None
         # cluster name -> interned label set per endpoint (index + 1; 0: no endpoint)
         self.label_rows: dict[str, list[int]] = {}
         self.router = Router(self)

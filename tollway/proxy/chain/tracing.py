@@ -14,6 +14,7 @@ destination `{host}:{port}/*` as istiod's route decorator writes it.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from typing import TYPE_CHECKING
@@ -67,6 +68,23 @@ class Tracer:
         self._local_fqdn = (f"{node.labels.get('app', node.workload or node.name)}."
                             f"{node.namespace}.svc.{node.cluster_domain}")
         self._operations: dict[tuple[str, str], str] = {}
+        self.mode = config.tracing.mode
+        # customTags: literals and environment values fixed now, headers read per span
+        self.header_tags: tuple[tuple[str, str, str], ...] = ()
+        for tag, kind, value, default in config.tracing.custom_tags:
+            if kind == "literal":
+                self.base_tags[tag] = value
+            elif kind == "environment":
+                self.base_tags[tag] = os.environ.get(value, default)
+            elif kind == "header":
+                self.header_tags += ((tag, value.lower(), default),)
+
+    def reports(self, listener_kind: str) -> bool:
+        """Whether a listener of this kind reports spans under `mode` (Istio: inbound is
+        SERVER traffic, outbound and gateways are CLIENT)."""
+        if self.mode == "CLIENT_AND_SERVER":
+            return True
+        return (listener_kind == "inbound") == (self.mode == "SERVER")
 
     def operation(self, plan: ListenerPlan, cluster_name: str, authority: str) -> str:
         """`{host}:{port}/*` of the destination (istiod's route decorator)."""
@@ -123,6 +141,10 @@ class Tracer:
         }
         if status >= 500 or status == 0:
             tags["error"] = "true"
+        for tag, header, default in self.header_tags:
+            value = headers.get(header, default)
+            if value:
+                tags[tag] = value
         server_tags = dict(tags)
         server_tags["peer.address"] = ex.source_ip
         start = ex.start
