@@ -24,6 +24,7 @@ from tollway.config.models import (
     istio_edge,
     istio_security,
     istio_sidecar,
+    istio_telemetry,
     istio_vs,
     k8s,
 )
@@ -96,6 +97,8 @@ _TABLE: tuple[KindSpec, ...] = (
     _spec(_ARGO, "AnalysisRun", argo.AnalysisRunSpec),
     _spec(_FLAGGER, "Canary", flagger.CanarySpec),
     _spec(_FLAGGER, "MetricTemplate", flagger.MetricTemplateSpec),
+    _spec(("telemetry.istio.io", ("v1", "v1alpha1")), "Telemetry",
+          istio_telemetry.TelemetrySpec, spec_required=False),
     # --- accepted with a warning: plain Kubernetes -----------------------------------
     _spec(_K8S, "ConfigMap", accepted.ConfigMapBody, ("data", "binaryData", "immutable"),
           ignored="local mode does not mount ConfigMaps into workloads; set env in the "
@@ -151,9 +154,6 @@ _TABLE: tuple[KindSpec, ...] = (
     _spec(_GWAPI, "ReferenceGrant", accepted.ReferenceGrantSpec, ignored=_GW_NOTE),
     _spec(_GWAPI, "BackendTLSPolicy", accepted.BackendTLSPolicySpec, ignored=_GW_NOTE),
     # --- accepted with a warning: Istio ----------------------------------------------
-    _spec(("telemetry.istio.io", ("v1", "v1alpha1")), "Telemetry", accepted.TelemetrySpec,
-          ignored="Tollway's telemetry is fixed (Istio standard metrics, its own "
-          "tracing and access log); Telemetry overrides are not applied (ignored here)"),
     _spec(("networking.istio.io", ("v1alpha3",)), "EnvoyFilter", accepted.EnvoyFilterSpec,
           ignored="Tollway's proxy is not Envoy; config patches cannot be applied "
           "(ignored here)"),

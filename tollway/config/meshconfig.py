@@ -6,6 +6,14 @@ IstioOperator's `spec.meshConfig` hold - so a user's existing file works as is:
 
     pathNormalization:
       normalization: MERGE_SLASHES
+    enableTracing: true
+    defaultConfig: {tracing: {sampling: 10}}
+    defaultProviders: {tracing: [otel]}
+    extensionProviders:
+    - {name: otel, opentelemetry: {service: collector.observability, port: 4318,
+                                   http: {path: /v1/traces}}}
+    accessLogFile: /dev/stdout
+    accessLogEncoding: JSON
 
 Keys Tollway does not apply yet are ignored with one warning each naming them (never an
 error: a real mesh config has dozens). A key Tollway applies is validated strictly: a bad
@@ -19,9 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -40,10 +48,115 @@ class ProxyPathNormalization(_Model):
     normalization: PathNormalizationMode = "BASE"
 
 
+Percent = Annotated[float, Field(ge=0, le=100)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Name = Annotated[str, Field(min_length=1)]
+
+
+class ZipkinProvider(_Model):
+    """extensionProviders[].zipkin: Zipkin v2 JSON spans to service:port + path."""
+
+    service: Name
+    port: Port
+    max_tag_length: int | None = None
+    enable64bit_trace_id: bool | None = None
+    path: str = "/api/v2/spans"
+    headers: list[dict[str, Any]] | None = None
+    trace_context_option: str | None = None
+
+
+class OtelHttp(_Model):
+    path: str = "/v1/traces"
+    timeout: str | None = None
+    headers: list[dict[str, Any]] | None = None
+
+
+class OpenTelemetryProvider(_Model):
+    """extensionProviders[].opentelemetry: OTLP spans; Tollway exports OTLP over HTTP, so
+    the `http` block is what it reads (without one Istio speaks gRPC: warned about)."""
+
+    service: Name
+    port: Port
+    max_tag_length: int | None = None
+    http: OtelHttp | None = None
+    grpc: dict[str, Any] | None = None
+    resource_detectors: dict[str, Any] | None = None
+    dynatrace_sampler: dict[str, Any] | None = None
+
+
+class LogFormat(_Model):
+    text: str | None = None
+    labels: dict[str, str] | None = None
+
+
+class EnvoyFileAccessLog(_Model):
+    """extensionProviders[].envoyFileAccessLog: a file (or /dev/stdout) and its format."""
+
+    path: str = "/dev/stdout"
+    log_format: LogFormat | None = None
+
+
+class ExtensionProvider(_Model):
+    """One entry of extensionProviders whose kind Tollway applies (others are warned about
+    and dropped before validation: see APPLIED_PROVIDER_KINDS)."""
+
+    name: Name
+    zipkin: ZipkinProvider | None = None
+    opentelemetry: OpenTelemetryProvider | None = None
+    envoy_file_access_log: EnvoyFileAccessLog | None = None
+    prometheus: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ExtensionProvider:
+        kinds = [k for k in ("zipkin", "opentelemetry", "envoy_file_access_log", "prometheus")
+                 if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"extension provider {self.name!r} sets exactly one provider "
+                             "kind (zipkin, opentelemetry, envoyFileAccessLog, prometheus)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("zipkin", "opentelemetry", "envoy_file_access_log",
+                                "prometheus") if getattr(self, k) is not None)
+
+
+class DefaultProviders(_Model):
+    """defaultProviders: used where a Telemetry names no provider (Istio's default mesh
+    config names prometheus for metrics)."""
+
+    tracing: list[str] = []
+    metrics: list[str] = ["prometheus"]
+    access_logging: list[str] = []
+
+
+class ZipkinAddress(_Model):
+    address: str | None = None
+
+
+class LegacyTracing(_Model):
+    """defaultConfig.tracing: the percentage of requests sampled (Istio's default 1%) and
+    the legacy zipkin address, used when no Telemetry or default provider says otherwise."""
+
+    sampling: Percent | None = None
+    zipkin: ZipkinAddress | None = None
+
+
+class ProxyDefaults(_Model):
+    tracing: LegacyTracing | None = None
+
+
 class MeshConfig(_Model):
     """The MeshConfig keys Tollway applies (Istio's defaults when absent)."""
 
     path_normalization: ProxyPathNormalization = ProxyPathNormalization()
+    enable_tracing: bool = True
+    default_providers: DefaultProviders = DefaultProviders()
+    extension_providers: list[ExtensionProvider] = []
+    default_config: ProxyDefaults = ProxyDefaults()
+    access_log_file: str = ""
+    access_log_encoding: Literal["TEXT", "JSON"] = "TEXT"
+    access_log_format: str = ""
 
 
 KNOWN_KEYS: frozenset[str] = frozenset(
@@ -86,16 +199,63 @@ def parse_mesh_config(data: Any, source: str) -> LoadedMeshConfig:
     if set(data) == {"meshConfig"} and isinstance(data["meshConfig"], dict):
         data, prefix = data["meshConfig"], "meshConfig."
     known = {k: v for k, v in data.items() if k in KNOWN_KEYS}
-    warnings = tuple(
+    warnings = [
         f"{source}: {prefix}{key} is not applied by Tollway (it applies "
         f"{', '.join(sorted(KNOWN_KEYS))}); ignored"
         for key in data if key not in KNOWN_KEYS
-    )
+    ]
+    known = _applied_parts(known, f"{source}: {prefix}", warnings)
     try:
         config = MeshConfig.model_validate(known)
     except ValidationError as exc:
         raise MeshConfigError(f"{source}: {_sentence(exc, prefix)}") from None
-    return LoadedMeshConfig(config, warnings)
+    return LoadedMeshConfig(config, tuple(warnings))
+
+
+APPLIED_PROVIDER_KINDS = ("zipkin", "opentelemetry", "envoyFileAccessLog", "prometheus")
+APPLIED_DEFAULT_CONFIG = ("tracing",)
+APPLIED_LEGACY_TRACING = ("sampling", "zipkin")
+
+
+def _applied_parts(data: dict[str, Any], where: str, warnings: list[str]) -> dict[str, Any]:
+    """`data` without the nested parts Tollway does not apply, each said once: provider
+    kinds it does not export to, defaultConfig keys other than tracing."""
+    out = dict(data)
+    providers = data.get("extensionProviders")
+    if isinstance(providers, list):
+        kept = []
+        for i, p in enumerate(providers):
+            kinds = [k for k in p if k != "name"] if isinstance(p, dict) else []
+            if kinds and not any(k in APPLIED_PROVIDER_KINDS for k in kinds):
+                warnings.append(f"{where}extensionProviders[{i}] ({p.get('name')!s}) is of "
+                                f"kind {kinds[0]}, which Tollway does not apply "
+                                f"(it applies {', '.join(APPLIED_PROVIDER_KINDS)}); ignored")
+                continue
+            otel = p.get("opentelemetry") if isinstance(p, dict) else None
+            if isinstance(otel, dict) and "http" not in otel:
+                warnings.append(f"{where}extensionProviders[{i}] ({p.get('name')!s}) sends "
+                                "OTLP over gRPC (no `http:` block), which Tollway does not "
+                                "export; add `http: {path: /v1/traces}` with the collector's "
+                                "OTLP/HTTP port (4318), or its spans are dropped")
+            kept.append(p)
+        out["extensionProviders"] = kept
+    defaults = data.get("defaultConfig")
+    if isinstance(defaults, dict):
+        for key in defaults:
+            if key not in APPLIED_DEFAULT_CONFIG:
+                warnings.append(f"{where}defaultConfig.{key} is not applied by Tollway; "
+                                "ignored")
+        out["defaultConfig"] = {k: v for k, v in defaults.items()
+                                if k in APPLIED_DEFAULT_CONFIG}
+        tracing = defaults.get("tracing")
+        if isinstance(tracing, dict):
+            for key in tracing:
+                if key not in APPLIED_LEGACY_TRACING:
+                    warnings.append(f"{where}defaultConfig.tracing.{key} is not applied by "
+                                    "Tollway; ignored")
+            out["defaultConfig"]["tracing"] = {k: v for k, v in tracing.items()
+                                               if k in APPLIED_LEGACY_TRACING}
+    return out
 
 
 def _sentence(exc: ValidationError, prefix: str) -> str:

@@ -217,15 +217,6 @@ class BackendTLSPolicySpec(Strict):
 # --- Istio kinds Tollway does not implement ------------------------------------------
 
 
-class TelemetrySpec(Strict):
-    selector: WorkloadSelector | None = None
-    target_ref: Blob | None = None
-    target_refs: list[Blob] | None = None
-    tracing: list[Blob] | None = None
-    metrics: list[Blob] | None = None
-    access_logging: list[Blob] | None = None
-
-
 class LabelsSelector(Strict):
     labels: Labels | None = None
 
