@@ -27,15 +27,54 @@ def test_defaults_are_istios() -> None:
 
 
 def test_other_keys_are_ignored_with_one_warning_each() -> None:
-    loaded = parse_mesh_config({"accessLogFile": "/dev/stdout", "enableTracing": True,
+    loaded = parse_mesh_config({"trustDomain": "example.org", "enableAutoMtls": True,
                                 "pathNormalization": {"normalization": "NONE"}}, "mesh.yaml")
     assert loaded.config.path_normalization.normalization == "NONE"
+    applied = ("accessLogEncoding, accessLogFile, accessLogFormat, defaultConfig, "
+               "defaultProviders, enableTracing, extensionProviders, pathNormalization")
     assert loaded.warnings == (
-        "mesh.yaml: accessLogFile is not applied by Tollway (it applies pathNormalization); "
-        "ignored",
-        "mesh.yaml: enableTracing is not applied by Tollway (it applies pathNormalization); "
-        "ignored",
+        f"mesh.yaml: trustDomain is not applied by Tollway (it applies {applied}); ignored",
+        f"mesh.yaml: enableAutoMtls is not applied by Tollway (it applies {applied}); ignored",
     )
+
+
+def test_telemetry_keys_are_read_and_unapplied_parts_warned_once_each() -> None:
+    loaded = parse_mesh_config({
+        "enableTracing": False, "accessLogFile": "/dev/stdout", "accessLogEncoding": "JSON",
+        "defaultProviders": {"tracing": ["z"]},
+        "defaultConfig": {"tracing": {"sampling": 10, "maxPathTagLength": 99},
+                          "concurrency": 2},
+        "extensionProviders": [
+            {"name": "z", "zipkin": {"service": "zipkin.istio-system", "port": 9411}},
+            {"name": "o", "opentelemetry": {"service": "c", "port": 4317}},
+            {"name": "a", "envoyExtAuthzHttp": {"service": "x", "port": 1}}],
+    }, "m.yaml")
+    c = loaded.config
+    assert (c.enable_tracing, c.access_log_file, c.access_log_encoding) == (
+        False, "/dev/stdout", "JSON")
+    assert c.default_providers.tracing == ["z"] and c.default_providers.metrics == ["prometheus"]
+    assert c.default_config.tracing is not None and c.default_config.tracing.sampling == 10
+    assert [p.name for p in c.extension_providers] == ["z", "o"]
+    assert len(loaded.warnings) == 4
+    assert "(o) sends OTLP over gRPC" in loaded.warnings[0]
+    assert "(a) is of kind envoyExtAuthzHttp" in loaded.warnings[1]
+    assert loaded.warnings[2] == (
+        "m.yaml: defaultConfig.concurrency is not applied by Tollway; ignored")
+    assert "defaultConfig.tracing.maxPathTagLength" in loaded.warnings[3]
+
+
+@pytest.mark.parametrize(("data", "sentence"), [
+    ({"accessLogEncoding": "XML"},
+     "m: accessLogEncoding is 'XML'; use one of 'TEXT' or 'JSON'"),
+    ({"defaultConfig": {"tracing": {"sampling": 101}}},
+     "m: defaultConfig.tracing.sampling: Input should be less than or equal to 100"),
+    ({"extensionProviders": [{"name": "z", "zipkin": {"service": "z"}}]},
+     "m: extensionProviders[0].zipkin.port: Field required"),
+])
+def test_bad_telemetry_values_are_one_sentence(data: dict[str, object], sentence: str) -> None:
+    with pytest.raises(MeshConfigError) as exc:
+        parse_mesh_config(data, "m")
+    assert str(exc.value) == sentence
 
 
 def test_an_istio_operator_meshconfig_block_is_read_too() -> None:

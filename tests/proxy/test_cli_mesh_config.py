@@ -87,7 +87,7 @@ def test_the_mode_from_the_file_is_what_the_app_sees(
     extra: list[str] = []
     if mode is not None:
         (tmp_path / "mesh.yaml").write_text(
-            f"pathNormalization:\n  normalization: {mode}\naccessLogFile: /dev/stdout\n")
+            f"pathNormalization:\n  normalization: {mode}\ntrustDomain: example.org\n")
         extra = ["--mesh-config", str(tmp_path / "mesh.yaml")]
     proc = _run(tmp_path, port, *extra)
     try:
@@ -102,7 +102,7 @@ def test_the_mode_from_the_file_is_what_the_app_sees(
         proc.terminate()
         proc.wait(10)
     if mode is not None:
-        assert "accessLogFile is not applied by Tollway" in (proc.stderr.read() or "")
+        assert "trustDomain is not applied by Tollway" in (proc.stderr.read() or "")
 
 
 def test_a_bad_mesh_config_stops_before_anything_starts(tmp_path: Path) -> None:

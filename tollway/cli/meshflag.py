@@ -7,17 +7,17 @@ from pathlib import Path
 
 import typer
 
-from tollway.config.meshconfig import MeshConfigError, load_mesh_config
-from tollway.control.translate.mesh import mesh_settings
-from tollway.snapshot import types
+from tollway.config.meshconfig import MeshConfig, MeshConfigError, load_mesh_config
 
-HELP = ("Istio MeshConfig YAML (the `mesh` ConfigMap key); applied: pathNormalization "
-        "(NONE, BASE default, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES).")
+HELP = ("Istio MeshConfig YAML (the `mesh` ConfigMap key); applied: pathNormalization, "
+        "enableTracing, defaultProviders, extensionProviders (zipkin, opentelemetry, "
+        "envoyFileAccessLog, prometheus), defaultConfig.tracing.sampling, accessLogFile, "
+        "accessLogEncoding, accessLogFormat.")
 
 
-def mesh_from_flag(path: Path | None, warn: Callable[[str], None]) -> types.Mesh | None:
-    """The snapshot's mesh settings from FILE (None without the flag); a file that cannot
-    be used ends the command with its one sentence (exit 1), before anything starts."""
+def mesh_from_flag(path: Path | None, warn: Callable[[str], None]) -> MeshConfig | None:
+    """The mesh config in FILE (None without the flag); a file that cannot be used ends
+    the command with its one sentence (exit 1), before anything starts."""
     if path is None:
         return None
     try:
@@ -27,4 +27,4 @@ def mesh_from_flag(path: Path | None, warn: Callable[[str], None]) -> types.Mesh
         raise typer.Exit(1) from None
     for line in loaded.warnings:
         warn(f"warning: {line}")
-    return mesh_settings(loaded.config)
+    return loaded.config

@@ -18,6 +18,7 @@ import msgspec
 import typer
 
 from tollway.cli import meshflag
+from tollway.config.meshconfig import MeshConfig
 from tollway.snapshot import codec, types
 
 
@@ -26,10 +27,14 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def load_config(path: Path, port: int | None, mesh: types.Mesh | None = None
+def load_config(path: Path, port: int | None, mesh_config: MeshConfig | None = None
                 ) -> types.ProxyConfig:
     """A snapshot JSON file, or manifests (a file or folder of YAML) translated standalone;
-    `mesh` (--mesh-config) replaces the snapshot's mesh settings."""
+    `mesh_config` (--mesh-config) replaces the snapshot's mesh settings (and, for
+    manifests, gives the telemetry defaults)."""
+    from tollway.control.translate.mesh import mesh_settings
+
+    mesh = mesh_settings(mesh_config) if mesh_config is not None else None
     if not path.exists():
         _fail(f"{path} does not exist; pass --config with a snapshot JSON or manifests.")
     if path.is_file() and path.suffix == ".json":
@@ -55,6 +60,7 @@ def load_config(path: Path, port: int | None, mesh: types.Mesh | None = None
         return translate.build_standalone(
             result.resources, listen_port=port if port is not None else 15001,
             mesh=mesh or translate.DEFAULT_MESH,
+            mesh_config=mesh_config or translate.DEFAULT_MESH_CONFIG,
         )
     except Exception as exc:  # translate errors are one sentence for the user
         _fail(f"{path}: cannot build a proxy config from these manifests: {exc}")

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from tollway.cli import credentials, meshflag, up_lock
 from tollway.config.findings import Finding
+from tollway.config.meshconfig import MeshConfig
 from tollway.config.resource import ResourceSet
 from tollway.control import auth, ca, serve
 from tollway.control.applied import AppliedConfig
@@ -76,7 +77,7 @@ class Up:
                  gateway_offset: int, echo: Callable[[str], None],
                  cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None,
                  *, live_view: bool = True, signals: bool = True,
-                 mesh: types.Mesh | None = None) -> None:
+                 mesh: MeshConfig | None = None) -> None:
         self.root = root
         self.mesh = mesh  # --mesh-config: what every proxy applies mesh-wide
         # The demo tells its own story on the terminal and handles Ctrl-C itself: it runs
@@ -380,7 +381,7 @@ def _safe_echo(line: str) -> None:
 def run_up(root: Path, *, api_port: int, client_port: int, gateway_offset: int,
            state_dir: Path | None, echo: Callable[[str], None] = _safe_echo,
            cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None,
-           mesh: types.Mesh | None = None) -> int:
+           mesh: MeshConfig | None = None) -> int:
     state = state_dir or root / ".tollway"
     try:
         lock = up_lock.hold(state, f"http://127.0.0.1:{api_port}", root)
@@ -426,7 +427,7 @@ def _ours(state: Path, member: str, key: str, port: int) -> bool:
 
 def _run_locked(root: Path, state: Path, *, api_port: int, client_port: int,
                 gateway_offset: int, echo: Callable[[str], None], cert_ttl: float,
-                prometheus_port: int | None, mesh: types.Mesh | None = None) -> int:
+                prometheus_port: int | None, mesh: MeshConfig | None = None) -> int:
     _setup_logging(state)
     up = Up(root, state, api_port, client_port, gateway_offset, echo, cert_ttl,
             prometheus_port=prometheus_port, mesh=mesh)

@@ -260,7 +260,8 @@ def _applied_parts(data: dict[str, Any], where: str, warnings: list[str]) -> dic
 
 def _sentence(exc: ValidationError, prefix: str) -> str:
     err = exc.errors()[0]
-    field = prefix + ".".join(str(p) for p in err["loc"])
+    field = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                             for p in err["loc"]).lstrip(".")
     if err["type"] == "literal_error":
         allowed = err.get("ctx", {}).get("expected", "")
         return f"{field} is {err.get('input')!r}; use one of {allowed}"

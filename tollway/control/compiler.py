@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tollway.config.meshconfig import MeshConfig
 from tollway.config.resource import ResourceSet
 from tollway.control import translate
 from tollway.control import world as world_mod
 from tollway.control.proxies import ProxyEntry, split_hostport
 from tollway.control.registry import DEFAULT_PORT, Replica
+from tollway.control.translate.mesh import mesh_settings
 from tollway.snapshot import types
 
 
@@ -40,17 +42,20 @@ def proxy_ports(entry: ProxyEntry) -> translate.ProxyPorts:
 
 
 class MeshCompiler:
-    """World + translate, as docs/contracts.md describes them; `mesh`: the mesh config's
-    settings every proxy gets (`tollway up --mesh-config`)."""
+    """World + translate, as docs/contracts.md describes them; `mesh_config`: the mesh
+    config (`tollway up --mesh-config`): its settings every proxy gets and the telemetry
+    defaults Telemetry resources override."""
 
-    def __init__(self, mesh: types.Mesh | None = None) -> None:
-        self.mesh = mesh or types.Mesh()
+    def __init__(self, mesh_config: MeshConfig | None = None) -> None:
+        self.mesh_config = mesh_config or translate.DEFAULT_MESH_CONFIG
+        self.mesh: types.Mesh = mesh_settings(mesh_config)
 
     def world(self, resources: ResourceSet, replicas: Sequence[Replica]) -> world_mod.World:
         return world_mod.World.build(resources, replicas)
 
     def config(self, world: Any, entry: ProxyEntry) -> types.ProxyConfig:
-        return translate.build(world, entry.node, proxy_ports(entry), mesh=self.mesh)
+        return translate.build(world, entry.node, proxy_ports(entry), mesh=self.mesh,
+                               mesh_config=self.mesh_config)
 
     def endpoints(self, world: Any) -> dict[str, Any]:
         return dict(world.endpoints)

@@ -422,10 +422,49 @@ class Listener(Struct, frozen=True):
     upgrade_types: tuple[str, ...] = ("websocket",)
 
 
+class TagOverride(Struct, frozen=True):
+    """A metric tag added/replaced (`value`: a CEL subset expression, snapshot/cel.py) or
+    removed (Telemetry metrics.overrides[].tagOverrides)."""
+
+    name: str
+    value: str = ""
+    remove: bool = False
+
+
+class MetricOverride(Struct, frozen=True):
+    """One Istio metric's overrides for one reporter side, after precedence."""
+
+    metric: Literal["REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE",
+                    "TCP_OPENED_CONNECTIONS", "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES",
+                    "TCP_RECEIVED_BYTES", "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES"]
+    disabled: bool = False
+    tags: tuple[TagOverride, ...] = ()
+
+
+class AccessLog(Struct, frozen=True):
+    """One access log this proxy writes (a Telemetry accessLogging provider, or the mesh
+    config's accessLogFile). `client`/`server`: on outbound+gateway / inbound listeners."""
+
+    path: str = "/dev/stdout"
+    encoding: Literal["TEXT", "JSON"] = "TEXT"
+    text_format: str = ""  # Envoy format string; "" is Istio's default text format
+    json_labels: tuple[tuple[str, str], ...] = ()  # key -> Envoy command; () Istio's default
+    filter: str = ""  # CEL subset expression; "" logs every request
+    client: bool = True
+    server: bool = True
+
+
 class Telemetry(Struct, frozen=True):
+    """Metrics and access logs after Istio's precedence (control/translate/telemetry.py).
+
+    `metrics` False: no Istio metric is counted (prometheus not in scope, or ALL_METRICS
+    disabled). `client_metrics` apply on outbound and gateway listeners (reporter=source),
+    `server_metrics` on inbound ones (reporter=destination)."""
+
     metrics: bool = True
-    access_log: bool = False
-    reporter: Literal["source", "destination"] = "source"
+    access_logs: tuple[AccessLog, ...] = ()
+    client_metrics: tuple[MetricOverride, ...] = ()
+    server_metrics: tuple[MetricOverride, ...] = ()
 
 
 class TracingProvider(Struct, frozen=True):

@@ -16,9 +16,18 @@ from typing import Any
 
 import msgspec
 
+from tollway.config.meshconfig import MeshConfig
 from tollway.config.resource import ResourceSet
 from tollway.control.registry import Replica
-from tollway.control.translate import clusters, gateway, listeners, requestauthn, security, sidecar
+from tollway.control.translate import (
+    clusters,
+    gateway,
+    listeners,
+    requestauthn,
+    security,
+    sidecar,
+    telemetry,
+)
 from tollway.control.translate.gateway import ReadFile
 from tollway.control.translate.listeners import InboundPort
 from tollway.control.world import World
@@ -31,6 +40,8 @@ __all__ = [
 
 DEFAULT_GATEWAY_OFFSET = 8000
 DEFAULT_MESH = types.Mesh()
+DEFAULT_MESH_CONFIG = telemetry.DEFAULT_MESH_CONFIG
+_DEFAULT_TELEMETRY = (types.Telemetry(), types.Tracing())
 
 
 @dataclass(frozen=True)
@@ -111,11 +122,13 @@ class _Shared:
     authz: types.Authz
     digest: str
     request_authn: types.RequestAuthn
+    telemetry: types.Telemetry
+    tracing: types.Tracing
 
 
 def _shared(world: World, node: types.Node, ports: ProxyPorts, auto_mtls: bool,
             read_file: ReadFile | None, all_gateways: bool,
-            short_everywhere: bool) -> _Shared:
+            short_everywhere: bool, mesh_config: MeshConfig) -> _Shared:
     outbound = (listeners.outbound_table(world, node, short_everywhere)
                 if ports.outbound is not None else None)
     gls: list[types.Listener] = []
@@ -132,38 +145,48 @@ def _shared(world: World, node: types.Node, ports: ProxyPorts, auto_mtls: bool,
         cs = (*cs, *sidecar.passthrough_clusters(world, sorted(named)))
     pa, az = security.peer_authn_for(world, node), security.authz_for(world, node)
     ra = requestauthn.request_authn_for(world, node)
-    digest = content_hash([_digest(world, outbound), gls, gts, _digest(world, cs), pa, az, ra])
-    return _Shared(outbound, tuple(gls), tuple(gts), cs, pa, az, digest, ra)
+    tel = telemetry.telemetry_for(world.resources, node, mesh_config)
+    parts = [_digest(world, outbound), gls, gts, _digest(world, cs), pa, az, ra]
+    if tel != _DEFAULT_TELEMETRY:  # (the default is left out: versions stay as they were)
+        parts.append(tel)
+    return _Shared(outbound, tuple(gls), tuple(gts), cs, pa, az, content_hash(parts), ra,
+                   *tel)
 
 
 def _shared_cached(world: World, node: types.Node, ports: ProxyPorts, auto_mtls: bool,
                    read_file: ReadFile | None, all_gateways: bool,
-                   short_everywhere: bool) -> _Shared:
+                   short_everywhere: bool, mesh_config: MeshConfig) -> _Shared:
     if read_file is not None:  # a reader's answers may change: never reuse them
-        return _shared(world, node, ports, auto_mtls, read_file, all_gateways, short_everywhere)
+        return _shared(world, node, ports, auto_mtls, read_file, all_gateways,
+                       short_everywhere, mesh_config)
     key = ("shared", node.namespace, tuple(sorted(node.labels.items())), node.kind,
            ports.outbound is not None, ports.gateway_offset, ports.gateway_address,
-           auto_mtls, all_gateways, short_everywhere)
+           auto_mtls, all_gateways, short_everywhere, id(mesh_config))
     found = world.memo.get(key)
-    if not isinstance(found, _Shared):
-        found = _shared(world, node, ports, auto_mtls, None, all_gateways, short_everywhere)
+    if not isinstance(found, _Shared) or world.memo.get(("mesh_config", id(mesh_config))) \
+            is not mesh_config:
+        found = _shared(world, node, ports, auto_mtls, None, all_gateways, short_everywhere,
+                        mesh_config)
         world.memo[key] = found
+        world.memo[("mesh_config", id(mesh_config))] = mesh_config  # keeps the id unique
     return found
 
 
 def build(world: World, node: types.Node, ports: ProxyPorts, *, auto_mtls: bool = True,
           read_file: ReadFile | None = None, all_gateways: bool = False,
           short_everywhere: bool = False, mesh: types.Mesh = DEFAULT_MESH,
+          mesh_config: MeshConfig = DEFAULT_MESH_CONFIG,
           ) -> types.ProxyConfig:
     """Everything `node` needs and nothing else; pure and deterministic. `mesh` is the
-    mesh config's part every proxy applies (translate/mesh.py).
+    mesh config's part every proxy applies (translate/mesh.py); `mesh_config` the whole
+    MeshConfig, whose telemetry defaults Telemetry resources override (translate/telemetry.py).
 
     What proxies of one namespace and label set share (outbound and gateway route
     tables, their clusters, security) is computed once per World and reused.
     """
     ls, ts, cs = _inbound(world, node, ports.inbound)
     shared = _shared_cached(world, node, ports, auto_mtls, read_file, all_gateways,
-                            short_everywhere)
+                            short_everywhere, mesh_config)
     if ports.outbound is not None and shared.outbound is not None:
         ls.append(listeners.outbound_listener(*ports.outbound))
         ts.append(shared.outbound)
@@ -176,7 +199,7 @@ def build(world: World, node: types.Node, ports: ProxyPorts, *, auto_mtls: bool 
         version=content_hash([shared.digest, own]), node=node, listeners=tuple(ls),
         route_tables=tuple(ts), clusters=(*cs, *shared.clusters),
         peer_authn=shared.peer_authn, authz=shared.authz, request_authn=shared.request_authn,
-        mesh=mesh,
+        mesh=mesh, telemetry=shared.telemetry, tracing=shared.tracing,
     )
 
 
@@ -191,7 +214,8 @@ def build_standalone(resources: ResourceSet, *, node: types.Node | None = None,
                      listen_address: str = "127.0.0.1",
                      gateway_offset: int = DEFAULT_GATEWAY_OFFSET,
                      read_file: ReadFile | None = None,
-                     mesh: types.Mesh = DEFAULT_MESH) -> types.ProxyConfig:
+                     mesh: types.Mesh = DEFAULT_MESH,
+                     mesh_config: MeshConfig = DEFAULT_MESH_CONFIG) -> types.ProxyConfig:
     """A snapshot from manifests alone: outbound on `listen_port` routing by Host to every
     host the manifests provide (WorkloadEntry, ServiceEntry, Service, replicas given), plus
     a listener per Gateway server (port + offset). No mTLS (no control plane, no CA)."""
@@ -200,5 +224,5 @@ def build_standalone(resources: ResourceSet, *, node: types.Node | None = None,
     ports = ProxyPorts(outbound=(listen_address, listen_port), gateway_offset=gateway_offset,
                        gateway_address=listen_address)
     return build(world, node, ports, auto_mtls=False, read_file=read_file, all_gateways=True,
-                 short_everywhere=True, mesh=mesh)
+                 short_everywhere=True, mesh=mesh, mesh_config=mesh_config)
 
