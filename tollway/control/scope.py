@@ -2,8 +2,8 @@
 
 A cheap, safe cut: every sidecar's outbound table holds every host, so any change to
 routing inputs (routes, policies, hosts, endpoints, certificates) may change every proxy.
-Narrower cases: an AuthorizationPolicy only reaches the proxies of its namespace (all of
-them for the root namespace); kinds translation never reads (analysis templates, Flagger
+Narrower cases: an AuthorizationPolicy or a Telemetry only reaches the proxies of its
+namespace (all of them for the root namespace); kinds translation never reads (analysis templates, Flagger
 canaries, ...) reach none. Unknown kinds count as routing inputs. Callers still compare
 versions before pushing; this only spares them building snapshots that cannot change.
 """
@@ -21,7 +21,7 @@ INERT_KINDS = frozenset({
     "AnalysisTemplate", "ClusterAnalysisTemplate", "AnalysisRun", "Canary", "MetricTemplate",
     "Namespace", "ServiceAccount",
 })
-NAMESPACED_KINDS = frozenset({"AuthorizationPolicy"})
+NAMESPACED_KINDS = frozenset({"AuthorizationPolicy", "Telemetry"})
 
 Key = tuple[str, str, str]
 
