@@ -4,8 +4,9 @@ A cheap, safe cut: every sidecar's outbound table holds every host, so any chang
 routing inputs (routes, policies, hosts, endpoints, certificates) may change every proxy.
 Narrower cases: an AuthorizationPolicy or a Telemetry only reaches the proxies of its
 namespace (all of them for the root namespace); kinds translation never reads (analysis
-templates, Flagger canaries, ...) reach none. Unknown kinds count as routing inputs. Callers still compare
-versions before pushing; this only spares them building snapshots that cannot change.
+templates, Flagger canaries, ...) reach none. Unknown kinds count as routing inputs.
+Callers still compare versions before pushing; this only spares them building snapshots
+that cannot change.
 """
 
 from __future__ import annotations
