@@ -3,7 +3,8 @@
 # Zipkin receivers, in-memory storage, query API/UI) from the Go module proxy into
 # ~/.cache/tollway/jaeger/$JAEGER_VERSION/bin (outside git), like tollway/devcluster/build.sh
 # builds the cluster binaries. Built only when missing or stamped with another version, so a
-# warm cache costs nothing.
+# warm cache costs nothing. Run by `tollway up --tracing` (control/local/jaeger.py, which
+# reads JAEGER_VERSION below) and by .ci/run before the tests. Cold: ~11 min on 2 loaded cores.
 #
 # Why a wrapper module with `go get -tool`: `go install ...@version` refuses modules whose go.mod
 # has replace directives; a throwaway module that requires the pinned Jaeger builds the same code.
