@@ -105,3 +105,40 @@ def test_the_deployment_runs_flags_the_control_plane_has(helm: Path) -> None:
     flags = {a.split("=", 1)[0] for a in args[1:] if a.startswith("--")}
     missing = sorted(f for f in flags if f not in proc.stdout)
     assert not missing, f"the chart passes flags `tollway control-plane` lacks: {missing}"
+
+
+def test_the_sidecar_values_reach_the_injector_config(helm: Path) -> None:
+    """The chart's `sidecar` values become the injector's config (the tollway-injector
+    ConfigMap, mounted where the Deployment's --injection-config points), which the
+    control plane reads into the injected containers' image, command and resources."""
+    from tollway.kube import inject
+
+    def settings(*extra: str) -> inject.Settings:
+        docs = render(helm, *extra)
+        [cm] = [d for d in docs if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"] == "tollway-injector"]
+        deploy = next(d for d in docs if d["kind"] == "Deployment")
+        pod = deploy["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert "--injection-config=/etc/tollway/injector/config.yaml" in container["args"]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "injector")
+        volume = next(v for v in pod["volumes"] if v["name"] == "injector")
+        assert mount["mountPath"] == "/etc/tollway/injector"
+        assert volume["configMap"]["name"] == "tollway-injector"
+        data = YAML(typ="safe").load(cm["data"]["config.yaml"])
+        return inject.from_config(data, "config.yaml", "tollway-system")
+
+    default = settings()
+    assert default.image == "tollway:0.1.0" and default.command == ("tollway",)
+    assert default.proxy_resources == {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                       "limits": {"memory": "256Mi"}}
+    assert default.rewrite_probes is True
+    custom = settings("--set", "image.repository=reg.example/tollway", "--set", "image.tag=2.0",
+                      "--set", "sidecar.image.tag=2.0-proxy",
+                      "--set", "sidecar.resources.limits.memory=1Gi",
+                      "--set", "sidecar.rewriteAppHTTPProbers=false",
+                      "--set-json", 'sidecar.command=["/opt/tollway/bin/tollway"]')
+    assert custom.image == "reg.example/tollway:2.0-proxy"
+    assert custom.proxy_resources["limits"] == {"memory": "1Gi"}
+    assert custom.command == ("/opt/tollway/bin/tollway",)
+    assert custom.rewrite_probes is False

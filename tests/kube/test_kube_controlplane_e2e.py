@@ -137,7 +137,7 @@ def sidecar_pod(ns: str) -> dict[str, Any]:
                          {"name": "app", "image": "busybox", "command": sleep,
                           "ports": [{"containerPort": 8080}]},
                          {"name": "tollway-proxy", "image": "tollway", "command": sleep,
-                          "ports": [{"name": "tw-inbound", "containerPort": 15006}]}]}}
+                          "ports": [{"name": "tollway-in", "containerPort": 15006}]}]}}
 
 
 def test_kubectl_apply_reaches_the_store_with_status_and_pods_become_endpoints(
@@ -171,7 +171,10 @@ def test_kubectl_apply_reaches_the_store_with_status_and_pods_become_endpoints(
         return list(data["endpoints"].get(host) or [])
 
     eps = eventually(endpoints, what=f"an endpoint for {host}")
-    assert [(e["address"], e["port"]) for e in eps] == [(pod_ip, 15006)], eps
+    # as its EndpointSlice lists it: the pod IP at the targetPort, which the pod's capture
+    # rules send to the sidecar's inbound 15006; mTLS, since the pod has a sidecar
+    assert [(e["address"], e["port"]) for e in eps] == [(pod_ip, 8080)], eps
+    assert eps[0]["labels"]["security.istio.io/tlsMode"] == "istio", eps
 
     bad = json.loads(json.dumps(docs["VirtualService"]))
     bad["metadata"]["name"] = "myapp-bad"

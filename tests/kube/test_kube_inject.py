@@ -41,15 +41,19 @@ def _pointer(path: str) -> list[str]:
 
 
 def _apply(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """RFC 6902 `add` (the only op the injector emits), strictly: parents must exist."""
+    """RFC 6902 `add` and `replace` (the ops the injector emits), strictly: parents must
+    exist, and what `replace` replaces too."""
     out = copy.deepcopy(doc)
     for op in ops:
-        assert op["op"] == "add"
+        assert op["op"] in ("add", "replace")
         *parents, last = _pointer(op["path"])
         node: Any = out
         for key in parents:
             node = node[int(key)] if isinstance(node, list) else node[key]
-        if isinstance(node, list):
+        if op["op"] == "replace":
+            assert (int(last) < len(node)) if isinstance(node, list) else last in node
+            node[int(last) if isinstance(node, list) else last] = op["value"]
+        elif isinstance(node, list):
             node.append(op["value"]) if last == "-" else node.insert(int(last), op["value"])
         else:
             node[last] = op["value"]
@@ -101,7 +105,8 @@ def test_the_patch_adds_init_sidecar_and_token_and_leaves_the_app_alone() -> Non
     flags = init["command"][2:]
     assert flags[flags.index("-o") + 1] == "5432"
     assert flags[flags.index("-x") + 1] == "169.254.0.0/16"
-    assert flags[flags.index("-u") + 1] == "1337" and flags[flags.index("-d") + 1] == "15090"
+    assert flags[flags.index("-u") + 1] == "1337"
+    assert flags[flags.index("-d") + 1] == "15090,15020"  # admin and status never captured
     sc = init["securityContext"]
     assert sc["runAsUser"] == 0
     assert set(sc["capabilities"]["add"]) == {"NET_ADMIN", "NET_RAW"}
@@ -112,10 +117,15 @@ def test_the_patch_adds_init_sidecar_and_token_and_leaves_the_app_alone() -> Non
     assert cmd[:2] == ["tollway", "proxy"]
     assert cmd[cmd.index("--control-plane") + 1] == "http://tollway-control-plane.mesh-system.svc:15010"
     assert cmd[cmd.index("--token-file") + 1] == "/var/run/secrets/tokens/tollway-token"
+    assert cmd[cmd.index("--port") + 1] == "15001"
+    assert cmd[cmd.index("--capture-port") + 1] == "15006"
+    assert cmd[cmd.index("--status-port") + 1] == "15020"
     assert proxy["securityContext"]["runAsUser"] == 1337
     assert proxy["securityContext"]["runAsGroup"] == 1337
-    assert {p["containerPort"] for p in proxy["ports"]} == {15001, 15006, 15090}
-    assert "15090/healthz/ready" in json.dumps(proxy["readinessProbe"])
+    assert {p["containerPort"] for p in proxy["ports"]} == {15001, 15006, 15020, 15090}
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/healthz/ready", "port": 15020,
+                                                  "scheme": "HTTP"}
+    assert proxy["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}}
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in proxy["env"]}
     assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace",
                    "INSTANCE_IP": "status.podIP", "SERVICE_ACCOUNT": "spec.serviceAccountName"}
@@ -211,3 +221,94 @@ def test_inject_endpoint_over_https(tmp_path: Path) -> None:
             await runner.cleanup()
 
     asyncio.run(main())
+
+
+PROBED = {"name": "app", "image": "web:1", "command": ["tollway", "demo-app"],
+          "ports": [{"name": "http", "containerPort": 8080}],
+          "livenessProbe": {"httpGet": {"path": "/live", "port": "http",
+                                        "httpHeaders": [{"name": "X-Probe", "value": "1"}]},
+                            "periodSeconds": 5, "timeoutSeconds": 4},
+          "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080, "scheme": "HTTP"},
+                             "initialDelaySeconds": 2},
+          "startupProbe": {"httpGet": {"path": "/start", "port": 8080}},
+          }
+
+
+def test_http_probes_go_to_the_status_port_and_the_originals_to_the_sidecar() -> None:
+    pod = _pod(containers=[copy.deepcopy(PROBED),
+                           {"name": "worker", "image": "w:1", "command": ["w"],
+                            "livenessProbe": {"exec": {"command": ["true"]}},
+                            "readinessProbe": {"tcpSocket": {"port": 9000}}}])
+    patched = _apply(pod, inject.patch(pod, SETTINGS))
+    app, worker, proxy = patched["spec"]["containers"]
+    assert app["livenessProbe"] == {"httpGet": {"path": "/app-health/app/livez", "port": 15020,
+                                                "scheme": "HTTP"},
+                                    "periodSeconds": 5, "timeoutSeconds": 4}
+    assert app["readinessProbe"]["httpGet"]["path"] == "/app-health/app/readyz"
+    assert app["readinessProbe"]["initialDelaySeconds"] == 2  # timing kept
+    assert app["startupProbe"]["httpGet"]["path"] == "/app-health/app/startupz"
+    assert worker == pod["spec"]["containers"][1]  # exec and tcpSocket stay as written
+    env = {e["name"]: e.get("value") for e in proxy["env"]}
+    probers = json.loads(env["ISTIO_KUBE_APP_PROBERS"])
+    assert probers == {
+        "/app-health/app/livez": {"httpGet": {"path": "/live", "port": 8080,  # name resolved
+                                              "httpHeaders": [{"name": "X-Probe",
+                                                               "value": "1"}]},
+                                  "timeoutSeconds": 4},
+        "/app-health/app/readyz": {"httpGet": {"path": "/ready", "port": 8080,
+                                               "scheme": "HTTP"}, "timeoutSeconds": 1},
+        "/app-health/app/startupz": {"httpGet": {"path": "/start", "port": 8080},
+                                     "timeoutSeconds": 1},
+    }
+    from tollway.proxy import status
+
+    parsed = status.parse_probers(env["ISTIO_KUBE_APP_PROBERS"])  # what the sidecar reads
+    assert parsed["/app-health/app/livez"] == status.Prober(
+        port=8080, path="/live", headers=(("X-Probe", "1"),), timeout=4.0)
+
+
+@pytest.mark.parametrize(("annotation", "default", "rewritten"), [
+    (None, True, True), ("false", True, False), ("true", False, True), (None, False, False),
+])
+def test_rewrite_app_http_probers_annotation_over_the_mesh_default(
+        annotation: str | None, default: bool, rewritten: bool) -> None:
+    annotations = {inject.REWRITE_KEY: annotation} if annotation is not None else None
+    pod = _pod(annotations=annotations, containers=[copy.deepcopy(PROBED)])
+    settings = inject.Settings(rewrite_probes=default)
+    patched = _apply(pod, inject.patch(pod, settings))
+    app, proxy = patched["spec"]["containers"]
+    assert (app == PROBED) is not rewritten
+    assert any(e["name"] == "ISTIO_KUBE_APP_PROBERS" for e in proxy["env"]) is rewritten
+
+
+def test_settings_from_the_charts_injector_config() -> None:
+    settings = inject.from_config(
+        {"image": "registry.example/tollway:1.2", "imagePullPolicy": "Always",
+         "command": ["/usr/local/bin/tollway"],
+         "resources": {"requests": {"cpu": "50m"}, "limits": {"memory": "300Mi"}},
+         "initResources": {"requests": {"cpu": "5m"}}, "rewriteAppHTTPProbers": False},
+        "config.yaml", "mesh-system")
+    patched = _apply(_pod(), inject.patch(_pod(), settings))
+    init, proxy = patched["spec"]["initContainers"][0], patched["spec"]["containers"][1]
+    assert proxy["image"] == init["image"] == "registry.example/tollway:1.2"
+    assert proxy["imagePullPolicy"] == "Always"
+    assert proxy["command"][:2] == ["/usr/local/bin/tollway", "proxy"]
+    assert init["command"][:2] == ["/usr/local/bin/tollway", "iptables"]
+    assert proxy["resources"] == {"requests": {"cpu": "50m"}, "limits": {"memory": "300Mi"}}
+    assert init["resources"] == {"requests": {"cpu": "5m"}}
+    assert settings.rewrite_probes is False
+    assert "mesh-system" in settings.control_plane_url
+
+
+@pytest.mark.parametrize(("data", "named"), [
+    ({"image": ""}, "image"), ({"command": "tollway"}, "command"),
+    ({"resources": {"request": {}}}, "resources"), ({"imagePullPolicy": "Sometimes"},
+                                                    "imagePullPolicy"),
+    ({"rewriteAppHTTPProbers": "no"}, "rewriteAppHTTPProbers"), ({"imag": "x"}, "'imag'"),
+    (["image"], "mapping"),
+])
+def test_a_bad_injector_config_is_named(data: Any, named: str) -> None:
+    with pytest.raises(inject.InjectError) as err:
+        inject.from_config(data, "/etc/tollway/injector/config.yaml", "tollway-system")
+    assert str(err.value).startswith("/etc/tollway/injector/config.yaml: ")
+    assert named in str(err.value)

@@ -21,6 +21,10 @@ KINDS = {w.kind: w for w in kinds.watched()}
 class Sink:
     def __init__(self) -> None:
         self.replicas: dict[str, Replica] = {}
+        self.touched = 0
+
+    def touch(self) -> None:
+        self.touched += 1
 
     def set_replica(self, replica: Replica) -> None:
         self.replicas[replica.name] = replica
@@ -50,10 +54,10 @@ def service(name: str = "myapp") -> dict[str, Any]:
 
 def pod(name: str, ip: str | None = "10.244.0.7", *, sidecar: bool = True,
         ready: bool = True) -> dict[str, Any]:
-    containers = [{"name": "app", "ports": [{"containerPort": 8080}]}]
+    containers = [{"name": "app", "ports": [{"name": "web", "containerPort": 8080}]}]
     if sidecar:
         containers.append({"name": objects.SIDECAR_CONTAINER,
-                           "ports": [{"name": objects.INBOUND_PORT_NAME, "containerPort": 15006}]})
+                           "ports": [{"name": "tollway-in", "containerPort": 15006}]})
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "shop",
                          "labels": {"app": "myapp", "version": "v1",
@@ -121,17 +125,40 @@ def test_deleting_in_kubernetes_deletes_from_the_store() -> None:
     assert store.get(("DestinationRule", "shop", "myapp")) is None
 
 
-def test_pods_with_a_ready_sidecar_are_endpoints_at_their_pod_ip() -> None:
+def test_ready_pods_are_endpoints_at_their_pod_ip_mtls_only_with_a_sidecar() -> None:
     sink = Sink()
     mirror = Mirror(ConfigStore(), sink)
-    mirror.handle(KINDS["Pod"], [Event("ADDED", pod("a")), Event("ADDED", pod("b", sidecar=False)),
+    mirror.handle(KINDS["Pod"], [Event("ADDED", pod("a")),
+                                 Event("ADDED", pod("b", ip="10.244.0.8", sidecar=False)),
                                  Event("ADDED", pod("c", ip=None))])
-    assert set(sink.replicas) == {"a.shop"}
-    r = sink.replicas["a.shop"]
-    assert (r.address, r.port, r.app_port, r.workload, r.kind, r.service_account) == \
-        ("10.244.0.7", 15006, 8080, "myapp-v1", "Deployment", "myapp")
+    assert set(sink.replicas) == {"a.shop", "b.shop"}
+    a, b = sink.replicas["a.shop"], sink.replicas["b.shop"]
+    assert (a.address, a.app_port, a.workload, a.kind, a.service_account, a.sidecar) == \
+        ("10.244.0.7", 8080, "myapp-v1", "Deployment", "myapp", True)
+    assert (b.address, b.sidecar) == ("10.244.0.8", False)
+    # as an EndpointSlice: the Service's targetPort at the pod IP, a named one resolved
+    assert (a.port_for(8080), a.port_for("web"), a.port_for(9000)) == (8080, 8080, 9000)
     mirror.handle(KINDS["Pod"], [Event("MODIFIED", pod("a", ready=False))])
-    assert sink.replicas == {}
+    assert set(sink.replicas) == {"b.shop"}
+
+
+def test_a_sidecar_pods_info_is_kept_for_its_snapshot_and_changes_touch_the_plane() -> None:
+    sink = Sink()
+    mirror = Mirror(ConfigStore(), sink)
+    mirror.handle(KINDS["Pod"], [Event("ADDED", pod("a", ready=False)),
+                                 Event("ADDED", pod("b", sidecar=False))])
+    assert set(mirror.infos) == {"a.shop"}  # known before Ready: its sidecar needs config
+    info = mirror.infos["a.shop"]
+    assert (info.workload, info.app_ports, info.labels["version"]) == ("myapp-v1", (8080,), "v1")
+    touched = sink.touched
+    mirror.handle(KINDS["Pod"], [Event("MODIFIED", pod("a", ready=False))])
+    assert sink.touched == touched  # nothing the snapshot reads changed
+    relabelled = pod("a")
+    relabelled["metadata"]["labels"]["version"] = "v2"
+    mirror.handle(KINDS["Pod"], [Event("MODIFIED", relabelled)])
+    assert sink.touched == touched + 1 and mirror.infos["a.shop"].labels["version"] == "v2"
+    mirror.handle(KINDS["Pod"], [Event("DELETED", relabelled)])
+    assert mirror.infos == {} and sink.replicas == {"b.shop": sink.replicas["b.shop"]}
 
 
 def test_server_fields_of_a_service_do_not_count_against_it() -> None:

@@ -13,8 +13,12 @@ import asyncio
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from tollway.kube import inject
 
 
 def control_plane(
@@ -42,6 +46,11 @@ def control_plane(
     extra_host: list[str] = typer.Option([], "--host-name",
                                          help="A DNS name sidecars call this plane by "
                                               "(repeatable), e.g. tollway.tollway-system.svc."),
+    injection_config: Path | None = typer.Option(
+        None, "--injection-config",
+        help="YAML of the injected sidecar: image, imagePullPolicy, command, resources, "
+             "initResources, rewriteAppHTTPProbers (the chart renders it from its `sidecar` "
+             "values); default: image tollway:latest, command [tollway]."),
 ) -> None:
     """Run the control plane with Kubernetes as its store."""
     import httpx2
@@ -67,6 +76,12 @@ def control_plane(
         except ValueError as exc:
             typer.echo(f"tollway control-plane: --webhook-listen: {exc}", err=True)
             raise typer.Exit(2) from None
+    cp_namespace = namespace or _pod_namespace()
+    try:
+        injection = _injection_settings(injection_config, cp_namespace)
+    except ValueError as exc:
+        typer.echo(f"tollway control-plane: --injection-config {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
         config = load_config(kubeconfig, context)
     except ApiUnavailable as exc:
@@ -79,9 +94,9 @@ def control_plane(
     async def main() -> int:
         kp = KubePlane(Api(config), state_dir, host=host, port=port,
                        extra_hosts=tuple(extra_host), echo=lambda s: typer.echo(s),
-                       namespace=namespace or _pod_namespace(),
+                       namespace=cp_namespace,
                        identity=identity or os.environ.get("POD_NAME", ""),
-                       webhook=hook, webhook_certs=webhook_certs)
+                       webhook=hook, webhook_certs=webhook_certs, injection=injection)
         kp.install_signals()
         try:
             return await kp.run()
@@ -110,3 +125,24 @@ def _pod_namespace() -> str:
 
 def register(app: typer.Typer) -> None:
     app.command("control-plane")(control_plane)
+
+
+def _injection_settings(path: Path | None, namespace: str) -> inject.Settings:
+    """inject.Settings from the file (ValueError: one sentence naming the file/key)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    from tollway.kube import inject
+
+    if path is None:
+        return inject.Settings(control_plane_namespace=namespace)
+    try:
+        data = YAML(typ="safe", pure=True).load(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.strerror})") from None
+    except YAMLError as exc:
+        raise ValueError(f"{path}: not YAML ({exc})") from None
+    try:
+        return inject.from_config(data, str(path), namespace)
+    except inject.InjectError as exc:
+        raise ValueError(str(exc)) from None

@@ -88,7 +88,8 @@ def _usage(message: str) -> None:
 
 def vm_argv(control_plane: str | None, labels: list[str], inbound_port: int | None,
             app_port: int | None, service_port: int | None, address: str | None,
-            port: int | None) -> list[str]:
+            port: int | None, capture_port: int | None = None,
+            status_port: int | None = None) -> list[str]:
     """The VM-mode flags for `python -m tollway.proxy`, checked (exit 2, one sentence).
 
     With --control-plane, `--port` is the outbound listener the app sends through, and
@@ -96,7 +97,8 @@ def vm_argv(control_plane: str | None, labels: list[str], inbound_port: int | No
     a WorkloadEntry with these labels and this address).
     """
     vm_only = {"--label": labels, "--inbound-port": inbound_port, "--app-port": app_port,
-               "--service-port": service_port, "--address": address}
+               "--service-port": service_port, "--address": address,
+               "--capture-port": capture_port, "--status-port": status_port}
     if control_plane is None:
         used = [flag for flag, value in vm_only.items() if value]
         if used:
@@ -111,12 +113,16 @@ def vm_argv(control_plane: str | None, labels: list[str], inbound_port: int | No
                "to the app's port.")
     if service_port is not None and inbound_port is None:
         _usage("--service-port needs --inbound-port and --app-port.")
+    if capture_port is not None and inbound_port is not None:
+        _usage("--capture-port (a pod's captured inbound) and --inbound-port (a VM's "
+               "inbound to one app port) exclude each other; give one.")
     argv: list[str] = []
     for item in labels:
         argv += ["--label", item]
     for flag, value in (("--inbound-port", inbound_port), ("--app-port", app_port),
                         ("--service-port", service_port), ("--address", address),
-                        ("--outbound-port", port)):
+                        ("--outbound-port", port), ("--capture-port", capture_port),
+                        ("--status-port", status_port)):
         if value is not None:
             argv += [flag, str(value)]
     return argv
@@ -156,6 +162,15 @@ def register(app: typer.Typer) -> None:
             None, "--address",
             help="Address other proxies reach this one at (VM mode; default 127.0.0.1)."),
         mesh_config: Path = typer.Option(None, "--mesh-config", help=meshflag.HELP),
+        capture_port: int = typer.Option(
+            None, "--capture-port", min=1, max=65535,
+            help="In a pod with capture rules: the port inbound is redirected to (15006); "
+            "the proxy listens on 0.0.0.0 there and serves each connection by the port "
+            "it was sent to."),
+        status_port: int = typer.Option(
+            None, "--status-port", min=1, max=65535,
+            help="In a pod: 0.0.0.0 port for /healthz/ready and the app's rewritten probes "
+            "(/app-health/..., from ISTIO_KUBE_APP_PROBERS; 15020)."),
     ) -> None:
         """Run the sidecar / gateway proxy."""
         if config is None and control_plane is None:
@@ -169,7 +184,7 @@ def register(app: typer.Typer) -> None:
                    "plane's mesh config applies (tollway up --mesh-config FILE).")
         mesh = meshflag.mesh_from_flag(mesh_config, lambda line: typer.echo(line, err=True))
         vm_args = vm_argv(control_plane, label, inbound_port, app_port, service_port,
-                          address, port)
+                          address, port, capture_port, status_port)
         if control_plane is not None and token_file is None:
             typer.echo("error: --control-plane needs --token-file FILE: the workload "
                        "credential from `tollway token create --namespace "

@@ -22,7 +22,8 @@ from tollway.snapshot import types
 
 
 def proxy_ports(entry: ProxyEntry) -> translate.ProxyPorts:
-    """The entry's ports (keys: inbound, outbound, app, service_port, gateway_offset)."""
+    """The entry's ports (keys: inbound, outbound, app, service_port, gateway_offset,
+    capture)."""
     ports = entry.ports
     inbound: tuple[tuple[int, str, int, str, int], ...] = ()
     listen = ports.get("inbound")
@@ -34,9 +35,13 @@ def proxy_ports(entry: ProxyEntry) -> translate.ProxyPorts:
         service_port = ports.get("service_port", DEFAULT_PORT)
         inbound = ((service_port, listen_host, listen, "127.0.0.1", ports["app"]),)
     outbound = ("127.0.0.1", ports["outbound"]) if "outbound" in ports else None
+    # A pod's sidecar behind capture rules: inbound arrives redirected on every address
+    # of the pod, so the listener takes 0.0.0.0 (outbound is redirected to 127.0.0.1).
+    capture = ("0.0.0.0", ports["capture"], ()) if "capture" in ports else None
     return translate.ProxyPorts(
         inbound=inbound,
         outbound=outbound,
+        capture=capture,
         gateway_offset=ports.get("gateway_offset", translate.DEFAULT_GATEWAY_OFFSET),
     )
 

@@ -13,8 +13,9 @@ terms:
   (resolution DNS without endpoints) the host itself.
 
 Endpoints are keyed `"FQDN:PORT"` (see `endpoint_key`), PORT being the *service* port the
-clients name. Endpoints of replicas carry the label `security.istio.io/tlsMode: istio`
-(they have a sidecar), as Istio marks them for auto mTLS.
+clients name. Endpoints of replicas with a sidecar carry the label
+`security.istio.io/tlsMode: istio`, as Istio marks them for auto mTLS; pods without one
+are plaintext endpoints (meshed clients still reach them, without mTLS).
 """
 
 from __future__ import annotations
@@ -51,8 +52,22 @@ class Replica:
     healthy: bool = True
     name: str = ""
     ports: Mapping[int, int] = field(default_factory=dict)
+    # A Kubernetes pod: clients connect to the Service's targetPort at the pod IP, as
+    # EndpointSlices list it (its sidecar, if any, captures the connection); a named
+    # targetPort is looked up in `named_ports` (the containers' port names).
+    target_ports: bool = False
+    named_ports: Mapping[str, int] = field(default_factory=dict)
+    # Runs a Tollway sidecar: its endpoints speak mTLS (tlsMode istio); a pod without one
+    # is a plaintext endpoint.
+    sidecar: bool = True
 
     def port_for(self, target: int | str | None) -> int:
+        if self.target_ports:
+            if isinstance(target, int):
+                return target
+            if isinstance(target, str):
+                return self.named_ports.get(target, self.app_port)
+            return self.app_port
         if isinstance(target, int) and target in self.ports:
             return self.ports[target]
         return self.port
@@ -154,7 +169,8 @@ def container_ports(r: Resource) -> list[ServicePort]:
 
 def _replica_endpoint(r: Replica, port: int) -> types.Endpoint:
     labels = dict(r.labels)
-    labels[TLS_MODE_LABEL] = "istio"
+    if r.sidecar:
+        labels[TLS_MODE_LABEL] = "istio"
     return types.Endpoint(
         address=r.address, port=port, labels=labels, service_account=r.service_account,
         namespace=r.namespace, workload=r.workload, healthy=r.healthy,

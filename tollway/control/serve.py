@@ -269,7 +269,12 @@ class _Handlers:
 
     async def syncz(self, _request: web.Request) -> web.Response:
         stats = dataclasses.asdict(self.plane.statistics())
-        return _json({"statistics": stats, "proxies": self.plane.proxy_rows()})
+        # when each proxy acknowledged what it has, on the control plane's monotonic clock
+        # (CLOCK_MONOTONIC: comparable with other processes on the same host, as
+        # bench/cluster_push_latency.py does)
+        acks = {r.name: {"acked": r.acked, "acked_at": r.acked_at, "sent_at": r.sent_at}
+                for r in self.plane.ledger.rows()}
+        return _json({"statistics": stats, "proxies": self.plane.proxy_rows(), "acks": acks})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return _json({"ok": True, "revision": self.store.revision})

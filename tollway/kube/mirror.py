@@ -6,7 +6,8 @@ informer's cache is), written by nobody else. Each object goes through the same
 validation as `tollway validate` and the same all-or-nothing `ConfigStore.transact` as
 `tollway apply`; what the store refuses stays out and is retried after every later
 commit (a VirtualService applied before the DestinationRule that defines its subsets
-gets in once the rule arrives). Pods with a sidecar become replicas at their pod IP.
+gets in once the rule arrives). Ready pods become replicas at their pod IP (mTLS ones
+when they have a sidecar).
 
 `handle` returns the status writes to make: a `Reconciled` condition on each Tollway
 resource, True when accepted, False with the findings when refused.
@@ -33,11 +34,14 @@ log = logging.getLogger(__name__)
 
 
 class ReplicaSink(Protocol):
-    """Where pod replicas go: `ControlPlane` (set_replica / remove_replica)."""
+    """Where pod replicas go: `ControlPlane` (set_replica / remove_replica; touch when
+    what a sidecar's own pod says changed)."""
 
     def set_replica(self, replica: Replica) -> None: ...
 
     def remove_replica(self, name: str) -> None: ...
+
+    def touch(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,9 @@ class Mirror:
     items: dict[ItemKey, _Item] = field(default_factory=dict)
     refused: dict[ItemKey, tuple[Finding, ...]] = field(default_factory=dict)
     pods: set[str] = field(default_factory=set)
+    # Pods with a sidecar, by proxy node name (POD.NS): what their sidecar's snapshot
+    # takes from the pod (kube.compiler.KubeCompiler reads it).
+    infos: dict[str, objects.PodInfo] = field(default_factory=dict)
     written: dict[ItemKey, str] = field(default_factory=dict)  # content we wrote status for
 
     def handle(self, watched: Watched, events: Iterable[Event]) -> list[StatusWrite]:
@@ -127,6 +134,13 @@ class Mirror:
 
     def _pod(self, event: Event) -> None:
         name = objects.replica_name(event.obj)
+        info = None if event.type == "DELETED" else objects.pod_info(event.obj)
+        if info != self.infos.get(name):
+            if info is None:
+                del self.infos[name]
+            else:
+                self.infos[name] = info
+            self.replicas.touch()
         replica = None if event.type == "DELETED" else objects.replica_of(event.obj)
         if replica is None:
             if name in self.pods:

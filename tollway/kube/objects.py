@@ -2,8 +2,9 @@
 
 - `to_resource`: an object from the API server -> the same validated `Resource` (and
   findings) `tollway validate` makes from a file, named `k8s:KIND/NS/NAME` in findings;
-- `replica_of`: a Pod with a Tollway sidecar, Running and Ready, with an IP -> a
-  `registry.Replica` at its pod IP;
+- `replica_of`: a Pod Running and Ready with an IP -> a `registry.Replica` at its pod IP
+  (mTLS when it has a Tollway sidecar, plaintext otherwise); `pod_info`: what a pod's
+  sidecar gets from its pod (labels, workload, container ports);
 - `reconciled`: the `Reconciled` condition for an accepted or refused resource, and
   `merge_conditions` to put it among the conditions other writers keep there.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tollway.config.findings import Finding
@@ -22,8 +24,7 @@ from tollway.config.validate import validate_document
 from tollway.control.registry import Replica
 
 SIDECAR_CONTAINER = "tollway-proxy"  # the injected sidecar's container name
-INBOUND_PORT_NAME = "tw-inbound"  # the sidecar's inbound listener, when it declares one
-DEFAULT_INBOUND = 15006  # Istio's inbound capture port
+DEFAULT_APP_PORT = 8080  # a pod that declares no container port (Service targetPorts rule)
 CONDITION = "Reconciled"
 _KEEP_META = ("name", "namespace", "labels", "annotations", "generateName")
 
@@ -72,31 +73,68 @@ def _container_ports(containers: Sequence[Mapping[str, Any]]) -> list[int]:
             if isinstance(p.get("containerPort"), int)]
 
 
-def replica_of(pod: Mapping[str, Any]) -> Replica | None:
-    """The pod as an endpoint of the mesh, or None (no sidecar, not ready, no IP, leaving).
+def _named_ports(containers: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    return {str(p["name"]): int(p["containerPort"]) for c in containers
+            for p in c.get("ports") or []
+            if p.get("name") and isinstance(p.get("containerPort"), int)}
 
-    Other sidecars connect to the pod IP at the sidecar's inbound port: the port the
-    sidecar container names `tw-inbound`, else 15006, where istio-init's rules would
-    capture inbound traffic.
+
+def _apps(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [c for c in (pod.get("spec") or {}).get("containers") or []
+            if c.get("name") != SIDECAR_CONTAINER]
+
+
+def has_sidecar(pod: Mapping[str, Any]) -> bool:
+    return any(c.get("name") == SIDECAR_CONTAINER
+               for c in (pod.get("spec") or {}).get("containers") or [])
+
+
+def replica_of(pod: Mapping[str, Any]) -> Replica | None:
+    """The pod as an endpoint of the mesh, or None (not ready, no IP, leaving).
+
+    As an EndpointSlice lists it: the pod IP at the Service's targetPort (a named one
+    looked up in the containers' ports). A pod with a Tollway sidecar is an mTLS endpoint
+    (its capture rules send the connection to the sidecar's inbound 15006, which serves
+    it by that original port); a pod without one is a plaintext endpoint, so meshed
+    clients reach non-meshed services too.
     """
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     ip = (pod.get("status") or {}).get("podIP")
-    containers = spec.get("containers") or []
-    sidecars = [c for c in containers if c.get("name") == SIDECAR_CONTAINER]
-    if not sidecars or not ip or meta.get("deletionTimestamp") or not _ready(pod):
+    if not ip or meta.get("deletionTimestamp") or not _ready(pod):
         return None
-    inbound = next((int(p["containerPort"]) for p in sidecars[0].get("ports") or []
-                    if p.get("name") == INBOUND_PORT_NAME), DEFAULT_INBOUND)
-    app_ports = _container_ports([c for c in containers if c.get("name") != SIDECAR_CONTAINER])
+    apps = _apps(pod)
+    app_ports = _container_ports(apps)
     workload, kind = _workload(pod)
     return Replica(
         workload=workload, kind=kind, namespace=str(meta.get("namespace") or "default"),
         labels=dict(meta.get("labels") or {}),
         service_account=str(spec.get("serviceAccountName") or "default"),
-        address=str(ip), port=inbound, app_port=app_ports[0] if app_ports else inbound,
-        name=replica_name(pod),
+        address=str(ip), port=app_ports[0] if app_ports else DEFAULT_APP_PORT,
+        app_port=app_ports[0] if app_ports else DEFAULT_APP_PORT,
+        name=replica_name(pod), target_ports=True, named_ports=_named_ports(apps),
+        sidecar=has_sidecar(pod),
     )
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """What the control plane knows of a pod whose sidecar asks for config: the
+    sidecar's node carries the pod's labels and workload (from the API server, not from
+    the sidecar's word) and its inbound listener a chain per container port."""
+
+    labels: Mapping[str, str]
+    workload: str
+    app_ports: tuple[int, ...]
+
+
+def pod_info(pod: Mapping[str, Any]) -> PodInfo | None:
+    """None for a pod without a Tollway sidecar."""
+    if not has_sidecar(pod):
+        return None
+    meta = pod.get("metadata") or {}
+    return PodInfo(labels=dict(meta.get("labels") or {}), workload=_workload(pod)[0],
+                   app_ports=tuple(sorted(set(_container_ports(_apps(pod))))))
 
 
 def replica_name(pod: Mapping[str, Any]) -> str:

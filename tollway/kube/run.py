@@ -24,9 +24,10 @@ from tollway.control.guard import Guard
 from tollway.control.plane import ControlPlane
 from tollway.control.store import ConfigStore
 from tollway.kit.clock import MonotonicClock
-from tollway.kube import casecret, inject, kinds, webhook
+from tollway.kube import casecret, inject, kinds, objects, webhook
 from tollway.kube import lease as lease_mod
 from tollway.kube.api import Api
+from tollway.kube.compiler import KubeCompiler
 from tollway.kube.informer import Event
 from tollway.kube.mirror import Mirror, StatusWrite
 from tollway.kube.tokenreview import AUDIENCE, TokenReviewVerifier
@@ -52,14 +53,16 @@ class KubePlane:
     lease_duration: float = lease_mod.LEASE_DURATION
     webhook: tuple[str, int] | None = None  # HOST:PORT of the validating webhook (HTTPS)
     webhook_certs: Path | None = None  # tls.crt/tls.key there (made, with ca.crt, if absent)
+    injection: inject.Settings | None = None  # the injected sidecar (the chart's values)
     store: ConfigStore = field(default_factory=ConfigStore)
     watched: tuple[kinds.Watched, ...] = field(default_factory=kinds.watched)
 
     def __post_init__(self) -> None:
         if not self.identity:
             self.identity = f"{socket.gethostname()}-{os.getpid()}"
-        self.plane = ControlPlane(self.store)
-        self.mirror = Mirror(self.store, self.plane)
+        infos: dict[str, objects.PodInfo] = {}
+        self.plane = ControlPlane(self.store, compiler=KubeCompiler(infos))
+        self.mirror = Mirror(self.store, self.plane, infos=infos)
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.stop = asyncio.Event()
@@ -142,7 +145,7 @@ class KubePlane:
             folder, [host, *self.extra_hosts])
         hook_runner, hook_port = await webhook.serve_webhook(
             host, port, cert_file, key_file,
-            inject.Settings(control_plane_namespace=self.namespace))
+            self.injection or inject.Settings(control_plane_namespace=self.namespace))
         self.echo(f"tollway control-plane: validating webhook on "
                   f"https://{host}:{hook_port}{webhook.PATH} (CA {ca_file})")
         return hook_runner

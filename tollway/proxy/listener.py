@@ -94,6 +94,7 @@ class Downstream(asyncio.Protocol):
         "in_head",
         "loop",
         "orig_dst",
+        "orig_port",
         "parser",
         "paused",
         "peer",
@@ -138,6 +139,7 @@ class Downstream(asyncio.Protocol):
         self.downgraded = False
         self.downgrade_left = 0
         self.orig_dst = ""  # "IP:PORT" the app dialled, when capture redirected it here
+        self.orig_port = 0
 
     # ============================================================ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -149,10 +151,12 @@ class Downstream(asyncio.Protocol):
         if ssl_object is not None:
             self.tls = True
             self.principal, self.cert_hash = _peer_identity(ssl_object)
-        if self.runtime.plan.kind == "outbound":  # once per connection, not per request
+        plan = self.runtime.plan
+        if plan.kind == "outbound" or plan.by_port is not None:  # once per connection
             dst = origdst.original_destination(transport.get_extra_info("socket"))
             if dst is not None:
                 self.orig_dst = f"{dst[0]}:{dst[1]}"
+                self.orig_port = dst[1]
         self.idle_since = self.loop.time()
         self.runtime.connections.add(self)
         self.runtime.accepted += 1
@@ -292,6 +296,8 @@ class Downstream(asyncio.Protocol):
     def _exchange(self) -> Exchange | None:
         parser = self.parser
         plan = self.runtime.plan
+        if plan.by_port is not None:  # a captured inbound: the chain of the dialled port
+            plan = plan.for_port(self.orig_port)
         raw = self.raw
         url = self.url
         target = url.decode("latin-1")

@@ -204,6 +204,7 @@ class ProxyServer:
 
             b.gate = authn.InboundGate(
                 snap.config.peer_authn, self.tls_state, workload_port=spec.service_port,
+                capture=spec.capture,
                 revoked=snap.config.trust.revoked_serials,
             )
             b.runtime.task = loop.create_task(authn.serve(b.sock, b.gate, b.runtime.factory))

@@ -29,6 +29,7 @@ async def serve(
     serve_admin: bool,
     follow: dict[str, Any] | None,
     worker: int,
+    status: tuple[int, dict[str, Any]] | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then drain. Returns the process exit code."""
     from tollway.proxy.main import ProxyServer
@@ -59,6 +60,18 @@ async def serve(
             flush=True,
         )
         return 1
+    status_server = None
+    if status is not None:  # a pod's status port: readiness and the app's probes
+        from tollway.proxy.status import StatusServer
+
+        status_server = StatusServer(lambda: server.ready, status[1])
+        try:
+            await status_server.start("0.0.0.0", status[0])
+        except OSError as exc:
+            await server.close()
+            print(f"error: cannot listen on status port {status[0]}: {exc.strerror}; "
+                  "pick another with --status-port.", file=sys.stderr, flush=True)
+            return 1
     import gc
 
     gc.collect()
@@ -92,6 +105,8 @@ async def serve(
     await stop.wait()
     for t in tasks:
         t.cancel()
+    if status_server is not None:
+        await status_server.close()
     await server.drain(server.limits.drain_timeout)
     return 0
 
@@ -115,6 +130,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--app-port", type=int, help="the local app the inbound forwards to")
     ap.add_argument("--service-port", type=int, help="the service port the app serves")
     ap.add_argument("--outbound-port", type=int, help="outbound listener for the local app")
+    ap.add_argument("--capture-port", type=int,
+                    help="in a pod: the port capture redirects inbound to (0.0.0.0)")
+    ap.add_argument("--status-port", type=int,
+                    help="in a pod: readiness and the app's rewritten probes (0.0.0.0)")
     ap.add_argument("--delete-config", action="store_true", help=argparse.SUPPRESS)
     return ap
 
@@ -166,6 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     if cfg is None and follow is None:
         print("error: give --config FILE or --control-plane URL.", file=sys.stderr)
         return 2
+    status = None
+    if args.status_port:
+        from tollway.proxy import status as status_mod
+
+        try:
+            status = (args.status_port, status_mod.probers_from_env(os.environ))
+        except status_mod.ProberError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     workers = max(1, args.workers)
     children = (
         spawn_workers(argv if argv is not None else sys.argv[1:], workers)
@@ -184,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 serve_admin=args.worker_index == 0,
                 follow=follow,
                 worker=args.worker_index,
+                status=status if args.worker_index == 0 else None,
             )
         )
     finally:
@@ -201,6 +230,7 @@ def vm_ports(args: argparse.Namespace) -> dict[str, Any]:
     ports = {key: value for key, value in (
         ("inbound", args.inbound_port), ("app", args.app_port),
         ("service_port", args.service_port), ("outbound", args.outbound_port),
+        ("capture", args.capture_port),
     ) if value}
     address = args.address or "127.0.0.1"
     inbound = f"{address}:{args.inbound_port}" if args.inbound_port else None

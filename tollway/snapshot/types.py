@@ -399,12 +399,25 @@ class DownstreamTls(Struct, frozen=True):
     min_protocol_version: str | None = None
 
 
+class InboundChain(Struct, frozen=True):
+    """What a captured inbound listener does with connections to one app port: route
+    by `route_table` (whose clusters reach the app at 127.0.0.1:port)."""
+
+    port: int  # the original destination port (the container port the client dialled)
+    route_table: str = ""
+
+
 class Listener(Struct, frozen=True):
     """A socket the proxy listens on, and what it does with what arrives.
 
     inbound: in front of the local app at `app_address:app_port`.
     outbound: the app's own calls, routed by Host header or absolute URI.
     gateway: a Gateway server; TLS from `tls`.
+
+    `capture`: the listener receives connections the pod's capture rules redirected
+    (a pod's 0.0.0.0:15006): each is served by the chain of its original destination
+    port (Envoy's virtualInbound filter chains by destination_port); a port with no chain
+    goes straight to the app at 127.0.0.1:PORT (Istio's InboundPassthroughCluster).
     """
 
     name: str
@@ -420,6 +433,8 @@ class Listener(Struct, frozen=True):
     # lowercase `Upgrade` values, "connect" for CONNECT. h2c is forwarded without its
     # upgrade, anything else is answered 403.
     upgrade_types: tuple[str, ...] = ("websocket",)
+    capture: bool = False
+    chains: tuple[InboundChain, ...] = ()
 
 
 class TagOverride(Struct, frozen=True):

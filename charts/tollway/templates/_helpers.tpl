@@ -20,6 +20,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{- define "tollway.sidecarImage" -}}
+{{ .Values.sidecar.image.repository | default .Values.image.repository }}:{{ .Values.sidecar.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "tollway.injectorConfig" -}}
+image: {{ include "tollway.sidecarImage" . | quote }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+command: {{ toJson .Values.sidecar.command }}
+resources: {{ toJson .Values.sidecar.resources }}
+initResources: {{ toJson .Values.sidecar.initResources }}
+rewriteAppHTTPProbers: {{ .Values.sidecar.rewriteAppHTTPProbers }}
+{{- end -}}
+
 {{/*
 The webhooks' serving certificate: reused from the Secret when the release already has one
 (so an upgrade does not break the API server's trust), else a new CA and leaf made here.

@@ -23,6 +23,7 @@ from tollway.control.translate import (
     clusters,
     gateway,
     listeners,
+    names,
     requestauthn,
     security,
     sidecar,
@@ -51,6 +52,9 @@ class ProxyPorts:
 
     inbound: Sequence[tuple[int, str, int, str, int]] = ()
     outbound: tuple[str, int] | None = None
+    # A pod's captured inbound: (address, port, app ports), one listener (0.0.0.0:15006)
+    # with a chain per app port, each reaching the app at 127.0.0.1:PORT.
+    capture: tuple[str, int, tuple[int, ...]] | None = None
     gateway_offset: int = DEFAULT_GATEWAY_OFFSET
     gateway_address: str = "127.0.0.1"
 
@@ -108,6 +112,27 @@ def _inbound(world: World, node: types.Node, items: Sequence[tuple[int, str, int
         cs.append(clusters.inbound(p.service_port, p.app_address, p.app_port, host,
                                    svc.name if svc else node.workload, node.namespace))
     return ls, ts, cs
+
+
+def _captured(world: World, node: types.Node, capture: tuple[str, int, tuple[int, ...]]
+              ) -> tuple[list[types.Listener], list[types.RouteTable], list[types.Cluster]]:
+    """The pod's virtual inbound listener and, per app port, its route table and the
+    `inbound|PORT||` cluster to 127.0.0.1:PORT (Istio names inbound clusters by the
+    workload's port, which capture preserves as the original destination)."""
+    address, port, app_ports = capture
+    own = world.services_of(node)
+    svc = own[0] if own else None
+    host = svc.host if svc else f"{node.workload}.{node.namespace}.svc.{world.cluster_domain}"
+    ts, cs, chains = [], [], []
+    for p in sorted(set(app_ports)):
+        item = InboundPort(p, address, port, "127.0.0.1", p)
+        ts.append(listeners.inbound_table(item))
+        cs.append(clusters.inbound(p, "127.0.0.1", p, host,
+                                   svc.name if svc else node.workload, node.namespace))
+        chains.append(types.InboundChain(port=p, route_table=names.inbound_table(p)))
+    listener = types.Listener(name=listeners.VIRTUAL_INBOUND, kind="inbound", address=address,
+                              port=port, capture=True, chains=tuple(chains))
+    return [listener], ts, cs
 
 
 @dataclass(frozen=True)
@@ -185,6 +210,9 @@ def build(world: World, node: types.Node, ports: ProxyPorts, *, auto_mtls: bool 
     tables, their clusters, security) is computed once per World and reused.
     """
     ls, ts, cs = _inbound(world, node, ports.inbound)
+    if ports.capture is not None:
+        cls, cts, ccs = _captured(world, node, ports.capture)
+        ls, ts, cs = ls + cls, ts + cts, cs + ccs
     shared = _shared_cached(world, node, ports, auto_mtls, read_file, all_gateways,
                             short_everywhere, mesh_config)
     if ports.outbound is not None and shared.outbound is not None:

@@ -23,6 +23,7 @@ from tollway.control.translate.match import Where
 from tollway.control.world import World
 from tollway.snapshot import types
 
+VIRTUAL_INBOUND = "virtualInbound"  # a pod's captured inbound listener (Istio's name)
 INBOUND_RETRY = types.Retry(attempts=2, retry_on=("reset-before-request",),
                             retriable_status_codes=())
 

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any
 
+from tollway.proxy import origdst
 from tollway.proxy import tls as tlsmod
 from tollway.proxy.chain.xfcc import XFCC, XfccFilter, build_xfcc
 from tollway.proxy.core import authn
@@ -100,6 +101,7 @@ class InboundGate:
         tls_state: tlsmod.TlsState | None,
         *,
         workload_port: int | None = None,
+        capture: bool = False,
         revoked: Collection[str] = (),
         handshake_timeout: float = 10.0,
         first_bytes_timeout: float = 30.0,
@@ -107,6 +109,9 @@ class InboundGate:
         self.peer_authn = peer_authn
         self.tls_state = tls_state
         self.workload_port = workload_port
+        # a pod's captured inbound (0.0.0.0:15006): the port-level mode is the one of the
+        # port the client dialled (its original destination), read per connection
+        self.capture = capture
         self.revoked = frozenset(revoked)
         self.handshake_timeout = handshake_timeout
         self.first_bytes_timeout = first_bytes_timeout
@@ -149,7 +154,12 @@ class InboundGate:
         if not first:
             sock.close()  # connected and left: not worth a warning
             return None
-        admission = authn.admit(self.mode, authn.sniff(first))
+        mode = self.mode
+        if self.capture:
+            dst = origdst.original_destination(sock)
+            if dst is not None:
+                mode = authn.mode_for_port(self.peer_authn, dst[1])
+        admission = authn.admit(mode, authn.sniff(first))
         if not admission.accept:
             self._refuse(sock, peer, admission.reason)
             return None

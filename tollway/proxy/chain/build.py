@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from tollway.proxy.chain import authz, edge, jwt, xfcc
 from tollway.proxy.chain.filter import Filter
@@ -98,6 +101,19 @@ class ListenerPlan:
         self.label_rows: dict[str, list[int]] = {}
         self.router = Router(self)
         self.default_label = self.labels_for("", -1)
+        # a captured inbound listener's plans by original destination port (see
+        # _capture_plan); None on every other listener
+        self.by_port: dict[int, ListenerPlan] | None = None
+        self.passthrough: Callable[[int], ListenerPlan] | None = None
+
+    def for_port(self, port: int) -> ListenerPlan:
+        """The plan for a captured connection to `port` (this one when not captured)."""
+        if self.by_port is None:
+            return self
+        found = self.by_port.get(port)
+        if found is None and self.passthrough is not None and port:
+            found = self.passthrough(port)
+        return found or self
 
     def labels_for(self, cluster_name: str, index: int) -> int:
         """Interned Istio label set for a destination endpoint (index -1: no endpoint)."""
@@ -269,23 +285,64 @@ def _compile(
         if spec_l.port and (spec_l.address, spec_l.port) in seen_ports:
             raise SnapshotError(f"two listeners want {spec_l.address}:{spec_l.port}")
         seen_ports.add((spec_l.address, spec_l.port))
-        matcher = None
-        if spec_l.route_table:
-            matcher = tables.get(spec_l.route_table)
-            if matcher is None:
-                raise SnapshotError(
-                    f"listener {spec_l.name} names route table {spec_l.route_table!r}, "
-                    "which the snapshot does not have"
-                )
-        default = None
-        if spec_l.kind == "inbound" and matcher is None:
-            if spec_l.app_port is None:
-                raise SnapshotError(f"inbound listener {spec_l.name} has no app_port")
-            default = _app_cluster(spec_l, config, old, clusters, loop)
-        filters = _filters(config, spec_l, tls_state)
-        snap.plans[spec_l.name] = ListenerPlan(snap, spec_l, matcher, default, filters)
+        if spec_l.capture:
+            plan = _capture_plan(snap, spec_l, tables, old, tls_state)
+        else:
+            plan = _plan(snap, spec_l, tables, old, tls_state)
+        snap.plans[spec_l.name] = plan
         snap.server_contexts[spec_l.name] = _server_context(spec_l, tlsmod)
     return snap
+
+
+def _plan(snap: Snapshot, spec_l: types.Listener, tables: dict[str, RouteTableMatcher],
+          old: Snapshot | None, tls_state: TlsState | None) -> ListenerPlan:
+    matcher = None
+    if spec_l.route_table:
+        matcher = tables.get(spec_l.route_table)
+        if matcher is None:
+            raise SnapshotError(
+                f"listener {spec_l.name} names route table {spec_l.route_table!r}, "
+                "which the snapshot does not have"
+            )
+    default = None
+    if spec_l.kind == "inbound" and matcher is None:
+        if spec_l.app_port is None:
+            raise SnapshotError(f"inbound listener {spec_l.name} has no app_port")
+        default = _app_cluster(spec_l, snap.config, old, snap.clusters, snap.loop)
+    return ListenerPlan(snap, spec_l, matcher, default, _filters(snap.config, spec_l, tls_state))
+
+
+def _capture_plan(snap: Snapshot, spec_l: types.Listener, tables: dict[str, RouteTableMatcher],
+                  old: Snapshot | None, tls_state: TlsState | None) -> ListenerPlan:
+    """A captured inbound listener: one plan per chain, compiled now, picked per
+    connection by its original destination port (see types.Listener). A port without a
+    chain gets a plan to the app at 127.0.0.1:PORT the first time it is seen, kept for
+    the rest of the snapshot (an app may listen on ports no Service names: probes,
+    metrics)."""
+    if spec_l.kind != "inbound":
+        raise SnapshotError(f"listener {spec_l.name}: only inbound listeners capture")
+
+    def sub(port: int, table: str) -> types.Listener:
+        return msgspec.structs.replace(
+            spec_l, name=f"{spec_l.name}|{port}", route_table=table, app_address="127.0.0.1",
+            app_port=port, service_port=port, capture=False, chains=())
+
+    by_port = {c.port: _plan(snap, sub(c.port, c.route_table), tables, old, tls_state)
+               for c in spec_l.chains}
+
+    base = sub(0, "")
+    plan = ListenerPlan(snap, base, None, None, _filters(snap.config, base, tls_state))
+
+    def passthrough(port: int) -> ListenerPlan:
+        if port == spec_l.port:  # dialled the capture port itself: nothing to reach (404)
+            return plan
+        found = _plan(snap, sub(port, ""), tables, None, tls_state)
+        by_port[port] = found
+        return found
+
+    plan.by_port = by_port
+    plan.passthrough = passthrough
+    return plan
 
 
 def _app_cluster(
