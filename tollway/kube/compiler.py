@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from tollway.config.meshconfig import MeshConfig
 from tollway.control import translate
 from tollway.control.compiler import MeshCompiler, proxy_ports
 from tollway.control.proxies import ProxyEntry
@@ -24,8 +25,9 @@ from tollway.snapshot import types
 class KubeCompiler(MeshCompiler):
     """MeshCompiler whose sidecars in pods see their pod (`pods`: kept by the Mirror)."""
 
-    def __init__(self, pods: Mapping[str, PodInfo], mesh: types.Mesh | None = None) -> None:
-        super().__init__(mesh)
+    def __init__(self, pods: Mapping[str, PodInfo],
+                 mesh_config: MeshConfig | None = None) -> None:
+        super().__init__(mesh_config)
         self.pods = pods
 
     def config(self, world: Any, entry: ProxyEntry) -> types.ProxyConfig:
@@ -38,4 +40,5 @@ class KubeCompiler(MeshCompiler):
         if ports.capture is not None:
             address, port, _ = ports.capture
             ports = replace(ports, capture=(address, port, info.app_ports))
-        return translate.build(world, node, ports, mesh=self.mesh)
+        return translate.build(world, node, ports, mesh=self.mesh,
+                               mesh_config=self.mesh_config)
