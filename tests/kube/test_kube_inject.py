@@ -145,13 +145,28 @@ def test_the_patch_appends_to_what_the_pod_already_has() -> None:
     ops = inject.patch(pod, SETTINGS)
     assert {op["path"] for op in ops} == {
         "/spec/initContainers/-", "/spec/containers/-", "/spec/volumes/-",
-        "/metadata/annotations/sidecar.istio.io~1status"}
+        "/metadata/annotations/sidecar.istio.io~1status",
+        "/metadata/annotations/prometheus.io~1scrape", "/metadata/annotations/prometheus.io~1port",
+        "/metadata/annotations/prometheus.io~1path"}
     patched = _apply(pod, ops)
     assert [c["name"] for c in patched["spec"]["initContainers"]] == ["migrate", "tollway-init"]
     assert [v["name"] for v in patched["spec"]["volumes"]] == ["data", "tollway-token"]
     assert patched["metadata"]["annotations"]["team"] == "shop"
     status = json.loads(patched["metadata"]["annotations"][inject.STATUS_KEY])
     assert status["containers"] == ["tollway-proxy"]
+    # Istio's scrape annotations point Prometheus at the status port
+    assert {k: v for k, v in patched["metadata"]["annotations"].items()
+            if k.startswith("prometheus.io/")} == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "15020",
+        "prometheus.io/path": "/stats/prometheus"}
+
+
+def test_the_pods_own_scrape_annotations_are_kept() -> None:
+    pod = _pod(annotations={"prometheus.io/port": "9100", "prometheus.io/scrape": "true"})
+    patched = _apply(pod, inject.patch(pod, SETTINGS))
+    annotations = patched["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "9100"
+    assert annotations["prometheus.io/path"] == "/stats/prometheus"
 
 
 def test_a_malformed_capture_annotation_is_refused_naming_it() -> None:

@@ -74,8 +74,11 @@ def test_status_port_probes_the_app_on_loopback(demo_app_factory: Any) -> None:
         "/app-health/web/startupz": status.Prober(port=closed, timeout=2.0),
     }
 
+    def metrics() -> tuple[int, str, bytes]:
+        return 200, "text/plain; version=0.0.4", b"istio_requests_total 1\n"
+
     async def run() -> dict[str, int]:
-        server = status.StatusServer(lambda: ready["yes"], probers)
+        server = status.StatusServer(lambda: ready["yes"], probers, metrics=metrics)
         host, port = await server.start("127.0.0.1", 0)
         out: dict[str, int] = {}
         try:
@@ -84,6 +87,9 @@ def test_status_port_probes_the_app_on_loopback(demo_app_factory: Any) -> None:
                     out[path] = (await c.get(path)).status_code
                 ready["yes"] = True
                 out["ready-after"] = (await c.get("/healthz/ready")).status_code
+                scraped = await c.get("/stats/prometheus")
+                assert scraped.text == "istio_requests_total 1\n"
+                assert scraped.headers["content-type"] == "text/plain; version=0.0.4"
         finally:
             await server.close()
         return out

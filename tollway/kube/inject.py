@@ -61,6 +61,8 @@ STATUS_PORT = 15020  # Istio's pilot-agent port: sidecar readiness and the app's
 REWRITE_KEY = "sidecar.istio.io/rewriteAppHTTPProbers"
 PROBES = (("livenessProbe", "livez"), ("readinessProbe", "readyz"),
           ("startupProbe", "startupz"))
+SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(STATUS_PORT),
+          "prometheus.io/path": "/stats/prometheus"}
 DEFAULT_CAPTURE = rules.Capture(exclude_inbound_ports=f"{rules.ADMIN_PORT},{STATUS_PORT}")
 DEFAULT_PROXY_RESOURCES: Mapping[str, Any] = {"requests": {"cpu": "100m", "memory": "128Mi"}}
 DEFAULT_INIT_RESOURCES: Mapping[str, Any] = {"requests": {"cpu": "10m", "memory": "40Mi"}}
@@ -336,9 +338,14 @@ def patch(pod: Mapping[str, Any], settings: Settings) -> list[dict[str, Any]]:
     append("/spec/volumes", spec.get("volumes"), _token_volume())
     status = json.dumps({"initContainers": [INIT_NAME], "containers": [PROXY_NAME],
                          "volumes": [TOKEN_VOLUME]}, separators=(",", ":"))
+    existing = _meta(pod, "annotations")
+    # Istio's scrape annotations (unless the pod has its own): Prometheus reads the
+    # sidecar's metrics on the status port
+    added = {STATUS_KEY: status, **{k: v for k, v in SCRAPE.items() if k not in existing}}
     if (pod.get("metadata") or {}).get("annotations"):
-        ops.append({"op": "add", "path": f"/metadata/annotations/{_escape(STATUS_KEY)}",
-                    "value": status})
+        for key, value in added.items():
+            ops.append({"op": "add", "path": f"/metadata/annotations/{_escape(key)}",
+                        "value": value})
     else:
-        ops.append({"op": "add", "path": "/metadata/annotations", "value": {STATUS_KEY: status}})
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": added})
     return ops

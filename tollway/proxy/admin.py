@@ -28,8 +28,8 @@ class Admin:
         self.routes: dict[str, Handler] = {
             "/ready": self._ready,
             "/healthz/ready": self._ready,
-            "/stats/prometheus": self._prometheus,
-            "/metrics": self._prometheus,
+            "/stats/prometheus": self.prometheus,
+            "/metrics": self.prometheus,
             "/config_dump": self._config_dump,
             "/clusters": self._clusters,
             "/listeners": self._listeners,
@@ -94,7 +94,8 @@ class Admin:
             return 200, "text/plain", b"LIVE\n"
         return 503, "text/plain", b"NOT READY\n"
 
-    def _prometheus(self) -> tuple[int, str, bytes]:
+    def prometheus(self) -> tuple[int, str, bytes]:
+        """Istio's metrics (also served on a pod's status port, where Prometheus scrapes)."""
         from prometheus_client import CollectorRegistry, generate_latest
 
         if self.registry is None:

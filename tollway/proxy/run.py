@@ -64,7 +64,9 @@ async def serve(
     if status is not None:  # a pod's status port: readiness and the app's probes
         from tollway.proxy.status import StatusServer
 
-        status_server = StatusServer(lambda: server.ready, status[1])
+        admin = server.admin
+        status_server = StatusServer(lambda: server.ready, status[1],
+                                     metrics=admin.prometheus if admin is not None else None)
         try:
             await status_server.start("0.0.0.0", status[0])
         except OSError as exc:

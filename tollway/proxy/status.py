@@ -27,6 +27,8 @@ from typing import Any
 ENV = "ISTIO_KUBE_APP_PROBERS"
 PREFIX = "/app-health/"
 READY_PATH = "/healthz/ready"
+METRICS_PATH = "/stats/prometheus"
+Rendered = tuple[int, str, bytes]  # status, content type, body
 
 
 class ProberError(ValueError):
@@ -120,13 +122,17 @@ async def probe(prober: Prober, host: str = "127.0.0.1") -> int | None:
 
 
 class StatusServer:
-    """Serves /healthz/ready (the sidecar has a snapshot) and /app-health/... probes."""
+    """Serves /healthz/ready (the sidecar has a snapshot), /app-health/... probes and, as
+    Istio's 15020 does, /stats/prometheus (the sidecar's metrics, which the pod's
+    `prometheus.io/*` annotations point Prometheus at; the admin port stays on loopback)."""
 
     def __init__(self, ready: Callable[[], bool], probers: Mapping[str, Prober],
-                 app_host: str = "127.0.0.1") -> None:
+                 app_host: str = "127.0.0.1",
+                 metrics: Callable[[], Rendered] | None = None) -> None:
         self.ready = ready
         self.probers = dict(probers)
         self.app_host = app_host
+        self.metrics = metrics
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -158,16 +164,22 @@ class StatusServer:
             return 404
         return verdict(await probe(prober, self.app_host))
 
+    async def render(self, path: str) -> Rendered:
+        if path == METRICS_PATH and self.metrics is not None:
+            return self.metrics()
+        status = await self.answer(path)
+        return status, "text/plain", b"ok\n" if status == 200 else b"not ok\n"
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             words = head.split(b"\r\n", 1)[0].decode("latin-1").split()
             path = words[1].split("?", 1)[0] if len(words) >= 2 else ""
-            status = await self.answer(path)
-            body = b"ok\n" if status == 200 else b"not ok\n"
-            writer.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+            status, ctype, body = await self.render(path)
+            writer.write(b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
                          b"connection: close\r\n\r\n%s"
-                         % (status, b"OK" if status == 200 else b"Error", len(body), body))
+                         % (status, b"OK" if status == 200 else b"Error", ctype.encode(),
+                            len(body), body))
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ConnectionError):
