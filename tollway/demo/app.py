@@ -8,6 +8,10 @@ Behaviour from env vars, so a manifest can make one version faulty:
   ERROR_STATUS   status for injected errors (default 500)
   DELAY_MS       added latency per request (default 0)
   DELAY_JITTER_MS  uniform extra latency 0..N ms (default 0)
+  UPSTREAM_URL   call this service first for every request (UPSTREAM_URL + the request's
+                 path, through $HTTP_PROXY: the sidecar), forwarding the trace headers as an
+                 app in an Istio mesh must, and answer with its status: a two-tier app whose
+                 requests make one trace (gateway -> frontend -> backend)
 Per request, the path can ask for a behaviour too (for tests):
   /status/NNN    answer with status NNN
   /delay/MS      sleep MS milliseconds first
@@ -22,8 +26,14 @@ import json
 import os
 import random
 from collections import Counter
+from typing import Any
 
+import aiohttp
 from aiohttp import web
+
+# What Istio asks apps to forward so a request's spans join one trace.
+TRACE_HEADERS = ("x-request-id", "traceparent", "tracestate", "x-b3-traceid", "x-b3-spanid",
+                 "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags", "b3")
 
 
 def build_app(
@@ -34,6 +44,7 @@ def build_app(
     delay_ms: float,
     jitter_ms: float,
     rng: random.Random | None = None,
+    upstream_url: str = "",
 ) -> web.Application:
     rng = rng or random.Random()
     seen: Counter[str] = Counter()
@@ -57,6 +68,10 @@ def build_app(
             await asyncio.sleep(delay / 1000)
         if status == 200 and error_rate and rng.random() < error_rate:
             status = error_status
+        called: dict[str, Any] | None = None
+        if upstream_url:
+            called = await _call(request, upstream_url.rstrip("/") + request.path_qs)
+            status = int(called["status"])
         payload = {
             "service": service,
             "version": version,
@@ -68,6 +83,8 @@ def build_app(
             "pid": os.getpid(),
             "port": request.transport.get_extra_info("sockname")[1] if request.transport else 0,
         }
+        if called is not None:
+            payload["upstream"] = called
         return web.Response(
             status=status,
             text=json.dumps(payload),
@@ -77,7 +94,31 @@ def build_app(
 
     app = web.Application(client_max_size=1 << 30)
     app.router.add_route("*", "/{tail:.*}", handle)
+    if upstream_url:
+        async def session(app: web.Application) -> Any:
+            app["client"] = aiohttp.ClientSession(trust_env=True)  # $HTTP_PROXY: the sidecar
+            yield
+            await app["client"].close()
+
+        app.cleanup_ctx.append(session)
     return app
+
+
+async def _call(request: web.Request, url: str) -> dict[str, Any]:
+    """GET `url` with the request's trace headers; its status and JSON (or error)."""
+    headers = {h: v for h in TRACE_HEADERS if (v := request.headers.get(h)) is not None}
+    client: aiohttp.ClientSession = request.app["client"]
+    try:
+        async with client.get(url, headers=headers,
+                              timeout=aiohttp.ClientTimeout(total=30)) as resp:
+            text = await resp.text()
+            try:
+                body: Any = json.loads(text)
+            except ValueError:
+                body = text[:200]
+            return {"url": url, "status": resp.status, "body": body}
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return {"url": url, "status": 502, "error": str(exc) or type(exc).__name__}
 
 
 def run() -> None:
@@ -94,6 +135,7 @@ def run() -> None:
         error_status=int(os.environ.get("ERROR_STATUS", "500") or 500),
         delay_ms=float(os.environ.get("DELAY_MS", "0") or 0),
         jitter_ms=float(os.environ.get("DELAY_JITTER_MS", "0") or 0),
+        upstream_url=os.environ.get("UPSTREAM_URL", ""),
     )
     web.run_app(app, host=host, port=port, print=None, access_log=None, handle_signals=True)
 
