@@ -13,13 +13,14 @@ from tests.conftest import reap_members as _reap
 
 
 @pytest.fixture
-def mesh_factory(tmp_path: Path) -> Iterator[Callable[[str], Mesh]]:
+def mesh_factory(tmp_path: Path) -> Iterator[Callable[..., Mesh]]:
     meshes: list[Mesh] = []
 
-    def make(example: str) -> Mesh:
+    def make(example: str, extra_args: list[str] | None = None) -> Mesh:
         root = tmp_path / example
         shutil.copytree(EXAMPLES / example, root)
         mesh = Mesh(root)
+        mesh.extra_args = list(extra_args or ())
         meshes.append(mesh)
         mesh.start()
         return mesh

@@ -31,6 +31,7 @@ from tollway.control.applied import AppliedConfig
 from tollway.control.compiler import MeshCompiler
 from tollway.control.folder import ManifestFolder
 from tollway.control.guard import Guard
+from tollway.control.local import jaeger as jaeger_mod
 from tollway.control.local import plan as plan_mod
 from tollway.control.local import prometheus as prom_mod
 from tollway.control.local.procs import PortAllocator, port_free
@@ -77,9 +78,11 @@ class Up:
                  gateway_offset: int, echo: Callable[[str], None],
                  cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None,
                  *, live_view: bool = True, signals: bool = True,
-                 mesh: MeshConfig | None = None) -> None:
+                 mesh: MeshConfig | None = None, tracing: bool = False) -> None:
         self.root = root
         self.mesh = mesh  # --mesh-config: what every proxy applies mesh-wide
+        self.tracing = tracing  # --tracing: run Jaeger, the mesh's default tracing provider
+        self.jaeger: jaeger_mod.MeshJaeger | None = None
         # The demo tells its own story on the terminal and handles Ctrl-C itself: it runs
         # the mesh with neither the live table nor `up`'s own signal handlers.
         self.live_view = live_view
@@ -152,6 +155,8 @@ class Up:
             return 1
         if not self._restore_applied():
             return 1
+        if self.tracing and not await self._start_jaeger():
+            return 1
         self.plane = ControlPlane(self.store, compiler=MeshCompiler(self.mesh))
         clock = MonotonicClock()
         signer = auth.TokenSigner(auth.load_or_create_key(self.state_dir))
@@ -198,6 +203,22 @@ class Up:
             credentials.forget(self.url, admin)
             await self._shutdown(runner)
         return 0
+
+    async def _start_jaeger(self) -> bool:
+        """Build (once) and start Jaeger, make it the default provider, print its URL."""
+        try:
+            binary = await jaeger_mod.ensure_built(
+                self.state_dir / "logs" / "jaeger-build.log", self.echo)
+            self.jaeger = jaeger_mod.MeshJaeger(binary, self.state_dir)
+            await self.jaeger.start()
+        except jaeger_mod.JaegerError as exc:
+            self.echo(f"tollway up: --tracing: {exc}")
+            return False
+        self.mesh, notes = jaeger_mod.as_default_provider(self.mesh, self.jaeger.otlp_port)
+        for note in notes:
+            self.echo(f"tollway: {note}")
+        self.echo(f"tracing: {self.jaeger.query_url}")
+        return True
 
     def _members(self, ports: PortAllocator) -> None:
         """The client and gateway proxies, and whatever a killed `tollway up` left running."""
@@ -315,6 +336,8 @@ class Up:
                  for p in (m.sidecar, m.app) if p is not None]
         if self.prometheus is not None and self.prometheus.proc is not None:
             procs.append(self.prometheus.proc)
+        if self.jaeger is not None and self.jaeger.proc is not None:
+            procs.append(self.jaeger.proc)
         for proc in procs:
             proc.signal(signal.SIGKILL)
 
@@ -344,6 +367,8 @@ class Up:
             await self.prometheus.stop()
         if self.supervisor is not None:
             await self.supervisor.stop_all()
+        if self.jaeger is not None:  # after the sidecars: their last spans are flushed
+            await self.jaeger.stop()
         if self.plane is not None:
             self.plane.close()
         await runner.cleanup()
@@ -381,7 +406,7 @@ def _safe_echo(line: str) -> None:
 def run_up(root: Path, *, api_port: int, client_port: int, gateway_offset: int,
            state_dir: Path | None, echo: Callable[[str], None] = _safe_echo,
            cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None,
-           mesh: MeshConfig | None = None) -> int:
+           mesh: MeshConfig | None = None, tracing: bool = False) -> int:
     state = state_dir or root / ".tollway"
     try:
         lock = up_lock.hold(state, f"http://127.0.0.1:{api_port}", root)
@@ -394,7 +419,7 @@ def run_up(root: Path, *, api_port: int, client_port: int, gateway_offset: int,
         _check_ports(state, api_port, client_port)
         return _run_locked(root, state, api_port=api_port, client_port=client_port,
                            gateway_offset=gateway_offset, echo=echo, cert_ttl=cert_ttl,
-                           prometheus_port=prometheus_port, mesh=mesh)
+                           prometheus_port=prometheus_port, mesh=mesh, tracing=tracing)
 
 
 def _check_ports(state: Path, api_port: int, client_port: int) -> None:
@@ -427,10 +452,11 @@ def _ours(state: Path, member: str, key: str, port: int) -> bool:
 
 def _run_locked(root: Path, state: Path, *, api_port: int, client_port: int,
                 gateway_offset: int, echo: Callable[[str], None], cert_ttl: float,
-                prometheus_port: int | None, mesh: MeshConfig | None = None) -> int:
+                prometheus_port: int | None, mesh: MeshConfig | None = None,
+                tracing: bool = False) -> int:
     _setup_logging(state)
     up = Up(root, state, api_port, client_port, gateway_offset, echo, cert_ttl,
-            prometheus_port=prometheus_port, mesh=mesh)
+            prometheus_port=prometheus_port, mesh=mesh, tracing=tracing)
     return asyncio.run(up.run())
 
 
@@ -472,6 +498,10 @@ def register(app: typer.Typer) -> None:
             False, "--no-prometheus",
             help="Start no Prometheus (analysis uses $TOLLWAY_PROMETHEUS_URL if set)."),
         mesh_config: Path | None = typer.Option(None, "--mesh-config", help=meshflag.HELP),
+        tracing: bool = typer.Option(
+            False, "--tracing",
+            help="Run Jaeger (built once from the Go module proxy) as the default tracing "
+                 "provider, sampling 100% unless the mesh config says; prints `tracing: URL`."),
     ) -> None:
         """Run the whole mesh from a folder of manifests on this machine."""
         _check_args(folder)
@@ -479,6 +509,7 @@ def register(app: typer.Typer) -> None:
         code = run_up(folder.resolve(), api_port=api_port, client_port=client_port,
                       gateway_offset=gateway_port_offset, state_dir=state_dir,
                       cert_ttl=_cert_ttl(cert_ttl),
-                      prometheus_port=None if no_prometheus else prometheus_port, mesh=mesh)
+                      prometheus_port=None if no_prometheus else prometheus_port, mesh=mesh,
+                      tracing=tracing)
         raise typer.Exit(code)
 

@@ -13,7 +13,15 @@ the UI's JavaScript is not part of the Go module; the HTTP API (`/api/traces`,
 `/api/services`) is complete. It must not outlive `tollway up`: it runs under
 `setpriv --pdeathsig TERM` when setpriv exists, and is stopped on shutdown.
 
-`render_config()`, `argv()` and `pinned_version()` are pure; `MeshJaeger` runs the process.
+As the mesh's default provider (`as_default_provider`): an `extensionProviders` entry
+`tollway-jaeger` (opentelemetry over HTTP to its OTLP port) named by
+`defaultProviders.tracing`, added to the user's mesh config. Telemetry resources still
+override it as Istio's precedence says. Unless the mesh config sets
+`defaultConfig.tracing.sampling`, sampling is 100%: `--tracing` is for looking at traces,
+and at Istio's default 1% the request a user just sent is almost never in Jaeger.
+
+`render_config()`, `argv()`, `pinned_version()` and `as_default_provider()` are pure;
+`MeshJaeger` runs the process.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from tollway.config.meshconfig import ExtensionProvider, LegacyTracing, MeshConfig
 from tollway.control.local.procs import (
     PortAllocator,
     Proc,
@@ -37,6 +46,7 @@ from tollway.control.local.procs import (
 )
 
 BUILD_SCRIPT = Path(__file__).with_name("jaeger_build.sh")
+PROVIDER = "tollway-jaeger"  # its extensionProviders name
 DEFAULT_QUERY_PORT = 16686  # Jaeger's own default, kept when free
 HEARTBEAT = 30.0
 STOP_GRACE = 5.0
@@ -208,3 +218,30 @@ class MeshJaeger:
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 await self.proc.stop(STOP_GRACE)
+
+
+def as_default_provider(mesh: MeshConfig | None, otlp_port: int
+                        ) -> tuple[MeshConfig, list[str]]:
+    """`mesh` with Jaeger as the default tracing provider (module doc), and what changed of
+    the user's own settings, one sentence each."""
+    mc = mesh or MeshConfig()
+    notes = []
+    replaced = [n for n in mc.default_providers.tracing if n != PROVIDER]
+    if replaced:
+        notes.append(f"--tracing replaces defaultProviders.tracing {replaced} of the mesh "
+                     f"config with {PROVIDER} (Jaeger)")
+    provider = ExtensionProvider.model_validate({"name": PROVIDER, "opentelemetry": {
+        "service": "127.0.0.1", "port": otlp_port, "http": {"path": "/v1/traces"}}})
+    update: dict[str, object] = {
+        "enable_tracing": True,
+        "extension_providers": [*(p for p in mc.extension_providers if p.name != PROVIDER),
+                                provider],
+        "default_providers": mc.default_providers.model_copy(update={"tracing": [PROVIDER]}),
+    }
+    legacy = mc.default_config.tracing
+    if legacy is None or legacy.sampling is None:
+        tracing = (legacy or LegacyTracing()).model_copy(update={"sampling": 100.0})
+        update["default_config"] = mc.default_config.model_copy(update={"tracing": tracing})
+    if not mc.enable_tracing:
+        notes.append("--tracing turns on enableTracing, which the mesh config turns off")
+    return mc.model_copy(update=update), notes
