@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tollway.devnode import netns, podnet, runtime
+from tollway.devnode import podnet, runtime
+from tollway.plumbing import netns
 
 pytestmark = [
     pytest.mark.netns,

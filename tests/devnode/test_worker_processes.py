@@ -20,9 +20,10 @@ import pytest
 from lightkube.resources.core_v1 import Pod
 
 from tests.devnode.podspecs import service_account_volume
-from tollway.devnode import netns, podnet
+from tollway.devnode import podnet
 from tollway.devnode.podstatus import JSON
 from tollway.devnode.worker import EnvInputs, HostConfig, PodWorker
+from tollway.plumbing import netns
 
 pytestmark = [
     pytest.mark.netns,

@@ -19,8 +19,12 @@ class ApplyError(RuntimeError):
     """The rules were not installed; the message says why and what to do."""
 
 
-def apply(capture: Capture, *, binary: str = "iptables-restore") -> None:
-    """Install `capture`'s rules with iptables-restore; raise ApplyError otherwise."""
+def apply(capture: Capture, *, binary: str = "iptables-restore", netns: str | None = None) -> None:
+    """Install `capture`'s rules with iptables-restore; raise ApplyError otherwise.
+
+    `netns`: a named network namespace to install them in (`ip netns exec`), as
+    `tollway up --intercept` does for each replica; None: the caller's own (a pod's init
+    container)."""
     path = shutil.which(binary)
     if path is None:
         raise ApplyError(
@@ -29,7 +33,8 @@ def apply(capture: Capture, *, binary: str = "iptables-restore") -> None:
         )
     try:
         done = subprocess.run(
-            [path, "--noflush", "--wait"], input=restore_text(capture), text=True,
+            [*(["ip", "netns", "exec", netns] if netns else []), path, "--noflush", "--wait"],
+            input=restore_text(capture), text=True,
             capture_output=True, timeout=60, check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:

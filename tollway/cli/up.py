@@ -78,8 +78,11 @@ class Up:
                  gateway_offset: int, echo: Callable[[str], None],
                  cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None,
                  *, live_view: bool = True, signals: bool = True,
-                 mesh: MeshConfig | None = None, tracing: bool = False) -> None:
+                 mesh: MeshConfig | None = None, tracing: bool = False,
+                 intercept: bool = False) -> None:
         self.root = root
+        self.intercept = intercept  # --intercept: replicas in netns, traffic captured
+        self.net: Any = None  # its Intercept once claimed
         self.mesh = mesh  # --mesh-config: what every proxy applies mesh-wide
         self.tracing = tracing  # --tracing: run Jaeger, the mesh's default tracing provider
         self.jaeger: jaeger_mod.MeshJaeger | None = None
@@ -155,7 +158,11 @@ class Up:
             return 1
         if not self._restore_applied():
             return 1
+        if self.intercept and not await self._claim_network():
+            return 1
         if self.tracing and not await self._start_jaeger():
+            if self.net is not None:
+                await self.net.close()
             return 1
         self.plane = ControlPlane(self.store, compiler=MeshCompiler(self.mesh))
         clock = MonotonicClock()
@@ -167,12 +174,14 @@ class Up:
             path = auth.node_token_file(self.state_dir, signer, clock.wall(), name=node.name,
                                         namespace=node.namespace,
                                         service_account=node.service_account)
+            if self.net is not None and self.net.addresses.get(node.name) is not None:
+                path = self.net.hand_over(path)  # for its uid 1337, in its netns
             return default_sidecar_argv(entry, url, token_file=path)
 
         ports = PortAllocator([self.api_port, self.client_port])
         self.supervisor = Supervisor(self.plane, control_url=self.url,
                                      state_dir=self.state_dir, workdir=self.root, ports=ports,
-                                     sidecar_argv=sidecar_argv)
+                                     sidecar_argv=sidecar_argv, net=self.net)
         self.prometheus, self.prometheus_url = await prom_mod.prepare_for_up(
             self.state_dir, self.prometheus_port, f"{self.url}/v1/sd/prometheus", self.echo)
         routes = self._rollout_routes() + self._local_routes()
@@ -186,11 +195,16 @@ class Up:
                 serve.make_app(self.plane, guard=Guard(signer, clock), routes=routes,
                                applied=self.applied),
                 "127.0.0.1", self.api_port)
+            if self.net is not None:  # the replicas' sidecars call in over the bridge
+                await web.TCPSite(runner, self.net.gateway, self.api_port,
+                                  reuse_address=True).start()
         except (_PortTaken, OSError) as exc:
             port = exc.port if isinstance(exc, _PortTaken) else self.api_port
             flag = "--client-port" if isinstance(exc, _PortTaken) else "--api-port"
             self.echo(f"port {port} is in use; stop what uses it or pass {flag}")
             await self.supervisor.stop_all()
+            if self.net is not None:
+                await self.net.close()
             return 1
         if self.signals:
             self._install_signals()
@@ -218,6 +232,22 @@ class Up:
         for note in notes:
             self.echo(f"tollway: {note}")
         self.echo(f"tracing: {self.jaeger.query_url}")
+        return True
+
+    async def _claim_network(self) -> bool:
+        """--intercept: sweep dead runs' leftovers, take a slot and its bridge."""
+        from tollway.control.local import intercept
+
+        try:
+            self.net, removed = await intercept.Intercept.claim(self.state_dir)
+        except intercept.InterceptError as exc:
+            self.echo(f"tollway up: {exc}")
+            return False
+        if removed:
+            self.echo(f"tollway: removed what a stopped --intercept run left: "
+                      f"{', '.join(removed)}")
+        self.echo(f"tollway: intercepting: each replica in its own network namespace on "
+                  f"bridge {self.net.bridge} ({self.net.gateway}/24), no HTTP_PROXY")
         return True
 
     def _members(self, ports: PortAllocator) -> None:
@@ -269,7 +299,10 @@ class Up:
             await self._reconcile_wanted.wait()
             self._reconcile_wanted.clear()
             try:
-                await self.supervisor.reconcile(plan_mod.plan(self.store.current()))
+                current = self.store.current()
+                if self.net is not None:
+                    self.supervisor.set_services(_service_names(current))
+                await self.supervisor.reconcile(plan_mod.plan(current))
             except Exception:  # the mesh keeps running; the next change tries again
                 log.exception("starting or stopping replicas failed")
 
@@ -369,10 +402,21 @@ class Up:
             await self.supervisor.stop_all()
         if self.jaeger is not None:  # after the sidecars: their last spans are flushed
             await self.jaeger.stop()
+        if self.net is not None:
+            await self.net.close()
         if self.plane is not None:
             self.plane.close()
         await runner.cleanup()
         self.echo("tollway: stopped")
+
+
+def _service_names(resources: ResourceSet) -> list[tuple[str, str, str]]:
+    """(name, namespace, host) of every service the mesh knows; a ServiceEntry's hosts are
+    names of their own ("" for the short name)."""
+    from tollway.control.registry import build_registry
+
+    return [("" if s.origin == "ServiceEntry" else s.name, s.namespace, s.host)
+            for s in build_registry(resources).services.values()]
 
 
 async def _first(*aws: Any) -> bool:
@@ -406,7 +450,8 @@ def _safe_echo(line: str) -> None:
 def run_up(root: Path, *, api_port: int, client_port: int, gateway_offset: int,
            state_dir: Path | None, echo: Callable[[str], None] = _safe_echo,
            cert_ttl: float = ca.DEFAULT_TTL, prometheus_port: int | None = None,
-           mesh: MeshConfig | None = None, tracing: bool = False) -> int:
+           mesh: MeshConfig | None = None, tracing: bool = False,
+           intercept: bool = False) -> int:
     state = state_dir or root / ".tollway"
     try:
         lock = up_lock.hold(state, f"http://127.0.0.1:{api_port}", root)
@@ -419,7 +464,8 @@ def run_up(root: Path, *, api_port: int, client_port: int, gateway_offset: int,
         _check_ports(state, api_port, client_port)
         return _run_locked(root, state, api_port=api_port, client_port=client_port,
                            gateway_offset=gateway_offset, echo=echo, cert_ttl=cert_ttl,
-                           prometheus_port=prometheus_port, mesh=mesh, tracing=tracing)
+                           prometheus_port=prometheus_port, mesh=mesh, tracing=tracing,
+                           intercept=intercept)
 
 
 def _check_ports(state: Path, api_port: int, client_port: int) -> None:
@@ -453,14 +499,22 @@ def _ours(state: Path, member: str, key: str, port: int) -> bool:
 def _run_locked(root: Path, state: Path, *, api_port: int, client_port: int,
                 gateway_offset: int, echo: Callable[[str], None], cert_ttl: float,
                 prometheus_port: int | None, mesh: MeshConfig | None = None,
-                tracing: bool = False) -> int:
+                tracing: bool = False, intercept: bool = False) -> int:
     _setup_logging(state)
     up = Up(root, state, api_port, client_port, gateway_offset, echo, cert_ttl,
-            prometheus_port=prometheus_port, mesh=mesh, tracing=tracing)
+            prometheus_port=prometheus_port, mesh=mesh, tracing=tracing,
+            intercept=intercept)
     return asyncio.run(up.run())
 
 
 def _check_args(root: Path) -> None:
+    try:
+        root.stat()
+    except PermissionError:
+        _fail(f"cannot read folder {root}: permission denied; run as a user who can, or "
+              "make it (and its parents) readable", 2)
+    except OSError:
+        pass
     if not root.exists():
         _fail(f"no such folder: {root}; give the folder of your manifests, "
               "e.g. `tollway up examples/canary`", 2)
@@ -502,14 +556,26 @@ def register(app: typer.Typer) -> None:
             False, "--tracing",
             help="Run Jaeger (built once from the Go module proxy) as the default tracing "
                  "provider, sampling 100% unless the mesh config says; prints `tracing: URL`."),
+        intercept: bool = typer.Option(
+            False, "--intercept",
+            help="Run each replica in its own network namespace with its traffic captured "
+                 "by iptables, as in a pod: apps call plain service names, no HTTP_PROXY "
+                 "(needs root, iproute2, iptables)."),
     ) -> None:
         """Run the whole mesh from a folder of manifests on this machine."""
+        if intercept:  # before anything else: without root nothing below could work
+            from tollway.control.local.intercept import InterceptError, preflight
+
+            try:
+                preflight()
+            except InterceptError as exc:
+                _fail(str(exc))
         _check_args(folder)
         mesh = meshflag.mesh_from_flag(mesh_config, _safe_echo)
         code = run_up(folder.resolve(), api_port=api_port, client_port=client_port,
                       gateway_offset=gateway_port_offset, state_dir=state_dir,
                       cert_ttl=_cert_ttl(cert_ttl),
                       prometheus_port=None if no_prometheus else prometheus_port, mesh=mesh,
-                      tracing=tracing)
+                      tracing=tracing, intercept=intercept)
         raise typer.Exit(code)
 

@@ -35,6 +35,7 @@ def rows(supervisor: Supervisor | None, plane: ControlPlane | None) -> list[dict
             "restarts": m.restarts,
             "last_exit": m.last_exit,
             "ports": dict(m.entry.ports),
+            "address": m.entry.address,  # its netns' IP under --intercept, else 127.0.0.1
             "acked": sync.acked,
             "pid": m.app.pid if m.app else (m.sidecar.pid if m.sidecar else None),
         })

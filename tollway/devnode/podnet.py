@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tollway.devnode import mountpoints, netns
+from tollway.devnode import mountpoints
 from tollway.devnode.ipam import NETNS_PREFIX, VETH_PREFIX, Ipam, netns_name, veth_name
+from tollway.plumbing import netns
 
 
 def read_ledger(state_dir: Path) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from tollway.devnode.netns import NETNS_DIR
 from tollway.devnode.probes import Action, ExecAction, HttpAction, TcpAction
+from tollway.plumbing.netns import NETNS_DIR
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

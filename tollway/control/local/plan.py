@@ -313,30 +313,38 @@ def process_env(
     app_port: int,
     outbound_port: int,
     exe_dir: str,
+    intercept: bool = False,
 ) -> dict[str, str]:
-    """The app's environment: its own env, PORT, the sidecar as HTTP proxy, PATH with Tollway."""
+    """The app's environment: its own env, PORT, PATH with Tollway, and the sidecar as HTTP
+    proxy; `intercept` (the app's netns captures its traffic): no proxy variable at all,
+    not even one inherited from the shell, as in a pod."""
     env = dict(base)
+    if intercept:  # the shell's proxy settings are not the pod's; the manifest's are
+        for key in PROXY_VARS:
+            env.pop(key, None)
     env.update(replica.env)
-    proxy = f"http://127.0.0.1:{outbound_port}"
     path = env.get("PATH", "")
     parts = [p for p in path.split(os.pathsep) if p]
     if exe_dir not in parts:
         parts.insert(0, exe_dir)
     env.update(
         PORT=str(app_port),
-        HTTP_PROXY=proxy,
-        http_proxy=proxy,
-        NO_PROXY="",
-        no_proxy="",
         PATH=os.pathsep.join(parts),
         TOLLWAY_WORKLOAD=replica.workload,
         TOLLWAY_NAMESPACE=replica.namespace,
         POD_NAME=replica.name.split(".")[0],
         POD_NAMESPACE=replica.namespace,
     )
-    env.pop("HTTPS_PROXY", None)
-    env.pop("https_proxy", None)
+    if not intercept:
+        proxy = f"http://127.0.0.1:{outbound_port}"
+        env.update(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="", no_proxy="")
+        env.pop("HTTPS_PROXY", None)
+        env.pop("https_proxy", None)
     return env
+
+
+PROXY_VARS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY",
+              "no_proxy", "ALL_PROXY", "all_proxy")
 
 
 def diff(

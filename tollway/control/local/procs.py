@@ -13,8 +13,10 @@ import os
 import random
 import signal
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+
+Dial = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 POLL = 0.05
 
@@ -157,19 +159,22 @@ def _bindable(port: int) -> bool:
     return True
 
 
-async def port_open(port: int, host: str = "127.0.0.1") -> bool:
+async def port_open(port: int, host: str = "127.0.0.1", dial: Dial | None = None) -> bool:
+    """Something accepts on host:port; `dial` connects from elsewhere (a replica's netns)."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+        _, writer = await asyncio.wait_for((dial or asyncio.open_connection)(host, port), 1.0)
     except (OSError, TimeoutError):
         return False
     writer.close()
     return True
 
 
-async def http_ok(port: int, path: str, host: str = "127.0.0.1") -> bool:
+async def http_ok(port: int, path: str, host: str = "127.0.0.1",
+                  dial: Dial | None = None) -> bool:
     """A readinessProbe httpGet: any status from 200 to 399 is ready."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+        reader, writer = await asyncio.wait_for((dial or asyncio.open_connection)(host, port),
+                                                1.0)
     except (OSError, TimeoutError):
         return False
     try:

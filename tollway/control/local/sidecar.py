@@ -1,7 +1,8 @@
 """Run one or more sidecars that follow the control plane, in one process.
 
 `python -m tollway.control.local.sidecar --control-plane URL NODE_JSON [NODE_JSON ...]`
-where each NODE_JSON is `{"node": Node, "admin_port": N, "token_file": PATH}`; the token
+where each NODE_JSON is `{"node": Node, "admin_port": N, "token_file": PATH}` (and
+`"admin_host"` when not 127.0.0.1: a replica's netns under `--intercept`); the token
 file (0600, written by `tollway up`) holds the node's workload credential. Used by `tollway up` (one
 node per process) and by bench/push_latency.py (many nodes per process, which keeps a
 100-proxy benchmark within the memory of a small machine).
@@ -40,11 +41,13 @@ async def start_one(url: str, spec: dict[str, Any]
     token = credential.from_file(spec["token_file"]) if spec.get("token_file") else None
     got = await tls.obtain(url, node, token=token)
     state, rotator = got if got is not None else (None, None)
-    server = proxy_main.ProxyServer(None, admin_port=int(spec.get("admin_port", 0)),
+    admin_host = str(spec.get("admin_host") or "127.0.0.1")
+    server = proxy_main.ProxyServer(None, admin_host=admin_host,
+                                    admin_port=int(spec.get("admin_port", 0)),
                                     serve_admin=bool(spec.get("admin_port", 0)),
                                     tls_state=state)
     await server.start()
-    admin = f"127.0.0.1:{server.admin_address[1]}" if server.admin_address[1] else ""
+    admin = f"{admin_host}:{server.admin_address[1]}" if server.admin_address[1] else ""
     tasks = [asyncio.create_task(subscriber.follow(server, url, node, admin=admin,
                                                    inbound=None, token=token))]
     if rotator is not None:

@@ -30,14 +30,17 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
 from tollway.control.local import plan as plan_mod
+from tollway.control.local import podnet
+from tollway.control.local.intercept import Intercept, InterceptError
 from tollway.control.local.procs import (
     PortAllocator,
     Proc,
@@ -66,6 +69,9 @@ def default_sidecar_argv(entry: ProxyEntry, control_url: str,
     credential in `token_file` (a path: the token itself never goes on a command line)."""
     spec: dict[str, Any] = {"node": msgspec.to_builtins(entry.node),
                             "admin_port": entry.ports["admin"]}
+    admin_host = entry.admin.rpartition(":")[0]
+    if admin_host and admin_host != "127.0.0.1":  # in its own netns: scraped from the host
+        spec["admin_host"] = admin_host
     if token_file is not None:
         spec["token_file"] = str(token_file)
     return [sys.executable, "-m", "tollway.control.local.sidecar",
@@ -106,8 +112,11 @@ class Supervisor:
         sidecar_argv: SidecarArgv = default_sidecar_argv,
         base_env: Mapping[str, str] | None = None,
         ports: PortAllocator | None = None,
+        net: Intercept | None = None,
     ) -> None:
         self.plane = plane
+        # --intercept: every replica in its own netns with its traffic captured
+        self.net = net
         self.control_url = control_url
         self.state_dir = state_dir
         self.workdir = workdir
@@ -195,6 +204,18 @@ class Supervisor:
     def _replica_entry(
         self, replica: plan_mod.ReplicaPlan, ports: dict[str, int] | None = None
     ) -> ProxyEntry:
+        node = types.Node(
+            name=replica.name, workload=replica.workload, namespace=replica.namespace,
+            service_account=replica.service_account, labels=dict(replica.labels),
+        )
+        if self.net is not None:
+            # its own netns: Istio's fixed ports, the app on its containerPort, as in a pod
+            ip = str(self.net.assign(replica.name).ip)
+            fixed = {"app": replica.app_port_hint, "inbound": podnet.INBOUND_PORT,
+                     "outbound": podnet.OUTBOUND_PORT, "admin": podnet.ADMIN_PORT,
+                     "service_port": replica.app_port_hint}
+            return ProxyEntry(node, admin=f"{ip}:{podnet.ADMIN_PORT}",
+                              inbound=f"{ip}:{podnet.INBOUND_PORT}", address=ip, ports=fixed)
         ports = ports or {
             "app": self.ports.allocate(),
             "inbound": self.ports.allocate(),
@@ -203,10 +224,6 @@ class Supervisor:
             "service_port": replica.container_ports[0] if replica.container_ports
             else DEFAULT_PORT,
         }
-        node = types.Node(
-            name=replica.name, workload=replica.workload, namespace=replica.namespace,
-            service_account=replica.service_account, labels=dict(replica.labels),
-        )
         return ProxyEntry(node, admin=f"127.0.0.1:{ports['admin']}",
                           inbound=f"127.0.0.1:{ports['inbound']}", ports=ports)
 
@@ -243,7 +260,8 @@ class Supervisor:
             app_pid = row.get("app_pid")
             if row.get("kind") != "sidecar":
                 continue
-            if replica is None or not app_pid or not pid_alive(int(app_pid)):
+            if (replica is None or not app_pid or not pid_alive(int(app_pid))
+                    or self.net is not None):  # --intercept starts replicas in fresh netns
                 for pid in (row.get("sidecar_pid"), app_pid):
                     if pid:
                         Proc(int(pid)).signal(signal.SIGTERM)
@@ -269,7 +287,7 @@ class Supervisor:
         while not member.stopping:
             try:
                 await self._spawn_missing(member)
-            except OSError as exc:
+            except (OSError, InterceptError) as exc:
                 member.last_exit = f"cannot start: {exc}"
                 log.warning("%s: %s", member.name, member.last_exit)
             else:
@@ -292,26 +310,36 @@ class Supervisor:
     async def _spawn_missing(self, member: Member) -> None:
         logs = self.state_dir / "logs"
         short = member.name.split(".")[0] + "." + member.entry.node.namespace
+        net = self.net if member.plan is not None else None
+        if net is not None:
+            await net.ensure(member.name, member.entry.node.namespace)
         if member.sidecar is None or not member.sidecar.alive():
-            argv = self.sidecar_argv(member.entry, self.control_url)
+            if net is None:
+                argv = self.sidecar_argv(member.entry, self.control_url)
+            else:  # it reaches the control plane over the run's bridge
+                url = net.control_url(urlsplit(self.control_url).port or 80)
+                argv = net.wrap(member.name, self.sidecar_argv(member.entry, url), proxy=True)
             member.sidecar = await spawn(argv, env=self.base_env,
                                          log_path=logs / f"{short}.sidecar.log")
         if member.plan is not None and (member.app is None or not member.app.alive()):
             env = plan_mod.process_env(
                 member.plan, base=self.base_env, app_port=member.entry.ports["app"],
                 outbound_port=member.entry.ports["outbound"],
-                exe_dir=str(Path(sys.executable).parent),
+                exe_dir=str(Path(sys.executable).parent), intercept=net is not None,
             )
             cwd = member.plan.working_dir or str(self.workdir)
-            member.app = await spawn(member.plan.command, env=env, cwd=cwd,
+            argv = list(member.plan.command)
+            if net is not None:
+                argv = net.wrap(member.name, argv, proxy=False)
+            member.app = await spawn(argv, env=env, cwd=cwd,
                                      log_path=logs / f"{short}.app.log")
         self._save()
 
     def _reallocate(self, member: Member, keys: tuple[str, ...]) -> None:
         """Fresh ports for `keys` (another process took one); the sidecar learns them from
         its next snapshot, and the replica is an endpoint again only once it is ready."""
-        if not keys:
-            return
+        if not keys or (self.net is not None and member.plan is not None):
+            return  # in its own netns nothing else can hold its ports
         ports = dict(member.entry.ports)
         for key in keys:
             if key in ports:
@@ -344,14 +372,17 @@ class Supervisor:
         if not self.plane.ledger.row(member.name).current:
             return False
         ports = member.entry.ports
-        for key in ("inbound", "outbound"):
-            if key in ports and not await port_open(ports[key]):
+        # a replica in its netns is checked from inside it, as a kubelet probes a pod
+        dialer = self.net.dialer(member.name) if self.net and member.plan else None
+        dial = dialer.open_connection if dialer is not None else None
+        for key, host in (("inbound", member.entry.address), ("outbound", "127.0.0.1")):
+            if key in ports and not await port_open(ports[key], host, dial):
                 return False
         if member.plan is None:
             return True
         if member.plan.readiness_path:
-            return await http_ok(ports["app"], member.plan.readiness_path)
-        return await port_open(ports["app"])
+            return await http_ok(ports["app"], member.plan.readiness_path, dial=dial)
+        return await port_open(ports["app"], dial=dial)
 
     async def _until_exit(self, member: Member) -> None:
         waits = [asyncio.ensure_future(p.wait()) for p in self._procs(member)]
@@ -385,7 +416,7 @@ class Supervisor:
         return Replica(
             workload=node.workload, kind="Deployment", namespace=node.namespace,
             labels=dict(node.labels), service_account=node.service_account,
-            address="127.0.0.1", port=ports["inbound"], app_port=ports["app"],
+            address=member.entry.address, port=ports["inbound"], app_port=ports["app"],
             name=member.name,
         )
 
@@ -420,6 +451,8 @@ class Supervisor:
             member.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await member.task
+        if self.net is not None and member.plan is not None:
+            await self.net.release(member.name)
 
     async def stop_all(self) -> None:
         """Stop everything: all sidecars first (they drain), then all apps."""
@@ -434,8 +467,20 @@ class Supervisor:
             if m.task is not None:
                 m.task.cancel()
         await asyncio.gather(*(m.task for m in members if m.task), return_exceptions=True)
+        if self.net is not None:
+            for m in members:
+                if m.plan is not None:
+                    await self.net.release(m.name)
         self.members.clear()
         self._save()
+
+    def set_services(self, services: Iterable[tuple[str, str, str]]) -> None:
+        """The mesh's services (name, namespace, host): the names a replica's netns resolves
+        (--intercept only; with HTTP_PROXY the sidecar reads the name from the request)."""
+        if self.net is not None:
+            self.net.set_services(services, {n: m.entry.node.namespace
+                                             for n, m in self.members.items()
+                                             if m.plan is not None})
 
     # ------------------------------------------------------------ views
 
