@@ -20,6 +20,7 @@ import httptools
 from tollway.proxy import origdst
 from tollway.proxy.chain.build import tls_module
 from tollway.proxy.chain.stream import Exchange
+from tollway.proxy.h2.server import ALPN_H2, PREFACE, H2Server, after_preface
 from tollway.proxy.http1 import write
 from tollway.proxy.http1.parse import Limits, split_absolute
 
@@ -104,6 +105,7 @@ class Downstream(asyncio.Protocol):
         "raw",
         "runtime",
         "rx",
+        "switched",
         "tls",
         "transport",
         "tunnel",
@@ -140,6 +142,7 @@ class Downstream(asyncio.Protocol):
         self.downgrade_left = 0
         self.orig_dst = ""  # "IP:PORT" the app dialled, when capture redirected it here
         self.orig_port = 0
+        self.switched: H2Server | None = None  # this connection turned HTTP/2
 
     # ============================================================ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -160,6 +163,21 @@ class Downstream(asyncio.Protocol):
         self.idle_since = self.loop.time()
         self.runtime.connections.add(self)
         self.runtime.accepted += 1
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() in ALPN_H2:
+            self._to_h2().start(b"")  # h2 by ALPN (once per connection)
+
+    def _to_h2(self) -> H2Server:
+        """Hand this connection to an HTTP/2 server protocol (once, before any request
+        of its own is in flight); the listener counts it as one connection still."""
+        server = H2Server(self.runtime, self.transport, self.peer, self.principal,
+                          self.cert_hash, self.tls, self.orig_dst)
+        self.switched = server
+        self.closing = True
+        self.runtime.connections.discard(self)
+        self.runtime.connections.add(server)  # type: ignore[arg-type]
+        if self.transport is not None:
+            self.transport.set_protocol(server)
+        return server
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -212,6 +230,10 @@ class Downstream(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             rest = data[int(exc.args[0]) :]
+            if self.switched is not None:  # `Upgrade: h2c` accepted: the rest is HTTP/2
+                if rest:
+                    self.switched.data_received(rest)
+                return
             if not self.downgraded:
                 self.upgrade_buf = [rest]
                 return
@@ -223,6 +245,11 @@ class Downstream(asyncio.Protocol):
                 self.data_received(rest)
             return
         except httptools.HttpParserError as exc:
+            if self.url == b"*" and self.active is None and self.rx is None:
+                rest = after_preface(data)  # llhttp stops at an HTTP/2 connection preface
+                if rest is not None:
+                    self._to_h2().start(PREFACE + rest)
+                    return
             self.runtime.protocol_errors += 1
             self._protocol_error(400, f"bad request: {exc}")
             return
@@ -416,7 +443,17 @@ class Downstream(asyncio.Protocol):
             self.runtime.protocol_errors += 1
             self._protocol_error(403, f"upgrade to {kind or 'nothing'!r} is not allowed here")
             return None
+        settings = headers.get("http2-settings")
         _strip_h2c(headers, raw)
+        if (settings is not None and not self.tls and self.active is None and not self.queue
+                and "transfer-encoding" not in headers
+                and headers.get("content-length", "0") == "0"):
+            # RFC 9113 3.2 (7540): a bodiless request may switch; it becomes stream 1.
+            # With a body the upgrade is ignored and the request forwarded as HTTP/1.1.
+            self._to_h2().start_upgraded(settings, _h2c_fields(
+                method, self.url, headers, raw))
+            return None
+
         self.downgraded = True
         return False
 
@@ -646,6 +683,17 @@ def _strip_h2c(headers: dict[str, str], raw: list[tuple[bytes, bytes]]) -> None:
     ]
     if kept:
         raw.append((b"Connection", kept.encode("latin-1")))
+
+
+def _h2c_fields(
+    method: bytes, url: bytes, headers: dict[str, str], raw: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """An upgraded HTTP/1.1 request as the HTTP/2 header list of stream 1."""
+    host = headers.get("host", "").encode("latin-1")
+    fields = [(b":method", method), (b":scheme", b"http"), (b":authority", host),
+              (b":path", url)]
+    fields += [(n.lower(), v) for n, v in raw if n.lower() != b"host"]
+    return fields
 
 
 def _peer_identity(ssl_object: Any) -> tuple[str | None, str]:

@@ -38,6 +38,12 @@ from tollway.snapshot import types
 log = logging.getLogger("tollway.proxy.tls")
 
 ALPN = ("istio-http/1.1", "istio", "http/1.1")
+# What the inbound side accepts, in its order of preference (OpenSSL picks the first one
+# the client offers too): HTTP/2 for a client that offers it (`istio-h2` is what Istio's
+# sidecars offer for an HTTP/2 upstream), else HTTP/1.1 as before. A client offering none
+# of them still gets HTTP/2 if it starts with the connection preface (Istio's peers do).
+SERVER_ALPN = ("h2", "istio-h2", *ALPN)
+GATEWAY_ALPN = ("h2", "http/1.1")
 SPIFFE = "spiffe://"
 
 
@@ -104,15 +110,15 @@ def _load_chain(ctx: ssl.SSLContext, cert_chain: str, private_key: str) -> None:
         os.rmdir(folder)
 
 
-def _base(ctx: ssl.SSLContext) -> ssl.SSLContext:
+def _base(ctx: ssl.SSLContext, alpn: tuple[str, ...] = ALPN) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(list(ALPN))
+    ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 
 def server_mtls_context(creds: Credentials) -> ssl.SSLContext:
     """Inbound ISTIO_MUTUAL: a client certificate from our CA is required."""
-    ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), SERVER_ALPN)
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cadata=creds.roots)
     _load_chain(ctx, creds.cert_chain, creds.private_key)
@@ -211,9 +217,7 @@ def gateway_context(tls: types.DownstreamTls) -> ssl.SSLContext | None:
     """Gateway server TLS from a Secret or files: SIMPLE, or MUTUAL (client cert)."""
     if tls.mode not in ("SIMPLE", "MUTUAL") or tls.credential is None:
         return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx = _base(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), GATEWAY_ALPN)
     _load_chain(ctx, tls.credential.cert_chain, tls.credential.private_key)
     if tls.mode == "MUTUAL":
         if not tls.credential.ca_certificates:

@@ -1,0 +1,154 @@
+"""HTTP/2 header blocks <-> what the chain reads and what an HTTP/1.1 upstream answers.
+
+Pure functions. A request's header list (already checked by the `h2` library: pseudo
+headers first and once, no connection-specific fields, lowercase names) becomes the
+fields an `Exchange` carries; a response head block in HTTP/1.1 form (what the forwarder
+relays) becomes an HTTP/2 header list. Local replies to gRPC callers are rewritten as
+Envoy rewrites them: HTTP 200 with `grpc-status` mapped from the HTTP status, so a gRPC
+client reads "unavailable" for a 503 and its retry policy can act on it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from tollway.proxy.http1.parse import RESPONSE_HOP_BY_HOP
+
+Header = tuple[bytes, bytes]
+
+# Fields that never cross into HTTP/2 (RFC 9113 8.2.2) besides the HTTP/1 hop-by-hop set.
+_H2_DROP = RESPONSE_HOP_BY_HOP | {b"host", b"http2-settings"}
+
+
+class RequestHead(NamedTuple):
+    """A request's pseudo headers and regular fields, as the chain reads them."""
+
+    method: str
+    scheme: str
+    authority: str
+    path: str
+    headers: dict[str, str]  # lowercase name -> value, repeats joined
+    raw: list[Header]  # regular fields as received (no pseudo headers)
+    size: int  # bytes of names and values (what a 431 limit counts)
+    content_length: int | None
+    grpc: bool
+
+
+class HeadError(ValueError):
+    """A request head the proxy refuses (the message names the field)."""
+
+
+def request_head(fields: list[Header]) -> RequestHead:
+    """Split an HTTP/2 request header list (bytes pairs) into what an Exchange needs.
+
+    Repeated fields are joined with "," (cookies with "; ", RFC 9113 8.2.3), `:authority`
+    wins over `host` (RFC 9113 8.3.1) and becomes the `host` the matchers read."""
+    method = scheme = authority = path = ""
+    headers: dict[str, str] = {}
+    raw: list[Header] = []
+    size = 0
+    for name, value in fields:
+        size += len(name) + len(value) + 32  # HPACK's per-entry overhead (RFC 7541 4.1)
+        if name[:1] == b":":
+            text = value.decode("latin-1")
+            if name == b":method":
+                method = text
+            elif name == b":path":
+                path = text
+            elif name == b":authority":
+                authority = text
+            elif name == b":scheme":
+                scheme = text
+            else:
+                raise HeadError(f"unknown pseudo header {name.decode('latin-1')}")
+            continue
+        key = name.decode("latin-1")
+        val = value.decode("latin-1")
+        prior = headers.get(key)
+        if prior is None:
+            headers[key] = val
+        else:
+            headers[key] = prior + ("; " if key == "cookie" else ",") + val
+        raw.append((name, value))
+    if not method:
+        raise HeadError("request has no :method")
+    if method != "CONNECT" and (not path or not scheme):
+        raise HeadError("request has no :path or :scheme")
+    if not authority:
+        authority = headers.get("host", "")
+    authority = authority.lower()
+    headers["host"] = authority
+    length: int | None = None
+    cl = headers.get("content-length")
+    if cl is not None:
+        if not cl.isdigit():
+            raise HeadError(f"content-length {cl!r} is not a number")
+        length = int(cl)
+    grpc = headers.get("content-type", "").startswith("application/grpc")
+    return RequestHead(method, scheme, authority, path, headers, raw, size, length, grpc)
+
+
+def response_fields(block: bytes) -> tuple[int, list[Header]]:
+    """(status, HTTP/2 header list) from an HTTP/1.1 response head (status line and
+    header lines, the blank line optional): names lowercased, hop-by-hop fields dropped."""
+    lines = block.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise HeadError(f"not a response status line: {lines[0][:40]!r}")
+    status = int(parts[1])
+    out: list[Header] = [(b":status", parts[1])]
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        lname = name.strip().lower()
+        if lname in _H2_DROP and not (lname == b"content-length"):
+            continue
+        out.append((lname, value.strip()))
+    return status, out
+
+
+# Envoy's Grpc::Utility::httpToGrpcStatus (the gRPC HTTP mapping document).
+_HTTP_TO_GRPC = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
+GRPC_UNKNOWN = 2
+
+
+def http_to_grpc(status: int) -> int:
+    """The gRPC status a gRPC client sees for a local HTTP reply."""
+    return _HTTP_TO_GRPC.get(status, GRPC_UNKNOWN)
+
+
+def local_reply_fields(
+    status: int, body: bytes, grpc: bool, extra: tuple[tuple[str, str], ...] = ()
+) -> tuple[list[Header], bytes]:
+    """(headers, body) of a reply the proxy makes itself. To a gRPC caller it is a
+    trailers-only response: `:status 200`, `grpc-status`, the text in `grpc-message`."""
+    fields = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in extra]
+    if grpc:
+        message = body.decode("latin-1") or f"HTTP status {status}"
+        return [
+            (b":status", b"200"),
+            (b"content-type", b"application/grpc"),
+            (b"grpc-status", b"%d" % http_to_grpc(status)),
+            (b"grpc-message", _percent_encode(message).encode("latin-1")),
+            *fields,
+        ], b""
+    return [
+        (b":status", b"%d" % status),
+        (b"content-type", b"text/plain"),
+        (b"content-length", b"%d" % len(body)),
+        *fields,
+    ], body
+
+
+def _percent_encode(text: str) -> str:
+    """grpc-message is percent-encoded outside printable ASCII (gRPC over HTTP/2 spec)."""
+    out = []
+    for ch in text.encode("utf-8"):
+        if 0x20 <= ch <= 0x7E and ch != 0x25:
+            out.append(chr(ch))
+        else:
+            out.append("%%%02X" % ch)
+    return "".join(out)

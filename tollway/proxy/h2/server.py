@@ -1,0 +1,699 @@
+"""One downstream HTTP/2 connection: the `h2` library fed from asyncio, streams to the chain.
+
+The HTTP/1.1 listener (listener.Downstream) hands a connection over when it is HTTP/2: TLS
+whose ALPN chose `h2` / `istio-h2` (read once, in connection_made), the HTTP/2 connection
+preface on a plaintext port (noticed on llhttp's error path, so HTTP/1.1 requests pay
+nothing), or an accepted `Upgrade: h2c`. `transport.set_protocol` makes this object the
+connection's protocol from then on.
+
+Each stream becomes an `Exchange`, the same record the HTTP/1.1 path builds, and runs the
+same filters and router; its `H2Stream` is the `down` the forwarder writes the response
+to. Until the forwarder speaks in structured responses the stream reads the HTTP/1.1 head
+the forwarder relays (never chunk-framed: the exchange is marked non-HTTP/1.1) and turns
+it into HEADERS, the body into DATA.
+
+Flow control both ways: request DATA is acknowledged (window handed back) only as the
+upstream takes it, so a slow upstream stops the client on that stream alone; response
+bytes wait for the client's window in a per-stream buffer, and above 64 KiB the stream
+stops reading its upstream. Abuse is counted by `guard.Guard` with Envoy's limits; any
+protocol error ends this connection with GOAWAY and never another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from hyperframe.frame import GoAwayFrame
+
+from tollway.proxy.chain.stream import Exchange
+from tollway.proxy.h2 import headers as hh
+from tollway.proxy.h2.guard import Guard
+
+if TYPE_CHECKING:
+    from tollway.proxy.chain.build import ListenerPlan
+    from tollway.proxy.http1.parse import Limits
+    from tollway.proxy.listener import ListenerRuntime
+
+log = logging.getLogger("tollway.proxy.h2")
+
+ALPN_H2 = frozenset(("h2", "istio-h2"))
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+UPGRADE_101 = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
+
+MAX_CONCURRENT_STREAMS = 100
+STREAM_WINDOW = 256 * 1024
+CONNECTION_WINDOW = 1024 * 1024
+OUT_HIGH = 64 * 1024  # response bytes waiting for the client's window: stop the upstream
+PREMATURE_LIFETIME = 1.0  # Envoy's premature_reset_min_stream_lifetime_seconds
+
+_CONFIG = h2.config.H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    validate_inbound_headers=True,
+    normalize_inbound_headers=True,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+)
+_E = h2.events
+_CODES = h2.errors.ErrorCodes
+
+
+def after_preface(data: bytes) -> bytes | None:
+    """The bytes after the connection preface, when llhttp stopped at its end inside
+    `data` (it pauses only once all 24 bytes were read, possibly over several reads);
+    None when `data` does not fit that (then it is answered as a bad request)."""
+    if data.startswith(PREFACE):
+        return data[len(PREFACE):]
+    for k in range(min(len(PREFACE), len(data)), 0, -1):
+        if PREFACE.endswith(data[:k]):
+            rest = data[k:]
+            # a client's first frame is SETTINGS on stream 0 (RFC 9113 3.4)
+            if not rest or (len(rest) >= 9 and rest[3] == 4 and rest[5:9] == b"\0\0\0\0"):
+                return rest
+    return None
+
+
+class H2Server(asyncio.Protocol):
+    """A downstream HTTP/2 connection (see module doc)."""
+
+    def __init__(self, runtime: ListenerRuntime, transport: Any, peer: tuple[str, int],
+                 principal: str | None, cert_hash: str, tls: bool, orig_dst: str) -> None:
+        self.runtime = runtime
+        self.loop = runtime.plan.loop
+        self.transport: Any = transport
+        self.peer = peer
+        self.principal = principal
+        self.cert_hash = cert_hash
+        self.tls = tls
+        self.orig_dst = orig_dst
+        self.streams: dict[int, H2Stream] = {}
+        self.guard = Guard()
+        self.closing = False
+        self.goaway_last: int | None = None  # graceful GOAWAY sent: streams above refused
+        self.write_blocked = False
+        self.idle_since = self.loop.time()
+        self.rx = None  # what drain and the sweeper read on every connection
+        self.tunnel = None
+        limits = runtime.limits
+        conn = h2.connection.H2Connection(config=_CONFIG)
+        conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_head_bytes,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+        })
+        # HPACK bombs: a header list decoding past the limit is refused mid-block
+        conn.decoder.max_header_list_size = limits.max_head_bytes
+        self.conn = conn
+
+    # ------------------------------------------------------------ start
+    def start(self, initial: bytes) -> None:
+        """Prior knowledge / ALPN: send our SETTINGS, then read what already arrived
+        (`initial`: the bytes from the preface on, or nothing yet)."""
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self._flush()
+        if initial:
+            self.data_received(initial)
+
+    def start_upgraded(self, settings: str, fields: list[hh.Header]) -> None:
+        """`Upgrade: h2c` accepted: the 101 is written; the request is stream 1."""
+        self.transport.write(UPGRADE_101)
+        try:
+            self.conn.initiate_upgrade_connection(settings.encode("latin-1"))
+        except Exception as exc:  # a malformed HTTP2-Settings value
+            log.info("h2c upgrade from %s refused: HTTP2-Settings: %s", self.peer[0], exc)
+            self.runtime.protocol_errors += 1
+            self.conn.initiate_connection()
+            self._fail(_CODES.PROTOCOL_ERROR, "malformed HTTP2-Settings")
+            return
+        self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self._request(1, fields, ended=True)
+        self._flush()
+
+    # ------------------------------------------------------------ asyncio
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # already set by the HTTP/1.1 side; kept for symmetry
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.closing = True
+        self.runtime.connections.discard(self)  # type: ignore[arg-type]
+        for stream in list(self.streams.values()):
+            stream.abandon()
+        self.streams.clear()
+
+    def pause_writing(self) -> None:
+        self.runtime.write_pauses += 1
+        self.write_blocked = True
+        for stream in self.streams.values():
+            stream.upstream_pause()
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        self.guard.output_drained()
+        for stream in list(self.streams.values()):
+            stream.upstream_pause()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # frames after our GOAWAY: never read
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self.runtime.protocol_errors += 1
+            self._fail(exc.error_code or _CODES.PROTOCOL_ERROR, str(exc))
+            return
+        except Exception as exc:  # the library met input it did not expect: this conn only
+            log.warning("h2 connection from %s failed: %r", self.peer[0], exc)
+            self.runtime.protocol_errors += 1
+            self._fail(_CODES.INTERNAL_ERROR, "internal error")
+            return
+        queued = self.transport is not None and self.transport.get_write_buffer_size() > 0
+        reason: str | None = None
+        guard = self.guard
+        for ev in events:
+            kind = type(ev)
+            if kind is _E.DataReceived:
+                reason = guard.data_frame(not ev.data and not ev.stream_ended)
+                self._data(ev)
+            elif kind is _E.RequestReceived:
+                guard.other_frame()
+                self._request(ev.stream_id, ev.headers, ev.stream_ended is not None)
+            elif kind is _E.StreamEnded:
+                stream = self.streams.get(ev.stream_id)
+                if stream is not None:
+                    stream.request_ended()
+            elif kind is _E.StreamReset:
+                guard.other_frame()
+                reason = self._client_reset(ev.stream_id) if ev.remote_reset else None
+            elif kind is _E.WindowUpdated:
+                guard.other_frame()
+                reason = guard.window_update()
+                self._window(ev.stream_id)
+            elif kind is _E.PingReceived or kind is _E.RemoteSettingsChanged:
+                guard.other_frame()
+                if queued:
+                    reason = guard.control_frame_queued()
+                if kind is _E.RemoteSettingsChanged:
+                    self._window(0)  # INITIAL_WINDOW_SIZE may have grown every stream's
+            elif kind is _E.PriorityUpdated:
+                reason = guard.priority_frame()
+            elif kind is _E.TrailersReceived:
+                stream = self.streams.get(ev.stream_id)
+                if stream is not None:
+                    stream.request_ended()
+            elif kind is _E.ConnectionTerminated:
+                self._client_goaway(ev.error_code)
+                break
+            if reason is not None:
+                break
+        if reason is not None:
+            self.runtime.protocol_errors += 1
+            log.info("h2 connection from %s closed: %s", self.peer[0], reason)
+            self._fail(_CODES.ENHANCE_YOUR_CALM, reason)
+            return
+        if not queued:
+            guard.output_drained()
+        self._flush()
+
+    # ------------------------------------------------------------ events
+    def _request(self, sid: int, fields: list[hh.Header], ended: bool) -> None:
+        if self.goaway_last is not None and sid > self.goaway_last:
+            self._reset_quietly(sid, _CODES.REFUSED_STREAM)
+            return
+        self.guard.stream_opened()
+        plan: ListenerPlan = self.runtime.plan
+        stream = H2Stream(self, sid)
+        self.streams[sid] = stream
+        try:
+            head = hh.request_head(fields)
+        except hh.HeadError as exc:
+            stream.refuse(400, f"bad request: {exc}")
+            return
+        if head.size > self.runtime.limits.max_head_bytes + 32 * len(fields):
+            stream.refuse(431, "request header fields too large")
+            return
+        if len(head.raw) > self.runtime.limits.max_headers:
+            stream.refuse(431, "request header fields too large")
+            return
+        path = head.path
+        if path and path[0] == "/":
+            normal = plan.paths.normalize(path)
+            if normal is None:
+                stream.refuse(400, "bad request: the path cannot be normalized")
+                return
+            path = normal
+        authority = head.authority or self.orig_dst
+        ex = Exchange(
+            plan, head.method, head.path, path, authority, head.headers, head.raw,
+            self.loop.time(), self.peer[0], self.peer[1], self.principal, self.tls,
+            False, True, False, head.size,
+        )  # fmt: skip
+        stream.ex = ex
+        stream.grpc = head.grpc
+        if self.cert_hash:
+            ex.attrs["peer_cert_hash"] = self.cert_hash
+        if self.orig_dst:
+            ex.attrs["original_dst"] = self.orig_dst
+        ex.attrs["protocol"] = "HTTP/2"
+        if ended:
+            ex.body_done = True
+            stream.req_ended = True
+        elif head.content_length is not None:
+            ex.content_length = head.content_length
+        else:
+            ex.chunked = True  # an HTTP/1.1 upstream gets it chunked
+        if head.method == "CONNECT":
+            stream.local_reply(ex, 403, "", "CONNECT is not allowed here")
+            return
+        stream.dispatch()
+
+    def _data(self, ev: Any) -> None:
+        stream = self.streams.get(ev.stream_id)
+        if stream is None:
+            self._ack(ev.flow_controlled_length, ev.stream_id)
+            return
+        stream.body(ev.data, ev.flow_controlled_length)
+        if ev.stream_ended is not None:
+            stream.request_ended()
+
+    def _client_reset(self, sid: int) -> str | None:
+        stream = self.streams.pop(sid, None)
+        if stream is None:
+            return self.guard.stream_reset_by_client(True)
+        young = self.loop.time() - stream.opened < PREMATURE_LIFETIME
+        stream.abandon()
+        self._stream_gone()
+        return self.guard.stream_reset_by_client(not young)
+
+    def _window(self, sid: int) -> None:
+        if sid:
+            stream = self.streams.get(sid)
+            if stream is not None:
+                stream.pump()
+            return
+        for stream in list(self.streams.values()):
+            stream.pump()
+
+    def _client_goaway(self, code: int) -> None:
+        """The client will open no more streams. Those in flight finish when it asked
+        gracefully (h2 closes its state machine on any GOAWAY: reopened for them)."""
+        if code or not self.streams:
+            self._abort_all()
+            self._close_transport()
+            return
+        self.conn.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
+        self.goaway_last = self.conn.highest_inbound_stream_id
+
+    # ------------------------------------------------------------ output
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def _ack(self, n: int, sid: int) -> None:
+        if n:
+            try:
+                self.conn.acknowledge_received_data(n, sid)
+            except h2.exceptions.StreamClosedError:
+                # the stream is gone: hand the connection's share of the window back
+                self.conn.increment_flow_control_window(n)
+
+    def _reset_quietly(self, sid: int, code: int) -> None:
+        try:
+            self.conn.reset_stream(sid, code)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass
+
+    def _stream_gone(self) -> None:
+        if not self.streams:
+            self.idle_since = self.loop.time()
+            if self.goaway_last is not None:
+                self._flush()
+                self._close_transport()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """A connection error: GOAWAY with `code`, every stream abandoned, then close."""
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            self.conn.close_connection(code, additional_data=reason[:100].encode())
+        except h2.exceptions.ProtocolError:
+            pass
+        self._flush()
+        self._abort_all()
+        self._close_transport()
+
+    def _abort_all(self) -> None:
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for stream in streams:
+            stream.abandon()
+
+    def _close_transport(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # ------------------------------------------------------------ what the listener asks
+    @property
+    def active(self) -> object | None:
+        """Busy (drain waits) while a stream is open."""
+        return self if self.streams else None
+
+    def _close(self) -> None:
+        """Drain / idle: GOAWAY(NO_ERROR) naming the last stream taken; close when none
+        is left. Written by hand: h2's close_connection would stop the open streams too."""
+        if self.closing:
+            return
+        if self.goaway_last is None:
+            self.goaway_last = self.conn.highest_inbound_stream_id
+            frame = GoAwayFrame(0)
+            frame.last_stream_id = self.goaway_last
+            frame.error_code = 0
+            if self.transport is not None:
+                self._flush()
+                self.transport.write(frame.serialize())
+        if not self.streams:
+            self._close_transport()
+
+    def check_timeouts(self, now: float, limits: Limits) -> None:
+        if self.transport is None:
+            return
+        if not self.streams:
+            if now - self.idle_since > limits.idle_timeout:
+                self._close()
+            return
+        for stream in list(self.streams.values()):
+            if now - stream.progress > limits.idle_timeout:
+                stream.timed_out()
+
+
+class H2Stream:
+    """One stream: the `down` of its exchange (the interface listener.Downstream has)."""
+
+    __slots__ = (
+        "end_pending",
+        "ex",
+        "finished",
+        "grpc",
+        "head",
+        "opened",
+        "out",
+        "paused_in",
+        "progress",
+        "req_ended",
+        "server",
+        "sid",
+        "transport",
+        "unacked",
+        "upstream_paused",
+    )
+
+    def __init__(self, server: H2Server, sid: int) -> None:
+        self.server = server
+        self.sid = sid
+        self.ex: Exchange | None = None
+        self.grpc = False
+        self.head = b""  # the HTTP/1.1 head as the forwarder relays it, until complete
+        self.out = bytearray()  # response bytes waiting for the client's window
+        self.end_pending = False
+        self.finished = False
+        self.req_ended = False
+        self.paused_in = False
+        self.unacked = 0
+        self.upstream_paused = False
+        self.opened = self.progress = server.loop.time()
+        self.transport = self  # the forwarder writes its last bytes to `down.transport`
+
+    # ------------------------------------------------------------ request side
+    def dispatch(self) -> None:
+        ex = self.ex
+        assert ex is not None
+        try:
+            for f in ex.plan.filters:
+                reply = f.on_request(ex)
+                if reply is not None:
+                    self.local_reply(ex, reply.status, reply.flag, reply.body, reply.headers)
+                    return
+            ex.plan.router.handle(ex, self)
+        except Exception:  # one bad request must never take the connection down
+            log.exception("internal error handling %s %s", ex.method, ex.path)
+            if ex.forward is not None:
+                ex.forward.abort()
+            if not ex.response_started:
+                self.local_reply(ex, 500, "", "internal error")
+            else:
+                self.reset(ex)
+
+    def body(self, data: bytes, flow: int) -> None:
+        ex = self.ex
+        server = self.server
+        if ex is None or self.finished:
+            server._ack(flow, self.sid)
+            return
+        self.progress = server.loop.time()
+        if data:
+            ex.bytes_in += len(data)
+            fwd = ex.forward
+            if fwd is not None:
+                fwd.body(data)
+            elif ex.body_buffer is not None:
+                ex.body_buffer.append(data)
+                ex.body_size += len(data)
+                if ex.body_size > 65536:
+                    self.paused_in = True
+        if self.paused_in:
+            self.unacked += flow
+        else:
+            server._ack(flow, self.sid)
+
+    def request_ended(self) -> None:
+        if self.req_ended:
+            return
+        self.req_ended = True
+        ex = self.ex
+        if ex is None or self.finished or ex.body_done:
+            return
+        ex.body_done = True
+        if ex.forward is not None:
+            ex.forward.body_end()
+
+    def pause_reading(self, reason: int = 1) -> None:
+        self.paused_in = True
+
+    def resume_reading(self, reason: int = 1) -> None:
+        if not self.paused_in:
+            return
+        self.paused_in = False
+        n, self.unacked = self.unacked, 0
+        self.server._ack(n, self.sid)
+        self.server._flush()
+
+    # ------------------------------------------------------------ response side
+    def alive_for(self, ex: Exchange) -> bool:
+        return not self.finished and self.server.transport is not None
+
+    def write(self, data: bytes) -> None:
+        if self.finished:
+            return
+        if self.head is not None:
+            head = self.head + data
+            end = head.find(b"\r\n\r\n")
+            if end < 0:
+                self.head = head
+                return
+            self.head = None  # type: ignore[assignment]
+            try:
+                _, fields = hh.response_fields(head[:end])
+            except hh.HeadError:
+                self._reset(_CODES.PROTOCOL_ERROR)
+                return
+            if not self._send(lambda c: c.send_headers(self.sid, fields)):
+                return
+            data = head[end + 4:]
+        if data:
+            self.out += data
+            self.pump()
+        else:
+            self.server._flush()
+
+    def pump(self) -> None:
+        """Send what the client's window allows; END_STREAM once all is out."""
+        if self.finished:
+            return
+        conn = self.server.conn
+        out = self.out
+        sent = 0
+        try:
+            while out:
+                room = min(conn.local_flow_control_window(self.sid), conn.max_outbound_frame_size)
+                if room <= 0:
+                    break
+                piece = bytes(out[:room])
+                del out[:room]
+                conn.send_data(self.sid, piece)
+                sent += 1
+            if self.end_pending and not out:
+                conn.end_stream(self.sid)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            self._gone()
+            return
+        if sent:
+            self.progress = self.server.loop.time()
+            self.server.guard.data_sent_frames(sent)
+        self.server._flush()
+        if self.end_pending and not out:
+            self._done()
+            return
+        self.upstream_pause()
+
+    def upstream_pause(self) -> None:
+        """Stop (or restart) reading the upstream: client window or socket full."""
+        want = len(self.out) > OUT_HIGH or self.server.write_blocked
+        if want != self.upstream_paused and self.ex is not None:
+            fwd = self.ex.forward
+            if fwd is not None:
+                self.upstream_paused = want
+                fwd.pause_upstream(want)
+
+    def response_done(self, ex: Exchange) -> None:
+        if self.finished:
+            return
+        if self.head is not None:  # a response with no head at all: nothing usable came
+            self._reset(_CODES.INTERNAL_ERROR)
+            return
+        self.end_pending = True
+        self.pump()
+
+    def local_reply(self, ex: Exchange, status: int, flag: str, body: str,
+                    headers: tuple[tuple[str, str], ...] = ()) -> None:
+        if self.finished:
+            return
+        if ex.response_started:
+            self.reset(ex)
+            return
+        if flag:
+            ex.add_flag(flag)
+        ex.status = status
+        ex.response_started = True
+        fields, payload = hh.local_reply_fields(status, body.encode(), self.grpc, headers)
+        if ex.method == "HEAD" or status in (204, 304):
+            payload = b""
+        ex.bytes_out += len(payload)
+        self.head = None  # type: ignore[assignment]
+        if not self._send(lambda c: c.send_headers(self.sid, fields, end_stream=not payload)):
+            return
+        if payload:
+            self.out += payload
+        self.end_pending = True
+        if payload:
+            self.pump()
+        else:
+            self.server._flush()
+            self._done()
+
+    def refuse(self, status: int, text: str) -> None:
+        """A request refused before it became an exchange (malformed head)."""
+        self.server.runtime.protocol_errors += 1
+        fields, payload = hh.local_reply_fields(status, text.encode(), False)
+        self._send(lambda c: c.send_headers(self.sid, fields, end_stream=False))
+        self.out += payload
+        self.end_pending = True
+        self.pump()
+
+    def reset(self, ex: Exchange) -> None:
+        """The response cannot be completed: RST_STREAM (the client sees the reset)."""
+        self._reset(_CODES.INTERNAL_ERROR)
+
+    def start_tunnel(self, ex: Exchange, conn: Any, rest: bytes) -> None:
+        """Upgrades do not exist inside an HTTP/2 stream (the router never asks)."""
+        conn.close()
+        self._reset(_CODES.PROTOCOL_ERROR)
+
+    def timed_out(self) -> None:
+        """No progress for the idle timeout (a window that never opens): reset."""
+        ex = self.ex
+        if ex is not None:
+            ex.add_flag("SI")  # Envoy's stream idle timeout flag
+            if ex.forward is not None:
+                ex.forward.abort()
+        self._reset(_CODES.CANCEL)
+
+    # ------------------------------------------------------------ endings
+    def abandon(self) -> None:
+        """The client reset the stream, or the connection is gone."""
+        if self.finished:
+            return
+        self.finished = True
+        ex = self.ex
+        if ex is not None:
+            if ex.forward is not None:
+                ex.forward.abort()
+            if not ex.response_started:
+                ex.status = 0
+            self._record(ex)
+
+    def _send(self, op: Any) -> bool:
+        try:
+            op(self.server.conn)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            self._gone()
+            return False
+        return True
+
+    def _reset(self, code: int) -> None:
+        if self.finished:
+            return
+        self.server._reset_quietly(self.sid, code)
+        self.server._flush()
+        self._gone()
+
+    def _gone(self) -> None:
+        """Ended without a complete response."""
+        if self.finished:
+            return
+        ex = self.ex
+        if ex is not None and ex.forward is not None:
+            ex.forward.abort()
+        self._finish()
+
+    def _done(self) -> None:
+        """The response went out whole."""
+        if not self.req_ended and not self.finished:
+            # the client is still sending a body nobody will read (RFC 9113 8.1)
+            self.server._reset_quietly(self.sid, _CODES.NO_ERROR)
+            self.server._flush()
+        self._finish()
+
+    def _finish(self) -> None:
+        self.finished = True
+        if self.unacked:
+            self.server._ack(self.unacked, self.sid)
+            self.unacked = 0
+        server = self.server
+        if server.streams.pop(self.sid, None) is not None:
+            server._stream_gone()
+        if self.ex is not None:
+            self._record(self.ex)
+
+    def _record(self, ex: Exchange) -> None:
+        plan = ex.plan
+        if plan.metrics_on:
+            plan.metrics.record(ex, self.server.loop.time())
+        fwd = ex.forward
+        if fwd is not None and fwd.finished:
+            ex.forward = None  # break the exchange <-> forward cycle
