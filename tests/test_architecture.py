@@ -17,6 +17,8 @@ PURE = (
     "snapshot",
     "proxy/core",
     "proxy/http1",
+    "proxy/h2/headers.py",
+    "proxy/h2/guard.py",
     "control/translate",
     "control/world.py",
     "control/registry.py",

@@ -246,9 +246,9 @@ class Downstream(asyncio.Protocol):
             return
         except httptools.HttpParserError as exc:
             if self.url == b"*" and self.active is None and self.rx is None:
-                rest = after_preface(data)  # llhttp stops at an HTTP/2 connection preface
-                if rest is not None:
-                    self._to_h2().start(PREFACE + rest)
+                after = after_preface(data)  # llhttp stops at an HTTP/2 connection preface
+                if after is not None:
+                    self._to_h2().start(PREFACE + after)
                     return
             self.runtime.protocol_errors += 1
             self._protocol_error(400, f"bad request: {exc}")

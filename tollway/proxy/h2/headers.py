@@ -104,7 +104,7 @@ def response_fields(block: bytes) -> tuple[int, list[Header]]:
         if not sep:
             continue
         lname = name.strip().lower()
-        if lname in _H2_DROP and not (lname == b"content-length"):
+        if lname in _H2_DROP and lname != b"content-length":
             continue
         out.append((lname, value.strip()))
     return status, out
@@ -127,7 +127,7 @@ def local_reply_fields(
     trailers-only response: `:status 200`, `grpc-status`, the text in `grpc-message`."""
     fields = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in extra]
     if grpc:
-        message = body.decode("latin-1") or f"HTTP status {status}"
+        message = body.decode("utf-8", "replace") or f"HTTP status {status}"
         return [
             (b":status", b"200"),
             (b"content-type", b"application/grpc"),
@@ -150,5 +150,5 @@ def _percent_encode(text: str) -> str:
         if 0x20 <= ch <= 0x7E and ch != 0x25:
             out.append(chr(ch))
         else:
-            out.append("%%%02X" % ch)
+            out.append(f"%{ch:02X}")
     return "".join(out)

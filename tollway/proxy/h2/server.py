@@ -72,7 +72,7 @@ def after_preface(data: bytes) -> bytes | None:
     None when `data` does not fit that (then it is answered as a bad request)."""
     if data.startswith(PREFACE):
         return data[len(PREFACE):]
-    for k in range(min(len(PREFACE), len(data)), 0, -1):
+    for k in range(min(len(PREFACE), len(data)), -1, -1):
         if PREFACE.endswith(data[:k]):
             rest = data[k:]
             # a client's first frame is SETTINGS on stream 0 (RFC 9113 3.4)
@@ -183,6 +183,7 @@ class H2Server(asyncio.Protocol):
         queued = self.transport is not None and self.transport.get_write_buffer_size() > 0
         reason: str | None = None
         guard = self.guard
+        ev: Any
         for ev in events:
             kind = type(ev)
             if kind is _E.DataReceived:
@@ -364,9 +365,17 @@ class H2Server(asyncio.Protocol):
             stream.abandon()
 
     def _close_transport(self) -> None:
+        """Close after what is written; a client that does not read it within a second
+        (Envoy's delayed close timeout) is cut: its unread output is not kept."""
         self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+        tr = self.transport
+        if tr is None:
+            return
+        if tr.get_write_buffer_size() > 0:
+            tr.close()
+            self.loop.call_later(1.0, tr.abort)
+        else:
+            tr.close()
 
     # ------------------------------------------------------------ what the listener asks
     @property
@@ -398,7 +407,7 @@ class H2Server(asyncio.Protocol):
                 self._close()
             return
         for stream in list(self.streams.values()):
-            if now - stream.progress > limits.idle_timeout:
+            if now - stream.progress > limits.stream_idle_timeout:
                 stream.timed_out()
 
 

@@ -58,6 +58,7 @@ class Limits:
         "max_headers",
         "max_pipelined",
         "retry_buffer_bytes",
+        "stream_idle_timeout",
     )
 
     def __init__(
@@ -70,6 +71,7 @@ class Limits:
         max_pipelined: int = 32,
         retry_buffer_bytes: int = 64 * 1024,
         drain_timeout: float = 10.0,
+        stream_idle_timeout: float = 300.0,
     ) -> None:
         self.max_head_bytes = max_head_bytes
         self.max_headers = max_headers
@@ -78,6 +80,8 @@ class Limits:
         self.max_pipelined = max_pipelined
         self.retry_buffer_bytes = retry_buffer_bytes
         self.drain_timeout = drain_timeout
+        # an HTTP/2 stream with no progress either way (Envoy's stream_idle_timeout, 5 min)
+        self.stream_idle_timeout = stream_idle_timeout
 
 
 def header_view(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
