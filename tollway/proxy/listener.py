@@ -170,7 +170,7 @@ class Downstream(asyncio.Protocol):
         """Hand this connection to an HTTP/2 server protocol (once, before any request
         of its own is in flight); the listener counts it as one connection still."""
         server = H2Server(self.runtime, self.transport, self.peer, self.principal,
-                          self.cert_hash, self.tls, self.orig_dst)
+                          self.cert_hash, self.tls, self.orig_dst, self.orig_port)
         self.switched = server
         self.closing = True
         self.runtime.connections.discard(self)

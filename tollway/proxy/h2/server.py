@@ -85,7 +85,8 @@ class H2Server(asyncio.Protocol):
     """A downstream HTTP/2 connection (see module doc)."""
 
     def __init__(self, runtime: ListenerRuntime, transport: Any, peer: tuple[str, int],
-                 principal: str | None, cert_hash: str, tls: bool, orig_dst: str) -> None:
+                 principal: str | None, cert_hash: str, tls: bool, orig_dst: str,
+                 orig_port: int = 0) -> None:
         self.runtime = runtime
         self.loop = runtime.plan.loop
         self.transport: Any = transport
@@ -94,6 +95,7 @@ class H2Server(asyncio.Protocol):
         self.cert_hash = cert_hash
         self.tls = tls
         self.orig_dst = orig_dst
+        self.orig_port = orig_port
         self.streams: dict[int, H2Stream] = {}
         self.guard = Guard()
         self.closing = False
@@ -236,6 +238,8 @@ class H2Server(asyncio.Protocol):
             return
         self.guard.stream_opened()
         plan: ListenerPlan = self.runtime.plan
+        if plan.by_port is not None:  # a captured inbound: the chain of the dialled port
+            plan = plan.for_port(self.orig_port)
         stream = H2Stream(self, sid)
         self.streams[sid] = stream
         try:
