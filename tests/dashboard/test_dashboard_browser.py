@@ -22,9 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import reap_members as _reap
 from tests.dashboard.browser_kit import Watched, control_plane
-from tests.e2e.e2e_mesh import Mesh, Stream, wait_until
+from tests.e2e.e2e_mesh import Mesh, Stream, running, wait_until
 from tollway.dashboard import web as dashboard_web
 
 pytestmark = pytest.mark.slow
@@ -62,13 +61,8 @@ def mesh(tmp_path: Path) -> Iterator[Mesh]:
     root.mkdir()
     text = (DATA / "web-rollout.yaml").read_text()
     (root / "web.yaml").write_text(text.replace("PYTHON", json.dumps(sys.executable)))
-    m = Mesh(root)
-    try:
-        m.start()
+    with running(root) as m:
         yield m
-    finally:
-        m.stop()
-        _reap(root / ".tollway" / "members.json")
 
 
 

@@ -126,7 +126,8 @@ def test_the_page_loads_nothing_from_another_origin() -> None:
     assert set(re.findall(r"fetch\((\S+?)[,)]", js)) == {"path"}
     assert re.findall(r"const path = `(/v1/[a-z]+/)", js) == ["/v1/rollouts/"]  # actions
     assert set(re.findall(r'getJSON\([`"]([^`"?]+)', js)) == {
-        "/v1/dashboard/graph", "/v1/dashboard/rollouts", "/v1/dashboard/mesh"}
+        "/v1/dashboard/graph", "/v1/dashboard/rollouts", "/v1/dashboard/mesh",
+        "/v1/dashboard/traces"}
     assert "url(" not in (STATIC / "style.css").read_text()
 
 

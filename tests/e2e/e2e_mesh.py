@@ -8,7 +8,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,18 @@ def wait_until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "") 
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def running(root: Path, extra_args: Sequence[str] = ()) -> Iterator[Mesh]:
+    """`tollway up ROOT [extra_args]` started, then stopped and its replicas reaped."""
+    from tests.conftest import reap_members
+
+    mesh = Mesh(root)
+    mesh.extra_args = list(extra_args)
+    try:
+        mesh.start()
+        yield mesh
+    finally:
+        mesh.stop()
+        reap_members(root / ".tollway" / "members.json")

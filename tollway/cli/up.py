@@ -185,7 +185,8 @@ class Up:
         self.prometheus, self.prometheus_url = await prom_mod.prepare_for_up(
             self.state_dir, self.prometheus_port, f"{self.url}/v1/sd/prometheus", self.echo)
         routes = self._rollout_routes() + self._local_routes()
-        routes += dashboard_web.routes(self.plane)  # GET /dashboard, /v1/dashboard/...
+        routes += dashboard_web.routes(  # GET /dashboard, /v1/dashboard/...
+            self.plane, tracing_url=self.jaeger.query_url if self.jaeger else None)
         routes += serve.ca_routes(  # workload certificates: mTLS between every proxy
             self.plane, ca.CertificateAuthority.load_or_create(self.state_dir), ttl=self.cert_ttl)
         routes += serve.token_routes(signer, clock)

@@ -5,6 +5,7 @@
   GET /v1/dashboard/graph?window=10   the service graph over the last `window` seconds
   GET /v1/dashboard/rollouts          every Rollout and Canary: steps, weights, analysis
   GET /v1/dashboard/mesh              proxies (proxy-status), config revision and changes
+  GET /v1/dashboard/traces            the latest traces in the mesh's Jaeger (`--tracing`)
 
 Why scrape on demand: the graph needs the proxies' counters twice, and the page polls
 every 1.5 s; scraping when a poll comes in (at most once a second, shared by every open
@@ -28,7 +29,7 @@ from aiohttp import web
 
 from tollway.control import serve
 from tollway.control.plane import ControlPlane
-from tollway.dashboard import graph, mesh, rollouts
+from tollway.dashboard import graph, mesh, rollouts, traces
 
 Target = tuple[str, dict[str, str]]  # (admin host:port, Prometheus target labels)
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -73,8 +74,11 @@ class Dashboard:
     def __init__(self, plane: ControlPlane, *,
                  targets: Callable[[], list[Target]] | None = None,
                  window: float = 10.0, min_interval: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 tracing_url: str | None = None) -> None:
         self.plane = plane
+        self.tracing_url = tracing_url  # Jaeger's query API, when `tollway up --tracing`
+        self._traces: tuple[float, dict[str, Any]] | None = None
         self.targets = targets or self._plane_targets
         self.window = window
         self.min_interval = min_interval
@@ -107,6 +111,28 @@ class Dashboard:
         store = self.plane.store
         tracks = rollouts.workload_tracks(store.current(), store.status)
         return graph.build(list(self.history), window, self.roles(), tracks)
+
+    async def traces(self) -> dict[str, Any]:
+        """The Traces panel (traces.py): Jaeger asked at most once per `min_interval`."""
+        url = self.tracing_url
+        if url is None:
+            return traces.disabled()
+        now = self.clock()
+        if self._traces is not None and now - self._traces[0] < self.min_interval:
+            return self._traces[1]
+        try:
+            async with httpx.AsyncClient(trust_env=False, timeout=3.0) as client:
+                services = (await client.get(f"{url}/api/services")).json().get("data") or []
+                answers = await asyncio.gather(*(
+                    client.get(f"{url}/api/traces", params={
+                        "service": s, "limit": str(traces.MAX_ROWS), "lookback": "1h"})
+                    for s in services if s != "jaeger"))
+            out = traces.view((a.json() for a in answers if a.status_code == 200), url)
+        except (httpx.HTTPError, ValueError) as exc:
+            out = {"enabled": True, "url": url, "traces": [],
+                   "error": f"Jaeger at {url} did not answer ({type(exc).__name__})"}
+        self._traces = (self.clock(), out)
+        return out
 
     def rollouts(self) -> dict[str, Any]:
         store = self.plane.store
@@ -151,11 +177,15 @@ class Dashboard:
         async def mesh_view(_req: web.Request) -> web.Response:
             return _json(self.mesh())
 
+        async def traces_view(_req: web.Request) -> web.Response:
+            return _json(await self.traces())
+
         return [web.get("/dashboard", page), web.get("/dashboard/", slash),
                 web.get("/dashboard/{name}", asset),
                 web.get("/v1/dashboard/graph", graph_view),
                 web.get("/v1/dashboard/rollouts", rollouts_view),
-                web.get("/v1/dashboard/mesh", mesh_view)]
+                web.get("/v1/dashboard/mesh", mesh_view),
+                web.get("/v1/dashboard/traces", traces_view)]
 
 
 def finite(value: Any) -> Any:

@@ -640,6 +640,48 @@ function renderMesh(m) {
   root.replaceChildren(...parts);
 }
 
+// ---- traces (shown when `tollway up --tracing` runs Jaeger) -------------------------------
+
+let lastTraces = null;
+
+function renderTraces(t) {
+  lastTraces = t;
+  const panel = document.getElementById("traces-panel");
+  panel.hidden = !t.enabled;
+  if (!t.enabled) return;
+  const root = document.getElementById("traces");
+  if (t.error) {
+    root.replaceChildren(h("div", { class: "panel-error", text: t.error }));
+    return;
+  }
+  const find = document.getElementById("trace-find").value.trim().toLowerCase();
+  const rows = t.traces.filter((r) => !find || r.request_id.toLowerCase().includes(find) ||
+    r.trace_id.includes(find));
+  if (!rows.length) {
+    root.replaceChildren(h("div", { class: "empty", id: "traces-empty" }, find
+      ? `No trace among the latest ${t.traces.length} matches “${find}”.`
+      : "No traces yet: send a request through the gateway or the client proxy."));
+    return;
+  }
+  root.replaceChildren(h("table", { class: "table", id: "trace-rows" },
+    h("thead", {}, h("tr", {}, ...["time", "request", "path through the mesh", "status",
+      "duration", "spans", "trace"].map((x) => h("th", { text: x })))),
+    h("tbody", {}, ...rows.map((r) => h("tr", { "data-trace": r.trace_id },
+      h("td", { text: new Date(r.start_us / 1000).toLocaleTimeString() }),
+      h("td", { class: "wrap" }, `${r.method} ${r.url}`,
+        h("div", { class: "muted small", text: `x-request-id ${r.request_id}` })),
+      h("td", { class: "wrap", text: r.services.join(" → ") }),
+      h("td", { class: r.error ? "bad" : "", text: r.status === null ? "–" : r.status }),
+      h("td", { text: fmtMs(r.duration_ms) }),
+      h("td", { text: r.spans }),
+      h("td", {}, h("a", { href: r.link, target: "_blank", rel: "noopener", text: "open" }),
+        " ", h("a", { href: r.json, target: "_blank", rel: "noopener", text: "json" })))))));
+}
+
+document.getElementById("trace-find").addEventListener("input", () => {
+  if (lastTraces) renderTraces(lastTraces);
+});
+
 // ---- acting on the mesh (the control plane's credential) ----------------------------------
 // `tollway dashboard` opens /dashboard#token=T: a 12 h admin session in the URL's fragment,
 // which the browser never sends to any server. It is kept in sessionStorage (this origin,
@@ -697,10 +739,11 @@ function panelError(id, err) {
 
 async function tick() {
   const win = document.getElementById("window").value;
-  const [g, r, m] = await Promise.allSettled([
+  const [g, r, m, t] = await Promise.allSettled([
     getJSON(`/v1/dashboard/graph?window=${encodeURIComponent(win)}`),
     getJSON("/v1/dashboard/rollouts"),
     getJSON("/v1/dashboard/mesh"),
+    getJSON("/v1/dashboard/traces"),
   ]);
   const failed = [g, r, m].filter((x) => x.status === "rejected");
   if (g.status === "fulfilled") renderGraph(g.value); else panelError("graph-empty", g.reason);
@@ -710,6 +753,7 @@ async function tick() {
     renderRollouts(r.value);
   } else panelError("rollouts", r.reason);
   if (m.status === "fulfilled") renderMesh(m.value); else panelError("mesh", m.reason);
+  if (t.status === "fulfilled") renderTraces(t.value); else panelError("traces", t.reason);
   const status = document.getElementById("status");
   status.className = failed.length ? "status error" : "status";
   status.textContent = failed.length

@@ -119,7 +119,10 @@ class Tracer:
             ex.request_id = ctx.request_id
         trace_id, server_id, parent, client_id = ids
         plan = ex.plan
-        wall = time.time() - now  # loop clock -> wall clock, µs below
+        # loop clock -> wall clock: the loop's clock is CLOCK_MONOTONIC (uvloop's in whole
+        # ms, and `now` is cached per loop iteration), so the offset comes from the two
+        # clocks read together, not from `now`
+        wall = time.time() - time.monotonic()
         status = ex.status
         cluster = ex.cluster_name
         name = self.operation(plan, cluster, ex.authority)
