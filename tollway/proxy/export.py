@@ -18,12 +18,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from tollway.proxy.core.spans import Span, zipkin_json
 from tollway.snapshot import types
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("tollway.proxy.tracing")
 
@@ -42,11 +43,18 @@ class _Target:
     """Where the thread sends, fixed per provider (swapped whole on a config change)."""
 
     def __init__(self, provider: types.TracingProvider, service: str) -> None:
+        # httpx only once a provider is configured: a proxy that reports no spans (most,
+        # and every VM sidecar without tracing) neither imports it (~0.6 s, several MB)
+        # nor starts the thread. A missing httpx is an ImportError here, at config time.
+        import httpx
+
+        self.errors: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError)
         self.provider = provider
         self.service = service
         self.encode, content_type = _encoder(provider.kind)
         self.headers = {"content-type": content_type, **dict(provider.headers)}
-        self.client = httpx.Client(timeout=provider.timeout, headers=self.headers)
+        self.client: httpx.Client = httpx.Client(timeout=provider.timeout,
+                                                 headers=self.headers)
 
     def same(self, provider: types.TracingProvider, service: str) -> bool:
         return provider == self.provider and service == self.service
@@ -144,7 +152,7 @@ class SpanSink:
             resp = target.client.post(target.provider.endpoint, content=body)
             if resp.status_code >= 300:
                 why = f"it answered {resp.status_code}"
-        except (httpx.HTTPError, OSError) as exc:
+        except target.errors as exc:
             why = str(exc) or type(exc).__name__
         ok = not why
         if ok == self._failing:
