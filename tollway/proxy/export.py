@@ -53,8 +53,12 @@ class _Target:
         self.service = service
         self.encode, content_type = _encoder(provider.kind)
         self.headers = {"content-type": content_type, **dict(provider.headers)}
+        # A plain-http collector needs no TLS context: skip loading the CA bundle (tens of
+        # ms and MBs). An https endpoint is verified against the system's CAs as usual.
+        plain = provider.endpoint.startswith("http://")
         self.client: httpx.Client = httpx.Client(timeout=provider.timeout,
-                                                 headers=self.headers)
+                                                 headers=self.headers, verify=not plain,
+                                                 trust_env=False)
 
     def same(self, provider: types.TracingProvider, service: str) -> bool:
         return provider == self.provider and service == self.service
