@@ -13,6 +13,8 @@ process shares with the control plane's pod: the dev node runs pods as host proc
     python bench/cluster_push_latency.py                 # N = 10 and 50, 10 changes each
     python bench/cluster_push_latency.py --pods 10 --changes 5 --kubeconfig K
 
+The chart is installed with `--set sidecar.resources.requests.cpu=10m` (--sidecar-cpu): at
+its default 100m the scheduler fits only ~18 injected pods on the 2-CPU dev node.
 Without --kubeconfig it takes the host's dev-cluster lock (as the tests' `dev_cluster`
 fixture does), runs `tollway dev cluster up` in a temporary state dir and `down` at the end.
 Prints p50 / p90 / max per N and the kubectl call alone (API round trip + client start).
@@ -212,6 +214,9 @@ def main() -> None:
     ap.add_argument("--changes", type=int, default=10)
     ap.add_argument("--kubeconfig", type=Path)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sidecar-cpu", default="10m",
+                    help="the chart's sidecar.resources.requests.cpu (its default, 100m, lets "
+                         "a 2-CPU dev node schedule only ~18 injected pods)")
     args = ap.parse_args()
     rows = []
     with cluster(args.kubeconfig) as (kubeconfig, bins), \
@@ -219,6 +224,7 @@ def main() -> None:
         c = Cluster(kubeconfig, bins, Path(home))
         ns = f"bench-{uuid.uuid4().hex[:6]}"
         c.run("helm", "install", "tollway", str(CHART), "-n", SYSTEM, "--create-namespace",
+              "--set", f"sidecar.resources.requests.cpu={args.sidecar_cpu}",
               "--wait", "--timeout", "5m")
         try:
             c.kubectl("create", "namespace", ns)

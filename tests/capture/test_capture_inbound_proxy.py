@@ -6,7 +6,9 @@ dev node runs the injected sidecar) with the snapshot translate builds for a pod
 virtualInbound listener on 0.0.0.0:15006 with a chain for 8080; "client" (10.124.0.1)
 dials the pod IP at the app's ports. Both arrive through the proxy (it adds
 x-forwarded-proto) at the port dialled: 8080 by its chain, 9090 (no chain) passed through
-to 127.0.0.1:9090.
+to 127.0.0.1:9090. A client dialling podIP:15001 is captured too, and must not reach the
+outbound listener (it would call the mesh as this pod): 404 (test_capture_plans.py
+checks the plan itself).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ TOLLWAY = str(Path(sys.executable).with_name("tollway"))
 POD_IP = "10.124.0.2"
 
 CLIENT = """
-import json, sys, urllib.request
+import json, sys, urllib.error, urllib.request
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 out = {}
 for port in sys.argv[1:]:
@@ -43,6 +45,8 @@ for port in sys.argv[1:]:
         headers = {k.lower(): v for k, v in body["headers"].items()}
         out[port] = {"port": body["port"], "xfp": headers.get("x-forwarded-proto"),
                      "version": body["version"]}
+    except urllib.error.HTTPError as e:
+        out[port] = e.code
     except Exception as e:
         out[port] = repr(e)
 print(json.dumps(out))
@@ -108,20 +112,22 @@ def test_inbound_is_served_by_the_port_the_client_dialled(pair: tuple[str, str],
 
         def ask() -> dict[str, object]:
             out = subprocess.run([IP, "netns", "exec", cli, sys.executable, "-c", CLIENT,
-                                  "8080", "9090"], capture_output=True, text=True, timeout=60)
+                                  "8080", "9090", "15001"],
+                                 capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stderr
             got: dict[str, object] = json.loads(out.stdout)
             return got
 
         got = ask()
         for _ in range(20):  # the demo apps may still be starting
-            if all(isinstance(v, dict) for v in got.values()):
+            if all(not isinstance(v, str) for v in got.values()):
                 break
             time.sleep(0.5)
             got = ask()
         assert got == {
             "8080": {"port": 8080, "xfp": "http", "version": "chain"},
             "9090": {"port": 9090, "xfp": "http", "version": "passthrough"},
+            "15001": 404,
         }, got
     finally:
         for p in procs:

@@ -312,6 +312,9 @@ def _plan(snap: Snapshot, spec_l: types.Listener, tables: dict[str, RouteTableMa
     return ListenerPlan(snap, spec_l, matcher, default, _filters(snap.config, spec_l, tls_state))
 
 
+RESERVED_PORTS = frozenset({15000, 15001, 15004, 15006, 15008, 15020, 15021, 15090})
+
+
 def _capture_plan(snap: Snapshot, spec_l: types.Listener, tables: dict[str, RouteTableMatcher],
                   old: Snapshot | None, tls_state: TlsState | None) -> ListenerPlan:
     """A captured inbound listener: one plan per chain, compiled now, picked per
@@ -333,8 +336,13 @@ def _capture_plan(snap: Snapshot, spec_l: types.Listener, tables: dict[str, Rout
     base = sub(0, "")
     plan = ListenerPlan(snap, base, None, None, _filters(snap.config, base, tls_state))
 
+    # Never passed through: the proxy's own ports (a client dialling podIP:15001 would
+    # otherwise reach the outbound listener and call the mesh as this workload) and the
+    # other ports Istio reserves for the sidecar.
+    own = {lst.port for lst in snap.config.listeners if lst.port} | RESERVED_PORTS
+
     def passthrough(port: int) -> ListenerPlan:
-        if port == spec_l.port:  # dialled the capture port itself: nothing to reach (404)
+        if port in own:  # answered 404 by the plan without a destination
             return plan
         found = _plan(snap, sub(port, ""), tables, None, tls_state)
         by_port[port] = found
