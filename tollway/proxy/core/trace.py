@@ -173,45 +173,43 @@ def upstream_lines(
     if span == _ZERO_SPAN:
         span = "0" * 15 + "1"
     parent: str | None = None
+    single = "b3" in headers
     tp = headers.get("traceparent")
     w3c = _parse_traceparent(tp) if tp else None
     if w3c is not None:
         trace_id, parent, sampled = w3c
     else:
-        if "x-b3-traceid" in headers:
-            b3 = _parse_b3(headers)
-            if b3 is None and "b3" in headers:
-                b3 = _parse_b3_single(headers["b3"])
-        elif "b3" in headers:
+        b3 = _parse_b3(headers) if "x-b3-traceid" in headers else None
+        if b3 is None and single:
             b3 = _parse_b3_single(headers["b3"])
-        else:
-            b3 = None
-        b3_trace = b3[0] if b3 is not None else None
-        if b3 is not None and b3_trace is not None:
-            trace_id, parent = b3_trace, b3[1]
-            sampled = b3[2] if b3[2] is not None else rng.random() < sample_rate
-        else:
+        if b3 is None:  # the common case: no context came, a new trace
             trace_id = b[16:32].hex()
             if trace_id == _ZERO_TRACE:
                 trace_id = "0" * 31 + "1"
-            decided = b3[2] if b3 is not None else None
-            sampled = decided if decided is not None else rng.random() < sample_rate
+            sampled = rng.random() < sample_rate
+        else:
+            b3_trace, b3_parent, b3_sampled = b3
+            if b3_trace is not None:
+                trace_id, parent = b3_trace, b3_parent
+            else:  # `b3: 0|1|d` alone: a new trace with the caller's decision
+                trace_id = b[16:32].hex()
+                if trace_id == _ZERO_TRACE:
+                    trace_id = "0" * 31 + "1"
+            sampled = b3_sampled if b3_sampled is not None else rng.random() < sample_rate
     flag = "1" if sampled else "0"
     ids: SpanIds | None = None
     if spans and sampled:
         server = _server_span(rng)
         ids = (trace_id, server, parent, span)
-        sent_parent: str | None = server
-    else:
-        sent_parent = parent
-    if sent_parent is None:
+        parent = server  # the sent span's parent is this hop's SERVER span
+    if parent is None:
         text = (f"x-request-id: {rid}\r\ntraceparent: 00-{trace_id}-{span}-0{flag}\r\n"
                 f"x-b3-traceid: {trace_id}\r\nx-b3-spanid: {span}\r\nx-b3-sampled: {flag}\r\n")
     else:
         text = (f"x-request-id: {rid}\r\ntraceparent: 00-{trace_id}-{span}-0{flag}\r\n"
                 f"x-b3-traceid: {trace_id}\r\nx-b3-spanid: {span}\r\n"
-                f"x-b3-parentspanid: {sent_parent}\r\nx-b3-sampled: {flag}\r\n")
-    if "b3" in headers:
+                f"x-b3-parentspanid: {parent}\r\nx-b3-sampled: {flag}\r\n")
+    if single:
         text += f"b3: {trace_id}-{span}-{flag}\r\n"
     return rid, text.encode("latin-1"), ids
 
