@@ -111,3 +111,24 @@ def test_a_proxys_spans_land_in_jaeger_as_one_trace(
         assert str(tags["http.status_code"]) == "503"
         assert tags["upstream_cluster"] == "c"
         assert tags["error"] in (True, "true")
+
+
+def test_a_port_taken_after_it_was_chosen_is_chosen_again(
+    running: jaeger.MeshJaeger, tmp_path: Path
+) -> None:
+    import socket
+
+    j = jaeger.MeshJaeger(running.binary, tmp_path, query_port=PortAllocator().allocate())
+    taken = j.query_port
+    with socket.socket() as s:  # someone else binds it between the choice and the start
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", taken))
+        s.listen()
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(j.start(timeout=60))
+            assert j.query_port != taken
+            assert httpx.get(f"{j.query_url}/api/services", timeout=5).status_code == 200
+        finally:
+            loop.run_until_complete(j.stop())
+            loop.close()

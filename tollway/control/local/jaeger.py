@@ -166,11 +166,11 @@ class MeshJaeger:
         self.binary = binary
         self.home = state_dir / "jaeger"
         self.log_path = state_dir / "logs" / "jaeger.log"
-        alloc = ports or PortAllocator()
-        self.query_port = query_port if port_free(query_port) else alloc.allocate()
-        self.query_grpc_port = alloc.allocate()
-        self.otlp_port = alloc.allocate()
-        self.zipkin_port = alloc.allocate()
+        self.alloc = ports or PortAllocator()
+        self.query_port = query_port if port_free(query_port) else self.alloc.allocate()
+        self.query_grpc_port = self.alloc.allocate()
+        self.otlp_port = self.alloc.allocate()
+        self.zipkin_port = self.alloc.allocate()
         self.env = dict(os.environ if env is None else env)
         self.proc: Proc | None = None
 
@@ -190,8 +190,24 @@ class MeshJaeger:
     def config_path(self) -> Path:
         return self.home / "config.yaml"
 
-    async def start(self, timeout: float = 60.0) -> None:
-        """Start and wait until the query API answers; JaegerError if it does not."""
+    async def start(self, timeout: float = 60.0, attempts: int = 3) -> None:
+        """Start and wait until the query API answers; JaegerError if it does not.
+
+        A port found free may be taken before Jaeger binds it (another `tollway up
+        --tracing` starting at the same moment): then every port is chosen again."""
+        for attempt in range(attempts):
+            log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+            if await self._start_once(timeout):
+                return
+            text = self.log_path.read_text(errors="replace")[log_start:]
+            if "address already in use" not in text or attempt == attempts - 1:
+                break
+            self.query_port, self.query_grpc_port, self.otlp_port, self.zipkin_port = (
+                self.alloc.allocate() for _ in range(4))
+        raise JaegerError(f"Jaeger did not answer on {self.query_url} within {timeout:.0f}s; "
+                          f"see {self.log_path}")
+
+    async def _start_once(self, timeout: float) -> bool:
         self.home.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(render_config(
             otlp_port=self.otlp_port, zipkin_port=self.zipkin_port,
@@ -206,13 +222,12 @@ class MeshJaeger:
         while time.monotonic() < deadline:
             if await http_ok(self.query_port, "/api/services") and \
                     await port_open(self.otlp_port) and await port_open(self.zipkin_port):
-                return
+                return True
             if not self.proc.alive():
                 break
             await asyncio.sleep(0.1)
         await self.stop()
-        raise JaegerError(f"Jaeger did not answer on {self.query_url} within {timeout:.0f}s; "
-                          f"see {self.log_path}")
+        return False
 
     async def stop(self) -> None:
         if self.proc is not None:
