@@ -51,14 +51,23 @@ def control_plane(
         help="YAML of the injected sidecar: image, imagePullPolicy, command, resources, "
              "initResources, rewriteAppHTTPProbers (the chart renders it from its `sidecar` "
              "values); default: image tollway:latest, command [tollway]."),
+    rollouts: bool = typer.Option(True, "--rollouts/--no-rollouts",
+                                  help="Reconcile Rollouts and Canaries (on the Lease holder "
+                                       "only)."),
+    prometheus_url: str | None = typer.Option(
+        None, "--prometheus-url", help="Prometheus for analyses whose provider names no "
+                                       "address (default $TOLLWAY_PROMETHEUS_URL)."),
 ) -> None:
     """Run the control plane with Kubernetes as its store."""
     import httpx2
 
     from tollway.control.proxies import split_hostport
+    from tollway.kube import kinds
     from tollway.kube.api import Api, ApiUnavailable, load_config
     from tollway.kube.casecret import CASecretError
     from tollway.kube.run import KubePlane
+    from tollway.rollout.cluster import ClusterRollouts
+    from tollway.rollout.service import error_retry_setting
 
     if not kubernetes:
         typer.echo("tollway control-plane: only --kubernetes is supported (for one machine, "
@@ -96,7 +105,15 @@ def control_plane(
                        extra_hosts=tuple(extra_host), echo=lambda s: typer.echo(s),
                        namespace=cp_namespace,
                        identity=identity or os.environ.get("POD_NAME", ""),
-                       webhook=hook, webhook_certs=webhook_certs, injection=injection)
+                       webhook=hook, webhook_certs=webhook_certs, injection=injection,
+                       watched=kinds.watched(rollouts=rollouts))
+        if rollouts:
+            cr = ClusterRollouts(kp.api, kp.store, kp.raw,
+                                 prometheus_url=prometheus_url
+                                 or os.environ.get("TOLLWAY_PROMETHEUS_URL"),
+                                 error_retry=error_retry_setting(None))
+            kp.listeners.append(cr.on_events)
+            kp.leader_tasks.append(cr.run)
         kp.install_signals()
         try:
             return await kp.run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,22 @@ _SERVER = typer.Option(None, "--server", help="Control plane URL (default $TOLLW
 _NS = typer.Option(None, "-n", "--namespace", help="Namespace (found by name if omitted).")
 _ACTOR = typer.Option(None, "--actor", help="Who is acting (default $USER).")
 _REASON = typer.Option("", "--reason", help="Why; recorded with the decision.")
+_KUBECONFIG = typer.Option(None, "--kubeconfig", help="Work against a Kubernetes cluster "
+                           "(this kubeconfig) instead of the control plane's API.")
+_CONTEXT = typer.Option(None, "--context", help="Kubeconfig context (implies the cluster).")
+
+
+def _kube(kubeconfig: Path | None, context: str | None) -> bool:
+    return kubeconfig is not None or context is not None
+
+
+def _kube_summary(obj: dict[str, Any]) -> dict[str, Any]:
+    st = obj.get("status") or {}
+    weights = (st.get("canary") or {}).get("weights") or {}
+    return {"kind": obj["kind"], "namespace": obj["metadata"]["namespace"],
+            "name": obj["metadata"]["name"], "phase": st.get("phase", "Pending"),
+            "weight": st.get("canaryWeight", (weights.get("canary") or {}).get("weight", 0)),
+            "message": st.get("message", "")}
 
 
 def _base(server: str | None) -> str:
@@ -131,7 +148,13 @@ def _short(value: Any) -> str:
 
 
 def _act(server: str | None, name: str, namespace: str | None, action: str,
-         body: dict[str, Any]) -> None:
+         body: dict[str, Any], kubeconfig: Path | None = None,
+         context: str | None = None) -> None:
+    if _kube(kubeconfig, context):
+        from tollway.cli import rollout_kube
+
+        typer.echo(rollout_kube.run(kubeconfig, context, action, name, namespace, **body))
+        return
     base = _base(server)
     ns = _resolve(base, name, namespace)
     resp = _call("POST", f"{base}/v1/rollouts/{ns}/{name}/{action}", json=body)
@@ -153,9 +176,17 @@ def register(app: typer.Typer) -> None:
     app.add_typer(ro, name="rollout")
 
     @ro.command("list")
-    def list_(server: str | None = _SERVER) -> None:
+    def list_(server: str | None = _SERVER, namespace: str | None = _NS,
+              kubeconfig: Path | None = _KUBECONFIG, context: str | None = _CONTEXT) -> None:
         """Every Rollout and Canary with its phase and canary weight."""
-        items = _items(_base(server))
+        if _kube(kubeconfig, context):
+            from tollway.cli import rollout_kube
+
+            items = [_kube_summary(o) for o in
+                     rollout_kube.run(kubeconfig, context, "list", None, namespace)]
+        else:
+            items = [i for i in _items(_base(server))
+                     if namespace is None or i["namespace"] == namespace]
         if not items:
             typer.echo("no rollouts")
             return
@@ -168,19 +199,26 @@ def register(app: typer.Typer) -> None:
     def status(name: str, namespace: str | None = _NS, server: str | None = _SERVER,
                watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every second."),
                output: str = typer.Option("", "-o", "--output", help="json for the object."),
+               kubeconfig: Path | None = _KUBECONFIG, context: str | None = _CONTEXT,
                ) -> None:
         """Phase, steps (current marked), weights, measurements, last decisions and why."""
-        base = _base(server)
-        ns = _resolve(base, name, namespace)
         if output not in ("", "json"):
             typer.echo("-o accepts only json", err=True)
             raise typer.Exit(2)
+        kube = _kube(kubeconfig, context)
+        base = _base(server)
+        ns = namespace if kube else _resolve(base, name, namespace)
         while True:
-            resp = _call("GET", f"{base}/v1/rollouts/{ns}/{name}")
-            if resp.status_code == 404:
-                typer.echo(f"no Rollout or Canary {ns}/{name}", err=True)
-                raise typer.Exit(1)
-            obj = resp.json()
+            if kube:
+                from tollway.cli import rollout_kube
+
+                obj = rollout_kube.run(kubeconfig, context, "get", name, ns)
+            else:
+                resp = _call("GET", f"{base}/v1/rollouts/{ns}/{name}")
+                if resp.status_code == 404:
+                    typer.echo(f"no Rollout or Canary {ns}/{name}", err=True)
+                    raise typer.Exit(1)
+                obj = resp.json()
             if output == "json":
                 typer.echo(json.dumps(obj, indent=2))
             else:
@@ -193,8 +231,10 @@ def register(app: typer.Typer) -> None:
 
     def simple(action: str, doc: str) -> None:
         def cmd(name: str, namespace: str | None = _NS, server: str | None = _SERVER,
-                actor: str | None = _ACTOR, reason: str = _REASON) -> None:
-            _act(server, name, namespace, action, {"actor": _who(actor), "reason": reason})
+                actor: str | None = _ACTOR, reason: str = _REASON,
+                kubeconfig: Path | None = _KUBECONFIG, context: str | None = _CONTEXT) -> None:
+            _act(server, name, namespace, action, {"actor": _who(actor), "reason": reason},
+                 kubeconfig, context)
 
         cmd.__doc__ = doc
         ro.command(action)(cmd)
@@ -202,10 +242,11 @@ def register(app: typer.Typer) -> None:
     @ro.command("promote")
     def promote(name: str, namespace: str | None = _NS, server: str | None = _SERVER,
                 full: bool = typer.Option(False, "--full", help="Skip all remaining steps."),
-                actor: str | None = _ACTOR, reason: str = _REASON) -> None:
+                actor: str | None = _ACTOR, reason: str = _REASON,
+                kubeconfig: Path | None = _KUBECONFIG, context: str | None = _CONTEXT) -> None:
         """Leave the current pause (or skip the current step); --full skips them all."""
         _act(server, name, namespace, "promote",
-             {"full": full, "actor": _who(actor), "reason": reason})
+             {"full": full, "actor": _who(actor), "reason": reason}, kubeconfig, context)
 
     simple("abort", "Send all traffic back to stable at once (Degraded, abort).")
     simple("retry", "Run the steps of an aborted rollout again.")
@@ -216,20 +257,22 @@ def register(app: typer.Typer) -> None:
     @ro.command("set-weight")
     def set_weight(name: str, weight: int, namespace: str | None = _NS,
                    server: str | None = _SERVER, actor: str | None = _ACTOR,
-                   reason: str = _REASON) -> None:
+                   reason: str = _REASON, kubeconfig: Path | None = _KUBECONFIG,
+                   context: str | None = _CONTEXT) -> None:
         """Set the canary's traffic weight by hand and hold there (resume/promote to go on)."""
         if not 0 <= weight <= 100:
             typer.echo("the weight is a percentage from 0 to 100", err=True)
             raise typer.Exit(2)
         _act(server, name, namespace, "set-weight",
-             {"weight": weight, "actor": _who(actor), "reason": reason})
+             {"weight": weight, "actor": _who(actor), "reason": reason}, kubeconfig, context)
 
     @ro.command("set-image")
     def set_image(name: str, image: str, namespace: str | None = _NS,
                   container: str | None = typer.Option(None, "--container", "-c"),
                   env: list[str] = typer.Option([], "--env", help="NAME=VALUE (repeatable)."),
                   server: str | None = _SERVER, actor: str | None = _ACTOR,
-                  reason: str = _REASON) -> None:
+                  reason: str = _REASON, kubeconfig: Path | None = _KUBECONFIG,
+                  context: str | None = _CONTEXT) -> None:
         """Update the template's image (and env), starting a new rollout."""
         pairs = {}
         for e in env:
@@ -240,4 +283,4 @@ def register(app: typer.Typer) -> None:
             pairs[k] = v
         _act(server, name, namespace, "set-image",
              {"image": image, "container": container, "env": pairs, "actor": _who(actor),
-              "reason": reason})
+              "reason": reason}, kubeconfig, context)

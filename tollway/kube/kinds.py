@@ -71,6 +71,14 @@ CORE: tuple[Watched, ...] = (
 )
 
 
+# What the rollout controller reads besides the Tollway kinds: Deployments (Flagger's
+# targets, into the store as `tollway up` has them) and ReplicaSets (Argo's, for readiness).
+ROLLOUTS: tuple[Watched, ...] = (
+    Watched("apps", "v1", "Deployment", tollway=False),
+    Watched("apps", "v1", "ReplicaSet", tollway=False, into_store=False),
+)
+
+
 def tollway_kinds() -> tuple[Watched, ...]:
     """Every implemented kind of the Istio/Argo/Flagger groups (what the CRDs define)."""
     return tuple(
@@ -80,5 +88,5 @@ def tollway_kinds() -> tuple[Watched, ...]:
     )
 
 
-def watched() -> tuple[Watched, ...]:
-    return CORE + tollway_kinds()
+def watched(rollouts: bool = False) -> tuple[Watched, ...]:
+    return CORE + (ROLLOUTS if rollouts else ()) + tollway_kinds()

@@ -13,9 +13,10 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -56,6 +57,11 @@ class KubePlane:
     injection: inject.Settings | None = None  # the injected sidecar (the chart's values)
     store: ConfigStore = field(default_factory=ConfigStore)
     watched: tuple[kinds.Watched, ...] = field(default_factory=kinds.watched)
+    # What rides on the informers (the rollout controller, wired by the CLI, since kube/
+    # sits below rollout/): listeners see every batch of events; leader tasks run only
+    # while this replica holds the Lease, cancelled when it stops leading.
+    listeners: list[Callable[[kinds.Watched, list[Event]], None]] = field(default_factory=list)
+    leader_tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.identity:
@@ -65,11 +71,19 @@ class KubePlane:
         self.mirror = Mirror(self.store, self.plane, infos=infos)
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._leader: list[asyncio.Task[None]] = []
         self.stop = asyncio.Event()
+
+    def raw(self, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The object as the API server last said (metadata and status included)."""
+        item = self.mirror.items.get((kind, namespace, name))
+        return item.obj if item is not None else None
 
     async def on_events(self, watched: kinds.Watched, events: list[Event]) -> None:
         async with self._lock:  # one batch at a time: the store sees one order of changes
             writes = self.mirror.handle(watched, events)
+            for listener in self.listeners:
+                listener(watched, events)
             if self.writes_status:
                 await self.write_status(writes)
 
@@ -81,6 +95,22 @@ class KubePlane:
         if leading:  # write what was decided while another replica led
             task = asyncio.create_task(self._resync())
             self._tasks.append(task)
+            self._leader = [asyncio.create_task(self._leader_task(t)) for t in self.leader_tasks]
+        else:
+            for t in self._leader:
+                t.cancel()
+            self._leader = []
+
+    async def _leader_task(self, run: Callable[[], Awaitable[None]]) -> None:
+        while True:  # a failure is logged and the task restarted: leading means running it
+            try:
+                await run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("leader task failed; restarting in 5 s")
+                await asyncio.sleep(5.0)
 
     async def _resync(self) -> None:
         async with self._lock:
@@ -122,11 +152,11 @@ class KubePlane:
                       "pod endpoints)")
             await self.stop.wait()
         finally:
-            for task in self._tasks:
+            for task in [*self._leader, *self._tasks]:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(elector.release(), 5)
-            for task in self._tasks:
+            for task in [*self._leader, *self._tasks]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self.plane.close()

@@ -34,13 +34,17 @@ from tollway.rollout import hooks, machine, measure, plans, traffic
 from tollway.rollout.analysis import runs
 from tollway.rollout.analysis.providers.mesh import MeshMetrics, Target
 from tollway.rollout.model import Effect, Inputs, Plan, RolloutState
-from tollway.rollout.persist import StateFile
+from tollway.rollout.persist import RecordFile
 from tollway.rollout.styles import Sizing, Style, copy_json, style_for
 
 log = logging.getLogger(__name__)
 TICK = 1.0
 KEEP_RUNS = 6
 ReadyCounts = Callable[[], Mapping[tuple[str, str], int]]  # (namespace, workload) -> ready
+# Where the resources a state implies go, when not into the local store: (the rollout, the
+# manifests, why) -> an error to show, or "". The cluster edge (rollout/onkube.py) passes
+# one that turns them into API writes; the decisions that made them are the same.
+Outlet = Callable[[Resource, list[dict[str, Any]], str], str]
 
 
 @dataclass(slots=True)
@@ -111,12 +115,15 @@ class Measured:
 class Worker:
     """One rollout (kind Rollout or Canary) and its persisted record."""
 
-    def __init__(self, key: Key, store: ConfigStore, clock: Clock, state_file: StateFile,
+    def __init__(self, key: Key, store: ConfigStore, clock: Clock, state_file: RecordFile,
                  client: httpx.AsyncClient, mesh: MeshMetrics, prometheus_url: str | None,
                  loadtester: hooks.LoadTester,
                  targets: Callable[[], list[Target]] | None = None,
                  ready_counts: ReadyCounts | None = None,
-                 error_retry: float = runs.ERROR_RETRY_SECONDS) -> None:
+                 error_retry: float = runs.ERROR_RETRY_SECONDS,
+                 outlet: Outlet | None = None) -> None:
+        self.outlet = outlet
+        self.in_cluster = outlet is not None  # the cluster edge: in-cluster addresses work
         self.targets = targets
         self.ready_counts = ready_counts
         self.error_retry = error_retry  # seconds before measuring again after an Error
@@ -197,7 +204,7 @@ class Worker:
     async def _measure(self, seen: Seen, state: RolloutState, now: float) -> Measured:
         canary, stable = seen.style.subjects(seen.res, state)
         ctx = measure.Context(self.client, self.mesh, self.prometheus_url, canary, stable,
-                              dict(self.record.judges))
+                              dict(self.record.judges), self.in_cluster)
         active = self._runs(seen.current, seen.res.namespace)
         for run in active.values():
             for spec in runs.due(run, now, self.error_retry):
@@ -382,6 +389,9 @@ class Worker:
         # Deployment must carry their latest template, never the one read before)
         current = self.store.current()
         manifests = self.desired(res, seen.plan, state, current)
+        if self.outlet is not None:
+            self.error = self.outlet(res, manifests, reason)
+            return
         owner = f"{res.kind}/{res.namespace}/{res.name}"
         names = {(m["kind"], m["metadata"]["namespace"], m["metadata"]["name"])
                  for m in manifests}

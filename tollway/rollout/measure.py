@@ -35,6 +35,14 @@ class Context:
     canary: Key
     stable: Key
     judges: dict[str, dict[str, Any]] = field(default_factory=dict)  # per run/metric
+    # On Kubernetes a template's in-cluster address is reachable as written (unless the
+    # controller was told a Prometheus URL to use instead, e.g. when run off-cluster).
+    in_cluster: bool = False
+
+    def prometheus(self, given: str | None) -> str:
+        if self.in_cluster and given and not self.prometheus_url:
+            return given
+        return prometheus.resolve_address(given, self.prometheus_url)
 
 
 def render_args(value: Any, args: Mapping[str, str]) -> Any:
@@ -166,7 +174,7 @@ async def _provider_value(ctx: Context, run_name: str, spec: runs.MetricSpec,
                           provider: Mapping[str, Any], now: float) -> Any:
     if "prometheus" in provider:
         p = provider["prometheus"]
-        address = prometheus.resolve_address(p.get("address"), ctx.prometheus_url)
+        address = ctx.prometheus(p.get("address"))
         return await prometheus.query(ctx.client, address, str(p["query"]))
     if "web" in provider:
         return await web.measure(ctx.client, provider["web"])
@@ -282,7 +290,7 @@ async def _flagger_value(ctx: Context, m: Mapping[str, Any], namespace: str, tar
     prov = tmpl.spec.get("provider") or {}
     if str(prov.get("type", "prometheus")) == "tollway":
         return builtin.value("request-success-rate", ctx.mesh.window(ctx.canary, interval, now))
-    address = prometheus.resolve_address(prov.get("address"), ctx.prometheus_url)
+    address = ctx.prometheus(prov.get("address"))
     result = await prometheus.query(ctx.client, address, query)
     if isinstance(result, list):
         return result[0] if result else None

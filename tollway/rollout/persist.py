@@ -13,9 +13,17 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class RecordFile(Protocol):
+    """Where a worker's record is kept: a file here, a ConfigMap on Kubernetes."""
+
+    def load(self) -> dict[str, Any] | None: ...
+
+    def save(self, record: dict[str, Any]) -> None: ...
 
 
 class StateFile:
