@@ -51,8 +51,8 @@ class Exporter:
     """Istio-shaped counters for one service, growing at 20 requests/s with a share of
     5xx the test sets (what the sidecars would report)."""
 
-    def __init__(self, service: str) -> None:
-        self.service = service
+    def __init__(self, *selectors: str) -> None:
+        self.selectors = selectors
         self.error_ratio = 0.0
         self.ok = 0.0
         self.errors = 0.0
@@ -84,14 +84,16 @@ class Exporter:
             self.errors += n * self.error_ratio
             self.ok += n * (1 - self.error_ratio)
             ok, errors = self.ok, self.errors
-        base = f'destination_service="{self.service}",reporter="destination"'
-        lines = [f'istio_requests_total{{{base},response_code="200"}} {ok:.3f}',
-                 f'istio_requests_total{{{base},response_code="500"}} {errors:.3f}']
-        total = ok + errors
-        for le in ("10", "50", "100", "250", "+Inf"):
-            count = total * (0.2 if le == "10" else 1.0)
-            lines.append(f'istio_request_duration_milliseconds_bucket{{{base},le="{le}"}} '
-                         f"{count:.3f}")
+        lines = []
+        for sel in self.selectors:
+            base = f'{sel},reporter="destination"'
+            lines += [f'istio_requests_total{{{base},response_code="200"}} {ok:.3f}',
+                      f'istio_requests_total{{{base},response_code="500"}} {errors:.3f}']
+            total = ok + errors
+            for le in ("10", "50", "100", "250", "+Inf"):
+                count = total * (0.2 if le == "10" else 1.0)
+                lines.append(f'istio_request_duration_milliseconds_bucket{{{base},le="{le}"}} '
+                             f"{count:.3f}")
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:
@@ -105,7 +107,9 @@ def prometheus(tmp_path: Path, namespace: str) -> Iterator[tuple[str, Exporter]]
         if os.environ.get("CI") == "true":
             pytest.fail("the prometheus binary is required in CI (apt-get install prometheus)")
         pytest.skip("prometheus binary not installed (apt-get install prometheus)")
-    exporter = Exporter(f"{NAME}.{namespace}.svc.cluster.local")
+    exporter = Exporter(  # seed 15's queries name the service in `payments`, as written
+        f'destination_service="{NAME}.payments.svc.cluster.local"',
+        f'destination_workload="api",destination_workload_namespace="{namespace}"')
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -296,5 +300,99 @@ def test_argo_rollout_on_the_cluster_steps_with_analysis_runs_and_aborts_on_erro
         for field in ("currentPodHash:", "stableRS:", "currentStepIndex:", "abort: true",
                       "abortedAt:", "canary:", "weights:", "observedGeneration:"):
             assert field in yaml_out, field
+    finally:
+        plane.stop()
+
+
+def seed08(ns: str) -> list[dict[str, Any]]:
+    """Seed 08's Canary with its target Deployment. The copy: intervals 1m -> 2s (metrics
+    10s), threshold 5 -> 2, maxWeight 50 -> 30 (three steps), and no load-test webhook
+    (the exporter stands for the traffic here)."""
+    canary = next(d for d in YAML(typ="safe").load_all(
+        (SEED_DIR / "08-flagger-canary.yaml").read_text()) if d)
+    canary["metadata"]["namespace"] = ns
+    analysis = canary["spec"]["analysis"]
+    analysis.update({"interval": "2s", "threshold": 2, "maxWeight": 30})
+    analysis.pop("webhooks")
+    for m in analysis["metrics"]:
+        m["interval"] = "10s"
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": "api", "namespace": ns},
+                  "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                           "template": {"metadata": {"labels": {"app": "api"}}, "spec": {
+                               "containers": [{"name": "api", "image": "api:v1",
+                                               "command": ["sleep", "3600"],
+                                               "env": [{"name": "VERSION", "value": "v1"}]}]}}}}
+    return [deployment, canary]
+
+
+def canary_status(cluster: DevCluster, ns: str) -> dict[str, Any]:
+    st: dict[str, Any] = get(cluster, "canary", ns, "api").get("status") or {}
+    return st
+
+
+def test_flagger_canary_on_the_cluster_promotes_then_rolls_back_on_errors(
+    dev_cluster: DevCluster, namespace: str, tmp_path: Path,
+    prometheus: tuple[str, Exporter],
+) -> None:
+    url, exporter = prometheus
+    ns = namespace
+    plane = Plane(dev_cluster, ns, tmp_path, "cp-0", "--prometheus-url", url)
+    try:
+        plane.url()
+        apply(dev_cluster, seed08(ns))
+
+        st = eventually(lambda: (s := canary_status(dev_cluster, ns)).get("phase")
+                        == "Initialized" and s, 180, "Canary Initialized")
+        assert {c["type"]: c["status"] for c in st["conditions"]}["Promoted"] == "True"
+        primary = get(dev_cluster, "deployment", ns, "api-primary")
+        assert primary["metadata"]["ownerReferences"][0]["kind"] == "Canary"
+        assert primary["spec"]["selector"]["matchLabels"] == {"app": "api-primary"}
+        eventually(lambda: get(dev_cluster, "deployment", ns, "api")["spec"]["replicas"] == 0,
+                   60, "target scaled to zero")
+        for svc, app in (("api", "api-primary"), ("api-primary", "api-primary"),
+                         ("api-canary", "api")):
+            assert get(dev_cluster, "service", ns, svc)["spec"]["selector"]["app"] == app
+
+        def split() -> dict[str, int]:
+            route = get(dev_cluster, "virtualservice", ns, "api")["spec"]["http"][-1]["route"]
+            return {r["destination"]["host"]: int(r.get("weight", 0)) for r in route}
+
+        assert split() == {"api-primary": 100, "api-canary": 0}
+
+        # a new revision: the target comes back, weights 10 -> 20 -> 30, then promotion
+        dev_cluster.kubectl("set", "env", "deployment/api", "-n", ns, "VERSION=v2")
+        seen: set[int] = set()
+
+        def promoted() -> bool:
+            with_weight = split()["api-canary"]
+            seen.add(with_weight)
+            st = canary_status(dev_cluster, ns)
+            return st.get("phase") == "Succeeded"
+
+        eventually(promoted, 240, "Canary Succeeded")
+        assert {10, 20} <= seen, seen
+        env = get(dev_cluster, "deployment", ns, "api-primary")["spec"]["template"]["spec"][
+            "containers"][0]["env"]
+        assert {"name": "VERSION", "value": "v2"} in env
+        eventually(lambda: split() == {"api-primary": 100, "api-canary": 0}, 60, "all primary")
+
+        # errors: every check fails -> failedChecks reaches 2 -> Failed, all to primary
+        exporter.error_ratio = 0.05
+        time.sleep(12)  # the 10 s window holds only erroring traffic
+        shown = tollway(dev_cluster, "set-image", "api", "api:v3", "-n", ns, "--env",
+                        "VERSION=v3")
+        assert shown.returncode == 0, shown.stderr
+        st = eventually(lambda: (s := canary_status(dev_cluster, ns)).get("phase")
+                        == "Failed" and s, 180, "Canary Failed")
+        assert st["failedChecks"] >= 2 and st["canaryWeight"] == 0
+        assert split() == {"api-primary": 100, "api-canary": 0}
+        eventually(lambda: get(dev_cluster, "deployment", ns, "api")["spec"]["replicas"] == 0,
+                   60, "target scaled to zero after the rollback")
+        env = get(dev_cluster, "deployment", ns, "api-primary")["spec"]["template"]["spec"][
+            "containers"][0]["env"]
+        assert {"name": "VERSION", "value": "v2"} in env  # the primary kept the good one
+        listed = tollway(dev_cluster, "list", "-n", ns)
+        assert "Failed" in listed.stdout, listed.stdout
     finally:
         plane.stop()

@@ -98,7 +98,8 @@ def control_plane(
         raise typer.Exit(2) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # not a line per API request
+    for chatty in ("httpx2", "httpx"):  # not a line per API request or analysis query
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     async def main() -> int:
         kp = KubePlane(Api(config), state_dir, host=host, port=port,

@@ -269,11 +269,29 @@ async def flagger_check(ctx: Context, metrics: tuple[Mapping[str, Any], ...], na
     return ok, "; ".join(details) or "no metrics"
 
 
+def flagger_builtin_query(name: str, namespace: str, target: str, interval: str) -> str:
+    """Flagger's Istio queries for its built-in metrics (pkg/metrics/observers/istio.go),
+    run against Prometheus on a cluster, where the sidecars are scraped by it."""
+    sel = (f'reporter="destination",destination_workload_namespace="{namespace}",'
+           f'destination_workload=~"{target}"')
+    if name == "request-success-rate":
+        return (f'sum(rate(istio_requests_total{{{sel},response_code!~"5.*"}}[{interval}])) '
+                f"/ sum(rate(istio_requests_total{{{sel}}}[{interval}])) * 100")
+    return (f"histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket"
+            f"{{{sel}}}[{interval}])) by (le))")
+
+
 async def _flagger_value(ctx: Context, m: Mapping[str, Any], namespace: str, target: str,
                          resources: ResourceSet, now: float) -> float | None:
     name = str(m.get("name", ""))
     interval = parse_duration(str(m.get("interval", "1m")))
     ref = m.get("templateRef")
+    if ref is None and name in builtin.BUILTINS and ctx.in_cluster:
+        query = flagger_builtin_query(name, namespace, target, str(m.get("interval", "1m")))
+        result = await prometheus.query(ctx.client, ctx.prometheus(None), query)
+        if isinstance(result, list):
+            return result[0] if result else None
+        return result
     if ref is None and name in builtin.BUILTINS:
         return builtin.value(name, ctx.mesh.window(ctx.canary, interval, now))
     if ref is None:
