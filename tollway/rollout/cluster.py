@@ -104,7 +104,6 @@ class Tracked:
     writes: list[onkube.Write] = field(default_factory=list)
     error: str = ""
     next_at: float = 0.0
-    status_written: str = ""
     runs_written: dict[str, str] = field(default_factory=dict)
     commands_seen: set[str] = field(default_factory=set)
 
@@ -279,29 +278,42 @@ class ClusterRollouts:
         if t.error:
             local["error"] = t.error
         live = owner.get("status") if isinstance(owner.get("status"), Mapping) else {}
+        body = self._status_body(owner, t, local, live or {})
+        if onkube.same_status(body, live or {}):
+            return
+        # Another writer (the control plane's Reconciled condition) shares status.conditions:
+        # build on the object as it is now and write with its resourceVersion, so neither
+        # drops the other's condition (a 409 is retried at the next sync).
+        code, fresh = await self.api.request("GET", path_of(kind, ns, name))
+        if code != 200 or not isinstance(fresh, dict):
+            return
+        live = fresh.get("status") if isinstance(fresh.get("status"), Mapping) else {}
+        body = self._status_body(fresh, t, local, live or {})
+        if onkube.same_status(body, live or {}):
+            return
+        rv = (fresh.get("metadata") or {}).get("resourceVersion")
+        code, _ = await self.api.request(
+            "PATCH", path_of(kind, ns, name, "status"),
+            body={"metadata": {"resourceVersion": rv}, "status": body},
+            content_type="application/merge-patch+json")
+        if code not in (200, 409):
+            log.warning("status of %s %s/%s not written: HTTP %s", kind, ns, name, code)
+
+    def _status_body(self, owner: Mapping[str, Any], t: Tracked, local: Mapping[str, Any],
+                     live: Mapping[str, Any]) -> dict[str, Any]:
+        meta = owner.get("metadata") or {}
         now = self.clock.wall()
-        if kind == "Rollout":
+        if owner.get("kind") == "Rollout":
             state = t.worker.record.state
             spec = owner.get("spec") or {}
             counts = self._counts(owner, str(local.get("currentPodHash") or ""))
             selector = ",".join(f"{k}={v}" for k, v in sorted(
                 ((spec.get("selector") or {}).get("matchLabels") or {}).items()))
-            body = onkube.argo_status(
-                local, live or {}, int(meta.get("generation") or 0), counts, selector,
+            return onkube.argo_status(
+                local, live, int(meta.get("generation") or 0), counts, selector,
                 lambda x: x, now, int(spec.get("replicas", 1) or 1),
                 (state.step_run, state.background_run) if state else ("", ""))
-        else:
-            body = onkube.flagger_status(local, live or {}, now)
-        text = json.dumps(body, sort_keys=True, default=str)
-        if text == t.status_written or onkube.same_status(body, live or {}):
-            return
-        code, _ = await self.api.request(
-            "PATCH", path_of(kind, ns, name, "status"), body={"status": body},
-            content_type="application/merge-patch+json")
-        if code == 200:
-            t.status_written = text
-        else:
-            log.warning("status of %s %s/%s not written: HTTP %s", kind, ns, name, code)
+        return onkube.flagger_status(local, live, now)
 
     def _counts(self, owner: Mapping[str, Any], canary_hash: str) -> onkube.Replicas:
         replicas = updated = ready = available = 0
