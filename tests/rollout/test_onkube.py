@@ -293,3 +293,9 @@ def test_analysis_run_status_reads_like_argos() -> None:
                                ["success-rate"])
     assert body["metadata"]["labels"][traffic.HASH_LABEL] == "h2"
     assert body["spec"]["args"] == [{"name": "a", "value": "1"}]
+
+
+def test_argos_step_index_counts_the_specs_steps_not_the_manual_gate() -> None:
+    kinds = ["setWeight", "pause", "gate", "setWeight"]  # autoPromotionEnabled: false
+    assert [onkube.spec_step_index(kinds, i) for i in range(5)] == [0, 1, 2, 2, 3]
+    assert [onkube.plan_step_index(kinds, j) for j in range(4)] == [0, 1, 2, 4]

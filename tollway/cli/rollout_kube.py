@@ -162,7 +162,8 @@ def _steps(obj: Mapping[str, Any], status: Mapping[str, Any]) -> list[dict[str, 
                                dict(obj.get("spec") or {}))
     except plans.PlanError:
         return []
-    at = int(status.get("currentStepIndex") or 0)
+    at = onkube.plan_step_index([s.kind for s in plan.steps],
+                                int(status.get("currentStepIndex") or 0))
     return [{"index": i, "step": s.describe(),
              "current": i == at and status.get("phase") != "Healthy"}
             for i, s in enumerate(plan.steps)]

@@ -309,6 +309,10 @@ class ClusterRollouts:
             counts = self._counts(owner, str(local.get("currentPodHash") or ""))
             selector = ",".join(f"{k}={v}" for k, v in sorted(
                 ((spec.get("selector") or {}).get("matchLabels") or {}).items()))
+            plan = t.worker.plan
+            if plan is not None:
+                local = {**local, "currentStepIndex": onkube.spec_step_index(
+                    [s.kind for s in plan.steps], int(local.get("currentStepIndex") or 0))}
             return onkube.argo_status(
                 local, live, int(meta.get("generation") or 0), counts, selector,
                 lambda x: x, now, int(spec.get("replicas", 1) or 1),

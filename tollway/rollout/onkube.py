@@ -187,6 +187,18 @@ def _subset(want: Any, have: Any) -> bool:
 # ---- status ----------------------------------------------------------------------------------
 
 
+def spec_step_index(kinds: Sequence[str], index: int) -> int:
+    """A plan step index as an index into the Rollout's `steps` (Argo's currentStepIndex):
+    Tollway's manual gate (autoPromotionEnabled: false) is a plan step, not a spec step."""
+    return index - sum(1 for k in kinds[:index] if k == "gate")
+
+
+def plan_step_index(kinds: Sequence[str], index: int) -> int:
+    """Back from Argo's currentStepIndex to the plan's (the first step it can be)."""
+    return next((i for i in range(len(kinds) + 1) if spec_step_index(kinds, i) == index),
+                len(kinds))
+
+
 ARGO_CONDITION_TYPES = ("Progressing", "Available", "Paused", "Healthy", "Completed",
                         "InvalidSpec")
 
