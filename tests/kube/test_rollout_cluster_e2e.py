@@ -248,7 +248,8 @@ def test_argo_rollout_on_the_cluster_steps_with_analysis_runs_and_aborts_on_erro
             items = json.loads(dev_cluster.kubectl("get", "analysisruns", "-n", ns, "-o",
                                                    "json").stdout)["items"]
             done = [i for i in items if (i.get("status") or {}).get("phase") == "Successful"]
-            return done[0] if done else None
+            assert done, [(i["metadata"]["name"], i.get("status")) for i in items]
+            return done[0]
 
         run = eventually(run_done, 120, "an AnalysisRun Successful")
         assert run["metadata"]["labels"]["rollouts-pod-template-hash"] == h2

@@ -363,6 +363,12 @@ class ClusterRollouts:
             text = json.dumps(status, sort_keys=True, default=str)
             if text == t.runs_written[name]:
                 continue
+            if status["phase"] in ("Error", "Failed") and '"phase": "Running"' in \
+                    (t.runs_written[name] or '"phase": "Running"'):
+                last = [f"{m['name']}: {(m['measurements'] or [{}])[-1].get('message')}"
+                        for m in status["metricResults"]]
+                log.warning("AnalysisRun %s/%s %s: %s (%s)", ns, name, status["phase"],
+                            status.get("message") or "", "; ".join(last))
             code, _ = await self.api.request(
                 "PATCH", path_of("AnalysisRun", ns, name, "status"), body={"status": status},
                 content_type="application/merge-patch+json")
