@@ -21,11 +21,12 @@ from tollway.proxy import origdst
 from tollway.proxy.chain.build import tls_module
 from tollway.proxy.chain.stream import Exchange
 from tollway.proxy.h2.server import ALPN_H2, PREFACE, H2Server, after_preface
-from tollway.proxy.http1 import write
+from tollway.proxy.http1 import response, write
 from tollway.proxy.http1.parse import Limits, split_absolute
 
 if TYPE_CHECKING:
     from tollway.proxy.chain.build import ListenerPlan
+    from tollway.proxy.core.headerops import ResponseOps
 
 log = logging.getLogger("tollway.proxy")
 
@@ -54,6 +55,13 @@ _P_QUEUE = 2  # too many pipelined requests wait
 _P_ERROR = 4  # a protocol error waits for the active response to finish
 _P_TUNNEL = 8
 
+# response body framing towards this client (see http1/response.py)
+_PASS = response.PASS
+_CHUNK = response.CHUNK
+_RAW_CLOSE = response.RAW_CLOSE
+_NONE = response.NONE
+_NO_BODY_STATUS = response.NO_BODY_STATUS
+
 
 class ListenerRuntime:
     """A bound listener: the plan in force and the connections it serves."""
@@ -81,7 +89,7 @@ class ListenerRuntime:
 
 
 class Downstream(asyncio.Protocol):
-    """One client connection (see module doc)."""
+    """One client connection (see module doc); implements chain.downstream.Downstream."""
 
     __slots__ = (
         "active",
@@ -94,8 +102,10 @@ class Downstream(asyncio.Protocol):
         "idle_since",
         "in_head",
         "loop",
+        "mode",
         "orig_dst",
         "orig_port",
+        "out",
         "parser",
         "paused",
         "peer",
@@ -143,6 +153,8 @@ class Downstream(asyncio.Protocol):
         self.orig_dst = ""  # "IP:PORT" the app dialled, when capture redirected it here
         self.orig_port = 0
         self.switched: H2Server | None = None  # this connection turned HTTP/2
+        self.out: list[bytes] = []  # response bytes of the current upstream read
+        self.mode = _PASS  # how the active response's body is framed to this client
 
     # ============================================================ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -525,6 +537,69 @@ class Downstream(asyncio.Protocol):
         ex.bytes_out += len(data)
         self.write(data)
         self.response_done(ex)
+
+    def response_head(
+        self, ex: Exchange, status: int, block: bytes, ops: ResponseOps | None
+    ) -> None:
+        """The upstream's head for the active exchange, re-framed for this client and
+        queued in `out` (written with the body bytes of the same read: one syscall)."""
+        if status == 101:
+            self.mode = _NONE
+            head = block + b"\r\n"
+        else:
+            found, cut, length_framed = response.analyse(block)
+            # response.mode_for, inlined
+            if ex.method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
+                mode = _NONE
+            elif length_framed:
+                mode = _PASS
+            else:
+                mode = _CHUNK if ex.http11 else _RAW_CLOSE
+            self.mode = mode
+            if mode == _RAW_CLOSE or ex.upgrade:  # a refused upgrade ends the connection
+                ex.keep_alive = False
+            tail = b"\r\n" if ex.keep_alive else b"connection: close\r\n\r\n"
+            if ops is None and mode in (_PASS, _NONE):
+                head = cut + tail  # what head_bytes gives here: the upstream's head, hop cut
+            else:
+                head = response.head_bytes(status, block, found, mode, tail, ops, cut)
+        ex.bytes_out += len(head)
+        self.out.append(head)
+
+    def response_body(self, data: bytes) -> None:
+        if self.mode == _CHUNK:
+            if not data:
+                return
+            data = write.chunk(data)
+        active = self.active
+        if active is not None:
+            active.bytes_out += len(data)
+        self.out.append(data)
+
+    def flush(self) -> None:
+        """End of one upstream read: write what it produced in one go."""
+        out = self.out
+        if out:
+            tr = self.transport
+            if tr is not None:
+                tr.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def response_end(self, ex: Exchange) -> None:
+        """The upstream's response is complete: its last bytes, then the next request."""
+        out = self.out
+        if self.mode == _CHUNK:
+            ex.bytes_out += 5
+            out.append(write.LAST_CHUNK)
+        if out:
+            tr = self.transport
+            if tr is not None:
+                tr.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        self.response_done(ex)
+
+    def ends_at_close(self, received: bool) -> bool:
+        return self.mode == _RAW_CLOSE or (self.mode == _CHUNK and not received)
 
     def response_done(self, ex: Exchange) -> None:
         """The response to the active exchange is fully written: next one, or close."""

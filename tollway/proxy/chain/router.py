@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.proxy.chain import mirror
 from tollway.proxy.chain.forward import Forward
-from tollway.proxy.core import balance, cors, fault, headerops, trace
+from tollway.proxy.core import balance, fault, headerops, trace
 from tollway.proxy.core import exchange as rf
 from tollway.proxy.core.retry import NO_RETRY
 from tollway.proxy.http1.parse import HOP_BY_HOP
@@ -31,28 +31,6 @@ _trace_rng = random.Random()
 # request headers never copied upstream: hop-by-hop, framing, Host, and trace headers this
 # hop sets itself
 _DROP = HOP_BY_HOP | trace.HEADER_NAMES_BYTES
-_KEEP: list[Any] = []  # keeps specs alive while their id() keys the cache
-_CORS_CACHE: dict[int, cors.CorsPolicy] = {}
-
-
-def _cors(spec: types.Cors) -> cors.CorsPolicy:
-    """CorsPolicy per corsPolicy spec, compiled once."""
-    key = id(spec)
-    policy = _CORS_CACHE.get(key)
-    if policy is None:
-        if len(_CORS_CACHE) > 4096:
-            _CORS_CACHE.clear()
-        policy = _CORS_CACHE[key] = cors.CorsPolicy(spec)
-        _KEEP.append(spec)
-    return policy
-
-
-def _ops_fn(ops: types.HeaderOps) -> Any:
-    return lambda pairs: headerops.apply(pairs, ops)
-
-
-def _add_headers(extra: tuple[tuple[str, str], ...]) -> Any:
-    return lambda pairs: [*pairs, *extra]
 
 
 class Router:
@@ -99,8 +77,8 @@ class Router:
         """A route with CORS, a redirect, a direct response or a fault, or no destination."""
         plan = self.plan
         spec = route.spec
-        if spec.cors is not None:
-            policy = _cors(spec.cors)
+        policy = route.cors  # compiled with the snapshot (core/route.py)
+        if policy is not None:
             preflight = policy.preflight_reply(ex.method, ex.headers)
             if preflight is not None:  # Envoy's CORS filter answers allowed preflights
                 down.local_reply(ex, 200, "", "", tuple(preflight))
@@ -157,15 +135,15 @@ class Router:
         plan = self.plan
         ex.cluster_name = cluster.name
         head, authority = self._head(ex, route, wc)
-        response_ops = None
+        response_ops: headerops.ResponseOps | None = None
         if route is not None:
             spec = route.spec
             if route.response_ops:
-                response_ops = _response_ops(spec, wc)
-            if spec.cors is not None:
+                response_ops = route.response_ops_for(wc)
+            if route.cors is not None:
                 cors_headers = ex.attrs.get("cors")
-                if cors_headers:
-                    response_ops = (*(response_ops or ()), _add_headers(cors_headers))
+                if cors_headers:  # these depend on the request's Origin
+                    response_ops = (*(response_ops or ()), headerops.AddHeaders(cors_headers))
             policy = route.retry_policy
             timeout = spec.timeout
             mirrors = spec.mirrors
@@ -210,9 +188,9 @@ class Router:
             if route.request_ops:
                 if route.authority_rewrite is None and wc is not None:
                     authority = _destination_host(wc) or authority
-                spec = route.spec
-                if spec.request_headers or (wc is not None and wc.request_headers):
-                    return self._head_with_ops(ex, path, authority, spec, wc), authority
+                ops = route.request_ops_for(wc)
+                if ops:
+                    return self._head_with_ops(ex, path, authority, ops), authority
         headers = ex.headers
         plan = self.plan
         ex.request_id, trace_lines, ex.span = trace.upstream_lines(
@@ -239,8 +217,7 @@ class Router:
         ex: Exchange,
         path: str,
         authority: str,
-        spec: types.Route,
-        wc: types.WeightedCluster | None,
+        ops: tuple[headerops.CompiledOps, ...],
     ) -> bytes:
         """The upstream head when the route or destination has request header operations:
         built as (name, value) pairs so the operations can apply."""
@@ -255,7 +232,6 @@ class Router:
             skip = skip | {t.strip().lower().encode() for t in conn_tokens.split(",")}
         out = [f"{ex.method} {path} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1")]
         append = out.append
-        ops = [o for o in (spec.request_headers, wc.request_headers if wc else None) if o]
         pairs: list[tuple[str, str]] = []
         for name, value in ex.raw_headers:
             lname = name.lower()
@@ -263,8 +239,8 @@ class Router:
                 continue
             pairs.append((name.decode("latin-1"), value.decode("latin-1")))
         pairs.extend(ctx.headers_to_set())
-        for o in ops:
-            pairs = headerops.apply(pairs, o)
+        for op in ops:  # compiled with the snapshot: route, then destination
+            pairs = op(pairs)
         for name_s, value_s in pairs:
             if name_s.lower() in ("host", ":authority"):
                 continue
@@ -295,13 +271,3 @@ def _destination_host(wc: types.WeightedCluster) -> str | None:
         if key.lower() in ("host", ":authority"):
             return value
     return None
-
-
-def _response_ops(spec: types.Route, wc: types.WeightedCluster | None) -> Any:
-    """Response header operations of the destination, then of the route (or None)."""
-    if not (spec.response_headers or (wc and wc.response_headers)):
-        return None
-    return tuple(
-        _ops_fn(o) for o in (wc.response_headers if wc else None, spec.response_headers)
-        if o is not None
-    )

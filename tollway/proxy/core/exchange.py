@@ -61,6 +61,10 @@ OUTCOME_RESET: Final = Outcome(None, RESET)
 OUTCOME_TIMEOUT: Final = Outcome(None, TIMEOUT)
 OUTCOME_REFUSED_STREAM: Final = Outcome(None, REFUSED_STREAM)
 
+# One Outcome per status an upstream can send (llhttp accepts 100-999), built once: the
+# per-response path tells outlier detection a status without allocating.
+OUTCOME_BY_STATUS: Final = tuple(Outcome(s, None) for s in range(1000))
+
 # Status and flag a client sees when an attempt produced no response (Envoy's local replies).
 LOCAL_FAILURE_REPLY: Final[dict[str, tuple[int, str]]] = {
     CONNECT_FAILURE: (503, UF),

@@ -4,12 +4,17 @@ Order as Envoy applies them: remove, then set (replacing every existing value), 
 (appending another line, so an upstream sees "orig,added"). Pseudo-headers and Host are
 never touched here: setting `host`/`:authority` is an authority rewrite, which the router
 applies once (see `authority_from`). "%%" in a value is a literal "%"; other Envoy
-%VAR% formatters are passed through unexpanded. Operations are compiled once per HeaderOps
-object and cached, so a request only pays for the list rebuild.
+%VAR% formatters are passed through unexpanded.
+
+Operations are compiled when the snapshot is (core/route.py keeps, per route entry and
+destination, the `ResponseOps` / request ops to apply, in Envoy's order: destination
+first, then route), so a request only pays for the list rebuild. `apply` compiles on the
+fly for callers outside the hot path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from tollway.snapshot import types
@@ -18,7 +23,12 @@ _AUTHORITY: Final = frozenset({"host", ":authority"})
 _CACHE_LIMIT: Final = 1024
 
 
+Pairs = list[tuple[str, str]]
+
+
 class CompiledOps:
+    """One HeaderOps, ready to apply: call it on a header list for a new list."""
+
     __slots__ = ("add", "drop", "set")
 
     def __init__(self, ops: types.HeaderOps) -> None:
@@ -35,6 +45,38 @@ class CompiledOps:
         self.drop = frozenset(n.lower() for n in ops.remove if keep(n.lower())) | frozenset(
             k for k, _ in self.set
         )
+
+    def __call__(self, headers: Pairs) -> Pairs:
+        if not (self.drop or self.add):
+            return headers
+        drop = self.drop
+        out = [h for h in headers if h[0].lower() not in drop] if drop else list(headers)
+        out.extend(self.set)
+        out.extend(self.add)
+        return out
+
+
+class AddHeaders:
+    """Headers appended as they are (CORS answers, which depend on the request's Origin)."""
+
+    __slots__ = ("extra",)
+
+    def __init__(self, extra: tuple[tuple[str, str], ...]) -> None:
+        self.extra = extra
+
+    def __call__(self, headers: Pairs) -> Pairs:
+        return [*headers, *self.extra]
+
+
+HeaderOp = Callable[[Pairs], Pairs]
+# The response header operations of one route entry and destination, in order.
+ResponseOps = tuple[HeaderOp, ...]
+
+
+def compile_chain(*ops: types.HeaderOps | None) -> tuple[CompiledOps, ...] | None:
+    """The compiled operations of those given (None skipped), in order; None if none."""
+    out = tuple(CompiledOps(o) for o in ops if o is not None)
+    return out or None
 
 
 _compiled: dict[int, tuple[types.HeaderOps, CompiledOps]] = {}
@@ -56,14 +98,7 @@ def apply(headers: list[tuple[str, str]], ops: types.HeaderOps | None) -> list[t
     """A new header list with `ops` applied (the input list is not modified)."""
     if ops is None:
         return headers
-    c = compile_ops(ops)
-    if not (c.drop or c.add):
-        return headers
-    drop = c.drop
-    out = [h for h in headers if h[0].lower() not in drop] if drop else list(headers)
-    out.extend(c.set)
-    out.extend(c.add)
-    return out
+    return compile_ops(ops)(headers)
 
 
 def authority_from(ops: types.HeaderOps | None) -> str | None:

@@ -4,6 +4,14 @@ Counters only: the IO layer asks before opening a connection, queueing a request
 connection, starting a request or a retry, and tells when each ends. A refused ask means
 "answer 503 with flag UO now" (never queue beyond the limits). Limits are per client proxy
 per cluster, as Envoy enforces them.
+
+Who moves which counter (one owner each, so every counter returns to zero when traffic
+stops; the property test in tests/proxy/test_lease_accounting.py checks it):
+`requests` and `pending` only through an upstream `Lease` (acquire takes, release gives
+back), `connections` only through the endpoint pool's connection lifecycle (a slot is
+taken before a connect and freed once, when that connection closes or fails to open),
+`retries` only through `core.retry.decide` / `settle`. Nothing is clamped at zero: a
+count that goes negative is a bookkeeping bug the tests must see.
 """
 
 from __future__ import annotations
@@ -52,8 +60,7 @@ class PoolLimits:
         return True
 
     def close_connection(self) -> None:
-        if self.connections > 0:
-            self.connections -= 1
+        self.connections -= 1
 
     def try_enqueue_pending(self) -> bool:
         if self.pending >= self.max_pending:
@@ -63,8 +70,7 @@ class PoolLimits:
         return True
 
     def dequeue_pending(self) -> None:
-        if self.pending > 0:
-            self.pending -= 1
+        self.pending -= 1
 
     def try_start_request(self) -> bool:
         if self.requests >= self.max_requests:
@@ -74,8 +80,7 @@ class PoolLimits:
         return True
 
     def end_request(self) -> None:
-        if self.requests > 0:
-            self.requests -= 1
+        self.requests -= 1
 
     def try_start_retry(self) -> bool:
         """On refusal the retry is skipped and the original error returned (Envoy)."""
@@ -86,8 +91,7 @@ class PoolLimits:
         return True
 
     def end_retry(self) -> None:
-        if self.retries > 0:
-            self.retries -= 1
+        self.retries -= 1
 
     def connection_exhausted(self, requests_served: int) -> bool:
         """True when a connection has served maxRequestsPerConnection and must close."""

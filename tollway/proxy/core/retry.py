@@ -1,14 +1,22 @@
-"""Istio HTTPRetry compiled into a bitmask policy: should this outcome be retried?
+"""Istio HTTPRetry compiled into a bitmask policy, and the per-try retry decision.
 
 Compiled once per route: the retryOn tokens become bits, bare status codes join
 retriable_status_codes (and switch that condition on, as istiod does), so a decision per
 attempt is a few integer tests. Backoff is Envoy's fully jittered exponential one.
+
+`decide` is Envoy's `RetryStateImpl::shouldRetry` in one pure function: does retryOn cover
+the outcome (NO), are the route's attempts used up (LIMIT: flag URX), can the request
+body still be replayed (NO), and is there room in the cluster's retry budget,
+DestinationRule `connectionPool.http.maxRetries` (OVERFLOW: flag UO, the original answer
+is returned). A RETRY takes one slot of the budget; the caller gives it back with
+`settle` when the retried try has produced its outcome or the request ends - the budget
+counts retries in flight across the cluster, as Envoy's `retries()` resource does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Protocol
 
 from tollway.proxy.core.classify import GATEWAY_ERRORS, GRPC_CODES
 from tollway.proxy.core.exchange import CONNECT_FAILURE, REFUSED_STREAM, Outcome
@@ -142,3 +150,48 @@ class RetryPolicy:
 
 
 NO_RETRY: Final = RetryPolicy(0, ())
+
+
+# ---------------------------------------------------------------- the decision per try
+
+RETRY: Final = 0  # retry now (after `policy.backoff`); one budget slot taken
+NO: Final = 1  # not retriable (retryOn does not cover it, or the body cannot be replayed)
+LIMIT: Final = 2  # retriable, but the route's attempts are used up: flag URX
+OVERFLOW: Final = 3  # retriable, but the cluster's maxRetries budget is full: flag UO
+
+
+class Budget(Protocol):
+    """The cluster-wide count of retries in flight (core.limits.PoolLimits)."""
+
+    def try_start_retry(self) -> bool: ...
+
+    def end_retry(self) -> None: ...
+
+
+def decide(
+    policy: RetryPolicy,
+    retries_done: int,
+    outcome: Outcome,
+    headers: Mapping[str, str] | None,
+    replayable: bool,
+    budget: Budget,
+) -> int:
+    """RETRY, NO, LIMIT or OVERFLOW for a try that ended with `outcome` (see module doc).
+
+    On RETRY one budget slot is taken: pass it back with `settle`."""
+    if not policy.should_retry(outcome, headers):
+        return NO
+    if retries_done >= policy.attempts:
+        return LIMIT
+    if not replayable:
+        return NO
+    if not budget.try_start_retry():
+        return OVERFLOW
+    return RETRY
+
+
+def settle(budget: Budget, holding: bool) -> bool:
+    """Give back the budget slot a RETRY took, if `holding`; returns the new holding (False)."""
+    if holding:
+        budget.end_retry()
+    return False

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Final
 
+from tollway.proxy.core import cors, headerops
 from tollway.proxy.core.retry import RetryPolicy
 from tollway.proxy.core.split import WeightedPicker
 from tollway.proxy.core.strmatch import PREFIX, REGEX, StrMatcher, compile_regex
@@ -27,9 +28,9 @@ class CompiledRoute:
         "_authority", "_clusters", "_cumulative", "_gateway_bare", "_gateways", "_headers",
         "_ignore_case", "_last", "_method", "_picker", "_port", "_query", "_rewrite_regex",
         "_rewrite_regex_sub", "_rewrite_uri", "_rewrite_whole", "_scheme", "_source_labels",
-        "_source_ns", "_uri", "authority_rewrite", "forward_only", "match_name",
-        "matched_prefix", "request_ops", "response_ops", "retry_policy", "rewrites", "simple",
-        "spec", "uri_kind", "uri_regex", "uri_value",
+        "_source_ns", "_uri", "authority_rewrite", "cors", "forward_only", "match_name",
+        "matched_prefix", "request_ops", "request_ops_by", "response_ops", "response_ops_by",
+        "retry_policy", "rewrites", "simple", "spec", "uri_kind", "uri_regex", "uri_value",
     )  # fmt: skip
 
     def __init__(
@@ -82,6 +83,22 @@ class CompiledRoute:
         self.response_ops = spec.response_headers is not None or any(
             c.response_headers is not None for c in spec.clusters
         )
+        # Compiled here, with the snapshot, never per request: the CORS policy and, per
+        # destination (keyed by the identity of the WeightedCluster `pick_cluster`
+        # returns, which this entry keeps alive), the header operations to apply in
+        # Envoy's order - request: route, then destination; response: destination, then
+        # route.
+        self.cors = cors.CorsPolicy(spec.cors) if spec.cors is not None else None
+        self.request_ops_by: dict[int, tuple[headerops.CompiledOps, ...] | None] = {
+            id(c): headerops.compile_chain(spec.request_headers, c.request_headers)
+            for c in spec.clusters
+        }
+        self.request_ops_by[id(None)] = headerops.compile_chain(spec.request_headers)
+        self.response_ops_by: dict[int, headerops.ResponseOps | None] = {
+            id(c): headerops.compile_chain(c.response_headers, spec.response_headers)
+            for c in spec.clusters
+        }
+        self.response_ops_by[id(None)] = headerops.compile_chain(spec.response_headers)
 
     # ------------------------------------------------------------ compile
 
@@ -168,6 +185,16 @@ class CompiledRoute:
                 if qmatcher is not None and not qmatcher.test(qvalue):
                     return False
         return True
+
+    def response_ops_for(self, wc: types.WeightedCluster | None) -> headerops.ResponseOps | None:
+        """The compiled response header operations for a destination of this entry."""
+        return self.response_ops_by.get(id(wc))  # id(None): the route's own operations
+
+    def request_ops_for(
+        self, wc: types.WeightedCluster | None
+    ) -> tuple[headerops.CompiledOps, ...] | None:
+        """The compiled request header operations for a destination of this entry."""
+        return self.request_ops_by.get(id(wc))
 
     def pick_cluster(self, r: float) -> types.WeightedCluster | None:
         """The destination for a uniform draw r in [0,1); None for redirect/direct response."""

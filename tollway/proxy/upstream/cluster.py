@@ -2,8 +2,10 @@
 
 Built once per snapshot from `types.Cluster` (and kept across snapshots while the spec is
 unchanged, so pools and ejection state survive a push). The decisions are core's
-(balance, outlier, limits); this module only holds the state they read and the waiters
-queued for a connection.
+(balance, outlier, limits); this module holds the state they read and the leases queued
+for a connection, and hands out leases: `acquire` is the one way a try gets an endpoint,
+a request slot and a connection (or a place in the queue), and `Lease.release` (lease.py)
+the one way back.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from tollway.proxy.core import balance, limits, outlier
 from tollway.proxy.core.exchange import Outcome
+from tollway.proxy.upstream.lease import NO_HEALTHY, OVERFLOW, Holder, Lease, Refusal
 from tollway.proxy.upstream.pool import EndpointPool
 from tollway.snapshot import types
 
@@ -98,14 +101,56 @@ class LiveCluster:
         if self.outlier is not None:
             self.outlier.observe(index, outcome, now)
 
-    # ------------------------------------------------------------ connections
+    # ------------------------------------------------------------ leases
+    def acquire(
+        self,
+        holder: Holder,
+        now: float,
+        r: float,
+        hash_key: str | None,
+        tried: tuple[int, ...],
+    ) -> Lease | Refusal:
+        """A lease for one try, or why not (see lease.py).
+
+        The lease comes with `conn` set when an idle connection was free (the common
+        case); otherwise a connection is being opened for it, or it waits in the queue
+        (`http1MaxPendingRequests`) and its holder hears `on_connected` later. Refused:
+        no usable endpoint (503 UH), `http2MaxRequests` or the queue full (503 UO)."""
+        index = self.pick(now, r, hash_key, tried)
+        if index is None:
+            return NO_HEALTHY
+        lim = self.limits
+        if lim.requests >= lim.max_requests:  # try_start_request, inlined
+            lim._rq_overflow += 1
+            self.overflows += 1
+            return OVERFLOW
+        lim.requests += 1
+        self.active[index] += 1
+        lease = Lease(self, index, holder)
+        pool = self.pools[index]
+        idle = pool.idle
+        while idle:  # take_idle, inlined: the per-request path
+            conn = idle.pop()
+            if conn.alive and conn.transport is not None:
+                conn.reused = True
+                lease.conn = conn
+                return lease
+        if lim.try_open_connection():
+            pool.connect(lease)
+        elif lim.try_enqueue_pending():
+            lease.waiting = True
+            self.waiters.append(lease)
+        else:
+            lease.release(None, now)
+            self.overflows += 1
+            return OVERFLOW
+        return lease
+
     def hand_to_waiter(self, conn: Any) -> bool:
-        """Give a just-released connection to a queued request, if one waits."""
+        """Give a just-released connection to a queued lease, if one waits."""
         waiters = self.waiters
         while waiters:
-            waiter = waiters.popleft()
-            self.limits.dequeue_pending()
-            if waiter.on_connected(conn):
+            if waiters.popleft().on_connected(conn):
                 return True
         return False
 
@@ -113,16 +158,14 @@ class LiveCluster:
         """A connection slot was freed: the first waiter may open a new connection."""
         self.limits.close_connection()
         if self.waiters and not self.closed and self.limits.try_open_connection():
-            waiter = self.waiters.popleft()
-            self.limits.dequeue_pending()
-            waiter.open_for_waiter()
+            self.waiters.popleft().open_for_waiter()
 
     def drop_waiter(self, waiter: Any) -> None:
+        """Take a lease out of the queue (its pending slot is the lease's to give back)."""
         try:
             self.waiters.remove(waiter)
         except ValueError:
             return
-        self.limits.dequeue_pending()
 
     def close(self) -> None:
         """The cluster left the config: close idle connections; busy ones end after use."""

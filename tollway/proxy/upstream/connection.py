@@ -1,7 +1,7 @@
 """One keep-alive HTTP/1.1 connection to an upstream endpoint (an asyncio Protocol).
 
 It carries one request at a time (no upstream pipelining, like Envoy) and reports the
-response to its current `sink` (the router's Forward, or a mirror sink) through plain
+response to its current `sink` (the router's per-try Attempt, or a mirror sink) through plain
 method calls from httptools callbacks: no task, no await per request. The response head
 is captured as the raw block the upstream sent so the common case passes it through
 without re-serialising it.

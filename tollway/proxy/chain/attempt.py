@@ -1,0 +1,208 @@
+"""Attempt: one try of a request upstream (Envoy's UpstreamRequest beside its router).
+
+The per-request `Forward` (forward.py) creates one per try. An Attempt holds the try's
+`Lease` (upstream/lease.py: endpoint, request slot, connection), its per-try timer and
+when it started; it is the sink the upstream connection reports the response to, and it
+relays that response to the `Downstream` (chain/downstream.py) as events. Every way a
+try can end goes through `end(outcome)`, which releases the lease exactly once; a new
+try gets a new Attempt, so a late event from an old connection or timer finds a finished
+Attempt and does nothing.
+
+What stays with the Forward: retries (decided by core/retry.py), the route timer, the
+replay buffer and the request body, the end of the request.
+
+Seam for HTTP/2: an HTTP/2 upstream stream reports to the same sink calls
+(`on_response_head / body / end`, `on_upstream_lost`), with the head rendered as an
+HTTP/1.1 block, so the Attempt and Forward stay as they are.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tollway.proxy.core import exchange as rf
+from tollway.proxy.core import retry
+from tollway.proxy.core.exchange import OUTCOME_BY_STATUS, Outcome
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from tollway.proxy.chain.downstream import Downstream
+    from tollway.proxy.chain.forward import Forward
+    from tollway.proxy.upstream.lease import Lease
+
+
+class Attempt:
+    """One try (see module doc). `status` is 0 until the upstream's head arrives."""
+
+    __slots__ = ("down", "fwd", "head_at", "lease", "out", "started_at", "status", "try_timer")
+
+    def __init__(self, fwd: Forward, down: Downstream) -> None:
+        self.fwd = fwd
+        self.down = down
+        self.out: Any = down.out  # the downstream's bytes awaiting flush (ResponseSink.out)
+        self.lease: Lease = None  # type: ignore[assignment]  # set right after acquire
+        self.try_timer: asyncio.TimerHandle | None = None
+        self.started_at = 0.0
+        self.head_at = 0.0
+        self.status = 0
+
+    # ================================================================ the try's end
+    def end(self, outcome: Outcome | None) -> None:
+        """Close the books on this try: timer off, lease released (idempotent)."""
+        t = self.try_timer
+        if t is not None:
+            t.cancel()
+            self.try_timer = None
+        lease = self.lease
+        if not lease.released:
+            lease.release(outcome, self.fwd.loop.time())
+
+    def seen(self) -> Outcome | None:
+        """What the upstream said, if anything: its status once the head arrived."""
+        return OUTCOME_BY_STATUS[self.status] if self.status else None
+
+    def on_try_timeout(self) -> None:
+        self.try_timer = None
+        fwd = self.fwd
+        if fwd.finished or fwd.attempt is not self or fwd.ex.response_started:
+            return
+        fwd.failed(self, rf.OUTCOME_TIMEOUT, 504, rf.UT, "upstream request timeout")
+
+    # ================================================================ as the lease holder
+    def on_connected(self, conn: Any) -> None:
+        """Send the head (and any body received so far) on this try's connection."""
+        self.lease.conn = conn
+        fwd = self.fwd
+        pending = fwd.pending
+        if pending:
+            data = fwd.head + b"".join(pending)
+            fwd.pending = []
+            if fwd.pending_size > 65536:
+                self.down.resume_reading()
+            fwd.pending_size = 0
+        else:
+            data = fwd.head
+        conn.send(self, data, fwd.ex.method == "HEAD")
+
+    def on_connect_failed(self, reason: str) -> None:
+        fwd = self.fwd
+        if fwd.finished or fwd.attempt is not self:
+            return
+        fwd.failed(self, rf.OUTCOME_CONNECT_FAILURE, 503, rf.UF, CONNECT_FAILURE_BODY + reason)
+
+    # ================================================================ as the response sink
+    def on_response_head(
+        self, conn: Any, status: int, block: bytes, names: list[bytes]
+    ) -> None:
+        fwd = self.fwd
+        if status >= 400 and fwd.policy.attempts and fwd.retry_response(self, status, block):
+            return
+        t = self.try_timer
+        if t is not None:
+            t.cancel()
+            self.try_timer = None
+        if fwd.retry_held:  # the retried try answered: its budget slot goes back (Envoy)
+            fwd.retry_held = retry.settle(fwd.cluster.limits, True)
+        self.status = status
+        self.head_at = now = fwd.loop.time()
+        ex = fwd.ex
+        cluster = fwd.cluster
+        index = self.lease.index
+        ex.status = status
+        ex.upstream_time = now - self.started_at
+        ex.upstream_host = cluster.host_names[index]
+        row = ex.plan.label_rows.get(cluster.name)  # labels_for, inlined once compiled
+        ex.label_index = (
+            row[index + 1] if row is not None else ex.plan.labels_for(cluster.name, index)
+        )
+        ex.response_started = True
+        self.down.response_head(ex, status, block, fwd.response_ops)
+
+    def on_response_body(self, data: bytes) -> None:
+        self.down.response_body(data)
+
+    def flush(self) -> None:
+        """End of one upstream read: the downstream writes what it produced in one go."""
+        self.down.flush()
+
+    def on_response_end(self, conn: Any) -> None:
+        fwd = self.fwd
+        if fwd.finished:
+            return
+        lease = self.lease
+        lease.conn = None  # the pool has it back
+        t = self.try_timer
+        if t is not None:
+            t.cancel()
+            self.try_timer = None
+        lease.release(OUTCOME_BY_STATUS[self.status], self.head_at)
+        fwd.finished = True  # Forward.finish, inlined: the per-request path
+        rt = fwd.route_timer
+        if rt is not None:
+            rt.cancel()
+            fwd.route_timer = None
+        fwd.replay = None
+        if fwd.retry_held:
+            fwd.retry_held = retry.settle(fwd.cluster.limits, True)
+        self.down.response_end(fwd.ex)
+
+    def on_upstream_lost(self, conn: Any, received: bool) -> None:
+        fwd = self.fwd
+        lease = self.lease
+        if fwd.finished or conn is not lease.conn:
+            return
+        lease.conn = None
+        down = self.down
+        down.flush()
+        ex = fwd.ex
+        if ex.response_started:
+            if down.ends_at_close(received):  # a body read until the upstream closes
+                self.end(self.seen())
+                fwd.finish()
+                down.response_end(ex)
+                return
+            ex.add_flag(rf.UC)
+            self.end(rf.OUTCOME_RESET)
+            fwd.finish()
+            down.reset(ex)
+            return
+        if conn.reused and not received and fwd.replay is not None and not fwd.stale_retried:
+            # a pooled connection the upstream had already closed: once more, on a fresh one
+            self.end(None)
+            fwd.retry_stale()
+            return
+        fwd.failed(self, rf.OUTCOME_RESET, 503, rf.UC, RESET_BODY)
+
+    def on_upgrade(self, conn: Any, rest: bytes) -> None:
+        """The upstream switched protocols: from now on bytes flow both ways untouched.
+
+        The connection leaves the pool with the tunnel and keeps its connection slot
+        until it closes; the request slot goes back now."""
+        fwd = self.fwd
+        if fwd.finished:
+            conn.close()
+            return
+        self.lease.conn = None
+        self.end(self.seen())
+        fwd.finish()
+        down = self.down
+        down.flush()
+        down.start_tunnel(fwd.ex, conn, rest)
+
+    def on_upstream_pause(self, paused: bool) -> None:
+        if paused:
+            self.down.pause_reading()
+        else:
+            self.down.resume_reading()
+
+
+CONNECT_FAILURE_BODY = (
+    "upstream connect error or disconnect/reset before headers. reset reason: "
+    "connection failure, transport failure reason: "
+)
+RESET_BODY = (
+    "upstream connect error or disconnect/reset before headers. reset reason: "
+    "connection termination"
+)
+

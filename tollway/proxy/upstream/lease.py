@@ -1,0 +1,148 @@
+"""Lease: one try's hold on an upstream cluster, and the only code that gives it back.
+
+`LiveCluster.acquire` (cluster.py) picks an endpoint and takes what a try needs - a
+request slot, the endpoint's active-request count, and either an idle connection, a
+connection being opened for it, or a place in the pending queue - and returns a `Lease`,
+or a `Refusal` (status, response flag, body) when it cannot: no healthy host (503 UH) or
+a circuit breaker full (503 UO). `Lease.release(outcome, now)` is the one place that
+gives all of it back and feeds the try's outcome to outlier detection, exactly once
+whatever happened (response, reset, timeout, abort, upgrade): Envoy's upstream request
+and httpcore's pool, where state decisions live apart from the IO carrying them out.
+
+Seams (kept explicit for HTTP/2, see also chain/downstream.py):
+- The holder (`Holder`) is whoever uses the lease - the router's per-try `Attempt`. The
+  lease tells it when a connection it waited for is ready or failed to open.
+- The channel a lease carries its request on (`Channel`) is today a whole HTTP/1.1
+  `UpstreamConnection`, held exclusively from send to response end. An HTTP/2 upstream
+  connection is another kind of channel: a stream on a shared connection, with the same
+  `send / write / set_reading / detach` calls, its own stream limits, and the same lease
+  accounting around it.
+- Connection slots (`tcp.maxConnections`) belong to connections, not leases: the pool
+  takes one before a connect and frees it once, when that connection closes (pool.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+
+from tollway.proxy.core import exchange as rf
+from tollway.proxy.core.exchange import Outcome
+
+if TYPE_CHECKING:
+    from tollway.proxy.upstream.cluster import LiveCluster
+
+
+class Refusal(NamedTuple):
+    """Why a try could not start: answer the client locally with this."""
+
+    status: int
+    flag: str
+    body: str
+
+
+OVERFLOW_BODY: Final = (
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+)
+NO_HEALTHY: Final = Refusal(503, rf.UH, "no healthy upstream")
+OVERFLOW: Final = Refusal(503, rf.UO, OVERFLOW_BODY)
+
+
+class Channel(Protocol):
+    """What a lease carries its request on (an HTTP/1.1 connection; an HTTP/2 stream)."""
+
+    def send(self, sink: Any, data: bytes, head_request: bool) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def set_reading(self, on: bool) -> None: ...
+
+    def detach(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Holder(Protocol):
+    """Who holds a lease: told when the connection it waited for is ready or failed."""
+
+    def on_connected(self, conn: Any) -> None: ...
+
+    def on_connect_failed(self, reason: str) -> None: ...
+
+
+class Lease:
+    """One try's slot on a cluster (see module doc).
+
+    `conn` is the connection the request travels on (None while it is being opened or
+    the lease waits for one); the holder clears it once the connection is back in the
+    pool. `index` is the endpoint, which can change once while waiting: a queued request
+    takes whichever endpoint's connection frees up first."""
+
+    __slots__ = ("cluster", "conn", "holder", "index", "released", "waiting")
+
+    def __init__(self, cluster: LiveCluster, index: int, holder: Holder) -> None:
+        self.cluster = cluster
+        self.index = index
+        self.holder = holder
+        self.conn: Any = None
+        self.waiting = False
+        self.released = False
+
+    def release(self, outcome: Outcome | None, now: float) -> None:
+        """Give back everything this lease holds; `outcome` (None: nothing to tell the
+        detector, e.g. the client went away) feeds outlier detection. Idempotent.
+
+        A connection still carrying this lease's request is closed: its response, if
+        any, would belong to nobody."""
+        if self.released:
+            return
+        self.released = True
+        cluster = self.cluster
+        limits = cluster.limits
+        if self.waiting:
+            self.waiting = False
+            cluster.drop_waiter(self)
+            limits.pending -= 1
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            if conn.sink is not None:  # mid-request: the connection cannot be reused
+                conn.detach()
+        index = self.index
+        cluster.active[index] -= 1
+        limits.requests -= 1
+        od = cluster.outlier
+        if od is not None and outcome is not None:
+            if outcome.local_failure is None:
+                od.observe_status(index, outcome.status or 0, now)
+            else:
+                od.observe(index, outcome, now)
+
+    # ------------------------------------------------------------ as a pool waiter
+    def on_connected(self, conn: Any) -> bool:
+        """A connection for this lease: newly opened, or handed over by another request
+        when the lease waited. False: the lease is gone, the pool keeps the connection."""
+        if self.released or self.conn is not None:
+            return False
+        if self.waiting:
+            self.waiting = False
+            self.cluster.limits.pending -= 1
+        index = conn.pool.index
+        if index != self.index:  # a waiter may get another endpoint's connection
+            active = self.cluster.active
+            active[self.index] -= 1
+            active[index] += 1
+            self.index = index
+        self.holder.on_connected(conn)
+        return True
+
+    def on_connect_failed(self, reason: str) -> None:
+        if not self.released and self.conn is None:
+            self.holder.on_connect_failed(reason)
+
+    def open_for_waiter(self) -> None:
+        """A connection slot freed up while this lease waited (the cluster took the slot
+        for it): open a connection to its endpoint."""
+        if self.waiting:
+            self.waiting = False
+            self.cluster.limits.pending -= 1
+        self.cluster.pools[self.index].connect(self)
