@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
+from typing import Any
 
 import httpx
 from proxy_harness import Harness, RawClient, cluster, config, get, route
@@ -18,6 +20,18 @@ def _url(p, path: str) -> str:
 
 def _stats(p) -> str:
     return httpx.get("http://{}:{}/stats/prometheus".format(*p.admin_address)).text
+
+
+def _cluster_view(p, name: str = "c") -> dict[str, Any]:
+    view = httpx.get("http://{}:{}/clusters".format(*p.admin_address)).json()
+    return next(c for c in view["clusters"] if c["name"] == name)
+
+
+def _wait(check: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
 
 
 def _closed_port() -> int:
@@ -196,3 +210,68 @@ def test_upstream_reset_before_headers_is_503(harness: Harness) -> None:
     r = httpx.get(_url(p, "/reset"))
     assert r.status_code == 503
     assert httpx.get(_url(p, "/fine")).status_code == 200
+
+
+def test_max_retries_budget_refuses_a_retry_while_another_is_in_flight(
+    harness: Harness,
+) -> None:
+    """DestinationRule maxRetries on the data path: with a budget of one retry in flight
+    for the cluster, a second request's retriable failure is answered as it is, flagged
+    UO, and not retried (Envoy's retry circuit breaker)."""
+    up = harness.upstream()
+    r0 = types.Route(
+        clusters=(types.WeightedCluster(cluster="c"),),
+        retries=types.Retry(attempts=1, per_try_timeout=2.0, retry_on=("5xx",)),
+    )
+    pool = types.ConnectionPool(max_retries=1)
+    p = harness.proxy(config([r0], [cluster("c", up, connection_pool=pool)]))
+    results: list[int] = []
+    slow = threading.Thread(target=lambda: results.append(
+        httpx.get(_url(p, "/delay/10000"), timeout=30).status_code))
+    slow.start()
+    # its first try times out after 2 s and is retried: that retry holds the one slot
+    _wait(lambda: up.seen["/delay/10000"] == 2, "the slow request's retry upstream")
+    r = httpx.get(_url(p, "/status/503"), timeout=30)
+    assert r.status_code == 503
+    assert up.seen["/status/503"] == 1  # not retried: the budget is in use
+    assert _cluster_view(p)["circuit_breakers"]["retry_overflow"] == 1
+    slow.join(30)
+    assert results == [504]
+    assert 'response_flags="UO"' in _stats(p)
+    cb = _cluster_view(p)["circuit_breakers"]
+    assert (cb["requests"], cb["pending"], cb["retries"]) == (0, 0, 0)
+    # with the slot free again, the same failure is retried
+    assert httpx.get(_url(p, "/status/503"), timeout=30).status_code == 503
+    assert up.seen["/status/503"] == 3
+
+
+def test_upgrade_holds_a_connection_slot_until_the_tunnel_closes(harness: Harness) -> None:
+    """An upgraded connection counts against tcp.maxConnections like any other: with a
+    limit of one and a tunnel open, the next request waits in the pending queue for the
+    slot and gets it when the tunnel closes (it used to open a second connection, and the
+    tunnel's close then freed a slot it never took)."""
+    up = harness.upstream()
+    pool = types.ConnectionPool(max_connections=1, http1_max_pending_requests=4)
+    p = harness.proxy(
+        config([route(("c", 100), retries=None)], [cluster("c", up, connection_pool=pool)])
+    )
+    s = socket.create_connection(p.listener_address("main"), timeout=10)
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(1024)
+    assert data.startswith(b"HTTP/1.1 101")
+    results: list[int] = []
+    waiter = threading.Thread(target=lambda: results.append(
+        httpx.get(_url(p, "/after"), timeout=30).status_code))
+    waiter.start()
+    _wait(lambda: _cluster_view(p)["pending"] == 1 or results, "the request to queue")
+    assert not results, "the request got a second upstream connection past maxConnections"
+    assert up.connections == 1
+    assert _cluster_view(p)["circuit_breakers"]["connections"] == 1
+    s.close()  # the tunnel ends: its slot goes to the waiting request
+    waiter.join(30)
+    assert results == [200]
+    assert up.connections == 2
+    cb = _cluster_view(p)["circuit_breakers"]
+    assert (cb["connections"], cb["pending"], cb["requests"]) == (1, 0, 0)  # one idle

@@ -201,6 +201,8 @@ class LiveCluster:
             "service": self.spec.service,
             "subset": self.spec.subset,
             "overflows": self.overflows,
+            # the pool-limit counters (core/limits.py): in use now, and refusals so far
+            "circuit_breakers": self.limits.statistics()._asdict(),
             "panic": bool(self.outlier.in_panic(now)) if self.outlier is not None else False,
             "pending": len(self.waiters),
             "hosts": hosts,
