@@ -156,7 +156,8 @@ class Tracer:
                       server_tags)]
         fwd = ex.forward
         if cluster and ids is ex.span:
-            sent = fwd.started_at if fwd is not None and fwd.started_at else start
+            att = fwd.attempt if fwd is not None else None  # the last try (chain/attempt.py)
+            sent = att.started_at if att is not None and att.started_at else start
             upstream = ex.upstream_host
             if upstream:
                 tags["upstream_address"] = upstream
