@@ -615,7 +615,9 @@ class Downstream(asyncio.Protocol):
             tracer.finish(ex, now)
         fwd = ex.forward
         if fwd is not None and fwd.finished:
-            ex.forward = None  # break the exchange <-> forward cycle: freed by refcount
+            # break the exchange <-> forward <-> attempt cycles: freed by refcount, not GC
+            ex.forward = None
+            fwd.attempt = None
         if ex.upgrade and self.upgrade_buf is not None and self.tunnel is None:
             self._close()
             return
@@ -683,7 +685,9 @@ class Downstream(asyncio.Protocol):
                 tracer.finish(ex, now)
         fwd = ex.forward
         if fwd is not None and fwd.finished:
-            ex.forward = None  # break the exchange <-> forward cycle: freed by refcount, not GC
+            # break the exchange <-> forward <-> attempt cycles: freed by refcount, not GC
+            ex.forward = None
+            fwd.attempt = None
 
     def _pause(self, reason: int) -> None:
         if not self.paused and self.transport is not None:

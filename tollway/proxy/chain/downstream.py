@@ -26,6 +26,11 @@ response its own way:
   `pause_reading` / `resume_reading` (request-body backpressure from the upstream),
   `alive_for` (is `ex` still the request this downstream is answering).
 
+Once a finished request is recorded, the downstream drops `ex.forward` and the Forward's
+`attempt`: the request's objects point at each other, and breaking the links lets
+refcounting free them at once instead of the cyclic GC (which, left to it, cost the
+bench 10% more instructions per request).
+
 Typing only: nothing imports this module at run time.
 """
 

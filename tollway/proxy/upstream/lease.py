@@ -96,6 +96,7 @@ class Lease:
         if self.released:
             return
         self.released = True
+        self.holder = None  # type: ignore[assignment]  # no cycle: freed by refcount, not GC
         cluster = self.cluster
         limits = cluster.limits
         if self.waiting:
