@@ -1,12 +1,13 @@
 """Attempt: one try of a request upstream (Envoy's UpstreamRequest beside its router).
 
-The per-request `Forward` (forward.py) creates one per try. An Attempt holds the try's
-`Lease` (upstream/lease.py: endpoint, request slot, connection), its per-try timer and
+The per-request `Forward` (forward.py) creates one per try. An Attempt *is* the try's
+`Lease` (upstream/lease.py: endpoint, request slot, connection - granted by
+`LiveCluster.acquire`, given back only by `Lease.release`), plus its per-try timer and
 when it started; it is the sink the upstream connection reports the response to, and it
 relays that response to the `Downstream` (chain/downstream.py) as events. Every way a
-try can end goes through `end(outcome)`, which releases the lease exactly once; a new
-try gets a new Attempt, so a late event from an old connection or timer finds a finished
-Attempt and does nothing.
+try can end goes through `end(outcome)` or the response's end, which release the lease
+exactly once; a new try gets a new Attempt, so a late event from an old connection or
+timer finds a finished Attempt and does nothing.
 
 What stays with the Forward: retries (decided by core/retry.py), the route timer, the
 replay buffer and the request body, the end of the request.
@@ -23,25 +24,25 @@ from typing import TYPE_CHECKING, Any
 from tollway.proxy.core import exchange as rf
 from tollway.proxy.core import retry
 from tollway.proxy.core.exchange import OUTCOME_BY_STATUS, Outcome
+from tollway.proxy.upstream.lease import Lease
 
 if TYPE_CHECKING:
     import asyncio
 
     from tollway.proxy.chain.downstream import Downstream
     from tollway.proxy.chain.forward import Forward
-    from tollway.proxy.upstream.lease import Lease
 
 
-class Attempt:
+class Attempt(Lease):
     """One try (see module doc). `status` is 0 until the upstream's head arrives."""
 
-    __slots__ = ("down", "fwd", "head_at", "lease", "out", "started_at", "status", "try_timer")
+    __slots__ = ("down", "fwd", "head_at", "out", "started_at", "status", "try_timer")
 
     def __init__(self, fwd: Forward, down: Downstream) -> None:
+        # the Lease fields are set by LiveCluster.acquire, which grants this try
         self.fwd = fwd
         self.down = down
         self.out: Any = down.out  # the downstream's bytes awaiting flush (ResponseSink.out)
-        self.lease: Lease = None  # type: ignore[assignment]  # set right after acquire
         self.try_timer: asyncio.TimerHandle | None = None
         self.started_at = 0.0
         self.head_at = 0.0
@@ -54,9 +55,8 @@ class Attempt:
         if t is not None:
             t.cancel()
             self.try_timer = None
-        lease = self.lease
-        if not lease.released:
-            lease.release(outcome, self.fwd.loop.time())
+        if not self.released:
+            self.release(outcome, self.fwd.loop.time())
 
     def seen(self) -> Outcome | None:
         """What the upstream said, if anything: its status once the head arrived."""
@@ -69,10 +69,10 @@ class Attempt:
             return
         fwd.failed(self, rf.OUTCOME_TIMEOUT, 504, rf.UT, "upstream request timeout")
 
-    # ================================================================ as the lease holder
-    def on_connected(self, conn: Any) -> None:
+    # ================================================================ Lease hooks
+    def send_on(self, conn: Any) -> None:
         """Send the head (and any body received so far) on this try's connection."""
-        self.lease.conn = conn
+        self.conn = conn
         fwd = self.fwd
         pending = fwd.pending
         if pending:
@@ -85,7 +85,7 @@ class Attempt:
             data = fwd.head
         conn.send(self, data, fwd.ex.method == "HEAD")
 
-    def on_connect_failed(self, reason: str) -> None:
+    def connect_failed(self, reason: str) -> None:
         fwd = self.fwd
         if fwd.finished or fwd.attempt is not self:
             return
@@ -108,7 +108,7 @@ class Attempt:
         self.head_at = now = fwd.loop.time()
         ex = fwd.ex
         cluster = fwd.cluster
-        index = self.lease.index
+        index = self.index
         ex.status = status
         ex.upstream_time = now - self.started_at
         ex.upstream_host = cluster.host_names[index]
@@ -130,13 +130,12 @@ class Attempt:
         fwd = self.fwd
         if fwd.finished:
             return
-        lease = self.lease
-        lease.conn = None  # the pool has it back
+        self.conn = None  # the pool has it back
         t = self.try_timer
         if t is not None:
             t.cancel()
             self.try_timer = None
-        lease.release(OUTCOME_BY_STATUS[self.status], self.head_at)
+        self.release(OUTCOME_BY_STATUS[self.status], self.head_at)
         fwd.finished = True  # Forward.finish, inlined: the per-request path
         rt = fwd.route_timer
         if rt is not None:
@@ -149,10 +148,9 @@ class Attempt:
 
     def on_upstream_lost(self, conn: Any, received: bool) -> None:
         fwd = self.fwd
-        lease = self.lease
-        if fwd.finished or conn is not lease.conn:
+        if fwd.finished or conn is not self.conn:
             return
-        lease.conn = None
+        self.conn = None
         down = self.down
         down.flush()
         ex = fwd.ex
@@ -183,7 +181,7 @@ class Attempt:
         if fwd.finished:
             conn.close()
             return
-        self.lease.conn = None
+        self.conn = None
         self.end(self.seen())
         fwd.finish()
         down = self.down

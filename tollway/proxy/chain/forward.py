@@ -3,7 +3,7 @@
 The router creates it once a route and cluster are chosen. It owns what outlives a single
 try: the request head and body (streamed as it arrives, kept in a replay buffer up to a
 limit so a retry can send it again), the route timer, the retry bookkeeping, and the end
-of the request. Each try is an `Attempt` (attempt.py) holding a `Lease` from the cluster
+of the request. Each try is an `Attempt` (attempt.py), the `Lease` the cluster grants
 (upstream/lease.py); a failed try asks the pure `core.retry.decide` whether to try again
 - retryOn, the route's attempts, the cluster's maxRetries budget - and a new Attempt goes,
 on another host when there is one. Everything is driven by Protocol callbacks and loop
@@ -125,7 +125,7 @@ class Forward:
             if self.replay_limit < 0:
                 self.replay = None
         att = self.attempt
-        conn = att.lease.conn if att is not None else None
+        conn = att.conn if att is not None else None
         if conn is not None:
             conn.write(data)
         else:
@@ -158,30 +158,30 @@ class Forward:
     def pause_upstream(self, paused: bool) -> None:
         """The downstream cannot take more response bytes: stop reading the upstream."""
         att = self.attempt
-        conn = att.lease.conn if att is not None else None
+        conn = att.conn if att is not None else None
         if conn is not None:
             conn.set_reading(not paused)
 
     # ================================================================ tries
     def _try(self) -> None:
         now = self.loop.time()
-        att = Attempt(self, self.down)
-        lease = self.cluster.acquire(att, now, _rand(), self.hash_key, self.tried)
-        if isinstance(lease, Refusal):
-            self._local(lease.status, lease.flag, lease.body)
+        got = self.cluster.acquire(Attempt(self, self.down), now, _rand(), self.hash_key,
+                                   self.tried)
+        if isinstance(got, Refusal):
+            self._local(got.status, got.flag, got.body)
             return
-        att.lease = lease
+        att = got
         att.started_at = now
         self.attempt = att
-        self.tried += (lease.index,)
+        self.tried += (att.index,)
         per_try = self.policy.per_try_timeout
         if per_try:
             att.try_timer = self.loop.call_later(per_try, att.on_try_timeout)
-        conn = lease.conn
+        conn = att.conn
         if conn is not None:
             if self.pending:
-                att.on_connected(conn)
-            else:  # on_connected inlined: nothing of the body to join
+                att.send_on(conn)
+            else:  # send_on inlined: nothing of the body to join
                 conn.send(att, self.head, self.ex.method == "HEAD")
 
     def failed(self, att: Attempt, outcome: Outcome, status: int, flag: str, body: str) -> None:
@@ -276,7 +276,7 @@ class Forward:
             self.route_timer.cancel()
             self.route_timer = None
         att = self.attempt
-        if att is not None and not att.lease.released:  # every path ends its try first
+        if att is not None and not att.released:  # every path ends its try first
             att.end(None)
         if self.retry_held:
             self.retry_held = retry.settle(self.cluster.limits, True)

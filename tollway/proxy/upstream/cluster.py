@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import Any
+from typing import Any, TypeVar
 
 from tollway.proxy.core import balance, limits, outlier
 from tollway.proxy.core.exchange import Outcome
-from tollway.proxy.upstream.lease import NO_HEALTHY, OVERFLOW, Holder, Lease, Refusal
+from tollway.proxy.upstream.lease import NO_HEALTHY, OVERFLOW, Lease, Refusal
 from tollway.proxy.upstream.pool import EndpointPool
 from tollway.snapshot import types
+
+L = TypeVar("L", bound=Lease)
 
 
 class LiveCluster:
@@ -104,17 +106,17 @@ class LiveCluster:
     # ------------------------------------------------------------ leases
     def acquire(
         self,
-        holder: Holder,
+        lease: L,
         now: float,
         r: float,
         hash_key: str | None,
         tried: tuple[int, ...],
-    ) -> Lease | Refusal:
-        """A lease for one try, or why not (see lease.py).
+    ) -> L | Refusal:
+        """Grant `lease` (unbound, a try's own object) for one try, or say why not.
 
-        The lease comes with `conn` set when an idle connection was free (the common
+        The lease comes back with `conn` set when an idle connection was free (the common
         case); otherwise a connection is being opened for it, or it waits in the queue
-        (`http1MaxPendingRequests`) and its holder hears `on_connected` later. Refused:
+        (`http1MaxPendingRequests`) and its `send_on` is called later. Refused:
         no usable endpoint (503 UH), `http2MaxRequests` or the queue full (503 UO)."""
         index = self.pick(now, r, hash_key, tried)
         if index is None:
@@ -126,7 +128,11 @@ class LiveCluster:
             return OVERFLOW
         lim.requests += 1
         self.active[index] += 1
-        lease = Lease(self, index, holder)
+        lease.cluster = self
+        lease.index = index
+        lease.conn = None
+        lease.waiting = False
+        lease.released = False
         pool = self.pools[index]
         idle = pool.idle
         while idle:  # take_idle, inlined: the per-request path

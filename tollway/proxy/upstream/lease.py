@@ -9,9 +9,13 @@ gives all of it back and feeds the try's outcome to outlier detection, exactly o
 whatever happened (response, reset, timeout, abort, upgrade): Envoy's upstream request
 and httpcore's pool, where state decisions live apart from the IO carrying them out.
 
-Seams (kept explicit for HTTP/2, see also chain/downstream.py):
-- The holder (`Holder`) is whoever uses the lease - the router's per-try `Attempt`. The
-  lease tells it when a connection it waited for is ready or failed to open.
+A lease is what a try *is* on the upstream side, so the router's per-try `Attempt`
+(chain/attempt.py) subclasses it: one object per try on the hot path instead of two, and
+no lease <-> holder reference cycle. The subclass supplies the two hooks a lease calls
+when the connection it waited for is ready or failed to open (`send_on`,
+`connect_failed`) and never touches the counters itself.
+
+Seams (kept explicit for HTTP/2):
 - The channel a lease carries its request on (`Channel`) is today a whole HTTP/1.1
   `UpstreamConnection`, held exclusively from send to response end. An HTTP/2 upstream
   connection is another kind of channel: a stream on a shared connection, with the same
@@ -61,31 +65,31 @@ class Channel(Protocol):
     def close(self) -> None: ...
 
 
-class Holder(Protocol):
-    """Who holds a lease: told when the connection it waited for is ready or failed."""
-
-    def on_connected(self, conn: Any) -> None: ...
-
-    def on_connect_failed(self, reason: str) -> None: ...
-
-
 class Lease:
     """One try's slot on a cluster (see module doc).
 
+    Unbound until `LiveCluster.acquire` grants it (which sets every field below).
     `conn` is the connection the request travels on (None while it is being opened or
-    the lease waits for one); the holder clears it once the connection is back in the
+    the lease waits for one); the subclass clears it once the connection is back in the
     pool. `index` is the endpoint, which can change once while waiting: a queued request
     takes whichever endpoint's connection frees up first."""
 
-    __slots__ = ("cluster", "conn", "holder", "index", "released", "waiting")
+    __slots__ = ("cluster", "conn", "index", "released", "waiting")
 
-    def __init__(self, cluster: LiveCluster, index: int, holder: Holder) -> None:
-        self.cluster = cluster
-        self.index = index
-        self.holder = holder
-        self.conn: Any = None
-        self.waiting = False
-        self.released = False
+    cluster: LiveCluster
+    conn: Any
+    index: int
+    released: bool
+    waiting: bool
+
+    # ------------------------------------------------------------ the subclass's hooks
+    def send_on(self, conn: Any) -> None:
+        """The connection this lease waited for is ready: send the request on it."""
+        raise NotImplementedError
+
+    def connect_failed(self, reason: str) -> None:
+        """The connection opened for this lease failed (`reason` as Envoy words it)."""
+        raise NotImplementedError
 
     def release(self, outcome: Outcome | None, now: float) -> None:
         """Give back everything this lease holds; `outcome` (None: nothing to tell the
@@ -96,7 +100,6 @@ class Lease:
         if self.released:
             return
         self.released = True
-        self.holder = None  # type: ignore[assignment]  # no cycle: freed by refcount, not GC
         cluster = self.cluster
         limits = cluster.limits
         if self.waiting:
@@ -133,12 +136,12 @@ class Lease:
             active[self.index] -= 1
             active[index] += 1
             self.index = index
-        self.holder.on_connected(conn)
+        self.send_on(conn)
         return True
 
     def on_connect_failed(self, reason: str) -> None:
         if not self.released and self.conn is None:
-            self.holder.on_connect_failed(reason)
+            self.connect_failed(reason)
 
     def open_for_waiter(self) -> None:
         """A connection slot freed up while this lease waited (the cluster took the slot
