@@ -36,6 +36,7 @@ Typing only: nothing imports this module at run time.
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -46,7 +47,10 @@ if TYPE_CHECKING:
 class Downstream(Protocol):
     """The client side of one exchange (see module doc)."""
 
-    out: list[bytes]
+    @property
+    def out(self) -> Sized:
+        """Response bytes produced and not yet written (non-empty: `flush()` has work)."""
+        ...
 
     def response_head(
         self, ex: Exchange, status: int, block: bytes, ops: ResponseOps | None

@@ -7,10 +7,11 @@ nothing), or an accepted `Upgrade: h2c`. `transport.set_protocol` makes this obj
 connection's protocol from then on.
 
 Each stream becomes an `Exchange`, the same record the HTTP/1.1 path builds, and runs the
-same filters and router; its `H2Stream` is the `down` the forwarder writes the response
-to. Until the forwarder speaks in structured responses the stream reads the HTTP/1.1 head
-the forwarder relays (never chunk-framed: the exchange is marked non-HTTP/1.1) and turns
-it into HEADERS, the body into DATA.
+same filters and router; its `H2Stream` is the `down` of the exchange: it implements
+chain/downstream.Downstream, the response events the router's Attempt relays. The head
+arrives as the upstream's HTTP/1.1 block; the stream renders it with the response header
+operations (never chunk-framed: the exchange is marked non-HTTP/1.1) and turns it into
+HEADERS, the body into DATA.
 
 Flow control both ways: request DATA is acknowledged (window handed back) only as the
 upstream takes it, so a slow upstream stops the client on that stream alone; response
@@ -36,9 +37,11 @@ from hyperframe.frame import GoAwayFrame
 from tollway.proxy.chain.stream import Exchange
 from tollway.proxy.h2 import headers as hh
 from tollway.proxy.h2.guard import Guard
+from tollway.proxy.http1 import response
 
 if TYPE_CHECKING:
     from tollway.proxy.chain.build import ListenerPlan
+    from tollway.proxy.core.headerops import ResponseOps
     from tollway.proxy.http1.parse import Limits
     from tollway.proxy.listener import ListenerRuntime
 
@@ -416,7 +419,7 @@ class H2Server(asyncio.Protocol):
 
 
 class H2Stream:
-    """One stream: the `down` of its exchange (the interface listener.Downstream has)."""
+    """One stream: the `down` of its exchange (chain/downstream.Downstream)."""
 
     __slots__ = (
         "end_pending",
@@ -424,6 +427,7 @@ class H2Stream:
         "finished",
         "grpc",
         "head",
+        "mode",
         "opened",
         "out",
         "paused_in",
@@ -450,7 +454,8 @@ class H2Stream:
         self.unacked = 0
         self.upstream_paused = False
         self.opened = self.progress = server.loop.time()
-        self.transport = self  # the forwarder writes its last bytes to `down.transport`
+        self.transport = self
+        self.mode = response.PASS  # how the upstream delimits the response body
 
     # ------------------------------------------------------------ request side
     def dispatch(self) -> None:
@@ -543,6 +548,32 @@ class H2Stream:
             self.pump()
         else:
             self.server._flush()
+
+    # the Downstream protocol's response events (chain/downstream.py)
+    def response_head(
+        self, ex: Exchange, status: int, block: bytes, ops: ResponseOps | None
+    ) -> None:
+        head, self.mode, ex.keep_alive = response.relay_head(
+            status, block, ops, head_request=ex.method == "HEAD", http11=ex.http11,
+            keep_alive=ex.keep_alive, upgrade=ex.upgrade,
+        )
+        ex.bytes_out += len(head)
+        self.write(head)
+
+    def response_body(self, data: bytes) -> None:
+        if data:
+            if self.ex is not None:
+                self.ex.bytes_out += len(data)
+            self.write(data)
+
+    def flush(self) -> None:
+        """Nothing waits here: body bytes go out as the client's window allows (pump)."""
+
+    def response_end(self, ex: Exchange) -> None:
+        self.response_done(ex)
+
+    def ends_at_close(self, received: bool) -> bool:
+        return self.mode == response.RAW_CLOSE
 
     def pump(self) -> None:
         """Send what the client's window allows; END_STREAM once all is out."""

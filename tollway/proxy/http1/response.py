@@ -124,6 +124,36 @@ def rebuild(status: int, block: bytes, mode: int, tail: bytes, ops: Sequence[Hea
     return b"".join(out)
 
 
+def relay_head(
+    status: int,
+    block: bytes,
+    ops: Sequence[HeaderOp] | None,
+    *,
+    head_request: bool,
+    http11: bool,
+    keep_alive: bool,
+    upgrade: bool,
+) -> tuple[bytes, int, bool]:
+    """(head bytes, body mode, keep-alive) for relaying an upstream head to a client:
+    what `listener.Downstream.response_head` does inline on the hot path, as one call for
+    other downstreams (an HTTP/2 stream reads the head in this form)."""
+    if status == 101:
+        return block + b"\r\n", NONE, keep_alive
+    found, cut, length_framed = analyse(block)
+    if head_request or status in _NO_BODY_STATUS or status < 200:
+        mode = NONE
+    elif length_framed:
+        mode = PASS
+    else:
+        mode = CHUNK if http11 else RAW_CLOSE
+    if mode == RAW_CLOSE or upgrade:  # a refused upgrade ends the connection
+        keep_alive = False
+    tail = b"\r\n" if keep_alive else b"connection: close\r\n\r\n"
+    if ops is None and mode in (PASS, NONE):
+        return cut + tail, mode, keep_alive
+    return head_bytes(status, block, found, mode, tail, ops, cut), mode, keep_alive
+
+
 def header_view(block: bytes) -> dict[str, str]:
     """Lowercase header view of a raw head (only on the retry path)."""
     out: dict[str, str] = {}
