@@ -22,6 +22,7 @@ PURE = (
     "control/translate",
     "control/world.py",
     "control/registry.py",
+    "control/protocol.py",
     "control/scope.py",
     "control/push.py",
     "control/local/plan.py",

@@ -157,6 +157,9 @@ class MeshConfig(_Model):
     access_log_file: str = ""
     access_log_encoding: Literal["TEXT", "JSON"] = "TEXT"
     access_log_format: str = ""
+    # HTTP ports' clusters speak HTTP/2 upstream when UPGRADE (a DestinationRule's
+    # connectionPool.http.h2UpgradePolicy overrides; control/protocol.py)
+    h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
 
 
 KNOWN_KEYS: frozenset[str] = frozenset(

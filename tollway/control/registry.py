@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tollway.config.resource import CLUSTER_DOMAIN, Resource, ResourceSet
+from tollway.control import protocol
 from tollway.snapshot import types
 
 DEFAULT_PORT = 8080
@@ -78,6 +79,9 @@ class ServicePort:
     number: int
     name: str = "http"
     target: int | str | None = None
+    # Istio's protocol of the port (control/protocol.py): "HTTP", "HTTP2", "GRPC", "TCP"...;
+    # "" when neither appProtocol nor the name says (Istio sniffs such a port)
+    protocol: str = "HTTP"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +164,9 @@ def container_ports(r: Resource) -> list[ServicePort]:
         for p in as_list(as_map(c).get("ports")):
             number = as_int(as_map(p).get("containerPort"))
             if number is not None and all(o.number != number for o in out):
-                out.append(ServicePort(number, str(as_map(p).get("name") or "http"), number))
+                name = as_map(p).get("name")
+                out.append(ServicePort(number, str(name or "http"), number,
+                                       protocol.port_protocol(number, name) if name else "HTTP"))
     return out
 
 
@@ -254,7 +260,10 @@ def _service_ports(spec: Mapping[str, Any]) -> tuple[ServicePort, ...]:
         target = pm.get("targetPort")
         target = target if isinstance(target, (int, str)) and not isinstance(target, bool) \
             else number
-        out.append(ServicePort(number, str(pm.get("name") or "http"), target))
+        name, app = pm.get("name"), pm.get("appProtocol")
+        out.append(ServicePort(number, str(name or "http"), target, protocol.port_protocol(
+            number, str(name) if name else None, str(app) if app else None,
+            str(pm.get("protocol") or "TCP"))))
     return tuple(out)
 
 
@@ -314,7 +323,8 @@ def _entry_services(resources: ResourceSet) -> list[tuple[Service, Resource]]:
     for r in resources.of_kind("ServiceEntry"):
         ports = tuple(
             ServicePort(n, str(as_map(p).get("name") or f"port-{n}"),
-                        as_int(as_map(p).get("targetPort"), n))
+                        as_int(as_map(p).get("targetPort"), n),
+                        protocol.parse(str(as_map(p).get("protocol") or "")))
             for p in as_list(r.spec.get("ports"))
             if (n := as_int(as_map(p).get("number"))) is not None
         )

@@ -218,6 +218,7 @@ class ConnectionPool(Struct, frozen=True):
     max_requests_per_connection: int = 0  # 0 = unlimited
     max_retries: int = 4294967295
     idle_timeout: float = 3600.0
+    max_concurrent_streams: int = 0  # per HTTP/2 connection upstream; 0 = the server's limit
 
 
 class OutlierDetection(Struct, frozen=True):
@@ -279,6 +280,9 @@ class Cluster(Struct, frozen=True):
     tls: UpstreamTls = UpstreamTls()
     service_name: str = ""  # short name, for telemetry labels
     service_namespace: str = ""
+    # what the proxy speaks to the endpoints (control/protocol.py, Istio's rules): HTTP/1.1,
+    # HTTP/2 (h2c, or h2 inside mTLS), or whatever the client spoke
+    protocol: Literal["http1", "http2", "downstream"] = "http1"
 
 
 # ---------------------------------------------------------------- security

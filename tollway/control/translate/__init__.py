@@ -109,8 +109,10 @@ def _inbound(world: World, node: types.Node, items: Sequence[tuple[int, str, int
         host = svc.host if svc else f"{node.workload}.{node.namespace}.svc.{world.cluster_domain}"
         ls.append(listeners.inbound_listener(p))
         ts.append(listeners.inbound_table(p))
+        port = svc.port(p.service_port) if svc else None
         cs.append(clusters.inbound(p.service_port, p.app_address, p.app_port, host,
-                                   svc.name if svc else node.workload, node.namespace))
+                                   svc.name if svc else node.workload, node.namespace,
+                                   port.protocol if port else "HTTP"))
     return ls, ts, cs
 
 
@@ -127,8 +129,11 @@ def _captured(world: World, node: types.Node, capture: tuple[str, int, tuple[int
     for p in sorted(set(app_ports)):
         item = InboundPort(p, address, port, "127.0.0.1", p)
         ts.append(listeners.inbound_table(item))
+        sport = next((sp for s in own if (sp := s.port(p)) is not None), None) or next(
+            (sp for s in own for sp in s.ports if sp.target == p), None)
         cs.append(clusters.inbound(p, "127.0.0.1", p, host,
-                                   svc.name if svc else node.workload, node.namespace))
+                                   svc.name if svc else node.workload, node.namespace,
+                                   sport.protocol if sport else ""))
         chains.append(types.InboundChain(port=p, route_table=names.inbound_table(p)))
     listener = types.Listener(name=listeners.VIRTUAL_INBOUND, kind="inbound", address=address,
                               port=port, capture=True, chains=tuple(chains))
@@ -165,7 +170,8 @@ def _shared(world: World, node: types.Node, ports: ProxyPorts, auto_mtls: bool,
     named: set[str] = (
         _once(world, "referenced", outbound, lambda: referenced_clusters([outbound]))
         if outbound is not None and not gts else referenced_clusters(tables))
-    cs = clusters.build_shared(world, named, node, auto_mtls)
+    cs = clusters.build_shared(world, named, node, auto_mtls,
+                               mesh_config.h2_upgrade_policy == "UPGRADE")
     if any(n.startswith(sidecar.PASSTHROUGH) for n in named):  # a Sidecar's ALLOW_ANY
         cs = (*cs, *sidecar.passthrough_clusters(world, sorted(named)))
     pa, az = security.peer_authn_for(world, node), security.authz_for(world, node)

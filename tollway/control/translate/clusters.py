@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tollway.control.registry import TLS_MODE_LABEL, selects
+from tollway.control import protocol
+from tollway.control.registry import TLS_MODE_LABEL, as_map, selects
 from tollway.control.translate import names, policy, security
 from tollway.control.world import World
 from tollway.snapshot import types
@@ -30,7 +31,7 @@ def _tls(world: World, spec: Any, endpoints: tuple[types.Endpoint, ...],
 
 
 def outbound(world: World, ref: names.ClusterRef, node: types.Node,
-             auto_mtls: bool) -> types.Cluster | None:
+             auto_mtls: bool, mesh_upgrade: bool = False) -> types.Cluster | None:
     drs = [dr for dr in world.destination_rules_for(ref.host, node.namespace)
            if _dr_applies(dr.spec, dr.namespace, node)]
     top, subsets = policy.merged_rules(drs)
@@ -42,6 +43,10 @@ def outbound(world: World, ref: names.ClusterRef, node: types.Node,
     endpoints = tuple(e for e in world.endpoints_of(ref.host, ref.port)
                       if e.healthy and selects(labels, e.labels))
     svc = world.services.get(ref.host)
+    port = svc.port(ref.port) if svc else None
+    upstream = protocol.upstream(
+        port.protocol if port else "", as_map(as_map(merged["connectionPool"]).get("http")),
+        mesh_upgrade, node.kind != "gateway")
     return types.Cluster(
         name=names.outbound_cluster(ref.port, ref.subset, ref.host),
         service=ref.host, port=ref.port, subset=ref.subset, endpoints=endpoints,
@@ -51,6 +56,7 @@ def outbound(world: World, ref: names.ClusterRef, node: types.Node,
         tls=_tls(world, merged["tls"], endpoints, auto_mtls),
         service_name=svc.name if svc else ref.host.split(".")[0],
         service_namespace=svc.namespace if svc else "",
+        protocol=upstream,
     )
 
 
@@ -67,50 +73,55 @@ def _dr_applies(spec: Any, namespace: str, node: types.Node) -> bool:
 
 
 def inbound(service_port: int, app_address: str, app_port: int,
-            service: str, service_name: str, namespace: str) -> types.Cluster:
-    """The local app behind an inbound listener."""
+            service: str, service_name: str, namespace: str,
+            port_protocol: str = "HTTP") -> types.Cluster:
+    """The local app behind an inbound listener, spoken to in its port's protocol."""
     return types.Cluster(
         name=names.inbound_cluster(service_port), service=service, port=app_port,
         endpoints=(types.Endpoint(address=app_address, port=app_port, namespace=namespace),),
         service_name=service_name, service_namespace=namespace,
+        protocol=protocol.inbound(port_protocol),
     )
 
 
 def _cached(world: World, ref: names.ClusterRef, node: types.Node,
-            auto_mtls: bool) -> types.Cluster | None:
+            auto_mtls: bool, mesh_upgrade: bool = False) -> types.Cluster | None:
     """Clusters depend on the proxy through its namespace (which DestinationRules it sees)
     and, for DRs with a workloadSelector, its labels."""
     selective = any(isinstance(dr.spec.get("workloadSelector"), Mapping)
                     for dr in world.destination_rules_for(ref.host))
     labels = tuple(sorted(node.labels.items())) if selective else None
-    key = ("cluster", ref, auto_mtls, node.namespace, labels)
+    key = ("cluster", ref, auto_mtls, node.namespace, labels, mesh_upgrade,
+           node.kind == "gateway")
     if key not in world.memo:
-        world.memo[key] = outbound(world, ref, node, auto_mtls)
+        world.memo[key] = outbound(world, ref, node, auto_mtls, mesh_upgrade)
     found: types.Cluster | None = world.memo[key]
     return found
 
 
 def build_shared(world: World, cluster_names: Iterable[str], node: types.Node,
-                 auto_mtls: bool = True) -> tuple[types.Cluster, ...]:
+                 auto_mtls: bool = True, mesh_upgrade: bool = False
+                 ) -> tuple[types.Cluster, ...]:
     """`build`, memoized per World: proxies naming the same clusters share one tuple."""
     selective = any(isinstance(dr.spec.get("workloadSelector"), Mapping)
                     for drs in world.destination_rules.values() for dr in drs)
     labels = tuple(sorted(node.labels.items())) if selective else None
-    key = ("clusters", frozenset(cluster_names), auto_mtls, node.namespace, labels)
+    key = ("clusters", frozenset(cluster_names), auto_mtls, node.namespace, labels,
+           mesh_upgrade, node.kind == "gateway")
     if key not in world.memo:
-        world.memo[key] = tuple(build(world, key[1], node, auto_mtls))
+        world.memo[key] = tuple(build(world, key[1], node, auto_mtls, mesh_upgrade))
     found: tuple[types.Cluster, ...] = world.memo[key]
     return found
 
 
 def build(world: World, cluster_names: Iterable[str], node: types.Node,
-          auto_mtls: bool = True) -> list[types.Cluster]:
+          auto_mtls: bool = True, mesh_upgrade: bool = False) -> list[types.Cluster]:
     out = []
     for name in sorted(set(cluster_names)):
         ref = names.parse_cluster(name)
         if ref is None or ref.direction != "outbound":
             continue
-        cluster = _cached(world, ref, node, auto_mtls)
+        cluster = _cached(world, ref, node, auto_mtls, mesh_upgrade)
         if cluster is not None:
             out.append(cluster)
     return out

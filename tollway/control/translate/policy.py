@@ -120,6 +120,7 @@ def connection_pool(spec: Any) -> types.ConnectionPool:
         max_requests_per_connection=_positive(http.get("maxRequestsPerConnection"), 0),
         max_retries=_positive(http.get("maxRetries"), d.max_retries),
         idle_timeout=_duration(idle, d.idle_timeout),
+        max_concurrent_streams=_positive(http.get("maxConcurrentStreams"), 0),
     )
 
 

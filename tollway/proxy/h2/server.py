@@ -736,8 +736,13 @@ class H2Stream:
 
     def _record(self, ex: Exchange) -> None:
         plan = ex.plan
-        if plan.metrics_on:
-            plan.metrics.record(ex, self.server.loop.time())
+        tracer = plan.tracer
+        if plan.metrics_on or tracer is not None:
+            now = self.server.loop.time()
+            if plan.metrics_on:
+                plan.metrics.record(ex, now)
+            if tracer is not None:
+                tracer.finish(ex, now)
         fwd = ex.forward
         if fwd is not None and fwd.finished:
             ex.forward = None  # break the exchange <-> forward cycle
