@@ -31,7 +31,8 @@ def test_other_keys_are_ignored_with_one_warning_each() -> None:
                                 "pathNormalization": {"normalization": "NONE"}}, "mesh.yaml")
     assert loaded.config.path_normalization.normalization == "NONE"
     applied = ("accessLogEncoding, accessLogFile, accessLogFormat, defaultConfig, "
-               "defaultProviders, enableTracing, extensionProviders, pathNormalization")
+               "defaultProviders, enableTracing, extensionProviders, h2UpgradePolicy, "
+               "pathNormalization")
     assert loaded.warnings == (
         f"mesh.yaml: trustDomain is not applied by Tollway (it applies {applied}); ignored",
         f"mesh.yaml: enableAutoMtls is not applied by Tollway (it applies {applied}); ignored",
