@@ -8,7 +8,8 @@ call to the client's sidecar, which routes it by the VirtualService; the server 
 take it to its sidecar's 0.0.0.0:15006, which serves it by its original port (8080).
 
 - seeds 01+02: every pod 2/2 Ready (the app's httpGet readiness probe rewritten to the
-  sidecar's status port), the split ~90/10, then 100/0 after a `kubectl apply` of the
+  sidecar's status port; a pod annotated `rewriteAppHTTPProbers: "false"` Ready through
+  its captured probe), the split ~90/10, then 100/0 after a `kubectl apply` of the
   weight change; a pod without a sidecar is reached by the meshed client (plaintext
   endpoint);
 - seeds 03/04: the blue-green switch under continuous load fails no request.
@@ -61,12 +62,25 @@ def plain_app(namespace: str) -> dict[str, Any]:
                                             "periodSeconds": 2}}]}}}}
 
 
+def kept_probes(namespace: str) -> dict[str, Any]:
+    """An injected pod that opts out of probe rewriting: the kubelet's probe of 8080 is
+    captured like any inbound connection and served by the sidecar's 15006 (PERMISSIVE)."""
+    doc = plain_app(namespace)
+    doc["metadata"]["name"] = "kept"
+    template = doc["spec"]["template"]
+    doc["spec"]["selector"]["matchLabels"] = {"app": "kept"}
+    template["metadata"] = {"labels": {"app": "kept"}, "annotations": {
+        "sidecar.istio.io/rewriteAppHTTPProbers": "false"}}
+    template["spec"]["containers"][0]["name"] = "kept"
+    return doc
+
+
 def test_seeds_01_02_split_90_10_then_100_0_through_injected_sidecars(mesh: Mesh) -> None:
     ns = mesh.ns
     url = f"http://myapp.{ns}:8080/"
     plain_url = f"http://plain.{ns}:8080/"
     mesh.apply([*seed_with_commands("canary", "01-canary-deployments.yaml", ns),
-                service("myapp", ns), plain_app(ns), service("plain", ns)])
+                service("myapp", ns), plain_app(ns), service("plain", ns), kept_probes(ns)])
     mesh.apply([{**d, "metadata": {**d["metadata"], "namespace": ns}}
                 for d in load_docs(SEED_DIR / "02-canary-split-90-10.yaml")])
     pods = mesh.wait_ready("app=myapp", 4)
@@ -79,6 +93,8 @@ def test_seeds_01_02_split_90_10_then_100_0_through_injected_sidecars(mesh: Mesh
         assert probe == {"path": "/app-health/myapp/readyz", "port": 15020,
                          "scheme": "HTTP"}, probe
     mesh.wait_ready("app=plain", 1, sidecar=False)
+    [kept] = mesh.wait_ready("app=kept", 1)  # Ready through the captured probe
+    assert kept["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] == 8080
     mesh.apply([client(ns, [url, plain_url])])
     [cpod] = mesh.wait_ready("app=client", 1)
     assert not [e for c in cpod["spec"]["containers"] for e in c.get("env") or []
