@@ -106,3 +106,18 @@ def test_a_proxy_without_a_pod_keeps_what_it_registered() -> None:
     assert cfg.node.labels == {"claimed": "by-the-sidecar"}
     [inbound] = [lst for lst in cfg.listeners if lst.capture]
     assert inbound.chains == ()  # every port passed through to the app as it comes
+
+
+def test_prometheus_discovers_a_pod_sidecar_at_its_status_port_with_the_pods_labels() -> None:
+    from tollway.control.serve import prometheus_targets
+
+    plane, _ = _plane()
+    node = types.Node(name="myapp-v1-1.shop", workload="myapp-v1-1", namespace="shop",
+                      service_account="myapp")
+    plane.register(ProxyEntry(node, admin="127.0.0.1:15090", address="10.244.0.7", origin="vm",
+                              ports={"outbound": 15001, "capture": 15006, "status": 15020}))
+    plane.recompute()
+    [group] = prometheus_targets(plane)
+    assert group["targets"] == ["10.244.0.7:15020"]  # the admin is on the pod's loopback
+    assert group["labels"]["workload"] == "myapp-v1" and group["labels"]["version"] == "v1"
+    assert group["labels"]["__metrics_path__"] == "/stats/prometheus"

@@ -120,6 +120,7 @@ def test_the_patch_adds_init_sidecar_and_token_and_leaves_the_app_alone() -> Non
     assert cmd[cmd.index("--port") + 1] == "15001"
     assert cmd[cmd.index("--capture-port") + 1] == "15006"
     assert cmd[cmd.index("--status-port") + 1] == "15020"
+    assert cmd[cmd.index("--address") + 1] == "$(INSTANCE_IP)"
     assert proxy["securityContext"]["runAsUser"] == 1337
     assert proxy["securityContext"]["runAsGroup"] == 1337
     assert {p["containerPort"] for p in proxy["ports"]} == {15001, 15006, 15020, 15090}

@@ -346,22 +346,29 @@ def _result(result: ApplyResult) -> web.Response:
 
 
 def prometheus_targets(plane: ControlPlane) -> list[dict[str, Any]]:
-    """Prometheus http_sd: one target group per proxy admin address (/stats/prometheus)."""
+    """Prometheus http_sd: one target group per proxy (/stats/prometheus): its admin
+    address, or for a sidecar in a pod (it registers a status port) the pod IP at that
+    port, since its admin listens on the pod's loopback only. The node is the one its
+    snapshot was built for (in a pod: the pod's labels and workload)."""
     groups = []
     for entry in plane.book.all():
-        if not entry.admin:
+        status = entry.ports.get("status")
+        target = f"{entry.address}:{status}" if status else entry.admin
+        if not target:
             continue
+        config = plane.configs.get(entry.name)
+        node = config.node if config is not None else entry.node
         labels = {
-            "namespace": entry.node.namespace,
-            "workload": entry.node.workload,
-            "proxy": entry.node.name,
-            "kind": entry.node.kind,
+            "namespace": node.namespace,
+            "workload": node.workload,
+            "proxy": node.name,
+            "kind": node.kind,
             "__metrics_path__": "/stats/prometheus",
         }
         for key in ("version", "app"):
-            if key in entry.node.labels:
-                labels[key] = entry.node.labels[key]
-        groups.append({"targets": [entry.admin], "labels": labels})
+            if key in node.labels:
+                labels[key] = node.labels[key]
+        groups.append({"targets": [target], "labels": labels})
     return groups
 
 

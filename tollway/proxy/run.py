@@ -232,7 +232,7 @@ def vm_ports(args: argparse.Namespace) -> dict[str, Any]:
     ports = {key: value for key, value in (
         ("inbound", args.inbound_port), ("app", args.app_port),
         ("service_port", args.service_port), ("outbound", args.outbound_port),
-        ("capture", args.capture_port),
+        ("capture", args.capture_port), ("status", args.status_port),
     ) if value}
     address = args.address or "127.0.0.1"
     inbound = f"{address}:{args.inbound_port}" if args.inbound_port else None
