@@ -25,8 +25,8 @@ HeaderOp = Callable[[list[tuple[str, str]]], list[tuple[str, str]]]
 _PATCH_NAMES = RESPONSE_HOP_BY_HOP - {b"content-length", b"transfer-encoding"}
 _FRAMING = frozenset((b"content-length", b"transfer-encoding"))
 _NONE_FOUND: frozenset[bytes] = frozenset()
-_NO_BODY_STATUS = frozenset((204, 304))
-NO_BODY_STATUS = _NO_BODY_STATUS
+_NO_BODY_STATUS: Final[frozenset[int]] = frozenset((204, 304))
+NO_BODY_STATUS: Final[frozenset[int]] = _NO_BODY_STATUS
 # one regex pass finds the framing and hop-by-hop header names in the raw block
 _SPECIAL = re.compile(
     rb"\r\n(" + b"|".join(sorted(RESPONSE_HOP_BY_HOP)) + rb")[ \t]*:", re.IGNORECASE
