@@ -8,7 +8,10 @@
 #   C      wrk -> HAProxy (keep-alive, http-reuse always)        -> backend
 #   T      wrk -> tollway proxy: 90/10 split, outlier detection, Istio metrics, no access log
 #   T-mir  wrk -> T plus a 100% mirror to a third cluster (same backend)
-#   T-100  wrk -> T with 100 routes and 20 clusters (the peak-RSS shape)
+#   T-100  wrk -> T with 100 routes, 20 clusters, a regex route and an inbound listener
+#          with an AuthorizationPolicy (the peak-RSS shape: RE2 loaded)
+#   T-py   wrk -> T on the pure-Python build (TOLLWAY_PURE=1), when PURE=1 (the default):
+#          what the compiled hot path (tollway/native.py) saves, in the same run
 #   D      wrk -> the lean uvloop+httptools probe proxy of local-limits.md, only when
 #          RAWPROXY (default ../shared/bench/proxy-compare/rawproxy.py) exists: a
 #          reference for what a minimal Python data path costs in the same run
@@ -20,6 +23,7 @@
 # Usage: bash bench/run.sh      (or: python -m bench)
 #   env: DURATION=10 REPS=3 MODES=sat,paced CONNS=50 PACED_CONNS=16 PACED_DELAY_MS=16
 #        INSTALL=1 STEAL_MAX=10 RETRIES=2 PORT_BASE=18180 LOADGEN_CPU=0 PROXY_CPU=1 OUT=dir
+#        PURE=1
 # It stops every process it started, by PID, on exit. Needs root for apt-get.
 set -euo pipefail
 
@@ -30,12 +34,14 @@ DURATION="${DURATION:-10}"; REPS="${REPS:-3}"; MODES="${MODES:-sat,paced}"
 CONNS="${CONNS:-50}"; PACED_CONNS="${PACED_CONNS:-16}"; PACED_DELAY_MS="${PACED_DELAY_MS:-16}"
 INSTALL="${INSTALL:-1}"; STEAL_MAX="${STEAL_MAX:-10}"; RETRIES="${RETRIES:-2}"
 PORT_BASE="${PORT_BASE:-18180}"; LOADGEN_CPU="${LOADGEN_CPU:-0}"; PROXY_CPU="${PROXY_CPU:-1}"
+PURE="${PURE:-1}"
 WORK="$(mktemp -d -t tollway-bench.XXXXXX)"
 OUT="${OUT:-$WORK/out}"; mkdir -p "$OUT"
 PY="${PY:-$ROOT/.venv/bin/python}"; [ -x "$PY" ] || PY="$(command -v python3)"
 
 P_BACKEND=$PORT_BASE; P_NGINX=$((PORT_BASE+1)); P_HAPROXY=$((PORT_BASE+2))
 P_T=$((PORT_BASE+3)); P_TMIR=$((PORT_BASE+4)); P_T100=$((PORT_BASE+5)); P_D=$((PORT_BASE+6))
+P_TPY=$((PORT_BASE+7)); P_T100_IN=$((PORT_BASE+8))
 RAWPROXY="${RAWPROXY:-$ROOT/../shared/bench/proxy-compare/rawproxy.py}"
 UPSTREAM="127.0.0.1:$P_BACKEND"
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -54,7 +60,7 @@ fi
 for c in nginx haproxy wrk taskset chrt curl; do
   command -v "$c" >/dev/null || { log "missing $c (run with INSTALL=1)"; exit 1; }
 done
-for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_T $P_TMIR $P_T100; do
+for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_T $P_TMIR $P_T100 $P_TPY $P_T100_IN; do
   if ss -Hltn "sport = :$p" | grep -q .; then log "port $p is taken; set PORT_BASE"; exit 1; fi
 done
 
@@ -144,7 +150,8 @@ CONF
 snap() { "$PY" "$HERE/tollway_snapshot.py" --upstream "$UPSTREAM" "$@"; }
 snap --port "$P_T" > "$WORK/t.json"
 snap --port "$P_TMIR" --mirror > "$WORK/tmir.json"
-snap --port "$P_T100" --routes 100 --clusters 20 > "$WORK/t100.json"
+snap --port "$P_T100" --routes 100 --clusters 20 --regex --authz "$P_T100_IN" > "$WORK/t100.json"
+snap --port "$P_TPY" > "$WORK/tpy.json"
 
 log "work dir $WORK; load on CPU $LOADGEN_CPU, proxies on CPU $PROXY_CPU"
 start "$LOADGEN_CPU" backend nginx -p "$WORK" -c "$WORK/backend.conf" -e "$WORK/backend-error.log"
@@ -155,6 +162,14 @@ start "$PROXY_CPU" t "$PY" -m tollway.proxy --config "$WORK/t.json" --admin-port
 start "$PROXY_CPU" tmir "$PY" -m tollway.proxy --config "$WORK/tmir.json" --admin-port 0
 start "$PROXY_CPU" t100 "$PY" -m tollway.proxy --config "$WORK/t100.json" --admin-port 0
 for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_T $P_TMIR $P_T100; do wait_port $p; done
+PY_ROW=""
+if [ "$PURE" = 1 ]; then
+  start "$PROXY_CPU" tpy env TOLLWAY_PURE=1 "$PY" -m tollway.proxy --config "$WORK/tpy.json" --admin-port 0
+  wait_port $P_TPY
+  PY_ROW=",
+ {\"id\": \"T-py\", \"name\": \"T on the pure-Python build (TOLLWAY_PURE=1)\", \"url\": \"http://127.0.0.1:$P_TPY/\", \"pid\": $PID_tpy}"
+fi
+log "Tollway's hot path: $("$PY" -c 'import tollway.native as n; print(n.describe())')"
 D_ROW=""
 if [ -f "$RAWPROXY" ]; then
   start "$PROXY_CPU" rawproxy "$PY" "$RAWPROXY" --listen 127.0.0.1:$P_D --upstream "$UPSTREAM"
@@ -170,7 +185,7 @@ cat > "$WORK/targets.json" <<JSON
 $D_ROW
  {"id": "T", "name": "tollway proxy (90/10 split, outlier, Istio metrics)", "url": "http://127.0.0.1:$P_T/", "pid": $PID_t},
  {"id": "T-mir", "name": "T + 100% mirroring", "url": "http://127.0.0.1:$P_TMIR/", "pid": $PID_tmir},
- {"id": "T-100", "name": "T with 100 routes, 20 clusters", "url": "http://127.0.0.1:$P_T100/", "pid": $PID_t100}
+ {"id": "T-100", "name": "T with 100 routes, 20 clusters, regex route, authz", "url": "http://127.0.0.1:$P_T100/", "pid": $PID_t100}$PY_ROW
 ]
 JSON
 log "running: modes=$MODES reps=$REPS duration=${DURATION}s"
