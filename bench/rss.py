@@ -130,12 +130,12 @@ def main() -> None:
     a = ap.parse_args()
     upstream = _upstream()
     print(f"build: {native.describe()}")
-    base = None
+    first: tuple[float, int] | None = None
     for n in (int(x) for x in a.routes.split(",")):
         peak, rss = measure(n, a.clusters, a.requests, upstream)
-        grow = "" if base is None else f" (+{peak - base:.1f} MB over {base_n} routes)"
-        if base is None:
-            base, base_n = peak, n
+        grow = "" if first is None else f" (+{peak - first[0]:.1f} MB over {first[1]} routes)"
+        if first is None:
+            first = (peak, n)
         print(f"{n:>6} routes, {a.clusters} clusters, regex route, authz policy: "
               f"peak RSS {peak:.1f} MB, RSS {rss:.1f} MB{grow}", flush=True)
 
