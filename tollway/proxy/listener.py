@@ -70,7 +70,8 @@ class ListenerRuntime:
         self.name = name
         self.plan = plan
         self.limits = limits
-        self.connections: set[Downstream] = set()
+        # HTTP/1.1 connections, and those handed to HTTP/2 (counted as the same connection)
+        self.connections: set[Downstream | H2Server] = set()
         self.server: Any = None
         self.task: asyncio.Task[Any] | None = None
         self.address: tuple[str, int] = ("", 0)
@@ -186,7 +187,7 @@ class Downstream(asyncio.Protocol):
         self.switched = server
         self.closing = True
         self.runtime.connections.discard(self)
-        self.runtime.connections.add(server)  # type: ignore[arg-type]
+        self.runtime.connections.add(server)
         if self.transport is not None:
             self.transport.set_protocol(server)
         return server
