@@ -146,12 +146,24 @@ def test_local_reply_is_a_server_span_with_its_status(
     assert tags["http.status_code"] == "404" and tags["response_flags"] == "NR"
 
 
-def test_upstream_failure_is_an_error_span(harness: Harness, collector: Collector) -> None:
+def test_each_try_of_a_retried_request_is_a_client_span_of_its_own(
+    harness: Harness, collector: Collector
+) -> None:
     up = harness.upstream("up")
     p = harness.proxy(_traced(_zipkin(collector), sampling=100.0, ups=[up]))
-    assert _get(p, {}, path="/status/503").status_code == 503
-    collector.wait(2)
-    for s in collector.zipkin:
+    assert _get(p, {}, path="/status/503").status_code == 503  # Istio's default: 2 retries
+    collector.wait(4)
+    time.sleep(1.5)
+    assert collector.errors == [] and len(collector.zipkin) == 4
+    (server,) = [s for s in collector.zipkin if s["kind"] == "SERVER"]
+    clients = sorted((s for s in collector.zipkin if s["kind"] == "CLIENT"),
+                     key=lambda s: s["timestamp"])
+    assert [s["parentId"] for s in clients] == [server["id"]] * 3
+    sent = [r["headers"] for r in up.requests[-3:]]
+    assert [h["x-b3-spanid"] for h in sent] == [s["id"] for s in clients]  # each try its own
+    assert [h["traceparent"].split("-")[2] for h in sent] == [s["id"] for s in clients]
+    assert [s["tags"].get("retried") for s in clients] == ["true", "true", None]
+    for s in (server, *clients):
         assert s["tags"]["http.status_code"] == "503"
         assert s["tags"]["error"] == "true"
 
@@ -248,3 +260,23 @@ def test_mode_and_custom_tags(harness: Harness, collector: Collector,
         tags = s["tags"]
         assert (tags["team"], tags["region"], tags["tenant"], tags["absent"]) == (
             "payments", "eu-1", "acme", "d")
+
+
+def test_a_try_without_response_carries_envoys_flag_and_no_status(
+    harness: Harness, collector: Collector
+) -> None:
+    dead = types.Cluster(name="c", service="svc.default.svc.cluster.local", port=80,
+                         endpoints=(types.Endpoint(address="127.0.0.1", port=free_port()),))
+    cfg = msgspec.structs.replace(
+        config([route(("c", 100))], [dead]),
+        tracing=types.Tracing(provider=_zipkin(collector), sampling=100.0))
+    p = harness.proxy(cfg)
+    assert _get(p, {}).status_code == 503
+    collector.wait(4)
+    clients = sorted((s for s in collector.zipkin if s["kind"] == "CLIENT"),
+                     key=lambda s: s["timestamp"])
+    assert len(clients) == 3
+    for s in clients[:2]:
+        assert s["tags"]["response_flags"] == "UF" and "http.status_code" not in s["tags"]
+    assert clients[2]["tags"]["http.status_code"] == "503"
+    assert "UF" in clients[2]["tags"]["response_flags"]

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from tollway.proxy.upstream.cluster import LiveCluster
 
 _rand = random.random
+_span_rng = random.Random()  # span ids of retried tries (core/trace.py draws the first)
 
 
 class Forward:
@@ -188,7 +189,7 @@ class Forward:
         """A try produced no usable response: retry if allowed, else answer locally."""
         att.end(outcome)
         if self._decide(outcome, None) == retry.RETRY:
-            self._retry()
+            self._retry(outcome)
             return
         self._local(status, flag, body)
 
@@ -199,7 +200,7 @@ class Forward:
         if self._decide(outcome, response.header_view(block)) != retry.RETRY:
             return False
         att.end(outcome)
-        self._retry()
+        self._retry(outcome)
         return True
 
     def _decide(self, outcome: Outcome, headers: Any) -> int:
@@ -222,8 +223,10 @@ class Forward:
             ex.add_flag(rf.UO)
         return verdict
 
-    def _retry(self) -> None:
+    def _retry(self, outcome: Outcome) -> None:
         assert self.replay is not None  # decide() said the body can be replayed
+        if self.ex.span is not None:  # a sampled request whose spans are reported
+            self._next_try_span(outcome)
         self.pending = list(self.replay)
         self.pending_size = sum(len(p) for p in self.pending)
         delay = self.policy.backoff(self.retries_done, _rand())
@@ -231,6 +234,22 @@ class Forward:
             self.loop.call_later(delay, self._retry_now)
         else:
             self._try()
+
+    def _next_try_span(self, outcome: Outcome) -> None:
+        """Envoy reports one upstream (CLIENT) span per try: keep the ended try's for the
+        tracer (chain/tracing.py) and send the next try under a span id of its own."""
+        ex = self.ex
+        trace_id, server, parent, client = ex.span
+        att = self.attempt
+        started = att.started_at if att is not None else self.loop.time()
+        host = self.cluster.host_names[self.tried[-1]] if self.tried else ""
+        status = outcome.status if outcome.status is not None else 0
+        tries = ex.attrs.setdefault("tries", [])
+        tries.append((client, started, self.loop.time(), host, status,
+                      outcome.local_failure or ""))
+        fresh = f"{_span_rng.getrandbits(64) or 1:016x}"
+        self.head = self.head.replace(client.encode(), fresh.encode())
+        ex.span = (trace_id, server, parent, fresh)
 
     def _retry_now(self) -> None:
         if not self.finished:

@@ -7,6 +7,10 @@ Exchange and hands two Span objects to the exporter's queue (proxy/export.py). A
 unsampled request costs the router one bool test and `finish` is not called at all
 (`ListenerPlan.tracer` is None when no provider is configured).
 
+A retried request has one CLIENT span per try (as Envoy's upstream spans): the router
+(chain/forward.py) keeps each retried try's id, times, host and outcome and sends the next
+try under a fresh span id, so each try's SERVER span upstream is the child of its own.
+
 Names as Istio's: the service is `{canonical service}.{namespace}` (the `app` label when
 there is no canonical-name label, else the workload); the operation is the route's
 destination `{host}:{port}/*` as istiod's route decorator writes it.
@@ -20,6 +24,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tollway.proxy.core import trace
+from tollway.proxy.core.exchange import LOCAL_FAILURE_REPLY
 from tollway.proxy.core.spans import Span
 from tollway.snapshot import types
 
@@ -117,7 +122,7 @@ class Tracer:
             if ids is None:
                 return
             ex.request_id = ctx.request_id
-        trace_id, server_id, parent, client_id = ids
+        trace_id, server_id, parent, _ = ids
         plan = ex.plan
         # loop clock -> wall clock: the loop's clock is CLOCK_MONOTONIC (uvloop's in whole
         # ms, and `now` is cached per loop iteration), so the offset comes from the two
@@ -156,13 +161,30 @@ class Tracer:
                       server_tags)]
         fwd = ex.forward
         if cluster and ids is ex.span:
+            # tries the router retried: a CLIENT span each, with what that try got
+            for span_id, t0, t1, host, code, failure in ex.attrs.get("tries", ()):
+                try_tags = dict(tags)
+                if code:  # the upstream answered (a retriable status)
+                    try_tags["http.status_code"] = str(code)
+                    try_tags["response_flags"] = "-"
+                else:  # no response: Envoy's flag for the failure, no status
+                    del try_tags["http.status_code"]
+                    try_tags["response_flags"] = LOCAL_FAILURE_REPLY.get(failure, (0, "-"))[1]
+                try_tags["error"] = "true"
+                try_tags["retried"] = "true"
+                if host:
+                    try_tags["upstream_address"] = host
+                    try_tags["peer.address"] = host.rsplit(":", 1)[0]
+                spans.append(Span(trace_id, span_id, server_id, "CLIENT", name,
+                                  int((wall + t0) * 1e6), int((t1 - t0) * 1e6), host,
+                                  try_tags))
             att = fwd.attempt if fwd is not None else None  # the last try (chain/attempt.py)
             sent = att.started_at if att is not None and att.started_at else start
             upstream = ex.upstream_host
             if upstream:
                 tags["upstream_address"] = upstream
                 tags["peer.address"] = upstream.rsplit(":", 1)[0]
-            spans.append(Span(trace_id, client_id, server_id, "CLIENT", name,
+            spans.append(Span(trace_id, ex.span[3], server_id, "CLIENT", name,
                               int((wall + sent) * 1e6), int((now - sent) * 1e6), upstream,
                               tags))
         self.sink.offer(spans)
