@@ -232,3 +232,16 @@ def test_build_carries_telemetry_and_versions_change_with_it(node: types.Node) -
     cfg = translate.build(world, node, ports, mesh_config=MESH)
     assert cfg.version != plain.version
     assert (cfg.telemetry, cfg.tracing) == tel.telemetry_for(world.resources, node, MESH)
+
+
+def test_tracing_reporting_side_and_custom_tags_reach_the_snapshot() -> None:
+    doc = telemetry("ns", "shop", {"tracing": [
+        {"match": {"mode": "SERVER"}, "disableSpanReporting": True},
+        ]})
+    t = resolve(doc)[1]
+    assert t.mode == "CLIENT" and t.provider is not None  # only outbound spans reported
+    tags = telemetry("wl", "shop", {"selector": {"matchLabels": {"app": "web"}}, "tracing": [
+        {"customTags": {"team": {"literal": {"value": "pay"}},
+                        "user": {"header": {"name": "x-user", "defaultValue": "anon"}}}}]})
+    assert resolve(MESH_T, tags)[1].custom_tags == (("team", "literal", "pay", ""),
+                                                    ("user", "header", "x-user", "anon"))

@@ -156,7 +156,7 @@ def _legacy_tracing(mesh: MeshConfig) -> types.Tracing:
 
 def tracing_for(found: Applicable, mesh: MeshConfig,
                 mode: str = SERVER) -> types.Tracing:
-    """The `mode` side's tracing (SERVER: a sidecar's inbound, CLIENT: outbound/gateway)."""
+    """One side's tracing (SERVER: a sidecar's inbound, CLIENT: outbound and gateways)."""
     entries = found.entries("tracing")
     defaults = mesh.default_providers.tracing
     if not entries and not defaults:
@@ -166,6 +166,7 @@ def tracing_for(found: Applicable, mesh: MeshConfig,
     provider = providers.get(defaults[0].lower()) if defaults else None
     sampling = legacy.sampling if legacy and legacy.sampling is not None else 1.0
     disabled = False
+    tags: tuple[tuple[str, str, str, str], ...] = ()
     for e in entries:
         if mode not in _modes(e.get("match")):
             continue
@@ -176,8 +177,40 @@ def tracing_for(found: Applicable, mesh: MeshConfig,
             disabled = bool(e["disableSpanReporting"])
         if e.get("randomSamplingPercentage") is not None:
             sampling = float(e["randomSamplingPercentage"])
+        if e.get("customTags") is not None:  # replaces the parent's, as Istio's shallow merge
+            tags = _custom_tags(e["customTags"])
     return types.Tracing(provider=None if disabled else tracing_provider(provider),
-                         sampling=sampling)
+                         sampling=sampling, custom_tags=tags)
+
+
+def _custom_tags(spec: Any) -> tuple[tuple[str, str, str, str], ...]:
+    out = []
+    for tag, how in sorted((spec or {}).items()):
+        for kind in ("literal", "header", "environment"):
+            body = how.get(kind) if isinstance(how, Mapping) else None
+            if isinstance(body, Mapping):
+                value = body.get("value") if kind == "literal" else body.get("name")
+                out.append((str(tag), kind, str(value or ""),
+                            str(body.get("defaultValue") or "")))
+    return tuple(out)
+
+
+def tracing_both_sides(found: Applicable, mesh: MeshConfig, gateway: bool) -> types.Tracing:
+    """Istio resolves a client and a server spec; the snapshot carries one Tracing whose
+    `mode` says which side reports. A gateway has the client side only. When the sides
+    differ in more than reporting, the side a proxy mostly serves decides the rest (the
+    server side for a sidecar)."""
+    import msgspec
+
+    client = tracing_for(found, mesh, CLIENT)
+    if gateway:
+        return client
+    server = tracing_for(found, mesh, SERVER)
+    if client.provider is not None and server.provider is None:
+        return msgspec.structs.replace(client, mode="CLIENT")
+    if server.provider is not None and client.provider is None:
+        return msgspec.structs.replace(server, mode="SERVER")
+    return server
 
 
 # ------------------------------------------------------------------ access logs
@@ -359,5 +392,4 @@ def telemetry_for(resources: ResourceSet, node: types.Node, mesh: MeshConfig
     on, client, server = metrics_for(found, mesh)
     telemetry = types.Telemetry(metrics=on, access_logs=access_logs_for(found, mesh),
                                 client_metrics=client, server_metrics=server)
-    mode = CLIENT if node.kind == "gateway" else SERVER
-    return telemetry, tracing_for(found, mesh, mode)
+    return telemetry, tracing_both_sides(found, mesh, node.kind == "gateway")
