@@ -11,6 +11,8 @@ import httpx
 import pytest
 from proxy_harness import Harness, RawClient, cluster, config, get, route
 
+from tests.conftest import eventually
+
 from tollway.snapshot import types
 from tollway.snapshot.codec import SnapshotError
 
@@ -113,7 +115,9 @@ def test_access_log_line_per_request(harness: Harness) -> None:
     log = io.StringIO()
     p = harness.proxy(config([route(("c", 100))], [cluster("c", up)]), access_log=log)
     httpx.get(_url(p, "/logged"), headers={"user-agent": "ua"})
-    entry = json.loads(log.getvalue().splitlines()[0])
+    # written by the proxy's log thread, off the request path: it arrives shortly after
+    lines = eventually(lambda: log.getvalue().splitlines(), 20, "the access log line")
+    entry = json.loads(lines[0])
     assert entry["path"] == "/logged"
     assert entry["response_code"] == 200
     assert entry["response_flags"] == "-"

@@ -610,7 +610,10 @@ class Downstream(asyncio.Protocol):
         self.idle_since = now = self.loop.time()
         plan = ex.plan  # _record, inlined
         if plan.metrics_on:
-            plan.metrics.record(ex, now)
+            plan.record(ex, now)
+        logger = plan.logger
+        if logger is not None:
+            logger.log(ex, now)
         tracer = plan.tracer
         if tracer is not None:
             tracer.finish(ex, now)
@@ -678,10 +681,13 @@ class Downstream(asyncio.Protocol):
     def _record(self, ex: Exchange, now: float | None = None) -> None:
         plan = ex.plan
         tracer = plan.tracer
-        if plan.metrics_on or tracer is not None:
+        logger = plan.logger
+        if plan.metrics_on or tracer is not None or logger is not None:
             now = self.loop.time() if now is None else now
             if plan.metrics_on:
-                plan.metrics.record(ex, now)
+                plan.record(ex, now)
+            if logger is not None:
+                logger.log(ex, now)
             if tracer is not None:
                 tracer.finish(ex, now)
         fwd = ex.forward

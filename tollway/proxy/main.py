@@ -67,6 +67,8 @@ class ProxyServer:
         self.serve_admin = serve_admin
         self.metrics = Metrics()
         self.metrics.access_log = access_log
+        if access_log is not None:
+            self.metrics.logs.stdout = access_log
         self.mirrorer = Mirrorer()
         self.spans = SpanSink()
         self.snapshot: Snapshot | None = None
@@ -134,6 +136,7 @@ class ProxyServer:
             raise
         old = self.snapshot
         self.snapshot = snap
+        self.metrics.policy = snap.metric_policy
         self.spans.configure(config.tracing.provider, service_name(config))
         self._swap_listeners(snap, new_socks)
         if old is not None:
@@ -298,6 +301,8 @@ class ProxyServer:
         # queued spans get a short chance to leave, off the loop (the POST may block)
         if self.spans.running:
             await asyncio.get_running_loop().run_in_executor(None, self.spans.close, 2.0)
+        # queued access-log lines are written, off the loop (a file write may block)
+        await asyncio.get_running_loop().run_in_executor(None, self.metrics.logs.close)
         await asyncio.sleep(0)
 
     async def _sweep(self) -> None:

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from tollway.proxy.chain import authz, edge, jwt, xfcc
+from tollway.proxy.chain import accesslog, authz, edge, jwt, xfcc
 from tollway.proxy.chain.filter import Filter
 from tollway.proxy.chain.mirror import Mirrorer
 from tollway.proxy.chain.router import Router
-from tollway.proxy.chain.telemetry import Metrics
+from tollway.proxy.chain.telemetry import MetricPolicy, Metrics
 from tollway.proxy.chain.tracing import Tracer
 from tollway.proxy.core.match import RouteTableMatcher
 from tollway.proxy.core.pathnorm import PathNormalizer
@@ -91,6 +91,10 @@ class ListenerPlan:
         self.head_tail = b"x-forwarded-proto: %s\r\n\r\n" % self.scheme.encode()
         self.reporter = "destination" if spec.kind == "inbound" else "source"
         self.metrics_on = snap.config.telemetry.metrics
+        # per request: `record` (the plain counter, or one that adds a Telemetry's tags)
+        # and `logger` (None when this side writes no access log)
+        self.record = snap.metric_policy.recorder(snap.metrics, self.reporter)
+        self.logger = snap.loggers[0 if self.reporter == "source" else 1]
         # tracing: the rate for traces this proxy starts; the tracer only when spans are
         # reported (None keeps the per-request cost to one test)
         self.sample_rate = max(0.0, min(100.0, snap.config.tracing.sampling)) / 100.0
@@ -224,6 +228,11 @@ class Snapshot:
         self.clusters = clusters
         self.plans: dict[str, ListenerPlan] = {}
         self.server_contexts: dict[str, ssl.SSLContext | None] = {}
+        # Telemetry, compiled here (a bad expression refuses the snapshot) and made the
+        # scrape's view by ProxyServer.apply once the snapshot is in force
+        self.metric_policy = MetricPolicy(config.telemetry)
+        self.loggers = accesslog.compile_loggers(config, metrics.logs,
+                                                 metrics.access_log is not None)
 
 
 def compile_snapshot(

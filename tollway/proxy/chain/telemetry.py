@@ -9,12 +9,12 @@ time, through a custom collector.
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
+
+from tollway.snapshot import types
 
 if TYPE_CHECKING:
     from tollway.proxy.chain.stream import Exchange
@@ -55,15 +55,78 @@ _LE = (*tuple(f"{b:.32g}" for b in BUCKETS), "+Inf")
 _NB = len(BUCKETS) + 1
 
 
+# Istio metric (Telemetry's MetricSelector name) -> the Prometheus family Tollway renders
+FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("REQUEST_COUNT", "istio_requests_total", "Total requests."),
+    ("REQUEST_DURATION", "istio_request_duration_milliseconds", "Request duration."),
+    ("REQUEST_SIZE", "istio_request_bytes", "Request bytes."),
+    ("RESPONSE_SIZE", "istio_response_bytes", "Response bytes."),
+)
+TagValue = Callable[["Exchange", float], str]
+
+
+class SidePolicy:
+    """Telemetry metric overrides for one reporter side, compiled once per snapshot.
+
+    `names`/`values`: the tags added (UPSERT) on any metric of this side and how each is
+    computed per request; `adds`/`removes`/`disabled`: applied when a scrape renders."""
+
+    __slots__ = ("adds", "disabled", "names", "removes", "values")
+
+    def __init__(self, overrides: tuple[types.MetricOverride, ...] = ()) -> None:
+        from tollway.proxy.chain import expr
+
+        self.adds: dict[str, frozenset[str]] = {
+            o.metric: frozenset(t.name for t in o.tags if not t.remove) for o in overrides}
+        self.removes: dict[str, frozenset[str]] = {
+            o.metric: frozenset(t.name for t in o.tags if t.remove) for o in overrides}
+        self.disabled: frozenset[str] = frozenset(o.metric for o in overrides if o.disabled)
+        upserts = {t.name: t.value for o in overrides for t in o.tags if not t.remove}
+        self.names = tuple(sorted(upserts))
+        self.values: tuple[TagValue, ...] = tuple(
+            expr.compile_value(upserts[n]) for n in self.names)
+
+
+class MetricPolicy:
+    """Both sides: `source` (client: outbound, gateway) and `destination` (server)."""
+
+    __slots__ = ("sides",)
+
+    def __init__(self, telemetry: types.Telemetry | None = None) -> None:
+        t = telemetry or types.Telemetry()
+        self.sides = {"source": SidePolicy(t.client_metrics),
+                      "destination": SidePolicy(t.server_metrics)}
+
+    def recorder(self, metrics: Metrics, reporter: str) -> Callable[[Exchange, float], None]:
+        """What a listener of this side calls per request: the plain `metrics.record`
+        unless this side adds tags, then a closure that computes them too."""
+        side = self.sides[reporter]
+        if not side.names:
+            return metrics.record
+        names, values, record = side.names, side.values, metrics.record
+
+        def record_tagged(ex: Exchange, now: float) -> None:
+            record(ex, now, metrics.intern_extra(names, tuple(v(ex, now) for v in values)))
+
+        return record_tagged
+
+
 class Metrics:
     """Counters and histograms for one proxy process (see module doc)."""
 
     def __init__(self) -> None:
+        from tollway.proxy.chain.accesslog import LogWriter
+
         self.label_sets: list[tuple[str, ...]] = []
         self._index: dict[tuple[str, ...], int] = {}
         # key -> [count, dur_sum, req_sum, resp_sum, dur_hist, req_hist, resp_hist]
-        self.series: dict[tuple[int, int, str], list[Any]] = {}
-        self.access_log: IO[str] | None = None
+        # key: (label set, code, flags) or, with tags added by a Telemetry, (.., extra)
+        self.series: dict[tuple[Any, ...], list[Any]] = {}
+        self.extras: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        self._extra_index: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
+        self.policy = MetricPolicy()  # the applied snapshot's (set by ProxyServer.apply)
+        self.access_log: IO[str] | None = None  # `tollway proxy --access-log`
+        self.logs = LogWriter()
 
     def intern(self, labels: tuple[str, ...]) -> int:
         """Index of a label set (20 leading Istio tags, without flags/policy/code)."""
@@ -73,9 +136,18 @@ class Metrics:
             self.label_sets.append(labels)
         return idx
 
-    def record(self, ex: Exchange, now: float) -> None:
+    def intern_extra(self, names: tuple[str, ...], values: tuple[str, ...]) -> int:
+        key = (names, values)
+        idx = self._extra_index.get(key)
+        if idx is None:
+            idx = self._extra_index[key] = len(self.extras)
+            self.extras.append(key)
+        return idx
+
+    def record(self, ex: Exchange, now: float, extra: int = -1) -> None:
         """Count a finished exchange; called once per request."""
-        key = (ex.label_index, ex.status, ex.flags)
+        key = (ex.label_index, ex.status, ex.flags) if extra < 0 else (
+            ex.label_index, ex.status, ex.flags, extra)
         s = self.series.get(key)
         if s is None:
             s = self.series[key] = [0, 0.0, 0, 0, [0] * _NB, [0] * _NB, [0] * _NB]
@@ -87,38 +159,6 @@ class Metrics:
         s[4][bisect_left(BUCKETS, ms)] += 1
         s[5][bisect_left(BUCKETS, ex.bytes_in)] += 1
         s[6][bisect_left(BUCKETS, ex.bytes_out)] += 1
-        if self.access_log is not None:
-            self.log(ex, now)
-
-    def log(self, ex: Exchange, now: float) -> None:
-        """One JSON line with the fields of Envoy's default access-log format."""
-        assert self.access_log is not None
-        duration = (now - ex.start) * 1000.0
-        started = time.gmtime(time.time() - duration / 1000)
-        line = {
-            "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", started),
-            "method": ex.method,
-            "path": ex.path,
-            "protocol": "HTTP/1.1" if ex.http11 else "HTTP/1.0",
-            "response_code": ex.status,
-            "response_flags": ex.flags,
-            "bytes_received": ex.bytes_in,
-            "bytes_sent": ex.bytes_out,
-            "duration": round(duration, 3),
-            "upstream_service_time": (
-                round(ex.upstream_time * 1000.0, 3) if ex.upstream_time >= 0 else None
-            ),
-            "x_forwarded_for": ex.headers.get("x-forwarded-for"),
-            "user_agent": ex.headers.get("user-agent"),
-            "request_id": ex.request_id or ex.headers.get("x-request-id"),
-            "authority": ex.authority,
-            "upstream_host": ex.upstream_host or None,
-            "upstream_cluster": ex.cluster_name or None,
-            "route_name": ex.route_name or None,
-            "downstream_remote_address": f"{ex.source_ip}:{ex.source_port}",
-        }
-        self.access_log.write(json.dumps(line) + "\n")
-        self.access_log.flush()
 
     def totals(self) -> int:
         return sum(s[0] for s in self.series.values())
@@ -135,7 +175,9 @@ def _labels(base: tuple[str, ...], code: int, flags: str) -> dict[str, str]:
 
 
 class IstioCollector:
-    """Renders Metrics in Prometheus text format (names and labels as Istio's).
+    """Renders Metrics in Prometheus text format (names and labels as Istio's), with the
+    applied Telemetry overrides: disabled metrics left out, tags removed or added, series
+    that become identical summed.
 
     prometheus-client is imported at the first scrape, not at start: a proxy nobody
     scrapes does not carry it."""
@@ -145,36 +187,65 @@ class IstioCollector:
         self.extra = extra
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
+        from prometheus_client.core import GaugeMetricFamily, Metric
 
         m = self.metrics
-        names = list(LABEL_NAMES)
-        total = CounterMetricFamily("istio_requests_total", "Total requests.", labels=names)
-        dur = HistogramMetricFamily(
-            "istio_request_duration_milliseconds", "Request duration.", labels=names
-        )
-        req = HistogramMetricFamily("istio_request_bytes", "Request bytes.", labels=names)
-        resp = HistogramMetricFamily("istio_response_bytes", "Response bytes.", labels=names)
-        for (idx, code, flags), s in list(m.series.items()):
-            lab = _labels(m.label_sets[idx], code, flags)
-            values = [lab[n] for n in names]
-            total.add_metric(values, s[0])
-            dur.add_metric(values, _cumulative(s[4]), s[1])
-            req.add_metric(values, _cumulative(s[5]), s[2])
-            resp.add_metric(values, _cumulative(s[6]), s[3])
-        yield total
-        yield dur
-        yield req
-        yield resp
+        policy = m.policy
+        # family -> final label tuple -> [count, sum, hist] (hist: per-bucket counts)
+        acc: dict[str, dict[tuple[tuple[str, str], ...], list[Any]]] = {
+            f[1]: {} for f in FAMILIES}
+        for key, s in list(m.series.items()):
+            base = m.label_sets[key[0]]
+            lab = _labels(base, key[1], key[2])
+            side = policy.sides.get(base[0]) or policy.sides["source"]
+            extra = m.extras[key[3]] if len(key) == 4 else ((), ())
+            for (metric, family, _), (count, total, hist) in zip(FAMILIES, (
+                    (s[0], s[1], s[4]), (s[0], s[1], s[4]), (s[0], s[2], s[5]),
+                    (s[0], s[3], s[6])), strict=True):
+                if metric in side.disabled:
+                    continue
+                final = _apply(lab, side, metric, extra)
+                row = acc[family].get(final)
+                if row is None:
+                    acc[family][final] = [count, total, list(hist)]
+                else:
+                    row[0] += count
+                    row[1] += total
+                    row[2] = [a + b for a, b in zip(row[2], hist, strict=True)]
+        for metric, family, doc in FAMILIES:
+            if metric == "REQUEST_COUNT":
+                out = Metric(family.removesuffix("_total"), doc, "counter")
+                for labels, (count, _, _) in acc[family].items():
+                    out.add_sample(family, dict(labels), count)
+            else:
+                out = Metric(family, doc, "histogram")
+                for labels, (count, total, hist) in acc[family].items():
+                    d = dict(labels)
+                    for le, n in _cumulative(hist):
+                        out.add_sample(family + "_bucket", {**d, "le": le}, n)
+                    out.add_sample(family + "_count", d, count)
+                    out.add_sample(family + "_sum", d, total)
+            yield out
         build = GaugeMetricFamily("istio_build", "Proxy build.", labels=["component", "tag"])
         build.add_metric(["proxy", "tollway"], 1)
         yield build
         if self.extra is not None:
             yield from self.extra()
+
+
+def _apply(lab: dict[str, str], side: SidePolicy, metric: str,
+           extra: tuple[tuple[str, ...], tuple[str, ...]]) -> tuple[tuple[str, str], ...]:
+    adds, removes = side.adds.get(metric), side.removes.get(metric)
+    if not adds and not removes:
+        return tuple(lab.items())
+    d = dict(lab)
+    if adds:
+        for name, value in zip(*extra, strict=True):
+            if name in adds:
+                d[name] = value
+    for name in removes or ():
+        d.pop(name, None)
+    return tuple(d.items())
 
 
 def _cumulative(hist: list[int]) -> list[tuple[str, float]]:

@@ -1,0 +1,281 @@
+"""Access logs: Envoy's text format and Istio's JSON fields, written off the request path.
+
+Per request the loop does at most: run the compiled filter (chain/expr.py) and append
+`(sink, exchange, now)` to a deque. A thread per proxy process wakes every `interval`
+seconds, renders the lines (snapshot/logformat.py operators) and writes them; a slow disk
+or a closed stdout never holds a request. The deque is bounded: past `max_queue` entries
+new ones are dropped and counted (`tollway_access_log_dropped_total`). A listener side
+with no access log has no logger at all (`plan.logger is None`): one attribute test per
+request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING, Any
+
+from tollway.proxy.chain import expr
+from tollway.snapshot import logformat, types
+
+if TYPE_CHECKING:
+    from tollway.proxy.chain.stream import Exchange
+
+log = logging.getLogger("tollway.proxy.accesslog")
+Value = Callable[[Any, float, float], Any]  # (exchange, loop now, wall offset)
+
+
+def _req(arg: str) -> Value:
+    names = [n.strip().lower() for n in arg.split("?")]
+
+    def get(ex: Exchange, now: float, wall: float) -> Any:
+        for n in names:
+            if n == ":method":
+                return ex.method
+            if n == ":path":
+                return ex.target if ex.target.startswith("/") else ex.path
+            if n == ":authority":
+                return ex.authority or None
+            if n == ":scheme":
+                return ex.plan.scheme
+            v = ex.headers.get(n)
+            if v is not None:
+                return v
+        return None
+
+    return get
+
+
+def _resp(arg: str) -> Value:
+    name = arg.split("?")[0].strip().lower()
+    if name == "x-envoy-upstream-service-time":
+        return lambda ex, now, wall: (int(ex.upstream_time * 1000)
+                                      if ex.upstream_time >= 0 else None)
+    return lambda ex, now, wall: None  # response headers are not kept past the write
+
+
+def _start_time(ex: Exchange, now: float, wall: float) -> str:
+    t = ex.start + wall
+    ms = int((t % 1) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ms:03d}Z"
+
+
+def _peer(ex: Exchange) -> str | None:
+    return ex.principal or None
+
+
+_HOSTNAME = socket.gethostname()
+_SIMPLE: dict[str, Value] = {
+    "START_TIME": _start_time,
+    "PROTOCOL": lambda ex, now, wall: "HTTP/1.1" if ex.http11 else "HTTP/1.0",
+    "RESPONSE_CODE": lambda ex, now, wall: ex.status,
+    "RESPONSE_FLAGS": lambda ex, now, wall: ex.flags,
+    "RESPONSE_CODE_DETAILS": lambda ex, now, wall: (
+        "via_upstream" if ex.upstream_time >= 0 else None),
+    "CONNECTION_TERMINATION_DETAILS": lambda ex, now, wall: None,
+    "UPSTREAM_TRANSPORT_FAILURE_REASON": lambda ex, now, wall: None,
+    "BYTES_RECEIVED": lambda ex, now, wall: ex.body_size,
+    "BYTES_SENT": lambda ex, now, wall: ex.bytes_out,
+    "DURATION": lambda ex, now, wall: int((now - ex.start) * 1000),
+    "REQUEST_DURATION": lambda ex, now, wall: None,
+    "RESPONSE_DURATION": lambda ex, now, wall: (
+        int(ex.upstream_time * 1000) if ex.upstream_time >= 0 else None),
+    "UPSTREAM_HOST": lambda ex, now, wall: ex.upstream_host or None,
+    "UPSTREAM_CLUSTER": lambda ex, now, wall: ex.cluster_name or None,
+    "UPSTREAM_CLUSTER_RAW": lambda ex, now, wall: ex.cluster_name or None,
+    "UPSTREAM_LOCAL_ADDRESS": lambda ex, now, wall: None,
+    "DOWNSTREAM_LOCAL_ADDRESS": lambda ex, now, wall: (
+        f"{ex.plan.spec.address}:{ex.plan.spec.port}"),
+    "DOWNSTREAM_REMOTE_ADDRESS": lambda ex, now, wall: f"{ex.source_ip}:{ex.source_port}",
+    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": lambda ex, now, wall: ex.source_ip,
+    "DOWNSTREAM_PEER_URI_SAN": lambda ex, now, wall: _peer(ex),
+    "REQUESTED_SERVER_NAME": lambda ex, now, wall: None,
+    "ROUTE_NAME": lambda ex, now, wall: ex.route_name or None,
+    "TRACE_ID": lambda ex, now, wall: expr.trace_id(ex) or None,
+    "HOSTNAME": lambda ex, now, wall: _HOSTNAME,
+    "UPSTREAM_REQUEST_ATTEMPT_COUNT": lambda ex, now, wall: (
+        1 if ex.upstream_time >= 0 else 0),
+}
+assert set(_SIMPLE) | {"REQ", "RESP"} == logformat.COMMANDS
+
+
+def _operator(part: tuple[str, str, int]) -> Value:
+    command, arg, limit = part
+    if command == "REQ":
+        get = _req(arg)
+    elif command == "RESP":
+        get = _resp(arg)
+    else:
+        get = _SIMPLE[command]
+    if not limit:
+        return get
+
+    def cut(ex: Exchange, now: float, wall: float) -> Any:
+        v = get(ex, now, wall)
+        return v[:limit] if isinstance(v, str) else v
+
+    return cut
+
+
+def _text(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def compile_text(fmt: str) -> Callable[[Exchange, float, float], str]:
+    parts = [p if isinstance(p, str) else _operator(p) for p in logformat.parse(fmt)]
+
+    def render(ex: Exchange, now: float, wall: float) -> str:
+        return "".join(p if isinstance(p, str) else _text(p(ex, now, wall)) for p in parts)
+
+    return render
+
+
+def compile_json(labels: Sequence[tuple[str, str]]
+                 ) -> Callable[[Exchange, float, float], str]:
+    fields: list[tuple[str, Any]] = []
+    for key, fmt in labels:
+        parts = logformat.parse(fmt)
+        if len(parts) == 1 and not isinstance(parts[0], str):
+            fields.append((key, _operator(parts[0])))  # typed: numbers stay numbers
+        else:
+            fields.append((key, compile_text(fmt)))
+
+    def render(ex: Exchange, now: float, wall: float) -> str:
+        return json.dumps({k: f(ex, now, wall) for k, f in fields}) + "\n"
+
+    return render
+
+
+class Sink:
+    """One destination and its format (compiled once per snapshot)."""
+
+    __slots__ = ("path", "render")
+
+    def __init__(self, spec: types.AccessLog) -> None:
+        self.path = spec.path
+        if spec.encoding == "JSON":
+            self.render = compile_json(spec.json_labels or logformat.ISTIO_JSON)
+        else:
+            fmt = spec.text_format or logformat.ISTIO_TEXT
+            self.render = compile_text(fmt if fmt.endswith("\n") else fmt + "\n")
+
+
+class LogWriter:
+    """The process's access-log queue and the thread that renders and writes it."""
+
+    def __init__(self, *, max_queue: int = 16384, interval: float = 0.2) -> None:
+        self.queue: deque[tuple[Sink, Exchange, float]] = deque()
+        self.max_queue = max_queue
+        self.interval = interval
+        self.dropped = 0
+        self.written = 0
+        self.failed = 0
+        self._files: dict[str, IO[str]] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.stdout: IO[str] = sys.stdout
+
+    def offer(self, sink: Sink, ex: Exchange, now: float) -> None:
+        """Called on the loop per logged request: O(1), never blocks."""
+        if len(self.queue) >= self.max_queue:
+            self.dropped += 1
+            return
+        self.queue.append((sink, ex, now))
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tollway-access-log",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        """Render and write what is queued (the thread calls this; tests may too)."""
+        q = self.queue
+        if not q:
+            return
+        # loop clock -> wall clock: both read now; the loop clock is time.monotonic()
+        wall = time.time() - time.monotonic()
+        out: dict[str, list[str]] = {}
+        while q:
+            sink, ex, now = q.popleft()
+            try:
+                out.setdefault(sink.path, []).append(sink.render(ex, now, wall))
+            except Exception:  # a line that cannot render is dropped, never the thread
+                self.failed += 1
+        for path, lines in out.items():
+            self._write(path, lines)
+
+    def _write(self, path: str, lines: list[str]) -> None:
+        try:
+            f = self._file(path)
+            f.write("".join(lines))
+            f.flush()
+            self.written += len(lines)
+        except (OSError, ValueError) as exc:
+            self.failed += len(lines)
+            log.warning("access log %s: %s", path, exc)
+
+    def _file(self, path: str) -> IO[str]:
+        if path in ("/dev/stdout", "-"):
+            return self.stdout
+        f = self._files.get(path)
+        if f is None:
+            f = self._files[path] = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        return f
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+        self.flush()
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def statistics(self) -> dict[str, int]:
+        return {"written": self.written, "dropped": self.dropped, "failed": self.failed,
+                "queued": len(self.queue)}
+
+
+class AccessLogger:
+    """What one listener side logs: (filter or None, sink) pairs, fixed per snapshot."""
+
+    __slots__ = ("entries", "writer")
+
+    def __init__(self, writer: LogWriter,
+                 entries: Sequence[tuple[Callable[[Exchange, float], bool] | None, Sink]]
+                 ) -> None:
+        self.writer = writer
+        self.entries = tuple(entries)
+
+    def log(self, ex: Exchange, now: float) -> None:
+        for filt, sink in self.entries:
+            if filt is None or filt(ex, now):
+                self.writer.offer(sink, ex, now)
+
+
+def compile_loggers(config: types.ProxyConfig, writer: LogWriter, legacy_json: bool
+                    ) -> tuple[AccessLogger | None, AccessLogger | None]:
+    """(client side, server side) loggers for a snapshot; None where nothing is logged.
+    `legacy_json`: `tollway proxy --access-log`, Istio's JSON to stdout on both sides."""
+    specs = list(config.telemetry.access_logs)
+    if legacy_json:
+        specs.append(types.AccessLog(path="/dev/stdout", encoding="JSON"))
+    compiled = [(expr.compile_filter(s.filter) if s.filter else None, Sink(s), s)
+                for s in specs]
+    client = [(f, k) for f, k, s in compiled if s.client]
+    server = [(f, k) for f, k, s in compiled if s.server]
+    return (AccessLogger(writer, client) if client else None,
+            AccessLogger(writer, server) if server else None)
