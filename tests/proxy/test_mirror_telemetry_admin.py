@@ -12,7 +12,6 @@ import pytest
 from proxy_harness import Harness, RawClient, cluster, config, get, route
 
 from tests.conftest import eventually
-
 from tollway.snapshot import types
 from tollway.snapshot.codec import SnapshotError
 

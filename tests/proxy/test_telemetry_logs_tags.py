@@ -120,8 +120,8 @@ def test_tag_overrides_add_route_name_remove_a_tag_disable_a_metric(harness: Har
         types.MetricOverride(metric="REQUEST_DURATION", tags=(
             types.TagOverride(name="response_code", remove=True),)),
     ))
-    cfg = config([route(("a", 100), name="checkout",
-                        matches=(types.RouteMatch(uri=types.StringMatch(kind="prefix", value="/buy")),)),
+    buy = types.RouteMatch(uri=types.StringMatch(kind="prefix", value="/buy"))
+    cfg = config([route(("a", 100), name="checkout", matches=(buy,)),
                   route(("a", 100), name="browse")], [cluster("a", up)])
     p = harness.proxy(_with(cfg, tel))
     for path in ("/buy", "/buy", "/look", "/missing-is-still-browse"):
