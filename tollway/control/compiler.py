@@ -52,6 +52,11 @@ class MeshCompiler:
     defaults Telemetry resources override."""
 
     def __init__(self, mesh_config: MeshConfig | None = None) -> None:
+        self.use_mesh_config(mesh_config)
+
+    def use_mesh_config(self, mesh_config: MeshConfig | None) -> None:
+        """Compile with this mesh config from the next recompute on (Kubernetes: the
+        `istio` ConfigMap changed; the caller touches the plane)."""
         self.mesh_config = mesh_config or translate.DEFAULT_MESH_CONFIG
         self.mesh: types.Mesh = mesh_settings(mesh_config)
 

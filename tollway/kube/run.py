@@ -20,12 +20,13 @@ from typing import Any
 
 from aiohttp import web
 
+from tollway.config.meshconfig import MeshConfig
 from tollway.control import auth, serve
 from tollway.control.guard import Guard
 from tollway.control.plane import ControlPlane
 from tollway.control.store import ConfigStore
 from tollway.kit.clock import MonotonicClock
-from tollway.kube import casecret, inject, kinds, objects, webhook
+from tollway.kube import casecret, inject, kinds, meshcm, objects, webhook
 from tollway.kube import lease as lease_mod
 from tollway.kube.api import Api
 from tollway.kube.compiler import KubeCompiler
@@ -67,7 +68,8 @@ class KubePlane:
         if not self.identity:
             self.identity = f"{socket.gethostname()}-{os.getpid()}"
         infos: dict[str, objects.PodInfo] = {}
-        self.plane = ControlPlane(self.store, compiler=KubeCompiler(infos))
+        self.compiler = KubeCompiler(infos)
+        self.plane = ControlPlane(self.store, compiler=self.compiler)
         self.mirror = Mirror(self.store, self.plane, infos=infos)
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,6 +80,11 @@ class KubePlane:
         """The object as the API server last said (metadata and status included)."""
         item = self.mirror.items.get((kind, namespace, name))
         return item.obj if item is not None else None
+
+    def _use_mesh_config(self, mesh_config: MeshConfig) -> None:
+        """The `istio` ConfigMap's mesh config (kube/meshcm.py): every snapshot again."""
+        self.compiler.use_mesh_config(mesh_config)
+        self.plane.touch()
 
     async def on_events(self, watched: kinds.Watched, events: list[Event]) -> None:
         async with self._lock:  # one batch at a time: the store sees one order of changes
@@ -141,6 +148,8 @@ class KubePlane:
                                     self._leading, duration=self.lease_duration)
         synced = [asyncio.Event() for _ in self.watched]
         self._tasks.append(asyncio.create_task(self.plane.run()))
+        self._tasks.append(asyncio.create_task(meshcm.follow(
+            self.api, self.namespace, self._use_mesh_config, self.echo, stop=self.stop)))
         for w, ev in zip(self.watched, synced, strict=True):
             self._tasks.append(asyncio.create_task(self.api.run_informer(w, self.on_events, ev)))
         try:
