@@ -5,6 +5,7 @@ bench snapshot (90/10 split, outlier detection, Istio metrics), so the figure is
 proxy's own Python per request - what the kernel's share in bench/run.sh comes on top of.
 
   python bench/hot_path.py [--n 50000] [--profile] [--mirror] [--tracing PCT [--otlp]]
+                           [--access-log] [--route-tag]
 
 --mirror adds a 100% mirror (the bench's T-mir shape): copies go to the shadow endpoint's
 pipelined connection, one loop iteration and one batched response per 16 requests (what
@@ -124,15 +125,30 @@ class Tracing:
         self.proc.wait()
 
 
-def setup(mirror: bool = False, tracing: Tracing | None = None, n: int = 0
+def telemetry(access_log: bool, route_tag: bool) -> types.Telemetry:
+    """--access-log: Istio's default text line per request to /dev/null, written by the log
+    thread (its CPU counts: process time); --route-tag: a Telemetry's route_name tag."""
+    logs = (types.AccessLog(path="/dev/null"),) if access_log else ()
+    tags = (types.MetricOverride(metric="REQUEST_COUNT", tags=(
+        types.TagOverride(name="route_name", value="xds.route_name"),)),) if route_tag else ()
+    return types.Telemetry(access_logs=logs, client_metrics=tags, server_metrics=tags)
+
+
+METRICS = Metrics()
+
+
+def setup(mirror: bool = False, tracing: Tracing | None = None, n: int = 0,
+          tel: types.Telemetry | None = None,
           ) -> tuple[Any, Downstream, list[UpstreamConnection], Any]:
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     cfg = build("127.0.0.1:1", 0, 1, 2, mirror)
     if tracing is not None:
         cfg = tracing.config(cfg, n)
+    if tel is not None:
+        cfg = msgspec.structs.replace(cfg, telemetry=tel)
     mirrorer = Mirrorer()
-    snap = compile_snapshot(cfg, loop=loop, metrics=Metrics(), mirrorer=mirrorer,
+    snap = compile_snapshot(cfg, loop=loop, metrics=METRICS, mirrorer=mirrorer,
                             limits=Limits(), spans=tracing.sink if tracing else None)
     plan = next(iter(snap.plans.values()))
     conns = []
@@ -157,8 +173,9 @@ def setup(mirror: bool = False, tracing: Tracing | None = None, n: int = 0
     return loop, down, conns, pipe
 
 
-def run(n: int, mirror: bool = False, tracing: Tracing | None = None) -> float:
-    loop, down, conns, pipe = setup(mirror, tracing, n)
+def run(n: int, mirror: bool = False, tracing: Tracing | None = None,
+        tel: types.Telemetry | None = None) -> float:
+    loop, down, conns, pipe = setup(mirror, tracing, n, tel)
     t0 = time.process_time()
     for i in range(n):
         down.data_received(REQUEST)
@@ -174,6 +191,8 @@ def run(n: int, mirror: bool = False, tracing: Tracing | None = None) -> float:
             pipe.data_received(RESPONSE * len(pipe.unanswered))
     if tracing is not None:
         tracing.drain()  # the exporter's work is part of the cost
+    if tel is not None and tel.access_logs:
+        METRICS.logs.flush()  # the log lines not yet written are part of the cost too
     return (time.process_time() - t0) / n * 1e6
 
 
@@ -185,17 +204,21 @@ def main() -> None:
     ap.add_argument("--tracing", type=float, default=None, metavar="PCT")
     ap.add_argument("--otlp", action="store_true")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--access-log", action="store_true")
+    ap.add_argument("--route-tag", action="store_true")
     a = ap.parse_args()
     tr = Tracing(a.tracing, a.otlp) if a.tracing is not None else None
+    tel = telemetry(a.access_log, a.route_tag) if a.access_log or a.route_tag else None
     try:
         if a.profile:
-            cProfile.runctx("run(n, m, t)", globals(),
-                            {"run": run, "n": a.n, "m": a.mirror, "t": tr}, "/tmp/hot_path.prof")
+            cProfile.runctx("run(n, m, t, x)", globals(),
+                            {"run": run, "n": a.n, "m": a.mirror, "t": tr, "x": tel},
+                            "/tmp/hot_path.prof")
             pstats.Stats("/tmp/hot_path.prof").sort_stats("tottime").print_stats(25)
             return
         if a.runs > 1:
-            run(2000, a.mirror, tr)
-        best = min(run(a.n, a.mirror, tr) for _ in range(a.runs))
+            run(2000, a.mirror, tr, tel)
+        best = min(run(a.n, a.mirror, tr, tel) for _ in range(a.runs))
         note = ""
         if tr is not None:
             note = (f" (tracing {a.tracing:g}% {'OTLP' if a.otlp else 'Zipkin'}: "

@@ -60,10 +60,16 @@ def _resp(arg: str) -> Value:
     return lambda ex, now, wall: None  # response headers are not kept past the write
 
 
+_SECOND: list[Any] = [-1, ""]  # (whole second, its formatted prefix): one strftime a second
+
+
 def _start_time(ex: Exchange, now: float, wall: float) -> str:
     t = ex.start + wall
-    ms = int((t % 1) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ms:03d}Z"
+    whole = int(t)
+    if whole != _SECOND[0]:
+        _SECOND[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _SECOND[0] = whole
+    return f"{_SECOND[1]}.{int((t - whole) * 1000):03d}Z"
 
 
 def _peer(ex: Exchange) -> str | None:
