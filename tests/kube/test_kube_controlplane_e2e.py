@@ -326,3 +326,57 @@ def test_kubectl_apply_of_a_bad_virtual_service_is_refused_by_the_webhook(
         dev_cluster.kubectl("delete", "validatingwebhookconfiguration", name,
                             "--ignore-not-found", check=False)
         plane.stop()
+
+
+def test_a_revocation_on_one_replica_reaches_the_other_and_a_restarted_one(
+        dev_cluster: DevCluster, namespace: str, tmp_path: Path) -> None:
+    """`POST /v1/ca/revoke` on replica A is written to the CA Secret before it is answered;
+    replica B (which served nothing of it) pushes the serial in its proxies' trust bundle
+    within its follow period; a replica started afterwards has it from the start."""
+    import base64
+
+    ns = namespace
+    planes = [Plane(dev_cluster, ns, tmp_path, f"cp-{i}") for i in range(2)]
+    try:
+        urls = [p.url() for p in planes]
+        dev_cluster.kubectl("create", "serviceaccount", "a", "-n", ns)
+        tok = dev_cluster.kubectl("create", "token", "a", "-n", ns, "--audience",
+                                  "tollway").stdout.strip()
+        node = f"a-1.{ns}"
+
+        def admin(i: int) -> dict[str, str]:
+            token = (tmp_path / f"cp-{i}" / "admin-token").read_text().strip()
+            return {"Authorization": f"Bearer {token}"}
+
+        def revoked_at(url: str, headers: dict[str, str]) -> list[str]:
+            r = httpx.get(f"{url}/debug/configz", params={"proxy": node}, headers=headers,
+                          timeout=20)
+            assert r.status_code == 200, r.text
+            return list(r.json()[node]["trust"]["revoked_serials"])
+
+        for url in urls:  # a proxy on each replica, so each compiles a trust bundle
+            assert httpx.post(f"{url}/v1/register", timeout=20, headers={
+                "Authorization": f"Bearer {tok}"}, json={"node": {
+                    "name": node, "namespace": ns, "service_account": "a"}}).status_code == 200
+        assert "abc123" not in eventually(lambda: revoked_at(urls[1], admin(1)) or [""], 60)
+
+        r = httpx.post(f"{urls[0]}/v1/ca/revoke", json={"serial": "ABC123"}, timeout=20,
+                       headers=admin(0))
+        assert r.status_code == 200, r.text
+        secret = json.loads(dev_cluster.kubectl("get", "secret", "tollway-ca", "-n", ns,
+                                                "-o", "json").stdout)
+        listed = base64.b64decode(secret["data"]["revoked-serials"]).decode().split()
+        assert listed == ["abc123"]  # in the Secret by the time A answered
+        eventually(lambda: "abc123" in revoked_at(urls[1], admin(1)), 30,
+                   "replica B pushing the revocation made on A")
+
+        late = Plane(dev_cluster, ns, tmp_path, "cp-2")
+        planes.append(late)
+        url = late.url()
+        assert httpx.post(f"{url}/v1/register", timeout=20, headers={
+            "Authorization": f"Bearer {tok}"}, json={"node": {
+                "name": node, "namespace": ns, "service_account": "a"}}).status_code == 200
+        assert "abc123" in eventually(lambda: revoked_at(url, admin(2)), 60)
+    finally:
+        for p in planes:
+            p.stop()

@@ -57,3 +57,35 @@ def test_the_ca_secret_round_trips() -> None:
     assert again.root_pem == authority.root_pem
     with pytest.raises(casecret.CASecretError):
         casecret.authority_from({"data": {}}, "cluster.local")
+
+
+def test_revocations_ride_in_the_ca_secret_and_only_grow() -> None:
+    authority = ca.CertificateAuthority.create()
+    body = casecret.secret_body("tollway-ca", "tollway-system", authority)
+    body["metadata"]["resourceVersion"] = "41"
+    assert casecret.revoked_in(body) == set()
+    one = casecret.with_revoked(body, {0xABC})
+    assert one is not None and casecret.revoked_in(one) == {0xABC}
+    assert one["metadata"]["resourceVersion"] == "41"  # the PUT is conditional on it
+    assert one["data"][ca.ROOT_KEY] == body["data"][ca.ROOT_KEY]  # the root untouched
+    assert casecret.with_revoked(one, {0xABC}) is None  # nothing new: no write
+    two = casecret.with_revoked(one, {0x1F})
+    assert two is not None and casecret.revoked_in(two) == {0xABC, 0x1F}  # a union
+    again = casecret.authority_from(two, "cluster.local")  # what a (re)starting replica gets
+    assert again.revoked_serials() == ("1f", "abc")
+
+
+@given(st.lists(st.sets(st.integers(1, 2**159)), max_size=6))
+def test_any_order_of_merges_keeps_every_revocation(batches: list[set[int]]) -> None:
+    body = casecret.secret_body("tollway-ca", "ns", ca.CertificateAuthority.create())
+    for batch in batches:
+        body = casecret.with_revoked(body, batch) or body
+    assert casecret.revoked_in(body) == set().union(*batches)
+
+
+def test_a_garbled_line_in_the_secret_is_skipped_not_fatal() -> None:
+    import base64
+
+    body = casecret.secret_body("tollway-ca", "ns", ca.CertificateAuthority.create())
+    body["data"][ca.REVOKED] = base64.b64encode(b"abc\nnot-hex\n12\n").decode()
+    assert casecret.revoked_in(body) == {0xABC, 0x12}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,8 +300,8 @@ IdentityLookup = Callable[[str, Any], str | None]  # (node, auth.Principal) -> S
 
 
 def routes(ca: CertificateAuthority, identity_for: IdentityLookup,
-           ttl: float = DEFAULT_TTL, on_revoke: Callable[[], None] | None = None
-           ) -> list[Any]:
+           ttl: float = DEFAULT_TTL, on_revoke: Callable[[], None] | None = None,
+           persist: Callable[[], Awaitable[None]] | None = None) -> list[Any]:
     """aiohttp routes for `POST /v1/ca/sign`, to pass to `serve.make_app(routes=...)`.
 
     `identity_for(node_name, principal)` returns the SPIFFE ID the control plane knows
@@ -311,6 +311,9 @@ def routes(ca: CertificateAuthority, identity_for: IdentityLookup,
     credential nothing is signed: the guard must sit in front (`serve.make_app`).
     With `on_revoke` (called after each revocation, to push the new trust bundle),
     `POST /v1/ca/revoke` `{"serial": HEX}` or `{"cert_chain": PEM}` is mounted too.
+    `persist` (the control plane on Kubernetes: the CA Secret every replica reads) is
+    awaited before the answer; when it fails the revocation holds on this replica only and
+    the answer is 503 saying so, never a 200 that would claim it is shared.
     """
     from aiohttp import web
 
@@ -356,6 +359,13 @@ def routes(ca: CertificateAuthority, identity_for: IdentityLookup,
             log.warning("revocation of %x not saved to %s: %s", serial, ca.folder, exc)
         assert on_revoke is not None
         on_revoke()
+        if persist is not None:
+            try:
+                await persist()
+            except Exception as exc:
+                return web.Response(status=503, text=(
+                    f"serial {serial:x} is revoked on this replica but not saved for the "
+                    f"others ({exc}); retry the revocation"))
         return web.json_response({"revoked": format(serial, "x"),
                                   "revoked_serials": list(ca.revoked_serials())})
 

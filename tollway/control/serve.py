@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -76,15 +76,9 @@ def make_app(
     return app
 
 
-def ca_routes(plane: ControlPlane, authority: ca_mod.CertificateAuthority, *,
-              ttl: float = ca_mod.DEFAULT_TTL) -> list[web.RouteDef]:
-    """Make `authority` this plane's CA: `POST /v1/ca/sign` and `/v1/ca/revoke` routes.
-
-    Every proxy the plane knows (`plane.identity_for`) can get a certificate for its
-    own namespace and service account, when its credential is for that identity; the
-    root and the revoked serials go out in every snapshot, and a revocation is pushed to
-    every proxy at once.
-    """
+def trust_refresher(plane: ControlPlane, authority: ca_mod.CertificateAuthority
+                    ) -> Callable[[], None]:
+    """Push the CA's root and revoked serials to every proxy (now, and each time called)."""
     from tollway.control.translate import security
 
     def refresh() -> None:
@@ -92,8 +86,22 @@ def ca_routes(plane: ControlPlane, authority: ca_mod.CertificateAuthority, *,
                                            authority.revoked_serials()))
 
     refresh()
+    return refresh
+
+
+def ca_routes(plane: ControlPlane, authority: ca_mod.CertificateAuthority, *,
+              ttl: float = ca_mod.DEFAULT_TTL,
+              persist: Callable[[], Awaitable[None]] | None = None) -> list[web.RouteDef]:
+    """Make `authority` this plane's CA: `POST /v1/ca/sign` and `/v1/ca/revoke` routes.
+
+    Every proxy the plane knows (`plane.identity_for`) can get a certificate for its
+    own namespace and service account, when its credential is for that identity; the
+    root and the revoked serials go out in every snapshot, and a revocation is pushed to
+    every proxy at once. `persist`: see `ca.routes` (the CA Secret on Kubernetes).
+    """
     routes: list[web.RouteDef] = ca_mod.routes(authority, plane.identity_for, ttl,
-                                               on_revoke=refresh)
+                                               on_revoke=trust_refresher(plane, authority),
+                                               persist=persist)
     return routes
 
 

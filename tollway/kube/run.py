@@ -136,7 +136,13 @@ class KubePlane:
         auth.admin_token(self.state_dir, signer, clock.wall())
         verifier = auth.ChainVerifier([TokenReviewVerifier(self.api, self.audience), signer])
         authority = await casecret.load_or_create(self.api, self.namespace)
-        routes = serve.ca_routes(self.plane, authority)
+
+        async def persist() -> None:  # a revocation holds for every replica, and restarts
+            await casecret.save_revoked(self.api, self.namespace, authority)
+
+        routes = serve.ca_routes(self.plane, authority, persist=persist)
+        self._tasks.append(asyncio.create_task(casecret.follow_revoked(
+            self.api, self.namespace, authority, serve.trust_refresher(self.plane, authority))))
         app = serve.make_app(self.plane, guard=Guard(verifier, clock,
                                                      extra_hosts=self.extra_hosts),
                              routes=routes)
