@@ -211,14 +211,16 @@ def versions(rows: list[dict[str, Any]]) -> Counter[str]:
 
 
 @contextmanager
-def installed_mesh(cluster: DevCluster, home: Path, prefix: str) -> Iterator[Mesh]:
-    """helm install (waited), a namespace labelled istio-injection=enabled; afterwards
-    the namespace and the release are removed whatever happened."""
+def installed_mesh(cluster: DevCluster, home: Path, prefix: str, *helm_args: str
+                   ) -> Iterator[Mesh]:
+    """helm install (waited; `helm_args` e.g. `--set controlPlane.replicas=2`), a namespace
+    labelled istio-injection=enabled; afterwards the namespaces (`mesh.namespaces`) and the
+    release are removed whatever happened."""
     mesh = Mesh(cluster, home, "")
     mesh.namespaces = []
     try:
         proc = mesh.helm("install", "tollway", str(CHART), "-n", SYSTEM, "--create-namespace",
-                         "--wait", "--timeout", "5m")
+                         "--wait", "--timeout", "5m", *helm_args)
         assert proc.returncode == 0, f"helm install failed: {proc.stdout}{proc.stderr}"
         mesh.new_namespace(prefix)
         yield mesh
