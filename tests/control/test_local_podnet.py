@@ -29,7 +29,7 @@ def test_each_slot_has_its_own_subnet_apart_from_the_service_address() -> None:
     assert len(set(nets)) == podnet.SLOTS
     assert all(podnet.SERVICE_VIP not in n for n in nets)
     assert all(n.subnet_of(podnet.POD_SUPERNET) for n in nets)
-    assert podnet.gateway(3) == ipaddress.IPv4Address("10.253.3.1")
+    assert podnet.gateway(3) == ipaddress.IPv4Address("10.250.3.1")
     assert podnet.free_slot([0, 1, 3]) == 2
     with pytest.raises(podnet.PodNetError, match="stop one"):
         podnet.free_slot(range(podnet.SLOTS))
@@ -38,7 +38,7 @@ def test_each_slot_has_its_own_subnet_apart_from_the_service_address() -> None:
 def test_addresses_are_stable_per_name_and_reused_after_release() -> None:
     a = podnet.Addresses(5)
     one, two = a.assign("x-1.default"), a.assign("x-2.default")
-    assert str(one.ip) == "10.253.5.2" and str(two.ip) == "10.253.5.3"
+    assert str(one.ip) == "10.250.5.2" and str(two.ip) == "10.250.5.3"
     assert a.assign("x-1.default") == one
     a.release("x-1.default")
     three = a.assign("x-3.default")
@@ -68,10 +68,10 @@ def test_hosts_file_names_every_form_and_the_short_name_only_in_its_namespace() 
                      "myapp.default", "myapp", "payments.pay.svc.cluster.local",
                      "payments.pay.svc", "payments.pay"]
     assert "payments" in podnet.host_names(services, "pay")
-    text = podnet.hosts_file(names, hostname="caller-1", pod_ip="10.253.0.4")
-    assert "10.253.255.1\tmyapp\n" in text
+    text = podnet.hosts_file(names, hostname="caller-1", pod_ip="10.250.0.4")
+    assert "10.250.255.1\tmyapp\n" in text
     assert text.startswith("127.0.0.1\tlocalhost\n")
-    assert "10.253.0.4\tcaller-1\n" in text
+    assert "10.250.0.4\tcaller-1\n" in text
     assert "search pay.svc.cluster.local" in podnet.resolv_conf("pay")
 
 

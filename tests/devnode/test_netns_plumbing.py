@@ -163,3 +163,31 @@ def test_cleanup_kills_orphans_of_a_crashed_agent(net, tmp_path: Path) -> None:
     finally:
         if orphan.poll() is None:
             orphan.kill()
+
+
+def test_the_bridge_keeps_its_mac_as_pods_come_and_go(net) -> None:  # type: ignore[no-untyped-def]
+    """A bridge takes its lowest port's MAC unless one is set: a pod leaving would then cut
+    every other pod off the gateway (DNS, Services) until their neighbour entries expire."""
+    pn, _loop, tag = net
+
+    def mac() -> str:
+        out = subprocess.run(["ip", "-o", "link", "show", "dev", pn.bridge],
+                             capture_output=True, text=True).stdout
+        return out.split("link/ether ")[1].split()[0]
+
+    fixed = netns.bridge_mac(pn.bridge)
+    assert int(fixed.split(":")[0], 16) & 0b11 == 0b10  # locally administered, unicast
+    assert mac() == fixed
+    veths = [f"twz{tag}{i}" for i in range(4)]
+    try:
+        for v in veths:
+            subprocess.run(["ip", "link", "add", v, "type", "veth", "peer", "name", f"{v}p"],
+                           check=True)
+            subprocess.run(["ip", "link", "set", v, "master", pn.bridge, "up"], check=True)
+            assert mac() == fixed
+        for v in veths:
+            subprocess.run(["ip", "link", "del", v], check=True)
+            assert mac() == fixed
+    finally:
+        for v in veths:
+            subprocess.run(["ip", "link", "del", v], capture_output=True)

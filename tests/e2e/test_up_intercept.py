@@ -146,7 +146,7 @@ def test_intercept_splits_by_plain_name_with_no_proxy_env(tmp_path: Path,
 
     # the calls went through the caller's own sidecar (reporter=source, in its netns)
     caller = next(p for p in mesh.proxies() if p["workload"] == "caller")
-    assert caller["address"].startswith(f"10.253.{slot}.")
+    assert caller["address"].startswith(f"10.250.{slot}.")
     stats = httpx.get(f"http://{caller['admin']}/stats/prometheus", timeout=10).text
     sent = sum(float(ln.rsplit(" ", 1)[1]) for ln in stats.splitlines()
                if ln.startswith("istio_requests_total{") and 'reporter="source"' in ln

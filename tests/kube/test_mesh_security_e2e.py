@@ -275,4 +275,13 @@ def test_killing_the_leading_control_plane_pod_fails_no_request(mesh: Mesh) -> N
     during = mesh.since(killed - 5, url)
     failed = [r for r in during if not r.get("ok")]
     print(f"{len(during)} requests from the kill to the end, {len(failed)} failed")
+    if failed:
+        from collections import Counter
+
+        print(Counter(str(r.get("error"))[:120] for r in failed))
+        print(f"failures from {failed[0]['t'] - killed:.1f} s to "
+              f"{failed[-1]['t'] - killed:.1f} s after the kill")
+        print(mesh.kubectl("get", "pods", "-n", ns, "-o", "wide").stdout)
+        for pod in mesh.pods("app=client"):
+            print(mesh.proxy_log(pod))
     assert len(during) > 200 and not failed, failed[:5]

@@ -64,7 +64,9 @@ def setup(lay: L.Layout) -> None:
     record["ip_forward_before"] = fwd.read_text().strip()
     steps.append("bridge")
     save()
-    run(["ip", "link", "add", L.BRIDGE, "type", "bridge"])
+    # a fixed MAC: the kernel's default follows the ports' and changes when pods come and
+    # go, which cuts every pod off its gateway (DNS, Services) until neighbour entries expire
+    run(["ip", "link", "add", L.BRIDGE, "address", L.BRIDGE_MAC, "type", "bridge"])
     run(["ip", "addr", "add", f"{L.BRIDGE_IP}/{L.NODE_POD_CIDR.prefixlen}", "dev", L.BRIDGE])
     run(["ip", "link", "set", L.BRIDGE, "up"])
     # The apiserver (host netns) dials webhook Services by ClusterIP: route them via the

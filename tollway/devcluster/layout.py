@@ -12,6 +12,7 @@ from pathlib import Path
 
 NODE_NAME = "tollway-dev"
 BRIDGE = "tollway0"
+BRIDGE_MAC = "02:74:77:00:00:01"  # fixed: see hostnet.setup
 CLUSTER_CIDR = ipaddress.IPv4Network("10.244.0.0/16")
 NODE_CIDR_MASK = 24
 # kcm hands the first (and only) node the first /24 of the cluster CIDR; its .1 is the gateway.

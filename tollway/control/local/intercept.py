@@ -1,8 +1,8 @@
 """`tollway up --intercept`: each replica in its own network namespace, traffic captured.
 
 What a replica gets (the IO edge of podnet.py's plan):
-- netns `twuN-I` with lo, eth0 = 10.253.N.x/24 on the run's bridge `twuN` (host side
-  10.253.N.1), default route via the bridge;
+- netns `twuN-I` with lo, eth0 = 10.250.N.x/24 on the run's bridge `twuN` (host side
+  10.250.N.1), default route via the bridge;
 - istio-init's nat rules in it (tollway.capture, the same rules the injected init
   container installs on Kubernetes): outbound TCP -> 15001, inbound -> 15006, the
   sidecar's traffic (gid 1337) and the admin port 15090 exempt;
@@ -125,6 +125,25 @@ def _our_links() -> list[str]:
     return [n for n in names if podnet.slot_of(n) is not None]
 
 
+def _routed_slots() -> list[int]:
+    """Slots whose subnet the host already routes somewhere (another tool's bridge, a VPN):
+    a second route for the same addresses would send replies the wrong way."""
+    import ipaddress
+
+    taken = []
+    routes = _run(["ip", "-4", "-o", "route", "show", "table", "all"]).stdout.splitlines()
+    nets = []
+    for line in routes:
+        word = line.split()[0] if line.split() else ""
+        if word and word[0].isdigit():
+            with contextlib.suppress(ValueError):
+                nets.append(ipaddress.IPv4Network(word, strict=False))
+    for slot in range(podnet.SLOTS):
+        if any(n.prefixlen > 0 and n.overlaps(podnet.subnet(slot)) for n in nets):
+            taken.append(slot)
+    return taken
+
+
 def _delete_netns(name: str) -> None:
     for pid in _run(["ip", "netns", "pids", name]).stdout.split():
         with contextlib.suppress(ProcessLookupError, ValueError):
@@ -222,7 +241,7 @@ class Intercept:
             removed = sweep()
             records = _records()
             try:
-                slot = podnet.free_slot(records)
+                slot = podnet.free_slot([*records, *_routed_slots()])
             except podnet.PodNetError as exc:
                 raise InterceptError(str(exc)) from None
             me = os.getpid()
@@ -240,7 +259,8 @@ class Intercept:
 
     def _bridge_up(self) -> None:
         steps = [
-            ["ip", "link", "add", self.bridge, "type", "bridge"],
+            ["ip", "link", "add", self.bridge, "address", plumbing.bridge_mac(self.bridge),
+             "type", "bridge"],  # fixed: replicas coming and going must not change it
             ["ip", "addr", "add", f"{self.gateway}/{podnet.PREFIXLEN}", "dev", self.bridge],
             ["ip", "link", "set", self.bridge, "up"],
             ["iptables", "-w", "5", "-I", *_forward_rule(self.slot, "-i")],

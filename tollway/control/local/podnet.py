@@ -1,6 +1,6 @@
 """What `tollway up --intercept` gives each replica on the network: names, addresses, hosts [pure].
 
-Every run claims one slot N (0..254) on the host: bridge `twuN`, pod subnet 10.253.N.0/24
+Every run claims one slot N (0..254) on the host: bridge `twuN`, pod subnet 10.250.N.0/24
 with the bridge on .1, and names `twuN-I` (netns) / `twuvN-I` (host end of the veth) for
 its I-th replica. Slots keep concurrent runs apart (tests run several meshes at once); the
 fixed prefixes let the next run find what a SIGKILLed one left behind.
@@ -20,9 +20,9 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-SLOTS = 255  # slot N uses 10.253.N.0/24; 10.253.255.0/24 holds the service address
-POD_SUPERNET = ipaddress.IPv4Network("10.253.0.0/16")
-SERVICE_VIP = ipaddress.IPv4Address("10.253.255.1")
+SLOTS = 255  # slot N uses 10.250.N.0/24; 10.250.255.0/24 holds the service address
+POD_SUPERNET = ipaddress.IPv4Network("10.250.0.0/16")
+SERVICE_VIP = ipaddress.IPv4Address("10.250.255.1")
 PREFIXLEN = 24
 BRIDGE_PREFIX = "twu"
 VETH_PREFIX = "twuv"
@@ -39,7 +39,7 @@ class PodNetError(RuntimeError):
 
 
 def subnet(slot: int) -> ipaddress.IPv4Network:
-    return ipaddress.IPv4Network(f"10.253.{slot}.0/{PREFIXLEN}")
+    return ipaddress.IPv4Network(f"10.250.{slot}.0/{PREFIXLEN}")
 
 
 def gateway(slot: int) -> ipaddress.IPv4Address:
