@@ -272,15 +272,18 @@ def test_killing_the_leading_control_plane_pod_fails_no_request(mesh: Mesh) -> N
     assert proc.returncode != 0, "a bad VirtualService was accepted after the failover"
     assert "spec.http[0].timeout" in proc.stderr, proc.stderr
 
-    during = mesh.since(killed - 5, url)
+    before = mesh.since(start, url)
+    assert before and [r for r in before if r["t"] < killed][-50:] and all(
+        r.get("ok") for r in [r for r in before if r["t"] < killed][-50:]), "not steady"
+    during = mesh.since(killed, url)  # every request sent from the kill on
     failed = [r for r in during if not r.get("ok")]
     print(f"{len(during)} requests from the kill to the end, {len(failed)} failed")
     if failed:
         from collections import Counter
 
         print(Counter(str(r.get("error"))[:120] for r in failed))
-        print(f"failures from {failed[0]['t'] - killed:.1f} s to "
-              f"{failed[-1]['t'] - killed:.1f} s after the kill")
+        print(f"failures from {failed[0]['t'] - killed:+.1f} s to "
+              f"{failed[-1]['t'] - killed:+.1f} s after the kill")
         print(mesh.kubectl("get", "pods", "-n", ns, "-o", "wide").stdout)
         for pod in mesh.pods("app=client"):
             print(mesh.proxy_log(pod))
