@@ -272,9 +272,6 @@ def test_killing_the_leading_control_plane_pod_fails_no_request(mesh: Mesh) -> N
     assert proc.returncode != 0, "a bad VirtualService was accepted after the failover"
     assert "spec.http[0].timeout" in proc.stderr, proc.stderr
 
-    before = mesh.since(start, url)
-    assert before and [r for r in before if r["t"] < killed][-50:] and all(
-        r.get("ok") for r in [r for r in before if r["t"] < killed][-50:]), "not steady"
     during = mesh.since(killed, url)  # every request sent from the kill on
     failed = [r for r in during if not r.get("ok")]
     print(f"{len(during)} requests from the kill to the end, {len(failed)} failed")
