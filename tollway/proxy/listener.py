@@ -587,7 +587,8 @@ class Downstream(asyncio.Protocol):
             out.clear()
 
     def response_end(self, ex: Exchange) -> None:
-        """The upstream's response is complete: its last bytes, then the next request."""
+        """The response to the active exchange is complete: its last bytes, then the next
+        pipelined request, or close."""
         out = self.out
         if self.mode == _CHUNK:
             ex.bytes_out += 5
@@ -597,13 +598,6 @@ class Downstream(asyncio.Protocol):
             if tr is not None:
                 tr.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
-        self.response_done(ex)
-
-    def ends_at_close(self, received: bool) -> bool:
-        return self.mode == _RAW_CLOSE or (self.mode == _CHUNK and not received)
-
-    def response_done(self, ex: Exchange) -> None:
-        """The response to the active exchange is fully written: next one, or close."""
         if ex is not self.active:
             return
         self.active = None
@@ -640,6 +634,15 @@ class Downstream(asyncio.Protocol):
             if self.paused & _P_QUEUE and len(self.queue) < self.runtime.limits.max_pipelined // 2:
                 self._resume(_P_QUEUE)
             self._dispatch(nxt)
+
+    def ends_at_close(self, received: bool) -> bool:
+        return self.mode == _RAW_CLOSE or (self.mode == _CHUNK and not received)
+
+    def response_done(self, ex: Exchange) -> None:
+        """A response written whole by the proxy itself (a local reply): what
+        `response_end` does, with no upstream body framing to close."""
+        self.mode = _NONE
+        self.response_end(ex)
 
     def reset(self, ex: Exchange) -> None:
         """The response cannot be completed: drop the connection (the client sees a reset)."""

@@ -36,13 +36,17 @@ if TYPE_CHECKING:
 class Attempt(Lease):
     """One try (see module doc). `status` is 0 until the upstream's head arrives."""
 
-    __slots__ = ("down", "fwd", "head_at", "out", "started_at", "status", "try_timer")
+    __slots__ = ("down", "fwd", "head_at", "on_response_body", "out", "started_at", "status",
+                 "try_timer")  # fmt: skip
 
     def __init__(self, fwd: Forward, down: Downstream) -> None:
         # the Lease fields are set by LiveCluster.acquire, which grants this try
         self.fwd = fwd
         self.down = down
         self.out: Any = down.out  # the downstream's bytes awaiting flush (ResponseSink.out)
+        # ResponseSink.on_response_body: body bytes go straight to the downstream, with no
+        # call of ours per piece in between
+        self.on_response_body = down.response_body
         self.try_timer: asyncio.TimerHandle | None = None
         self.started_at = 0.0
         self.head_at = 0.0
@@ -118,9 +122,6 @@ class Attempt(Lease):
         )
         ex.response_started = True
         self.down.response_head(ex, status, block, fwd.response_ops)
-
-    def on_response_body(self, data: bytes) -> None:
-        self.down.response_body(data)
 
     def flush(self) -> None:
         """End of one upstream read: the downstream writes what it produced in one go."""

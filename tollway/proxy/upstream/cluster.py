@@ -78,27 +78,6 @@ class LiveCluster:
         healthy = set(self.healthy)
         return tuple(i for i in usable if i in healthy)
 
-    def pick(
-        self, now: float, r: float, hash_key: str | None, tried: tuple[int, ...]
-    ) -> int | None:
-        """Choose an endpoint, avoiding ones already tried when another is usable."""
-        od = self.outlier
-        if od is None:
-            usable = self.healthy
-        elif self.all_healthy:  # `usable(now)` inlined: one call less per request
-            usable = od.usable(now)
-        else:
-            usable = self.usable(now)
-        if not usable:
-            return None
-        if tried:
-            fresh = tuple(i for i in usable if i not in tried)
-            if fresh:
-                usable = fresh
-        if len(usable) == 1:
-            return usable[0]
-        return int(self.balancer.pick(usable, r=r, hash_key=hash_key, active=self.active))
-
     def observe(self, index: int, outcome: Outcome, now: float) -> None:
         if self.outlier is not None:
             self.outlier.observe(index, outcome, now)
@@ -118,9 +97,25 @@ class LiveCluster:
         case); otherwise a connection is being opened for it, or it waits in the queue
         (`http1MaxPendingRequests`) and its `send_on` is called later. Refused:
         no usable endpoint (503 UH), `http2MaxRequests` or the queue full (503 UO)."""
-        index = self.pick(now, r, hash_key, tried)
-        if index is None:
+        # the endpoint: usable hosts (outlier ejection, panic), minus those already tried
+        # when another is usable, then the balancer
+        od = self.outlier
+        if od is None:
+            usable = self.healthy
+        elif self.all_healthy:  # `usable(now)` inlined: one call less per request
+            usable = od.usable(now)
+        else:
+            usable = self.usable(now)
+        if not usable:
             return NO_HEALTHY
+        if tried:
+            fresh = tuple(i for i in usable if i not in tried)
+            if fresh:
+                usable = fresh
+        if len(usable) == 1:
+            index = usable[0]
+        else:
+            index = int(self.balancer.pick(usable, r=r, hash_key=hash_key, active=self.active))
         lim = self.limits
         if lim.requests >= lim.max_requests:  # try_start_request, inlined
             lim._rq_overflow += 1
