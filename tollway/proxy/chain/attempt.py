@@ -39,7 +39,7 @@ class Attempt(Lease):
     __slots__ = ("down", "fwd", "head_at", "on_response_body", "out", "started_at", "status",
                  "try_timer")  # fmt: skip
 
-    def __init__(self, fwd: Forward, down: Downstream) -> None:
+    def __init__(self, fwd: Forward, down: Downstream, now: float) -> None:
         # the Lease fields are set by LiveCluster.acquire, which grants this try
         self.fwd = fwd
         self.down = down
@@ -48,7 +48,7 @@ class Attempt(Lease):
         # call of ours per piece in between
         self.on_response_body = down.response_body
         self.try_timer: asyncio.TimerHandle | None = None
-        self.started_at = 0.0
+        self.started_at = now
         self.head_at = 0.0
         self.status = 0
 
@@ -81,7 +81,7 @@ class Attempt(Lease):
         pending = fwd.pending
         if pending:
             data = fwd.head + b"".join(pending)
-            fwd.pending = []
+            fwd.pending = ()
             if fwd.pending_size > 65536:
                 self.down.resume_reading()
             fwd.pending_size = 0

@@ -85,9 +85,12 @@ class Forward:
         self.replay_limit = replay_limit
         self.body_chunked = ex.chunked
         self.body_done = False
-        self.pending: list[bytes] = []  # body bytes not yet written on the current try
+        # Body bytes not yet written on the current try, and every body byte so far (for a
+        # retry; None once it outgrew the limit). An empty tuple until a body arrives: most
+        # requests have none, and a list each would be two allocations per request.
+        self.pending: list[bytes] | tuple[bytes, ...] = ()
         self.pending_size = 0
-        self.replay: list[bytes] | None = []  # every body byte so far, for a retry
+        self.replay: list[bytes] | tuple[bytes, ...] | None = ()
         self.attempt: Attempt | None = None
         self.tried: tuple[int, ...] = ()
         self.retries_done = 0
@@ -121,6 +124,8 @@ class Forward:
             self.tap.body(data)
         replay = self.replay
         if replay is not None:
+            if not isinstance(replay, list):
+                replay = self.replay = []
             replay.append(data)
             self.replay_limit -= len(data)
             if self.replay_limit < 0:
@@ -130,7 +135,10 @@ class Forward:
         if conn is not None:
             conn.write(data)
         else:
-            self.pending.append(data)
+            pending = self.pending
+            if not isinstance(pending, list):
+                pending = self.pending = []
+            pending.append(data)
             self.pending_size += len(data)
             if self.pending_size > 65536:
                 self.down.pause_reading()
@@ -166,13 +174,12 @@ class Forward:
     # ================================================================ tries
     def _try(self) -> None:
         now = self.loop.time()
-        got = self.cluster.acquire(Attempt(self, self.down), now, _rand(), self.hash_key,
+        got = self.cluster.acquire(Attempt(self, self.down, now), now, _rand(), self.hash_key,
                                    self.tried)
         if isinstance(got, Refusal):
             self._local(got.status, got.flag, got.body)
             return
         att = got
-        att.started_at = now
         self.attempt = att
         self.tried += (att.index,)
         per_try = self.policy.per_try_timeout
@@ -299,5 +306,5 @@ class Forward:
             att.end(None)
         if self.retry_held:
             self.retry_held = retry.settle(self.cluster.limits, True)
-        self.pending = []
+        self.pending = ()
         self.replay = None
