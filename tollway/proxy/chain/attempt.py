@@ -142,9 +142,8 @@ class Attempt(Lease):
         if rt is not None:
             rt.cancel()
             fwd.route_timer = None
-        fwd.replay = None
-        if fwd.retry_held:
-            fwd.retry_held = retry.settle(fwd.cluster.limits, True)
+        # (any retry budget slot went back when the head came; the replay buffer goes with
+        # the Forward, freed by refcount as soon as the downstream drops the exchange)
         self.down.response_end(fwd.ex)
 
     def on_upstream_lost(self, conn: Any, received: bool) -> None:

@@ -137,16 +137,16 @@ class Router:
         head, authority = self._head(ex, route, wc)
         response_ops: headerops.ResponseOps | None = None
         if route is not None:
-            spec = route.spec
-            if route.response_ops:
+            if route.shapes_response:  # header operations or CORS: rare, decided at compile
                 response_ops = route.response_ops_for(wc)
-            if route.cors is not None:
-                cors_headers = ex.attrs.get("cors")
-                if cors_headers:  # these depend on the request's Origin
-                    response_ops = (*(response_ops or ()), headerops.AddHeaders(cors_headers))
+                if route.cors is not None:
+                    cors_headers = ex.attrs.get("cors")
+                    if cors_headers:  # these depend on the request's Origin
+                        response_ops = (*(response_ops or ()),
+                                        headerops.AddHeaders(cors_headers))
             policy = route.retry_policy
-            timeout = spec.timeout
-            mirrors = spec.mirrors
+            timeout = route.timeout
+            mirrors = route.mirrors
         else:
             policy = NO_RETRY
             timeout = None

@@ -29,8 +29,9 @@ class CompiledRoute:
         "_ignore_case", "_last", "_method", "_picker", "_port", "_query", "_rewrite_regex",
         "_rewrite_regex_sub", "_rewrite_uri", "_rewrite_whole", "_scheme", "_source_labels",
         "_source_ns", "_uri", "authority_rewrite", "cors", "forward_only", "match_name",
-        "matched_prefix", "request_ops", "request_ops_by", "response_ops", "response_ops_by",
-        "retry_policy", "rewrites", "simple", "spec", "uri_kind", "uri_regex", "uri_value",
+        "matched_prefix", "mirrors", "request_ops", "request_ops_by", "response_ops",
+        "response_ops_by", "retry_policy", "rewrites", "shapes_response", "simple", "spec",
+        "timeout", "uri_kind", "uri_regex", "uri_value",
     )  # fmt: skip
 
     def __init__(
@@ -99,6 +100,9 @@ class CompiledRoute:
             for c in spec.clusters
         }
         self.response_ops_by[id(None)] = headerops.compile_chain(spec.response_headers)
+        self.shapes_response = self.response_ops or self.cors is not None
+        self.timeout = spec.timeout
+        self.mirrors = spec.mirrors
 
     # ------------------------------------------------------------ compile
 

@@ -125,7 +125,6 @@ class LiveCluster:
         self.active[index] += 1
         lease.cluster = self
         lease.index = index
-        lease.conn = None
         lease.waiting = False
         lease.released = False
         pool = self.pools[index]
@@ -136,6 +135,7 @@ class LiveCluster:
                 conn.reused = True
                 lease.conn = conn
                 return lease
+        lease.conn = None
         if lim.try_open_connection():
             pool.connect(lease)
         elif lim.try_enqueue_pending():

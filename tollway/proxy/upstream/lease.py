@@ -101,11 +101,10 @@ class Lease:
             return
         self.released = True
         cluster = self.cluster
-        limits = cluster.limits
         if self.waiting:
             self.waiting = False
             cluster.drop_waiter(self)
-            limits.pending -= 1
+            cluster.limits.pending -= 1
         conn = self.conn
         if conn is not None:
             self.conn = None
@@ -113,11 +112,12 @@ class Lease:
                 conn.detach()
         index = self.index
         cluster.active[index] -= 1
-        limits.requests -= 1
+        cluster.limits.requests -= 1
         od = cluster.outlier
         if od is not None and outcome is not None:
-            if outcome.local_failure is None:
-                od.observe_status(index, outcome.status or 0, now)
+            status = outcome.status
+            if status is not None:  # the upstream answered
+                od.observe_status(index, status, now)
             else:
                 od.observe(index, outcome, now)
 
