@@ -92,7 +92,7 @@ class Forward:
         self.pending_size = 0
         self.replay: list[bytes] | tuple[bytes, ...] | None = ()
         self.attempt: Attempt | None = None
-        self.tried: tuple[int, ...] = ()
+        self.tried: tuple[int, ...] = ()  # hosts of failed tries, for the retries' pick
         self.retries_done = 0
         self.retry_held = False  # a slot of the cluster's retry budget (core/retry.py)
         self.finished = False
@@ -174,14 +174,12 @@ class Forward:
     # ================================================================ tries
     def _try(self) -> None:
         now = self.loop.time()
-        got = self.cluster.acquire(Attempt(self, self.down, now), now, _rand(), self.hash_key,
+        att = self.cluster.acquire(Attempt(self, self.down, now), now, _rand(), self.hash_key,
                                    self.tried)
-        if isinstance(got, Refusal):
-            self._local(got.status, got.flag, got.body)
+        if isinstance(att, Refusal):
+            self._local(att.status, att.flag, att.body)
             return
-        att = got
         self.attempt = att
-        self.tried += (att.index,)
         per_try = self.policy.per_try_timeout
         if per_try:
             att.try_timer = self.loop.call_later(per_try, att.on_try_timeout)
@@ -196,6 +194,7 @@ class Forward:
         """A try produced no usable response: retry if allowed, else answer locally."""
         att.end(outcome)
         if self._decide(outcome, None) == retry.RETRY:
+            self.tried += (att.index,)  # the retry prefers another host
             self._retry(outcome)
             return
         self._local(status, flag, body)
@@ -207,6 +206,7 @@ class Forward:
         if self._decide(outcome, response.header_view(block)) != retry.RETRY:
             return False
         att.end(outcome)
+        self.tried += (att.index,)
         self._retry(outcome)
         return True
 
@@ -269,8 +269,7 @@ class Forward:
         self.stale_retried = True
         self.pending = list(self.replay)
         self.pending_size = sum(len(p) for p in self.pending)
-        self.tried = self.tried[:-1]
-        self._try()
+        self._try()  # `tried` left as it was: the same host may be picked again
 
     def _route_timeout(self) -> None:
         self.route_timer = None
