@@ -71,11 +71,26 @@ def test_telemetry_keys_are_read_and_unapplied_parts_warned_once_each() -> None:
      "m: defaultConfig.tracing.sampling: Input should be less than or equal to 100"),
     ({"extensionProviders": [{"name": "z", "zipkin": {"service": "z"}}]},
      "m: extensionProviders[0].zipkin.port: Field required"),
+    ({"accessLogEncoding": "JSON", "accessLogFormat": "[%START_TIME%]"},
+     "m: accessLogFormat: must be a JSON object of field -> Envoy operator when "
+     "accessLogEncoding is JSON"),
+    ({"extensionProviders": [{"name": "f", "envoyFileAccessLog": {
+        "logFormat": {"labels": {"x": "%BYTES%"}}}}]},
+     "m: extensionProviders[0].envoyFileAccessLog.logFormat.labels.x: %BYTES% is not an "
+     "operator Tollway writes (it writes BYTES_RECEIVED, BYTES_SENT, "),
 ])
 def test_bad_telemetry_values_are_one_sentence(data: dict[str, object], sentence: str) -> None:
     with pytest.raises(MeshConfigError) as exc:
         parse_mesh_config(data, "m")
-    assert str(exc.value) == sentence
+    assert str(exc.value).startswith(sentence) and "\n" not in str(exc.value)
+
+
+def test_formats_the_proxy_writes_are_accepted() -> None:
+    ok = parse_mesh_config({"accessLogEncoding": "JSON", "accessLogFormat":
+                            '{"code": "%RESPONSE_CODE%", "p": "%REQ(:PATH):40%"}'}, "m")
+    assert ok.config.access_log_encoding == "JSON"
+    text = parse_mesh_config({"accessLogFormat": "%START_TIME% %%done %ROUTE_NAME%\n"}, "m")
+    assert text.config.access_log_format.startswith("%START_TIME%")
 
 
 def test_an_istio_operator_meshconfig_block_is_read_too() -> None:

@@ -25,14 +25,26 @@ carry it to the snapshot in `control/translate/mesh.py`; `KNOWN_KEYS` follows th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+
+from tollway.snapshot import logformat
 
 PathNormalizationMode = Literal["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"]
 
@@ -84,9 +96,21 @@ class OpenTelemetryProvider(_Model):
     dynatrace_sampler: dict[str, Any] | None = None
 
 
+def _envoy_format(value: str) -> str:
+    """An Envoy access-log format the proxy can write (snapshot/logformat.py), checked
+    here so a bad one is a load error, never a snapshot every proxy refuses."""
+    problem = logformat.check(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+EnvoyFormat = Annotated[str, AfterValidator(_envoy_format)]
+
+
 class LogFormat(_Model):
-    text: str | None = None
-    labels: dict[str, str] | None = None
+    text: EnvoyFormat | None = None
+    labels: dict[str, EnvoyFormat] | None = None
 
 
 class EnvoyFileAccessLog(_Model):
@@ -157,6 +181,26 @@ class MeshConfig(_Model):
     access_log_file: str = ""
     access_log_encoding: Literal["TEXT", "JSON"] = "TEXT"
     access_log_format: str = ""
+
+    @field_validator("access_log_format")
+    @classmethod
+    def _format(cls, fmt: str, info: ValidationInfo) -> str:
+        if not fmt.strip():
+            return fmt
+        if info.data.get("access_log_encoding") == "JSON":
+            try:
+                labels = json.loads(fmt)
+            except ValueError:
+                raise ValueError("must be a JSON object of field -> Envoy "
+                                 "operator when accessLogEncoding is JSON") from None
+            if not isinstance(labels, dict):
+                raise ValueError("must be a JSON object when "
+                                 "accessLogEncoding is JSON")
+            for value in labels.values():
+                _envoy_format(str(value))
+        else:
+            _envoy_format(fmt)
+        return fmt
     # HTTP ports' clusters speak HTTP/2 upstream when UPGRADE (a DestinationRule's
     # connectionPool.http.h2UpgradePolicy overrides; control/protocol.py)
     h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
@@ -272,4 +316,4 @@ def _sentence(exc: ValidationError, prefix: str) -> str:
         return f"{field} must be a mapping of its fields, not {err.get('input')!r}"
     if err["type"] == "extra_forbidden":
         return f"{field} is not a field here; remove it"
-    return f"{field}: {err['msg']}"
+    return f"{field}: {err['msg'].removeprefix('Value error, ')}"
