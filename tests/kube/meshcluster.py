@@ -34,7 +34,8 @@ SYSTEM = "tollway-system"
 
 # The client app: plain urllib to the URLs in $TARGETS (comma separated), $THREADS
 # concurrent loops, one JSON line per request: {"n", "t", "url", "ok", "status",
-# "version", "error"}. No proxy env: the pod's capture rules take it to the sidecar.
+# "version", "xfcc", "error"} (xfcc: the x-forwarded-client-cert the demo app was sent,
+# which the server's sidecar sets only for an mTLS peer). No proxy env: the pod's capture rules take it to the sidecar.
 CLIENT = r"""
 import json, os, threading, time, urllib.request, urllib.error
 targets = [u for u in os.environ["TARGETS"].split(",") if u]
@@ -49,7 +50,9 @@ def loop():
             try:
                 with opener.open(url, timeout=10) as r:
                     body = json.loads(r.read())
-                line.update(ok=True, status=r.status, version=body.get("version"))
+                seen = {k.lower(): v for k, v in (body.get("headers") or {}).items()}
+                line.update(ok=True, status=r.status, version=body.get("version"),
+                            xfcc=seen.get("x-forwarded-client-cert", ""))
             except urllib.error.HTTPError as e:
                 line.update(ok=False, status=e.code, error=str(e))
             except Exception as e:

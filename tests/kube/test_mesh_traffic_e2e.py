@@ -10,8 +10,8 @@ take it to its sidecar's 0.0.0.0:15006, which serves it by its original port (80
 - seeds 01+02: every pod 2/2 Ready (the app's httpGet readiness probe rewritten to the
   sidecar's status port; a pod annotated `rewriteAppHTTPProbers: "false"` Ready through
   its captured probe), the split ~90/10, then 100/0 after a `kubectl apply` of the
-  weight change; a pod without a sidecar is reached by the meshed client (plaintext
-  endpoint);
+  weight change; sidecar to sidecar is mTLS (the app is told the client's SPIFFE ID); a pod
+  without a sidecar is reached by the meshed client (plaintext endpoint);
 - seeds 03/04: the blue-green switch under continuous load fails no request.
 """
 
@@ -110,8 +110,15 @@ def test_seeds_01_02_split_90_10_then_100_0_through_injected_sidecars(mesh: Mesh
     total = sum(seen.values())
     assert set(seen) <= {"v1", "v2"}, seen
     assert 0.80 <= seen["v1"] / total <= 0.97, seen  # ~90/10 (binomial, n >= 400)
-    plain = versions(mesh.since(start, plain_url)[-20:])
+    plain_rows = mesh.since(start, plain_url)[-20:]
+    plain = versions(plain_rows)
     assert plain == {"plain": sum(plain.values())} and plain, plain
+    # sidecar to sidecar is mTLS: the server's sidecar names the client's identity to the
+    # app; to the pod without a sidecar it is plaintext (nobody adds the header)
+    client_id = f"URI=spiffe://cluster.local/ns/{ns}/sa/default"
+    meshed = [r for r in mesh.since(start, url) if r.get("ok")][-50:]
+    assert meshed and all(client_id in r["xfcc"] for r in meshed), meshed[-1]
+    assert all(r["xfcc"] == "" for r in plain_rows), plain_rows[-1]
 
     weights = copy.deepcopy(load_docs(SEED_DIR / "02-canary-split-90-10.yaml")[0])
     weights["metadata"]["namespace"] = ns
