@@ -35,7 +35,8 @@ SYSTEM = "tollway-system"
 # The client app: plain urllib to the URLs in $TARGETS (comma separated), $THREADS
 # concurrent loops, one JSON line per request: {"n", "t", "url", "ok", "status",
 # "version", "xfcc", "error"} (xfcc: the x-forwarded-client-cert the demo app was sent,
-# which the server's sidecar sets only for an mTLS peer). No proxy env: the pod's capture rules take it to the sidecar.
+# which the server's sidecar sets only for an mTLS peer). No proxy env: the pod's capture
+# rules take it to the sidecar.
 CLIENT = r"""
 import json, os, threading, time, urllib.request, urllib.error
 targets = [u for u in os.environ["TARGETS"].split(",") if u]
