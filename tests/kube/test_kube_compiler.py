@@ -121,3 +121,13 @@ def test_prometheus_discovers_a_pod_sidecar_at_its_status_port_with_the_pods_lab
     assert group["targets"] == ["10.244.0.7:15020"]  # the admin is on the pod's loopback
     assert group["labels"]["workload"] == "myapp-v1" and group["labels"]["version"] == "v1"
     assert group["labels"]["__metrics_path__"] == "/stats/prometheus"
+
+
+def test_a_deleted_pods_sidecar_is_forgotten() -> None:
+    plane, mirror = _plane()
+    _register(plane, "myapp-v1-1")
+    assert plane.book.get("myapp-v1-1.shop") is not None
+    mirror.handle(KINDS["Pod"], [Event("DELETED", pod("myapp-v1-1"))])
+    plane.recompute()
+    assert plane.book.get("myapp-v1-1.shop") is None
+    assert "myapp-v1-1.shop" not in plane.configs and "myapp-v1-1.shop" not in plane.replicas

@@ -22,9 +22,14 @@ class Sink:
     def __init__(self) -> None:
         self.replicas: dict[str, Replica] = {}
         self.touched = 0
+        self.unregistered: list[str] = []
 
     def touch(self) -> None:
         self.touched += 1
+
+    def unregister(self, name: str) -> None:
+        self.unregistered.append(name)
+        self.replicas.pop(name, None)
 
     def set_replica(self, replica: Replica) -> None:
         self.replicas[replica.name] = replica
@@ -159,6 +164,7 @@ def test_a_sidecar_pods_info_is_kept_for_its_snapshot_and_changes_touch_the_plan
     assert sink.touched == touched + 1 and mirror.infos["a.shop"].labels["version"] == "v2"
     mirror.handle(KINDS["Pod"], [Event("DELETED", relabelled)])
     assert mirror.infos == {} and sink.replicas == {"b.shop": sink.replicas["b.shop"]}
+    assert sink.unregistered == ["a.shop"]  # its sidecar gets no more snapshots
 
 
 def test_server_fields_of_a_service_do_not_count_against_it() -> None:

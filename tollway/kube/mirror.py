@@ -35,13 +35,15 @@ log = logging.getLogger(__name__)
 
 class ReplicaSink(Protocol):
     """Where pod replicas go: `ControlPlane` (set_replica / remove_replica; touch when
-    what a sidecar's own pod says changed)."""
+    what a sidecar's own pod says changed; unregister the proxy of a deleted pod)."""
 
     def set_replica(self, replica: Replica) -> None: ...
 
     def remove_replica(self, name: str) -> None: ...
 
     def touch(self) -> None: ...
+
+    def unregister(self, name: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,10 @@ class Mirror:
 
     def _pod(self, event: Event) -> None:
         name = objects.replica_name(event.obj)
+        if event.type == "DELETED":
+            # the pod is gone, and its sidecar with it: no more snapshots for it (a
+            # registered proxy is otherwise kept, and rebuilt on every change, forever)
+            self.replicas.unregister(name)
         info = None if event.type == "DELETED" else objects.pod_info(event.obj)
         if info != self.infos.get(name):
             if info is None:
