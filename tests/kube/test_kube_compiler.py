@@ -131,3 +131,29 @@ def test_a_deleted_pods_sidecar_is_forgotten() -> None:
     plane.recompute()
     assert plane.book.get("myapp-v1-1.shop") is None
     assert "myapp-v1-1.shop" not in plane.configs and "myapp-v1-1.shop" not in plane.replicas
+
+
+def test_a_service_half_injected_gets_mtls_only_to_the_pods_with_a_sidecar() -> None:
+    import asyncio
+    import ssl
+
+    from tollway.proxy.upstream.cluster import LiveCluster
+
+    plane, mirror = _plane()
+    plain_v1 = pod("myapp-v1-2", ip="10.244.0.30", sidecar=False)  # not restarted yet
+    mirror.handle(KINDS["Pod"], [Event("ADDED", plain_v1)])
+    cfg = _register(plane, "client-1")
+    v1 = next(c for c in cfg.clusters if c.name == "outbound|80|v1|myapp.shop.svc.cluster.local")
+    assert sorted(e.address for e in v1.endpoints) == ["10.244.0.30", "10.244.0.7"]
+    assert (v1.tls.mode, v1.tls.per_endpoint) == ("ISTIO_MUTUAL", True)
+    v2 = next(c for c in cfg.clusters if c.name == "outbound|80|v2|myapp.shop.svc.cluster.local")
+    assert (v2.tls.mode, v2.tls.per_endpoint) == ("ISTIO_MUTUAL", False)  # all meshed
+
+    async def pools() -> dict[str, bool]:
+        live = LiveCluster(v1, asyncio.get_running_loop(), ssl.create_default_context())
+        try:
+            return {p.address: p.ssl_context is not None for p in live.pools}
+        finally:
+            live.close()
+
+    assert asyncio.run(pools()) == {"10.244.0.7": True, "10.244.0.30": False}

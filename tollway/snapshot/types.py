@@ -264,6 +264,10 @@ class UpstreamTls(Struct, frozen=True):
     subject_alt_names: tuple[str, ...] = ()
     insecure_skip_verify: bool = False
     expected_identities: tuple[str, ...] = ()  # SPIFFE IDs the endpoints run as
+    # Auto mTLS over endpoints with and without a sidecar (a Service while its pods are
+    # being injected): only endpoints labelled `security.istio.io/tlsMode: istio` get
+    # ISTIO_MUTUAL, the others plaintext (Envoy's transportSocketMatches, as istiod sets).
+    per_endpoint: bool = False
 
 
 class Cluster(Struct, frozen=True):

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import msgspec
+
 from tollway.control import protocol
 from tollway.control.registry import TLS_MODE_LABEL, as_map, selects
 from tollway.control.translate import names, policy, security
@@ -21,10 +23,13 @@ from tollway.snapshot import types
 
 def _tls(world: World, spec: Any, endpoints: tuple[types.Endpoint, ...],
          auto_mtls: bool) -> types.UpstreamTls:
-    sidecars = bool(endpoints) and all(e.labels.get(TLS_MODE_LABEL) == "istio"
-                                       for e in endpoints)
+    meshed = tuple(e for e in endpoints if e.labels.get(TLS_MODE_LABEL) == "istio")
+    sidecars = bool(endpoints) and len(meshed) == len(endpoints)
     if not spec and not auto_mtls:
         return types.UpstreamTls()
+    if not spec and meshed and not sidecars:  # auto mTLS to those with a sidecar only
+        tls = security.upstream_tls_for(world, None, meshed, trust_domain=world.cluster_domain)
+        return msgspec.structs.replace(tls, per_endpoint=tls.mode == "ISTIO_MUTUAL")
     return security.upstream_tls_for(world, spec if isinstance(spec, Mapping) else None,
                                       endpoints, trust_domain=world.cluster_domain,
                                       sidecars=sidecars)

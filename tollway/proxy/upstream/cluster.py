@@ -24,6 +24,9 @@ from tollway.snapshot import types
 L = TypeVar("L", bound=Lease)
 
 
+TLS_MODE_LABEL = "security.istio.io/tlsMode"  # an endpoint with a sidecar (auto mTLS)
+
+
 class LiveCluster:
     """Everything the router needs to send a request to one cluster."""
 
@@ -51,6 +54,7 @@ class LiveCluster:
         self.tls = ssl_context is not None
         sni = spec.tls.sni if spec.tls.mode != "DISABLE" else None
         cp = spec.connection_pool
+        per_endpoint = spec.tls.per_endpoint
         self.pools = [
             EndpointPool(
                 self,
@@ -58,7 +62,8 @@ class LiveCluster:
                 ep.address,
                 ep.port,
                 loop=loop,
-                ssl_context=ssl_context,
+                ssl_context=ssl_context if not per_endpoint
+                or ep.labels.get(TLS_MODE_LABEL) == "istio" else None,
                 server_hostname=sni,
                 connect_timeout=cp.connect_timeout,
                 max_requests=cp.max_requests_per_connection,
