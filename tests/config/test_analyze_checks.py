@@ -111,3 +111,26 @@ def test_analyze_flagger_canary_provides_its_generated_services() -> None:
               "  service: {port: 8080}\n  analysis: {interval: 1m}\n")
     docs = [_deploy("api"), canary, _vs("api-primary"), _vs("api-canary")]
     assert _analyze("---\n".join(docs)) == []
+
+
+def _telemetry(name: str, ns: str, spec: str, stamp: str = "") -> str:
+    created = f", creationTimestamp: '{stamp}'" if stamp else ""
+    return (f"apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}, "
+            f"namespace: {ns}{created}}}\nspec: {spec}\n")
+
+
+def test_telemetry_second_namespace_wide_and_root_selector_are_warned() -> None:
+    found = _analyze("---\n".join([
+        _telemetry("root-sel", "istio-system", "{selector: {matchLabels: {app: web}}}"),
+        _telemetry("newer", "shop", "{tracing: [{randomSamplingPercentage: 7}]}",
+                   "2026-02-01T00:00:00Z"),
+        _telemetry("older", "shop", "{tracing: [{randomSamplingPercentage: 5}]}",
+                   "2026-01-01T00:00:00Z"),
+        _telemetry("wl", "shop", "{selector: {matchLabels: {app: web}}}"),
+        _telemetry("mesh", "istio-system", "{}"),
+    ]))
+    rendered = sorted(f.render() for f in found)
+    assert len(rendered) == 2, rendered
+    assert "Telemetry/newer" in rendered[0] or "Telemetry/newer" in rendered[1]
+    assert any("(older); only the oldest applies" in r for r in rendered)
+    assert any("Telemetry/root-sel" in r and "is not mesh-wide" in r for r in rendered)

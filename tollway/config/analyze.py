@@ -179,13 +179,43 @@ def _policies(rs: ResourceSet) -> Iterator[Finding]:
                               Severity.WARNING)
 
 
+def _telemetry(rs: ResourceSet) -> Iterator[Finding]:
+    """Istio's Telemetry rules that a single resource cannot check: one selector-less
+    Telemetry per namespace (the oldest applies), no selector in the root namespace."""
+    seen: dict[str, Resource] = {}
+    for r in sorted(rs.of_kind("Telemetry"), key=_age):
+        if r.spec.get("targetRef") or r.spec.get("targetRefs"):
+            continue
+        selector = (r.spec.get("selector") or {}).get("matchLabels")
+        if selector and r.namespace == ROOT_NAMESPACE:
+            yield finding(r, ("spec", "selector"),
+                          f"a Telemetry with a selector in the root namespace {ROOT_NAMESPACE} "
+                          "is not mesh-wide: it applies only to workloads of that namespace; "
+                          "drop the selector for mesh-wide defaults, or move it to the "
+                          "workload's namespace", Severity.WARNING)
+        if selector:
+            continue
+        first = seen.setdefault(r.namespace, r)
+        if first is not r:
+            yield finding(r, ("spec",),
+                          f"namespace {r.namespace} already has a Telemetry without a "
+                          f"selector ({first.name}); only the oldest applies, so this one is "
+                          "ignored: merge the two", Severity.WARNING)
+
+
+def _age(r: Resource) -> tuple[str, str, int]:
+    meta = r.raw.get("metadata") if isinstance(r.raw, Mapping) else None
+    stamp = str(meta.get("creationTimestamp") or "") if isinstance(meta, Mapping) else ""
+    return (stamp or "~", r.source.file, r.source.doc)
+
+
 def analyze(resources: ResourceSet) -> list[Finding]:
     """All cross-resource findings for a set of validated resources."""
     idx = HostIndex(resources)
     out: list[Finding] = []
     for check in (_route_targets(resources, idx), _weights(resources),
                   _duplicate_hosts(resources), _gateways(resources), _policies(resources),
-                  _empty_subsets(resources),
+                  _empty_subsets(resources), _telemetry(resources),
                   delivery_findings(resources), service_wide_findings(resources)):
         out.extend(check)
     return out
