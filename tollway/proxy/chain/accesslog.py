@@ -133,11 +133,38 @@ def _text(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+# operators whose value never depends on the request: folded into the text at compile time
+_CONSTANT = {"CONNECTION_TERMINATION_DETAILS": None, "UPSTREAM_TRANSPORT_FAILURE_REASON": None,
+             "UPSTREAM_LOCAL_ADDRESS": None, "REQUESTED_SERVER_NAME": None,
+             "REQUEST_DURATION": None, "HOSTNAME": _HOSTNAME}
+
+
 def compile_text(fmt: str) -> Callable[[Exchange, float, float], str]:
-    parts = [p if isinstance(p, str) else _operator(p) for p in logformat.parse(fmt)]
+    """Literal text folded (constants included) into the prefix of each live operator, so a
+    line is one pass over (prefix, operator) pairs."""
+    pairs: list[tuple[str, Value]] = []
+    text = ""
+    for p in logformat.parse(fmt):
+        if isinstance(p, str):
+            text += p
+        elif p[0] in _CONSTANT and not p[2]:
+            text += _text(_CONSTANT[p[0]])
+        elif p[0] == "RESP" and p[1].split("?")[0].strip().lower() != (
+                "x-envoy-upstream-service-time"):
+            text += "-"  # response headers are not kept
+        else:
+            pairs.append((text, _operator(p)))
+            text = ""
+    tail = text
 
     def render(ex: Exchange, now: float, wall: float) -> str:
-        return "".join(p if isinstance(p, str) else _text(p(ex, now, wall)) for p in parts)
+        out = []
+        for prefix, op in pairs:
+            v = op(ex, now, wall)
+            out.append(prefix)
+            out.append("-" if v is None else str(v))
+        out.append(tail)
+        return "".join(out)
 
     return render
 
