@@ -19,6 +19,7 @@ PURE = (
     "proxy/http1",
     "proxy/h2/headers.py",
     "proxy/h2/guard.py",
+    "proxy/h2/framing.py",
     "control/translate",
     "control/world.py",
     "control/registry.py",

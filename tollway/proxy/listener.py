@@ -635,6 +635,9 @@ class Downstream(asyncio.Protocol):
                 self._resume(_P_QUEUE)
             self._dispatch(nxt)
 
+    def response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """Trailers of an HTTP/2 upstream: not relayed to an HTTP/1.1 client."""
+
     def ends_at_close(self, received: bool) -> bool:
         return self.mode == _RAW_CLOSE or (self.mode == _CHUNK and not received)
 

@@ -140,3 +140,48 @@ def test_empty_data_frames_priority_and_window_updates() -> None:
     assert guard.window_update() is not None
     guard.data_sent_frames(1)
     assert guard.window_update() is None
+
+
+# ------------------------------------------------------------------ framing (h2/framing.py)
+
+from tollway.proxy.h2 import framing  # noqa: E402
+
+
+def test_request_fields_from_the_routers_head() -> None:
+    head = (b"POST /pkg.Svc/Call HTTP/1.1\r\nhost: svc:50051\r\ncontent-type: application/grpc"
+            b"\r\nConnection: x\r\nx-request-id: 1\r\ntransfer-encoding: chunked")
+    fields, mode, _ = framing.request_fields(head, b"http")
+    assert fields[:4] == [(b":method", b"POST"), (b":scheme", b"http"),
+                          (b":authority", b"svc:50051"), (b":path", b"/pkg.Svc/Call")]
+    assert (b"te", b"trailers") in fields  # gRPC asks for it
+    assert all(n not in (b"connection", b"transfer-encoding", b"host") for n, _ in fields)
+    assert mode == framing.CHUNKED
+    _, mode, length = framing.request_fields(b"PUT /x HTTP/1.1\r\nhost: a\r\ncontent-length: 5",
+                                             b"https")
+    assert (mode, length) == (framing.LENGTH, 5)
+    assert framing.request_fields(b"GET / HTTP/1.1\r\nhost: a", b"http")[1] == framing.NONE
+
+
+def test_response_block_renders_an_http1_head() -> None:
+    status, block = framing.response_block(
+        [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"grpc-status", b"0")])
+    assert status == 200
+    assert block == b"HTTP/1.1 200 X\r\ncontent-type: application/grpc\r\ngrpc-status: 0\r\n"
+
+
+@given(st.lists(st.binary(min_size=1, max_size=40), max_size=8), st.data())
+def test_dechunker_gives_back_the_body_however_it_is_cut(pieces: list[bytes], data: Any) -> None:
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    d = framing.Dechunker()
+    got: list[bytes] = []
+    done = False
+    for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+        out, done = d.feed(wire[a:b])
+        got += out
+    assert done and b"".join(got) == b"".join(pieces)
+
+
+def test_dechunker_refuses_a_bad_size() -> None:
+    with pytest.raises(framing.ChunkError):
+        framing.Dechunker().feed(b"zz\r\n")

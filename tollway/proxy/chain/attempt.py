@@ -100,7 +100,10 @@ class Attempt(Lease):
         self, conn: Any, status: int, block: bytes, names: list[bytes]
     ) -> None:
         fwd = self.fwd
-        if status >= 400 and fwd.policy.attempts and fwd.retry_response(self, status, block):
+        if (
+            (status >= 400 or (status == 200 and fwd.policy.grpc_codes and b"grpc-status" in block))
+            and fwd.policy.attempts and fwd.retry_response(self, status, block)
+        ):  # (a gRPC error with no body is a 200 whose head carries grpc-status)
             return
         t = self.try_timer
         if t is not None:
@@ -122,6 +125,10 @@ class Attempt(Lease):
         )
         ex.response_started = True
         self.down.response_head(ex, status, block, fwd.response_ops)
+
+    def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """An HTTP/2 upstream's trailers (gRPC's grpc-status): before the end."""
+        self.down.response_trailers(fields)
 
     def flush(self) -> None:
         """End of one upstream read: the downstream writes what it produced in one go."""

@@ -16,6 +16,9 @@ response its own way:
   then "one upstream read is over": a connection writes what the read produced in one
   syscall. `out` is the list of bytes produced and not yet written: the upstream
   connection calls `flush()` only when it is non-empty (no call per read otherwise).
+- `response_trailers(fields)`: an HTTP/2 upstream's trailers (gRPC's `grpc-status`),
+  before `response_end`; an HTTP/2 stream sends them, HTTP/1.1 drops them (as Envoy's
+  HTTP/1 codec does without trailer encoding).
 - `ends_at_close(received)`: the upstream closed mid-response; True when that ends the
   response normally (a body delimited by the close, relayed to an HTTP/1.0 client),
   False when the client must see a reset.
@@ -57,6 +60,8 @@ class Downstream(Protocol):
     ) -> None: ...
 
     def response_body(self, data: bytes) -> None: ...
+
+    def response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None: ...
 
     def flush(self) -> None: ...
 

@@ -55,7 +55,7 @@ class RetryPolicy:
     """What to retry, how often, and how long each try may take."""
 
     __slots__ = ("_codes", "_grpc", "_headers", "_mask", "attempts", "backoff_base",
-                 "per_try_timeout", "retry_on")  # fmt: skip
+                 "grpc_codes", "per_try_timeout", "retry_on")  # fmt: skip
 
     def __init__(
         self,
@@ -86,6 +86,7 @@ class RetryPolicy:
         self._mask = mask
         self._codes = frozenset(codes)
         self._grpc = frozenset(grpc)
+        self.grpc_codes = bool(grpc)  # retryOn names gRPC statuses: read the head's grpc-status
         self._headers = tuple(h.lower() for h in retriable_headers)
 
     @classmethod

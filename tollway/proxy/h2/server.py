@@ -177,6 +177,14 @@ class H2Server(asyncio.Protocol):
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
+            if self.conn.state_machine.state is h2.connection.ConnectionState.CLOSED and (
+                    "ConnectionState.CLOSED" in str(exc)):
+                # the client's GOAWAY, then a frame in the same read (gRPC's PING after
+                # GOAWAY): it is leaving, nothing to answer (h2's GOAWAY for it is dropped)
+                self.conn.data_to_send()
+                self._abort_all()
+                self._close_transport()
+                return
             self.runtime.protocol_errors += 1
             self._fail(exc.error_code or _CODES.PROTOCOL_ERROR, str(exc))
             return
@@ -427,6 +435,7 @@ class H2Stream:
         "finished",
         "grpc",
         "head",
+        "head_fields",
         "mode",
         "opened",
         "out",
@@ -435,6 +444,7 @@ class H2Stream:
         "req_ended",
         "server",
         "sid",
+        "trailers",
         "transport",
         "unacked",
         "upstream_paused",
@@ -445,6 +455,7 @@ class H2Stream:
         self.sid = sid
         self.ex: Exchange | None = None
         self.grpc = False
+        self.head_fields: list[hh.Header] | None = None  # the response head, not yet sent
         self.head = b""  # the HTTP/1.1 head as the forwarder relays it, until complete
         self.out = bytearray()  # response bytes waiting for the client's window
         self.end_pending = False
@@ -455,6 +466,7 @@ class H2Stream:
         self.upstream_paused = False
         self.opened = self.progress = server.loop.time()
         self.transport = self
+        self.trailers: list[hh.Header] | None = None  # an HTTP/2 upstream's, sent at the end
         self.mode = response.PASS  # how the upstream delimits the response body
 
     # ------------------------------------------------------------ request side
@@ -540,14 +552,26 @@ class H2Stream:
             except hh.HeadError:
                 self._reset(_CODES.PROTOCOL_ERROR)
                 return
-            if not self._send(lambda c: c.send_headers(self.sid, fields)):
-                return
+            # held until body bytes or the end come (a response with neither in this
+            # upstream read goes out on the next loop turn): a head that turns out to be
+            # the whole response (gRPC's trailers-only errors) must carry END_STREAM
+            self.head_fields = fields
             data = head[end + 4:]
+            if not data:
+                self.server.loop.call_soon(self._head_out)
+                return
         if data:
             self.out += data
             self.pump()
         else:
             self.server._flush()
+
+    def _head_out(self) -> None:
+        fields = self.head_fields
+        if fields is not None and not self.finished:
+            self.head_fields = None
+            if self._send(lambda c: c.send_headers(self.sid, fields)):
+                self.server._flush()
 
     # the Downstream protocol's response events (chain/downstream.py)
     def response_head(
@@ -566,6 +590,9 @@ class H2Stream:
                 self.ex.bytes_out += len(data)
             self.write(data)
 
+    def response_trailers(self, fields: list[hh.Header]) -> None:
+        self.trailers = fields
+
     def flush(self) -> None:
         """Nothing waits here: body bytes go out as the client's window allows (pump)."""
 
@@ -583,6 +610,15 @@ class H2Stream:
         out = self.out
         sent = 0
         try:
+            fields = self.head_fields
+            if fields is not None:
+                self.head_fields = None
+                only = self.end_pending and not out and not self.trailers
+                conn.send_headers(self.sid, fields, end_stream=only)
+                if only:
+                    self.server._flush()
+                    self._done()
+                    return
             while out:
                 room = min(conn.local_flow_control_window(self.sid), conn.max_outbound_frame_size)
                 if room <= 0:
@@ -592,7 +628,10 @@ class H2Stream:
                 conn.send_data(self.sid, piece)
                 sent += 1
             if self.end_pending and not out:
-                conn.end_stream(self.sid)
+                if self.trailers:
+                    conn.send_headers(self.sid, self.trailers, end_stream=True)
+                else:
+                    conn.end_stream(self.sid)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self._gone()
             return

@@ -55,8 +55,13 @@ class LiveCluster:
         sni = spec.tls.sni if spec.tls.mode != "DISABLE" else None
         cp = spec.connection_pool
         per_endpoint = spec.tls.per_endpoint
+        pool_class = EndpointPool
+        if spec.protocol == "http2":  # streams on shared connections (proxy/h2/client.py)
+            from tollway.proxy.h2.client import H2EndpointPool
+
+            pool_class = H2EndpointPool
         self.pools = [
-            EndpointPool(
+            pool_class(
                 self,
                 i,
                 ep.address,

@@ -1,0 +1,155 @@
+"""gRPC through two sidecars with the real `grpcio` client and server.
+
+client --h2c--> outbound sidecar --HTTP/2 (h2c, or inside mTLS)--> inbound sidecar
+--h2c--> gRPC server. All four call shapes, statuses and trailing metadata, a message past
+every flow-control window, and a canary split 80/20 whose canary answers every other call
+UNAVAILABLE: Istio's default retry policy (`unavailable` among its retryOn) hides it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc_app import Echo, serve, stubs
+from proxy_harness import Harness
+
+from tollway.control.ca import CertificateAuthority
+from tollway.proxy import tls
+from tollway.snapshot import types
+
+SERVER_ID = "spiffe://cluster.local/ns/default/sa/echo"
+
+
+def _table(name: str, *dests: tuple[str, int], retries: types.Retry | None = types.Retry()
+           ) -> types.RouteTable:
+    route = types.Route(clusters=tuple(types.WeightedCluster(cluster=c, weight=w)
+                                       for c, w in dests), retries=retries)
+    return types.RouteTable(name=name, virtual_hosts=(
+        types.VirtualHost(name="vh", domains=("*",), routes=(route,)),))
+
+
+def _inbound(harness: Harness, app_port: int, name: str, creds: tls.Credentials | None = None
+             ) -> int:
+    node = types.Node(name=f"{name}-0", workload=name, service_account="echo",
+                      labels={"app": "echo", "version": name})
+    cluster = types.Cluster(name="inbound|50051||", service="echo.default.svc.cluster.local",
+                            port=app_port, protocol="http2",
+                            endpoints=(types.Endpoint(address="127.0.0.1", port=app_port),))
+    cfg = types.ProxyConfig(
+        version="s", node=node,
+        listeners=(types.Listener(name="in", kind="inbound", address="127.0.0.1", port=0,
+                                  route_table="in", service_port=50051),),
+        route_tables=(_table("in", ("inbound|50051||", 100), retries=None),),
+        clusters=(cluster,),
+        peer_authn=types.PeerAuthn(mode="STRICT" if creds else "PERMISSIVE"))
+    state = tls.TlsState(creds) if creds is not None else None
+    return harness.proxy(cfg, tls_state=state).listener_address("in")[1]
+
+
+def _outbound(harness: Harness, backends: dict[str, tuple[int, int]],
+              creds: tls.Credentials | None = None) -> int:
+    """backends: subset name -> (inbound sidecar port, weight)."""
+    mode = "ISTIO_MUTUAL" if creds else "DISABLE"
+    clusters = tuple(
+        types.Cluster(name=f"outbound|50051|{subset}|echo", service="echo.default.svc."
+                      "cluster.local", port=50051, subset=subset, protocol="http2",
+                      endpoints=(types.Endpoint(address="127.0.0.1", port=port,
+                                                labels={"version": subset}),),
+                      tls=types.UpstreamTls(mode=mode, expected_identities=(  # type: ignore[arg-type]
+                          (SERVER_ID,) if creds else ())))
+        for subset, (port, _) in backends.items())
+    table = _table("out", *((f"outbound|50051|{s}|echo", w) for s, (_, w) in backends.items()))
+    cfg = types.ProxyConfig(
+        version="c", node=types.Node(name="client-0", workload="client", labels={"app": "c"}),
+        listeners=(types.Listener(name="out", kind="outbound", address="127.0.0.1", port=0,
+                                  route_table="out"),),
+        route_tables=(table,), clusters=clusters)
+    state = tls.TlsState(creds) if creds is not None else None
+    return harness.proxy(cfg, tls_state=state).listener_address("out")[1]
+
+
+@pytest.fixture
+def echo_servers() -> Iterator[dict[str, tuple[int, Echo]]]:
+    started: dict[str, tuple[Any, int, Echo]] = {}
+    for name in ("v1", "v2"):
+        started[name] = serve(name)
+    yield {name: (port, echo) for name, (_, port, echo) in started.items()}
+    for server, _, _ in started.values():
+        server.stop(0)
+
+
+def _all_shapes(channel: grpc.Channel) -> None:
+    s = stubs(channel)
+    reply, call = s["unary"].with_call(b"hello", timeout=20)
+    assert reply == b"v1:hello"
+    assert ("x-served-by", "v1") in tuple((m.key, m.value) for m in call.trailing_metadata())
+    assert list(s["server_stream"](b"4", timeout=20)) == [b"v1:0", b"v1:1", b"v1:2", b"v1:3"]
+    assert s["client_stream"](iter([b"ab", b"cde", b"f"]), timeout=20) == b"6"
+    assert list(s["bidi"](iter([b"abc", b"xyz"]), timeout=20)) == [b"cba", b"zyx"]
+    with pytest.raises(grpc.RpcError) as failed:
+        s["fail"](b"", timeout=20)
+    assert failed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert failed.value.details() == "no room"
+    assert len(s["unary"](b"z" * 3_000_000, timeout=30)) == 3_000_003  # past every window
+
+
+def test_grpc_through_two_sidecars_plaintext(harness: Harness, echo_servers: Any) -> None:
+    port, _ = echo_servers["v1"]
+    inbound = _inbound(harness, port, "v1")
+    outbound = _outbound(harness, {"v1": (inbound, 100)})
+    with grpc.insecure_channel(f"127.0.0.1:{outbound}") as channel:
+        _all_shapes(channel)
+        # many calls share the sidecars' HTTP/2 connections
+        futures = [stubs(channel)["unary"].future(b"%d" % i, timeout=20) for i in range(50)]
+        assert sorted(f.result() for f in futures) == sorted(b"v1:%d" % i for i in range(50))
+
+
+def test_grpc_through_two_sidecars_over_mtls(harness: Harness, echo_servers: Any) -> None:
+    ca = CertificateAuthority.create()
+
+    def creds(spiffe: str) -> tls.Credentials:
+        key, csr = tls.new_key_and_csr(spiffe)
+        return tls.Credentials.from_pem(ca.sign_csr(csr, spiffe, 3600.0), key, ca.root_pem)
+
+    port, _ = echo_servers["v1"]
+    inbound = _inbound(harness, port, "v1", creds(SERVER_ID))
+    outbound = _outbound(harness, {"v1": (inbound, 100)},
+                         creds("spiffe://cluster.local/ns/default/sa/client"))
+    with grpc.insecure_channel(f"127.0.0.1:{outbound}") as channel:
+        _all_shapes(channel)
+    # the hop between the sidecars was HTTP/2 inside mTLS, on one shared connection
+    pools = [p for p in harness.proxies if "outbound|50051|v1|echo" in
+             (p.snapshot.clusters if p.snapshot else {})]
+    cluster = pools[0].snapshot.clusters["outbound|50051|v1|echo"]  # type: ignore[union-attr]
+    stats = harness.lt.call(lambda: cluster.pools[0].statistics())
+    assert stats["cx_total"] == 1, stats
+
+
+def test_grpc_canary_split_80_20_retried_on_unavailable(harness: Harness,
+                                                         echo_servers: Any) -> None:
+    (p1, _), (p2, canary) = echo_servers["v1"], echo_servers["v2"]
+    canary.flaky = True  # every other call to the canary fails UNAVAILABLE
+    outbound = _outbound(harness, {"v1": (_inbound(harness, p1, "v1"), 80),
+                                   "v2": (_inbound(harness, p2, "v2"), 20)})
+    seen: Counter[bytes] = Counter()
+    with grpc.insecure_channel(f"127.0.0.1:{outbound}") as channel:
+        unary = stubs(channel)["unary"]
+        for i in range(300):
+            seen[unary(b"%d" % i, timeout=20).split(b":")[0]] += 1  # none fails
+    assert canary.failed >= 20  # it did fail, and every failure was retried
+    assert seen[b"v1"] + seen[b"v2"] == 300
+    assert 30 <= seen[b"v2"] <= 95, seen  # 20% of 300 = 60 (retries may move a few)
+
+
+def test_grpc_local_reply_is_a_grpc_status(harness: Harness) -> None:
+    """No endpoint at all: the sidecar's own 503 reaches the gRPC client as UNAVAILABLE."""
+    outbound = _outbound(harness, {"v1": (1, 100)})  # nothing listens on port 1
+    with grpc.insecure_channel(f"127.0.0.1:{outbound}") as channel, \
+            pytest.raises(grpc.RpcError) as failed:
+        stubs(channel)["unary"](b"x", timeout=20)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "upstream connect error" in (failed.value.details() or "")
