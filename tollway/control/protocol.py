@@ -13,7 +13,8 @@ The upstream protocol (Istio's `setUpstreamProtocol` and `shouldH2Upgrade`):
 - a DestinationRule's `connectionPool.http.useClientProtocol`: the client's protocol;
 - its `h2UpgradePolicy` UPGRADE: HTTP/2 (the user vouches the port is HTTP), DO_NOT_UPGRADE:
   HTTP/1.1; DEFAULT or absent: the mesh's `h2UpgradePolicy` (Istio's default
-  DO_NOT_UPGRADE), applied to HTTP ports only;
+  DO_NOT_UPGRADE), applied to HTTP ports only; either only towards sidecars (mTLS
+  clusters), see `upstream`;
 - an unknown port on a sidecar: the client's protocol.
 """
 
@@ -68,8 +69,14 @@ def is_http(protocol: str) -> bool:
 
 
 def upstream(protocol: str, http_settings: Mapping[str, Any] | None, mesh_upgrade: bool,
-             sidecar: bool = True) -> Upstream:
-    """The protocol a cluster for a port of `protocol` speaks to its endpoints."""
+             sidecar: bool = True, to_sidecar: bool = True) -> Upstream:
+    """The protocol a cluster for a port of `protocol` speaks to its endpoints.
+
+    `to_sidecar`: the endpoints are mesh sidecars (the cluster is ISTIO_MUTUAL). An
+    upgrade by policy applies only then: a sidecar speaks HTTP/2 and talks to its app in
+    the app's own protocol, while an app reached directly may not speak h2c at all (Istio
+    upgrades regardless and leaves that to the user; its own code notes the mTLS case as
+    the one to upgrade)."""
     if is_http2(protocol):
         return "http2"
     http = http_settings or {}
@@ -77,8 +84,8 @@ def upstream(protocol: str, http_settings: Mapping[str, Any] | None, mesh_upgrad
         return "downstream"
     policy = http.get("h2UpgradePolicy")
     if policy == "UPGRADE":
-        return "http2"
-    if policy != "DO_NOT_UPGRADE" and is_http(protocol) and mesh_upgrade:
+        return "http2" if to_sidecar else "http1"
+    if policy != "DO_NOT_UPGRADE" and is_http(protocol) and mesh_upgrade and to_sidecar:
         return "http2"
     if not protocol and sidecar:
         return "downstream"

@@ -56,6 +56,13 @@ def test_upstream_protocol_follows_istio(proto: str, http: dict[str, object] | N
     assert protocol.upstream(proto, http, mesh) == want
 
 
+def test_an_upgrade_by_policy_needs_a_sidecar_at_the_other_end() -> None:
+    assert protocol.upstream("HTTP", {"h2UpgradePolicy": "UPGRADE"}, False,
+                             to_sidecar=False) == "http1"
+    assert protocol.upstream("HTTP", None, True, to_sidecar=False) == "http1"
+    assert protocol.upstream("GRPC", None, False, to_sidecar=False) == "http2"  # declared
+
+
 def test_a_gateway_never_uses_the_client_protocol_for_a_sniffed_port() -> None:
     assert protocol.upstream("", None, False, sidecar=False) == "http1"
 
@@ -114,6 +121,7 @@ metadata: {name: pay, namespace: default}
 spec:
   host: pay
   trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL}
     connectionPool: {http: {h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 50}}
     portLevelSettings:
     - port: {number: 9090}
@@ -122,7 +130,14 @@ spec:
     found = _clusters(SERVICES + "\n---\n" + dr)
     assert found[f"outbound|8080||{host}"] == "http2"
     assert found[f"outbound|9090||{host}"] == "downstream"
-    upgraded = _clusters(SERVICES, MeshConfig.model_validate({"h2UpgradePolicy": "UPGRADE"}))
+    mtls = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: pay, namespace: default}
+spec: {host: pay, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+"""
+    upgraded = _clusters(SERVICES + "\n---\n" + mtls,
+                         MeshConfig.model_validate({"h2UpgradePolicy": "UPGRADE"}))
     assert upgraded[f"outbound|8080||{host}"] == "http2"
     assert upgraded[f"outbound|9090||{host}"] == "downstream"  # not an HTTP port: sniffed
 

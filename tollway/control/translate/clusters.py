@@ -49,16 +49,17 @@ def outbound(world: World, ref: names.ClusterRef, node: types.Node,
                       if e.healthy and selects(labels, e.labels))
     svc = world.services.get(ref.host)
     port = svc.port(ref.port) if svc else None
+    tls = _tls(world, merged["tls"], endpoints, auto_mtls)
     upstream = protocol.upstream(
         port.protocol if port else "", as_map(as_map(merged["connectionPool"]).get("http")),
-        mesh_upgrade, node.kind != "gateway")
+        mesh_upgrade, node.kind != "gateway", tls.mode == "ISTIO_MUTUAL")
     return types.Cluster(
         name=names.outbound_cluster(ref.port, ref.subset, ref.host),
         service=ref.host, port=ref.port, subset=ref.subset, endpoints=endpoints,
         load_balancer=policy.load_balancer(merged["loadBalancer"]),
         connection_pool=policy.connection_pool(merged["connectionPool"]),
         outlier=policy.outlier(merged["outlierDetection"]),
-        tls=_tls(world, merged["tls"], endpoints, auto_mtls),
+        tls=tls,
         service_name=svc.name if svc else ref.host.split(".")[0],
         service_namespace=svc.namespace if svc else "",
         protocol=upstream,
