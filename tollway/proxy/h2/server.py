@@ -774,14 +774,21 @@ class H2Stream:
             self._record(self.ex)
 
     def _record(self, ex: Exchange) -> None:
+        """Metrics, access log and trace span of a finished stream (as the HTTP/1.1
+        listener's _record)."""
         plan = ex.plan
         tracer = plan.tracer
-        if plan.metrics_on or tracer is not None:
+        logger = plan.logger
+        if plan.metrics_on or tracer is not None or logger is not None:
             now = self.server.loop.time()
             if plan.metrics_on:
-                plan.metrics.record(ex, now)
+                plan.record(ex, now)
+            if logger is not None:
+                logger.log(ex, now)
             if tracer is not None:
                 tracer.finish(ex, now)
         fwd = ex.forward
         if fwd is not None and fwd.finished:
-            ex.forward = None  # break the exchange <-> forward cycle
+            # break the exchange <-> forward <-> attempt cycles: freed by refcount, not GC
+            ex.forward = None
+            fwd.attempt = None
