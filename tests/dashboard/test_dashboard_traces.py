@@ -64,7 +64,7 @@ def traced(tmp_path: Path) -> Iterator[Mesh]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(300)
 def test_a_request_links_to_its_trace(browser: Any, traced: Mesh) -> None:
     jaeger = next(ln for ln in traced.lines if ln.startswith("tracing: ")).split()[1]
     gateway = f"http://127.0.0.1:{80 + traced.offset}"

@@ -22,7 +22,9 @@ from e2e_mesh import Mesh
 
 from tests.spancollector import Collector
 
-pytestmark = pytest.mark.slow
+# `tollway up --tracing` starts Jaeger before the mesh; on a loaded 2-core host that and
+# three meshes in a row take longer than the suite's default 120 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
 CALLER = "00f067aa0ba902b7"
 GATEWAY, FRONTEND, BACKEND = ("istio-ingressgateway.istio-system", "frontend.shop",
