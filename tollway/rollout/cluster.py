@@ -44,6 +44,8 @@ from tollway.rollout.controller import Worker
 log = logging.getLogger(__name__)
 KINDS = ("Rollout", "Canary")
 TICK = 1.0
+MIN_GAP = 0.5  # seconds between two syncs of one rollout (each may write to the API)
+ERROR_GAP = 5.0  # after a refused write (RBAC, admission): said once per 5 s, not per tick
 RawLookup = Callable[[str, str, str], Mapping[str, Any] | None]
 GROUP_VERSIONS = {"Rollout": ("argoproj.io", "v1alpha1"), "AnalysisRun": ("argoproj.io",
                                                                           "v1alpha1"),
@@ -242,6 +244,8 @@ class ClusterRollouts:
         errors = [e for e in [await self._write(w) for w in t.writes] if e]
         t.writes = []
         t.error = "; ".join(errors)[:500]
+        # API writes per sync: no faster than MIN_GAP, and back off while they are refused
+        t.next_at = max(t.next_at, self.clock.monotonic() + (ERROR_GAP if errors else MIN_GAP))
         await self._analysis_runs(owner, t)
         await self._status(owner, t)
         await self._record(owner, t)
