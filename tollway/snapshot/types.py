@@ -145,6 +145,8 @@ class Fault(Struct, frozen=True):
     delay_percent: float = 0.0  # 0..100
     abort_status: int | None = None
     abort_percent: float = 0.0
+    # abort.grpcStatus as its code (UNAVAILABLE = 14): HTTP 200 with this grpc-status
+    abort_grpc_status: int | None = None
 
 
 class Mirror(Struct, frozen=True):

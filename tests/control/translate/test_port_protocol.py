@@ -165,3 +165,22 @@ def test_inbound_cluster_speaks_the_port_protocol_to_the_app() -> None:
     )), auto_mtls=False)
     found = {c.name: c.protocol for c in cfg.clusters if c.name.startswith("inbound")}
     assert found == {"inbound|50051||": "http2", "inbound|8080||": "http1"}
+
+
+def test_fault_abort_grpc_status_reaches_the_snapshot() -> None:
+    vs = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pay, namespace: default}
+spec:
+  hosts: [pay]
+  http:
+  - fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 50}}}
+    route: [{destination: {host: pay}}]
+"""
+    cfg = client_config(load(SERVICES + "\n---\n" + vs), versions("pay", {"v1": 1}))
+    faults = [r.fault for t in cfg.route_tables for v in t.virtual_hosts for r in v.routes
+              if r.fault is not None]
+    assert faults and all(
+        (f.abort_status, f.abort_grpc_status, f.abort_percent) == (200, 14, 50.0)
+        for f in faults)

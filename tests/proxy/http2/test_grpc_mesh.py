@@ -153,3 +153,30 @@ def test_grpc_local_reply_is_a_grpc_status(harness: Harness) -> None:
         stubs(channel)["unary"](b"x", timeout=20)
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "upstream connect error" in (failed.value.details() or "")
+
+
+def test_fault_abort_grpc_status(harness: Harness, echo_servers: Any) -> None:
+    """VirtualService fault.abort.grpcStatus: the caller reads that gRPC status (HTTP 200,
+    grpc-status in the head) and the app never sees the call."""
+    port, echo = echo_servers["v1"]
+    inbound = _inbound(harness, port, "v1")
+    cluster = types.Cluster(name="outbound|50051|v1|echo", service="echo", port=50051,
+                            protocol="http2",
+                            endpoints=(types.Endpoint(address="127.0.0.1", port=inbound),))
+    route = types.Route(clusters=(types.WeightedCluster(cluster=cluster.name, weight=100),),
+                        fault=types.Fault(abort_status=200, abort_percent=100.0,
+                                          abort_grpc_status=14))
+    cfg = types.ProxyConfig(
+        version="f", node=types.Node(name="c-0", workload="c"),
+        listeners=(types.Listener(name="out", kind="outbound", address="127.0.0.1", port=0,
+                                  route_table="out"),),
+        route_tables=(types.RouteTable(name="out", virtual_hosts=(types.VirtualHost(
+            name="vh", domains=("*",), routes=(route,)),)),),
+        clusters=(cluster,))
+    outbound = harness.proxy(cfg).listener_address("out")[1]
+    with grpc.insecure_channel(f"127.0.0.1:{outbound}") as channel, \
+            pytest.raises(grpc.RpcError) as failed:
+        stubs(channel)["unary"](b"x", timeout=20)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert failed.value.details() == "fault filter abort"
+    assert echo.calls == 0

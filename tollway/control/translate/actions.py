@@ -13,6 +13,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
+from tollway.config.models.istio_rules import GRPC_STATUSES
 from tollway.control.registry import as_int, as_list, as_map
 from tollway.control.translate.match import string_match
 from tollway.kit.durations import DurationError, parse_duration
@@ -83,10 +84,15 @@ def fault(route: Mapping[str, Any]) -> types.Fault | None:
     abort = as_map(spec.get("abort"))
     d = seconds(delay.get("fixedDelay")) if delay else None
     status = as_int(abort.get("httpStatus")) if abort else None
+    grpc_name = str(abort.get("grpcStatus") or "") if abort else ""
+    grpc = GRPC_STATUSES.index(grpc_name) if grpc_name in GRPC_STATUSES else None
+    if grpc is not None:  # Envoy answers a gRPC abort as HTTP 200 + grpc-status
+        status = 200
     return types.Fault(
         delay=d, delay_percent=percentage(delay, default=0.0) if d is not None else 0.0,
         abort_status=status,
         abort_percent=percentage(abort, default=0.0) if status is not None else 0.0,
+        abort_grpc_status=grpc,
     )
 
 

@@ -98,7 +98,9 @@ class Router:
         if spec.fault is not None:
             decision = fault.decide(spec.fault, _rand(), _rand())
             if decision.abort_status is not None:
-                down.local_reply(ex, decision.abort_status, rf.FI, "fault filter abort")
+                grpc = spec.fault.abort_grpc_status
+                down.local_reply(ex, decision.abort_status, rf.FI, "fault filter abort",
+                                 () if grpc is None else _grpc_abort(grpc))
                 return
             if decision.delay is not None:
                 ex.add_flag(rf.DI)
@@ -258,6 +260,12 @@ class Router:
             append(b"transfer-encoding: chunked\r\n")
         elif ex.content_length:
             append(b"content-length: %d\r\n" % ex.content_length)
+
+
+def _grpc_abort(code: int) -> tuple[tuple[str, str], ...]:
+    """Envoy's gRPC abort: HTTP 200, content-type application/grpc, the status given."""
+    return (("content-type", "application/grpc"), ("grpc-status", str(code)),
+            ("grpc-message", "fault filter abort"))
 
 
 def _destination_host(wc: types.WeightedCluster) -> str | None:

@@ -126,6 +126,8 @@ def local_reply_fields(
     """(headers, body) of a reply the proxy makes itself. To a gRPC caller it is a
     trailers-only response: `:status 200`, `grpc-status`, the text in `grpc-message`."""
     fields = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in extra]
+    if any(n == b"grpc-status" for n, _ in fields):  # a gRPC answer already (fault abort)
+        return [(b":status", b"%d" % status), *fields], b""
     if grpc:
         message = body.decode("utf-8", "replace") or f"HTTP status {status}"
         return [
