@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tollway.proxy.h2 import guard as g
@@ -77,6 +77,7 @@ def test_grpc_local_reply_is_trailers_only_and_percent_encoded() -> None:
     assert (b"x-a", b"1") in plain
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=64), st.integers(min_value=0, max_value=len(PREFACE)))
 def test_after_preface_finds_the_frames_after_a_split_preface(frames: bytes, cut: int) -> None:
     settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -98,6 +99,7 @@ def test_rapid_reset_needs_500_streams_and_half_of_them_reset_early() -> None:
     assert guard.stream_reset_by_client(answered=False) is not None
 
 
+@settings(deadline=None, max_examples=50, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 1000), st.integers(0, 1000), st.randoms(use_true_random=False))
 def test_resets_after_the_answer_never_count(done: int, early: int, rnd: Any) -> None:
     """Whatever the mix, the cut happens only when early resets are half the streams."""
@@ -169,6 +171,7 @@ def test_response_block_renders_an_http1_head() -> None:
     assert block == b"HTTP/1.1 200 X\r\ncontent-type: application/grpc\r\ngrpc-status: 0\r\n"
 
 
+@settings(deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=40), max_size=8), st.data())
 def test_dechunker_gives_back_the_body_however_it_is_cut(pieces: list[bytes], data: Any) -> None:
     wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
