@@ -188,3 +188,11 @@ def test_dechunker_gives_back_the_body_however_it_is_cut(pieces: list[bytes], da
 def test_dechunker_refuses_a_bad_size() -> None:
     with pytest.raises(framing.ChunkError):
         framing.Dechunker().feed(b"zz\r\n")
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("1S", 1.0), ("250m", 0.25), ("2M", 120.0), ("1H", 3600.0), ("100u", 1e-4),
+    ("5n", 5e-9), ("S", None), ("123456789S", None), ("10x", None), ("", None)])
+def test_grpc_timeout_parses_the_spec_units(value: str, seconds: float | None) -> None:
+    got = hh.grpc_timeout(value)
+    assert got == pytest.approx(seconds) if seconds is not None else got is None

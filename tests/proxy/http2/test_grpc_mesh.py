@@ -180,3 +180,28 @@ def test_fault_abort_grpc_status(harness: Harness, echo_servers: Any) -> None:
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
     assert failed.value.details() == "fault filter abort"
     assert echo.calls == 0
+
+
+def test_grpc_timeout_header_bounds_the_call(harness: Harness) -> None:
+    """A gRPC deadline travels as `grpc-timeout`; the sidecar ends the call when it passes
+    (Istio's route: the header is the timeout) with Envoy's 504 as a gRPC status, though
+    the client itself would wait longer."""
+    import socket
+    import time
+
+    from h2client import H2Client
+
+    silent = socket.socket()  # an upstream that accepts and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    outbound = _outbound(harness, {"v1": (silent.getsockname()[1], 100)})
+    c = H2Client(("127.0.0.1", outbound))
+    started = time.monotonic()
+    reply = c.get("/tollway.test.Echo/Unary", method="POST", body=b"\0\0\0\0\0", headers=[
+        ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", "300m")])
+    took = time.monotonic() - started
+    assert reply.status == 200 and reply.headers["grpc-status"] == "14"  # 504 -> UNAVAILABLE
+    assert "timeout" in reply.headers["grpc-message"]
+    assert 0.25 < took < 10
+    c.close()
+    silent.close()

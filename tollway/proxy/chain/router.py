@@ -149,6 +149,10 @@ class Router:
             policy = route.retry_policy
             timeout = route.timeout
             mirrors = route.mirrors
+            if not ex.http11:  # an HTTP/2 stream (or HTTP/1.0): a gRPC call's own deadline
+                deadline = ex.attrs.get("grpc_timeout")
+                if deadline is not None:  # Istio sets no cap: the header wins over the route
+                    timeout = deadline
         else:
             policy = NO_RETRY
             timeout = None

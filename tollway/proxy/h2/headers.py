@@ -154,3 +154,16 @@ def _percent_encode(text: str) -> str:
         else:
             out.append(f"%{ch:02X}")
     return "".join(out)
+
+
+_GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def grpc_timeout(value: str) -> float | None:
+    """Seconds from a `grpc-timeout` header (1-8 digits and a unit: H M S m u n, the gRPC
+    over HTTP/2 spec); None when malformed (then it is ignored, as Envoy ignores it)."""
+    unit = _GRPC_UNITS.get(value[-1:])
+    digits = value[:-1]
+    if unit is None or not digits.isdigit() or len(digits) > 8:
+        return None
+    return int(digits) * unit

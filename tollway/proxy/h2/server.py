@@ -284,6 +284,12 @@ class H2Server(asyncio.Protocol):
         if self.orig_dst:
             ex.attrs["original_dst"] = self.orig_dst
         ex.attrs["protocol"] = "HTTP/2"
+        if head.grpc:
+            wanted = head.headers.get("grpc-timeout")
+            if wanted is not None:
+                limit = hh.grpc_timeout(wanted)
+                if limit is not None:  # Istio: the header bounds the call (no cap)
+                    ex.attrs["grpc_timeout"] = limit
         if ended:
             ex.body_done = True
             stream.req_ended = True
