@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from tollway.proxy.core import retry
 from tollway.proxy.core.classify import should_retry_on
 from tollway.proxy.core.exchange import (
     OUTCOME_CONNECT_FAILURE,
@@ -15,6 +16,7 @@ from tollway.proxy.core.exchange import (
     OUTCOME_TIMEOUT,
     Outcome,
 )
+from tollway.proxy.core.limits import PoolLimits
 from tollway.proxy.core.retry import RetryPolicy
 from tollway.snapshot import types
 
@@ -119,3 +121,45 @@ def test_backoff_is_fully_jittered_and_capped() -> None:
     assert p.backoff(10, 0.999) <= 0.25
     slow = RetryPolicy.from_spec(types.Retry(backoff=0.1))
     assert slow.backoff(10, 0.999) > 0.9
+
+
+# ------------------------------------------------------------------ decide: the verdict per try
+
+
+def _budget(max_retries: int) -> PoolLimits:
+    return PoolLimits(types.ConnectionPool(max_retries=max_retries))
+
+
+@pytest.mark.parametrize(
+    ("outcome", "done", "replayable", "in_flight", "verdict"),
+    [
+        (s(503), 0, True, 0, retry.RETRY),
+        (s(200), 0, True, 0, retry.NO),  # retryOn does not cover it
+        (s(503), 2, True, 0, retry.LIMIT),  # attempts used up: URX
+        (s(503), 0, False, 0, retry.NO),  # the body outgrew the replay buffer
+        (s(503), 0, True, 1, retry.OVERFLOW),  # maxRetries in flight: UO
+        (s(503), 2, True, 1, retry.LIMIT),  # the route's limit is told before the budget
+        (CF, 1, True, 0, retry.RETRY),
+    ],
+)
+def test_decide_follows_envoys_order(
+    outcome: Outcome, done: int, replayable: bool, in_flight: int, verdict: int
+) -> None:
+    budget = _budget(1)
+    for _ in range(in_flight):
+        assert budget.try_start_retry()
+    p = policy("5xx,connect-failure")  # two attempts
+    assert retry.decide(p, done, outcome, None, replayable, budget) == verdict
+    taken = 1 if verdict == retry.RETRY else 0
+    assert budget.statistics().retries == in_flight + taken
+    assert budget.statistics().retry_overflow == (1 if verdict == retry.OVERFLOW else 0)
+
+
+def test_settle_gives_the_slot_back_once() -> None:
+    budget = _budget(1)
+    p = policy("5xx")
+    assert retry.decide(p, 0, s(503), None, True, budget) == retry.RETRY
+    assert retry.decide(p, 1, s(503), None, True, budget) == retry.OVERFLOW  # still held
+    holding = retry.settle(budget, True)
+    assert not holding and budget.statistics().retries == 0
+    assert not retry.settle(budget, holding) and budget.statistics().retries == 0
