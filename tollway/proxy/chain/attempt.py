@@ -19,7 +19,6 @@ HTTP/1.1 block, so the Attempt and Forward stay as they are.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tollway.proxy.core import exchange as rf
@@ -35,20 +34,23 @@ if TYPE_CHECKING:
 
 
 class Attempt(Lease):
-    """One try (see module doc), made by `begin`. `status` is 0 until the upstream's head
-    arrives."""
+    """One try (see module doc). `status` is 0 until the upstream's head arrives."""
 
     __slots__ = ("down", "fwd", "head_at", "on_response_body", "out", "started_at", "status",
                  "try_timer")  # fmt: skip
 
-    fwd: Forward
-    down: Downstream
-    out: Any
-    on_response_body: Callable[[bytes], None]
-    try_timer: asyncio.TimerHandle | None
-    started_at: float
-    head_at: float
-    status: int
+    def __init__(self, fwd: Forward, down: Downstream, now: float) -> None:
+        # the Lease fields are set by LiveCluster.acquire, which grants this try
+        self.fwd = fwd
+        self.down = down
+        self.out: Any = down.out  # the downstream's bytes awaiting flush (ResponseSink.out)
+        # ResponseSink.on_response_body: body bytes go straight to the downstream, with no
+        # call of ours per piece in between
+        self.on_response_body = down.response_body
+        self.try_timer: asyncio.TimerHandle | None = None
+        self.started_at = now
+        self.head_at = 0.0
+        self.status = 0
 
     # ================================================================ the try's end
     def end(self, outcome: Outcome | None) -> None:
@@ -209,24 +211,3 @@ RESET_BODY = (
     "connection termination"
 )
 
-
-_new = object.__new__
-
-
-def begin(fwd: Forward, down: Downstream, now: float) -> Attempt:
-    """A new try of `fwd`, not yet granted (LiveCluster.acquire sets the Lease fields).
-
-    Built field by field rather than by a class call: calling a class runs `__init__` as
-    a C-to-Python call, which costs more per request than the eight stores themselves."""
-    att: Attempt = _new(Attempt)
-    att.fwd = fwd
-    att.down = down
-    att.out = down.out  # the downstream's bytes awaiting flush (ResponseSink.out)
-    # ResponseSink.on_response_body: body bytes go straight to the downstream, with no
-    # call of ours per piece in between
-    att.on_response_body = down.response_body
-    att.try_timer = None
-    att.started_at = now
-    att.head_at = 0.0
-    att.status = 0
-    return att

@@ -15,7 +15,6 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from tollway.proxy.chain import attempt
 from tollway.proxy.chain.attempt import Attempt
 from tollway.proxy.core import exchange as rf
 from tollway.proxy.core import retry
@@ -175,7 +174,7 @@ class Forward:
     # ================================================================ tries
     def _try(self) -> None:
         now = self.loop.time()
-        att = self.cluster.acquire(attempt.begin(self, self.down, now), now, _rand(), self.hash_key,
+        att = self.cluster.acquire(Attempt(self, self.down, now), now, _rand(), self.hash_key,
                                    self.tried)
         if isinstance(att, Refusal):
             self._local(att.status, att.flag, att.body)
