@@ -100,10 +100,13 @@ class Attempt(Lease):
         self, conn: Any, status: int, block: bytes, names: list[bytes]
     ) -> None:
         fwd = self.fwd
-        if (
-            (status >= 400 or (status == 200 and fwd.policy.grpc_codes and b"grpc-status" in block))
-            and fwd.policy.attempts and fwd.retry_response(self, status, block)
-        ):  # (a gRPC error with no body is a 200 whose head carries grpc-status)
+        if status >= 400:
+            if fwd.policy.attempts and fwd.retry_response(self, status, block):
+                return
+        elif (
+            status == 200 and not fwd.ex.http11 and fwd.policy.grpc_codes
+            and b"grpc-status" in block and fwd.retry_response(self, status, block)
+        ):  # a gRPC error with no body (HTTP/2 only) is a 200 whose head has grpc-status
             return
         t = self.try_timer
         if t is not None:
