@@ -159,7 +159,7 @@ def setup(mirror: bool = False, tracing: Tracing | None = None, n: int = 0,
                 pipe = PipelinedConnection(pool, mirrorer)
                 pipe.connection_made(FakeTransport())  # type: ignore[arg-type]
                 pool.pipe = pipe
-                pool.open.add(pipe)  # type: ignore[arg-type]
+                pool.open.add(pipe)
                 cluster.limits.try_open_connection()
                 continue
             conn = UpstreamConnection(pool)

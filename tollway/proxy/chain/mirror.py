@@ -112,7 +112,11 @@ class Mirrorer:
             cluster, data, pipelined = self.queue.popleft()
             self._send(cluster, data, pipelined)
 
-    pipe_done = done  # PipeOwner (upstream/pipeline.py): one copy answered, or not
+    def pipe_done(self, ok: bool) -> None:
+        """PipeOwner (upstream/pipeline.py): one copy answered, or not. A method, not a
+        class-body alias (`pipe_done = done`): mypyc miscompiles the alias (class creation
+        leaves a KeyError pending and the next call fails with SystemError)."""
+        self.done(ok)
 
     def statistics(self) -> dict[str, int]:
         return {

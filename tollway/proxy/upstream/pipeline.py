@@ -102,7 +102,7 @@ class PipelinedConnection(asyncio.Protocol):
             pool.cluster.connection_closed()
             return
         pool.created += 1
-        pool.open.add(self)  # type: ignore[arg-type]  # counted and closed like the others
+        pool.open.add(self)  # counted and closed like the others
         if self.batch:
             self.flush()
 
@@ -149,7 +149,7 @@ class PipelinedConnection(asyncio.Protocol):
         pool = self.pool
         if pool.pipe is self:
             pool.pipe = None
-        pool.lost(self)  # type: ignore[arg-type]
+        pool.lost(self)
         if self.ending and self.unanswered:
             # the server announced the close: it read nothing after the last answer
             again = list(self.unanswered)

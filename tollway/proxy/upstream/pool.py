@@ -16,6 +16,7 @@ from tollway.proxy.upstream.connection import UpstreamConnection
 
 if TYPE_CHECKING:
     from tollway.proxy.upstream.cluster import LiveCluster
+    from tollway.proxy.upstream.pipeline import PipelinedConnection
 
 
 class EndpointPool:
@@ -64,7 +65,8 @@ class EndpointPool:
         self.max_requests = max_requests
         self.max_idle = max_idle
         self.idle: list[UpstreamConnection] = []
-        self.open: set[UpstreamConnection] = set()
+        # every open connection, the mirror's pipelined one included (counted and closed alike)
+        self.open: set[UpstreamConnection | PipelinedConnection] = set()
         self.connecting = 0
         self.created = 0
         self.pipe: Any = None  # the pipelined connection for mirrored copies (pipeline.py)
@@ -122,14 +124,15 @@ class EndpointPool:
         else:
             conn.close()
 
-    def lost(self, conn: UpstreamConnection) -> None:
+    def lost(self, conn: UpstreamConnection | PipelinedConnection) -> None:
         """The connection closed (either side): free its limits slot."""
         if conn in self.open:
             self.open.discard(conn)
-            try:
-                self.idle.remove(conn)
-            except ValueError:
-                pass
+            if isinstance(conn, UpstreamConnection):  # a pipelined one is never idle here
+                try:
+                    self.idle.remove(conn)
+                except ValueError:
+                    pass
             self.cluster.connection_closed()
 
     def close_all(self) -> None:
