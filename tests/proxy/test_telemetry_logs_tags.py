@@ -168,4 +168,5 @@ def test_exchange_has_the_slots_the_log_reads() -> None:
     # the operators read these attributes; a rename must fail here, not in the log thread
     for name in ("span", "route_name", "upstream_host", "upstream_time", "body_size",
                  "principal", "target"):
-        assert name in Exchange.__slots__
+        # a slot (pure Python) or a native attribute (compiled build): a descriptor either way
+        assert hasattr(Exchange, name), name
