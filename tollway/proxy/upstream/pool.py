@@ -11,6 +11,8 @@ import asyncio
 import ssl
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 from tollway.proxy.upstream import connect
 from tollway.proxy.upstream.connection import UpstreamConnection
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from tollway.proxy.upstream.pipeline import PipelinedConnection
 
 
+# HTTP/2 pools (proxy/h2/client.py, pure Python) subclass it: mypyc must allow that
+@mypyc_attr(allow_interpreted_subclasses=True)
 class EndpointPool:
     """Connections to one endpoint (address:port) of one cluster."""
 
@@ -64,14 +68,18 @@ class EndpointPool:
         self.connect_timeout = connect_timeout
         self.max_requests = max_requests
         self.max_idle = max_idle
-        self.idle: list[UpstreamConnection] = []
+        # a list of idle connections; HTTP/2's pool puts a duck-typed stream picker here
+        # (h2/client.py _Streams: truthy while a stream is free, pop() opens one)
+        self.idle: Any = []
         # every open connection, the mirror's pipelined one included (counted and closed alike)
         self.open: set[UpstreamConnection | PipelinedConnection] = set()
         self.connecting = 0
         self.created = 0
         self.pipe: Any = None  # the pipelined connection for mirrored copies (pipeline.py)
 
-    def take_idle(self) -> UpstreamConnection | None:
+    def take_idle(self) -> Any:
+        """An idle UpstreamConnection, or None; on an HTTP/2 pool a stream channel (`Any`:
+        the compiled build checks declared types at run time, so the type must not lie)."""
         idle = self.idle
         while idle:
             conn = idle.pop()
