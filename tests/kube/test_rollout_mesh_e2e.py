@@ -1,0 +1,270 @@
+"""Seeds 14+15 on the dev cluster with real traffic through injected sidecars.
+
+(Seed 08 as a Flagger Canary with traffic is held back until it has passed here; the
+Flagger Canary on the cluster is covered by tests/kube/test_rollout_cluster_e2e.py.)
+
+As users run it: `helm install tollway charts/tollway` (the control plane's Lease holder
+runs the rollout controller), a namespace labelled `istio-injection=enabled`, `kubectl
+apply` of the Rollout/Canary, and a meshed client pod calling `http://SERVICE:8080/` with
+no proxy settings. The mesh's Prometheus is the Debian `prometheus` binary on the host,
+scraping each sidecar where the injector's `prometheus.io/scrape|port|path` annotations
+say (the status port 15020; the test lists the pods for it, see HostPrometheus). In the cluster
+it is `http://prometheus.monitoring:9090`, seed 15's address as written: a Service
+without selector whose EndpointSlice points at the host's bridge address, the way the dev
+cluster serves CoreDNS.
+
+What the test copies change, and why:
+- the examples/ copies (a `command` for the dev node, `tollway demo-app`), replicas 10 ->
+  2, pauses 5m/10m -> 2s, metric intervals 1m -> 2s;
+- seed 15's queries name namespace `payments`; the copy names the test's namespace;
+- the healthy rollout: success-rate gets `count: 3` (as written it measures until it
+  fails, so each analysis step would wait for a human);
+- the bad rollout: seed 15 as written again (no count), and the first `setWeight` 5 ->
+  50: the query is service-wide, so at 5% weight a canary failing 5% of requests moves
+  it to ~99.75% and passes `>= 0.99` (arithmetic; Argo does the same); at 50% it goes to
+  ~97.5% once the canary's traffic outweighs the stable-only history in `rate()[5m]`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import EXAMPLES_DIR, DevCluster, eventually, free_port
+from tests.kube.meshcluster import (
+    CHART,
+    SYSTEM,
+    Mesh,
+    client,
+    installed_mesh,
+    load_docs,
+    service,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"), pytest.mark.timeout(1800),
+              pytest.mark.prometheus]
+BRIDGE = "10.244.0.1"
+NAME = "payment-service"
+
+
+class HostPrometheus:
+    """`prometheus` on the host's bridge address, scraping the meshed pods of `ns`.
+
+    Debian's prometheus is built without Kubernetes service discovery, so this plays it:
+    every 2 s the pods of `ns` whose `prometheus.io/scrape` annotation is "true" (the
+    injector sets it, with `prometheus.io/port|path`: the sidecar's status port 15020)
+    are written to a file_sd list, as kubernetes_sd's pod role would find them."""
+
+    def __init__(self, mesh: Mesh, folder: Path, ns: str) -> None:
+        exe = shutil.which("prometheus")
+        if exe is None:
+            pytest.fail("the prometheus binary is required (apt-get install prometheus)")
+        self.mesh, self.ns = mesh, ns
+        self.port = free_port()
+        self.targets = folder / "targets.json"
+        self.targets.write_text("[]")
+        config = folder / "prometheus.yml"
+        config.write_text(json.dumps({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "sidecars", "file_sd_configs": [
+                {"files": [str(self.targets)], "refresh_interval": "2s"}]}]}))
+        self.proc = subprocess.Popen(
+            [exe, f"--config.file={config}", f"--storage.tsdb.path={folder / 'prom'}",
+             f"--web.listen-address={BRIDGE}:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://{BRIDGE}:{self.port}"
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._discover, daemon=True)
+        self.thread.start()
+
+    def _discover(self) -> None:
+        while not self.stopping.wait(2.0):
+            out = self.mesh.kubectl("get", "pods", "-n", self.ns, "-o", "json", check=False)
+            try:
+                pods = json.loads(out.stdout)["items"]
+            except ValueError:
+                continue
+            groups = []
+            for pod in pods:
+                ann = pod["metadata"].get("annotations") or {}
+                ip = (pod.get("status") or {}).get("podIP")
+                if ann.get("prometheus.io/scrape") != "true" or not ip or \
+                        pod["metadata"].get("deletionTimestamp"):
+                    continue
+                groups.append({"targets": [f"{ip}:{ann.get('prometheus.io/port', '15020')}"],
+                               "labels": {"__metrics_path__": ann.get("prometheus.io/path",
+                                                                      "/stats/prometheus"),
+                                          "pod": pod["metadata"]["name"]}})
+            tmp = self.targets.with_suffix(".tmp")
+            tmp.write_text(json.dumps(groups))
+            tmp.replace(self.targets)
+
+    def in_cluster(self) -> list[dict[str, Any]]:
+        """`prometheus.monitoring:9090` -> this process (Service + EndpointSlice)."""
+        return [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "monitoring"}},
+            {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": "prometheus", "namespace": "monitoring"},
+             "spec": {"ports": [{"name": "http", "port": 9090, "targetPort": self.port}]}},
+            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+             "metadata": {"name": "prometheus-host", "namespace": "monitoring",
+                          "labels": {"kubernetes.io/service-name": "prometheus"}},
+             "addressType": "IPv4", "endpoints": [{"addresses": [BRIDGE]}],
+             "ports": [{"name": "http", "port": self.port, "protocol": "TCP"}]},
+        ]
+
+    def query(self, promql: str) -> list[Any]:
+        try:
+            r = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
+        except httpx.HTTPError:
+            return []  # still starting
+        result: list[Any] = r.json()["data"]["result"]
+        return result
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.proc.terminate()
+        self.proc.wait(15)
+
+
+@pytest.fixture
+def mesh(dev_cluster: DevCluster, tmp_path: Path) -> Iterator[tuple[Mesh, HostPrometheus]]:
+    with installed_mesh(dev_cluster, tmp_path, "rollouts") as m:
+        prom = HostPrometheus(m, tmp_path, m.ns)
+        try:
+            m.apply(prom.in_cluster())
+            # the chart's value for the mesh's Prometheus (seed 15's p99 metric names no
+            # address; Flagger's built-ins need a metrics server)
+            done = m.helm("upgrade", "tollway", str(CHART), "-n", SYSTEM, "--reuse-values",
+                          "--set", "rollouts.prometheusUrl=http://prometheus.monitoring:9090",
+                          "--wait", "--timeout", "5m")
+            assert done.returncode == 0, done.stdout + done.stderr
+            probe = json.dumps({"apiVersion": "networking.istio.io/v1beta1",
+                                "kind": "VirtualService",
+                                "metadata": {"name": "probe", "namespace": m.ns},
+                                "spec": {"hosts": ["probe"]}})
+            eventually(lambda: m.kubectl("apply", "--dry-run=server", "-f", "-", stdin=probe,
+                                         check=False).returncode == 0, 120,
+                       "the new control plane's webhook answers")
+            yield m, prom
+        except BaseException:
+            print(m.kubectl("logs", "-n", "tollway-system", "deploy/tollway", "--tail=80",
+                            check=False).stdout)
+            raise
+        finally:
+            prom.stop()
+            m.kubectl("delete", "namespace", "monitoring", "--wait=false",
+                      "--ignore-not-found", check=False)
+
+
+def rollout_docs(ns: str) -> dict[str, dict[str, Any]]:
+    docs = {d["kind"]: d for d in load_docs(EXAMPLES_DIR / "rollout" / "14-argo-rollout.yaml")
+            + load_docs(EXAMPLES_DIR / "rollout" / "15-analysis-template.yaml")
+            + load_docs(EXAMPLES_DIR / "rollout" / "routing.yaml")
+            if d["kind"] != "Namespace"}
+    for d in docs.values():
+        d["metadata"]["namespace"] = ns
+    spec = docs["Rollout"]["spec"]
+    spec["replicas"] = 2
+    for step in spec["strategy"]["canary"]["steps"]:
+        if "pause" in step:
+            step["pause"] = {"duration": "2s"}
+    ctr = spec["template"]["spec"]["containers"][0]
+    ctr["readinessProbe"] = {"httpGet": {"port": 8080, "path": "/"}, "periodSeconds": 2}
+    ctr.setdefault("ports", [{"containerPort": 8080}])
+    for m in docs["AnalysisTemplate"]["spec"]["metrics"]:
+        m["provider"]["prometheus"]["query"] = m["provider"]["prometheus"]["query"].replace(
+            f"{NAME}.payments.svc", f"{NAME}.{ns}.svc")
+        if m["name"] == "success-rate":
+            m["interval"] = "2s"
+    docs["Service"] = service(NAME, ns)
+    return docs
+
+
+def status(mesh: Mesh, kind: str, name: str) -> dict[str, Any]:
+    out = mesh.kubectl("get", kind, name, "-n", mesh.ns, "-o", "json").stdout
+    st: dict[str, Any] = json.loads(out).get("status") or {}
+    return st
+
+
+def set_env(container: dict[str, Any], **env: str) -> None:
+    keep = [e for e in container.get("env") or [] if e["name"] not in env]
+    container["env"] = keep + [{"name": k, "value": v} for k, v in env.items()]
+
+
+def test_seed14_15_rollout_steps_with_analysis_runs_and_aborts_a_5pct_canary(
+    mesh: tuple[Mesh, HostPrometheus],
+) -> None:
+    m, prom = mesh
+    ns = m.ns
+    docs = rollout_docs(ns)
+    healthy_template = copy.deepcopy(docs["AnalysisTemplate"])
+    for metric in healthy_template["spec"]["metrics"]:
+        if metric["name"] == "success-rate":
+            metric["count"] = 3
+    m.apply([docs["Service"], docs["DestinationRule"], docs["VirtualService"],
+             healthy_template, docs["Rollout"]])
+    eventually(lambda: status(m, "rollout", NAME).get("phase") == "Healthy", 300, "Healthy")
+    m.wait_ready(f"app={NAME}", 2)
+    m.apply([client(ns, [f"http://{NAME}:8080/"], threads=2, pause=0.05)])
+    m.wait_ready("app=client", 1)
+    svc = f'destination_service="{NAME}.{ns}.svc.cluster.local"'
+    eventually(lambda: prom.query(f"sum(rate(istio_requests_total{{{svc}}}[1m]))"), 180,
+               "Prometheus sees the sidecars' request counts")
+
+    # a new image-tag (a new env in our dev node): steps through the weights with runs
+    rollout = docs["Rollout"]
+    set_env(rollout["spec"]["template"]["spec"]["containers"][0], VERSION="v2")
+    m.apply([rollout])
+    seen: set[str] = set()
+
+    def at_gate() -> bool:
+        st = status(m, "rollout", NAME)
+        w = (st.get("canary") or {}).get("weights", {}).get("canary", {}).get("weight")
+        seen.add(str(w))
+        return st.get("phase") == "Paused" and w == 50
+
+    eventually(at_gate, 300, "paused at the manual gate at 50%")
+    assert {"5", "20", "50"} <= seen, seen
+    runs = json.loads(m.kubectl("get", "analysisruns", "-n", ns, "-o", "json").stdout)["items"]
+    good = [r for r in runs if (r.get("status") or {}).get("phase") == "Successful"]
+    assert len(good) >= 2, [(r["metadata"]["name"], r.get("status")) for r in runs]
+    rows = m.since(time.time() - 20)
+    assert rows and all(r["ok"] for r in rows), [r for r in rows if not r["ok"]][:5]
+    assert {"v1", "v2"} <= {r.get("version") for r in rows}
+    m.kubectl("annotate", "rollout", NAME, "-n", ns,
+              "tollway.dev/rollout-command=" + json.dumps(
+                  {"id": uuid.uuid4().hex, "action": "promote", "actor": "e2e"}))
+    eventually(lambda: status(m, "rollout", NAME).get("phase") == "Healthy", 180, "promoted")
+
+    # a canary answering 5% errors: seed 15 as written (no count), first weight 50
+    m.apply([docs["AnalysisTemplate"]])
+    bad = copy.deepcopy(rollout)
+    bad["spec"]["strategy"]["canary"]["steps"][0] = {"setWeight": 50}
+    set_env(bad["spec"]["template"]["spec"]["containers"][0], VERSION="v3",
+            ERROR_RATE="0.05")
+    m.apply([bad])
+    st = eventually(lambda: (s := status(m, "rollout", NAME)).get("abort") and s, 400,
+                    "aborted on the canary's errors")
+    assert st["phase"] == "Degraded" and "Failed" in st["message"], st["message"]
+    assert st["canary"]["weights"]["canary"]["weight"] == 0
+    vs = json.loads(m.kubectl("get", "virtualservice", NAME, "-n", ns, "-o", "json").stdout)
+    assert [r["weight"] for r in vs["spec"]["http"][0]["route"]] == [100, 0]
+    time.sleep(5)
+    rows = m.since(time.time() - 4)
+    assert rows and {r.get("version") for r in rows if r["ok"]} == {"v2"}
+    out = m.kubectl("get", "rollout", NAME, "-n", ns, "-o", "yaml").stdout
+    for field in ("currentPodHash:", "stableRS:", "currentStepIndex:", "abort: true"):
+        assert field in out, field
+
