@@ -6,13 +6,13 @@ from __future__ import annotations
 import ast
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
+from tests.exchanges import finished
 from tollway.dashboard import graph
 from tollway.dashboard.graph import EdgeKey, ProxyCounts, Scrape, Tally
 from tollway.proxy.chain.telemetry import BUCKETS, IstioCollector, Metrics
@@ -35,9 +35,9 @@ def _render(records: list[tuple[tuple[str, ...], int, float]]) -> str:
     """Prometheus text exactly as a proxy's admin /stats/prometheus serves it."""
     metrics = Metrics()
     for labels, code, ms in records:
-        ex = SimpleNamespace(label_index=metrics.intern(labels), status=code, flags="-",
-                             start=100.0 - ms / 1000.0, bytes_in=10, bytes_out=20)
-        metrics.record(ex, 100.0)  # type: ignore[arg-type]
+        ex = finished(metrics.intern(labels), code, 100.0 - ms / 1000.0,
+                      bytes_in=10, bytes_out=20)
+        metrics.record(ex, 100.0)
     registry = CollectorRegistry()
     registry.register(IstioCollector(metrics))
     return generate_latest(registry).decode()

@@ -10,7 +10,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner
 
 from tests import creds
+from tests.exchanges import finished
 from tollway.cli.main import app as cli_app
 from tollway.control import serve
 from tollway.control.plane import ControlPlane
@@ -46,9 +46,8 @@ class Served:
                   "web", "v1", SVC, "web", "default", "web", "v1", "Kubernetes", "http",
                   "unknown")
         for _ in range(n):
-            ex = SimpleNamespace(label_index=self.metrics.intern(labels), status=code,
-                                 flags="-", start=0.0, bytes_in=1, bytes_out=1)
-            self.metrics.record(ex, 0.004)  # type: ignore[arg-type]
+            ex = finished(self.metrics.intern(labels), code, 0.0, bytes_in=1, bytes_out=1)
+            self.metrics.record(ex, 0.004)
 
 
 def _run_in_thread(boot: Callable[[asyncio.AbstractEventLoop], Any]) -> Iterator[Any]:

@@ -70,12 +70,12 @@ def test_corners_through_tollway_up(tmp_path: Path) -> None:
     (root / "shop.yaml").write_text(MANIFESTS)
     mesh_config = tmp_path / "mesh.yaml"
     mesh_config.write_text("pathNormalization:\n  normalization: MERGE_SLASHES\n"
-                           "enableTracing: true\n")
+                           "enableAutoMtls: true\n")
     mesh = Mesh(root)
     mesh.extra_args = ["--mesh-config", str(mesh_config)]
     try:
         mesh.start()  # ready: the portLevelMtls workload got its config
-        assert any("enableTracing is not applied by Tollway" in line for line in mesh.lines)
+        assert any("enableAutoMtls is not applied by Tollway" in line for line in mesh.lines)
         wait_until(lambda: mesh.get("shop:8080", "/").status_code == 200, timeout=60)
         r = mesh.get("shop:8080", "/old/x?q=1")
         assert (r.status_code, r.headers["location"]) == (301, "https://shop:8080/new?q=1")
