@@ -41,10 +41,8 @@ from ruamel.yaml import YAML
 from tests.conftest import ROOT, SEED_DIR, DevCluster, free_port
 from tests.kube.test_kube_controlplane_e2e import Plane, apply, eventually, namespace
 
-# One rerun: in the full suite on a loaded 2-core host a promote once went unhandled
-# within 120 s (it passes alone, 66 s); a second failure is a failure.
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"), pytest.mark.timeout(1200),
-              pytest.mark.prometheus, pytest.mark.flaky(reruns=1)]
+              pytest.mark.prometheus]
 __all__ = ["namespace"]  # the fixture, shared with the control plane's e2e
 NAME = "payment-service"
 

@@ -52,10 +52,8 @@ from tests.kube.meshcluster import (
     service,
 )
 
-# One rerun: in the full suite on a loaded 2-core host the upgraded control plane's webhook
-# once took over 120 s to answer; a second failure is a failure.
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster"), pytest.mark.timeout(1800),
-              pytest.mark.prometheus, pytest.mark.flaky(reruns=1)]
+              pytest.mark.prometheus]
 BRIDGE = "10.244.0.1"
 NAME = "payment-service"
 

@@ -388,4 +388,21 @@ def register(app: typer.Typer) -> None:
         except RuntimeError as exc:
             typer.echo(f"tollway demo: {exc}", err=True)
             code = 1
+        except KeyboardInterrupt:  # a Ctrl-C after the loop let go of its handlers
+            code = 128 + signal.SIGINT
+        if d.signalled:
+            _exit_now(code)
         raise typer.Exit(code)
+
+
+def _exit_now(code: int) -> None:
+    """After a Ctrl-C or SIGTERM the mesh is stopped and its folder gone: leave at once.
+
+    The interpreter's own wind-down (threads, module teardown) takes a few hundred ms and
+    puts the default signal actions back part-way through, so a second Ctrl-C typed then
+    would end the process by the signal itself (exit -2, no message) instead of with the
+    shell's 130. Nothing is left to clean up, so skip the wind-down."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
