@@ -224,3 +224,36 @@ def test_plane_pushes_only_when_the_version_changes(fake_compiler: Any,
         assert plane.ledger.row("p").pushes == 2
 
     _run(main())
+
+
+def test_a_bug_while_applying_does_not_leave_the_proxy_deaf(
+    fake_compiler: Any, fake_server_cls: Any, make_resource: Any
+) -> None:
+    """An unexpected exception from `apply` (once: retiring an HTTP/2 cluster raised
+    TypeError after the swap) must not end `follow`: it reconnects and takes the next
+    snapshot, as after any broken stream."""
+
+    class Buggy(fake_server_cls):  # type: ignore[misc,valid-type]
+        def apply(self, config: Any) -> None:
+            super().apply(config)  # in place, then the bug
+            if any(t.name == "boom" for t in config.route_tables):
+                raise TypeError("'_Streams' object is not iterable")
+
+    async def main() -> None:
+        async with running_plane(fake_compiler) as (plane, url):
+            node = types.Node(name="a-0.default")
+            plane.register(ProxyEntry(node, admin="127.0.0.1:1"))
+            server = Buggy()
+            follow = asyncio.create_task(subscriber.follow(
+                server, url, node, admin="127.0.0.1:1", inbound=None,
+                token=creds.for_node(node)))
+            await _until(lambda: plane.ledger.row(node.name).current)
+            plane.store.apply([make_resource("Service", "boom")])
+            await _until(lambda: any(t.name == "boom" for t in server.applied[-1].route_tables))
+            plane.store.apply([make_resource("Service", "after")])
+            await _until(lambda: any(t.name == "after" for t in server.applied[-1].route_tables)
+                         and plane.ledger.row(node.name).current)
+            assert not follow.done()
+            follow.cancel()
+
+    _run(main())

@@ -101,6 +101,8 @@ async def follow(
                 log.warning("control plane at %s refused the stream: %s", url, exc)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             log.info("control plane at %s unreachable (%s); keeping the last snapshot", url, exc)
+        except Exception:  # a bug while applying: say it, and keep following (never go deaf)
+            log.exception("following the control plane at %s failed; reconnecting", url)
         await asyncio.sleep(backoff.next_delay())
 
 

@@ -452,6 +452,16 @@ class H2EndpointPool(EndpointPool):
             self.open.discard(conn)
             self.cluster.connection_closed()
 
+    def retire(self) -> None:
+        """The cluster left the config: a connection without streams closes now, one
+        with streams takes no new ones and closes after its last (`stream_done`)."""
+        for conn in list(self.conns):
+            conn.alive = False
+            if not conn.streams:
+                conn.close()
+        if self.pipe is not None:
+            self.pipe.retire()
+
     def close_all(self) -> None:
         for conn in list(self.conns):
             conn.close()

@@ -182,11 +182,7 @@ class LiveCluster:
         """The cluster left the config: close idle connections; busy ones end after use."""
         self.closed = True
         for pool in self.pools:
-            for conn in pool.idle:
-                conn.close()
-            pool.idle.clear()
-            if pool.pipe is not None:
-                pool.pipe.retire()
+            pool.retire()
 
     # ------------------------------------------------------------ introspection
     def statistics(self, now: float) -> dict[str, Any]:

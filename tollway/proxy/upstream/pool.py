@@ -143,6 +143,15 @@ class EndpointPool:
                     pass
             self.cluster.connection_closed()
 
+    def retire(self) -> None:
+        """The cluster left the config: close the idle connections now; busy ones close
+        when their request ends (`release` sees `cluster.closed`)."""
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+        if self.pipe is not None:
+            self.pipe.retire()
+
     def close_all(self) -> None:
         for conn in list(self.open):
             conn.close()
