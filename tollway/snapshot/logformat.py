@@ -19,8 +19,10 @@ COMMANDS = frozenset({
     "UPSTREAM_CLUSTER_RAW", "UPSTREAM_LOCAL_ADDRESS", "DOWNSTREAM_LOCAL_ADDRESS",
     "DOWNSTREAM_REMOTE_ADDRESS", "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT",
     "DOWNSTREAM_PEER_URI_SAN", "REQUESTED_SERVER_NAME", "ROUTE_NAME", "TRACE_ID", "HOSTNAME",
-    "UPSTREAM_REQUEST_ATTEMPT_COUNT",
+    "UPSTREAM_REQUEST_ATTEMPT_COUNT", "GRPC_STATUS", "GRPC_STATUS_NUMBER",
 })
+# %GRPC_STATUS(X)%'s formats (Envoy's; none given: CAMEL_STRING)
+GRPC_STATUS_FORMATS = frozenset({"", "CAMEL_STRING", "SNAKE_STRING", "NUMBER"})
 # Istio's EnvoyTextLogFormat (meshConfig.accessLogEncoding TEXT, no accessLogFormat).
 ISTIO_TEXT = (
     '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
@@ -90,6 +92,9 @@ def parse(fmt: str) -> tuple[Part, ...]:
         if m[1] not in COMMANDS:
             raise FormatError(f"%{m[1]}% is not an operator Tollway writes (it writes "
                               f"{', '.join(sorted(COMMANDS))})")
+        if m[1] == "GRPC_STATUS" and (m[2] or "") not in GRPC_STATUS_FORMATS:
+            raise FormatError(f"%GRPC_STATUS({m[2]})%: the format is CAMEL_STRING, "
+                              "SNAKE_STRING or NUMBER")
         if text:
             out.append(text)
             text = ""

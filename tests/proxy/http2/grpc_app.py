@@ -18,11 +18,12 @@ class Echo:
         self.name = name
         self.calls = 0
         self.flaky = False  # answer every other call UNAVAILABLE
+        self.down = False  # answer every call UNAVAILABLE
         self.failed = 0
 
     def unary(self, request: bytes, context: Any) -> bytes:
         self.calls += 1
-        if self.flaky and self.calls % 2:
+        if self.down or (self.flaky and self.calls % 2):
             self.failed += 1
             context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name} is not ready")
         context.set_trailing_metadata((("x-served-by", self.name),))
@@ -34,6 +35,12 @@ class Echo:
     def server_stream(self, request: bytes, context: Any) -> Iterator[bytes]:
         for i in range(int(request or b"3")):
             yield b"%s:%d" % (self.name.encode(), i)
+
+    def stream_then_fail(self, request: bytes, context: Any) -> Iterator[bytes]:
+        """One message, then UNAVAILABLE: the status travels in the trailers."""
+        self.calls += 1
+        yield self.name.encode()
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name} broke mid-stream")
 
     def client_stream(self, requests: Iterator[bytes], context: Any) -> bytes:
         return b"%d" % sum(len(r) for r in requests)
@@ -49,6 +56,7 @@ def serve(name: str) -> tuple[grpc.Server, int, Echo]:
         "Unary": grpc.unary_unary_rpc_method_handler(echo.unary),
         "Fail": grpc.unary_unary_rpc_method_handler(echo.fail),
         "ServerStream": grpc.unary_stream_rpc_method_handler(echo.server_stream),
+        "StreamThenFail": grpc.unary_stream_rpc_method_handler(echo.stream_then_fail),
         "ClientStream": grpc.stream_unary_rpc_method_handler(echo.client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(echo.bidi),
     }
@@ -65,6 +73,7 @@ def stubs(channel: grpc.Channel) -> dict[str, Any]:
         "unary": channel.unary_unary(path + "Unary"),
         "fail": channel.unary_unary(path + "Fail"),
         "server_stream": channel.unary_stream(path + "ServerStream"),
+        "stream_then_fail": channel.unary_stream(path + "StreamThenFail"),
         "client_stream": channel.stream_unary(path + "ClientStream"),
         "bidi": channel.stream_stream(path + "Bidi"),
     }

@@ -15,61 +15,22 @@ from typing import Any
 import grpc
 import pytest
 from grpc_app import Echo, serve, stubs
+from grpc_mesh import inbound, mtls_pair, outbound
 from proxy_harness import Harness
 
-from tollway.control.ca import CertificateAuthority
 from tollway.proxy import tls
 from tollway.snapshot import types
-
-SERVER_ID = "spiffe://cluster.local/ns/default/sa/echo"
-
-
-def _table(name: str, *dests: tuple[str, int], retries: types.Retry | None = types.Retry()
-           ) -> types.RouteTable:
-    route = types.Route(clusters=tuple(types.WeightedCluster(cluster=c, weight=w)
-                                       for c, w in dests), retries=retries)
-    return types.RouteTable(name=name, virtual_hosts=(
-        types.VirtualHost(name="vh", domains=("*",), routes=(route,)),))
 
 
 def _inbound(harness: Harness, app_port: int, name: str, creds: tls.Credentials | None = None
              ) -> int:
-    node = types.Node(name=f"{name}-0", workload=name, service_account="echo",
-                      labels={"app": "echo", "version": name})
-    cluster = types.Cluster(name="inbound|50051||", service="echo.default.svc.cluster.local",
-                            port=app_port, protocol="http2",
-                            endpoints=(types.Endpoint(address="127.0.0.1", port=app_port),))
-    cfg = types.ProxyConfig(
-        version="s", node=node,
-        listeners=(types.Listener(name="in", kind="inbound", address="127.0.0.1", port=0,
-                                  route_table="in", service_port=50051),),
-        route_tables=(_table("in", ("inbound|50051||", 100), retries=None),),
-        clusters=(cluster,),
-        peer_authn=types.PeerAuthn(mode="STRICT" if creds else "PERMISSIVE"))
-    state = tls.TlsState(creds) if creds is not None else None
-    return harness.proxy(cfg, tls_state=state).listener_address("in")[1]
+    return inbound(harness, app_port, name, creds).listener_address("in")[1]
 
 
 def _outbound(harness: Harness, backends: dict[str, tuple[int, int]],
               creds: tls.Credentials | None = None) -> int:
     """backends: subset name -> (inbound sidecar port, weight)."""
-    mode = "ISTIO_MUTUAL" if creds else "DISABLE"
-    clusters = tuple(
-        types.Cluster(name=f"outbound|50051|{subset}|echo", service="echo.default.svc."
-                      "cluster.local", port=50051, subset=subset, protocol="http2",
-                      endpoints=(types.Endpoint(address="127.0.0.1", port=port,
-                                                labels={"version": subset}),),
-                      tls=types.UpstreamTls(mode=mode, expected_identities=(  # type: ignore[arg-type]
-                          (SERVER_ID,) if creds else ())))
-        for subset, (port, _) in backends.items())
-    table = _table("out", *((f"outbound|50051|{s}|echo", w) for s, (_, w) in backends.items()))
-    cfg = types.ProxyConfig(
-        version="c", node=types.Node(name="client-0", workload="client", labels={"app": "c"}),
-        listeners=(types.Listener(name="out", kind="outbound", address="127.0.0.1", port=0,
-                                  route_table="out"),),
-        route_tables=(table,), clusters=clusters)
-    state = tls.TlsState(creds) if creds is not None else None
-    return harness.proxy(cfg, tls_state=state).listener_address("out")[1]
+    return outbound(harness, backends, creds).listener_address("out")[1]
 
 
 @pytest.fixture
@@ -109,17 +70,11 @@ def test_grpc_through_two_sidecars_plaintext(harness: Harness, echo_servers: Any
 
 
 def test_grpc_through_two_sidecars_over_mtls(harness: Harness, echo_servers: Any) -> None:
-    ca = CertificateAuthority.create()
-
-    def creds(spiffe: str) -> tls.Credentials:
-        key, csr = tls.new_key_and_csr(spiffe)
-        return tls.Credentials.from_pem(ca.sign_csr(csr, spiffe, 3600.0), key, ca.root_pem)
-
+    server_creds, client_creds = mtls_pair()
     port, _ = echo_servers["v1"]
-    inbound = _inbound(harness, port, "v1", creds(SERVER_ID))
-    outbound = _outbound(harness, {"v1": (inbound, 100)},
-                         creds("spiffe://cluster.local/ns/default/sa/client"))
-    with grpc.insecure_channel(f"127.0.0.1:{outbound}") as channel:
+    in_port = _inbound(harness, port, "v1", server_creds)
+    out_port = _outbound(harness, {"v1": (in_port, 100)}, client_creds)
+    with grpc.insecure_channel(f"127.0.0.1:{out_port}") as channel:
         _all_shapes(channel)
     # the hop between the sidecars was HTTP/2 inside mTLS, on one shared connection
     pools = [p for p in harness.proxies if "outbound|50051|v1|echo" in

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from tollway.proxy.chain import expr
+from tollway.proxy.core import grpc
 from tollway.snapshot import logformat, types
 
 if TYPE_CHECKING:
@@ -76,10 +77,27 @@ def _peer(ex: Exchange) -> str | None:
     return ex.principal or None
 
 
+def _grpc_status(fmt: str) -> Value:
+    """%GRPC_STATUS(X)%: "-" unless the request is gRPC and the call has a status (the
+    exchange's grpc_status: trailers, head, or the HTTP status mapped, as Envoy's)."""
+    names = grpc.SNAKE if fmt == "SNAKE_STRING" else grpc.CAMEL
+
+    def get(ex: Exchange, now: float, wall: float) -> Any:
+        code = ex.grpc_status
+        if not ex.grpc or code is None:
+            return None
+        if fmt == "NUMBER" or not 0 <= code <= grpc.MAX_KNOWN:
+            return code
+        return names[code]
+
+    return get
+
+
 _HOSTNAME = socket.gethostname()
 _SIMPLE: dict[str, Value] = {
     "START_TIME": _start_time,
-    "PROTOCOL": lambda ex, now, wall: "HTTP/1.1" if ex.http11 else "HTTP/1.0",
+    "PROTOCOL": lambda ex, now, wall: ex.attrs.get("protocol") or (
+        "HTTP/1.1" if ex.http11 else "HTTP/1.0"),
     "RESPONSE_CODE": lambda ex, now, wall: ex.status,
     "RESPONSE_FLAGS": lambda ex, now, wall: ex.flags,
     "RESPONSE_CODE_DETAILS": lambda ex, now, wall: (
@@ -107,8 +125,9 @@ _SIMPLE: dict[str, Value] = {
     "HOSTNAME": lambda ex, now, wall: _HOSTNAME,
     "UPSTREAM_REQUEST_ATTEMPT_COUNT": lambda ex, now, wall: (
         1 if ex.upstream_time >= 0 else 0),
+    "GRPC_STATUS_NUMBER": _grpc_status("NUMBER"),
 }
-assert set(_SIMPLE) | {"REQ", "RESP"} == logformat.COMMANDS
+assert set(_SIMPLE) | {"REQ", "RESP", "GRPC_STATUS"} == logformat.COMMANDS
 
 
 def _operator(part: tuple[str, str, int]) -> Value:
@@ -117,6 +136,8 @@ def _operator(part: tuple[str, str, int]) -> Value:
         get = _req(arg)
     elif command == "RESP":
         get = _resp(arg)
+    elif command == "GRPC_STATUS":
+        get = _grpc_status(arg)
     else:
         get = _SIMPLE[command]
     if not limit:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tollway.proxy.core import exchange as rf
-from tollway.proxy.core import retry
+from tollway.proxy.core import grpc, retry
 from tollway.proxy.core.exchange import OUTCOME_BY_STATUS, Outcome
 from tollway.proxy.upstream.lease import Lease
 
@@ -34,7 +34,11 @@ if TYPE_CHECKING:
 
 
 class Attempt(Lease):
-    """One try (see module doc). `status` is 0 until the upstream's head arrives."""
+    """One try (see module doc). `status` is what outlier detection is told of the
+    upstream's answer, 0 until its head arrives: its HTTP status, or for a gRPC call
+    whose head carries grpc-status (a trailers-only answer: how gRPC servers send errors)
+    that status mapped to HTTP as Envoy's router maps it (UNAVAILABLE -> 503), so
+    consecutive5xx / consecutiveGatewayErrors see gRPC failures."""
 
     __slots__ = ("down", "fwd", "head_at", "on_response_body", "out", "started_at", "status",
                  "try_timer")  # fmt: skip
@@ -100,21 +104,24 @@ class Attempt(Lease):
         self, conn: Any, status: int, block: bytes, names: list[bytes]
     ) -> None:
         fwd = self.fwd
+        told = status
         if status >= 400:
             if fwd.policy.attempts and fwd.retry_response(self, status, block):
                 return
-        elif (
-            status == 200 and not fwd.ex.http11 and fwd.policy.grpc_codes
-            and b"grpc-status" in block and fwd.retry_response(self, status, block)
-        ):  # a gRPC error with no body (HTTP/2 only) is a 200 whose head has grpc-status
-            return
+        elif fwd.ex.grpc and b"grpc-status" in block:
+            # a gRPC answer with no body (HTTP/2 only): its head has the grpc-status
+            code = grpc.status_in_block(block)
+            if code is not None:
+                told = grpc.grpc_to_http(code)
+            if fwd.policy.grpc_codes and fwd.retry_response(self, status, block, told):
+                return
         t = self.try_timer
         if t is not None:
             t.cancel()
             self.try_timer = None
         if fwd.retry_held:  # the retried try answered: its budget slot goes back (Envoy)
             fwd.retry_held = retry.settle(fwd.cluster.limits, True)
-        self.status = status
+        self.status = told
         self.head_at = now = fwd.loop.time()
         ex = fwd.ex
         cluster = fwd.cluster

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import re2
 
+from tollway.proxy.core.grpc import http_to_grpc
 from tollway.snapshot import cel
 
 if TYPE_CHECKING:
@@ -40,6 +41,15 @@ def trace_id(ex: Exchange) -> str:
     return h.get("x-b3-traceid", "")
 
 
+def _grpc_status(ex: Exchange) -> Any:
+    """Envoy's `response.grpc_status`: the call's status (trailers, head, the HTTP status
+    mapped); Envoy maps the HTTP status for any request, gRPC or not (2 for a plain 200:
+    envoyproxy/envoy#31483), and so does this, so a filter behaves as under Envoy."""
+    if ex.grpc_status is not None:
+        return ex.grpc_status
+    return http_to_grpc(ex.status) if ex.status else _MISSING
+
+
 ATTRIBUTE_GETTERS: dict[str, Fn] = {
     "request.path": lambda ex, now: ex.target if ex.target.startswith("/") else ex.path,
     "request.url_path": lambda ex, now: ex.path.partition("?")[0],
@@ -50,7 +60,8 @@ ATTRIBUTE_GETTERS: dict[str, Fn] = {
     "request.referer": lambda ex, now: ex.headers.get("referer", _MISSING),
     "request.useragent": lambda ex, now: ex.headers.get("user-agent", _MISSING),
     "request.id": lambda ex, now: ex.request_id or ex.headers.get("x-request-id", _MISSING),
-    "request.protocol": lambda ex, now: "HTTP/1.1" if ex.http11 else "HTTP/1.0",
+    "request.protocol": lambda ex, now: ex.attrs.get("protocol") or (
+        "HTTP/1.1" if ex.http11 else "HTTP/1.0"),
     "request.size": lambda ex, now: ex.body_size,
     "request.total_size": lambda ex, now: ex.bytes_in,
     "request.duration": lambda ex, now: int((now - ex.start) * 1000),
@@ -58,7 +69,7 @@ ATTRIBUTE_GETTERS: dict[str, Fn] = {
     "response.flags": lambda ex, now: ex.flags,
     "response.size": lambda ex, now: ex.bytes_out,
     "response.total_size": lambda ex, now: ex.bytes_out,
-    "response.grpc_status": lambda ex, now: _MISSING,
+    "response.grpc_status": lambda ex, now: _grpc_status(ex),
     "source.address": lambda ex, now: ex.source_ip,
     "source.port": lambda ex, now: ex.source_port,
     "destination.address": lambda ex, now: ex.plan.spec.address,

@@ -199,13 +199,14 @@ class Forward:
             return
         self._local(status, flag, body)
 
-    def retry_response(self, att: Attempt, status: int, block: bytes) -> bool:
+    def retry_response(self, att: Attempt, status: int, block: bytes, told: int = 0) -> bool:
         """The upstream answered an error status: True if it is retried (the response is
-        dropped), False if it is relayed."""
+        dropped), False if it is relayed. `told`: the status outlier detection is told
+        when it is not `status` (a gRPC answer's grpc-status mapped, see Attempt)."""
         outcome = OUTCOME_BY_STATUS[status]
         if self._decide(outcome, response.header_view(block)) != retry.RETRY:
             return False
-        att.end(outcome)
+        att.end(OUTCOME_BY_STATUS[told] if told else outcome)
         self.tried += (att.index,)
         self._retry(outcome)
         return True

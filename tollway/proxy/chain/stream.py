@@ -31,6 +31,8 @@ class Exchange:
         "expect_continue",
         "flags",
         "forward",
+        "grpc",
+        "grpc_status",
         "headers",
         "http11",
         "keep_alive",
@@ -117,6 +119,12 @@ class Exchange:
         self.label_index = plan.default_label
         self.request_id = ""
         self.span: Any = None  # trace.SpanIds when this hop reports spans and is sampled
+        # gRPC (HTTP/2 streams only; an HTTP/1.1 exchange keeps these two as they are):
+        # `grpc` - the request is a gRPC call (content-type application/grpc);
+        # `grpc_status` - the call's status once it ended (core/grpc.final_status: the
+        # trailers', else the head's, else the HTTP status mapped; None: no response)
+        self.grpc = False
+        self.grpc_status: int | None = None
 
     def add_flag(self, flag: str) -> None:
         """Record an Envoy response flag (comma-joined like Envoy's %RESPONSE_FLAGS%)."""

@@ -1,10 +1,14 @@
 """Istio standard metrics counted on the hot path with plain data, rendered at scrape.
 
 Per request: one dict lookup keyed by (label-set index, response code, flags) and a few
-list increments. The label sets (Istio's full tag list, in istio_stats order) are
-compiled per snapshot and interned here for the life of the proxy, so a scrape renders
-every series ever seen even after a config change. prometheus-client only runs at scrape
-time, through a custom collector.
+list increments. A gRPC call (HTTP/2 streams only, `record_grpc`) is keyed with its
+`grpc_response_status` too and rendered with `request_protocol="grpc"`, and adds its
+message counts to `istio_request_messages_total` / `istio_response_messages_total`,
+which carry only the peer labels (reporter .. destination_cluster), as Istio's do.
+The label sets (Istio's full tag list, in istio_stats order) are compiled per snapshot
+and interned here for the life of the proxy, so a scrape renders every series ever seen
+even after a config change. prometheus-client only runs at scrape time, through a custom
+collector.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
+from tollway.proxy.core.grpc import label as grpc_label
 from tollway.snapshot import types
 
 if TYPE_CHECKING:
@@ -62,7 +67,14 @@ FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("REQUEST_SIZE", "istio_request_bytes", "Request bytes."),
     ("RESPONSE_SIZE", "istio_response_bytes", "Response bytes."),
 )
+# gRPC only, counters with the 20 peer labels (istio_stats reports them before adding
+# request_protocol, response_flags, connection_security_policy and the codes)
+MESSAGE_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    ("GRPC_REQUEST_MESSAGES", "istio_request_messages_total", "Request messages (gRPC)."),
+    ("GRPC_RESPONSE_MESSAGES", "istio_response_messages_total", "Response messages (gRPC)."),
+)
 TagValue = Callable[["Exchange", float], str]
+GrpcRecorder = Callable[["Exchange", float, int, int], None]
 
 
 class SidePolicy:
@@ -110,6 +122,20 @@ class MetricPolicy:
 
         return record_tagged
 
+    def grpc_recorder(self, metrics: Metrics, reporter: str) -> GrpcRecorder:
+        """`recorder` for gRPC calls: (exchange, now, request messages, response
+        messages)."""
+        side = self.sides[reporter]
+        if not side.names:
+            return metrics.record_grpc
+        names, values, record = side.names, side.values, metrics.record_grpc
+
+        def record_tagged(ex: Exchange, now: float, req: int, resp: int) -> None:
+            extra = metrics.intern_extra(names, tuple(v(ex, now) for v in values))
+            record(ex, now, req, resp, extra)
+
+        return record_tagged
+
 
 class Metrics:
     """Counters and histograms for one proxy process (see module doc)."""
@@ -122,6 +148,8 @@ class Metrics:
         # key -> [count, dur_sum, req_sum, resp_sum, dur_hist, req_hist, resp_hist]
         # key: (label set, code, flags) or, with tags added by a Telemetry, (.., extra)
         self.series: dict[tuple[Any, ...], list[Any]] = {}
+        # gRPC messages: (label set, extra or -1) -> [request messages, response messages]
+        self.messages: dict[tuple[int, int], list[int]] = {}
         self.extras: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         self._extra_index: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
         self.policy = MetricPolicy()  # the applied snapshot's (set by ProxyServer.apply)
@@ -146,8 +174,11 @@ class Metrics:
 
     def record(self, ex: Exchange, now: float, extra: int = -1) -> None:
         """Count a finished exchange; called once per request."""
-        key = (ex.label_index, ex.status, ex.flags) if extra < 0 else (
-            ex.label_index, ex.status, ex.flags, extra)
+        self.count((ex.label_index, ex.status, ex.flags) if extra < 0 else (
+            ex.label_index, ex.status, ex.flags, extra), ex, now)
+
+    def count(self, key: tuple[Any, ...], ex: Exchange, now: float) -> None:
+        """One finished exchange into the series `key` (record / record_grpc)."""
         s = self.series.get(key)
         if s is None:
             s = self.series[key] = [0, 0.0, 0, 0, [0] * _NB, [0] * _NB, [0] * _NB]
@@ -160,18 +191,48 @@ class Metrics:
         s[5][bisect_left(BUCKETS, ex.bytes_in)] += 1
         s[6][bisect_left(BUCKETS, ex.bytes_out)] += 1
 
+    def record_grpc(self, ex: Exchange, now: float, req: int, resp: int, extra: int = -1
+                    ) -> None:
+        """Count a finished gRPC call (`record`, keyed by its grpc_response_status too) and
+        the messages it carried that were not reported yet (`add_messages`)."""
+        self.count((ex.label_index, ex.status, ex.flags, extra, grpc_label(ex.grpc_status)),
+                   ex, now)
+        if req or resp:
+            self.add_messages(ex.label_index, extra, req, resp)
+
+    def add_messages(self, label_index: int, extra: int, req: int, resp: int) -> None:
+        """gRPC messages seen on a call (at its end, or periodically while it streams)."""
+        key = (label_index, extra)
+        m = self.messages.get(key)
+        if m is None:
+            self.messages[key] = [req, resp]
+        else:
+            m[0] += req
+            m[1] += resp
+
     def totals(self) -> int:
         return sum(s[0] for s in self.series.values())
 
 
-def _labels(base: tuple[str, ...], code: int, flags: str) -> dict[str, str]:
-    # base: reporter .. destination_cluster, request_protocol, connection_security_policy
+def _labels(base: tuple[str, ...], key: tuple[Any, ...]) -> dict[str, str]:
+    # base: reporter .. destination_cluster, request_protocol, connection_security_policy;
+    # key: (label set, code, flags[, extra[, grpc status]]) - a gRPC call's has 5 parts
     d = dict(zip(LABEL_NAMES[:21], base[:21], strict=True))
-    d["response_flags"] = flags
+    d["response_flags"] = key[2]
     d["connection_security_policy"] = base[21]
-    d["response_code"] = str(code)
-    d["grpc_response_status"] = ""
+    d["response_code"] = str(key[1])
+    if len(key) == 5:
+        d["request_protocol"] = "grpc"
+        d["grpc_response_status"] = key[4]
+    else:
+        d["grpc_response_status"] = ""
     return d
+
+
+def _extra_of(m: Metrics, key: tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The Telemetry-added tags of a series key ((), () when none)."""
+    index: int = key[3] if len(key) >= 4 else -1
+    return m.extras[index] if index >= 0 else ((), ())
 
 
 class IstioCollector:
@@ -196,9 +257,9 @@ class IstioCollector:
             f[1]: {} for f in FAMILIES}
         for key, s in list(m.series.items()):
             base = m.label_sets[key[0]]
-            lab = _labels(base, key[1], key[2])
+            lab = _labels(base, key)
             side = policy.sides.get(base[0]) or policy.sides["source"]
-            extra = m.extras[key[3]] if len(key) == 4 else ((), ())
+            extra = _extra_of(m, key)
             for (metric, family, _), (count, total, hist) in zip(FAMILIES, (
                     (s[0], s[1], s[4]), (s[0], s[1], s[4]), (s[0], s[2], s[5]),
                     (s[0], s[3], s[6])), strict=True):
@@ -226,11 +287,36 @@ class IstioCollector:
                     out.add_sample(family + "_count", d, count)
                     out.add_sample(family + "_sum", d, total)
             yield out
+        yield from self._messages(Metric)
         build = GaugeMetricFamily("istio_build", "Proxy build.", labels=["component", "tag"])
         build.add_metric(["proxy", "tollway"], 1)
         yield build
         if self.extra is not None:
             yield from self.extra()
+
+
+    def _messages(self, metric_type: Any) -> Iterator[Any]:
+        """istio_request_messages_total / istio_response_messages_total (gRPC)."""
+        m = self.metrics
+        policy = m.policy
+        acc: list[dict[tuple[tuple[str, str], ...], int]] = [{}, {}]
+        for (index, extra), counts in list(m.messages.items()):
+            base = m.label_sets[index]
+            lab = dict(zip(LABEL_NAMES[:20], base[:20], strict=True))
+            side = policy.sides.get(base[0]) or policy.sides["source"]
+            tags = m.extras[extra] if extra >= 0 else ((), ())
+            for i, (metric, _, _) in enumerate(MESSAGE_FAMILIES):
+                if metric in side.disabled:
+                    continue
+                final = _apply(lab, side, metric, tags)
+                acc[i][final] = acc[i].get(final, 0) + counts[i]
+        for i, (_, family, doc) in enumerate(MESSAGE_FAMILIES):
+            if not acc[i]:
+                continue
+            out = metric_type(family.removesuffix("_total"), doc, "counter")
+            for labels, count in acc[i].items():
+                out.add_sample(family, dict(labels), count)
+            yield out
 
 
 def _apply(lab: dict[str, str], side: SidePolicy, metric: str,

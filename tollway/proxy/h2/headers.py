@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from tollway.proxy.core.grpc import http_to_grpc
 from tollway.proxy.http1.parse import RESPONSE_HOP_BY_HOP
 
 Header = tuple[bytes, bytes]
@@ -108,16 +109,6 @@ def response_fields(block: bytes) -> tuple[int, list[Header]]:
             continue
         out.append((lname, value.strip()))
     return status, out
-
-
-# Envoy's Grpc::Utility::httpToGrpcStatus (the gRPC HTTP mapping document).
-_HTTP_TO_GRPC = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
-GRPC_UNKNOWN = 2
-
-
-def http_to_grpc(status: int) -> int:
-    """The gRPC status a gRPC client sees for a local HTTP reply."""
-    return _HTTP_TO_GRPC.get(status, GRPC_UNKNOWN)
 
 
 def local_reply_fields(

@@ -36,6 +36,7 @@ from hyperframe.frame import GoAwayFrame
 
 from tollway.proxy.chain.stream import Exchange
 from tollway.proxy.h2 import headers as hh
+from tollway.proxy.h2.grpccall import GrpcCall, for_request
 from tollway.proxy.h2.guard import Guard
 from tollway.proxy.http1 import response
 
@@ -279,6 +280,9 @@ class H2Server(asyncio.Protocol):
         )  # fmt: skip
         stream.ex = ex
         stream.grpc = head.grpc
+        if head.grpc:
+            call = stream.call = for_request(head.headers.get("content-type"))
+            ex.grpc = call is not None
         if self.cert_hash:
             ex.attrs["peer_cert_hash"] = self.cert_hash
         if self.orig_dst:
@@ -436,6 +440,7 @@ class H2Stream:
     """One stream: the `down` of its exchange (chain/downstream.Downstream)."""
 
     __slots__ = (
+        "call",
         "end_pending",
         "ex",
         "finished",
@@ -461,6 +466,7 @@ class H2Stream:
         self.sid = sid
         self.ex: Exchange | None = None
         self.grpc = False
+        self.call: GrpcCall | None = None  # a gRPC call's status and messages (telemetry)
         self.head_fields: list[hh.Header] | None = None  # the response head, not yet sent
         self.head = b""  # the HTTP/1.1 head as the forwarder relays it, until complete
         self.out = bytearray()  # response bytes waiting for the client's window
@@ -504,6 +510,8 @@ class H2Stream:
         self.progress = server.loop.time()
         if data:
             ex.bytes_in += len(data)
+            if self.call is not None:
+                self.call.requests.feed(data)
             fwd = ex.forward
             if fwd is not None:
                 fwd.body(data)
@@ -562,6 +570,8 @@ class H2Stream:
             # upstream read goes out on the next loop turn): a head that turns out to be
             # the whole response (gRPC's trailers-only errors) must carry END_STREAM
             self.head_fields = fields
+            if self.call is not None:
+                self.call.head(fields)
             data = head[end + 4:]
             if not data:
                 self.server.loop.call_soon(self._head_out)
@@ -594,10 +604,14 @@ class H2Stream:
         if data:
             if self.ex is not None:
                 self.ex.bytes_out += len(data)
+            if self.call is not None:
+                self.call.responses.feed(data)
             self.write(data)
 
     def response_trailers(self, fields: list[hh.Header]) -> None:
         self.trailers = fields
+        if self.call is not None:
+            self.call.trailers(fields)
 
     def flush(self) -> None:
         """Nothing waits here: body bytes go out as the client's window allows (pump)."""
@@ -680,6 +694,8 @@ class H2Stream:
         ex.status = status
         ex.response_started = True
         fields, payload = hh.local_reply_fields(status, body.encode(), self.grpc, headers)
+        if self.call is not None:
+            self.call.head(fields)
         if ex.method == "HEAD" or status in (204, 304):
             payload = b""
         ex.bytes_out += len(payload)
@@ -785,10 +801,16 @@ class H2Stream:
         plan = ex.plan
         tracer = plan.tracer
         logger = plan.logger
+        call = self.call
+        if call is not None:
+            call.finish(ex)
         if plan.metrics_on or tracer is not None or logger is not None:
             now = self.server.loop.time()
             if plan.metrics_on:
-                plan.record(ex, now)
+                if call is None:
+                    plan.record(ex, now)
+                else:
+                    plan.record_grpc(ex, now, *call.unreported())
             if logger is not None:
                 logger.log(ex, now)
             if tracer is not None:

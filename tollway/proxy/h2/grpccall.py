@@ -1,0 +1,64 @@
+"""What telemetry needs from one gRPC call on a downstream HTTP/2 stream.
+
+An `H2Stream` whose request is gRPC (content-type application/grpc, not grpc-web: Envoy's
+isGrpcRequestHeaders) holds one `GrpcCall` and hands it what goes past: request and
+response DATA (messages counted as they stream, nothing buffered: core/grpc
+MessageCounter), the response head as sent (a trailers-only answer or a local reply
+carries grpc-status there) and the trailers. When the stream ends, `finish` sets the
+exchange's `grpc_status` in Envoy's order (core/grpc.final_status) and returns the
+messages not reported yet, which `ListenerPlan.record_grpc` counts.
+
+Streams that are not gRPC hold None: they pay one test per DATA frame and none of this.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tollway.proxy.core import grpc
+
+if TYPE_CHECKING:
+    from tollway.proxy.chain.stream import Exchange
+
+Header = tuple[bytes, bytes]
+
+
+class GrpcCall:
+    """One gRPC call's status sources and message counts (see module doc)."""
+
+    __slots__ = ("head_status", "reported", "requests", "responses", "trailer_status")
+
+    def __init__(self) -> None:
+        self.requests = grpc.MessageCounter()
+        self.responses = grpc.MessageCounter()
+        self.head_status: int | None = None
+        self.trailer_status: int | None = None
+        self.reported = (0, 0)  # messages already counted by a periodic report
+
+    def head(self, fields: list[Header]) -> None:
+        """The response head sent to the client (from the upstream, or the proxy's own)."""
+        self.head_status = grpc.status_in_fields(fields)
+
+    def trailers(self, fields: list[Header]) -> None:
+        self.trailer_status = grpc.status_in_fields(fields)
+
+    def status(self, http_status: int) -> int | None:
+        return grpc.final_status(self.trailer_status, self.head_status, http_status)
+
+    def unreported(self) -> tuple[int, int]:
+        """Messages seen since the last report, per direction; marks them reported."""
+        req, resp = self.requests.count, self.responses.count
+        before = self.reported
+        self.reported = (req, resp)
+        return req - before[0], resp - before[1]
+
+    def finish(self, ex: Exchange) -> None:
+        """The stream is over: the exchange's grpc_status, as Envoy would log it."""
+        ex.grpc_status = self.status(ex.status)
+
+
+def for_request(content_type: str | None) -> GrpcCall | None:
+    """A GrpcCall when the request is gRPC, else None."""
+    if content_type is not None and grpc.is_grpc(content_type):
+        return GrpcCall()
+    return None
