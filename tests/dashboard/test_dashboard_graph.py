@@ -322,3 +322,28 @@ def test_layout_puts_each_services_workloads_beside_it() -> None:
     placed = graph.layout(["client", "svc-a", "svc-b", "z-a1", "z-a2", "a-b1"], edges)
     assert placed["svc-a"] == [1, 0] and placed["svc-b"] == [1, 1]
     assert [placed[n][1] for n in ("z-a1", "z-a2", "a-b1")] == [0, 1, 2]
+
+
+def test_grpc_errors_in_a_200_count_as_errors() -> None:
+    """Kiali's rule: a gRPC call that ended with grpc_response_status 1-16 is an error
+    though its HTTP status was 200; status 0 is a success, and an HTTP error keeps its
+    class (counted once). The text is what `Metrics.record_grpc` renders."""
+    out = _labels("source", CLIENT, SVC, ("default", "web-v1"))
+    metrics = Metrics()
+    index = metrics.intern(out)
+    for status, code, n in ((200, 0, 7), (200, 14, 2), (503, 14, 1)):
+        for _ in range(n):
+            ex = finished(index, status, 99.99)
+            ex.grpc, ex.grpc_status = True, code
+            metrics.record_grpc(ex, 100.0, 1, 1)
+    registry = CollectorRegistry()
+    registry.register(IstioCollector(metrics))
+    text = generate_latest(registry).decode()
+    assert 'request_protocol="grpc"' in text and 'grpc_response_status="14"' in text
+    counts = graph.parse_proxy(text)
+    key = EdgeKey("default", "tollway-client", SVC, "default", "web-v1")
+    assert counts.outbound[key].codes == {"200": 7.0, graph.GRPC_ERROR: 2.0, "503": 1.0}
+    g = graph.build(_history((10.0, {"p": ProxyCounts()}), (20.0, {"p": counts})), window=10)
+    request = next(e for e in g["edges"] if e["kind"] == "request")
+    assert request["errorRate"] == pytest.approx(0.3)
+    assert request["codes"] == {"2xx": 0.7, "5xx": 0.1, graph.GRPC_ERROR: 0.2}

@@ -31,6 +31,10 @@ from typing import Any
 from tollway.rollout.analysis.providers.histogram import histogram_quantile
 
 UNKNOWN = "unknown"
+# Kiali's gRPC error (business/metrics.go): grpc_response_status 1-16 with an HTTP status
+# that is not itself an error (0, 4xx, 5xx are counted as those)
+GRPC_ERRORS = frozenset(str(c) for c in range(1, 17))
+GRPC_ERROR = "grpc-error"
 WorkloadKey = tuple[str, str]  # (namespace, workload)
 
 
@@ -173,6 +177,9 @@ def parse_proxy(text: str) -> ProxyCounts:
                   lab.get("destination_version", ""))
         if name == "istio_requests_total":
             code = lab.get("response_code", "") or "0"
+            if lab.get("grpc_response_status", "") in GRPC_ERRORS and (
+                    code_class(code) not in ("4xx", "5xx", "other")):
+                code = GRPC_ERROR  # a gRPC error carried in a 200 (Kiali's rule, see below)
             tally.codes[code] = tally.codes.get(code, 0.0) + value
         else:
             le = float(lab.get("le", "inf"))
@@ -229,10 +236,11 @@ class Flow:
 
     @property
     def error_rate(self) -> float | None:
-        """The share of 5xx answers (Istio's and Kiali's error), None with no requests."""
+        """The share of 5xx answers and of gRPC calls that ended with a status other than
+        OK (Istio's and Kiali's error), None with no requests."""
         if self.rps <= 0:
             return None
-        return self.classes.get("5xx", 0.0) / self.rps
+        return (self.classes.get("5xx", 0.0) + self.classes.get(GRPC_ERROR, 0.0)) / self.rps
 
     def quantile(self, q: float) -> float | None:
         if self.requests <= 0:
@@ -251,7 +259,10 @@ class Flow:
 
 
 def code_class(code: str) -> str:
-    """"503" → "5xx"; "0" (no response: the client went away) and junk → "other"."""
+    """"503" → "5xx"; "0" (no response: the client went away) and junk → "other"; a gRPC
+    error in an HTTP success (GRPC_ERROR) stays "grpc-error"."""
+    if code == GRPC_ERROR:
+        return GRPC_ERROR
     if len(code) == 3 and code.isdigit() and code[0] in "12345":
         return f"{code[0]}xx"
     return "other"
