@@ -20,13 +20,14 @@ import httptools
 from tollway.proxy import origdst
 from tollway.proxy.chain.build import tls_module
 from tollway.proxy.chain.stream import Exchange
-from tollway.proxy.h2.server import ALPN_H2, PREFACE, H2Server, after_preface
+from tollway.proxy.h2.preface import ALPN_H2, PREFACE, after_preface
 from tollway.proxy.http1 import response, write
 from tollway.proxy.http1.parse import Limits, split_absolute
 
 if TYPE_CHECKING:
     from tollway.proxy.chain.build import ListenerPlan
     from tollway.proxy.core.headerops import ResponseOps
+    from tollway.proxy.h2.server import H2Server
 
 log = logging.getLogger("tollway.proxy")
 
@@ -181,7 +182,11 @@ class Downstream(asyncio.Protocol):
 
     def _to_h2(self) -> H2Server:
         """Hand this connection to an HTTP/2 server protocol (once, before any request
-        of its own is in flight); the listener counts it as one connection still."""
+        of its own is in flight); the listener counts it as one connection still.
+        The HTTP/2 server (and the `h2` library) is imported here, by the first HTTP/2
+        connection: a sidecar whose clients all speak HTTP/1.1 never loads it."""
+        from tollway.proxy.h2.server import H2Server
+
         server = H2Server(self.runtime, self.transport, self.peer, self.principal,
                           self.cert_hash, self.tls, self.orig_dst, self.orig_port)
         self.switched = server

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tollway.proxy.h2 import guard as g
 from tollway.proxy.h2 import headers as hh
-from tollway.proxy.h2.server import PREFACE, after_preface
+from tollway.proxy.h2.preface import PREFACE, after_preface
 
 
 def _fields(**extra: str) -> list[tuple[bytes, bytes]]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from tollway.proxy.chain import accesslog, authz, edge, jwt, xfcc
+from tollway.proxy.chain import accesslog, authz, edge, xfcc
 from tollway.proxy.chain.filter import Filter
 from tollway.proxy.chain.mirror import Mirrorer
 from tollway.proxy.chain.router import Router
@@ -41,15 +41,31 @@ log = logging.getLogger("tollway.proxy")
 def tls_module() -> ModuleType:
     """The TLS module (`tollway.proxy.tls`), imported the first time something needs it.
 
-    The one lazy import of the proxy: it pulls in `cryptography` (~10 MB per sidecar), which
-    a proxy without TLS anywhere never needs. Every other security piece (RBAC, XFCC) is a
-    plain import above, so a missing or renamed one is an ImportError when the proxy
-    starts, never a proxy that silently runs without it; an ImportError here propagates the
-    same way, the first time TLS is asked for.
+    It pulls in `cryptography` (~7 MB per sidecar), which a proxy without TLS anywhere
+    never needs. RBAC and XFCC are plain imports above, so a missing or renamed one is an
+    ImportError when the proxy starts, never a proxy that silently runs without it; an
+    ImportError here propagates the same way, the first time TLS is asked for (see also
+    `jwt_module`).
     """
     from tollway.proxy import tls
 
     return tls
+
+
+def jwt_module() -> ModuleType:
+    """The jwt_authn filter (`chain/jwt.py`), imported by the first snapshot with a
+    RequestAuthentication: its key parsing and signature checks need `cryptography`, which
+    a sidecar without JWT rules never loads. Fails closed: when it cannot be imported, the
+    snapshot that asks for it is refused (SnapshotError, the last good one stays), never
+    applied without the token check."""
+    try:
+        from tollway.proxy.chain import jwt
+    except ImportError as exc:
+        raise SnapshotError(
+            f"RequestAuthentication (jwtRules) needs the `cryptography` package, which "
+            f"cannot be imported ({exc}); install it (pip install cryptography) and push again"
+        ) from exc
+    return jwt
 
 
 class ListenerPlan:
@@ -426,13 +442,13 @@ def _server_context(spec: types.Listener, tlsmod: ModuleType | None) -> ssl.SSLC
 def _filters(
     config: types.ProxyConfig, spec: types.Listener, tls_state: TlsState | None
 ) -> tuple[Filter, ...]:
-    """The chain before the router, in order (one line per stage, each a plain import):
+    """The chain before the router, in order (one line per stage):
 
     1. edge: gateways append the peer to X-Forwarded-For and make a new x-request-id
        (Envoy's use_remote_address at the edge; sidecars keep what they are sent);
     2. XFCC: inbound with mTLS on (the app trusts it, so a caller's copy never passes);
     3. jwt_authn: RequestAuthentication on inbound and gateway listeners (401 on a bad
-       token; the principal and claims for RBAC on a good one);
+       token; the principal and claims for RBAC on a good one; imported by jwt_module);
     4. RBAC: AuthorizationPolicy on inbound and gateway listeners (none: nothing to check).
     """
     filters: list[Filter] = []
@@ -441,9 +457,10 @@ def _filters(
     if spec.kind == "inbound" and tls_state is not None:
         filters.append(xfcc.build_xfcc(config.node))
     if spec.kind in ("inbound", "gateway"):
-        token_check = jwt.build(config.request_authn)
-        if token_check is not None:
-            filters.append(token_check)
+        if config.request_authn.rules:  # `cryptography` only where tokens are checked
+            token_check = jwt_module().build(config.request_authn)
+            if token_check is not None:
+                filters.append(token_check)
         rbac = authz.build(config.authz, spec.service_port)
         if rbac is not None:
             filters.append(rbac)

@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tollway.proxy.h2")
 
-ALPN_H2 = frozenset(("h2", "istio-h2"))
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 UPGRADE_101 = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 
 MAX_CONCURRENT_STREAMS = 100
@@ -70,19 +68,6 @@ _E = h2.events
 _CODES = h2.errors.ErrorCodes
 
 
-def after_preface(data: bytes) -> bytes | None:
-    """The bytes after the connection preface, when llhttp stopped at its end inside
-    `data` (it pauses only once all 24 bytes were read, possibly over several reads);
-    None when `data` does not fit that (then it is answered as a bad request)."""
-    if data.startswith(PREFACE):
-        return data[len(PREFACE):]
-    for k in range(min(len(PREFACE), len(data)), -1, -1):
-        if PREFACE.endswith(data[:k]):
-            rest = data[k:]
-            # a client's first frame is SETTINGS on stream 0 (RFC 9113 3.4)
-            if not rest or (len(rest) >= 9 and rest[3] == 4 and rest[5:9] == b"\0\0\0\0"):
-                return rest
-    return None
 
 
 class H2Server(asyncio.Protocol):
