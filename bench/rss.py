@@ -6,7 +6,9 @@ middle and the end of the table.
   python bench/rss.py [--routes 100,1000,10000] [--clusters 20] [--requests 2000]
 
 Prints one line per size: peak RSS (VmHWM) and RSS at the end, in MB, and which build ran
-(TOLLWAY_PURE=1 measures the pure-Python one). The upstream is a small in-process
+(TOLLWAY_PURE=1 measures the pure-Python one). "anonymous" is the part of RSS that is this
+process's own (RssAnon: the Python heap); the rest is shared-library text, which every
+sidecar on a node maps from the same page cache. The upstream is a small in-process
 HTTP/1.1 server (keep-alive, 100-byte body), so the proxy's pools and metrics fill as
 they do under load.
 """
@@ -71,7 +73,7 @@ def _status(pid: int) -> dict[str, int]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
+        if key in ("VmHWM", "VmRSS", "RssAnon"):
             out[key] = int(value.split()[0])  # kB
     return out
 
@@ -90,7 +92,8 @@ def _requests(port: int, paths: list[str], n: int) -> None:
                 data += chunk
 
 
-def measure(routes: int, clusters: int, requests: int, upstream: int) -> tuple[float, float]:
+def measure(routes: int, clusters: int, requests: int, upstream: int
+            ) -> tuple[float, float, float]:
     port, inbound = _free_port(), _free_port()
     cfg = build(f"127.0.0.1:{upstream}", port, routes, clusters, False, True, inbound)
     with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as f:
@@ -115,7 +118,7 @@ def measure(routes: int, clusters: int, requests: int, upstream: int) -> tuple[f
         _requests(port, paths, requests)
         _requests(inbound, ["/api/x", "/api/y"], max(200, requests // 10))
         st = _status(proc.pid)
-        return st["VmHWM"] / 1024, st["VmRSS"] / 1024
+        return st["VmHWM"] / 1024, st["VmRSS"] / 1024, st["RssAnon"] / 1024
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -132,12 +135,13 @@ def main() -> None:
     print(f"build: {native.describe()}")
     first: tuple[float, int] | None = None
     for n in (int(x) for x in a.routes.split(",")):
-        peak, rss = measure(n, a.clusters, a.requests, upstream)
+        peak, rss, anon = measure(n, a.clusters, a.requests, upstream)
         grow = "" if first is None else f" (+{peak - first[0]:.1f} MB over {first[1]} routes)"
         if first is None:
             first = (peak, n)
         print(f"{n:>6} routes, {a.clusters} clusters, regex route, authz policy: "
-              f"peak RSS {peak:.1f} MB, RSS {rss:.1f} MB{grow}", flush=True)
+              f"peak RSS {peak:.1f} MB, RSS {rss:.1f} MB (anonymous {anon:.1f}){grow}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -94,13 +94,18 @@ class RetryPolicy:
         """None (retries explicitly off) gives a policy with 0 attempts."""
         if spec is None:
             return NO_RETRY
-        return cls(
-            spec.attempts,
-            spec.retry_on,
-            spec.retriable_status_codes,
-            spec.per_try_timeout,
-            backoff_base=spec.backoff,
-        )
+        shared = _BY_SPEC.get(spec)
+        if shared is None:
+            if len(_BY_SPEC) >= _BY_SPEC_MAX:
+                _BY_SPEC.clear()
+            shared = _BY_SPEC[spec] = cls(
+                spec.attempts,
+                spec.retry_on,
+                spec.retriable_status_codes,
+                spec.per_try_timeout,
+                backoff_base=spec.backoff,
+            )
+        return shared
 
     def should_retry(self, outcome: Outcome, headers: Mapping[str, str] | None = None) -> bool:
         """Whether retryOn covers this outcome (the caller counts attempts and the budget).
@@ -151,6 +156,11 @@ class RetryPolicy:
 
 
 NO_RETRY: Final = RetryPolicy(0, ())
+# Retry spec -> its policy: a policy is read-only once built, and most routes carry the
+# same spec (the mesh default), so thousands of routes share a few policies instead of
+# holding one each (~0.5 kB a route). Bounded: cleared whole when full.
+_BY_SPEC: dict[types.Retry, RetryPolicy] = {}
+_BY_SPEC_MAX = 1024
 
 
 # ---------------------------------------------------------------- the decision per try
