@@ -35,7 +35,8 @@ SCRIPT = textwrap.dedent(
             name=f"r{i}", matches=(types.RouteMatch(uri=uri),),
             clusters=(types.WeightedCluster(cluster="c", weight=100),))
         routes = [route(0, types.StringMatch(kind="regex", value="/api/v[0-9]+/.*"))]
-        routes += [route(i, types.StringMatch(kind="prefix", value=f"/r{i}/")) for i in range(1, 50)]
+        routes += [route(i, types.StringMatch(kind="prefix", value=f"/r{i}/"))
+                   for i in range(1, 50)]
         allow = types.AuthzPolicy(name="ns/allow-get", action="ALLOW", rules=(types.AuthzRule(
             operations=(types.AuthzOperation(methods=types.StringSet(values=("GET",))),)),))
         authn = types.RequestAuthn(rules=(types.JwtRule(
