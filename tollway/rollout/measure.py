@@ -191,10 +191,10 @@ def mesh_value(ctx: Context, key: str, cfg: Mapping[str, Any], now: float) -> An
     kind = str(cfg.get("metric", "judge"))
     window = parse_duration(str(cfg.get("window", "1m")))
     canary = ctx.mesh.window(ctx.canary, window, now)
-    if kind == "success-rate":
-        return canary.success_rate if canary.total else math.nan
+    if kind == "success-rate":  # failed: 5xx, or a gRPC status but OK (histogram.py)
+        return canary.ok_rate if canary.total else math.nan
     if kind == "error-rate":
-        return canary.errors / canary.total if canary.total else math.nan
+        return canary.failed / canary.total if canary.total else math.nan
     if kind == "latency":
         q = histogram_quantile(float(cfg.get("quantile", 0.99)), canary.buckets)
         return math.nan if q is None else q
@@ -223,8 +223,8 @@ def judge_step(ctx: Context, key: str, cfg: Mapping[str, Any], now: float) -> ju
     thr = state.latency_threshold_ms
     slow_c = judge.slow_count(c.buckets, thr) if thr is not None and c.buckets else 0
     slow_s = judge.slow_count(s.buckets, thr) if thr is not None and s.buckets else 0
-    state = judge.observe(state, judge.Window(int(c.total), int(c.errors), int(s.total),
-                                              int(s.errors), slow_c, slow_s), jcfg)
+    state = judge.observe(state, judge.Window(int(c.total), int(c.failed), int(s.total),
+                                              int(s.failed), slow_c, slow_s), jcfg)
     ctx.judges[key] = {"state": state.to_dict(),
                        "seen": {"canary": _raw(canary_now), "stable": _raw(stable_now)}}
     return judge.verdict(state, jcfg)
@@ -234,11 +234,12 @@ def _counts(raw: Mapping[str, Any] | None) -> Counts:
     if not raw:
         return Counts()
     return Counts(float(raw["total"]), float(raw["errors"]),
-                  {float(k): float(v) for k, v in raw.get("buckets", {}).items()})
+                  {float(k): float(v) for k, v in raw.get("buckets", {}).items()},
+                  float(raw.get("grpc_errors", 0.0)))  # absent in states saved before gRPC
 
 
 def _raw(c: Counts) -> dict[str, Any]:
-    return {"total": c.total, "errors": c.errors,
+    return {"total": c.total, "errors": c.errors, "grpc_errors": c.grpc_errors,
             "buckets": {str(k): v for k, v in c.buckets.items()}}
 
 
