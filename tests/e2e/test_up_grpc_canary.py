@@ -105,6 +105,28 @@ def _by_version(mesh: Mesh) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _inbound_grpc_statuses(mesh: Mesh, version: str) -> Counter[str]:
+    """grpc_response_status -> calls, from the sidecars in front of `version`'s replicas
+    (`reporter="destination"`, the series the judge reads); all of them answered HTTP 200."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: Counter[str] = Counter()
+    for m in _greeters(mesh):
+        if _stats(m["ports"]["app"])["version"] != version:
+            continue
+        text = httpx.get(f"http://127.0.0.1:{m['ports']['admin']}/stats/prometheus",
+                         timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if (sample.name == "istio_requests_total"
+                        and labels.get("reporter") == "destination"):
+                    assert labels["request_protocol"] == "grpc", labels
+                    assert labels["response_code"] == "200", labels
+                    out[labels["grpc_response_status"]] += int(sample.value)
+    return out
+
+
 def _set_image(mesh: Mesh, version: str, *env: str) -> None:
     args = [a for e in (f"VERSION={version}", *env) for a in ("--env", e)]
     done = mesh.cli("rollout", "set-image", "greeter", f"greeter:{version}", *args)
@@ -177,6 +199,10 @@ def test_grpc_canary_split_80_20_retried_then_promoted_and_rolled_back(mesh: Mes
     # every upstream try at v2: the calls it answered, plus the UNAVAILABLE ones retried
     assert attempts == v2 + canary["failed"], (canary, seen)
     assert canary["failed"] >= v2 - 1 and attempts >= 2 * v2 - 1, (canary, seen)
+    # the canary's sidecar counted the same tries, each with its gRPC status (HTTP 200)
+    statuses = _inbound_grpc_statuses(mesh, "v2")
+    assert statuses["14"] == canary["failed"] and statuses["0"] == canary["calls"] - canary[
+        "failed"], (statuses, canary)
     stable_calls = sum(s["calls"] for s in _by_version(mesh)["v1"]) - before["v1"]
     assert stable_calls == v1  # nothing failed at v1: one try per call
     _cli(mesh, "abort", "greeter")
