@@ -273,7 +273,7 @@ def test_curl_http2_through_the_gateway(mesh: Mesh, tmp_path: Path) -> None:
     r = _curl("--http2", "-v", *resolve, *grpc_headers, "--data-binary", f"@{body}",
               "-o", str(out), url)
     assert r.returncode == 0, r.stderr
-    assert "< HTTP/1.1 200" in r.stderr and b"hello curl from v" in out.read_bytes()
+    assert "< HTTP/1.1 200 OK" in r.stderr and b"hello curl from v" in out.read_bytes()
 
 
 def test_grpcio_and_h2load_through_the_gateway(mesh: Mesh, tmp_path: Path) -> None:

@@ -168,7 +168,7 @@ def test_response_block_renders_an_http1_head() -> None:
     status, block = framing.response_block(
         [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"grpc-status", b"0")])
     assert status == 200
-    assert block == b"HTTP/1.1 200 X\r\ncontent-type: application/grpc\r\ngrpc-status: 0\r\n"
+    assert block == b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: 0\r\n"
 
 
 @settings(deadline=None)

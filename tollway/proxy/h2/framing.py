@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from tollway.proxy.http1.write import reason
+
 Header = tuple[bytes, bytes]
 
 NONE: Final = 0  # no body: END_STREAM with the headers
@@ -71,7 +73,8 @@ def response_block(fields: list[Header]) -> tuple[int, bytes]:
             status = int(value)
         elif name[:1] != b":":
             lines.append(b"%s: %s\r\n" % (name, value))
-    return status, b"HTTP/1.1 %d X\r\n" % status + b"".join(lines)
+    # the standard phrase: an HTTP/1.1 client is shown this line as it is
+    return status, b"HTTP/1.1 %d %s\r\n" % (status, reason(status)) + b"".join(lines)
 
 
 class ChunkError(ValueError):
