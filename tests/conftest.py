@@ -161,6 +161,42 @@ class DevCluster:
         return proc
 
 
+HOST_LOCK = Path("/run/tollway/test-dev-cluster.lock")
+
+
+@contextlib.contextmanager
+def host_cluster_lock(path: Path = HOST_LOCK) -> Iterator[None]:
+    """The host-wide dev-cluster lock, with the holder's pid written in the file.
+
+    flock belongs to an open file, not a process: a process that asked again while holding
+    it (a session fixture set up twice, as a rerun plugin does) would wait for itself
+    forever. So a busy lock whose holder is this very process fails at once, saying so."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            if holder == str(os.getpid()):
+                raise RuntimeError(
+                    f"this process (pid {holder}) already holds {path}: the session-scoped "
+                    "dev_cluster fixture is being set up a second time in one pytest process "
+                    "(a rerun plugin re-creates session fixtures); run without reruns") from None
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another session's cluster: queue behind it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture(scope="session")
 def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
     """A running dev cluster (needs root, iproute2, iptables; .ci/run installs them).
@@ -168,12 +204,7 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster
     One per host: sessions from other worktrees on this machine queue on a host-wide lock
     rather than fail on the bridge that the first one owns.
     """
-    import fcntl
-
-    host_lock = Path("/run/tollway/test-dev-cluster.lock")
-    host_lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(host_lock, "a") as lk:
-        fcntl.flock(lk, fcntl.LOCK_EX)
+    with host_cluster_lock():
         # A cluster started by hand (not under this lock) also owns the host: wait it out.
         from tollway.devcluster import hostnet
         from tollway.devcluster import layout as L

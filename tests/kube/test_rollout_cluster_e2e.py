@@ -261,9 +261,14 @@ def test_argo_rollout_on_the_cluster_steps_with_analysis_runs_and_aborts_on_erro
 
         # the manual gate before the last step (autoPromotionEnabled: false): promote it
         # with the CLI, against the cluster
+        # (not the timed pause after setWeight 50, which also reads Paused at 50%: a promote
+        # there skips that pause, as Argo's does, and the gate then waits for another)
+        steps = seeds(ns)[-1]["spec"]["strategy"]["canary"]["steps"]
+
         def at_gate() -> bool:
             st = status(dev_cluster, ns)
-            return st.get("phase") == "Paused" and weights(dev_cluster, ns)["canary"] == 50
+            return st.get("phase") == "Paused" and st.get("currentStepIndex") == \
+                len(steps) - 1 and weights(dev_cluster, ns)["canary"] == 50
 
         eventually(at_gate, 180, "paused at the gate with 50%")
         shown = tollway(dev_cluster, "status", NAME, "-n", ns)

@@ -150,13 +150,17 @@ def mesh(dev_cluster: DevCluster, tmp_path: Path) -> Iterator[tuple[Mesh, HostPr
                           "--set", "rollouts.prometheusUrl=http://prometheus.monitoring:9090",
                           "--wait", "--timeout", "5m")
             assert done.returncode == 0, done.stdout + done.stderr
+            # as a user would next: `kubectl apply` the moment `helm upgrade --wait` returns
+            # (a valid VirtualService, so the validating webhook must be called and admit it)
             probe = json.dumps({"apiVersion": "networking.istio.io/v1beta1",
                                 "kind": "VirtualService",
                                 "metadata": {"name": "probe", "namespace": m.ns},
-                                "spec": {"hosts": ["probe"]}})
-            eventually(lambda: m.kubectl("apply", "--dry-run=server", "-f", "-", stdin=probe,
-                                         check=False).returncode == 0, 120,
-                       "the new control plane's webhook answers")
+                                "spec": {"hosts": ["probe"], "http": [
+                                    {"route": [{"destination": {"host": "probe"}}]}]}})
+            tried = m.kubectl("apply", "--dry-run=server", "-f", "-", stdin=probe,
+                              check=False)
+            assert tried.returncode == 0, \
+                f"kubectl apply right after helm upgrade --wait: {tried.stderr}"
             yield m, prom
         except BaseException:
             print(m.kubectl("logs", "-n", "tollway-system", "deploy/tollway", "--tail=80",
@@ -229,11 +233,17 @@ def test_seed14_15_rollout_steps_with_analysis_runs_and_aborts_a_5pct_canary(
     m.apply([rollout])
     seen: set[str] = set()
 
+    steps = rollout["spec"]["strategy"]["canary"]["steps"]
+
     def at_gate() -> bool:
+        # the manual gate (autoPromotionEnabled: false) before the last step, not the timed
+        # pause after setWeight 50: both read Paused at 50%, and a promote during the timed
+        # pause skips that pause (as Argo's does), leaving the gate waiting
         st = status(m, "rollout", NAME)
         w = (st.get("canary") or {}).get("weights", {}).get("canary", {}).get("weight")
         seen.add(str(w))
-        return st.get("phase") == "Paused" and w == 50
+        return st.get("phase") == "Paused" and w == 50 and \
+            st.get("currentStepIndex") == len(steps) - 1
 
     eventually(at_gate, 300, "paused at the manual gate at 50%")
     assert {"5", "20", "50"} <= seen, seen

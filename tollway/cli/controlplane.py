@@ -57,6 +57,11 @@ def control_plane(
     prometheus_url: str | None = typer.Option(
         None, "--prometheus-url", help="Prometheus for analyses whose provider names no "
                                        "address (default $TOLLWAY_PROMETHEUS_URL)."),
+    drain_seconds: float = typer.Option(
+        0.0, "--drain-seconds", min=0.0,
+        help="After SIGTERM, give up the Lease and keep serving webhooks and sidecars this "
+             "long before exiting, while the Service's endpoints drop this pod (the chart "
+             "sets 5)."),
 ) -> None:
     """Run the control plane with Kubernetes as its store."""
     import httpx2
@@ -107,7 +112,7 @@ def control_plane(
                        namespace=cp_namespace,
                        identity=identity or os.environ.get("POD_NAME", ""),
                        webhook=hook, webhook_certs=webhook_certs, injection=injection,
-                       watched=kinds.watched(rollouts=rollouts))
+                       watched=kinds.watched(rollouts=rollouts), drain=drain_seconds)
         if rollouts:
             cr = ClusterRollouts(kp.api, kp.store, kp.raw,
                                  prometheus_url=prometheus_url

@@ -56,6 +56,10 @@ class KubePlane:
     webhook: tuple[str, int] | None = None  # HOST:PORT of the validating webhook (HTTPS)
     webhook_certs: Path | None = None  # tls.crt/tls.key there (made, with ca.crt, if absent)
     injection: inject.Settings | None = None  # the injected sidecar (the chart's values)
+    # Seconds to keep answering webhooks and sidecars after SIGTERM (having given up the
+    # Lease): the API server and kube-proxy still send this pod new connections until the
+    # endpoint removal reaches them, and a closed port there is a refused `kubectl apply`.
+    drain: float = 0.0
     store: ConfigStore = field(default_factory=ConfigStore)
     watched: tuple[kinds.Watched, ...] = field(default_factory=kinds.watched)
     # What rides on the informers (the rollout controller, wired by the CLI, since kube/
@@ -146,9 +150,11 @@ class KubePlane:
         app = serve.make_app(self.plane, guard=Guard(verifier, clock,
                                                      extra_hosts=self.extra_hosts),
                              routes=routes)
+        # The webhook listens before the config port, whose /healthz is the pod's readiness
+        # probe: a Ready pod answers the API server's webhook calls.
+        hook_runner = await self._start_webhook()
         runner = await serve.serve(app, self.host, self.port)
         bound = runner.addresses[0][1] if runner.addresses else self.port
-        hook_runner = await self._start_webhook()
         self.writes_status = False
         elector = lease_mod.Elector(self.api, self.namespace, LEASE_NAME, self.identity,
                                     self._leading, duration=self.lease_duration)
@@ -158,14 +164,21 @@ class KubePlane:
             self.api, self.namespace, self._use_mesh_config, self.echo, stop=self.stop)))
         for w, ev in zip(self.watched, synced, strict=True):
             self._tasks.append(asyncio.create_task(self.api.run_informer(w, self.on_events, ev)))
+        electing: asyncio.Task[None] | None = None
         try:
             await asyncio.gather(*(e.wait() for e in synced))
-            self._tasks.append(asyncio.create_task(elector.run()))
+            electing = asyncio.create_task(elector.run())
+            self._tasks.append(electing)
             self.echo(f"tollway control-plane: serving on http://{self.host}:{bound}, "
                       f"watching {len(self.watched)} kinds at {self.api.server} "
                       f"({len(self.store.current())} resources, {len(self.plane.replicas)} "
                       "pod endpoints)")
             await self.stop.wait()
+            if self.drain > 0:
+                await self._step_down(electing, elector)
+                self.echo(f"tollway control-plane: stopping; serving {self.drain:g} s more "
+                          "while the Service's endpoints drop this pod")
+                await asyncio.sleep(self.drain)
         finally:
             for task in [*self._leader, *self._tasks]:
                 task.cancel()
@@ -180,6 +193,16 @@ class KubePlane:
                 await hook_runner.cleanup()
             await self.api.close()
         return 0
+
+    async def _step_down(self, electing: asyncio.Task[None],
+                         elector: lease_mod.Elector) -> None:
+        """Stop leading before draining: the next replica takes the Lease (status writes,
+        rollouts) at once instead of after the drain."""
+        electing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await electing
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(elector.release(), 5)
 
     async def _start_webhook(self) -> web.AppRunner | None:
         if self.webhook is None:
