@@ -129,3 +129,44 @@ def test_reported_failure_share_is_where_the_service_wide_rate_crosses(floor: in
         assert 0 < share < 1
         # three significant digits: the share is exact to 0.5% of itself
         assert abs((1 - weight / 100 * share) - x) <= weight / 100 * share * 5e-3 + 1e-12
+
+
+GRPC_SERVICE = """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec:
+  selector: {app: api}
+  ports: [PORT]
+"""
+CANARY_RATE = ('sum(rate(istio_requests_total{destination_workload=~"api-.*",'
+               'response_code!~"5.*"}[1m])) / sum(rate(istio_requests_total{'
+               'destination_workload=~"api-.*"}[1m]))')
+
+
+def _grpc_findings(port: str, query: str = CANARY_RATE) -> list[str]:
+    text = (ROLLOUT.replace("STRATEGY", STEPS).replace("CONDITION", "result[0] >= 0.99")
+            .replace("QUERY", query)) + GRPC_SERVICE.replace("PORT", port)
+    result = load_text(text)
+    assert result.ok, [f.render() for f in result.findings]
+    return [f.message for f in analyze(result.resources)
+            if "grpc" in f.message and f.severity is Severity.INFO]
+
+
+def test_a_grpc_service_judged_by_response_code_alone_is_told_so() -> None:
+    for port in ("{name: grpc, port: 50051}", "{name: grpc-api, port: 50051}",
+                 "{name: web, port: 50051, appProtocol: grpc}"):
+        [message] = _grpc_findings(port)
+        assert message.startswith("metric 'rate' of template rate tells failures by "
+                                  "response_code, but api serves gRPC (api:50051)"), message
+        assert 'grpc_response_status=~"|0"' in message
+
+
+def test_a_query_reading_grpc_status_or_a_non_grpc_port_gets_nothing() -> None:
+    aware = CANARY_RATE.replace('response_code!~"5.*"',
+                                'response_code!~"5.*",grpc_response_status=~"|0"')
+    assert _grpc_findings("{name: grpc, port: 50051}", aware) == []
+    assert _grpc_findings("{name: http, port: 8080}") == []
+    assert _grpc_findings("{name: grpc-web, port: 8080}") == []  # GRPC-Web: not this rule
+    assert _grpc_findings("{name: grpc, port: 8080, appProtocol: http}") == []  # it wins

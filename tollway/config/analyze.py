@@ -4,7 +4,7 @@ Validation looks at one document; these look at the set: routes to subsets or ho
 nobody defines, weights that will be normalised, competing VirtualServices, Gateways with
 nothing bound, policies selecting nothing. Rollout and Flagger references live in
 `analyze_delivery.py`; whether a Rollout's Prometheus analysis can see its canary at all
-(service-wide queries) in `analyze_promql.py`.
+(service-wide queries, gRPC-blind ones) in `analyze_promql.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tollway.config.analyze_delivery import delivery_findings
-from tollway.config.analyze_promql import service_wide_findings
+from tollway.config.analyze_promql import grpc_blind_findings, service_wide_findings
 from tollway.config.findings import Finding, Severity
 from tollway.config.hosts import (
     ROOT_NAMESPACE,
@@ -216,6 +216,7 @@ def analyze(resources: ResourceSet) -> list[Finding]:
     for check in (_route_targets(resources, idx), _weights(resources),
                   _duplicate_hosts(resources), _gateways(resources), _policies(resources),
                   _empty_subsets(resources), _telemetry(resources),
-                  delivery_findings(resources), service_wide_findings(resources)):
+                  delivery_findings(resources), service_wide_findings(resources),
+                  grpc_blind_findings(resources)):
         out.extend(check)
     return out

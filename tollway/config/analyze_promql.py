@@ -14,6 +14,12 @@ series `NAME-<pod-template-hash>`, as the rollout names its generated Deployment
 `destination_version` / `destination_canonical_revision` (pod labels `version` /
 `service.istio.io/canonical-revision`), or a pod-template-hash label; a query naming any of
 these is taken to select the canary (or to compare the two) and is left alone.
+
+A gRPC service answers a failed call with HTTP 200 and the outcome in its `grpc-status`
+trailer (Istio's `grpc_response_status` label): a success-rate query that tells failures
+by `response_code` alone counts every failed gRPC call as a success. When a Rollout's pods
+back a gRPC Service port (name `grpc`/`grpc-*`, or `appProtocol: grpc`, Istio's rules),
+such a query gets an `info` finding that shows the selector to add.
 """
 
 from __future__ import annotations
@@ -156,3 +162,55 @@ def service_wide_findings(rs: ResourceSet) -> Iterator[Finding]:
                           "by destination_service, so it measures stable and canary "
                           f"together: {clauses}; {FIX.format(name=ro.name)}",
                           Severity.INFO)
+
+
+_RESPONSE_CODE = re.compile(r"\bresponse_code\s*(?:!~|=~|!=|=)")
+GRPC_FIX = ('a failed gRPC call answers HTTP 200 with its status in grpc-status, so the '
+            'query counts it as a success: also select grpc_response_status=~"|0" where it '
+            'selects successes (or grpc_response_status!~"|0" for failures), or let the '
+            '`tollway` provider judge: it counts both')
+
+
+def grpc_ports(rs: ResourceSet, ro: Resource) -> list[str]:
+    """`SERVICE:PORT` of the gRPC Service ports whose selector picks the Rollout's pods
+    (Istio: port name `grpc` or `grpc-*` but not `grpc-web*`, or appProtocol `grpc`)."""
+    template = ro.spec.get("template") or {}
+    labels = ((template.get("metadata") or {}).get("labels") or {})
+    out = []
+    for svc in rs.of_kind("Service"):
+        selector = svc.spec.get("selector") or {}
+        if svc.namespace != ro.namespace or not selector or any(
+                labels.get(k) != v for k, v in selector.items()):
+            continue
+        for port in svc.spec.get("ports") or []:
+            name = str(port.get("name") or "").lower()
+            proto = str(port.get("appProtocol") or "").lower()
+            named = (name == "grpc" or name.startswith("grpc-")) and not name.startswith(
+                "grpc-web")
+            if proto == "grpc" or (not proto and named):
+                out.append(f"{svc.name}:{port.get('port')}")
+    return out
+
+
+def grpc_blind(query: str) -> bool:
+    """Tells failures by response_code and never looks at grpc_response_status."""
+    return bool(_RESPONSE_CODE.search(query)) and "grpc_response_status" not in query
+
+
+def grpc_blind_findings(rs: ResourceSet) -> Iterator[Finding]:
+    """One info per (Rollout of a gRPC service, metric reading response_code alone)."""
+    for ro in rs.of_kind("Rollout"):
+        ports = grpc_ports(rs, ro)
+        if not ports:
+            continue
+        seen: set[tuple[str, int]] = set()
+        for use, _t in _uses(rs, ro):
+            for k, metric in enumerate(use.template.get("metrics") or []):
+                prom = ((metric.get("provider") or {}).get("prometheus") or {})
+                if (use.template_name, k) in seen or not grpc_blind(str(prom.get("query") or "")):
+                    continue
+                seen.add((use.template_name, k))
+                yield finding(ro, use.path,
+                              f"metric '{metric.get('name')}' of template {use.template_name} "
+                              f"tells failures by response_code, but {ro.name} serves gRPC "
+                              f"({', '.join(ports)}): {GRPC_FIX}", Severity.INFO)
