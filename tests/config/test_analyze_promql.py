@@ -10,7 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tollway.config.analyze import analyze
-from tollway.config.analyze_promql import blind_spot, service_wide, service_wide_findings
+from tollway.config.analyze_promql import (
+    blind_spot,
+    grpc_blind_findings,
+    service_wide,
+    service_wide_findings,
+)
 from tollway.config.findings import Severity
 from tollway.config.load import load_paths, load_text
 
@@ -170,3 +175,35 @@ def test_a_query_reading_grpc_status_or_a_non_grpc_port_gets_nothing() -> None:
     assert _grpc_findings("{name: http, port: 8080}") == []
     assert _grpc_findings("{name: grpc-web, port: 8080}") == []  # GRPC-Web: not this rule
     assert _grpc_findings("{name: grpc, port: 8080, appProtocol: http}") == []  # it wins
+
+
+FLAGGER_GRPC = """\
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: api}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: api}
+  service: {port: 9898, SERVICE}
+  analysis:
+    interval: 1m
+    threshold: 5
+    maxWeight: 50
+    stepWeight: 10
+    metrics:
+    - name: request-success-rate
+      thresholdRange: {min: 99}
+      interval: 1m
+"""
+
+
+def test_flagger_builtin_success_rate_on_grpc_is_told_so() -> None:
+    def infos(service: str) -> list[str]:
+        result = load_text(FLAGGER_GRPC.replace("SERVICE", service))
+        assert result.ok, [f.render() for f in result.findings]
+        return [f.message for f in grpc_blind_findings(result.resources)]
+
+    [message] = infos("portName: grpc")
+    assert message.startswith("Flagger's built-in request-success-rate counts non-5xx "
+                              "answers, but api serves gRPC (service port 9898)"), message
+    assert len(infos("appProtocol: grpc")) == 1
+    assert infos("portName: http") == [] and infos("portName: grpc, appProtocol: http") == []

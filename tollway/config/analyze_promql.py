@@ -183,13 +183,15 @@ def grpc_ports(rs: ResourceSet, ro: Resource) -> list[str]:
                 labels.get(k) != v for k, v in selector.items()):
             continue
         for port in svc.spec.get("ports") or []:
-            name = str(port.get("name") or "").lower()
-            proto = str(port.get("appProtocol") or "").lower()
-            named = (name == "grpc" or name.startswith("grpc-")) and not name.startswith(
-                "grpc-web")
-            if proto == "grpc" or (not proto and named):
+            if _grpc_port(str(port.get("name") or ""), str(port.get("appProtocol") or "")):
                 out.append(f"{svc.name}:{port.get('port')}")
     return out
+
+
+def _grpc_port(name: str, app_protocol: str) -> bool:
+    name, proto = name.lower(), app_protocol.lower()
+    named = (name == "grpc" or name.startswith("grpc-")) and not name.startswith("grpc-web")
+    return proto == "grpc" or (not proto and named)
 
 
 def grpc_blind(query: str) -> bool:
@@ -214,3 +216,19 @@ def grpc_blind_findings(rs: ResourceSet) -> Iterator[Finding]:
                               f"metric '{metric.get('name')}' of template {use.template_name} "
                               f"tells failures by response_code, but {ro.name} serves gRPC "
                               f"({', '.join(ports)}): {GRPC_FIX}", Severity.INFO)
+
+    for canary in rs.of_kind("Canary"):  # Flagger: its built-in reads response_code only
+        service = canary.spec.get("service") or {}
+        if not _grpc_port(str(service.get("portName") or ""),
+                          str(service.get("appProtocol") or "")):
+            continue
+        for i, metric in enumerate((canary.spec.get("analysis") or {}).get("metrics") or []):
+            if metric.get("name") == "request-success-rate" and not metric.get("templateRef"):
+                yield finding(canary, ("spec", "analysis", "metrics", i, "name"),
+                              "Flagger's built-in request-success-rate counts non-5xx "
+                              f"answers, but {canary.name} serves gRPC (service port "
+                              f"{service.get('port')}): a failed gRPC call answers HTTP 200 "
+                              "with its status in grpc-status, so the check counts it as a "
+                              "success; add a MetricTemplate whose query also selects "
+                              'grpc_response_status=~"|0" where it selects successes',
+                              Severity.INFO)
