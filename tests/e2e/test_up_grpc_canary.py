@@ -6,7 +6,9 @@
   answered plus the UNAVAILABLE ones the client proxy retried.
 - Judged on gRPC status: a healthy v2 is promoted by the judge; a v3 that fails 20% of
   its calls UNAVAILABLE (HTTP 200 each, no added latency: only the grpc-status tells) is
-  rolled back, while its callers, retried, see no failure.
+  rolled back, while its callers, retried, see no failure. With the `prometheus` binary
+  the mesh runs its own Prometheus, and the same failures are there: a success ratio by
+  `response_code` alone reads 100% for the canary, with `grpc_response_status=~"|0"` ~80%.
 - The ingress gateway (plaintext): `curl --http2-prior-knowledge` and `curl --http2`
   (Upgrade: h2c) with gRPC requests, a grpcio channel, and `h2load` when installed.
 
@@ -44,6 +46,7 @@ import client as example_client  # noqa: E402  (examples/grpc-canary/client.py)
 
 CURL = shutil.which("curl")
 H2LOAD = shutil.which("h2load")
+PROMETHEUS = shutil.which("prometheus")
 GATEWAY_HOST = "greeter.example.com"
 # a gRPC request message: 5-byte frame header + StringValue("curl") (field 1, length 4)
 CURL_CALL = b"\x00\x00\x00\x00\x06\x0a\x04curl"
@@ -62,6 +65,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     rollout.write_text(text)
     m = Mesh(root)
     m.offset = free_port() - 80  # the Gateway's port 80 lands on a free port
+    if PROMETHEUS is not None:  # the mesh's own Prometheus, scraping the sidecars
+        m.extra_args = ["--prometheus-port", str(free_port())]
     try:
         m.start()
         wait_until(lambda: _status(m).get("phase") == "Healthy" and len(_greeters(m)) == 2,
@@ -125,6 +130,41 @@ def _inbound_grpc_statuses(mesh: Mesh, version: str) -> Counter[str]:
                     assert labels["response_code"] == "200", labels
                     out[labels["grpc_response_status"]] += int(sample.value)
     return out
+
+
+def _prometheus_sees_grpc_failures(mesh: Mesh) -> None:
+    """The Prometheus path: the canaries' series in the mesh's Prometheus carry the gRPC
+    status (flaky v2 50%, v3 20% UNAVAILABLE, all HTTP 200), so the selector `tollway
+    analyze` suggests reads the failures where a query by response_code alone reads none."""
+    url = f"http://127.0.0.1:{mesh.extra_args[1]}"
+    sel = 'reporter="destination",destination_workload=~"greeter-.*"'
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        r = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=20)
+        body = r.json()
+        assert r.status_code == 200 and body["status"] == "success", (expr, body)
+        return list(body["data"]["result"])
+
+    by = "sum by (destination_workload, grpc_response_status, response_code) "
+    rows: list[dict[str, Any]] = []
+
+    def have_failures() -> bool:
+        nonlocal rows
+        rows = query(by + f"(istio_requests_total{{{sel}}})")
+        return any(r["metric"].get("grpc_response_status") == "14" for r in rows)
+
+    wait_until(have_failures, 30, "Prometheus to scrape the UNAVAILABLE answers")
+    failed = {r["metric"]["destination_workload"] for r in rows
+              if r["metric"].get("grpc_response_status") == "14"}
+    assert all(r["metric"]["response_code"] == "200" for r in rows), rows
+    for workload in failed:
+        one = f'reporter="destination",destination_workload="{workload}"'
+        ok = query(f'sum(istio_requests_total{{{one},response_code!~"5.*",'
+                   f'grpc_response_status=~"|0"}}) / sum(istio_requests_total{{{one}}})')
+        blind = query(f'sum(istio_requests_total{{{one},response_code!~"5.*"}}) '
+                      f'/ sum(istio_requests_total{{{one}}})')
+        assert float(blind[0]["value"][1]) == 1.0  # by response_code: a flawless canary
+        assert float(ok[0]["value"][1]) < 0.9, (workload, ok)  # it failed 20% / 50%
 
 
 def _set_image(mesh: Mesh, version: str, *env: str) -> None:
@@ -231,6 +271,8 @@ def test_grpc_canary_split_80_20_retried_then_promoted_and_rolled_back(mesh: Mes
         assert "canary errors" in message, message
         v3 = _by_version(mesh).get("v3", [])
         assert not v3 or v3[0]["failed"] > 0
+        if PROMETHEUS is not None:
+            _prometheus_sees_grpc_failures(mesh)
         after = sum(load.seen.values())
         time.sleep(3.0)
     assert load.failures == [], load.failures[:10]  # retries hid every UNAVAILABLE
