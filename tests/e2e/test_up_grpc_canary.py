@@ -18,10 +18,10 @@ counted at 20%; `tollway rollout promote` ends it) and shortens the second.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -41,8 +41,10 @@ from tests.conftest import reap_members
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grpc-canary")]
 
 EXAMPLE = EXAMPLES / "grpc-canary"
-sys.path.insert(0, str(EXAMPLE))
-import client as example_client  # noqa: E402  (examples/grpc-canary/client.py)
+_spec = importlib.util.spec_from_file_location("grpc_canary_client", EXAMPLE / "client.py")
+assert _spec is not None and _spec.loader is not None
+example_client = importlib.util.module_from_spec(_spec)  # the example's own client code
+_spec.loader.exec_module(example_client)
 
 CURL = shutil.which("curl")
 H2LOAD = shutil.which("h2load")
