@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,3 +188,39 @@ def test_a_grpc_status_format_tollway_does_not_know_is_refused() -> None:
 
     assert logformat.check("%GRPC_STATUS(NUMBER)%") is None
     assert "CAMEL_STRING, SNAKE_STRING or NUMBER" in (logformat.check("%GRPC_STATUS(X)%") or "")
+
+
+def test_a_long_stream_reports_its_messages_while_open(harness: Harness,
+                                                       echo: tuple[int, Any]) -> None:
+    """Istio reports a gRPC stream's message counts every few seconds, not only at its
+    end: a bidi stream held open shows its first messages on both sidecars, then the
+    rest once it ends (each message counted once)."""
+    side_in = inbound(harness, echo[0], "v1")
+    side_out = outbound(harness, {"v1": (side_in.listener_address("in")[1], 100)})
+    release = threading.Event()
+
+    def requests() -> Iterator[bytes]:
+        yield b"ab"
+        yield b"cd"
+        release.wait(60)
+        yield b"ef"
+
+    def messages(p: ProxyServer) -> tuple[float, float]:
+        m = scrape(p)
+        return (total(m, "istio_request_messages_total"),
+                total(m, "istio_response_messages_total"))
+
+    with grpc.insecure_channel(f"127.0.0.1:{side_out.listener_address('out')[1]}") as ch:
+        replies = stubs(ch)["bidi"](requests(), timeout=60)
+        assert next(replies) == b"ba" and next(replies) == b"dc"
+        deadline = time.monotonic() + 30
+        while messages(side_out) != (2, 2) or messages(side_in) != (2, 2):
+            assert time.monotonic() < deadline, (messages(side_out), messages(side_in))
+            time.sleep(0.5)
+        assert total(scrape(side_out), "istio_requests_total") == 0  # the call is open
+        release.set()
+        assert list(replies) == [b"fe"]
+    deadline = time.monotonic() + 10
+    while messages(side_out) != (3, 3) or messages(side_in) != (3, 3):
+        assert time.monotonic() < deadline, (messages(side_out), messages(side_in))
+        time.sleep(0.2)

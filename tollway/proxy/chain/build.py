@@ -111,6 +111,8 @@ class ListenerPlan:
         # and `logger` (None when this side writes no access log)
         self.record = snap.metric_policy.recorder(snap.metrics, self.reporter)
         self.record_grpc = snap.metric_policy.grpc_recorder(snap.metrics, self.reporter)
+        self.report_messages = snap.metric_policy.messages_recorder(snap.metrics,
+                                                                    self.reporter)
         self.logger = snap.loggers[0 if self.reporter == "source" else 1]
         # tracing: the rate for traces this proxy starts; the tracer only when spans are
         # reported (None keeps the per-request cost to one test)

@@ -1,10 +1,12 @@
 """Istio standard metrics counted on the hot path with plain data, rendered at scrape.
 
 Per request: one dict lookup keyed by (label-set index, response code, flags) and a few
-list increments. A gRPC call (HTTP/2 streams only, `record_grpc`) is keyed with its
-`grpc_response_status` too and rendered with `request_protocol="grpc"`, and adds its
-message counts to `istio_request_messages_total` / `istio_response_messages_total`,
-which carry only the peer labels (reporter .. destination_cluster), as Istio's do.
+list increments. A gRPC call (HTTP/2 streams only, `record_grpc`) is counted under a label
+set of its own - the peer's, with `request_protocol="grpc"` and its
+`grpc_response_status` - interned once per (peer, status), so `record` itself is the same
+for every request; its messages go to `istio_request_messages_total` /
+`istio_response_messages_total`, which carry only the peer labels (reporter ..
+destination_cluster), as Istio's do.
 The label sets (Istio's full tag list, in istio_stats order) are compiled per snapshot
 and interned here for the life of the proxy, so a scrape renders every series ever seen
 even after a config change. prometheus-client only runs at scrape time, through a custom
@@ -75,6 +77,9 @@ MESSAGE_FAMILIES: tuple[tuple[str, str, str], ...] = (
 )
 TagValue = Callable[["Exchange", float], str]
 GrpcRecorder = Callable[["Exchange", float, int, int], None]
+# Istio reports a gRPC stream's messages while it is open, every tcp_reporting_duration
+# (istio_stats' report timer; 5 s by default), not only at its end
+REPORT_INTERVAL = 5.0
 
 
 class SidePolicy:
@@ -136,6 +141,19 @@ class MetricPolicy:
 
         return record_tagged
 
+    def messages_recorder(self, metrics: Metrics, reporter: str) -> GrpcRecorder:
+        """What a gRPC stream still open reports every REPORT_INTERVAL: its new messages
+        (exchange, now, request messages, response messages), with this side's tags."""
+        side = self.sides[reporter]
+        names, values = side.names, side.values
+
+        def report(ex: Exchange, now: float, req: int, resp: int) -> None:
+            extra = metrics.intern_extra(names, tuple(v(ex, now) for v in values)) if (
+                names) else -1
+            metrics.add_messages(ex.label_index, extra, req, resp)
+
+        return report
+
 
 class Metrics:
     """Counters and histograms for one proxy process (see module doc)."""
@@ -150,6 +168,8 @@ class Metrics:
         self.series: dict[tuple[Any, ...], list[Any]] = {}
         # gRPC messages: (label set, extra or -1) -> [request messages, response messages]
         self.messages: dict[tuple[int, int], list[int]] = {}
+        # (peer label set, grpc_response_status) -> the gRPC call's label set
+        self._grpc_index: dict[tuple[int, str], int] = {}
         self.extras: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         self._extra_index: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = {}
         self.policy = MetricPolicy()  # the applied snapshot's (set by ProxyServer.apply)
@@ -172,13 +192,12 @@ class Metrics:
             self.extras.append(key)
         return idx
 
-    def record(self, ex: Exchange, now: float, extra: int = -1) -> None:
-        """Count a finished exchange; called once per request."""
-        self.count((ex.label_index, ex.status, ex.flags) if extra < 0 else (
-            ex.label_index, ex.status, ex.flags, extra), ex, now)
-
-    def count(self, key: tuple[Any, ...], ex: Exchange, now: float) -> None:
-        """One finished exchange into the series `key` (record / record_grpc)."""
+    def record(self, ex: Exchange, now: float, extra: int = -1, labels: int = -1) -> None:
+        """Count a finished exchange; called once per request. `labels`: a label set
+        other than the exchange's (a gRPC call's, see record_grpc)."""
+        index = ex.label_index if labels < 0 else labels
+        key = (index, ex.status, ex.flags) if extra < 0 else (
+            index, ex.status, ex.flags, extra)
         s = self.series.get(key)
         if s is None:
             s = self.series[key] = [0, 0.0, 0, 0, [0] * _NB, [0] * _NB, [0] * _NB]
@@ -193,10 +212,16 @@ class Metrics:
 
     def record_grpc(self, ex: Exchange, now: float, req: int, resp: int, extra: int = -1
                     ) -> None:
-        """Count a finished gRPC call (`record`, keyed by its grpc_response_status too) and
-        the messages it carried that were not reported yet (`add_messages`)."""
-        self.count((ex.label_index, ex.status, ex.flags, extra, grpc_label(ex.grpc_status)),
-                   ex, now)
+        """Count a finished gRPC call (`record`, under its gRPC label set) and the messages
+        it carried that were not reported yet (`add_messages`)."""
+        peer = ex.label_index
+        status = grpc_label(ex.grpc_status)
+        index = self._grpc_index.get((peer, status))
+        if index is None:  # once per (peer, status) for the life of the proxy
+            base = self.label_sets[peer]
+            index = self._grpc_index[(peer, status)] = self.intern(
+                (*base[:20], "grpc", base[21], status))
+        self.record(ex, now, extra, index)
         if req or resp:
             self.add_messages(ex.label_index, extra, req, resp)
 
@@ -214,25 +239,15 @@ class Metrics:
         return sum(s[0] for s in self.series.values())
 
 
-def _labels(base: tuple[str, ...], key: tuple[Any, ...]) -> dict[str, str]:
-    # base: reporter .. destination_cluster, request_protocol, connection_security_policy;
-    # key: (label set, code, flags[, extra[, grpc status]]) - a gRPC call's has 5 parts
+def _labels(base: tuple[str, ...], code: int, flags: str) -> dict[str, str]:
+    # base: reporter .. destination_cluster, request_protocol, connection_security_policy
+    # [, grpc_response_status: a gRPC call's label set]
     d = dict(zip(LABEL_NAMES[:21], base[:21], strict=True))
-    d["response_flags"] = key[2]
+    d["response_flags"] = flags
     d["connection_security_policy"] = base[21]
-    d["response_code"] = str(key[1])
-    if len(key) == 5:
-        d["request_protocol"] = "grpc"
-        d["grpc_response_status"] = key[4]
-    else:
-        d["grpc_response_status"] = ""
+    d["response_code"] = str(code)
+    d["grpc_response_status"] = base[22] if len(base) > 22 else ""
     return d
-
-
-def _extra_of(m: Metrics, key: tuple[Any, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The Telemetry-added tags of a series key ((), () when none)."""
-    index: int = key[3] if len(key) >= 4 else -1
-    return m.extras[index] if index >= 0 else ((), ())
 
 
 class IstioCollector:
@@ -257,9 +272,9 @@ class IstioCollector:
             f[1]: {} for f in FAMILIES}
         for key, s in list(m.series.items()):
             base = m.label_sets[key[0]]
-            lab = _labels(base, key)
+            lab = _labels(base, key[1], key[2])
             side = policy.sides.get(base[0]) or policy.sides["source"]
-            extra = _extra_of(m, key)
+            extra = m.extras[key[3]] if len(key) == 4 else ((), ())
             for (metric, family, _), (count, total, hist) in zip(FAMILIES, (
                     (s[0], s[1], s[4]), (s[0], s[1], s[4]), (s[0], s[2], s[5]),
                     (s[0], s[3], s[6])), strict=True):

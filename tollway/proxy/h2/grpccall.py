@@ -4,9 +4,11 @@ An `H2Stream` whose request is gRPC (content-type application/grpc, not grpc-web
 isGrpcRequestHeaders) holds one `GrpcCall` and hands it what goes past: request and
 response DATA (messages counted as they stream, nothing buffered: core/grpc
 MessageCounter), the response head as sent (a trailers-only answer or a local reply
-carries grpc-status there) and the trailers. When the stream ends, `finish` sets the
-exchange's `grpc_status` in Envoy's order (core/grpc.final_status) and returns the
-messages not reported yet, which `ListenerPlan.record_grpc` counts.
+carries grpc-status there) and the trailers. While the stream is open, `tick` (the
+connection's once-a-second sweep) reports the messages seen so far every REPORT_INTERVAL,
+as Istio reports long streams; when it ends, `finish` sets the exchange's `grpc_status`
+in Envoy's order (core/grpc.final_status) and `unreported` hands the rest to
+`ListenerPlan.record_grpc`.
 
 Streams that are not gRPC hold None: they pay one test per DATA frame and none of this.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tollway.proxy.chain.telemetry import REPORT_INTERVAL
 from tollway.proxy.core import grpc
 
 if TYPE_CHECKING:
@@ -26,14 +29,16 @@ Header = tuple[bytes, bytes]
 class GrpcCall:
     """One gRPC call's status sources and message counts (see module doc)."""
 
-    __slots__ = ("head_status", "reported", "requests", "responses", "trailer_status")
+    __slots__ = ("head_status", "next_report", "reported", "requests", "responses",
+                 "trailer_status")
 
-    def __init__(self) -> None:
+    def __init__(self, now: float = 0.0) -> None:
         self.requests = grpc.MessageCounter()
         self.responses = grpc.MessageCounter()
         self.head_status: int | None = None
         self.trailer_status: int | None = None
         self.reported = (0, 0)  # messages already counted by a periodic report
+        self.next_report = now + REPORT_INTERVAL
 
     def head(self, fields: list[Header]) -> None:
         """The response head sent to the client (from the upstream, or the proxy's own)."""
@@ -52,13 +57,25 @@ class GrpcCall:
         self.reported = (req, resp)
         return req - before[0], resp - before[1]
 
+    def tick(self, ex: Exchange, now: float) -> None:
+        """A stream still open: report its new messages once its labels are known (the
+        response head chose the endpoint) and REPORT_INTERVAL has passed."""
+        if now < self.next_report or not ex.response_started:
+            return
+        self.next_report = now + REPORT_INTERVAL
+        plan = ex.plan
+        if plan.metrics_on:
+            req, resp = self.unreported()
+            if req or resp:
+                plan.report_messages(ex, now, req, resp)
+
     def finish(self, ex: Exchange) -> None:
         """The stream is over: the exchange's grpc_status, as Envoy would log it."""
         ex.grpc_status = self.status(ex.status)
 
 
-def for_request(content_type: str | None) -> GrpcCall | None:
+def for_request(content_type: str | None, now: float) -> GrpcCall | None:
     """A GrpcCall when the request is gRPC, else None."""
     if content_type is not None and grpc.is_grpc(content_type):
-        return GrpcCall()
+        return GrpcCall(now)
     return None

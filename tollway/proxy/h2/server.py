@@ -266,7 +266,7 @@ class H2Server(asyncio.Protocol):
         stream.ex = ex
         stream.grpc = head.grpc
         if head.grpc:
-            call = stream.call = for_request(head.headers.get("content-type"))
+            call = stream.call = for_request(head.headers.get("content-type"), ex.start)
             ex.grpc = call is not None
         if self.cert_hash:
             ex.attrs["peer_cert_hash"] = self.cert_hash
@@ -419,6 +419,8 @@ class H2Server(asyncio.Protocol):
         for stream in list(self.streams.values()):
             if now - stream.progress > limits.stream_idle_timeout:
                 stream.timed_out()
+            elif stream.call is not None and stream.ex is not None:
+                stream.call.tick(stream.ex, now)  # a long gRPC stream's messages so far
 
 
 class H2Stream:
