@@ -28,7 +28,7 @@ def test_docs_list_every_checked_query() -> None:
 def test_every_panel_has_one_query_with_known_variables_and_balanced_parens() -> None:
     known = {"__rate_interval", "service", "qrep", "srcwl", "srcns", "namespace", "workload",
              "dstsvc"}
-    for d in (*grafana.DASHBOARDS, grafana.KIALI):
+    for d in (*grafana.DASHBOARDS, grafana.KIALI, grafana.KIALI_GRPC):
         for p in d.panels:
             assert grafana.variables_in(p.expr) <= known, (d.title, p.title)
             assert p.expr.count("(") == p.expr.count(")"), (d.title, p.title)

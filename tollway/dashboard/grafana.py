@@ -240,6 +240,33 @@ KIALI = Dashboard(
               'destination_workload="$workload"}[$__rate_interval]) > 0', "any"),
     ),
 )
+# Kiali's metrics page for a service (business/metrics.go buildLabelStrings,
+# fetchAllMetrics): errors are HTTP errors (response_code 0, 4xx, 5xx) or, for gRPC, a
+# grpc_response_status 1-16 whose HTTP status is not itself an error; and the gRPC message
+# rates. Istio's own Grafana dashboards read no gRPC label: these are where the label is read.
+_KIALI_SVC = 'reporter="destination",destination_service_name="$service"'
+_KIALI_HTTP_ERR = r'"^0$|^[4-5]\\d\\d$"'  # PromQL string: the regex ^0$|^[4-5]\d\d$
+KIALI_GRPC = Dashboard(
+    "kiali-grpc", "Kiali service metrics (gRPC)", "kiali/kiali business/metrics.go",
+    (("service", ""),),
+    (
+        Panel("metrics: request error rate (HTTP and gRPC)",
+              f"sum(rate(istio_requests_total{{{_KIALI_SVC},response_code=~{_KIALI_HTTP_ERR}}}"
+              "[$__rate_interval])) OR sum(rate(istio_requests_total"
+              f'{{{_KIALI_SVC},grpc_response_status=~"^[1-9]$|^1[0-6]$",'
+              f"response_code!~{_KIALI_HTTP_ERR}}}[$__rate_interval]))",
+              "grpc_errors", "reqps"),
+        Panel("metrics: request rate by gRPC status",
+              f"sum(rate(istio_requests_total{{{_KIALI_SVC}}}[$__rate_interval])) "
+              "by (grpc_response_status)", "by_grpc_status", "reqps"),
+        Panel("metrics: gRPC request messages",
+              f"sum(rate(istio_request_messages_total{{{_KIALI_SVC}}}[$__rate_interval]))",
+              "request_messages", "short"),
+        Panel("metrics: gRPC response messages",
+              f"sum(rate(istio_response_messages_total{{{_KIALI_SVC}}}[$__rate_interval]))",
+              "response_messages", "short"),
+    ),
+)
 DASHBOARDS: tuple[Dashboard, ...] = (_MESH, _SERVICE, _WORKLOAD)
 
 
@@ -296,7 +323,7 @@ def name_label(query: str) -> str:
 def docs_section() -> str:
     """The Markdown list of checked queries (docs/observability.md)."""
     out = ["<!-- queries:begin (python -m tollway.dashboard.grafana --write-docs) -->", ""]
-    for d in (*DASHBOARDS, KIALI):
+    for d in (*DASHBOARDS, KIALI, KIALI_GRPC):
         out += [f"### {d.title}", "", f"Origin: {d.origin}.", "", "| panel | checked | query |",
                 "|---|---|---|"]
         for p in d.panels:
