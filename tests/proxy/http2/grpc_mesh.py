@@ -18,10 +18,10 @@ SERVER_ID = "spiffe://cluster.local/ns/default/sa/echo"
 SERVICE = "echo.default.svc.cluster.local"
 
 
-def table(name: str, *dests: tuple[str, int], retries: types.Retry | None = types.Retry()
-          ) -> types.RouteTable:
+def table(name: str, *dests: tuple[str, int], retries: types.Retry | None = types.Retry(),
+          fault: types.Fault | None = None) -> types.RouteTable:
     route = types.Route(clusters=tuple(types.WeightedCluster(cluster=c, weight=w)
-                                       for c, w in dests), retries=retries)
+                                       for c, w in dests), retries=retries, fault=fault)
     return types.RouteTable(name=name, virtual_hosts=(
         types.VirtualHost(name="vh", domains=("*",), routes=(route,)),))
 
@@ -51,7 +51,8 @@ def outbound(harness: Harness, backends: dict[str, tuple[int, int]],
              outlier: types.OutlierDetection | None = None,
              endpoints: dict[str, tuple[int, ...]] | None = None,
              load_balancer: types.LoadBalancer | None = None,
-             telemetry: types.Telemetry | None = None) -> ProxyServer:
+             telemetry: types.Telemetry | None = None,
+             fault: types.Fault | None = None) -> ProxyServer:
     """The client's sidecar: listener "out". backends: subset name -> (inbound sidecar
     port, weight); `endpoints` gives a subset more than one endpoint (ports)."""
     mode = "ISTIO_MUTUAL" if creds else "DISABLE"
@@ -67,7 +68,7 @@ def outbound(harness: Harness, backends: dict[str, tuple[int, int]],
                           (SERVER_ID,) if creds else ())))
         for subset in backends)
     routes = table("out", *((f"outbound|50051|{s}|echo", w) for s, (_, w) in backends.items()),
-                   retries=retries)
+                   retries=retries, fault=fault)
     cfg = types.ProxyConfig(
         version="c", node=types.Node(name="client-0", workload="client", labels={"app": "c"}),
         listeners=(types.Listener(name="out", kind="outbound", address="127.0.0.1", port=0,

@@ -100,8 +100,9 @@ def test_grpc_status_label_and_message_counters_on_both_sidecars(
 
 
 def test_statuses_the_proxy_makes_up(harness: Harness, echo: tuple[int, Any]) -> None:
-    """No endpoint (the sidecar's own 503 -> UNAVAILABLE, 14) and a gRPC deadline passing
-    at the sidecar (504 -> 14): labelled with the status the client was given; a plain
+    """No endpoint (the sidecar's own 503 -> UNAVAILABLE, 14), a fault abort.grpcStatus
+    and a gRPC deadline passing at the sidecar (504 -> 14): labelled with the status the
+    client was given; a plain
     HTTP/2 request through the same sidecar keeps grpc_response_status="" and
     request_protocol="http"."""
     from h2client import H2Client
@@ -115,6 +116,16 @@ def test_statuses_the_proxy_makes_up(harness: Harness, echo: tuple[int, Any]) ->
     assert count == 1 and "UF" in labels["response_flags"].split(",")
     assert (labels["request_protocol"], labels["response_code"],
             labels["grpc_response_status"]) == ("grpc", "503", "14")
+
+    aborting = outbound(harness, {"v1": (1, 100)}, fault=types.Fault(
+        abort_status=200, abort_percent=100.0, abort_grpc_status=8))  # abort.grpcStatus
+    with grpc.insecure_channel(f"127.0.0.1:{aborting.listener_address('out')[1]}") as ch, \
+            pytest.raises(grpc.RpcError) as failed:
+        stubs(ch)["unary"](b"x", timeout=20)
+    assert failed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    (labels, count), = scrape(aborting)["istio_requests_total"]
+    assert (labels["response_code"], labels["grpc_response_status"], labels["response_flags"]
+            ) == ("200", "8", "FI")
 
     silent = socket.socket()  # accepts, never answers: the grpc-timeout passes
     silent.bind(("127.0.0.1", 0))
