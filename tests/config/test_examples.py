@@ -88,3 +88,56 @@ def test_examples_readme_names_every_folder() -> None:
     readme = (EXAMPLES / "README.md").read_text()
     for folder in FOLDERS:
         assert f"`{folder.name}/`" in readme
+
+
+def _greeter_module():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("grpc_canary_greeter",
+                                                  EXAMPLES / "grpc-canary" / "greeter.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """What the greeter uses of grpc.ServicerContext: trailing metadata and abort."""
+
+    def __init__(self) -> None:
+        self.trailers: tuple[tuple[str, str], ...] = ()
+
+    def set_trailing_metadata(self, md: tuple[tuple[str, str], ...]) -> None:
+        self.trailers = md
+
+    def abort(self, code: object, details: str) -> None:
+        raise _Aborted(f"{code} {details}")
+
+
+@pytest.mark.parametrize(("rate", "pattern"), [
+    (0.0, "....."), (0.2, "....F....F"), (0.5, ".F.F.F"), (1.0, "FFF")])
+def test_grpc_canary_greeter_fails_its_share_evenly(rate: float, pattern: str) -> None:
+    greeter = _greeter_module().Greeter("v9", rate, 0.0)
+    seen = ""
+    for _ in pattern:
+        ctx = _Context()
+        try:
+            greeter._admit(ctx)
+            seen += "."
+        except _Aborted as exc:
+            assert "UNAVAILABLE" in str(exc) and "greeter v9 is overloaded" in str(exc)
+            seen += "F"
+        assert ctx.trailers == (("x-version", "v9"),)  # on failures too
+    assert seen == pattern and greeter.failed == pattern.count("F")
+
+
+def test_grpc_canary_v3_is_the_bad_version_unless_env_says_otherwise() -> None:
+    from_env = _greeter_module().from_env
+    v3 = from_env({"VERSION": "v3"})
+    assert (v3.fail_rate, v3.delay) == (0.2, 0.15)
+    assert (from_env({"VERSION": "v3", "FAIL_RATE": "0", "DELAY_MS": "0"}).fail_rate,
+            from_env({"VERSION": "v2"}).delay) == (0.0, 0.0)
