@@ -6,7 +6,10 @@
 # PROXY_CPU, one process each.
 #
 #   bash bench/h2_compare.sh        env: DURATION=10 CONNS=16 STREAMS=10 LOADGEN_CPU=0
-#                                        PROXY_CPU=1 PORT_BASE=18280 INSTALL=1
+#                                        PROXY_CPU=1 PORT_BASE=18280 INSTALL=1 REPS=1 BASE=
+# BASE=dir adds that source tree's Tollway as "base" to the same run (before/after of a
+# change: e.g. `git worktree add /tmp/base main`, or a copy with its compiled .so files).
+# REPS runs every target REPS times, interleaved; the ratios are of the medians.
 # Needs nghttp2-client (h2load), nginx and haproxy (apt-get with INSTALL=1, as root).
 # It stops every process it started, by PID, on exit.
 set -euo pipefail
@@ -14,64 +17,39 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 DURATION="${DURATION:-10}"; CONNS="${CONNS:-16}"; STREAMS="${STREAMS:-10}"
 LOADGEN_CPU="${LOADGEN_CPU:-0}"; PROXY_CPU="${PROXY_CPU:-1}"; PORT_BASE="${PORT_BASE:-18280}"
-INSTALL="${INSTALL:-1}"
+INSTALL="${INSTALL:-1}"; REPS="${REPS:-1}"; BASE="${BASE:-}"
 PY="${PY:-$ROOT/.venv/bin/python}"; [ -x "$PY" ] || PY="$(command -v python3)"
 WORK="$(mktemp -d -t tollway-h2bench.XXXXXX)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 if [ "$INSTALL" = 1 ] && ! { command -v h2load && command -v nginx && command -v haproxy; } >/dev/null; then
   apt-get install -y -qq nghttp2-client nginx-light haproxy >/dev/null
 fi
 P_BACKEND=$PORT_BASE; P_NGINX=$((PORT_BASE+1)); P_HAPROXY=$((PORT_BASE+2)); P_TOLLWAY=$((PORT_BASE+3))
-wait_port() {
-  for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "nothing answers on port $1; logs in $WORK" >&2; exit 1
+P_BASE=$((PORT_BASE+4))  # BASE's Tollway (h2 and HTTP/1.1 on one port, as every listener)
+UPSTREAM="127.0.0.1:$P_BACKEND"
+# shellcheck source=bench/proxy_compare/common.sh
+. "$HERE/proxy_compare/common.sh"   # start, wait_port, cleanup on exit, the configurations
+# nginx and HAProxy: HTTP/1.1 on PORT+10, h2c (prior knowledge) on PORT
+nginx_backend_conf "$P_BACKEND" > "$WORK/backend.conf"
+nginx_proxy_conf $((P_NGINX+10)) "$UPSTREAM" "$P_NGINX" > "$WORK/nginx-proxy.conf"
+haproxy_cfg $((P_HAPROXY+10)) "$UPSTREAM" "$P_HAPROXY" > "$WORK/haproxy.cfg"
+start "$LOADGEN_CPU" backend nginx -p "$WORK" -c "$WORK/backend.conf" -e "$WORK/backend-error.log"
+start "$PROXY_CPU" nginx-proxy nginx -p "$WORK" -c "$WORK/nginx-proxy.conf" -e "$WORK/nginx-proxy-error.log"
+start "$PROXY_CPU" haproxy haproxy -db -f "$WORK/haproxy.cfg"
+tollway() {  # tollway NAME TREE PORT: that tree's proxy on the bench snapshot
+  PYTHONPATH="$2" "$PY" "$2/bench/tollway_snapshot.py" --upstream "$UPSTREAM" --port "$3" \
+    > "$WORK/$1.json"
+  start "$PROXY_CPU" "$1" env PYTHONPATH="$2" "$PY" -m tollway.proxy --config "$WORK/$1.json" \
+    --admin-port 0
 }
-BODY="$(printf '0123456789%.0s' $(seq 9))abcdefghi"
-temps="client_body_temp_path $WORK/t1; proxy_temp_path $WORK/t2; fastcgi_temp_path $WORK/t3;
-  uwsgi_temp_path $WORK/t4; scgi_temp_path $WORK/t5;"
-cat > "$WORK/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.log warn;
-events { worker_connections 8192; }
-http { access_log off; $temps keepalive_requests 10000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:$P_BACKEND backlog=4096;
-    location / { default_type text/plain; return 200 "$BODY\n"; } } }
-CONF
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.log warn;
-events { worker_connections 8192; }
-http { access_log off; $temps
-  upstream be { server 127.0.0.1:$P_BACKEND; keepalive 64; }
-  server { listen 127.0.0.1:$P_NGINX http2 backlog=4096; listen 127.0.0.1:$((P_NGINX+10)) backlog=4096;
-    http2_max_concurrent_streams 128; keepalive_requests 10000000;
-    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-cat > "$WORK/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 4000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$P_HAPROXY proto h2
-  bind 127.0.0.1:$((P_HAPROXY+10))
-  default_backend be
-backend be
-  server s1 127.0.0.1:$P_BACKEND
-CONF
-taskset -c "$LOADGEN_CPU" nginx -p "$WORK" -c "$WORK/backend.conf" -e "$WORK/backend.log" & PIDS+=($!)
-taskset -c "$PROXY_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx.log" & PIDS+=($!)
-taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg" & PIDS+=($!)
-(cd "$ROOT" && PYTHONPATH="$ROOT" "$PY" bench/tollway_snapshot.py --upstream "127.0.0.1:$P_BACKEND" \
-  --port "$P_TOLLWAY" > "$WORK/tollway.json")
-(cd "$ROOT" && PYTHONPATH="$ROOT" exec taskset -c "$PROXY_CPU" "$PY" -m tollway.proxy \
-  --config "$WORK/tollway.json" --admin-port 0 > "$WORK/tollway.log" 2>&1) & PIDS+=($!)
-for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_TOLLWAY; do wait_port "$p"; done
+tollway tollway "$ROOT" "$P_TOLLWAY"
+TARGETS="nginx:$P_NGINX:$((P_NGINX+10)) haproxy:$P_HAPROXY:$((P_HAPROXY+10)) tollway:$P_TOLLWAY:$P_TOLLWAY"
+if [ -n "$BASE" ]; then
+  tollway base "$BASE" "$P_BASE"
+  TARGETS="$TARGETS base:$P_BASE:$P_BASE"
+fi
+for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_TOLLWAY ${BASE:+$P_BASE}; do wait_port "$p"; done
+echo "tollway: $(cd "$ROOT" && "$PY" -c 'import tollway.native as n; print(n.describe())')" \
+  "${BASE:+; base: $BASE}" >&2
 
 run() {  # name proto port -> "req/s mean_latency_ms"
   local flags=(-c "$CONNS" -m "$STREAMS" -D "$DURATION" --warm-up-time 2)
@@ -86,23 +64,31 @@ run() {  # name proto port -> "req/s mean_latency_ms"
   echo "$1 $2 $rps $lat succeeded=$ok failed=$failed"
 }
 {
-  for proto in h2 h1; do
-    off=0; [ $proto = h1 ] && off=10
-    run nginx $proto $((P_NGINX+off))
-    run haproxy $proto $((P_HAPROXY+off))
-    run tollway $proto $P_TOLLWAY
+  for _ in $(seq "$REPS"); do  # interleaved: rep 1 of every target and protocol, then rep 2...
+    for proto in h2 h1; do
+      for t in $TARGETS; do
+        IFS=: read -r name h2port h1port <<<"$t"
+        run "$name" "$proto" "$([ "$proto" = h2 ] && echo "$h2port" || echo "$h1port")"
+      done
+    done
   done
 } | tee "$WORK/results.txt"
 "$PY" - "$WORK/results.txt" <<'PY'
-import sys
+import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-rps = {(r[0], r[1]): float(r[2]) for r in rows if r[2] not in ("", "-")}
+runs: dict = {}
+for r in rows:
+    if r[2] not in ("", "-"):
+        runs.setdefault((r[0], r[1]), []).append(float(r[2]))
+rps = {k: statistics.median(v) for k, v in runs.items()}
+print("median req/s of", max(len(v) for v in runs.values()), "runs each")
 for proto in ("h2", "h1"):
-    t = rps.get(("tollway", proto))
-    if not t:
-        continue
-    for other in ("nginx", "haproxy"):
-        o = rps.get((other, proto))
-        if o:
-            print(f"{proto}: tollway/{other} = {t / o:.2f}  ({t:.0f} vs {o:.0f} req/s)")
+    for ours in ("tollway", "base"):
+        t = rps.get((ours, proto))
+        if not t:
+            continue
+        for other in ("nginx", "haproxy"):
+            o = rps.get((other, proto))
+            if o:
+                print(f"{proto}: {ours}/{other} = {t / o:.2f}  ({t:.0f} vs {o:.0f} req/s)")
 PY

@@ -137,6 +137,16 @@ def telemetry(access_log: bool, route_tag: bool) -> types.Telemetry:
 METRICS = Metrics()
 
 
+def pooled(cluster: Any, pool: Any) -> UpstreamConnection:
+    """An open, idle upstream connection on a fake transport, in `pool`'s books."""
+    conn = UpstreamConnection(pool)
+    conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+    pool.open.add(conn)
+    pool.idle.append(conn)
+    cluster.limits.try_open_connection()
+    return conn
+
+
 def setup(mirror: bool = False, tracing: Tracing | None = None, n: int = 0,
           tel: types.Telemetry | None = None,
           ) -> tuple[Any, Downstream, list[UpstreamConnection], Any]:
@@ -162,12 +172,7 @@ def setup(mirror: bool = False, tracing: Tracing | None = None, n: int = 0,
                 pool.open.add(pipe)
                 cluster.limits.try_open_connection()
                 continue
-            conn = UpstreamConnection(pool)
-            conn.connection_made(FakeTransport())  # type: ignore[arg-type]
-            pool.open.add(conn)
-            pool.idle.append(conn)
-            cluster.limits.try_open_connection()
-            conns.append(conn)
+            conns.append(pooled(cluster, pool))
     down = Downstream(ListenerRuntime("bench", plan, Limits()))
     down.connection_made(FakeTransport())  # type: ignore[arg-type]
     return loop, down, conns, pipe

@@ -64,89 +64,11 @@ for p in $P_BACKEND $P_NGINX $P_HAPROXY $P_T $P_TMIR $P_T100 $P_TPY $P_T100_IN; 
   if ss -Hltn "sport = :$p" | grep -q .; then log "port $p is taken; set PORT_BASE"; exit 1; fi
 done
 
-PIDS=()
-descendants() { local k; for k in $(pgrep -P "$1" 2>/dev/null || true); do echo "$k"; descendants "$k"; done; }
-cleanup() {
-  local all=() p
-  for p in "${PIDS[@]}"; do all+=("$p" $(descendants "$p")); done
-  [ ${#all[@]} -gt 0 ] || return 0
-  kill -TERM "${all[@]}" 2>/dev/null || true
-  for _ in $(seq 50); do
-    local alive=0; for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && break; sleep 0.1
-  done
-  for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-start() {  # start CPU NAME CMD...
-  local cpu=$1 name=$2; shift 2
-  taskset -c "$cpu" "$@" >"$WORK/$name.log" 2>&1 &
-  PIDS+=($!); eval "PID_${name//-/_}=$!"
-}
-wait_port() {
-  for _ in $(seq 200); do curl -s -o /dev/null -m 1 "http://127.0.0.1:$1/" && return 0; sleep 0.1; done
-  log "nothing answers on port $1; logs in $WORK"; exit 1
-}
-
-BODY="$(printf '0123456789%.0s' $(seq 9))abcdefghi"
-nginx_common() {
-  cat <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/$1.pid;
-error_log $WORK/$1-error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/$1-t1; proxy_temp_path $WORK/$1-t2; fastcgi_temp_path $WORK/$1-t3;
-  uwsgi_temp_path $WORK/$1-t4; scgi_temp_path $WORK/$1-t5;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-CONF
-}
-{ nginx_common backend; cat <<CONF
-  server {
-    listen 127.0.0.1:$P_BACKEND backlog=4096;
-    location / { default_type text/plain; return 200 "$BODY\n"; }
-  }
-}
-CONF
-} > "$WORK/backend.conf"
-{ nginx_common nginx-proxy; cat <<CONF
-  upstream backend { server $UPSTREAM; keepalive 128; keepalive_requests 10000000; keepalive_timeout 300s; }
-  server {
-    listen 127.0.0.1:$P_NGINX backlog=4096;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$remote_addr;
-    }
-  }
-}
-CONF
-} > "$WORK/nginx-proxy.conf"
-cat > "$WORK/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 4000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-  timeout http-keep-alive 300s
-  option http-keep-alive
-  option forwardfor
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$P_HAPROXY backlog 4096
-  default_backend be
-backend be
-  server s1 $UPSTREAM
-CONF
+# shellcheck source=bench/proxy_compare/common.sh
+. "$LIB/common.sh"   # start, wait_port, cleanup on exit, the nginx/HAProxy configurations
+nginx_backend_conf "$P_BACKEND" > "$WORK/backend.conf"
+nginx_proxy_conf "$P_NGINX" "$UPSTREAM" > "$WORK/nginx-proxy.conf"
+haproxy_cfg "$P_HAPROXY" "$UPSTREAM" > "$WORK/haproxy.cfg"
 snap() { "$PY" "$HERE/tollway_snapshot.py" --upstream "$UPSTREAM" "$@"; }
 snap --port "$P_T" > "$WORK/t.json"
 snap --port "$P_TMIR" --mirror > "$WORK/tmir.json"

@@ -20,6 +20,7 @@ PURE = (
     "proxy/h2/headers.py",
     "proxy/h2/guard.py",
     "proxy/h2/framing.py",
+    "proxy/h2/hpack_fast.py",
     "control/translate",
     "control/world.py",
     "control/registry.py",

@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import ModuleType
 
-# The per-request modules of the HTTP/1 data path, compiled in one mypyc group (one shared
-# library, `GROUP`, so that calls between them are native C calls). Modules with a class
-# other code subclasses or monkeypatches, or that run once per snapshot, stay Python.
+# The per-request modules of the HTTP/1 and HTTP/2 data paths, compiled in one mypyc group
+# (one shared library, `GROUP`, so that calls between them are native C calls). Modules
+# with a class other code subclasses or monkeypatches, or that run once per snapshot,
+# stay Python.
 COMPILED: tuple[str, ...] = (
     "tollway.proxy.core.match",
     "tollway.proxy.core.route",
@@ -68,6 +69,10 @@ COMPILED: tuple[str, ...] = (
     "tollway.proxy.upstream.cluster",
     "tollway.proxy.upstream.pipeline",
     "tollway.proxy.listener",
+    "tollway.proxy.h2.headers",
+    "tollway.proxy.h2.guard",
+    "tollway.proxy.h2.hpack_fast",
+    "tollway.proxy.h2.server",
 )
 GROUP = "tollway.proxy._hotpath"  # the shared library: tollway/proxy/_hotpath__mypyc.*.so
 MANIFEST = "native.json"  # beside this file, written by setup.py's build

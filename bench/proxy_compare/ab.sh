@@ -36,68 +36,10 @@ for c in nginx haproxy wrk taskset curl; do
   command -v "$c" >/dev/null || { log "missing $c (bash bench/run.sh installs it)"; exit 1; }
 done
 
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for _ in $(seq 50); do
-    local alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && break; sleep 0.1
-  done
-  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-LAST_PID=0
-start() {  # start CPU NAME CMD...   (sets LAST_PID)
-  local cpu=$1 name=$2; shift 2
-  taskset -c "$cpu" "$@" >"$WORK/$name.log" 2>&1 &
-  LAST_PID=$!; PIDS+=("$LAST_PID")
-}
-wait_port() {
-  for _ in $(seq 200); do curl -s -o /dev/null -m 1 "http://127.0.0.1:$1/" && return 0; sleep 0.1; done
-  log "nothing answers on port $1; logs in $WORK"; exit 1
-}
-
-BODY="$(printf '0123456789%.0s' $(seq 9))abcdefghi"
-cat > "$WORK/backend.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/backend.pid;
-error_log $WORK/backend-error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/t1; proxy_temp_path $WORK/t2; fastcgi_temp_path $WORK/t3;
-  uwsgi_temp_path $WORK/t4; scgi_temp_path $WORK/t5;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  server {
-    listen 127.0.0.1:$P_BACKEND backlog=4096;
-    location / { default_type text/plain; return 200 "$BODY\n"; }
-  }
-}
-CONF
-cat > "$WORK/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 4000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-  timeout http-keep-alive 300s
-  option http-keep-alive
-  option forwardfor
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$P_HAPROXY backlog 4096
-  default_backend be
-backend be
-  server s1 $UPSTREAM
-CONF
+# shellcheck source=bench/proxy_compare/common.sh
+. "$HERE/common.sh"   # start, wait_port, cleanup on exit, the nginx/HAProxy configurations
+nginx_backend_conf "$P_BACKEND" > "$WORK/backend.conf"
+haproxy_cfg "$P_HAPROXY" "$UPSTREAM" > "$WORK/haproxy.cfg"
 
 start "$LOADGEN_CPU" backend nginx -p "$WORK" -c "$WORK/backend.conf" -e "$WORK/backend-error.log"
 PID_backend=$LAST_PID

@@ -32,8 +32,10 @@ def test_request_head_reads_pseudo_headers_and_joins_repeats() -> None:
     assert all(not n.startswith(b":") for n, _ in head.raw)
 
 
-def test_authority_wins_over_host_and_host_fills_in() -> None:
-    assert hh.request_head([*_fields(), (b"host", b"other")]).authority == "svc.ns:8080"
+def test_authority_and_host_must_agree_and_host_fills_in() -> None:
+    with pytest.raises(hh.Malformed):  # RFC 9113 8.3.1 (h2's validation refused it too)
+        hh.request_head([*_fields(), (b"host", b"other")])
+    assert hh.request_head([*_fields(), (b"host", b"Svc.NS:8080")]).authority == "svc.ns:8080"
     no_authority = [f for f in _fields() if f[0] != b":authority"] + [(b"host", b"h:1")]
     assert hh.request_head(no_authority).authority == "h:1"
 

@@ -38,6 +38,7 @@ from tollway.proxy.chain.stream import Exchange
 from tollway.proxy.h2 import headers as hh
 from tollway.proxy.h2.grpccall import GrpcCall, for_request
 from tollway.proxy.h2.guard import Guard
+from tollway.proxy.h2.hpack_fast import CachingDecoder, StaticEncoder
 from tollway.proxy.http1 import response
 
 if TYPE_CHECKING:
@@ -59,8 +60,11 @@ PREMATURE_LIFETIME = 1.0  # Envoy's premature_reset_min_stream_lifetime_seconds
 _CONFIG = h2.config.H2Configuration(
     client_side=False,
     header_encoding=None,
-    validate_inbound_headers=True,
-    normalize_inbound_headers=True,
+    # request header lists are checked in one pass by headers.request_head (Malformed:
+    # the same connection error h2's validation raised, at a seventh of the cost);
+    # request trailers are never forwarded
+    validate_inbound_headers=False,
+    normalize_inbound_headers=False,
     validate_outbound_headers=False,
     normalize_outbound_headers=False,
 )
@@ -90,6 +94,8 @@ class H2Server(asyncio.Protocol):
         self.closing = False
         self.goaway_last: int | None = None  # graceful GOAWAY sent: streams above refused
         self.write_blocked = False
+        self.pending: list[H2Stream] = []  # streams to pump at the end of this loop turn
+        self.turn_handle: asyncio.Handle | None = None  # that turn end, when scheduled
         self.idle_since = self.loop.time()
         self.rx = None  # what drain and the sweeper read on every connection
         self.tunnel = None
@@ -101,8 +107,11 @@ class H2Server(asyncio.Protocol):
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_head_bytes,
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
         })
+        conn.encoder = StaticEncoder()  # type: ignore[assignment]
+        decoder = CachingDecoder()
         # HPACK bombs: a header list decoding past the limit is refused mid-block
-        conn.decoder.max_header_list_size = limits.max_head_bytes
+        decoder.max_header_list_size = limits.max_head_bytes
+        conn.decoder = decoder  # type: ignore[assignment]
         self.conn = conn
 
     # ------------------------------------------------------------ start
@@ -127,7 +136,11 @@ class H2Server(asyncio.Protocol):
             self._fail(_CODES.PROTOCOL_ERROR, "malformed HTTP2-Settings")
             return
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
-        self._request(1, fields, ended=True)
+        bad = self._request(1, fields, ended=True)
+        if bad is not None:
+            self.runtime.protocol_errors += 1
+            self._fail(_CODES.PROTOCOL_ERROR, bad)
+            return
         self._flush()
 
     # ------------------------------------------------------------ asyncio
@@ -190,7 +203,12 @@ class H2Server(asyncio.Protocol):
                 self._data(ev)
             elif kind is _E.RequestReceived:
                 guard.other_frame()
-                self._request(ev.stream_id, ev.headers, ev.stream_ended is not None)
+                bad = self._request(ev.stream_id, ev.headers, ev.stream_ended is not None)
+                if bad is not None:
+                    self.runtime.protocol_errors += 1
+                    log.info("h2 connection from %s closed: %s", self.peer[0], bad)
+                    self._fail(_CODES.PROTOCOL_ERROR, bad)
+                    return
             elif kind is _E.StreamEnded:
                 stream = self.streams.get(ev.stream_id)
                 if stream is not None:
@@ -226,13 +244,15 @@ class H2Server(asyncio.Protocol):
             return
         if not queued:
             guard.output_drained()
-        self._flush()
+        self.flush_soon()
 
     # ------------------------------------------------------------ events
-    def _request(self, sid: int, fields: list[hh.Header], ended: bool) -> None:
+    def _request(self, sid: int, fields: list[hh.Header], ended: bool) -> str | None:
+        """Stream `sid` opened: its exchange dispatched. A malformed header list is a
+        connection error: its reason is returned (RFC 9113 8.1.1, as h2 and Envoy)."""
         if self.goaway_last is not None and sid > self.goaway_last:
             self._reset_quietly(sid, _CODES.REFUSED_STREAM)
-            return
+            return None
         self.guard.stream_opened()
         plan: ListenerPlan = self.runtime.plan
         if plan.by_port is not None:  # a captured inbound: the chain of the dialled port
@@ -241,21 +261,24 @@ class H2Server(asyncio.Protocol):
         self.streams[sid] = stream
         try:
             head = hh.request_head(fields)
+        except hh.Malformed as exc:
+            self.streams.pop(sid, None)
+            return str(exc)
         except hh.HeadError as exc:
             stream.refuse(400, f"bad request: {exc}")
-            return
+            return None
         if head.size > self.runtime.limits.max_head_bytes + 32 * len(fields):
             stream.refuse(431, "request header fields too large")
-            return
+            return None
         if len(head.raw) > self.runtime.limits.max_headers:
             stream.refuse(431, "request header fields too large")
-            return
+            return None
         path = head.path
         if path and path[0] == "/":
             normal = plan.paths.normalize(path)
             if normal is None:
                 stream.refuse(400, "bad request: the path cannot be normalized")
-                return
+                return None
             path = normal
         authority = head.authority or self.orig_dst
         ex = Exchange(
@@ -288,8 +311,9 @@ class H2Server(asyncio.Protocol):
             ex.chunked = True  # an HTTP/1.1 upstream gets it chunked
         if head.method == "CONNECT":
             stream.local_reply(ex, 403, "", "CONNECT is not allowed here")
-            return
+            return None
         stream.dispatch()
+        return None
 
     def _data(self, ev: Any) -> None:
         stream = self.streams.get(ev.stream_id)
@@ -313,10 +337,10 @@ class H2Server(asyncio.Protocol):
         if sid:
             stream = self.streams.get(sid)
             if stream is not None:
-                stream.pump()
+                self.soon(stream)
             return
-        for stream in list(self.streams.values()):
-            stream.pump()
+        for stream in self.streams.values():
+            self.soon(stream)
 
     def _client_goaway(self, code: int) -> None:
         """The client will open no more streams. Those in flight finish when it asked
@@ -333,6 +357,31 @@ class H2Server(asyncio.Protocol):
         data = self.conn.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)
+
+    def soon(self, stream: H2Stream) -> None:
+        """Pump `stream` at the end of this loop turn (once, however many events)."""
+        if not stream.queued:
+            stream.queued = True
+            self.pending.append(stream)
+            if self.turn_handle is None:
+                self.turn_handle = self.loop.call_soon(self.turn_end)
+
+    def flush_soon(self) -> None:
+        """Write the connection's output at the end of this loop turn."""
+        if self.turn_handle is None:
+            self.turn_handle = self.loop.call_soon(self.turn_end)
+
+    def turn_end(self) -> None:
+        """Every stream with news framed, then one write of all of it: the responses that
+        came in during one turn leave in one syscall, not one per stream event."""
+        self.turn_handle = None
+        pending = self.pending
+        if pending:
+            self.pending = []
+            for stream in pending:
+                stream.queued = False
+                stream.pump()
+        self._flush()
 
     def _ack(self, n: int, sid: int) -> None:
         if n:
@@ -432,13 +481,14 @@ class H2Stream:
         "ex",
         "finished",
         "grpc",
-        "head",
+        "head_done",
         "head_fields",
         "mode",
         "opened",
         "out",
         "paused_in",
         "progress",
+        "queued",
         "req_ended",
         "server",
         "sid",
@@ -455,7 +505,8 @@ class H2Stream:
         self.grpc = False
         self.call: GrpcCall | None = None  # a gRPC call's status and messages (telemetry)
         self.head_fields: list[hh.Header] | None = None  # the response head, not yet sent
-        self.head = b""  # the HTTP/1.1 head as the forwarder relays it, until complete
+        self.head_done = False  # a response head (relayed or local) was taken
+        self.queued = False  # in the server's list of streams to pump at the turn's end
         self.out = bytearray()  # response bytes waiting for the client's window
         self.end_pending = False
         self.finished = False
@@ -532,68 +583,47 @@ class H2Stream:
         self.paused_in = False
         n, self.unacked = self.unacked, 0
         self.server._ack(n, self.sid)
-        self.server._flush()
+        self.server.flush_soon()
 
     # ------------------------------------------------------------ response side
     def alive_for(self, ex: Exchange) -> bool:
         return not self.finished and self.server.transport is not None
 
-    def write(self, data: bytes) -> None:
-        if self.finished:
-            return
-        if self.head is not None:
-            head = self.head + data
-            end = head.find(b"\r\n\r\n")
-            if end < 0:
-                self.head = head
-                return
-            self.head = None  # type: ignore[assignment]
-            try:
-                _, fields = hh.response_fields(head[:end])
-            except hh.HeadError:
-                self._reset(_CODES.PROTOCOL_ERROR)
-                return
-            # held until body bytes or the end come (a response with neither in this
-            # upstream read goes out on the next loop turn): a head that turns out to be
-            # the whole response (gRPC's trailers-only errors) must carry END_STREAM
-            self.head_fields = fields
-            if self.call is not None:
-                self.call.head(fields)
-            data = head[end + 4:]
-            if not data:
-                self.server.loop.call_soon(self._head_out)
-                return
-        if data:
-            self.out += data
-            self.pump()
-        else:
-            self.server._flush()
-
-    def _head_out(self) -> None:
-        fields = self.head_fields
-        if fields is not None and not self.finished:
-            self.head_fields = None
-            if self._send(lambda c: c.send_headers(self.sid, fields)):
-                self.server._flush()
-
-    # the Downstream protocol's response events (chain/downstream.py)
+    # the Downstream protocol's response events (chain/downstream.py). Nothing is framed
+    # as it comes: the stream is queued (H2Server.soon) and pumped once at the end of the
+    # loop turn, when the head, the body of this upstream read and often the end are all
+    # known: HEADERS, then DATA carrying END_STREAM (no empty closing frame), and one
+    # socket write per connection and turn for all its streams.
     def response_head(
         self, ex: Exchange, status: int, block: bytes, ops: ResponseOps | None
     ) -> None:
+        if self.finished:
+            return
         head, self.mode, ex.keep_alive = response.relay_head(
             status, block, ops, head_request=ex.method == "HEAD", http11=ex.http11,
             keep_alive=ex.keep_alive, upgrade=ex.upgrade,
         )
         ex.bytes_out += len(head)
-        self.write(head)
+        self.head_done = True
+        try:
+            fields = hh.response_fields(head)[1]
+        except hh.HeadError:
+            self._reset(_CODES.PROTOCOL_ERROR)
+            return
+        self.head_fields = fields
+        if self.call is not None:
+            self.call.head(fields)
+        self.server.soon(self)
 
     def response_body(self, data: bytes) -> None:
-        if data:
-            if self.ex is not None:
-                self.ex.bytes_out += len(data)
+        if data and not self.finished:
+            ex = self.ex
+            if ex is not None:
+                ex.bytes_out += len(data)
             if self.call is not None:
                 self.call.responses.feed(data)
-            self.write(data)
+            self.out += data
+            self.server.soon(self)
 
     def response_trailers(self, fields: list[hh.Header]) -> None:
         self.trailers = fields
@@ -601,7 +631,7 @@ class H2Stream:
             self.call.trailers(fields)
 
     def flush(self) -> None:
-        """Nothing waits here: body bytes go out as the client's window allows (pump)."""
+        """Nothing waits here: the queued stream is pumped at the end of the turn."""
 
     def response_end(self, ex: Exchange) -> None:
         self.response_done(ex)
@@ -610,43 +640,51 @@ class H2Stream:
         return self.mode == response.RAW_CLOSE
 
     def pump(self) -> None:
-        """Send what the client's window allows; END_STREAM once all is out."""
+        """Frame what the client's window allows into the connection's output; END_STREAM
+        on the last DATA frame (or the trailers, or the head) once all is out. The
+        caller writes the output (H2Server.turn_end, or a flush)."""
         if self.finished:
             return
         conn = self.server.conn
         out = self.out
         sent = 0
+        ended = False
         try:
             fields = self.head_fields
             if fields is not None:
                 self.head_fields = None
-                only = self.end_pending and not out and not self.trailers
-                conn.send_headers(self.sid, fields, end_stream=only)
-                if only:
-                    self.server._flush()
-                    self._done()
-                    return
-            while out:
-                room = min(conn.local_flow_control_window(self.sid), conn.max_outbound_frame_size)
-                if room <= 0:
-                    break
-                piece = bytes(out[:room])
-                del out[:room]
-                conn.send_data(self.sid, piece)
-                sent += 1
-            if self.end_pending and not out:
+                ended = self.end_pending and not out and not self.trailers
+                conn.send_headers(self.sid, fields, end_stream=ended)
+            if out:
+                last = self.end_pending and not self.trailers
+                while out:
+                    room = min(conn.local_flow_control_window(self.sid),
+                               conn.max_outbound_frame_size)
+                    if room <= 0:
+                        break
+                    sent += 1
+                    if len(out) <= room:  # the rest fits: one frame, the end with it
+                        conn.send_data(self.sid, bytes(out), end_stream=last)
+                        out.clear()
+                        ended = last
+                        break
+                    piece = bytes(out[:room])
+                    del out[:room]
+                    conn.send_data(self.sid, piece)
+            if self.end_pending and not out and not ended:
                 if self.trailers:
                     conn.send_headers(self.sid, self.trailers, end_stream=True)
                 else:
                     conn.end_stream(self.sid)
+                ended = True
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             self._gone()
             return
+        server = self.server
         if sent:
-            self.progress = self.server.loop.time()
-            self.server.guard.data_sent_frames(sent)
-        self.server._flush()
-        if self.end_pending and not out:
+            self.progress = server.loop.time()
+            server.guard.data_sent_frames(sent)
+        if ended:
             self._done()
             return
         self.upstream_pause()
@@ -663,11 +701,11 @@ class H2Stream:
     def response_done(self, ex: Exchange) -> None:
         if self.finished:
             return
-        if self.head is not None:  # a response with no head at all: nothing usable came
+        if not self.head_done:  # a response with no head at all: nothing usable came
             self._reset(_CODES.INTERNAL_ERROR)
             return
         self.end_pending = True
-        self.pump()
+        self.server.soon(self)
 
     def local_reply(self, ex: Exchange, status: int, flag: str, body: str,
                     headers: tuple[tuple[str, str], ...] = ()) -> None:
@@ -686,26 +724,21 @@ class H2Stream:
         if ex.method == "HEAD" or status in (204, 304):
             payload = b""
         ex.bytes_out += len(payload)
-        self.head = None  # type: ignore[assignment]
-        if not self._send(lambda c: c.send_headers(self.sid, fields, end_stream=not payload)):
-            return
-        if payload:
-            self.out += payload
-        self.end_pending = True
-        if payload:
-            self.pump()
-        else:
-            self.server._flush()
-            self._done()
+        self._reply(fields, payload)
 
     def refuse(self, status: int, text: str) -> None:
         """A request refused before it became an exchange (malformed head)."""
         self.server.runtime.protocol_errors += 1
         fields, payload = hh.local_reply_fields(status, text.encode(), False)
-        self._send(lambda c: c.send_headers(self.sid, fields, end_stream=False))
+        self._reply(fields, payload)
+
+    def _reply(self, fields: list[hh.Header], payload: bytes) -> None:
+        """A whole response of the proxy's own, framed at the end of the turn."""
+        self.head_done = True
+        self.head_fields = fields
         self.out += payload
         self.end_pending = True
-        self.pump()
+        self.server.soon(self)
 
     def reset(self, ex: Exchange) -> None:
         """The response cannot be completed: RST_STREAM (the client sees the reset)."""
@@ -738,14 +771,6 @@ class H2Stream:
             if not ex.response_started:
                 ex.status = 0
             self._record(ex)
-
-    def _send(self, op: Any) -> bool:
-        try:
-            op(self.server.conn)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            self._gone()
-            return False
-        return True
 
     def _reset(self, code: int) -> None:
         if self.finished:

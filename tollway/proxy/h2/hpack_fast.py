@@ -1,0 +1,152 @@
+"""HPACK for the downstream HTTP/2 server: a stateless encoder and a decoder fast path.
+
+The `h2` library keeps the connection's state machine, framing and flow control; it calls
+`conn.encoder.encode(headers)` and `conn.decoder.decode(block, raw=True)` for header
+blocks, and both were a fifth of a request's cost in pure-Python `hpack`
+(bench/h2_hot_path.py, docs/performance.md "HTTP/2"). These two objects take their place:
+
+- `StaticEncoder` never uses the dynamic table, as nginx's HTTP/2 encoder does: a field
+  that is in the static table whole is indexed, any other is a literal *without
+  indexing* (its name indexed when the static table has it), no Huffman. Output depends
+  on nothing but the header list, so encoding is one pass of byte concatenation, and
+  responses leak nothing through a shared compression context. Each block after a
+  change of the peer's SETTINGS_HEADER_TABLE_SIZE (and the first) starts with a dynamic
+  table size update to 0, the size this encoder uses.
+- `CachingDecoder` wraps `hpack.Decoder` (which keeps the dynamic table, Huffman, and
+  the size limits that stop HPACK bombs). A block made only of one-byte indexed fields
+  cannot change the table, so its decoding is remembered until a block that might
+  change the table goes through the library; a client sending the same request fields
+  (indexed after its first request, as h2load, curl and gRPC clients do) is answered
+  from the cache. Bounded: at most `CACHE_MAX` blocks, each within the header list
+  limit it was decoded under.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import hpack
+
+Header = tuple[bytes, bytes]
+
+CACHE_MAX: Final = 64
+
+_FULL: dict[tuple[bytes, bytes], int] = {}
+_NAME: dict[bytes, int] = {}
+for _i, (_n, _v) in enumerate(hpack.table.HeaderTable.STATIC_TABLE, 1):
+    _NAME.setdefault(_n, _i)
+    if _v:
+        _FULL.setdefault((_n, _v), _i)
+
+
+def _integer(value: int, prefix_bits: int, first: int) -> bytes:
+    """RFC 7541 5.1: `value` with an N-bit prefix; `first` holds the bits above it."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_field(name: bytes, value: bytes) -> bytes:
+    """One field: indexed when the static table has it whole, else a literal without
+    indexing (RFC 7541 6.2.2), its name indexed when the static table has the name."""
+    full = _FULL.get((name, value))
+    if full is not None:
+        return bytes((0x80 | full,))
+    index = _NAME.get(name)
+    if index is not None:
+        head = bytes((index,)) if index < 15 else _integer(index, 4, 0)
+    else:
+        head = b"\x00" + _integer(len(name), 7, 0) + name
+    return head + _integer(len(value), 7, 0) + value
+
+
+class StaticEncoder:
+    """What `h2` asks of its encoder (see module doc)."""
+
+    def __init__(self) -> None:
+        self.size_update = True  # the first block says: this encoder's table is 0 bytes
+        self.table_size = 4096
+
+    @property
+    def header_table_size(self) -> int:
+        return self.table_size
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self.table_size = value
+        self.size_update = True
+
+    def encode(self, headers: list[Header], huffman: bool = True) -> bytes:
+        parts = [b"\x20"] if self.size_update else []
+        self.size_update = False
+        for name, value in headers:
+            parts.append(encode_field(name, value))
+        return b"".join(parts)
+
+
+def indexed_only(block: bytes) -> bool:
+    """Every byte one indexed field with an index of 1-126: a block that reads the
+    table and never changes it."""
+    if not block:
+        return False
+    for b in block:
+        if b < 0x81 or b == 0xFF:
+            return False
+    return True
+
+
+class CachingDecoder:
+    """`hpack.Decoder` behind a cache of table-neutral blocks (see module doc)."""
+
+    def __init__(self) -> None:
+        self.inner = hpack.Decoder()
+        self.cache: dict[bytes, list[Header]] = {}
+
+    @property
+    def max_header_list_size(self) -> int:
+        return int(self.inner.max_header_list_size)
+
+    @max_header_list_size.setter
+    def max_header_list_size(self, value: int) -> None:
+        self.inner.max_header_list_size = value
+        self.cache.clear()
+
+    @property
+    def max_allowed_table_size(self) -> int:
+        return int(self.inner.max_allowed_table_size)
+
+    @max_allowed_table_size.setter
+    def max_allowed_table_size(self, value: int) -> None:
+        self.inner.max_allowed_table_size = value
+        self.cache.clear()
+
+    @property
+    def header_table_size(self) -> int:
+        return int(self.inner.header_table_size)
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self.inner.header_table_size = value
+        self.cache.clear()
+
+    def decode(self, data: bytes, raw: bool = False) -> list[Header]:
+        cache = self.cache
+        hit = cache.get(data)
+        if hit is not None:
+            return list(hit)
+        if not indexed_only(data):
+            cache.clear()  # the table may change under this block
+            return list(self.inner.decode(data, raw=raw))
+        fields: list[Header] = list(self.inner.decode(data, raw=raw))
+        if raw:  # h2 always asks for bytes; the cache holds only those
+            if len(cache) >= CACHE_MAX:
+                cache.clear()
+            cache[data] = fields
+        return list(fields)
