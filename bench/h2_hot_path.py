@@ -11,6 +11,7 @@ The figure is the proxy's own Python per request: the `h2` library's framing, HP
 state machine, our glue, the shared chain, the response's HEADERS and DATA.
 
   python bench/h2_hot_path.py [--n 50000] [--batch 10] [--runs 3] [--profile]
+                              [--library stock|tollway]
 
 Same run shape as hot_path.py (2000-request warm-up, then --runs timed runs of --n), so
 bench/instructions.sh counts its instructions per request: `SCRIPT=h2_hot_path.py bash
@@ -110,6 +111,47 @@ def setup(batch: int) -> tuple[Any, H2Server, list[UpstreamConnection], H2Transp
     return loop, server, conns, out
 
 
+RESPONSE_FIELDS = [(b":status", b"200"), (b"server", b"nginx/1.22.1"),
+                   (b"date", b"Sat, 28 Nov 2026 10:00:00 GMT"), (b"content-type", b"text/plain"),
+                   (b"content-length", b"100")]
+
+
+def library_only(n: int, batch: int, shape: str) -> float:
+    """--library: the `h2` library alone, the same frames in and HEADERS + DATA out, no
+    proxy: the floor of any design that keeps h2 for the state machine and framing.
+    `stock`: h2 as the server configured it before (inbound validation, hpack);
+    `tollway`: as now (validation in headers.request_head, hpack_fast's coder)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    from tollway.proxy.h2.hpack_fast import CachingDecoder, StaticEncoder
+    stock = shape == "stock"
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+        client_side=False, header_encoding=None, validate_inbound_headers=stock,
+        normalize_inbound_headers=stock, validate_outbound_headers=False,
+        normalize_outbound_headers=False))
+    if not stock:
+        conn.encoder = StaticEncoder()  # type: ignore[assignment]
+        conn.decoder = CachingDecoder()  # type: ignore[assignment]
+    conn.initiate_connection()
+    client = Client()
+    conn.receive_data(client.start())
+    conn.data_to_send()
+    body = RESPONSE[-100:]
+    t0 = time.process_time()
+    done = 0
+    while done < n:
+        k = min(batch, n - done)
+        for ev in conn.receive_data(client.requests(k)):
+            if type(ev) is h2.events.RequestReceived:
+                conn.send_headers(ev.stream_id, RESPONSE_FIELDS)
+                conn.send_data(ev.stream_id, body, end_stream=True)
+        conn.data_to_send()
+        done += k
+    return (time.process_time() - t0) / n * 1e6
+
+
 def turn(loop: Any) -> None:
     loop.call_soon(loop.stop)
     loop.run_forever()
@@ -146,7 +188,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--library", choices=("stock", "tollway"), default=None)
     a = ap.parse_args()
+    if a.library:
+        if a.runs > 1:
+            library_only(2000, a.batch, a.library)
+        best = min(library_only(a.n, a.batch, a.library) for _ in range(a.runs))
+        print(f"{best:.1f} us per HTTP/2 request in the h2 library alone ({a.library})")
+        return
     if a.profile:
         cProfile.runctx("run(n, b)", globals(), {"run": run, "n": a.n, "b": a.batch},
                         "/tmp/h2_hot_path.prof")
