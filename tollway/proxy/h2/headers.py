@@ -131,7 +131,9 @@ def request_head(fields: list[Header]) -> RequestHead:
         headers[key] = val if prior is None else prior + "," + val
         raw.append((name, value))
     if cookies:
-        raw.append((b"cookie", cookies[0] if len(cookies) == 1 else b"; ".join(cookies)))
+        joined = cookies[0] if len(cookies) == 1 else b"; ".join(cookies)
+        _check_value(b"cookie", joined)  # an empty crumb leaves "; " at an end: as h2 did
+        raw.append((b"cookie", joined))
     if not method:
         raise Malformed("request has no :method")
     if method == "CONNECT":
