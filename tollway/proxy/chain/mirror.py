@@ -74,7 +74,8 @@ class Mirrorer:
         self.sent += 1
         pool = cluster.pools[index]
         if pipelined:
-            pipe = pool.pipe
+            # typed, so that the calls below are native ones (pool.pipe is Any)
+            pipe: pipeline.PipelinedConnection | None = pool.pipe
             if pipe is None or not pipe.accepting:
                 pipe = pipeline.pipe_for(pool, self)
                 if pipe is None:
@@ -103,20 +104,19 @@ class Mirrorer:
         pipe.send(data)
 
     def done(self, ok: bool) -> None:
-        self.in_flight -= 1
+        self.pipe_done(ok, 1)
+
+    def pipe_done(self, ok: bool, n: int = 1) -> None:
+        """PipeOwner (upstream/pipeline.py): `n` copies answered (or failed). A pipeline
+        reports the copies one read answered at once: one call per read, not per copy."""
+        self.in_flight -= n
         if ok:
-            self.completed += 1
+            self.completed += n
         else:
-            self.failed += 1
+            self.failed += n
         while self.queue and self.in_flight < self.max_in_flight:
             cluster, data, pipelined = self.queue.popleft()
             self._send(cluster, data, pipelined)
-
-    def pipe_done(self, ok: bool) -> None:
-        """PipeOwner (upstream/pipeline.py): one copy answered, or not. A method, not a
-        class-body alias (`pipe_done = done`): mypyc miscompiles the alias (class creation
-        leaves a KeyError pending and the next call fails with SystemError)."""
-        self.done(ok)
 
     def statistics(self) -> dict[str, int]:
         return {
@@ -253,10 +253,22 @@ def send_copies(
     authority: str,
     pipelined: bool = True,
 ) -> None:
-    """`plan_copies` then `Tap.send` for a request without a body: no Tap to collect."""
-    submit = plan.mirrorer.submit
-    for cluster, copy in _heads(plan, mirrors, head, authority):
-        submit(cluster, copy, pipelined)
+    """`plan_copies` then `Tap.send` for a request without a body: no Tap to collect.
+    (The loop of `_heads` inlined: no list of pairs per request, and `submit` called as
+    a method, which the compiled build makes a native call.)"""
+    mirrorer: Mirrorer = plan.mirrorer
+    lines = _HOST_LINES.get(authority)
+    if lines is None:
+        lines = _host_lines(authority)
+    old, new = lines
+    for m in mirrors:
+        if m.percent < 100.0 and not split.percent_hit(m.percent, _rand()):
+            continue
+        cluster = plan.clusters.get(m.cluster)
+        if cluster is None:
+            mirrorer.failed += 1
+            continue
+        mirrorer.submit(cluster, head.replace(old, new, 1), pipelined)
 
 
 def _heads(

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 class PipeOwner(Protocol):
     """Who learns the fate of each request sent on a pipeline."""
 
-    def pipe_done(self, ok: bool) -> None:
-        """One request got its response (True) or never will (False)."""
+    def pipe_done(self, ok: bool, n: int = 1) -> None:
+        """`n` requests got their responses (True) or never will (False)."""
 
     def pipe_resend(self, pool: EndpointPool, data: bytes) -> None:
         """A request the server provably did not read: send it again (still in flight)."""
@@ -46,6 +46,7 @@ class PipelinedConnection(asyncio.Protocol):
 
     __slots__ = (
         "accepting",
+        "answered",
         "batch",
         "ending",
         "flush_scheduled",
@@ -70,6 +71,7 @@ class PipelinedConnection(asyncio.Protocol):
         self.ending = False  # a response said the server closes after it
         self.retiring = False  # close once every request is answered
         self.sent = 0
+        self.answered = 0  # responses complete in the read being parsed, not yet reported
 
     # -------------------------------------------------------------- driving
     def open(self) -> None:
@@ -167,6 +169,10 @@ class PipelinedConnection(asyncio.Protocol):
             self.close()
         except httptools.HttpParserError:
             self.close()
+        finally:
+            if self.answered:  # the owner hears once per read, however many it answered
+                n, self.answered = self.answered, 0
+                self.owner.pipe_done(True, n)
 
     # -------------------------------------------------------------- httptools
     # only on_message_complete: httptools skips the callbacks a protocol does not have
@@ -182,7 +188,7 @@ class PipelinedConnection(asyncio.Protocol):
         if not self.parser.should_keep_alive():
             self.accepting = False
             self.ending = True
-        self.owner.pipe_done(True)
+        self.answered += 1  # reported when this read is parsed (data_received)
         if not self.unanswered and (self.retiring or self.ending):
             self.close()
 
@@ -191,8 +197,8 @@ class PipelinedConnection(asyncio.Protocol):
         n = len(self.unanswered)
         self.unanswered.clear()
         self.batch.clear()
-        for _ in range(n):
-            self.owner.pipe_done(False)
+        if n:
+            self.owner.pipe_done(False, n)
 
 
 def pipe_for(pool: EndpointPool, owner: PipeOwner) -> PipelinedConnection | None:
