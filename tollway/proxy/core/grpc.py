@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 Header = tuple[bytes, bytes]
@@ -145,19 +146,26 @@ class MessageCounter:
                 step = skip if skip < n - i else n - i
                 skip -= step
                 i += step
-            elif need:  # a length byte (big-endian)
+            elif need:  # a length byte of a prefix cut by the piece's end (big-endian)
                 length = (length << 8) | data[i]
                 need -= 1
                 i += 1
                 if not need:
                     skip, length = length, 0
-            else:  # a flag byte: a message begins
-                if data[i] & 0xFE:
-                    self.stopped = True
-                    break
+            elif data[i] & 0xFE:  # a flag byte that gRPC framing never has
+                self.stopped = True
+                break
+            else:  # a message begins: its whole prefix here (the usual case), or a part
                 began += 1
-                need = 4
-                i += 1
+                if n - i >= 5:
+                    skip = _LENGTH(data, i)[0]
+                    i += 5
+                else:
+                    need = 4
+                    i += 1
         self.skip, self.need, self.length = skip, need, length
         self.count += began
         return began
+
+
+_LENGTH = struct.Struct(">xI").unpack_from  # a prefix's length, after its flag byte
