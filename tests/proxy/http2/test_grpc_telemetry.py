@@ -235,3 +235,24 @@ def test_a_long_stream_reports_its_messages_while_open(harness: Harness,
     while messages(side_out) != (3, 3) or messages(side_in) != (3, 3):
         assert time.monotonic() < deadline, (messages(side_out), messages(side_in))
         time.sleep(0.2)
+
+
+def test_telemetry_overrides_apply_to_the_message_counters(harness: Harness,
+                                                           echo: tuple[int, Any]) -> None:
+    """Telemetry's GRPC_REQUEST_MESSAGES / GRPC_RESPONSE_MESSAGES selectors: a tag added
+    from CEL on one, the other disabled (Istio's metric names)."""
+    tel = types.Telemetry(client_metrics=(
+        types.MetricOverride(metric="GRPC_REQUEST_MESSAGES", tags=(
+            types.TagOverride(name="method", value="request.url_path"),)),
+        types.MetricOverride(metric="GRPC_RESPONSE_MESSAGES", disabled=True)))
+    side_in = inbound(harness, echo[0], "v1")
+    side_out = outbound(harness, {"v1": (side_in.listener_address("in")[1], 100)},
+                        telemetry=tel)
+    with grpc.insecure_channel(f"127.0.0.1:{side_out.listener_address('out')[1]}") as ch:
+        assert list(stubs(ch)["bidi"](iter([b"a", b"b", b"c"]), timeout=20)) == [b"a", b"b",
+                                                                                  b"c"]
+    m = scrape(side_out)
+    assert "istio_response_messages_total" not in m
+    (labels, count), = m["istio_request_messages_total"]
+    assert count == 3 and labels["method"] == "/tollway.test.Echo/Bidi"
+    assert "method" not in m["istio_requests_total"][0][0]  # only where it was added
