@@ -92,3 +92,18 @@ def test_grpc_content_types() -> None:
     assert grpc.is_grpc("application/grpc;charset=utf-8")
     assert not grpc.is_grpc("application/grpc-web")
     assert not grpc.is_grpc("application/json")
+
+
+def test_span_tags_as_envoys_tracer() -> None:
+    tags: dict[str, str] = {}
+    grpc.span_tags((b"5", b"no such thing"), tags)  # NOT_FOUND: the caller's mistake
+    assert tags == {"grpc.status_code": "5", "grpc.message": "no such thing"}
+    grpc.span_tags((b"14", None), tags)  # trailers after a head: they win
+    assert tags == {"grpc.status_code": "14", "grpc.message": "no such thing", "error": "true"}
+    quiet: dict[str, str] = {}
+    grpc.span_tags((None, b"x"), quiet)  # no grpc-status in that list: nothing
+    grpc.span_tags(None, quiet)
+    grpc.span_tags((b"oops", None), quiet)  # not a number: tagged as sent, not an error
+    assert quiet == {"grpc.status_code": "oops"}
+    assert grpc.status_and_message([(b"grpc-message", b"m"), (b"grpc-status", b"3")]) == (
+        b"3", b"m")

@@ -52,7 +52,8 @@ def outbound(harness: Harness, backends: dict[str, tuple[int, int]],
              endpoints: dict[str, tuple[int, ...]] | None = None,
              load_balancer: types.LoadBalancer | None = None,
              telemetry: types.Telemetry | None = None,
-             fault: types.Fault | None = None) -> ProxyServer:
+             fault: types.Fault | None = None,
+             tracing: types.Tracing | None = None) -> ProxyServer:
     """The client's sidecar: listener "out". backends: subset name -> (inbound sidecar
     port, weight); `endpoints` gives a subset more than one endpoint (ports)."""
     mode = "ISTIO_MUTUAL" if creds else "DISABLE"
@@ -73,7 +74,8 @@ def outbound(harness: Harness, backends: dict[str, tuple[int, int]],
         version="c", node=types.Node(name="client-0", workload="client", labels={"app": "c"}),
         listeners=(types.Listener(name="out", kind="outbound", address="127.0.0.1", port=0,
                                   route_table="out"),),
-        route_tables=(routes,), clusters=clusters, telemetry=telemetry or types.Telemetry())
+        route_tables=(routes,), clusters=clusters, telemetry=telemetry or types.Telemetry(),
+        tracing=tracing or types.Tracing())
     state = tls.TlsState(creds) if creds is not None else None
     return harness.proxy(cfg, tls_state=state)
 

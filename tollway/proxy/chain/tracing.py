@@ -137,7 +137,8 @@ class Tracer:
             "guid:x-request-id": ex.request_id,
             "http.method": ex.method,
             "http.url": f"{plan.scheme}://{ex.authority}{ex.path}",
-            "http.protocol": "HTTP/1.1" if ex.http11 else "HTTP/1.0",
+            "http.protocol": ex.attrs.get("protocol") or (
+                "HTTP/1.1" if ex.http11 else "HTTP/1.0"),
             "user_agent": headers.get("user-agent", "-"),
             "downstream_cluster": headers.get("x-envoy-downstream-service-cluster", "-"),
             "request_size": str(ex.bytes_in),
@@ -153,8 +154,16 @@ class Tracer:
             value = headers.get(header, default)
             if value:
                 tags[tag] = value
+        if ex.grpc:  # Envoy: the response's grpc-status/-message on both spans
+            tags.update(ex.attrs.get("grpc_tags") or {})
         server_tags = dict(tags)
         server_tags["peer.address"] = ex.source_ip
+        if ex.grpc:  # and the request's gRPC facts on the downstream (SERVER) span
+            server_tags["grpc.path"] = ex.target
+            server_tags["grpc.authority"] = ex.authority
+            server_tags["grpc.content_type"] = headers.get("content-type", "")
+            if "grpc-timeout" in headers:
+                server_tags["grpc.timeout"] = headers["grpc-timeout"]
         start = ex.start
         spans = [Span(trace_id, server_id, parent, "SERVER", name, int((wall + start) * 1e6),
                       int((now - start) * 1e6), f"{ex.source_ip}:{ex.source_port}",
@@ -163,7 +172,7 @@ class Tracer:
         if cluster and ids is ex.span:
             # tries the router retried: a CLIENT span each, with what that try got
             for span_id, t0, t1, host, code, failure in ex.attrs.get("tries", ()):
-                try_tags = dict(tags)
+                try_tags = {k: v for k, v in tags.items() if not k.startswith("grpc.")}
                 if code:  # the upstream answered (a retriable status)
                     try_tags["http.status_code"] = str(code)
                     try_tags["response_flags"] = "-"

@@ -76,6 +76,35 @@ def status_in_fields(fields: list[Header] | None) -> int | None:
     return None
 
 
+def status_and_message(fields: list[Header]) -> tuple[bytes | None, bytes | None]:
+    """The grpc-status and grpc-message values of a header list, as sent (None: absent)."""
+    status = message = None
+    for name, value in fields:
+        if name == b"grpc-status":
+            status = value
+        elif name == b"grpc-message":
+            message = value
+    return status, message
+
+
+# Envoy's tracer marks a span `error` for these codes only (upstream errors; envoy#18877):
+# UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE,
+# DATA_LOSS. The others are the caller's own mistakes.
+UPSTREAM_ERRORS: Final = frozenset((2, 4, 8, 12, 13, 14, 15))
+
+
+def span_tags(sent: tuple[bytes | None, bytes | None] | None, into: dict[str, str]) -> None:
+    """Envoy's addGrpcResponseTags for one header list (head or trailers) that carried
+    grpc-status: grpc.status_code, grpc.message as sent, error for an upstream error."""
+    if sent is None or sent[0] is None:
+        return
+    into["grpc.status_code"] = sent[0].decode("latin-1")
+    if sent[1] is not None:
+        into["grpc.message"] = sent[1].decode("latin-1")
+    if parse_status(sent[0]) in UPSTREAM_ERRORS:
+        into["error"] = "true"
+
+
 def status_in_block(block: bytes) -> int | None:
     """The grpc-status of an HTTP/1.1-form response head block (what the Attempt relays),
     if it has one. Names are matched case-insensitively, as HTTP/1.1 allows."""

@@ -29,23 +29,28 @@ Header = tuple[bytes, bytes]
 class GrpcCall:
     """One gRPC call's status sources and message counts (see module doc)."""
 
-    __slots__ = ("head_status", "next_report", "reported", "requests", "responses",
-                 "trailer_status")
+    __slots__ = ("head_sent", "head_status", "next_report", "reported", "requests",
+                 "responses", "trailer_sent", "trailer_status")
 
     def __init__(self, now: float = 0.0) -> None:
         self.requests = grpc.MessageCounter()
         self.responses = grpc.MessageCounter()
         self.head_status: int | None = None
         self.trailer_status: int | None = None
+        # (grpc-status, grpc-message) as sent, for the trace spans' tags
+        self.head_sent: tuple[bytes | None, bytes | None] | None = None
+        self.trailer_sent: tuple[bytes | None, bytes | None] | None = None
         self.reported = (0, 0)  # messages already counted by a periodic report
         self.next_report = now + REPORT_INTERVAL
 
     def head(self, fields: list[Header]) -> None:
         """The response head sent to the client (from the upstream, or the proxy's own)."""
-        self.head_status = grpc.status_in_fields(fields)
+        sent = self.head_sent = grpc.status_and_message(fields)
+        self.head_status = None if sent[0] is None else grpc.parse_status(sent[0])
 
     def trailers(self, fields: list[Header]) -> None:
-        self.trailer_status = grpc.status_in_fields(fields)
+        sent = self.trailer_sent = grpc.status_and_message(fields)
+        self.trailer_status = None if sent[0] is None else grpc.parse_status(sent[0])
 
     def status(self, http_status: int) -> int | None:
         return grpc.final_status(self.trailer_status, self.head_status, http_status)
@@ -70,8 +75,14 @@ class GrpcCall:
                 plan.report_messages(ex, now, req, resp)
 
     def finish(self, ex: Exchange) -> None:
-        """The stream is over: the exchange's grpc_status, as Envoy would log it."""
+        """The stream is over: the exchange's grpc_status, as Envoy would log it, and the
+        spans' gRPC tags when this side reports spans (chain/tracing.py)."""
         ex.grpc_status = self.status(ex.status)
+        if ex.plan.tracer is not None:
+            tags: dict[str, str] = {}
+            grpc.span_tags(self.head_sent, tags)  # Envoy: the head's, then the trailers'
+            grpc.span_tags(self.trailer_sent, tags)
+            ex.attrs["grpc_tags"] = tags
 
 
 def for_request(content_type: str | None, now: float) -> GrpcCall | None:
