@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
@@ -49,6 +49,8 @@ def _name(raw: bytes) -> str:
         _NAMES[raw] = key
     return key
 
+
+_OWS: Final = (32, 9)  # SP, HTAB as byte values
 
 # reasons for pausing reading (a bit each)
 _P_BODY = 1  # the upstream cannot take more request body yet
@@ -290,8 +292,10 @@ class Downstream(asyncio.Protocol):
         # llhttp drops the whitespace before a value, not after it (RFC 9110 5.5: OWS
         # around a value is not part of it): what policies match and what is forwarded
         # must be the same trimmed value.
-        self.raw.append((name, value.rstrip(b" \t")))
         self.head_size += len(name) + len(value) + 4
+        if value and value[-1] in _OWS:  # rare: strip only when there is something to strip
+            value = value.rstrip(b" \t")
+        self.raw.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -607,20 +611,7 @@ class Downstream(asyncio.Protocol):
             return
         self.active = None
         self.idle_since = now = self.loop.time()
-        plan = ex.plan  # _record, inlined
-        if plan.metrics_on:
-            plan.record(ex, now)
-        logger = plan.logger
-        if logger is not None:
-            logger.log(ex, now)
-        tracer = plan.tracer
-        if tracer is not None:
-            tracer.finish(ex, now)
-        fwd = ex.forward
-        if fwd is not None and fwd.finished:
-            # break the exchange <-> forward <-> attempt cycles: freed by refcount, not GC
-            ex.forward = None
-            fwd.attempt = None
+        ex.end(now)
         if ex.upgrade and self.upgrade_buf is not None and self.tunnel is None:
             self._close()
             return
@@ -689,23 +680,8 @@ class Downstream(asyncio.Protocol):
         self._resume(reason)
 
     # ============================================================ internals
-    def _record(self, ex: Exchange, now: float | None = None) -> None:
-        plan = ex.plan
-        tracer = plan.tracer
-        logger = plan.logger
-        if plan.metrics_on or tracer is not None or logger is not None:
-            now = self.loop.time() if now is None else now
-            if plan.metrics_on:
-                plan.record(ex, now)
-            if logger is not None:
-                logger.log(ex, now)
-            if tracer is not None:
-                tracer.finish(ex, now)
-        fwd = ex.forward
-        if fwd is not None and fwd.finished:
-            # break the exchange <-> forward <-> attempt cycles: freed by refcount, not GC
-            ex.forward = None
-            fwd.attempt = None
+    def _record(self, ex: Exchange) -> None:
+        ex.end(self.loop.time())
 
     def _pause(self, reason: int) -> None:
         if not self.paused and self.transport is not None:

@@ -10,7 +10,7 @@ id headers set, and header operations applied - built in one pass into one bytes
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from tollway.proxy.chain import mirror
 from tollway.proxy.chain.forward import Forward
@@ -31,6 +31,23 @@ _trace_rng = random.Random()
 # request headers never copied upstream: hop-by-hop, framing, Host, and trace headers this
 # hop sets itself
 _DROP = HOP_BY_HOP | trace.HEADER_NAMES_BYTES
+# Raw header name as sent -> its lowercase form, or _DROPPED for a name never copied
+# upstream (_DROP, `x-envoy-*`): one dict lookup per header instead of a lower(), a set
+# test and a startswith. Bounded (cleared when full): new names cannot grow it.
+_DROPPED: Final = b"\x00dropped"  # compared by identity only
+_LOWER: dict[bytes, bytes] = {}
+_LOWER_MAX: Final = 1024
+
+
+def _lower(name: bytes) -> bytes:
+    lname = name.lower()
+    if lname in _DROP or lname.startswith(b"x-envoy-"):
+        lname = _DROPPED
+    if len(_LOWER) >= _LOWER_MAX:
+        _LOWER.clear()
+    if len(name) <= 64:
+        _LOWER[name] = lname
+    return lname
 
 
 class Router:
@@ -201,17 +218,23 @@ class Router:
         plan = self.plan
         ex.request_id, trace_lines, ex.span = trace.upstream_lines(
             headers, _trace_rng, plan.sample_rate, plan.spans_on)
-        skip = _DROP
+        named: set[bytes] | None = None
         conn_tokens = headers.get("connection")
         if conn_tokens:  # headers the client named in Connection are hop-by-hop too
-            skip = skip | {t.strip().lower().encode() for t in conn_tokens.split(",")}
+            named = {t.strip().lower().encode() for t in conn_tokens.split(",")}
         out = [f"{ex.method} {path} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1")]
         append = out.append
+        lower = _LOWER
         for name, value in ex.raw_headers:
-            lname = name.lower()
-            if lname in skip or lname.startswith(b"x-envoy-"):
+            lname = lower.get(name)
+            if lname is None:
+                lname = _lower(name)
+            if lname is _DROPPED or (named is not None and lname in named):
                 continue
-            append(b"%s: %s\r\n" % (name, value))
+            append(name)  # four appends: cheaper than b"%s: %s\r\n" % (name, value)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
         append(trace_lines)
         if ex.upgrade or ex.chunked or ex.content_length:
             self._head_framing(ex, append)

@@ -126,6 +126,31 @@ class Exchange:
         self.grpc = False
         self.grpc_status: int | None = None
 
+    def end(self, now: float, messages: tuple[int, int] | None = None) -> None:
+        """The exchange is over (answered, reset or abandoned): count it, log it, finish
+        its trace span, then break the exchange <-> forward <-> attempt cycle so that
+        refcounting frees them, not the cyclic GC. The one ending both the HTTP/1.1
+        listener and the HTTP/2 server call, compiled with this class (native call from
+        the listener). `now`: the loop's clock when the response ended; `messages`: a
+        gRPC call's (request, response) messages not reported yet, given only when
+        metrics are on."""
+        plan = self.plan
+        if plan.metrics_on:
+            if messages is None:
+                plan.record(self, now)
+            else:  # a gRPC call (HTTP/2): keyed by its status too, and its message counts
+                plan.record_grpc(self, now, messages[0], messages[1])
+        logger = plan.logger
+        if logger is not None:
+            logger.log(self, now)
+        tracer = plan.tracer
+        if tracer is not None:
+            tracer.finish(self, now)
+        fwd = self.forward
+        if fwd is not None and fwd.finished:
+            self.forward = None
+            fwd.attempt = None
+
     def add_flag(self, flag: str) -> None:
         """Record an Envoy response flag (comma-joined like Envoy's %RESPONSE_FLAGS%)."""
         self.flags = flag if self.flags == "-" else self.flags + "," + flag

@@ -1,7 +1,8 @@
 """Istio standard metrics counted on the hot path with plain data, rendered at scrape.
 
-Per request: one dict lookup keyed by (label-set index, response code, flags) and a few
-list increments. A gRPC call (HTTP/2 streams only, `record_grpc`) is counted under a label
+Per request: one dict lookup keyed by a small int (label-set index and response code,
+for the common flags `-`) or a tuple (other flags, added tags), then native adds on a
+`Series`. A gRPC call (HTTP/2 streams only, `record_grpc`) is counted under a label
 set of its own - the peer's, with `request_protocol="grpc"` and its
 `grpc_response_status` - interned once per (peer, status), so `record` itself is the same
 for every request; its messages go to `istio_request_messages_total` /
@@ -16,9 +17,8 @@ collector.
 from __future__ import annotations
 
 import sys
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from tollway.proxy.core.grpc import label as grpc_label
 from tollway.snapshot import types
@@ -59,7 +59,13 @@ BUCKETS: tuple[float, ...] = (
     300000, 600000, 1800000, 3600000,
 )  # fmt: skip
 _LE = (*tuple(f"{b:.32g}" for b in BUCKETS), "+Inf")
-_NB = len(BUCKETS) + 1
+_NB: Final = len(BUCKETS) + 1
+# The same bounds as floats, for a native compare per request (no int/float mix, no
+# bisect call); sizes are compared as floats too (exact below 2**53).
+_BOUNDS: Final[tuple[float, ...]] = tuple(float(b) for b in BUCKETS)
+# A series key for flags `-` and no added tags: label-set index << _CODE_BITS | code.
+_CODE_BITS: Final = 10
+_CODE_MASK: Final = (1 << _CODE_BITS) - 1
 
 
 # Istio metric (Telemetry's MetricSelector name) -> the Prometheus family Tollway renders
@@ -163,9 +169,9 @@ class Metrics:
 
         self.label_sets: list[tuple[str, ...]] = []
         self._index: dict[tuple[str, ...], int] = {}
-        # key -> [count, dur_sum, req_sum, resp_sum, dur_hist, req_hist, resp_hist]
-        # key: (label set, code, flags) or, with tags added by a Telemetry, (.., extra)
-        self.series: dict[tuple[Any, ...], list[Any]] = {}
+        # key -> Series; key: label set << _CODE_BITS | code (flags `-`, no added tags),
+        # else (label set, code, flags[, extra]) - see record / keyed
+        self.series: dict[Any, Series] = {}
         # gRPC messages: (label set, extra or -1) -> [request messages, response messages]
         self.messages: dict[tuple[int, int], list[int]] = {}
         # (peer label set, grpc_response_status) -> the gRPC call's label set
@@ -196,19 +202,19 @@ class Metrics:
         """Count a finished exchange; called once per request. `labels`: a label set
         other than the exchange's (a gRPC call's, see record_grpc)."""
         index = ex.label_index if labels < 0 else labels
-        key = (index, ex.status, ex.flags) if extra < 0 else (
-            index, ex.status, ex.flags, extra)
+        status = ex.status
+        flags = ex.flags
+        key: Any
+        if extra < 0 and flags == "-" and 0 <= status <= _CODE_MASK:
+            key = (index << _CODE_BITS) | status  # the common case: an int key
+        elif extra < 0:
+            key = (index, status, flags)
+        else:
+            key = (index, status, flags, extra)
         s = self.series.get(key)
         if s is None:
-            s = self.series[key] = [0, 0.0, 0, 0, [0] * _NB, [0] * _NB, [0] * _NB]
-        ms = (now - ex.start) * 1000.0
-        s[0] += 1
-        s[1] += ms
-        s[2] += ex.bytes_in
-        s[3] += ex.bytes_out
-        s[4][bisect_left(BUCKETS, ms)] += 1
-        s[5][bisect_left(BUCKETS, ex.bytes_in)] += 1
-        s[6][bisect_left(BUCKETS, ex.bytes_out)] += 1
+            s = self.series[key] = Series()
+        s.add((now - ex.start) * 1000.0, ex.bytes_in, ex.bytes_out)
 
     def record_grpc(self, ex: Exchange, now: float, req: int, resp: int, extra: int = -1
                     ) -> None:
@@ -236,7 +242,56 @@ class Metrics:
             m[1] += resp
 
     def totals(self) -> int:
-        return sum(s[0] for s in self.series.values())
+        return sum(s.count for s in self.series.values())
+
+    def keyed(self) -> list[tuple[tuple[Any, ...], Series]]:
+        """Every series with its key as a tuple, (label set, code, flags[, extra]): an int
+        key (record's common case) spelled out."""
+        out: list[tuple[tuple[Any, ...], Series]] = []
+        for key, s in list(self.series.items()):
+            if isinstance(key, int):
+                out.append(((key >> _CODE_BITS, key & _CODE_MASK, "-"), s))
+            else:
+                out.append((key, s))
+        return out
+
+
+class Series:
+    """Counters and histograms of one series: request count, the sums and the per-bucket
+    counts of duration (ms), request bytes and response bytes. Native fields when
+    compiled: one `add` per request is plain C arithmetic."""
+
+    __slots__ = ("count", "dur_hist", "dur_sum", "req_hist", "req_sum", "resp_hist",
+                 "resp_sum")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.dur_sum = 0.0
+        self.req_sum = 0
+        self.resp_sum = 0
+        self.dur_hist = [0] * _NB
+        self.req_hist = [0] * _NB
+        self.resp_hist = [0] * _NB
+
+    def add(self, ms: float, bytes_in: int, bytes_out: int) -> None:
+        self.count += 1
+        self.dur_sum += ms
+        self.req_sum += bytes_in
+        self.resp_sum += bytes_out
+        self.dur_hist[_bucket(ms)] += 1
+        self.req_hist[_bucket(bytes_in)] += 1
+        self.resp_hist[_bucket(bytes_out)] += 1
+
+
+def _bucket(value: float) -> int:
+    """bisect_left(BUCKETS, value): the first bound >= value (small values: a few
+    compares)."""
+    i = 0
+    for bound in _BOUNDS:
+        if value <= bound:
+            return i
+        i += 1
+    return i
 
 
 def _labels(base: tuple[str, ...], code: int, flags: str) -> dict[str, str]:
@@ -270,14 +325,15 @@ class IstioCollector:
         # family -> final label tuple -> [count, sum, hist] (hist: per-bucket counts)
         acc: dict[str, dict[tuple[tuple[str, str], ...], list[Any]]] = {
             f[1]: {} for f in FAMILIES}
-        for key, s in list(m.series.items()):
+        for key, s in m.keyed():
             base = m.label_sets[key[0]]
             lab = _labels(base, key[1], key[2])
             side = policy.sides.get(base[0]) or policy.sides["source"]
             extra = m.extras[key[3]] if len(key) == 4 else ((), ())
-            for (metric, family, _), (count, total, hist) in zip(FAMILIES, (
-                    (s[0], s[1], s[4]), (s[0], s[1], s[4]), (s[0], s[2], s[5]),
-                    (s[0], s[3], s[6])), strict=True):
+            count = s.count
+            for (metric, family, _), (total, hist) in zip(FAMILIES, (
+                    (s.dur_sum, s.dur_hist), (s.dur_sum, s.dur_hist), (s.req_sum, s.req_hist),
+                    (s.resp_sum, s.resp_hist)), strict=True):
                 if metric in side.disabled:
                     continue
                 final = _apply(lab, side, metric, extra)

@@ -808,27 +808,13 @@ class H2Stream:
             self._record(self.ex)
 
     def _record(self, ex: Exchange) -> None:
-        """Metrics, access log and trace span of a finished stream (as the HTTP/1.1
-        listener's _record)."""
-        plan = ex.plan
-        tracer = plan.tracer
-        logger = plan.logger
+        """Metrics, access log and trace span of a finished stream (Exchange.end, the
+        ending the HTTP/1.1 listener shares); a gRPC call is counted with its status and
+        the messages not reported yet."""
         call = self.call
+        messages = None
         if call is not None:
             call.finish(ex)
-        if plan.metrics_on or tracer is not None or logger is not None:
-            now = self.server.loop.time()
-            if plan.metrics_on:
-                if call is None:
-                    plan.record(ex, now)
-                else:
-                    plan.record_grpc(ex, now, *call.unreported())
-            if logger is not None:
-                logger.log(ex, now)
-            if tracer is not None:
-                tracer.finish(ex, now)
-        fwd = ex.forward
-        if fwd is not None and fwd.finished:
-            # break the exchange <-> forward <-> attempt cycles: freed by refcount, not GC
-            ex.forward = None
-            fwd.attempt = None
+            if ex.plan.metrics_on:
+                messages = call.unreported()
+        ex.end(self.server.loop.time(), messages)
