@@ -59,6 +59,7 @@ COMPILED: tuple[str, ...] = (
     "tollway.proxy.core.balance",
     "tollway.proxy.core.grpc",
     "tollway.proxy.chain.stream",
+    "tollway.proxy.chain.build",  # per snapshot, but ListenerPlan is read per request
     "tollway.proxy.chain.router",
     "tollway.proxy.chain.forward",
     "tollway.proxy.chain.attempt",

@@ -32,6 +32,7 @@ from tollway.snapshot import types
 from tollway.snapshot.codec import SnapshotError
 
 if TYPE_CHECKING:
+    from tollway.proxy.chain.stream import Exchange
     from tollway.proxy.export import SpanSink
     from tollway.proxy.tls import TlsState
 
@@ -120,6 +121,15 @@ class ListenerPlan:
         tracer = snap.tracer
         self.tracer = tracer if tracer is not None and tracer.reports(spec.kind) else None
         self.spans_on = self.tracer is not None
+        # What ends each exchange (Exchange.end), in this order, decided here once: the
+        # metrics counter, the access log, the trace span - only those that are on.
+        after: list[Callable[[Exchange, float], None]] = []
+        if self.logger is not None:
+            after.append(self.logger.log)
+        if self.tracer is not None:
+            after.append(self.tracer.finish)
+        self.after_metrics = tuple(after)  # and what a gRPC call runs after its counter
+        self.enders = (self.record, *after) if self.metrics_on else self.after_metrics
         # cluster name -> interned label set per endpoint (index + 1; 0: no endpoint)
         self.label_rows: dict[str, list[int]] = {}
         self.router = Router(self)

@@ -133,19 +133,17 @@ class Exchange:
         listener and the HTTP/2 server call, compiled with this class (native call from
         the listener). `now`: the loop's clock when the response ended; `messages`: a
         gRPC call's (request, response) messages not reported yet, given only when
-        metrics are on."""
+        metrics are on. What runs is fixed per snapshot: `ListenerPlan.enders` (metrics,
+        access log, span: those that are on), or for a gRPC call its own counter and
+        `ListenerPlan.after_metrics`."""
         plan = self.plan
-        if plan.metrics_on:
-            if messages is None:
-                plan.record(self, now)
-            else:  # a gRPC call (HTTP/2): keyed by its status too, and its message counts
-                plan.record_grpc(self, now, messages[0], messages[1])
-        logger = plan.logger
-        if logger is not None:
-            logger.log(self, now)
-        tracer = plan.tracer
-        if tracer is not None:
-            tracer.finish(self, now)
+        if messages is None:
+            for ender in plan.enders:
+                ender(self, now)
+        else:  # a gRPC call (HTTP/2): keyed by its status too, and its message counts
+            plan.record_grpc(self, now, messages[0], messages[1])
+            for ender in plan.after_metrics:
+                ender(self, now)
         fwd = self.forward
         if fwd is not None and fwd.finished:
             self.forward = None
