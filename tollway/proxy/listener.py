@@ -113,6 +113,8 @@ class Downstream(asyncio.Protocol):
         "parser",
         "paused",
         "peer",
+        "peer_base",
+        "peer_plan",
         "pending_error",
         "principal",
         "queue",
@@ -135,6 +137,9 @@ class Downstream(asyncio.Protocol):
         self.peer: tuple[str, int] = ("", 0)
         self.principal: str | None = None
         self.cert_hash = ""
+        # mTLS: the plan in force and its copy labelled with this peer (`peer_view`)
+        self.peer_base: ListenerPlan | None = None
+        self.peer_plan: ListenerPlan | None = None
         self.tls = False
         self.active: Exchange | None = None
         self.rx: Exchange | None = None
@@ -181,6 +186,15 @@ class Downstream(asyncio.Protocol):
         self.runtime.accepted += 1
         if ssl_object is not None and ssl_object.selected_alpn_protocol() in ALPN_H2:
             self._to_h2().start(b"")  # h2 by ALPN (once per connection)
+
+    def peer_view(self, plan: ListenerPlan) -> ListenerPlan:
+        """`plan` as this mTLS peer's requests see it (ListenerPlan.for_peer): looked up
+        once per connection and snapshot, so the metric labels naming the peer cost no
+        request anything."""
+        if plan is not self.peer_base or self.peer_plan is None:
+            self.peer_base = plan
+            self.peer_plan = plan.for_peer(self.principal or "")
+        return self.peer_plan
 
     def _to_h2(self) -> H2Server:
         """Hand this connection to an HTTP/2 server protocol (once, before any request
@@ -347,6 +361,8 @@ class Downstream(asyncio.Protocol):
         plan = self.runtime.plan
         if plan.by_port is not None:  # a captured inbound: the chain of the dialled port
             plan = plan.for_port(self.orig_port)
+        if self.principal is not None:  # mTLS: the plan labelled with this peer
+            plan = self.peer_view(plan)
         raw = self.raw
         url = self.url
         target = url.decode("latin-1")

@@ -79,6 +79,7 @@ class ListenerPlan:
         matcher: RouteTableMatcher | None,
         default_cluster: LiveCluster | None,
         filters: tuple[Filter, ...],
+        peer_labels: tuple[str, ...] | None = None,
     ) -> None:
         self.snapshot = snap
         self.spec = spec
@@ -132,6 +133,10 @@ class ListenerPlan:
         self.enders = (self.record, *after) if self.metrics_on else self.after_metrics
         # cluster name -> interned label set per endpoint (index + 1; 0: no endpoint)
         self.label_rows: dict[str, list[int]] = {}
+        # inbound (destination reporter) over mTLS: the peer's source_* labels, on the
+        # plan made once per peer identity (`for_peer`); None: plaintext
+        self.peer_labels = peer_labels
+        self.peer_plans: dict[str, ListenerPlan] = {}
         self.router = Router(self)
         self.default_label = self.labels_for("", -1)
         # a captured inbound listener's plans by original destination port (see
@@ -147,6 +152,25 @@ class ListenerPlan:
         if found is None and self.passthrough is not None and port:
             found = self.passthrough(port)
         return found or self
+
+    def for_peer(self, principal: str) -> ListenerPlan:
+        """This plan as a connection from mTLS peer `principal` (its SPIFFE ID without
+        `spiffe://`) sees it: the same routes, filters and clusters, with label sets whose
+        source_* labels are the peer's and connection_security_policy `mutual_tls` (the
+        filters are the same objects: rate limits and the like stay shared).
+
+        The listener asks once per connection and snapshot, at the first request, never
+        per request; the copy is kept per identity (a mesh has few). Only the
+        destination reporter names its peer this way (a client's labels name itself)."""
+        if self.reporter != "destination":
+            return self
+        view = self.peer_plans.get(principal)
+        if view is None:
+            view = ListenerPlan(self.snapshot, self.spec, self.matcher, self.default_cluster,
+                                self.filters, _peer_labels(principal, self.snapshot.config))
+            if len(self.peer_plans) < _MAX_PEER_PLANS:
+                self.peer_plans[principal] = view
+        return view
 
     def labels_for(self, cluster_name: str, index: int) -> int:
         """Interned Istio label set for a destination endpoint (index -1: no endpoint)."""
@@ -175,10 +199,10 @@ class ListenerPlan:
             src: tuple[str, ...]
             dst: tuple[str, ...]
             if self.reporter == "destination":
-                src = _UNKNOWN_PEER
+                src = self.peer_labels or _UNKNOWN_PEER
                 dst = me
                 svc = _service_labels(spec, node)
-                policy = "none"
+                policy = "none" if self.peer_labels is None else "mutual_tls"
             else:
                 src = (me[0], me[1], "unknown", *me[3:])
                 dst = _endpoint_labels(ep, spec, td)
@@ -195,6 +219,26 @@ def _gateway_server_port(spec: types.Listener) -> int | None:
 
 
 _UNKNOWN_PEER = ("unknown",) * 8
+# peer identities a plan keeps a copy for; past it (a CA minting identities without end)
+# each connection makes its own copy, correct but not kept
+_MAX_PEER_PLANS = 1024
+
+
+def _peer_labels(principal: str, config: types.ProxyConfig) -> tuple[str, ...]:
+    """source_workload .. source_cluster of an mTLS peer: the principal is its certificate's
+    URI SAN; the workload labels (Istio takes them from the peer's metadata exchange)
+    come from the endpoint of this snapshot that runs as that identity (namespace and
+    service account), when exactly one workload does, else `unknown`."""
+    uri = "spiffe://" + principal
+    parts = principal.split("/")
+    if len(parts) == 5 and parts[1] == "ns" and parts[3] == "sa":
+        ns, sa = parts[2], parts[4]
+        found = {(ep.workload, ep.namespace): ep for c in config.clusters for ep in c.endpoints
+                 if ep.namespace == ns and ep.service_account == sa and ep.workload}
+        if len(found) == 1:
+            ep = next(iter(found.values()))
+            return _workload_labels(ep.workload, ns, ep.labels, uri)
+    return ("unknown", "unknown", uri, *("unknown",) * 5)
 _UNKNOWN_SVC = ("unknown", "unknown", "unknown")
 
 

@@ -83,7 +83,7 @@ class Router:
             cluster = plan.clusters.get(wc.cluster)
             if cluster is None:
                 ex.cluster_name = wc.cluster
-                ex.label_index = plan.labels_for(wc.cluster, -1)
+                ex.label_index = ex.plan.labels_for(wc.cluster, -1)  # a peer's copy
                 down.local_reply(ex, 503, rf.NC, "")
                 return
             self._forward(ex, down, route, cluster, wc)
@@ -137,7 +137,7 @@ class Router:
         cluster = self.plan.clusters.get(wc.cluster)
         ex.cluster_name = wc.cluster
         if cluster is None:
-            ex.label_index = self.plan.labels_for(wc.cluster, -1)
+            ex.label_index = ex.plan.labels_for(wc.cluster, -1)
             down.local_reply(ex, 503, rf.NC, "")
             return
         self._forward(ex, down, route, cluster, wc)

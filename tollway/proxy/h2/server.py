@@ -86,6 +86,9 @@ class H2Server(asyncio.Protocol):
         self.peer = peer
         self.principal = principal
         self.cert_hash = cert_hash
+        # mTLS: the plan in force and its copy labelled with this peer (`peer_view`)
+        self.peer_base: ListenerPlan | None = None
+        self.peer_plan: ListenerPlan | None = None
         self.tls = tls
         self.orig_dst = orig_dst
         self.orig_port = orig_port
@@ -113,6 +116,14 @@ class H2Server(asyncio.Protocol):
         decoder.max_header_list_size = limits.max_head_bytes
         conn.decoder = decoder  # type: ignore[assignment]
         self.conn = conn
+
+    def peer_view(self, plan: ListenerPlan) -> ListenerPlan:
+        """`plan` as this mTLS peer's streams see it (ListenerPlan.for_peer): looked up
+        once per connection and snapshot, never per stream."""
+        if plan is not self.peer_base or self.peer_plan is None:
+            self.peer_base = plan
+            self.peer_plan = plan.for_peer(self.principal or "")
+        return self.peer_plan
 
     # ------------------------------------------------------------ start
     def start(self, initial: bytes) -> None:
@@ -257,6 +268,8 @@ class H2Server(asyncio.Protocol):
         plan: ListenerPlan = self.runtime.plan
         if plan.by_port is not None:  # a captured inbound: the chain of the dialled port
             plan = plan.for_port(self.orig_port)
+        if self.principal is not None:  # mTLS: the plan labelled with this peer
+            plan = self.peer_view(plan)
         stream = H2Stream(self, sid)
         self.streams[sid] = stream
         try:
