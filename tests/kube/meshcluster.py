@@ -55,7 +55,8 @@ def loop():
                 line.update(ok=True, status=r.status, version=body.get("version"),
                             xfcc=seen.get("x-forwarded-client-cert", ""))
             except urllib.error.HTTPError as e:
-                line.update(ok=False, status=e.code, error=str(e))
+                line.update(ok=False, status=e.code, error=str(e),
+                            body=e.read()[:300].decode(errors="replace"))
             except Exception as e:
                 line.update(ok=False, status=0, error=repr(e))
             with lock:

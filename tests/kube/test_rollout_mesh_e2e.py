@@ -163,8 +163,8 @@ def mesh(dev_cluster: DevCluster, tmp_path: Path) -> Iterator[tuple[Mesh, HostPr
                 f"kubectl apply right after helm upgrade --wait: {tried.stderr}"
             yield m, prom
         except BaseException:
-            print(m.kubectl("logs", "-n", "tollway-system", "deploy/tollway", "--tail=80",
-                            check=False).stdout)
+            print(m.kubectl("logs", "-n", SYSTEM, "deploy/tollway-control-plane",
+                            "--tail=80", check=False).stdout)
             raise
         finally:
             prom.stop()
@@ -277,4 +277,3 @@ def test_seed14_15_rollout_steps_with_analysis_runs_and_aborts_a_5pct_canary(
     out = m.kubectl("get", "rollout", NAME, "-n", ns, "-o", "yaml").stdout
     for field in ("currentPodHash:", "stableRS:", "currentStepIndex:", "abort: true"):
         assert field in out, field
-

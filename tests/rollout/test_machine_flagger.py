@@ -39,6 +39,21 @@ def test_flagger_seed08_weights_and_promotion(seed08_plan: Plan) -> None:
     assert d.state.phase is Phase.SUCCEEDED and d.state.stable_revision == "v2"
 
 
+def test_flagger_routes_all_traffic_to_the_primary_only_after_its_rollout(
+        seed08_plan: Plan) -> None:
+    """Flagger's IsPrimaryReady before every advance: after the copy, the weight stays on
+    the canary while the primary still rolls out the promoted template."""
+    d = _start(seed08_plan)
+    for _ in range(5):
+        d.advance(60, check=OK)
+    assert d.state.phase is Phase.PROMOTING
+    assert "waiting for the primary" in d.advance(60, primary_ready=False)
+    assert d.advance(60, primary_ready=False) == ""  # said once
+    assert d.state.phase is Phase.PROMOTING and d.last_weight() == 50
+    d.advance(60)
+    assert d.state.phase is Phase.FINALISING and d.last_weight() == 0
+
+
 def test_flagger_failed_checks_accumulate_and_hold_the_weight(seed08_plan: Plan) -> None:
     d = _start(seed08_plan)
     pattern = [BAD, OK, BAD, BAD, OK, BAD, BAD]  # 5 failures, not in a row

@@ -299,3 +299,18 @@ def test_argos_step_index_counts_the_specs_steps_not_the_manual_gate() -> None:
     kinds = ["setWeight", "pause", "gate", "setWeight"]  # autoPromotionEnabled: false
     assert [onkube.spec_step_index(kinds, i) for i in range(5)] == [0, 1, 2, 2, 3]
     assert [onkube.plan_step_index(kinds, j) for j in range(4)] == [0, 1, 2, 4]
+
+
+def test_a_deployment_mid_rollout_counts_only_its_current_templates_ready_pods() -> None:
+    """Flagger waits for the primary's rollout before routing everything to it: the old
+    template's ready pods do not make it ready."""
+    def dep(gen: int, observed: int, replicas: int, updated: int, ready: int) -> dict[str, Any]:
+        return {"metadata": {"generation": gen},
+                "status": {"observedGeneration": observed, "replicas": replicas,
+                           "updatedReplicas": updated, "readyReplicas": ready}}
+
+    assert onkube.deployment_ready(dep(3, 3, 2, 2, 2)) == 2  # settled
+    assert onkube.deployment_ready(dep(4, 3, 2, 2, 2)) == 0  # new spec not seen yet
+    assert onkube.deployment_ready(dep(4, 4, 3, 1, 3)) == 1  # surge: one new pod of two
+    assert onkube.deployment_ready(dep(4, 4, 2, 2, 1)) == 1  # new pods not all ready
+    assert onkube.deployment_ready({}) == 0

@@ -9,7 +9,8 @@ with three differences at the edge, none in the decisions:
 - the resources a state implies go through `onkube.plan_writes` to API writes
   (ReplicaSets, patches of the user's VirtualService/DestinationRule/Services, Flagger's
   generated objects) instead of into the local store;
-- readiness is the ReplicaSets' and Deployments' `status.readyReplicas`;
+- readiness is the ReplicaSets' `status.readyReplicas` and, for Deployments, the ready replicas
+  of the current template only (onkube.deployment_ready, as Flagger counts them);
 - the record (machine state, templates by revision, runs) lives in a ConfigMap owned by
   the rollout, so a new leader resumes at the same step: Kubernetes is the only store.
   Time is wall time here (records cross processes; a monotonic clock does not).
@@ -146,8 +147,7 @@ class ClusterRollouts:
             out[(ns, name)] = int((rs.get("status") or {}).get("readyReplicas") or 0)
         for res in self.store.current().of_kind("Deployment"):
             obj = self.raw("Deployment", res.namespace, res.name) or {}
-            out[(res.namespace, res.name)] = int((obj.get("status") or {}).get(
-                "readyReplicas") or 0)
+            out[(res.namespace, res.name)] = onkube.deployment_ready(obj)
         return out
 
     def owned_replica_sets(self, owner: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -180,6 +180,10 @@ def _primary_ready(state: RolloutState, plan: Plan, inputs: Inputs, now: float) 
     return inputs.primary_ready
 
 
+def _primary_unready(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
+    return not inputs.primary_ready
+
+
 def _back(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> bool:
     return inputs.revision != state.revision and inputs.revision == state.stable_revision
 
@@ -248,6 +252,7 @@ def _not_due(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> boo
 PRECEDENCE: Precedence = (
     (Event.FIRST_SIGHT, _first_sight),
     (Event.PRIMARY_READY, _primary_ready),
+    (Event.PRIMARY_UNREADY, _primary_unready),
     (Event.BACK_TO_STABLE, _back),
     (Event.NEW_REVISION, _new),
     (Event.RETRY, _retry),
@@ -382,6 +387,14 @@ def _still_waiting(state: RolloutState, plan: Plan, inputs: Inputs, now: float) 
     return state, [], ""
 
 
+def _primary_rolling(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
+    """Flagger checks the primary first in every advance (IsPrimaryReady): after the copy,
+    traffic moves to it only once its rollout of the canary's template has finished."""
+    if state.message.startswith("waiting for the primary"):
+        return state, [], ""
+    return state, [], "waiting for the primary's rollout of the promoted template to finish"
+
+
 def _finalise(state: RolloutState, plan: Plan, inputs: Inputs, now: float) -> Result:
     state.next_tick = now + _interval(plan)
     state.phase = Phase.FINALISING
@@ -456,6 +469,8 @@ TABLE: Table = {
         "promote (blue/green: all traffic to the canary first)"),
     (Phase.WAITING_PROMOTION, Event.TICK_DUE): Transition(
         (Phase.WAITING_PROMOTION,), _still_waiting, "keep checking; failures count"),
+    (Phase.PROMOTING, Event.PRIMARY_UNREADY): Transition(
+        (Phase.PROMOTING,), _primary_rolling, "wait for the primary's rollout"),
     (Phase.PROMOTING, Event.TICK_DUE): Transition((Phase.FINALISING,), _finalise,
                                                   "all traffic to primary"),
     (Phase.FINALISING, Event.TICK_DUE): Transition((Phase.SUCCEEDED,), _succeed,

@@ -75,6 +75,7 @@ class Event(StrEnum):
     TICK_DUE = "interval elapsed"
     # Flagger's checks and gates
     PRIMARY_READY = "primary ready"
+    PRIMARY_UNREADY = "primary rollout not finished"
     ROLLBACK_GATE = "rollback webhook"
     DEADLINE_EXCEEDED = "progress deadline exceeded"
     CANARY_UNREADY = "canary not ready"

@@ -199,6 +199,18 @@ def plan_step_index(kinds: Sequence[str], index: int) -> int:
                 len(kinds))
 
 
+def deployment_ready(obj: Mapping[str, Any]) -> int:
+    """A Deployment's ready replicas as Flagger counts them (IsPrimaryReady/IsCanaryReady):
+    only those running its current template. While a rollout of a new template is under
+    way (generation not yet observed, or old replicas still up) the old template's ready
+    pods do not count, so a promotion waits for the primary's rollout to finish before all
+    traffic goes to it."""
+    meta, st = obj.get("metadata") or {}, obj.get("status") or {}
+    if int(st.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return 0
+    return min(int(st.get("readyReplicas") or 0), int(st.get("updatedReplicas") or 0))
+
+
 ARGO_CONDITION_TYPES = ("Progressing", "Available", "Paused", "Healthy", "Completed",
                         "InvalidSpec")
 
