@@ -185,11 +185,13 @@ def test_too_many_headers_is_a_431_and_the_connection_lives(mesh: Mesh) -> None:
     c.close()
 
 
-def _narrow(harness: Harness, p: Any, count_before: int) -> None:
+def _narrow(harness: Harness, p: Any, before: set[H2Server]) -> None:
     """The attacker's connection on the proxy side gets a small send buffer: the network
     to a client that never reads fills after a few KB, not after the kernel's megabytes."""
     def shrink() -> None:
-        for c in _h2_on_loop(p)[count_before:]:
+        for c in _h2_on_loop(p):
+            if c in before:
+                continue
             sock = c.transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     harness.lt.call(shrink)
@@ -200,7 +202,7 @@ def test_control_frame_flood_from_a_client_that_never_reads(mesh: Mesh, kind: st
     """Each PING and SETTINGS needs an ACK; a client that never reads them makes them
     pile up. Envoy: more than 1000 queued control frames end the connection."""
     harness, p = mesh.harness, mesh.p
-    before = len(_h2_conns(harness, p))
+    before = set(_h2_conns(harness, p))
     raw = RawH2(p.listener_address("main"), rcvbuf=4096)
     time.sleep(0.2)
     _narrow(harness, p, before)
@@ -223,9 +225,11 @@ def test_control_frame_flood_from_a_client_that_never_reads(mesh: Mesh, kind: st
     # a GOAWAY nobody reads is cut a second later; the wait is long for a loaded host
     # (a 10 s wait once ran out in the full suite at load 19)
     deadline = time.monotonic() + 30
-    while len(_h2_conns(harness, p)) > before and time.monotonic() < deadline:
+    def flooder() -> list[H2Server]:
+        return [c for c in _h2_conns(harness, p) if c not in before]
+    while flooder() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(_h2_conns(harness, p)) <= before, "the flooding connection was never closed"
+    assert not flooder(), "the flooding connection was never closed"
     raw.close()
 
 
@@ -234,7 +238,9 @@ def test_zero_window_forever_holds_a_bounded_buffer_then_times_out(mesh: Mesh) -
     its 64 KiB high-water mark plus one upstream read, stops reading the upstream, and the
     stream idle timeout resets the stream."""
     harness, p = mesh.harness, mesh.p
-    before = len(_h2_conns(harness, p))
+    # the connections there before, by identity: sorting by idle_since puts a bystander
+    # that just went idle after the new connection
+    before = set(_h2_conns(harness, p))
     c = H2Client(p.listener_address("main"), settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
     sid = c.request("/big/50000000")
     deadline = time.monotonic() + 20
@@ -248,7 +254,7 @@ def test_zero_window_forever_holds_a_bounded_buffer_then_times_out(mesh: Mesh) -
     time.sleep(1.0)
     held = harness.lt.call(lambda: [
         (len(s.out), s.upstream_paused)
-        for conn in _h2_on_loop(p)[before:] for s in conn.streams.values()])
+        for conn in _h2_on_loop(p) if conn not in before for s in conn.streams.values()])
     assert held, "the stream should still be open"
     assert all(size <= OUT_HIGH + 1024 * 1024 and paused for size, paused in held), held
     reply = c.wait(sid, timeout=30)
@@ -308,11 +314,11 @@ def test_graceful_goaway_finishes_streams_in_flight_and_refuses_new_ones(mesh: M
     """Drain: GOAWAY(NO_ERROR) names the last stream taken; that one still gets its whole
     response, a stream opened after it is never dispatched."""
     harness, p, up = mesh.harness, mesh.p, mesh.up
-    before = len(_h2_conns(harness, p))
+    before = set(_h2_conns(harness, p))  # by identity (see the zero-window test)
     c = H2Client(p.listener_address("main"))
     slow = c.request("/delay/500")
     time.sleep(0.2)
-    harness.lt.call(lambda: [conn._close() for conn in _h2_on_loop(p)[before:]])
+    harness.lt.call(lambda: [conn._close() for conn in _h2_on_loop(p) if conn not in before])
     c.sock.settimeout(5)
     while c.goaway is None:
         c.read_once()
