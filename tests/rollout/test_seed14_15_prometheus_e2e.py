@@ -216,7 +216,7 @@ def _passed(up: Up, step: int) -> bool:
     return rate.get("successful", 0) >= 2 and p99.get("phase") == "Successful"
 
 
-@pytest.mark.timeout(170)
+@pytest.mark.timeout(420)  # above the sum of its own waits: a slow step names itself
 def test_seed14_15_healthy_canary_completes_every_step_through_the_manual_gate(
     healthy_mesh: tuple[Up, str],
 ) -> None:
@@ -264,7 +264,7 @@ def test_seed14_15_healthy_canary_completes_every_step_through_the_manual_gate(
     assert not pid_alive(prom_pid)  # the mesh's Prometheus does not outlive `tollway up`
 
 
-@pytest.mark.timeout(170)
+@pytest.mark.timeout(420)  # above the sum of its own waits: a slow step names itself
 def test_seed14_15_canary_with_5_percent_errors_aborts_on_fourth_failed_measurement(
     mesh_at_50: tuple[Up, str],
 ) -> None:
