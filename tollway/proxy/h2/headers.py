@@ -88,7 +88,10 @@ def request_head(fields: list[Header]) -> RequestHead:
     regular = False
     for name, value in fields:
         size += len(name) + len(value) + 32  # HPACK's per-entry overhead (RFC 7541 4.1)
-        _check_value(name, value)
+        if name != b"cookie":
+            _check_value(name, value)
+        elif b"\0" in value or b"\r" in value or b"\n" in value:  # h2 checks the joined
+            raise Malformed("illegal character in the value of b'cookie'")  # crumbs' ends
         if name[:1] == b":":
             if regular:
                 raise Malformed(f"pseudo header {name[:40]!r} after a regular field")
