@@ -28,6 +28,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _bindable(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _gateway_offset() -> int:
+    """An offset at which a Gateway's ports 80 and 443 are both free: only 443's came from
+    the kernel, and 80's (363 below it) may be taken by another test's listener."""
+    for _ in range(50):
+        offset = _free_port() - 443
+        if offset > 1024 and _bindable(offset + 80):
+            return offset
+    raise AssertionError("no free port pair for a Gateway's ports 80 and 443")
+
+
 class Mesh:
     """`tollway up DIR` as a subprocess; `start()` returns once it printed `ready`."""
 
@@ -35,7 +56,7 @@ class Mesh:
         self.root = root
         self.api_port = _free_port()
         self.client_port = _free_port()
-        self.offset = _free_port() - 443  # so that a Gateway's port 443 lands on a free one
+        self.offset = _gateway_offset()  # a Gateway's ports 80 and 443 land on free ones
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
