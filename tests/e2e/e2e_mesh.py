@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from tollway.control.local.procs import port_free
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TOLLWAY = [sys.executable, "-m", "tollway"]
@@ -28,23 +30,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _bindable(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _gateway_offset() -> int:
     """An offset at which a Gateway's ports 80 and 443 are both free: only 443's came from
     the kernel, and 80's (363 below it) may be taken by another test's listener."""
     for _ in range(50):
         offset = _free_port() - 443
-        if offset > 1024 and _bindable(offset + 80):
+        if offset > 1024 and port_free(offset + 80):
             return offset
     raise AssertionError("no free port pair for a Gateway's ports 80 and 443")
 
