@@ -1,4 +1,4 @@
-"""The pinned Go tools are built as build.sh pins them: the cache stamp cannot drift from a binary."""
+"""The pinned Go tools are built as build.sh pins them: the stamp cannot drift from a binary."""
 
 from __future__ import annotations
 
