@@ -7,6 +7,7 @@ sockets while the proxy and the upstreams run on one background event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import threading
@@ -91,13 +92,16 @@ class Upstream:
                         raw_names.append(k)
                         headers[k.strip().lower()] = v.strip()
                 body_len = 0
+                digest = hashlib.sha256()  # what arrived, not only how much
                 if headers.get("transfer-encoding", "").lower().endswith("chunked"):
                     while True:
                         size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
                         if size == 0:
                             await reader.readuntil(b"\r\n")
                             break
-                        body_len += len(await reader.readexactly(size))
+                        chunk = await reader.readexactly(size)
+                        digest.update(chunk)
+                        body_len += len(chunk)
                         await reader.readexactly(2)
                 elif "content-length" in headers:
                     left = int(headers["content-length"])
@@ -105,6 +109,7 @@ class Upstream:
                         piece = await reader.read(min(left, 1 << 20))
                         if not piece:
                             return
+                        digest.update(piece)
                         body_len += len(piece)
                         left -= len(piece)
                 info = {
@@ -114,6 +119,7 @@ class Upstream:
                     "headers": headers,
                     "names": raw_names,
                     "body_len": body_len,
+                    "body_sha256": digest.hexdigest(),
                     "raw_head": head.decode("latin-1"),
                 }
                 self.seen[target] += 1

@@ -89,9 +89,15 @@ CASES = {
         b"HTTP/1.1 403",
     ),
     "CONNECT": (b"CONNECT x:1 HTTP/1.1\r\nHost: x:1\r\n\r\nrawbytes", b"HTTP/1.1 403"),
-    "h2c with a chunked body": (
+    # a declined h2c upgrade is parsed again, with llhttp's framing checks
+    "h2c with CL and TE": (
         b"POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 400",
+    ),
+    "h2c with a bad chunk size": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"HTTP/1.1 400",
     ),
 }

@@ -99,8 +99,6 @@ class Downstream(asyncio.Protocol):
         "active",
         "cert_hash",
         "closing",
-        "downgrade_left",
-        "downgraded",
         "head_since",
         "head_size",
         "idle_since",
@@ -119,6 +117,7 @@ class Downstream(asyncio.Protocol):
         "principal",
         "queue",
         "raw",
+        "reparse",
         "runtime",
         "rx",
         "switched",
@@ -155,10 +154,9 @@ class Downstream(asyncio.Protocol):
         self.closing = False
         self.tunnel: Any = None
         self.upgrade_buf: list[bytes] | None = None
-        # An upgrade this listener does not tunnel but forwards as a plain request (h2c):
-        # llhttp hands its body and what follows as "upgrade" bytes; see _downgrade_body.
-        self.downgraded = False
-        self.downgrade_left = 0
+        # An `Upgrade: h2c` request served as HTTP/1.1: its head without the upgrade
+        # headers, parsed again by a fresh parser (see _upgrade_allowed)
+        self.reparse: bytes | None = None
         self.orig_dst = ""  # "IP:PORT" the app dialled, when capture redirected it here
         self.orig_port = 0
         self.switched: H2Server | None = None  # this connection turned HTTP/2
@@ -256,37 +254,38 @@ class Downstream(asyncio.Protocol):
             return
         if self.closing or self.pending_error is not None:
             return
-        if self.downgrade_left:
-            data = self._downgrade_body(data)
-            if not data:
-                return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            rest = data[int(exc.args[0]) :]
-            if self.switched is not None:  # `Upgrade: h2c` accepted: the rest is HTTP/2
-                if rest:
-                    self.switched.data_received(rest)
-                return
-            if not self.downgraded:
-                self.upgrade_buf = [rest]
-                return
-            # not tunnelled: its body, then the next requests, parsed as HTTP again
-            self.downgraded = False
-            if self.downgrade_left:
-                rest = self._downgrade_body(rest)
-            if rest:
-                self.data_received(rest)
-            return
-        except httptools.HttpParserError as exc:
-            if self.url == b"*" and self.active is None and self.rx is None:
-                after = after_preface(data)  # llhttp stops at an HTTP/2 connection preface
-                if after is not None:
-                    self._to_h2().start(PREFACE + after)
+        while True:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                rest = data[int(exc.args[0]) :]
+                if self.switched is not None:  # `Upgrade: h2c` accepted: the rest is HTTP/2
+                    if rest:
+                        self.switched.data_received(rest)
                     return
-            self.runtime.protocol_errors += 1
-            self._protocol_error(400, f"bad request: {exc}")
-            return
+                head = self.reparse
+                if head is None:
+                    self.upgrade_buf = [rest]
+                    return
+                # not upgraded: the same request without its upgrade headers, then its body
+                # and what follows, to a fresh parser (it frames the body as for any other;
+                # a loop, not a call: any number of such requests may be pipelined)
+                self.reparse = None
+                self.parser = httptools.HttpRequestParser(self)
+                data = head + rest
+                if self.closing or self.pending_error is not None:
+                    return
+                continue
+            except httptools.HttpParserError as exc:
+                if self.url == b"*" and self.active is None and self.rx is None:
+                    after = after_preface(data)  # llhttp stops at an HTTP/2 connection preface
+                    if after is not None:
+                        self._to_h2().start(PREFACE + after)
+                        return
+                self.runtime.protocol_errors += 1
+                self._protocol_error(400, f"bad request: {exc}")
+                return
+            break
         if self.in_head and self.head_size + len(self.url) > self.runtime.limits.max_head_bytes:
             self.runtime.protocol_errors += 1
             self._protocol_error(431, "request header fields too large")
@@ -347,7 +346,7 @@ class Downstream(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self.rx
-        if ex is None or self.downgrade_left:  # a downgraded upgrade's body is still to come
+        if ex is None:
             return
         self.rx = None
         ex.body_done = True
@@ -451,12 +450,6 @@ class Downstream(asyncio.Protocol):
             cl = headers.get("content-length")
             if cl:
                 ex.content_length = int(cl)
-        if self.downgraded:
-            if ex.chunked:
-                self._protocol_error(400, "bad request: an h2c upgrade request with a chunked "
-                                     "body (send it without `Upgrade: h2c`)")
-                return None
-            self.downgrade_left = ex.content_length
         expect = headers.get("expect")
         if expect is not None:
             if expect.lower() != "100-continue":
@@ -470,8 +463,9 @@ class Downstream(asyncio.Protocol):
         raw: list[tuple[bytes, bytes]],
     ) -> bool | None:
         """Is this upgrade tunnelled? Only the listener's upgrade types are (Istio:
-        websocket), as Envoy's `upgrade_configs`. `h2c` is forwarded as a plain request
-        without its upgrade headers, as Envoy's HTTP/1 codec does; any other type, and
+        websocket), as Envoy's `upgrade_configs`. A bodiless `h2c` upgrade switches to
+        HTTP/2; any other is served as a plain request without its upgrade headers, as
+        Envoy's HTTP/1 codec serves all of them (`reparse`); any other type, and
         CONNECT, is answered 403 and the connection closed (Envoy's `upgrade_failed`: its
         payload could hide a smuggled request). None: answered here."""
         kind = "connect" if method == b"CONNECT" else headers.get("upgrade", "").lower()
@@ -487,24 +481,20 @@ class Downstream(asyncio.Protocol):
                 and "transfer-encoding" not in headers
                 and headers.get("content-length", "0") == "0"):
             # RFC 9113 3.2 (7540): a bodiless request may switch; it becomes stream 1.
-            # With a body the upgrade is ignored and the request forwarded as HTTP/1.1.
             self._to_h2().start_upgraded(settings, _h2c_fields(
                 method, self.url, headers, raw))
             return None
-
-        self.downgraded = True
-        return False
-
-    def _downgrade_body(self, data: bytes) -> bytes:
-        """Hand a downgraded upgrade request its body; returns the bytes after it."""
-        left = self.downgrade_left
-        piece, rest = data[:left], data[left:]
-        self.downgrade_left = left - len(piece)
-        if piece:
-            self.on_body(piece)
-        if not self.downgrade_left:
-            self.on_message_complete()
-        return rest
+        # With a body (curl --http2 -d, chunked or not), over TLS or behind another request,
+        # the upgrade is ignored and the request served as HTTP/1.1, as Envoy's HTTP/1
+        # codec serves every h2c upgrade. llhttp has already stopped at the end of the head
+        # (an upgrade has no body to it): the head is parsed again without the upgrade
+        # headers by a fresh parser, which frames the body (Content-Length or chunked) and
+        # any pipelined request after it as for any other request. No exchange yet.
+        version = self.parser.get_http_version().encode("latin-1")
+        self.reparse = b"".join(
+            [method, b" ", self.url, b" HTTP/", version, b"\r\n",
+             *(b"%s: %s\r\n" % field for field in raw), b"\r\n"])
+        return None
 
     def _dispatch(self, ex: Exchange) -> None:
         try:
