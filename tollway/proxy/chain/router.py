@@ -166,7 +166,7 @@ class Router:
             policy = route.retry_policy
             timeout = route.timeout
             mirrors = route.mirrors
-            if not ex.http11:  # an HTTP/2 stream (or HTTP/1.0): a gRPC call's own deadline
+            if not ex.http11 or ex.grpc:  # an HTTP/2 stream or a gRPC call: its deadline
                 deadline = ex.attrs.get("grpc_timeout")
                 if deadline is not None:  # Istio sets no cap: the header wins over the route
                     timeout = deadline

@@ -119,7 +119,7 @@ class Exchange:
         self.label_index = plan.default_label
         self.request_id = ""
         self.span: Any = None  # trace.SpanIds when this hop reports spans and is sampled
-        # gRPC (HTTP/2 streams only; an HTTP/1.1 exchange keeps these two as they are):
+        # gRPC (an HTTP/2 stream, or HTTP/1.1 with a gRPC content type: listener.py):
         # `grpc` - the request is a gRPC call (content-type application/grpc);
         # `grpc_status` - the call's status once it ended (core/grpc.final_status: the
         # trailers', else the head's, else the HTTP status mapped; None: no response)

@@ -2,7 +2,7 @@
 
 Per request: one dict lookup keyed by a small int (label-set index and response code,
 for the common flags `-`) or a tuple (other flags, added tags), then native adds on a
-`Series`. A gRPC call (HTTP/2 streams only, `record_grpc`) is counted under a label
+`Series`. A gRPC call (`record_grpc`; HTTP/2 or HTTP/1.1) is counted under a label
 set of its own - the peer's, with `request_protocol="grpc"` and its
 `grpc_response_status` - interned once per (peer, status), so `record` itself is the same
 for every request; its messages go to `istio_request_messages_total` /
