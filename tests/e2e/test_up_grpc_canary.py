@@ -344,3 +344,26 @@ def test_grpcio_and_h2load_through_the_gateway(mesh: Mesh, tmp_path: Path) -> No
     assert done.returncode == 0, done.stdout + done.stderr
     assert "200 succeeded, 0 failed, 0 errored" in done.stdout, done.stdout
     assert "status codes: 200 2xx" in done.stdout, done.stdout
+
+
+def test_grpcurl_through_the_gateway_and_the_client_proxy(mesh: Mesh) -> None:
+    """grpcurl (the pinned build of tests/tools/build.sh) with the example's greeter.proto:
+    unary and server streaming through `tollway up`'s gateway (routed by :authority) and
+    through the client proxy and the greeter's sidecar."""
+    from tests.tools.gotools import tool
+
+    def grpcurl(target: str, authority: str, method: str) -> list[str]:
+        r = subprocess.run(
+            [tool("grpcurl"), "-plaintext", "-import-path", str(EXAMPLE), "-proto",
+             "greeter.proto", "-authority", authority, "-max-time", "30", "-d", '"grpcurl"',
+             target, method], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(line) for line in r.stdout.split("\n") if line.strip()]
+
+    for target, authority in ((f"127.0.0.1:{80 + mesh.offset}", GATEWAY_HOST),
+                              (f"127.0.0.1:{mesh.client_port}", "greeter:50051")):
+        (one,) = grpcurl(target, authority, "greeter.Greeter/SayHello")
+        assert one.startswith("hello grpcurl from v"), one
+        many = grpcurl(target, authority, "greeter.Greeter/SayHellos")
+        assert [m.rsplit(" from ", 1)[0] for m in many] == [
+            f"hello grpcurl #{i}" for i in range(3)], many

@@ -1,6 +1,8 @@
 """A small gRPC service with the real `grpcio` library (bytes in, bytes out: no codegen):
 unary, server streaming, client streaming and bidirectional, plus a method that answers a
-chosen status, so tests can check statuses, trailers and retries through the mesh."""
+chosen status, so tests can check statuses, trailers and retries through the mesh.
+`Hello` / `Hellos` speak protobuf's own `google.protobuf.StringValue` (still no codegen)
+for clients that need a schema: grpcurl reads it from echo.proto beside this file."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+from google.protobuf.wrappers_pb2 import StringValue
 
 SERVICE = "tollway.test.Echo"
 
@@ -28,6 +31,15 @@ class Echo:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name} is not ready")
         context.set_trailing_metadata((("x-served-by", self.name),))
         return self.name.encode() + b":" + request
+
+    def hello(self, request: StringValue, context: Any) -> StringValue:
+        """`unary` with a protobuf message: "NAME:VALUE"."""
+        return StringValue(value=self.unary(request.value.encode(), context).decode())
+
+    def hellos(self, request: StringValue, context: Any) -> Iterator[StringValue]:
+        """`server_stream` with protobuf messages: VALUE (a count) answers."""
+        for answer in self.server_stream(request.value.encode(), context):
+            yield StringValue(value=answer.decode())
 
     def fail(self, request: bytes, context: Any) -> bytes:
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "no room")
@@ -59,6 +71,12 @@ def serve(name: str) -> tuple[grpc.Server, int, Echo]:
         "StreamThenFail": grpc.unary_stream_rpc_method_handler(echo.stream_then_fail),
         "ClientStream": grpc.stream_unary_rpc_method_handler(echo.client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(echo.bidi),
+        "Hello": grpc.unary_unary_rpc_method_handler(
+            echo.hello, request_deserializer=StringValue.FromString,
+            response_serializer=StringValue.SerializeToString),
+        "Hellos": grpc.unary_stream_rpc_method_handler(
+            echo.hellos, request_deserializer=StringValue.FromString,
+            response_serializer=StringValue.SerializeToString),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
