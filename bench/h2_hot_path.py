@@ -11,7 +11,7 @@ The figure is the proxy's own Python per request: the `h2` library's framing, HP
 state machine, our glue, the shared chain, the response's HEADERS and DATA.
 
   python bench/h2_hot_path.py [--n 50000] [--batch 10] [--runs 3] [--profile]
-                              [--library stock|tollway]
+                              [--library stock|tollway|ours]
 
 Same run shape as hot_path.py (2000-request warm-up, then --runs timed runs of --n), so
 bench/instructions.sh counts its instructions per request: `SCRIPT=h2_hot_path.py bash
@@ -120,7 +120,10 @@ def library_only(n: int, batch: int, shape: str) -> float:
     """--library: the `h2` library alone, the same frames in and HEADERS + DATA out, no
     proxy: the floor of any design that keeps h2 for the state machine and framing.
     `stock`: h2 as the server configured it before (inbound validation, hpack);
-    `tollway`: as now (validation in headers.request_head, hpack_fast's coder)."""
+    `tollway`: as configured with h2 (validation in headers.request_head, hpack_fast's
+    coder); `ours`: Tollway's own connection (conn.py) in its place."""
+    if shape == "ours":
+        return connection_only(n, batch)
     import h2.config
     import h2.connection
     import h2.events
@@ -145,6 +148,29 @@ def library_only(n: int, batch: int, shape: str) -> float:
         k = min(batch, n - done)
         for ev in conn.receive_data(client.requests(k)):
             if type(ev) is h2.events.RequestReceived:
+                conn.send_headers(ev.stream_id, RESPONSE_FIELDS)
+                conn.send_data(ev.stream_id, body, end_stream=True)
+        conn.data_to_send()
+        done += k
+    return (time.process_time() - t0) / n * 1e6
+
+
+def connection_only(n: int, batch: int) -> float:
+    """--library ours: tollway/proxy/h2/conn.py's ServerConnection alone, the same frames
+    in and HEADERS + DATA out as the library shapes above."""
+    from tollway.proxy.h2.conn import RequestReceived, ServerConnection
+    conn = ServerConnection(100, 256 * 1024, 65536)
+    conn.initiate_connection()
+    client = Client()
+    conn.receive_data(client.start())
+    conn.data_to_send()
+    body = RESPONSE[-100:]
+    t0 = time.process_time()
+    done = 0
+    while done < n:
+        k = min(batch, n - done)
+        for ev in conn.receive_data(client.requests(k)):
+            if type(ev) is RequestReceived:
                 conn.send_headers(ev.stream_id, RESPONSE_FIELDS)
                 conn.send_data(ev.stream_id, body, end_stream=True)
         conn.data_to_send()
@@ -188,7 +214,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--library", choices=("stock", "tollway"), default=None)
+    ap.add_argument("--library", choices=("stock", "tollway", "ours"), default=None)
     a = ap.parse_args()
     if a.library:
         if a.runs > 1:

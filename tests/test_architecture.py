@@ -21,6 +21,8 @@ PURE = (
     "proxy/h2/guard.py",
     "proxy/h2/framing.py",
     "proxy/h2/hpack_fast.py",
+    "proxy/h2/wire.py",
+    "proxy/h2/conn.py",
     "control/translate",
     "control/world.py",
     "control/registry.py",

@@ -75,6 +75,8 @@ COMPILED: tuple[str, ...] = (
     "tollway.proxy.h2.headers",
     "tollway.proxy.h2.guard",
     "tollway.proxy.h2.hpack_fast",
+    "tollway.proxy.h2.wire",
+    "tollway.proxy.h2.conn",
     "tollway.proxy.h2.server",
 )
 GROUP = "tollway.proxy._hotpath"  # the shared library: tollway/proxy/_hotpath__mypyc.*.so
