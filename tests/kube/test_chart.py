@@ -133,12 +133,15 @@ def test_the_sidecar_values_reach_the_injector_config(helm: Path) -> None:
     assert default.proxy_resources == {"requests": {"cpu": "100m", "memory": "128Mi"},
                                        "limits": {"memory": "256Mi"}}
     assert default.rewrite_probes is True
+    assert default.drain_seconds == 5
     custom = settings("--set", "image.repository=reg.example/tollway", "--set", "image.tag=2.0",
                       "--set", "sidecar.image.tag=2.0-proxy",
                       "--set", "sidecar.resources.limits.memory=1Gi",
                       "--set", "sidecar.rewriteAppHTTPProbers=false",
+                      "--set", "sidecar.terminationDrainSeconds=8",
                       "--set-json", 'sidecar.command=["/opt/tollway/bin/tollway"]')
     assert custom.image == "reg.example/tollway:2.0-proxy"
     assert custom.proxy_resources["limits"] == {"memory": "1Gi"}
     assert custom.command == ("/opt/tollway/bin/tollway",)
     assert custom.rewrite_probes is False
+    assert custom.drain_seconds == 8

@@ -314,6 +314,10 @@ def test_settings_from_the_charts_injector_config() -> None:
     assert init["resources"] == {"requests": {"cpu": "5m"}}
     assert settings.rewrite_probes is False
     assert "mesh-system" in settings.control_plane_url
+    assert proxy["command"][-2:] == ["--drain-seconds", "5"]  # Istio's default drain
+    drained = inject.from_config({"terminationDrainSeconds": 12.5}, "config.yaml", "m")
+    proxy = _apply(_pod(), inject.patch(_pod(), drained))["spec"]["containers"][1]
+    assert proxy["command"][-2:] == ["--drain-seconds", "12.5"]
 
 
 @pytest.mark.parametrize(("data", "named"), [
@@ -321,6 +325,8 @@ def test_settings_from_the_charts_injector_config() -> None:
     ({"resources": {"request": {}}}, "resources"), ({"imagePullPolicy": "Sometimes"},
                                                     "imagePullPolicy"),
     ({"rewriteAppHTTPProbers": "no"}, "rewriteAppHTTPProbers"), ({"imag": "x"}, "'imag'"),
+    ({"terminationDrainSeconds": "5s"}, "terminationDrainSeconds"),
+    ({"terminationDrainSeconds": -1}, "terminationDrainSeconds"),
     (["image"], "mapping"),
 ])
 def test_a_bad_injector_config_is_named(data: Any, named: str) -> None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -94,6 +95,60 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path, harness: Harness) -> 
     assert proc.wait(10) == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_sigterm_with_drain_seconds_keeps_serving_with_keep_alive_off(
+    tmp_path: Path, harness: Harness
+) -> None:
+    """--drain-seconds (Istio's terminationDrainDuration; the injected sidecar's is 5): after
+    SIGTERM the proxy is not ready but still accepts and serves, since other proxies keep
+    routing here until the control plane tells them the pod is gone. Its inbound/gateway
+    listeners answer with `connection: close`, and an idle keep-alive connection is not cut:
+    cutting it crossed a request its client was sending (a 503 "connection termination" on
+    the cluster when a rollout replaced the pod). Outbound stays keep-alive: the app may
+    still call out while it stops. Then the listeners close and the process exits 0."""
+    up = harness.upstream()
+    gw_port, out_port = free_port(), free_port()
+    cfg = msgspec.structs.replace(
+        config([route(("c", 100))], [cluster("c", up)]),
+        listeners=(
+            types.Listener(name="main", kind="gateway", address="127.0.0.1", port=gw_port,
+                           route_table="rt"),
+            types.Listener(name="out", kind="outbound", address="127.0.0.1", port=out_port,
+                           route_table="rt"),
+        ),
+    )
+    proc, line = _run_proxy(_snapshot(tmp_path, cfg), "--drain-seconds", "4")
+    try:
+        admin = line.split("admin=")[1].split()[0]
+        idle = RawClient(("127.0.0.1", gw_port))
+        idle.send(get("/"))
+        assert idle.read_response().status == 200  # kept alive: idle now
+        outbound = RawClient(("127.0.0.1", out_port))
+        outbound.send(get("/"))
+        assert outbound.read_response().status == 200
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while httpx.get(f"http://{admin}/ready").status_code == 200:
+            assert time.monotonic() < deadline, "still ready 3 s after SIGTERM"
+            time.sleep(0.05)
+        idle.send(get("/"))  # the idle connection still serves, and closes after
+        r = idle.read_response()
+        assert (r.status, r.header("connection")) == (200, "close")
+        assert idle.sock.recv(1) == b""
+        fresh = httpx.get(f"http://127.0.0.1:{gw_port}/")  # new connections are accepted
+        assert (fresh.status_code, fresh.headers.get("connection")) == (200, "close")
+        outbound.send(get("/"))
+        r = outbound.read_response()
+        assert (r.status, r.header("connection")) == (200, None)
+        assert proc.wait(15) == 0
+        for port in (gw_port, out_port):
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
 
 
 def test_workers_share_the_port(tmp_path: Path, harness: Harness) -> None:

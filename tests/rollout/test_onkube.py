@@ -302,15 +302,23 @@ def test_argos_step_index_counts_the_specs_steps_not_the_manual_gate() -> None:
 
 
 def test_a_deployment_mid_rollout_counts_only_its_current_templates_ready_pods() -> None:
-    """Flagger waits for the primary's rollout before routing everything to it: the old
-    template's ready pods do not make it ready."""
-    def dep(gen: int, observed: int, replicas: int, updated: int, ready: int) -> dict[str, Any]:
+    """Flagger waits for the primary's rollout before routing everything to it, with
+    `kubectl rollout status`'s checks: the old template's ready pods never make it ready."""
+    def dep(gen: int, observed: int, replicas: int, updated: int, ready: int,
+            spec: int | None = 2) -> dict[str, Any]:
         return {"metadata": {"generation": gen},
+                "spec": {} if spec is None else {"replicas": spec},
                 "status": {"observedGeneration": observed, "replicas": replicas,
                            "updatedReplicas": updated, "readyReplicas": ready}}
 
     assert onkube.deployment_ready(dep(3, 3, 2, 2, 2)) == 2  # settled
     assert onkube.deployment_ready(dep(4, 3, 2, 2, 2)) == 0  # new spec not seen yet
-    assert onkube.deployment_ready(dep(4, 4, 3, 1, 3)) == 1  # surge: one new pod of two
+    assert onkube.deployment_ready(dep(4, 4, 3, 1, 3)) == 0  # 1 out of 2 new replicas
+    # both new pods created, one ready, the last old one still up and ready: 2 ready
+    # pods, 2 updated, but not rolled out (the seed-08 run that routed all traffic to
+    # the primary while its last old pod was about to be replaced)
+    assert onkube.deployment_ready(dep(4, 4, 3, 2, 2)) == 0
     assert onkube.deployment_ready(dep(4, 4, 2, 2, 1)) == 1  # new pods not all ready
+    assert onkube.deployment_ready(dep(4, 4, 2, 2, 2, spec=None)) == 2
+    assert onkube.deployment_ready(dep(5, 5, 0, 0, 0, spec=0)) == 0  # scaled to zero
     assert onkube.deployment_ready({}) == 0

@@ -171,6 +171,11 @@ def register(app: typer.Typer) -> None:
             None, "--status-port", min=1, max=65535,
             help="In a pod: 0.0.0.0 port for /healthz/ready and the app's rewritten probes "
             "(/app-health/..., from ISTIO_KUBE_APP_PROBERS; 15020)."),
+        drain_seconds: float = typer.Option(
+            0.0, "--drain-seconds", min=0.0,
+            help="After SIGTERM, keep accepting and serving this long, not ready and with "
+            "keep-alive off, before closing the listeners (Istio's terminationDrainDuration; "
+            "the injected sidecar uses 5)."),
     ) -> None:
         """Run the sidecar / gateway proxy."""
         if config is None and control_plane is None:
@@ -213,6 +218,8 @@ def register(app: typer.Typer) -> None:
             argv += ["--config", snap_path, "--delete-config"]
         if access_log:
             argv.append("--access-log")
+        if drain_seconds:
+            argv += ["--drain-seconds", f"{drain_seconds:g}"]
         if control_plane is not None:
             argv += [
                 "--control-plane",

@@ -13,10 +13,10 @@ What is added (the app containers only get their probes rewritten):
   `traffic.sidecar.istio.io/*` annotations rendered into flags (a malformed one refuses
   the pod with a sentence naming it, as Istio does); root with NET_ADMIN + NET_RAW only;
 - container `tollway-proxy`: `tollway proxy --control-plane http://tollway-control-plane.
-  <ns>.svc:15010 --token-file <projected token> --capture-port 15006 --status-port 15020`
-  as uid/gid 1337 (the uid the capture rules exempt), ports 15001/15006/15020/15090,
-  readiness from the status port, the pod's name, namespace, IP and service account from
-  the downward API;
+  <ns>.svc:15010 --token-file <projected token> --capture-port 15006 --status-port 15020
+  --drain-seconds 5` (Istio's terminationDrainDuration) as uid/gid 1337 (the uid the
+  capture rules exempt), ports 15001/15006/15020/15090, readiness from the status
+  port, the pod's name, namespace, IP and service account from the downward API;
 - volume `tollway-token`: a projected service-account token with audience `tollway`,
   which the control plane checks with a TokenReview (tollway.kube.tokenreview);
 - Istio's probe rewriting: httpGet probes of the app go to the status port
@@ -85,6 +85,9 @@ class Settings:
         default_factory=lambda: dict(DEFAULT_INIT_RESOURCES))
     rewrite_probes: bool = True  # Istio's sidecarInjectorWebhook.rewriteAppHTTPProbe
     capture: rules.Capture = DEFAULT_CAPTURE
+    # Istio's terminationDrainDuration: after SIGTERM the sidecar keeps serving this long
+    # (keep-alive off) while the other sidecars learn the pod is gone (proxy --drain-seconds)
+    drain_seconds: float = 5.0
 
     @property
     def control_plane_url(self) -> str:
@@ -93,7 +96,7 @@ class Settings:
 
 
 CONFIG_KEYS = ("image", "imagePullPolicy", "command", "resources", "initResources",
-               "rewriteAppHTTPProbers")
+               "rewriteAppHTTPProbers", "terminationDrainSeconds")
 
 
 def from_config(data: Any, source: str, control_plane_namespace: str) -> Settings:
@@ -140,6 +143,12 @@ def from_config(data: Any, source: str, control_plane_namespace: str) -> Setting
         if not isinstance(rewrite, bool):
             raise InjectError(f"{source}: rewriteAppHTTPProbers must be true or false")
         changes["rewrite_probes"] = rewrite
+    drain = data.get("terminationDrainSeconds")
+    if drain is not None:
+        if isinstance(drain, bool) or not isinstance(drain, (int, float)) or drain < 0:
+            raise InjectError(f"{source}: terminationDrainSeconds must be a number of "
+                              f"seconds, 0 or more (Istio's default is 5), not {drain!r}")
+        changes["drain_seconds"] = float(drain)
     return replace(out, **changes)
 
 
@@ -224,6 +233,7 @@ def _proxy_container(settings: Settings, capture: rules.Capture,
             "--node-name", "$(POD_NAME).$(POD_NAMESPACE)", "--address", "$(INSTANCE_IP)",
             "--port", str(capture.outbound_port), "--capture-port", str(capture.inbound_port),
             "--status-port", str(STATUS_PORT), "--admin-port", str(rules.ADMIN_PORT),
+            "--drain-seconds", f"{settings.drain_seconds:g}",
         ],
         "env": env,
         "ports": [

@@ -83,9 +83,20 @@ class ListenerRuntime:
         self.accepted = 0
         self.protocol_errors = 0
         self.write_pauses = 0  # times a slow client paused its upstream (backpressure)
+        # The proxy is going away (ProxyServer.discourage): still accepting and serving,
+        # but every request is answered with `connection: close`, so clients move their
+        # traffic off this proxy before it stops listening.
+        self.draining = False
 
     def factory(self) -> Downstream:
         return Downstream(self)
+
+    def discourage(self) -> None:
+        """Drain's first phase: keep-alive off for every request from now on, including
+        the last one each open connection already has in progress (see `draining`)."""
+        self.draining = True
+        for conn in list(self.connections):
+            conn.discourage()
 
     def sweep(self, now: float) -> None:
         """Header (408) and idle keep-alive timeouts, checked about once a second."""
@@ -414,6 +425,8 @@ class Downstream(asyncio.Protocol):
         if http11 and "host" not in headers:
             self._protocol_error(400, "missing Host header")
             return None
+        if self.runtime.draining:  # answered with `connection: close` (ListenerRuntime)
+            keep_alive = False
         if not authority and self.orig_dst:
             # a captured HTTP/1.0 request without Host: the address the app dialled
             # decides, as Envoy's original_dst listener filter makes it the local address
@@ -758,6 +771,15 @@ class Downstream(asyncio.Protocol):
         tr = self.transport
         if tr is not None:
             tr.close()
+
+    def discourage(self) -> None:
+        """The listener drains: the last request this connection already has (if its
+        response has not started) closes it; later ones do (`_exchange`). An idle
+        connection stays open: closing it could cross a request its client is sending
+        right now, which the client would see as a reset before any response."""
+        ex = self.queue[-1] if self.queue else self.active
+        if ex is not None and not ex.response_started:
+            ex.keep_alive = False
 
     def check_timeouts(self, now: float, limits: Limits) -> None:
         if self.transport is None or self.tunnel is not None:

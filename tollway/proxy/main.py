@@ -189,6 +189,8 @@ class ProxyServer:
                 continue
             sock = socks.get(name) or bind_socket(spec.address, spec.port, self.reuse_port)
             runtime = ListenerRuntime(name, plan, self.limits)
+            if self.draining and spec.kind != "outbound":
+                runtime.draining = True
             addr = sock.getsockname()
             runtime.address = (str(addr[0]), int(addr[1]))
             b = _Bound(spec, runtime, sock)
@@ -256,6 +258,19 @@ class ProxyServer:
                 await task
 
     # ------------------------------------------------------------ drain
+    def discourage(self) -> None:
+        """Drain's first phase, Istio's on SIGTERM (`drain_listeners?inboundonly&graceful`
+        for terminationDrainDuration): not ready any more, but every listener keeps
+        accepting and serving, since clients still route here until they hear the
+        endpoint is gone; the inbound and gateway ones answer with `connection: close`
+        (HTTP/2: GOAWAY), so keep-alive connections end after a response instead of
+        under a request. The outbound ones stay as they are: the app may still call out
+        while it shuts down. `drain` follows."""
+        self.draining = True
+        for b in self.bound.values():
+            if b.spec.kind != "outbound":
+                b.runtime.discourage()
+
     async def drain(self, timeout: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish (up to `timeout`), then close."""
         self.draining = True

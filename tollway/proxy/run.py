@@ -30,8 +30,17 @@ async def serve(
     follow: dict[str, Any] | None,
     worker: int,
     status: tuple[int, dict[str, Any]] | None = None,
+    drain_seconds: float = 0.0,
 ) -> int:
-    """Serve until SIGTERM/SIGINT, then drain. Returns the process exit code."""
+    """Serve until SIGTERM/SIGINT, then drain. Returns the process exit code.
+
+    `drain_seconds` (a pod's sidecar: Istio's terminationDrainDuration, 5 s): after the
+    signal the proxy first keeps serving that long, not ready and closing keep-alive
+    connections after their responses (`ProxyServer.discourage`), while the control
+    plane tells the other proxies this endpoint is gone; only then does it stop
+    listening. Stopping at once refused, or reset, what they were still sending here
+    (503 "connection termination" seen by a client on the cluster when a rollout
+    replaced the pod). A second signal skips the rest of the wait."""
     from tollway.proxy.main import ProxyServer
     from tollway.snapshot.codec import SnapshotError
 
@@ -105,6 +114,13 @@ async def serve(
         flush=True,
     )
     await stop.wait()
+    if drain_seconds > 0:
+        server.discourage()
+        stop.clear()
+        try:
+            await asyncio.wait_for(stop.wait(), drain_seconds)
+        except TimeoutError:
+            pass
     for t in tasks:
         t.cancel()
     if status_server is not None:
@@ -149,6 +165,9 @@ def parser() -> argparse.ArgumentParser:
                     help="in a pod: the port capture redirects inbound to (0.0.0.0)")
     ap.add_argument("--status-port", type=int,
                     help="in a pod: readiness and the app's rewritten probes (0.0.0.0)")
+    ap.add_argument("--drain-seconds", type=float, default=0.0,
+                    help="after SIGTERM, keep serving this long (keep-alive off) before "
+                    "closing the listeners (a pod's sidecar: 5)")
     ap.add_argument("--delete-config", action="store_true", help=argparse.SUPPRESS)
     return ap
 
@@ -246,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 follow=follow,
                 worker=args.worker_index,
                 status=status if args.worker_index == 0 else None,
+                drain_seconds=max(0.0, args.drain_seconds),
             )
         )
     finally:

@@ -200,15 +200,24 @@ def plan_step_index(kinds: Sequence[str], index: int) -> int:
 
 
 def deployment_ready(obj: Mapping[str, Any]) -> int:
-    """A Deployment's ready replicas as Flagger counts them (IsPrimaryReady/IsCanaryReady):
-    only those running its current template. While a rollout of a new template is under
-    way (generation not yet observed, or old replicas still up) the old template's ready
-    pods do not count, so a promotion waits for the primary's rollout to finish before all
-    traffic goes to it."""
-    meta, st = obj.get("metadata") or {}, obj.get("status") or {}
+    """A Deployment's ready replicas as Flagger counts them (IsPrimaryReady/IsCanaryReady,
+    whose checks are `kubectl rollout status`'s): none while a rollout is under way - the
+    generation not yet observed, fewer replicas on the current template than the spec asks
+    (`N out of M new replicas have been updated`), or old replicas still up (`old replicas
+    are pending termination`) - and after it the ready ones of the current template. So a
+    promotion moves all traffic to the primary only once the old primary pods are gone
+    from its ReplicaSets, not while one of the new pods is still starting (counting
+    min(ready, updated) took 1 new + 1 old ready pod for 2 of 2)."""
+    meta, spec, st = (obj.get("metadata") or {}, obj.get("spec") or {},
+                      obj.get("status") or {})
     if int(st.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
         return 0
-    return min(int(st.get("readyReplicas") or 0), int(st.get("updatedReplicas") or 0))
+    updated = int(st.get("updatedReplicas") or 0)
+    wanted = spec.get("replicas")
+    if (wanted is not None and updated < int(wanted)) \
+            or int(st.get("replicas") or 0) > updated:
+        return 0
+    return min(int(st.get("readyReplicas") or 0), updated)
 
 
 ARGO_CONDITION_TYPES = ("Progressing", "Available", "Paused", "Healthy", "Completed",

@@ -31,6 +31,7 @@ command: {{ toJson .Values.sidecar.command }}
 resources: {{ toJson .Values.sidecar.resources }}
 initResources: {{ toJson .Values.sidecar.initResources }}
 rewriteAppHTTPProbers: {{ .Values.sidecar.rewriteAppHTTPProbers }}
+terminationDrainSeconds: {{ .Values.sidecar.terminationDrainSeconds }}
 {{- end -}}
 
 {{/*

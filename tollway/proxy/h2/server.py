@@ -471,6 +471,10 @@ class H2Server(asyncio.Protocol):
         if not self.streams:
             self._close_transport()
 
+    def discourage(self) -> None:
+        """The listener drains: GOAWAY now (open streams finish), as Envoy's drain does."""
+        self._close()
+
     def check_timeouts(self, now: float, limits: Limits) -> None:
         if self.transport is None:
             return
