@@ -3,6 +3,7 @@ warnings printed (never an exit 1)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -164,3 +165,57 @@ def test_a_second_signal_stops_up_at_once_with_nothing_left(canary: Path) -> Non
         assert not _alive(pids)  # checked before the clean-up below could hide it
     finally:
         reap_members(canary / ".tollway" / "members.json")
+
+
+def test_a_killed_runs_gateway_on_another_offset_is_stopped_not_left_running(
+        tmp_path: Path) -> None:
+    """A restarted `tollway up` adopts the killed run's client and gateway proxies when
+    their ports are the ones it was given; one on other ports (here the gateway, another
+    --gateway-port-offset: tests/control/test_local_prometheus.py's restart) is stopped,
+    as replicas the plan dropped are. It used to be left serving for good, with no
+    members.json naming it (one orphan `istio-ingressgateway` sidecar per full test run)."""
+    from tollway.control import push
+    from tollway.control.local.procs import PortAllocator, pid_alive
+    from tollway.control.local.supervisor import Supervisor
+    from tollway.control.plane import ControlPlane
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    strays = {name: subprocess.Popen(sleeper)
+              for name in (up_mod.GATEWAY_NODE.name, up_mod.CLIENT_NODE.name)}
+    state = tmp_path / ".tollway"
+    state.mkdir()
+    client_port = free_port()
+    rows = {
+        up_mod.GATEWAY_NODE.name: {"ports": {"gateway_offset": 1000, "admin": free_port()},
+                                   "kind": "gateway", "sidecar_pid": strays[
+                                       up_mod.GATEWAY_NODE.name].pid, "app_pid": None},
+        up_mod.CLIENT_NODE.name: {"ports": {"outbound": client_port, "admin": free_port()},
+                                  "kind": "client", "sidecar_pid": strays[
+                                      up_mod.CLIENT_NODE.name].pid, "app_pid": None},
+    }
+    (state / "members.json").write_text(json.dumps(rows))
+
+    async def main() -> None:
+        up = up_mod.Up(tmp_path, state, free_port(), client_port, 2000, lambda _l: None)
+        plane = ControlPlane(up.store, debounce=push.Debouncer(0.005, 0.02))
+        up.supervisor = Supervisor(plane, control_url="http://127.0.0.1:9", state_dir=state,
+                                   workdir=tmp_path, sidecar_argv=lambda _e, _u: sleeper)
+        up._members(PortAllocator([client_port]))
+        try:
+            gateway, client = (up.supervisor.members[n.name]
+                               for n in (up_mod.GATEWAY_NODE, up_mod.CLIENT_NODE))
+            assert client.sidecar is not None and client.sidecar.adopted  # same port: kept
+            assert await asyncio.to_thread(strays[up_mod.GATEWAY_NODE.name].wait, 10) == \
+                -signal.SIGTERM  # the old offset's gateway: stopped
+            assert pid_alive(strays[up_mod.CLIENT_NODE.name].pid)
+            assert gateway.sidecar is None or not gateway.sidecar.adopted
+        finally:
+            await up.supervisor.stop_all()
+            plane.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        for proc in strays.values():
+            proc.kill()
+            proc.wait()

@@ -34,7 +34,7 @@ from tollway.control.guard import Guard
 from tollway.control.local import jaeger as jaeger_mod
 from tollway.control.local import plan as plan_mod
 from tollway.control.local import prometheus as prom_mod
-from tollway.control.local.procs import PortAllocator, port_free
+from tollway.control.local.procs import PortAllocator, Proc, port_free
 from tollway.control.local.supervisor import Supervisor, default_sidecar_argv
 from tollway.control.plane import ControlPlane
 from tollway.control.proxies import ProxyEntry
@@ -283,11 +283,18 @@ class Up:
                    rows: dict[str, dict[str, Any]], allocator: PortAllocator) -> None:
         assert self.supervisor is not None
         row = rows.get(node.name)
-        if row is not None and all(row["ports"].get(k) == v for k, v in ports.items()):
-            admin = int(row["ports"]["admin"])
-            entry = ProxyEntry(node, admin=f"127.0.0.1:{admin}", ports={**ports, "admin": admin})
-            self.supervisor.adopt_fixed(entry, row)
-            return
+        if row is not None:
+            if all(row["ports"].get(k) == v for k, v in ports.items()):
+                admin = int(row["ports"]["admin"])
+                entry = ProxyEntry(node, admin=f"127.0.0.1:{admin}",
+                                   ports={**ports, "admin": admin})
+                self.supervisor.adopt_fixed(entry, row)
+                return
+            # a killed run's proxy on other ports (another --gateway-port-offset or
+            # --client-port): stopped, as `adopt` stops replicas the plan dropped. Left
+            # alone it served its old ports for good, following a control plane that
+            # never came back, and no members.json named it any more.
+            Proc(int(row["sidecar_pid"])).signal(signal.SIGTERM)
         if "outbound" in ports and not port_free(ports["outbound"]):
             raise _PortTaken(ports["outbound"])
         admin = allocator.allocate()
