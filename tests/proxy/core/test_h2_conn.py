@@ -237,6 +237,7 @@ def test_a_response_that_ends_first_then_the_client_ends_closes_the_stream() -> 
     (lambda r: [r.headers(1, flags=0), frame(wire.PING, 0, 0, b"x" * 8)], wire.PROTOCOL_ERROR),
     (lambda r: [r.headers(1, flags=0), frame(wire.CONTINUATION, 4, 3, b"")],
      wire.PROTOCOL_ERROR),
+    (lambda r: [r.headers(1, flags=0), frame(0x20, 0, 1, b"ext")], wire.PROTOCOL_ERROR),
     (lambda r: [r.headers(1, flags=0), *(frame(wire.CONTINUATION, 0, 1, b"")
                                          for _ in range(c.MAX_CONTINUATIONS + 1))],
      wire.PROTOCOL_ERROR),
@@ -309,6 +310,7 @@ def test_a_client_goaway_is_reported_and_its_streams_go_on() -> None:
 def test_ping_settings_and_priority_events() -> None:
     raw = Raw()
     events = raw.send(frame(wire.PING, 0, 0, b"12345678"), frame(wire.PING, 1, 0, b"abcdefgh"),
+                      frame(0x20, 0, 0, b"an extension: ignored"),
                       frame(wire.SETTINGS, 0, 0, struct.pack(">HI", 1, 0)),
                       frame(wire.SETTINGS, 1, 0),
                       frame(wire.PRIORITY, 0, 11, b"\x80\0\0\x01\x0f"))

@@ -266,9 +266,11 @@ def test_frame_level_rules_are_connection_errors(frame: bytes, code: int) -> Non
     assert err.value.code == code
 
 
-def test_unknown_frame_types_are_skipped_but_bounded() -> None:
+def test_unknown_frame_types_come_out_unread_but_bounded() -> None:
     r = wire.Reader(preface=False)
     r.feed(raw(0x10, 0xFF, 3, b"whatever") + raw(0xFA, 0, 0, b"") + raw(wire.PING, 0, 0, b"p" * 8))
+    assert r.next() and (r.kind, r.sid) == (0x10, 3)
+    assert r.next() and r.kind == 0xFA
     assert r.next() and r.kind == wire.PING and r.payload == b"p" * 8
     assert not r.next()
     big = wire.Reader(preface=False)

@@ -399,6 +399,8 @@ class ServerConnection:
             last, code, debug = wire.parse_goaway(r.payload)
             self.goaway_received = True
             events.append(ConnectionTerminated(code, last, debug or None))
+        elif kind > wire.CONTINUATION:
+            return  # an extension frame type: ignored (RFC 9113 5.5)
         else:  # CONTINUATION outside a header block
             raise ProtocolError(wire.PROTOCOL_ERROR, "CONTINUATION without a HEADERS before it")
 

@@ -12,8 +12,9 @@ tolerated here and a flood Envoy cuts is cut here:
 - more than 1 consecutive empty DATA frame, more than 100 PRIORITY frames per stream
   opened, WINDOW_UPDATEs out of proportion to the DATA frames sent.
 
-CONTINUATION floods and HPACK bombs are refused inside the `h2` library (64 CONTINUATION
-frames at most, a bounded header list size and table size); see server.py.
+CONTINUATION floods and HPACK bombs are refused by the connection itself (conn.py: 64
+CONTINUATION frames per header block at most, PROTOCOL_ERROR; a header list decoding past
+SETTINGS_MAX_HEADER_LIST_SIZE, ENHANCE_YOUR_CALM, raised mid-block by the HPACK decoder).
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def request_head(fields: list[Header]) -> RequestHead:
     field in `raw`, what an HTTP/1.1 upstream must get), `:authority` wins over `host`
     (RFC 9113 8.3.1) and becomes the `host` the matchers read."""
     method = scheme = authority = path = ""
-    has_path = has_scheme = has_authority = False
+    has_method = has_path = has_scheme = has_authority = False
     host: bytes | None = None
     headers: dict[str, str] = {}
     raw: list[Header] = []
@@ -96,8 +96,8 @@ def request_head(fields: list[Header]) -> RequestHead:
             if regular:
                 raise Malformed(f"pseudo header {name[:40]!r} after a regular field")
             text = value.decode("latin-1")
-            if name == b":method" and not method:
-                method = text
+            if name == b":method" and not has_method:  # (an empty one counts: a second
+                method, has_method = text, True  # :method after it is a duplicate)
             elif name == b":path" and not has_path:
                 if not value:
                     raise Malformed("an empty :path")

@@ -1,8 +1,8 @@
-"""What the HTTP/1.1 listener needs to notice HTTP/2, without the `h2` library.
+"""What the HTTP/1.1 listener needs to notice HTTP/2, without the HTTP/2 server.
 
 The listener spots HTTP/2 by ALPN or by the connection preface llhttp stops at, and only
-then hands the connection to `h2/server.py` (which imports `h2`, `hpack` and
-`hyperframe`: ~1.5 MB a sidecar that never sees an HTTP/2 client does not need to hold).
+then hands the connection to `h2/server.py` (which imports `hpack`, its Huffman tables
+included: memory a sidecar that never sees an HTTP/2 client does not need to hold).
 Kept here, apart from the server, so that importing the listener loads none of it.
 """
 

@@ -1,4 +1,5 @@
-"""One downstream HTTP/2 connection: the `h2` library fed from asyncio, streams to the chain.
+"""One downstream HTTP/2 connection: `conn.ServerConnection` fed from asyncio, streams to
+the chain.
 
 The HTTP/1.1 listener (listener.Downstream) hands a connection over when it is HTTP/2: TLS
 whose ALPN chose `h2` / `istio-h2` (read once, in connection_made), the HTTP/2 connection
@@ -26,19 +27,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-from hyperframe.frame import GoAwayFrame
-
 from tollway.proxy.chain.stream import Exchange
+from tollway.proxy.h2 import conn as h2c
 from tollway.proxy.h2 import headers as hh
+from tollway.proxy.h2 import wire
 from tollway.proxy.h2.grpccall import GrpcCall, for_request
 from tollway.proxy.h2.guard import Guard
-from tollway.proxy.h2.hpack_fast import CachingDecoder, StaticEncoder
 from tollway.proxy.http1 import response
 
 if TYPE_CHECKING:
@@ -56,21 +50,6 @@ STREAM_WINDOW = 256 * 1024
 CONNECTION_WINDOW = 1024 * 1024
 OUT_HIGH = 64 * 1024  # response bytes waiting for the client's window: stop the upstream
 PREMATURE_LIFETIME = 1.0  # Envoy's premature_reset_min_stream_lifetime_seconds
-
-_CONFIG = h2.config.H2Configuration(
-    client_side=False,
-    header_encoding=None,
-    # request header lists are checked in one pass by headers.request_head (Malformed:
-    # the same connection error h2's validation raised, at a seventh of the cost);
-    # request trailers are never forwarded
-    validate_inbound_headers=False,
-    normalize_inbound_headers=False,
-    validate_outbound_headers=False,
-    normalize_outbound_headers=False,
-)
-_E = h2.events
-_CODES = h2.errors.ErrorCodes
-
 
 
 
@@ -102,20 +81,11 @@ class H2Server(asyncio.Protocol):
         self.idle_since = self.loop.time()
         self.rx = None  # what drain and the sweeper read on every connection
         self.tunnel = None
-        limits = runtime.limits
-        conn = h2.connection.H2Connection(config=_CONFIG)
-        conn.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_head_bytes,
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-        })
-        conn.encoder = StaticEncoder()  # type: ignore[assignment]
-        decoder = CachingDecoder()
-        # HPACK bombs: a header list decoding past the limit is refused mid-block
-        decoder.max_header_list_size = limits.max_head_bytes
-        conn.decoder = decoder  # type: ignore[assignment]
-        self.conn = conn
+        # HPACK bombs: a header list decoding past max_head_bytes is refused mid-block
+        # (ENHANCE_YOUR_CALM); request header lists are checked in one pass by
+        # headers.request_head; request trailers are never forwarded
+        self.conn = h2c.ServerConnection(MAX_CONCURRENT_STREAMS, STREAM_WINDOW,
+                                         runtime.limits.max_head_bytes)
 
     def peer_view(self, plan: ListenerPlan) -> ListenerPlan:
         """`plan` as this mTLS peer's streams see it (ListenerPlan.for_peer): looked up
@@ -144,13 +114,13 @@ class H2Server(asyncio.Protocol):
             log.info("h2c upgrade from %s refused: HTTP2-Settings: %s", self.peer[0], exc)
             self.runtime.protocol_errors += 1
             self.conn.initiate_connection()
-            self._fail(_CODES.PROTOCOL_ERROR, "malformed HTTP2-Settings")
+            self._fail(wire.PROTOCOL_ERROR, "malformed HTTP2-Settings")
             return
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         bad = self._request(1, fields, ended=True)
         if bad is not None:
             self.runtime.protocol_errors += 1
-            self._fail(_CODES.PROTOCOL_ERROR, bad)
+            self._fail(wire.PROTOCOL_ERROR, bad)
             return
         self._flush()
 
@@ -186,72 +156,60 @@ class H2Server(asyncio.Protocol):
             return  # frames after our GOAWAY: never read
         try:
             events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            if self.conn.state_machine.state is h2.connection.ConnectionState.CLOSED and (
-                    "ConnectionState.CLOSED" in str(exc)):
-                # the client's GOAWAY, then a frame in the same read (gRPC's PING after
-                # GOAWAY): it is leaving, nothing to answer (h2's GOAWAY for it is dropped)
-                self.conn.data_to_send()
-                self._abort_all()
-                self._close_transport()
-                return
+        except h2c.ProtocolError as exc:  # GOAWAY(code) is queued: written by _fail
             self.runtime.protocol_errors += 1
-            self._fail(exc.error_code or _CODES.PROTOCOL_ERROR, str(exc))
-            return
-        except Exception as exc:  # the library met input it did not expect: this conn only
-            log.warning("h2 connection from %s failed: %r", self.peer[0], exc)
-            self.runtime.protocol_errors += 1
-            self._fail(_CODES.INTERNAL_ERROR, "internal error")
+            log.info("h2 connection from %s closed: %s", self.peer[0], exc)
+            self._fail(exc.error_code, str(exc))
             return
         queued = self.transport is not None and self.transport.get_write_buffer_size() > 0
         reason: str | None = None
         guard = self.guard
-        ev: Any
         for ev in events:
-            kind = type(ev)
-            if kind is _E.DataReceived:
-                reason = guard.data_frame(not ev.data and not ev.stream_ended)
-                self._data(ev)
-            elif kind is _E.RequestReceived:
+            if isinstance(ev, h2c.RequestReceived):
                 guard.other_frame()
                 bad = self._request(ev.stream_id, ev.headers, ev.stream_ended is not None)
                 if bad is not None:
                     self.runtime.protocol_errors += 1
                     log.info("h2 connection from %s closed: %s", self.peer[0], bad)
-                    self._fail(_CODES.PROTOCOL_ERROR, bad)
+                    self._fail(wire.PROTOCOL_ERROR, bad)
                     return
-            elif kind is _E.StreamEnded:
+            elif isinstance(ev, h2c.StreamEnded):
                 stream = self.streams.get(ev.stream_id)
                 if stream is not None:
                     stream.request_ended()
-            elif kind is _E.StreamReset:
-                guard.other_frame()
-                reason = self._client_reset(ev.stream_id) if ev.remote_reset else None
-            elif kind is _E.WindowUpdated:
+            elif isinstance(ev, h2c.DataReceived):
+                reason = guard.data_frame(not ev.data and ev.stream_ended is None)
+                self._data(ev)
+            elif isinstance(ev, h2c.WindowUpdated):
                 guard.other_frame()
                 reason = guard.window_update()
                 self._window(ev.stream_id)
-            elif kind is _E.PingReceived or kind is _E.RemoteSettingsChanged:
+            elif isinstance(ev, h2c.StreamReset):
+                guard.other_frame()
+                if ev.remote_reset:
+                    reason = self._client_reset(ev.stream_id)
+                else:  # our stream error (RST_STREAM sent by the connection)
+                    self._local_reset(ev.stream_id)
+            elif isinstance(ev, (h2c.PingReceived, h2c.RemoteSettingsChanged)):
                 guard.other_frame()
                 if queued:
                     reason = guard.control_frame_queued()
-                if kind is _E.RemoteSettingsChanged:
+                if isinstance(ev, h2c.RemoteSettingsChanged):
                     self._window(0)  # INITIAL_WINDOW_SIZE may have grown every stream's
-            elif kind is _E.PriorityUpdated:
+            elif isinstance(ev, h2c.PriorityUpdated):
                 reason = guard.priority_frame()
-            elif kind is _E.TrailersReceived:
+            elif isinstance(ev, h2c.TrailersReceived):
                 stream = self.streams.get(ev.stream_id)
                 if stream is not None:
                     stream.request_ended()
-            elif kind is _E.ConnectionTerminated:
-                self._client_goaway(ev.error_code)
-                break
+            elif isinstance(ev, h2c.ConnectionTerminated) and self._client_goaway(ev.error_code):
+                return
             if reason is not None:
                 break
         if reason is not None:
             self.runtime.protocol_errors += 1
             log.info("h2 connection from %s closed: %s", self.peer[0], reason)
-            self._fail(_CODES.ENHANCE_YOUR_CALM, reason)
+            self._fail(wire.ENHANCE_YOUR_CALM, reason)
             return
         if not queued:
             guard.output_drained()
@@ -262,7 +220,7 @@ class H2Server(asyncio.Protocol):
         """Stream `sid` opened: its exchange dispatched. A malformed header list is a
         connection error: its reason is returned (RFC 9113 8.1.1, as h2 and Envoy)."""
         if self.goaway_last is not None and sid > self.goaway_last:
-            self._reset_quietly(sid, _CODES.REFUSED_STREAM)
+            self._reset_quietly(sid, wire.REFUSED_STREAM)
             return None
         self.guard.stream_opened()
         plan: ListenerPlan = self.runtime.plan
@@ -328,7 +286,7 @@ class H2Server(asyncio.Protocol):
         stream.dispatch()
         return None
 
-    def _data(self, ev: Any) -> None:
+    def _data(self, ev: h2c.DataReceived) -> None:
         stream = self.streams.get(ev.stream_id)
         if stream is None:
             self._ack(ev.flow_controlled_length, ev.stream_id)
@@ -346,6 +304,14 @@ class H2Server(asyncio.Protocol):
         self._stream_gone()
         return self.guard.stream_reset_by_client(not young)
 
+    def _local_reset(self, sid: int) -> None:
+        """The connection answered a stream's frame with RST_STREAM (RFC 9113 5.4.2):
+        the stream is over as if the client had reset it."""
+        stream = self.streams.pop(sid, None)
+        if stream is not None:
+            stream.abandon()
+            self._stream_gone()
+
     def _window(self, sid: int) -> None:
         if sid:
             stream = self.streams.get(sid)
@@ -355,15 +321,15 @@ class H2Server(asyncio.Protocol):
         for stream in self.streams.values():
             self.soon(stream)
 
-    def _client_goaway(self, code: int) -> None:
+    def _client_goaway(self, code: int) -> bool:
         """The client will open no more streams. Those in flight finish when it asked
-        gracefully (h2 closes its state machine on any GOAWAY: reopened for them)."""
+        gracefully; True when the connection was closed here."""
         if code or not self.streams:
             self._abort_all()
             self._close_transport()
-            return
-        self.conn.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
+            return True
         self.goaway_last = self.conn.highest_inbound_stream_id
+        return False
 
     # ------------------------------------------------------------ output
     def _flush(self) -> None:
@@ -397,17 +363,13 @@ class H2Server(asyncio.Protocol):
         self._flush()
 
     def _ack(self, n: int, sid: int) -> None:
-        if n:
-            try:
-                self.conn.acknowledge_received_data(n, sid)
-            except h2.exceptions.StreamClosedError:
-                # the stream is gone: hand the connection's share of the window back
-                self.conn.increment_flow_control_window(n)
+        if n:  # a closed stream's bytes go back to the connection window alone
+            self.conn.acknowledge_received_data(n, sid)
 
     def _reset_quietly(self, sid: int, code: int) -> None:
         try:
             self.conn.reset_stream(sid, code)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        except h2c.ProtocolError:  # already closed (both ends done, or crossed resets)
             pass
 
     def _stream_gone(self) -> None:
@@ -422,10 +384,8 @@ class H2Server(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
-        try:
-            self.conn.close_connection(code, additional_data=reason[:100].encode())
-        except h2.exceptions.ProtocolError:
-            pass
+        # (a no-op when the connection already queued its own GOAWAY)
+        self.conn.close_connection(code, additional_data=reason[:100].encode())
         self._flush()
         self._abort_all()
         self._close_transport()
@@ -457,17 +417,14 @@ class H2Server(asyncio.Protocol):
 
     def _close(self) -> None:
         """Drain / idle: GOAWAY(NO_ERROR) naming the last stream taken; close when none
-        is left. Written by hand: h2's close_connection would stop the open streams too."""
+        is left (the streams up to it go on: not close_connection, which stops them)."""
         if self.closing:
             return
         if self.goaway_last is None:
             self.goaway_last = self.conn.highest_inbound_stream_id
-            frame = GoAwayFrame(0)
-            frame.last_stream_id = self.goaway_last
-            frame.error_code = 0
+            self.conn.send_goaway(self.goaway_last)
             if self.transport is not None:
                 self._flush()
-                self.transport.write(frame.serialize())
         if not self.streams:
             self._close_transport()
 
@@ -625,7 +582,7 @@ class H2Stream:
         try:
             fields = hh.response_fields(head)[1]
         except hh.HeadError:
-            self._reset(_CODES.PROTOCOL_ERROR)
+            self._reset(wire.PROTOCOL_ERROR)
             return
         self.head_fields = fields
         if self.call is not None:
@@ -694,7 +651,7 @@ class H2Stream:
                 else:
                     conn.end_stream(self.sid)
                 ended = True
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        except h2c.ProtocolError:  # the stream closed under us (StreamClosedError)
             self._gone()
             return
         server = self.server
@@ -719,7 +676,7 @@ class H2Stream:
         if self.finished:
             return
         if not self.head_done:  # a response with no head at all: nothing usable came
-            self._reset(_CODES.INTERNAL_ERROR)
+            self._reset(wire.INTERNAL_ERROR)
             return
         self.end_pending = True
         self.server.soon(self)
@@ -759,12 +716,12 @@ class H2Stream:
 
     def reset(self, ex: Exchange) -> None:
         """The response cannot be completed: RST_STREAM (the client sees the reset)."""
-        self._reset(_CODES.INTERNAL_ERROR)
+        self._reset(wire.INTERNAL_ERROR)
 
     def start_tunnel(self, ex: Exchange, conn: Any, rest: bytes) -> None:
         """Upgrades do not exist inside an HTTP/2 stream (the router never asks)."""
         conn.close()
-        self._reset(_CODES.PROTOCOL_ERROR)
+        self._reset(wire.PROTOCOL_ERROR)
 
     def timed_out(self) -> None:
         """No progress for the idle timeout (a window that never opens): reset."""
@@ -773,7 +730,7 @@ class H2Stream:
             ex.add_flag("SI")  # Envoy's stream idle timeout flag
             if ex.forward is not None:
                 ex.forward.abort()
-        self._reset(_CODES.CANCEL)
+        self._reset(wire.CANCEL)
 
     # ------------------------------------------------------------ endings
     def abandon(self) -> None:
@@ -809,7 +766,7 @@ class H2Stream:
         """The response went out whole."""
         if not self.req_ended and not self.finished:
             # the client is still sending a body nobody will read (RFC 9113 8.1)
-            self.server._reset_quietly(self.sid, _CODES.NO_ERROR)
+            self.server._reset_quietly(self.sid, wire.NO_ERROR)
             self.server._flush()
         self._finish()
 

@@ -15,8 +15,9 @@ against our SETTINGS_MAX_FRAME_SIZE, as soon as the header arrives (a client can
 us buffer more than one frame of it); stream id 0 where it is forbidden or required;
 the fixed lengths of PRIORITY, RST_STREAM, SETTINGS, PING, WINDOW_UPDATE and GOAWAY;
 padding; PUSH_PROMISE from a client. Every failure is a `FrameError` carrying the RFC's
-error code: a connection error. Frame types it does not know are skipped (section 4.1),
-but still bounded by the size limit.
+error code: a connection error. A frame type it does not know comes out with its `kind`
+and no payload, bounded by the size limit like any other: the connection ignores it
+(section 4.1) unless it interrupts a header block (section 5.5).
 """
 
 from __future__ import annotations
@@ -162,12 +163,12 @@ class Reader:
             start = pos + 9
             pos = start + length
             self.pos = pos
-            if kind > CONTINUATION:
-                continue  # an extension frame type: skipped (RFC 9113 4.1, 5.5)
             self.kind = kind
             self.flags = flags
             self.sid = sid
             self.flow = length
+            if kind > CONTINUATION:  # an extension type: its payload is never read (the
+                return True  # connection ignores it, but not inside a header block: 5.5)
             self._check(kind, flags, sid, length, data, start, pos)
             return True
 
