@@ -1,7 +1,5 @@
-"""Seeds 14+15 on the dev cluster with real traffic through injected sidecars.
-
-(Seed 08 as a Flagger Canary with traffic is held back until it has passed here; the
-Flagger Canary on the cluster is covered by tests/kube/test_rollout_cluster_e2e.py.)
+"""Seeds 14+15 (an Argo Rollout) and seed 08 (a Flagger Canary) on the dev cluster, with
+real traffic through injected sidecars.
 
 As users run it: `helm install tollway charts/tollway` (the control plane's Lease holder
 runs the rollout controller), a namespace labelled `istio-injection=enabled`, `kubectl
@@ -277,3 +275,101 @@ def test_seed14_15_rollout_steps_with_analysis_runs_and_aborts_a_5pct_canary(
     out = m.kubectl("get", "rollout", NAME, "-n", ns, "-o", "yaml").stdout
     for field in ("currentPodHash:", "stableRS:", "currentStepIndex:", "abort: true"):
         assert field in out, field
+
+
+
+def canary_phase(m: Mesh, phase: str, timeout: float) -> list[tuple[float, str, int, int]]:
+    """Wait for the Canary `api` to reach `phase`; (time, phase, weight, failedChecks) as
+    seen on the way, and on a timeout the control plane's log in the failure."""
+    seen: list[tuple[float, str, int, int]] = []
+
+    def reached() -> bool:
+        st = status(m, "canary", "api")
+        now = (round(time.time(), 1), str(st.get("phase")), int(st.get("canaryWeight") or 0),
+               int(st.get("failedChecks") or 0))
+        if not seen or seen[-1][1:] != now[1:]:
+            seen.append(now)
+        return now[1] == phase
+
+    try:
+        eventually(reached, timeout, f"Canary {phase}")
+    except AssertionError as e:
+        logs = m.kubectl("logs", "-n", SYSTEM, "deploy/tollway-control-plane", "--tail=60",
+                         check=False).stdout
+        raise AssertionError(f"{e}\nseen: {seen}\ncontrol plane:\n{logs}") from None
+    return seen
+
+
+def test_seed08_flagger_canary_promotes_then_rolls_back_a_5pct_canary(
+    mesh: tuple[Mesh, HostPrometheus],
+) -> None:
+    """Seed 08 as written but for time (analysis interval 1m -> 5s, metric windows 1m ->
+    30s, threshold 5 -> 2, maxWeight 50 -> 30) and without its load-test webhook (the meshed
+    client is the load): Flagger's built-in metrics come from the sidecars through the
+    mesh's Prometheus. Why 5s/30s and not less: a window must hold enough of the canary's
+    requests for 5% errors to show (rate() never counts a counter's first sample, so the
+    first 500 of each new series is invisible); with 2s/10s a 5%-error canary once passed
+    three checks in a row at 10-30% of the traffic and was promoted."""
+    m, prom = mesh
+    ns = m.ns
+    deployment = load_docs(EXAMPLES_DIR / "flagger" / "workloads.yaml")[0]
+    canary = load_docs(EXAMPLES_DIR / "flagger" / "08-flagger-canary.yaml")[0]
+    for d in (deployment, canary):
+        d["metadata"]["namespace"] = ns
+    ctr = deployment["spec"]["template"]["spec"]["containers"][0]
+    ctr["readinessProbe"] = {"httpGet": {"port": 8080, "path": "/"}, "periodSeconds": 2}
+    analysis = canary["spec"]["analysis"]
+    analysis.update({"interval": "5s", "threshold": 2, "maxWeight": 30})
+    analysis.pop("webhooks")
+    for metric in analysis["metrics"]:
+        metric["interval"] = "30s"
+    m.apply([deployment, canary])
+    eventually(lambda: status(m, "canary", "api").get("phase") == "Initialized", 300,
+               "Initialized")
+    m.wait_ready("app=api-primary", 2)
+    eventually(lambda: not m.pods("app=api"), 120, "the target scaled to zero")
+    m.apply([client(ns, ["http://api:8080/"], threads=4, pause=0.02)])
+    m.wait_ready("app=client", 1)
+    wl = f'destination_workload="api-primary",destination_workload_namespace="{ns}"'
+    eventually(lambda: prom.query(f'sum(rate(istio_requests_total{{{wl}}}[1m]))'), 180,
+               "Prometheus sees the primary's sidecars")
+
+    # a new revision: the target comes back as the canary, 10 -> 20 -> 30, then promoted
+    started = time.time()
+    set_env(ctr, VERSION="v2")
+    m.apply([deployment])
+    timeline = canary_phase(m, "Succeeded", 400)
+    print("promotion:", timeline)
+    weights = {w for _, _, w, _ in timeline}
+    assert {10, 20} <= weights, timeline
+    wl = f'destination_workload="api",destination_workload_namespace="{ns}"'
+    # (over a range: the canary's pods, scaled to zero now, left Prometheus's targets)
+    assert prom.query(f'sum(max_over_time(istio_requests_total{{{wl},reporter="destination"}}'
+                      '[15m]))'), "the canary's sidecars were never measured"
+    m.wait_ready("app=api-primary", 2)
+    time.sleep(5)
+    rows = m.since(started)
+    failed = [r for r in rows if not r["ok"]]
+    if failed:
+        print(m.proxy_log(m.pods("app=client")[0]))
+        print(m.kubectl("get", "pods", "-n", ns, "-o", "wide").stdout)
+        print(m.kubectl("get", "events", "-n", ns, "--sort-by=.lastTimestamp").stdout[-6000:])
+    assert rows and not failed, ([(r["t"], r["status"], r.get("body")) for r in failed[:5]],
+                                 timeline)
+    assert {"v1", "v2"} <= {r.get("version") for r in rows}
+    assert {r.get("version") for r in rows[-40:]} == {"v2"}  # the primary now runs v2
+    eventually(lambda: not m.pods("app=api"), 120, "the target scaled to zero again")
+
+    # a canary answering 5% errors: request-success-rate 95 < 99 twice -> rolled back
+    set_env(ctr, VERSION="v3", ERROR_RATE="0.05")
+    m.apply([deployment])
+    print("rollback:", canary_phase(m, "Failed", 400))
+    st = status(m, "canary", "api")
+    assert st["failedChecks"] >= 2 and st["canaryWeight"] == 0, st
+    vs = json.loads(m.kubectl("get", "virtualservice", "api", "-n", ns, "-o", "json").stdout)
+    assert {r["destination"]["host"]: r.get("weight", 0)
+            for r in vs["spec"]["http"][-1]["route"]} == {"api-primary": 100, "api-canary": 0}
+    time.sleep(5)
+    rows = m.since(time.time() - 4)
+    assert rows and {r.get("version") for r in rows if r["ok"]} == {"v2"}
+    eventually(lambda: not m.pods("app=api"), 120, "the target scaled to zero after the rollback")
