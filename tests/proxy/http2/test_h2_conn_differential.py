@@ -20,7 +20,6 @@ Where ours follows RFC 9113 / Envoy rather than h2 on purpose, the normalization
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +48,7 @@ from hyperframe.frame import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tollway.proxy.h2 import conn as h2conn
 from tollway.proxy.h2 import server as h2server
 from tollway.proxy.h2.hpack_fast import CachingDecoder, StaticEncoder
 from tollway.proxy.http1.parse import Limits
@@ -81,14 +81,9 @@ def oracle() -> Any:
 
 
 def subject() -> Any:
-    """Ours, as server.py builds it (its own factory when it has one)."""
-    conn_mod = importlib.import_module("tollway.proxy.h2.conn")
-    factory = getattr(h2server, "new_connection", None)
-    if factory is not None:
-        return factory(Limits())
-    return conn_mod.ServerConnection(
-        max_concurrent_streams=h2server.MAX_CONCURRENT_STREAMS,
-        initial_window_size=h2server.STREAM_WINDOW, max_header_list_size=MAX_HEAD)
+    """Ours, as server.py builds it (H2Server.__init__, then start())."""
+    return h2conn.ServerConnection(h2server.MAX_CONCURRENT_STREAMS, h2server.STREAM_WINDOW,
+                                   MAX_HEAD)
 
 
 # ------------------------------------------------------------------ client frames
@@ -111,6 +106,7 @@ FIELD_SETS: list[Fields] = [
 # stream ids: a new request takes the client's next odd id; other frames mostly name a
 # stream already opened (by position), sometimes a literal id a client must not use
 NEW = st.just(("new",))
+REQ = ("headers", ("new",), 0, False, 0, None, False)  # GET, stream left open
 SIDS = st.integers(0, 3).map(lambda i: ("ref", i))
 ANY_SID = st.one_of(SIDS, st.sampled_from([0, 1, 2, 4, 13, 0x7FFFFFFF]).map(lambda s: ("lit", s)))
 PAD = st.one_of(st.none(), st.integers(0, 40))
@@ -138,6 +134,7 @@ good_frame = st.one_of(
     st.tuples(st.just("data"), SIDS, st.integers(0, 300), PAD, st.booleans()),
     st.tuples(st.just("data"), SIDS, st.integers(0, 5), st.none(), st.booleans()),
     st.tuples(st.just("bulk"), SIDS, st.integers(1, 20)),
+    st.tuples(st.just("burst"), st.integers(2, 60)),
     st.tuples(st.just("settings"), st.lists(GOOD_SETTING, max_size=3), st.just(False)),
     st.tuples(st.just("ping"), st.just(False), st.just(8)),
     st.tuples(st.just("window"), st.one_of(SIDS, st.just(("lit", 0))),
@@ -233,6 +230,9 @@ class Client:
             self.opened.append(sid)
 
     def frame(self, spec: tuple[Any, ...]) -> bytes:
+        if spec[0] in ("headers", "garbage_block") and spec[1] == ("new",) and (
+                len(self.opened) >= h2server.MAX_CONCURRENT_STREAMS):
+            return b""  # past MAX_CONCURRENT_STREAMS: see "burst"
         if spec[0] == "garbage_block" and self.next_sid <= self.highest:
             return b""  # an id going back and a block that does not decode: two errors
         if spec[0] == "headers" and spec[1][0] == "lit":
@@ -286,6 +286,12 @@ class Client:
                 f.flags.add("PADDED")
                 f.pad_length = pad
             return _bytes(f, sid)
+        if kind == "burst":
+            # many requests left open; never past MAX_CONCURRENT_STREAMS, where ours refuses
+            # the stream (REFUSED_STREAM, which a client retries; RFC 9113 5.1.2 allows it)
+            # and h2 ended the connection: see test_deliberate_*
+            n = min(spec[1], h2server.MAX_CONCURRENT_STREAMS - len(self.opened))
+            return b"".join(self.frame(REQ) for _ in range(max(n, 0)))
         if kind == "bulk":
             self.sent[spec[1]] = self.sent.get(spec[1], 0) + 16384 * spec[2]
             return b"".join(_bytes(DataFrame(spec[1], b"b" * 16384)) for _ in range(spec[2]))
@@ -697,9 +703,6 @@ def _compare(a: list[Step], b: list[Step], codes: bool = True) -> None:
 
 
 def _ours() -> Any:
-    # TEMPORARY, until tollway/proxy/h2/conn.py (h2conn) is on main: then a plain import.
-    pytest.importorskip("tollway.proxy.h2.conn",
-                        reason="tollway/proxy/h2/conn.py (h2conn's connection) is not on main yet")
     return subject
 
 
@@ -723,9 +726,6 @@ def test_ours_and_h2_agree_on_every_frame_sequence(spec: list[tuple[Any, ...]],
 def _last(spec: list[tuple[Any, ...]]) -> Step:
     steps_ = [s for s in run(spec, [], _ours()) if s != _NOTHING]
     return steps_[-1]
-
-
-REQ = ("headers", ("new",), 0, False, 0, None, False)  # GET, stream left open
 
 
 def test_deliberate_zero_window_increment_on_a_stream_is_a_stream_error() -> None:
@@ -827,3 +827,15 @@ def test_the_harness_sees_a_difference() -> None:
     spec: list[tuple[Any, ...]] = [("ping", False, 8)]
     with pytest.raises(AssertionError, match="PingFrame"):
         _compare(run(spec, [1 << 22], oracle), run(spec, [1 << 22], Deaf))
+
+
+def test_deliberate_a_stream_past_max_concurrent_streams_is_refused() -> None:
+    n = h2server.MAX_CONCURRENT_STREAMS
+    client = Client()
+    sid = 2 * n + 1
+    data = PREFACE + _raw(4, 0, 0, b"") + b"".join(client.frame(REQ) for _ in range(n))
+    data += client.frame(("headers", ("lit", sid), 0, False, 0, None, False))
+    step = Driver(_ours()(), library=False).feed(data + _raw(6, 0, 0, b"z" * 8))
+    assert step.error is None and ("RstStreamFrame", sid, int(_C.REFUSED_STREAM)) in step.frames
+    assert ("PingFrame", True, b"z" * 8) in step.frames
+    assert sum(e[0] == "RequestReceived" for e in step.events) == n
