@@ -57,18 +57,19 @@ NAME = "payment-service"
 
 
 class HostPrometheus:
-    """`prometheus` on the host's bridge address, scraping the meshed pods of `ns`.
+    """`prometheus` on the host's bridge address, scraping the meshed pods of the mesh's
+    namespaces (`mesh.namespaces`: each test's own).
 
     Debian's prometheus is built without Kubernetes service discovery, so this plays it:
-    every 2 s the pods of `ns` whose `prometheus.io/scrape` annotation is "true" (the
-    injector sets it, with `prometheus.io/port|path`: the sidecar's status port 15020)
-    are written to a file_sd list, as kubernetes_sd's pod role would find them."""
+    every 2 s the pods of those namespaces whose `prometheus.io/scrape` annotation is
+    "true" (the injector sets it, with `prometheus.io/port|path`: the sidecar's status port
+    15020) are written to a file_sd list, as kubernetes_sd's pod role would find them."""
 
-    def __init__(self, mesh: Mesh, folder: Path, ns: str) -> None:
+    def __init__(self, mesh: Mesh, folder: Path) -> None:
         exe = shutil.which("prometheus")
         if exe is None:
             pytest.fail("the prometheus binary is required (apt-get install prometheus)")
-        self.mesh, self.ns = mesh, ns
+        self.mesh = mesh
         self.port = free_port()
         self.targets = folder / "targets.json"
         self.targets.write_text("[]")
@@ -88,13 +89,17 @@ class HostPrometheus:
 
     def _discover(self) -> None:
         while not self.stopping.wait(2.0):
-            out = self.mesh.kubectl("get", "pods", "-n", self.ns, "-o", "json", check=False)
+            out = self.mesh.kubectl("get", "pods", "--all-namespaces", "-o", "json",
+                                    check=False)
             try:
                 pods = json.loads(out.stdout)["items"]
             except ValueError:
                 continue
             groups = []
+            watched = set(self.mesh.namespaces)
             for pod in pods:
+                if pod["metadata"]["namespace"] not in watched:
+                    continue
                 ann = pod["metadata"].get("annotations") or {}
                 ip = (pod.get("status") or {}).get("podIP")
                 if ann.get("prometheus.io/scrape") != "true" or not ip or \
@@ -136,10 +141,15 @@ class HostPrometheus:
         self.proc.wait(15)
 
 
-@pytest.fixture
-def mesh(dev_cluster: DevCluster, tmp_path: Path) -> Iterator[tuple[Mesh, HostPrometheus]]:
-    with installed_mesh(dev_cluster, tmp_path, "rollouts") as m:
-        prom = HostPrometheus(m, tmp_path, m.ns)
+@pytest.fixture(scope="module")
+def shared_mesh(dev_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[tuple[Mesh, HostPrometheus]]:
+    """One chart install (+ the upgrade naming the mesh's Prometheus) for the module: ~40 s
+    of helm and Prometheus start-up each test would pay again. Tests stay apart by
+    namespace (`mesh`); every query they make names theirs."""
+    home = tmp_path_factory.mktemp("rollouts")
+    with installed_mesh(dev_cluster, home, "rollouts") as m:
+        prom = HostPrometheus(m, home)
         try:
             m.apply(prom.in_cluster())
             # the chart's value for the mesh's Prometheus (seed 15's p99 metric names no
@@ -168,6 +178,21 @@ def mesh(dev_cluster: DevCluster, tmp_path: Path) -> Iterator[tuple[Mesh, HostPr
             prom.stop()
             m.kubectl("delete", "namespace", "monitoring", "--wait=false",
                       "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def mesh(shared_mesh: tuple[Mesh, HostPrometheus]) -> Iterator[tuple[Mesh, HostPrometheus]]:
+    """The module's mesh seen from a namespace of the test's own (labelled for injection,
+    scraped by the Prometheus, deleted afterwards): a test never sees another's objects,
+    pods or series, whatever the order."""
+    base, prom = shared_mesh
+    ns = base.new_namespace("rollouts")
+    own = Mesh(base.cluster, base.home, ns)
+    try:
+        yield own, prom
+    finally:
+        base.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found",
+                     check=False)
 
 
 def rollout_docs(ns: str) -> dict[str, dict[str, Any]]:
