@@ -333,6 +333,9 @@ class Client:
                 if spec[3] and len(body) == 4 and not any(body):
                     return b""  # a zero increment on a stream: see "window"
                 return _raw(8, spec[2], spec[3], body)
+            if spec[1] == 9:
+                # a stray CONTINUATION: on stream 0 only, see "continuation"
+                return _raw(9, spec[2], 0, spec[4])
             if spec[1] == 10:
                 # ALTSVC (RFC 7838) from a client: a server ignores it (4), as ours does with
                 # any type it does not know; h2 parses it and refuses a malformed one
