@@ -20,6 +20,7 @@ Where ours follows RFC 9113 / Envoy rather than h2 on purpose, the normalization
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -491,7 +492,7 @@ def _h2_code(exc: Exception) -> int:
 class Driver:
     """One connection plus what server.py does with its events (the same calls either side)."""
 
-    def __init__(self, conn: Any, library: bool) -> None:
+    def __init__(self, conn: Any, library: bool, upgrade: bytes | None = None) -> None:
         self.conn = conn
         self.library = library  # the h2 oracle: server.py's h2-only workarounds apply
         self.dec = hpack.Decoder()
@@ -504,7 +505,19 @@ class Driver:
         self.done: set[int] = set()
         self.headed: set[int] = set()  # streams the server sent its HEADERS on
         self.ended: set[int] = set()  # streams the client ended
-        conn.initiate_connection()
+        self.refused = False  # an h2c upgrade whose HTTP2-Settings did not parse
+        if upgrade is None:
+            conn.initiate_connection()
+        else:  # server.py's start_upgraded: stream 1 is the upgraded request
+            try:
+                conn.initiate_upgrade_connection(upgrade)
+            except Exception:
+                conn.initiate_connection()
+                conn.close_connection(int(_C.PROTOCOL_ERROR), additional_data=b"x")
+                self.dead = self.refused = True
+                return
+            self.open.add(1)
+            self.ended.add(1)
         conn.increment_flow_control_window(h2server.CONNECTION_WINDOW - 65535)
 
     def flush(self) -> list[tuple[Any, ...]]:
@@ -604,11 +617,16 @@ class Driver:
 
 
 # ------------------------------------------------------------------ the property
-def run(spec: list[tuple[Any, ...]], cuts: list[int], make: Any) -> list[Step]:
+def run(spec: list[tuple[Any, ...]], cuts: list[int], make: Any,
+        upgrade: bytes | None = None) -> list[Step]:
     library = make is oracle
-    d = Driver(make(), library)
-    out = [Step([], None, False, d.flush())]
+    d = Driver(make(), library, upgrade)
+    out = [Step([], int(_C.PROTOCOL_ERROR) if d.refused else None, False, d.flush())]
     client = Client()
+    if upgrade is not None:  # the upgraded request took stream 1, ended, with its block
+        client.sid(("new",))
+        client.headed.add(1)
+        client.ended.add(1)
     pending: list[bytes] = [PREFACE + _raw(4, 0, 0, b"")]  # the preface: magic, SETTINGS
     cut_i = 0
 
@@ -707,6 +725,33 @@ def _compare(a: list[Step], b: list[Step], codes: bool = True) -> None:
 
 def _ours() -> Any:
     return subject
+
+
+def _b64(payload: bytes) -> bytes:
+    return base64.urlsafe_b64encode(payload).rstrip(b"=")
+
+
+HTTP2_SETTINGS = st.one_of(
+    st.lists(GOOD_SETTING, max_size=4).map(
+        lambda v: _b64(b"".join(k.to_bytes(2, "big") + x.to_bytes(4, "big") for k, x in v))),
+    st.lists(st.one_of(GOOD_SETTING, BAD_SETTING), max_size=3).map(
+        lambda v: _b64(b"".join(k.to_bytes(2, "big") + x.to_bytes(4, "big")
+                               for k, x in dict(v).items()))),
+    st.binary(max_size=14).map(_b64),  # not a whole number of settings
+    st.sampled_from([b"", b"!!", b"AAA=", b" AAMAAABk "]),
+)
+
+
+@settings(max_examples=int(os.environ.get("H2_DIFF_EXAMPLES", "300")) // 3, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(upgrade=HTTP2_SETTINGS, spec=st.lists(st.one_of(*[good_frame] * 4, bad_frame, server_move),
+                                              max_size=10), cuts=CUTS)
+def test_ours_and_h2_agree_after_an_h2c_upgrade(upgrade: bytes, spec: list[tuple[Any, ...]],
+                                                cuts: list[int]) -> None:
+    """`Upgrade: h2c`: the HTTP2-Settings value (good, bad values, malformed) applied, stream 1
+    the upgraded request, then frames as above."""
+    codes = not any(s[0] in ("raw", "garbage_block") for s in spec)
+    _compare(run(spec, cuts, oracle, upgrade), run(spec, cuts, _ours(), upgrade), codes)
 
 
 @settings(max_examples=int(os.environ.get("H2_DIFF_EXAMPLES", "300")), deadline=None,
