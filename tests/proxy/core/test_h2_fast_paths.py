@@ -138,3 +138,29 @@ def test_request_checks_refuse_exactly_what_h2_refuses(extra: list, keep: int, a
 def test_cookies_are_one_field_for_an_http1_upstream() -> None:
     head = hh.request_head([*base, (b"cookie", b"a=1"), (b"x", b"1"), (b"cookie", b"b=2")])
     assert (b"cookie", b"a=1; b=2") in head.raw and head.headers["cookie"] == "a=1; b=2"
+
+
+@given(st.lists(st.tuples(names, values), min_size=1, max_size=30))
+@settings(max_examples=100, deadline=None)
+def test_the_encoder_memo_answers_what_encoding_answers(fields: list) -> None:
+    """Encoded fields are remembered; a remembered one is the same bytes, and the memo
+    stays within its bound."""
+    from tollway.proxy.h2 import hpack_fast
+    first = StaticEncoder().encode(fields)
+    again = StaticEncoder().encode(fields)  # (from the memo where the values are short)
+    assert first == again and hpack.Decoder().decode(first, raw=True) == fields
+    assert len(hpack_fast._MEMO) <= hpack_fast.MEMO_MAX
+
+
+def test_response_field_memos_are_bounded_and_agree_with_parsing() -> None:
+    block = (b"HTTP/1.1 200 OK\r\nServer: x\r\nConnection: keep-alive\r\nno colon\r\n"
+             b"Content-Length: 5\r\nX-A:  spaced  \r\n")
+    want = (200, [(b":status", b"200"), (b"server", b"x"), (b"content-length", b"5"),
+                  (b"x-a", b"spaced")])
+    assert hh.response_fields(block) == want
+    assert hh.response_fields(block) == want  # from the memo
+    for i in range(hh.MEMO_MAX + 50):
+        hh.response_fields(b"HTTP/1.1 %d X\r\nx-n: %d\r\n" % (200 + i % 300, i))
+    assert len(hh._LINES) <= hh.MEMO_MAX and len(hh._STATUS) <= hh.MEMO_MAX
+    with pytest.raises(hh.HeadError):
+        hh.response_fields(b"garbage\r\n")

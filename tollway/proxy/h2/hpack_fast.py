@@ -39,12 +39,22 @@ for _i, (_n, _v) in enumerate(hpack.table.HeaderTable.STATIC_TABLE, 1):
         _FULL.setdefault((_n, _v), _i)
 
 
+_BYTE: Final = [bytes((i,)) for i in range(256)]  # one-byte strings, built once
+
+# Encoded fields by (name, value): a response's fields repeat from one response to the
+# next (status, server, content-type, most lengths), and the encoding depends on nothing
+# else. Bounded: cleared when full, short values only.
+MEMO_MAX: Final = 1024
+MEMO_VALUE: Final = 64
+_MEMO: dict[tuple[bytes, bytes], bytes] = {}
+
+
 def _integer(value: int, prefix_bits: int, first: int) -> bytes:
     """RFC 7541 5.1: `value` with an N-bit prefix; `first` holds the bits above it."""
     limit = (1 << prefix_bits) - 1
     if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
+        return _BYTE[first | value]
+    out = bytearray(_BYTE[first | limit])
     value -= limit
     while value >= 128:
         out.append((value & 0x7F) | 0x80)
@@ -56,15 +66,25 @@ def _integer(value: int, prefix_bits: int, first: int) -> bytes:
 def encode_field(name: bytes, value: bytes) -> bytes:
     """One field: indexed when the static table has it whole, else a literal without
     indexing (RFC 7541 6.2.2), its name indexed when the static table has the name."""
-    full = _FULL.get((name, value))
+    key = (name, value)
+    hit = _MEMO.get(key)
+    if hit is not None:
+        return hit
+    full = _FULL.get(key)
     if full is not None:
-        return bytes((0x80 | full,))
-    index = _NAME.get(name)
-    if index is not None:
-        head = bytes((index,)) if index < 15 else _integer(index, 4, 0)
+        out = _BYTE[0x80 | full]
     else:
-        head = b"\x00" + _integer(len(name), 7, 0) + name
-    return head + _integer(len(value), 7, 0) + value
+        index = _NAME.get(name)
+        if index is not None:
+            head = _BYTE[index] if index < 15 else _integer(index, 4, 0)
+        else:
+            head = b"\x00" + _integer(len(name), 7, 0) + name
+        out = head + _integer(len(value), 7, 0) + value
+    if len(value) <= MEMO_VALUE:
+        if len(_MEMO) >= MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[key] = out
+    return out
 
 
 class StaticEncoder:
