@@ -192,8 +192,8 @@ def _status_line(line: bytes) -> tuple[int, bytes]:
 
 
 def _field_line(line: bytes) -> Header:
-    """A header line as an HTTP/2 field; `_DROPPED` for hop-by-hop fields and lines
-    without a colon."""
+    """A header line as an HTTP/2 field; `_DROPPED` (an empty name) for hop-by-hop
+    fields and lines without a colon."""
     hit = _LINES.get(line)
     if hit is not None:
         return hit
@@ -219,7 +219,7 @@ def response_fields(block: bytes) -> tuple[int, list[Header]]:
     for line in lines[1:]:
         if line:
             field = _field_line(line)
-            if field is not _DROPPED:
+            if field[0]:  # (not `is _DROPPED`: mypyc boxes tuples anew, identity is lost)
                 out.append(field)
     return status, out
 
