@@ -21,6 +21,7 @@ Where ours follows RFC 9113 / Envoy rather than h2 on purpose, the normalization
 from __future__ import annotations
 
 import base64
+import copy
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -202,6 +203,8 @@ class Client:
 
     def __init__(self) -> None:
         self.enc = hpack.Encoder()
+        self.shadow = hpack.Decoder()  # a copy of the server's HPACK decoder state
+        self.shadow.max_header_list_size = 1 << 24
         self.opened: list[int] = []  # request streams, in the order they were opened
         self.next_sid = 1
         self.length: dict[int, int] = {}  # stream -> its content-length
@@ -270,6 +273,13 @@ class Client:
             block = self.enc.encode(fields)
             return self._block(sid, block, end, conts, pad, prio)
         if kind == "garbage_block":
+            try:  # random bytes can be a valid block: read as the server's decoder will
+                fields = copy.deepcopy(self.shadow).decode(spec[2], raw=True)
+            except Exception:
+                fields = None
+            if fields is not None and any(n == b"content-length" and not v.isdigit()
+                                          for n, v in fields):
+                return b""  # a bad content-length on a bodiless request: see open point (a)
             return self._block(spec[1], spec[2], True, 0, None, False)
         if kind == "data":
             _, sid, n, pad, end = spec
@@ -352,6 +362,10 @@ class Client:
 
     def _block(self, sid: int, block: bytes, end: bool, conts: int, pad: int | None,
                prio: bool) -> bytes:
+        try:
+            self.shadow.decode(block, raw=True)  # keeps the copy's table in step
+        except Exception:
+            pass  # the connection ends on this block anyway
         cut = [block[i * len(block) // (conts + 1):(i + 1) * len(block) // (conts + 1)]
                for i in range(conts + 1)]
         if pad and not cut[0] and not prio:
@@ -558,8 +572,13 @@ class Driver:
         for ev in got:  # what server.py does with them (nothing after the client's GOAWAY)
             kind = type(ev).__name__
             if kind == "DataReceived" and ev.flow_controlled_length:
-                raised |= self._call(self.conn.acknowledge_received_data,
-                                     ev.flow_controlled_length, ev.stream_id)
+                n = ev.flow_controlled_length
+                if self._call(self.conn.acknowledge_received_data, n, ev.stream_id):
+                    # h2 refused a closed stream's; server.py then gave the bytes back to the
+                    # connection window (ours does that inside acknowledge_received_data)
+                    raised = True
+                    if self.library:
+                        self.conn.increment_flow_control_window(n)
             elif kind == "RequestReceived":
                 self.open.add(ev.stream_id)
             elif kind == "StreamEnded":
