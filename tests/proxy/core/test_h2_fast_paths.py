@@ -164,3 +164,44 @@ def test_response_field_memos_are_bounded_and_agree_with_parsing() -> None:
     assert len(hh._LINES) <= hh.MEMO_MAX and len(hh._STATUS) <= hh.MEMO_MAX
     with pytest.raises(hh.HeadError):
         hh.response_fields(b"garbage\r\n")
+
+
+def test_response_heads_are_memoised_with_their_block_and_bounded() -> None:
+    from tollway.proxy.h2.hpack_fast import encode_fields
+    block = b"HTTP/1.1 404 Not Found\r\nServer: x\r\nKeep-Alive: timeout=5\r\n"
+    status, fields, encoded = hh.response_head(block)
+    assert (status, fields) == hh.response_fields(block) and encoded == encode_fields(fields)
+    assert hpack.Decoder().decode(encoded, raw=True) == fields
+    assert hh.response_head(block)[2] is encoded  # the memo
+    for i in range(hh.HEADS_MAX + 20):
+        hh.response_head(b"HTTP/1.1 200 OK\r\nx-n: %d\r\n" % i)
+    assert len(hh._HEADS) <= hh.HEADS_MAX
+
+
+def test_a_memoised_block_gets_the_table_size_update_its_connection_owes() -> None:
+    """A block encoded once is sent on any connection: the size update that connection's
+    encoder owes (first block, or after the client changed SETTINGS_HEADER_TABLE_SIZE)
+    is put in front of it there."""
+    import h2.config
+    import h2.connection
+
+    from tollway.proxy.h2.conn import ServerConnection
+    from tollway.proxy.h2.hpack_fast import encode_fields
+    server = ServerConnection(100, 65535, 65536)
+    server.initiate_connection()
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                  header_encoding=None))
+    client.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    block = encode_fields([(b":status", b"200"), (b"x-a", b"1")])
+    for sid in (1, 3):
+        client.send_headers(sid, [(b":method", b"GET"), (b":path", b"/"),
+                                  (b":scheme", b"http"), (b":authority", b"a")],
+                            end_stream=True)
+        server.receive_data(client.data_to_send())
+        server.send_header_block(sid, block, end_stream=True)
+        out = server.data_to_send()
+        assert out[9:10] == (b"\x20" if sid == 1 else block[:1])
+        events = client.receive_data(out)
+        assert list(events[0].headers) == [(b":status", b"200"), (b"x-a", b"1")]

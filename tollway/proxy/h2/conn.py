@@ -631,6 +631,18 @@ class ServerConnection:
         if end_stream:
             self._local_end(stream)
 
+    def send_header_block(self, stream_id: int, block: bytes, end_stream: bool = False) -> None:
+        """`send_headers` for a block made by `hpack_fast.encode_fields` (a response head
+        encoded once and reused: the server's head memo)."""
+        stream = self._sendable(stream_id)
+        if stream.head_sent and not end_stream:
+            raise ProtocolError(wire.PROTOCOL_ERROR, "trailers must end the stream")
+        stream.head_sent = True
+        wire.write_headers(self.out, stream_id, self.encoder.prefix(block), end_stream,
+                           self.max_outbound_frame_size)
+        if end_stream:
+            self._local_end(stream)
+
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         """One DATA frame: within the client's windows and frame size (the caller asks
         `local_flow_control_window` and `max_outbound_frame_size` first)."""

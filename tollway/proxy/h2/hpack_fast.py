@@ -104,11 +104,24 @@ class StaticEncoder:
         self.size_update = True
 
     def encode(self, headers: list[Header], huffman: bool = True) -> bytes:
-        parts = [b"\x20"] if self.size_update else []
-        self.size_update = False
-        for name, value in headers:
-            parts.append(encode_field(name, value))
-        return b"".join(parts)
+        if self.size_update:
+            self.size_update = False
+            return b"\x20" + encode_fields(headers)
+        return encode_fields(headers)
+
+    def prefix(self, block: bytes) -> bytes:
+        """A block from `encode_fields` as this connection must send it: with the table
+        size update first when one is due."""
+        if self.size_update:
+            self.size_update = False
+            return b"\x20" + block
+        return block
+
+
+def encode_fields(headers: list[Header]) -> bytes:
+    """A header block with nothing connection-specific in it: what `StaticEncoder`
+    sends, less the table size update (`StaticEncoder.prefix` adds it when due)."""
+    return b"".join([encode_field(name, value) for name, value in headers])
 
 
 def indexed_only(block: bytes) -> bool:

@@ -455,6 +455,7 @@ class H2Stream:
         "ex",
         "finished",
         "grpc",
+        "head_block",
         "head_done",
         "head_fields",
         "mode",
@@ -479,6 +480,7 @@ class H2Stream:
         self.grpc = False
         self.call: GrpcCall | None = None  # a gRPC call's status and messages (telemetry)
         self.head_fields: list[hh.Header] | None = None  # the response head, not yet sent
+        self.head_block: bytes | None = None  # its HPACK block when memoised (relayed heads)
         self.head_done = False  # a response head (relayed or local) was taken
         self.queued = False  # in the server's list of streams to pump at the turn's end
         self.out = bytearray()  # response bytes waiting for the client's window
@@ -580,13 +582,14 @@ class H2Stream:
         ex.bytes_out += len(head)
         self.head_done = True
         try:
-            fields = hh.response_fields(head)[1]
+            fields = hh.response_head(head)
         except hh.HeadError:
             self._reset(wire.PROTOCOL_ERROR)
             return
-        self.head_fields = fields
+        self.head_fields = fields[1]
+        self.head_block = fields[2]
         if self.call is not None:
-            self.call.head(fields)
+            self.call.head(fields[1])
         self.server.soon(self)
 
     def response_body(self, data: bytes) -> None:
@@ -628,7 +631,12 @@ class H2Stream:
             if fields is not None:
                 self.head_fields = None
                 ended = self.end_pending and not out and not self.trailers
-                conn.send_headers(self.sid, fields, end_stream=ended)
+                block = self.head_block
+                if block is not None:  # encoded once for every response with this head
+                    self.head_block = None
+                    conn.send_header_block(self.sid, block, end_stream=ended)
+                else:
+                    conn.send_headers(self.sid, fields, end_stream=ended)
             if out:
                 last = self.end_pending and not self.trailers
                 while out:
