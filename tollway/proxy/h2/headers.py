@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from tollway.proxy.core.grpc import http_to_grpc
-from tollway.proxy.h2.hpack_fast import encode_fields
 from tollway.proxy.http1.parse import RESPONSE_HOP_BY_HOP
 
 Header = tuple[bytes, bytes]
@@ -223,29 +222,6 @@ def response_fields(block: bytes) -> tuple[int, list[Header]]:
             if field[0]:  # (not `is _DROPPED`: mypyc boxes tuples anew, identity is lost)
                 out.append(field)
     return status, out
-
-
-HEADS_MAX = 256
-HEAD_BYTES = 1024
-_HEADS: dict[bytes, tuple[int, list[Header], bytes]] = {}
-
-
-def response_head(block: bytes) -> tuple[int, list[Header], bytes]:
-    """`response_fields` of an HTTP/1.1 head and its HPACK block (`encode_fields`),
-    remembered by the head's bytes: under load an upstream sends the same head for many
-    responses (its date changes once a second), and then the head costs one dict lookup
-    instead of a parse and an encoding. Bounded (cleared when full, heads of at most
-    HEAD_BYTES); the list is shared: readers never change it."""
-    hit = _HEADS.get(block)
-    if hit is not None:
-        return hit
-    status, fields = response_fields(block)
-    found = (status, fields, encode_fields(fields))
-    if len(block) <= HEAD_BYTES:
-        if len(_HEADS) >= HEADS_MAX:
-            _HEADS.clear()
-        _HEADS[block] = found
-    return found
 
 
 def local_reply_fields(

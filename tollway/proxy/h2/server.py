@@ -33,6 +33,7 @@ from tollway.proxy.h2 import headers as hh
 from tollway.proxy.h2 import wire
 from tollway.proxy.h2.grpccall import GrpcCall, for_request
 from tollway.proxy.h2.guard import Guard
+from tollway.proxy.h2.hpack_fast import encode_fields
 from tollway.proxy.http1 import response
 
 if TYPE_CHECKING:
@@ -51,6 +52,29 @@ CONNECTION_WINDOW = 1024 * 1024
 OUT_HIGH = 64 * 1024  # response bytes waiting for the client's window: stop the upstream
 PREMATURE_LIFETIME = 1.0  # Envoy's premature_reset_min_stream_lifetime_seconds
 
+
+
+HEADS_MAX = 256
+HEAD_BYTES = 1024
+_HEADS: dict[bytes, tuple[int, list[hh.Header], bytes]] = {}
+
+
+def response_head(block: bytes) -> tuple[int, list[hh.Header], bytes]:
+    """`headers.response_fields` of an HTTP/1.1 head and its HPACK block (`encode_fields`),
+    remembered by the head's bytes: under load an upstream sends the same head for many
+    responses (its date changes once a second), and then the head costs one dict lookup
+    instead of a parse and an encoding. Bounded (cleared when full, heads of at most
+    HEAD_BYTES); the list is shared: readers never change it."""
+    hit = _HEADS.get(block)
+    if hit is not None:
+        return hit
+    status, fields = hh.response_fields(block)
+    found = (status, fields, encode_fields(fields))
+    if len(block) <= HEAD_BYTES:
+        if len(_HEADS) >= HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[block] = found
+    return found
 
 
 class H2Server(asyncio.Protocol):
@@ -582,7 +606,7 @@ class H2Stream:
         ex.bytes_out += len(head)
         self.head_done = True
         try:
-            fields = hh.response_head(head)
+            fields = response_head(head)
         except hh.HeadError:
             self._reset(wire.PROTOCOL_ERROR)
             return
