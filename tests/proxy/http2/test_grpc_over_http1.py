@@ -100,3 +100,21 @@ def test_the_sidecars_own_reply_to_grpc_over_http1_is_a_grpc_answer(harness: Har
     assert count == 2 and "UF" in labels["response_flags"].split(",")
     assert (labels["request_protocol"], labels["response_code"],
             labels["grpc_response_status"]) == ("grpc", "503", "14")
+
+
+def test_a_fault_abort_grpc_status_over_http1(harness: Harness) -> None:
+    """abort.grpcStatus answers a gRPC call over HTTP/1.1 as over HTTP/2: HTTP 200 with
+    the status in grpc-status, labelled with it (flag FI)."""
+    from tollway.snapshot import types
+
+    aborting = outbound(harness, {"v1": (1, 100)}, fault=types.Fault(
+        abort_status=200, abort_percent=100.0, abort_grpc_status=8))
+    url = "http://127.0.0.1:{}/tollway.test.Echo/Unary".format(
+        aborting.listener_address("out")[1])
+    with httpx.Client(http1=True, http2=False, timeout=30) as c:
+        r = c.post(url, content=frame(b"x"), headers=GRPC)
+    assert r.status_code == 200 and r.headers["grpc-status"] == "8"
+    (labels, count), = scrape(aborting)["istio_requests_total"]
+    assert count == 1
+    assert (labels["request_protocol"], labels["response_code"], labels["grpc_response_status"],
+            labels["response_flags"]) == ("grpc", "200", "8", "FI")
