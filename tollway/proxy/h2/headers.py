@@ -49,6 +49,26 @@ _CONNECTION_SPECIFIC = frozenset((b"connection", b"proxy-connection", b"keep-ali
                                   b"transfer-encoding", b"upgrade"))
 
 
+# Regular field names already checked, with their str form (the header dict's key): a
+# client sends the same names request after request. Bounded: cleared when full.
+NAMES_MAX = 1024
+_NAME_KEYS: dict[bytes, str] = {}
+
+
+def _name_key(name: bytes) -> str:
+    """A regular field name checked (RFC 9113 8.2.1), as the header dict's key."""
+    key = _NAME_KEYS.get(name)
+    if key is not None:
+        return key
+    _check_name(name)
+    key = name.decode("latin-1")
+    if len(name) <= 64:
+        if len(_NAME_KEYS) >= NAMES_MAX:
+            _NAME_KEYS.clear()
+        _NAME_KEYS[name] = key
+    return key
+
+
 def _check_name(name: bytes) -> None:
     """RFC 9113 8.2.1: no uppercase, controls, SP, DEL or non-ASCII; ':' only first."""
     if not name:
@@ -94,7 +114,7 @@ def request_head(fields: list[Header]) -> RequestHead:
             _check_value(name, value)
         elif 0 in value or 13 in value or 10 in value:  # h2 checks the joined
             raise Malformed("illegal character in the value of b'cookie'")  # crumbs' ends
-        if name[:1] == b":":
+        if name and name[0] == 0x3A:  # a pseudo header
             if regular:
                 raise Malformed(f"pseudo header {name[:40]!r} after a regular field")
             text = value.decode("latin-1")
@@ -113,7 +133,7 @@ def request_head(fields: list[Header]) -> RequestHead:
             else:
                 raise Malformed(f"pseudo header {name[:40]!r} is not allowed in a request")
             continue
-        _check_name(name)
+        key = _name_key(name)
         if name == b"cookie":  # h2 moved cookies behind the other fields before its
             cookies.append(value)  # order check: the same header lists pass here
             key = "cookie"
@@ -130,7 +150,6 @@ def request_head(fields: list[Header]) -> RequestHead:
             if host is not None:
                 raise Malformed("more than one host header")
             host = value
-        key = name.decode("latin-1")
         val = value.decode("latin-1")
         prior = headers.get(key)
         headers[key] = val if prior is None else prior + "," + val
