@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
+import msgspec
 from translate_kit import fqdn, load, replica, split, vhost
 
+from tests.security.live_mesh import http_request, running_app
 from tollway.control import translate
 from tollway.control.world import World
+from tollway.proxy.main import ProxyServer
 from tollway.snapshot import types
 
 
@@ -108,3 +112,66 @@ def test_gateway_with_labels_serves_only_matching_gateways() -> None:
     assert translate.build(world, other, translate.ProxyPorts()).listeners == ()
     match = types.Node(name="gw", kind="gateway", labels={"istio": "ingress"})
     assert len(translate.build(world, match, translate.ProxyPorts()).listeners) == 2
+
+
+def _catch_all(app_port: int | None = None) -> types.ProxyConfig:
+    world = World.build(load(CATCH_ALL), [replica("shop", {"app": "shop"}, port=app_port)])
+    return translate.build(world, NODE, translate.ProxyPorts(gateway_offset=8000),
+                           auto_mtls=False)
+
+
+CATCH_ALL = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: edge}
+spec:
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*.example.com", "*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: all, namespace: edge}
+spec:
+  hosts: ["*", "shop.example.com"]
+  gateways: [edge]
+  http:
+  - route:
+    - destination: {host: shop.default.svc.cluster.local}
+"""
+
+
+def test_every_overlapping_server_host_gets_a_virtual_host() -> None:
+    """Istio keeps the narrower host of every overlapping (server, VS) pair, not the first:
+    VS `*` on server hosts `*.example.com` and `*` serves `127.0.0.1:PORT` too."""
+    (table,) = _catch_all().route_tables
+    assert [v.domains for v in table.virtual_hosts] == [
+        ("*.example.com", "*.example.com:80", "*.example.com:8080"),
+        ("*", "*:80", "*:8080"),
+        ("shop.example.com", "shop.example.com:80", "shop.example.com:8080"),
+    ]
+    assert {v.routes[0].virtual_service for v in table.virtual_hosts} == {"edge/all"}
+
+
+def test_a_request_by_ip_authority_reaches_the_catch_all_virtual_service() -> None:
+    """Live: the gateway (on an ephemeral port) answers `Host: 127.0.0.1:PORT`, which only
+    the `*` virtual host covers, from the VS instead of a 404."""
+    with running_app() as app_port:
+        config = _catch_all(app_port)
+        config = msgspec.structs.replace(
+            config, listeners=tuple(msgspec.structs.replace(li, port=0)
+                                    for li in config.listeners))
+
+        async def main() -> list[int | None]:
+            server = ProxyServer(config, tls_state=None, serve_admin=False)
+            await server.start()
+            port = server.listener_address("gateway|80")[1]
+            try:
+                replies = await asyncio.gather(
+                    http_request(port, host=f"127.0.0.1:{port}"),
+                    http_request(port, host="shop.example.com"))
+            finally:
+                await server.close()
+            return [r.status if r else None for r in replies]
+
+        assert asyncio.run(main()) == [200, 200]

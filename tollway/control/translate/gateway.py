@@ -3,14 +3,15 @@
 Each server port listens on `number + offset` (443 -> 8443 with the default offset 8000);
 servers sharing a port share one listener (the first server with TLS gives its TLS). A
 VirtualService binds when its `gateways` name the Gateway (`ns/name`, or a bare name in
-the VS's namespace) and one of its hosts equals a server host or is covered by its
-wildcard (`*.example.com` covers `api.example.com`, not `example.com`); the virtual host is
-the intersection. Credentials: `credentialName` -> a `kubernetes.io/tls` Secret in the
-Gateway's namespace (`tls.crt`, `tls.key`, and `ca.crt` — or a Secret `NAME-cacert` —
-for MUTUAL); or `serverCertificate`/`privateKey`/`caCertificates` files, read through the
-injected `read_file` (inline PEM), or passed on as paths when none is given. A TLS server
-whose credential cannot be found gets no listener (Istio's gateway has no certificate
-for it either).
+the VS's namespace) and one of its hosts overlaps a server host (equal, or one covers the
+other: `*.example.com` covers `api.example.com`, not `example.com`); every overlapping pair
+gives a virtual host for the narrower host of the two (Istio's `Names.Intersection`).
+Credentials: `credentialName` -> a `kubernetes.io/tls` Secret in the Gateway's namespace
+(`tls.crt`, `tls.key`, and `ca.crt` — or a Secret `NAME-cacert` — for MUTUAL); or
+`serverCertificate`/`privateKey`/`caCertificates` files, read through the injected
+`read_file` (inline PEM), or passed on as paths when none is given. A TLS server whose
+credential cannot be found gets no listener (Istio's gateway has no certificate for it
+either).
 """
 
 from __future__ import annotations
@@ -167,20 +168,32 @@ def _vhosts(world: World, node: types.Node, server: Server,
     for vs in world.virtual_services:
         if server.ref not in vs_gateways(vs) or not visible(vs, server.gateway.namespace):
             continue
-        for raw in as_list(vs.spec.get("hosts")):
-            vs_host = str(raw).lower()
-            for ns, server_host in server.hosts():
-                domain = _intersection(server_host, vs_host)
-                if domain is None or ns not in ("*", vs.namespace):
-                    continue
-                found = ([routes.https_redirect_route()] if redirect else
-                         routes.vs_routes(world, vs, Where(node, server.number, server.ref)))
-                if found:
-                    domains = (domain, f"{domain}:{server.number}", f"{domain}:{listen_port}")
-                    out.append(types.VirtualHost(name=f"{domain}:{server.number}",
-                                                 domains=domains, routes=tuple(found)))
-                break
+        shared = _shared_hosts(server, vs)
+        if not shared:
+            continue
+        found = tuple([routes.https_redirect_route()] if redirect else
+                      routes.vs_routes(world, vs, Where(node, server.number, server.ref)))
+        if not found:
+            continue
+        for domain in shared:
+            domains = (domain, f"{domain}:{server.number}", f"{domain}:{listen_port}")
+            out.append(types.VirtualHost(name=f"{domain}:{server.number}",
+                                         domains=domains, routes=found))
     return out
+
+
+def _shared_hosts(server: Server, vs: Resource) -> list[str]:
+    """Every (server host, VS host) pair that overlaps gives the narrower of the two, once
+    each (Istio's `Names.Intersection`): server hosts `*.example.com` and `*` with VS host
+    `*` serve both `*.example.com` and `*`, so `127.0.0.1:PORT` still finds the VS."""
+    vs_hosts = [str(raw).lower() for raw in as_list(vs.spec.get("hosts"))]
+    shared: dict[str, None] = {}
+    for vs_host in vs_hosts:
+        for ns, server_host in server.hosts():
+            domain = _intersection(server_host, vs_host)
+            if domain is not None and ns in ("*", vs.namespace):
+                shared.setdefault(domain)
+    return list(shared)
 
 
 def build(world: World, node: types.Node, offset: int, address: str, everything: bool,
