@@ -65,6 +65,10 @@ class Upstream:
         self.fail_status: int | None = None
         self.delay_ms = 0
         self.connections = 0
+        # answer this many requests per connection, then close on the next one unanswered
+        # (a keep-alive connection the server gave up on while the client still pooled it)
+        self.answers_per_connection: int | None = None
+        self.closed_unanswered = 0
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -76,12 +80,18 @@ class Upstream:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        answered = 0
         try:
             while True:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
+                if self.answers_per_connection is not None:
+                    if answered >= self.answers_per_connection:
+                        self.closed_unanswered += 1
+                        return
+                    answered += 1
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _ = lines[0].split(" ", 2)
                 headers: dict[str, str] = {}

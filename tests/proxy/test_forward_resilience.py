@@ -275,3 +275,30 @@ def test_upgrade_holds_a_connection_slot_until_the_tunnel_closes(harness: Harnes
     assert up.connections == 2
     cb = _cluster_view(p)["circuit_breakers"]
     assert (cb["connections"], cb["pending"], cb["requests"]) == (1, 0, 0)  # one idle
+
+
+def test_a_stale_pooled_connection_is_resent_on_a_newly_dialled_one(harness: Harness) -> None:
+    """Two idle pooled connections, both given up by the server (it answers one request per
+    connection and closes on the next unanswered): the request on the first is resent once,
+    on a newly dialled connection, not on the other idle one, which is just as dead (it used
+    to take that one and answer 503 UC)."""
+    up = harness.upstream()
+    up.answers_per_connection = 1
+    p = harness.proxy(config([route(("c", 100), retries=None)], [cluster("c", up)]))
+    results: list[int] = []
+    both = [threading.Thread(target=lambda: results.append(
+        httpx.get(_url(p, "/delay/1000"), timeout=30).status_code)) for _ in range(2)]
+    for t in both:
+        t.start()
+    for t in both:
+        t.join(30)
+    assert results == [200, 200]
+    assert up.connections == 2
+    _wait(lambda: _cluster_view(p)["hosts"][0]["cx_idle"] == 2, "two idle connections")
+    r = httpx.get(_url(p, "/after"), timeout=30)
+    assert r.status_code == 200, r.text
+    assert up.closed_unanswered == 1  # only the first stale one was tried
+    assert up.connections == 3
+    assert up.seen["/after"] == 1
+    cb = _cluster_view(p)["circuit_breakers"]
+    assert (cb["pending"], cb["requests"]) == (0, 0)

@@ -172,10 +172,10 @@ class Forward:
             conn.set_reading(not paused)
 
     # ================================================================ tries
-    def _try(self) -> None:
+    def _try(self, fresh: bool = False) -> None:
         now = self.loop.time()
         att = self.cluster.acquire(Attempt(self, self.down, now), now, _rand(), self.hash_key,
-                                   self.tried)
+                                   self.tried, fresh)
         if isinstance(att, Refusal):
             self._local(att.status, att.flag, att.body)
             return
@@ -265,12 +265,17 @@ class Forward:
 
     def retry_stale(self) -> None:
         """The pooled connection was dead before the upstream read anything: send again
-        on a fresh one, to the same host, without counting a retry."""
+        on a fresh one, to the same host, without counting a retry.
+
+        Fresh means newly dialled, never another idle connection of the pool: what closed
+        one idle connection (an upstream restart, its keep-alive timeout) has usually
+        closed its siblings too, and this resend is the only one (httpcore and Envoy
+        resend on a new connection too)."""
         assert self.replay is not None
         self.stale_retried = True
         self.pending = list(self.replay)
         self.pending_size = sum(len(p) for p in self.pending)
-        self._try()  # `tried` left as it was: the same host may be picked again
+        self._try(True)  # `tried` left as it was: the same host may be picked again
 
     def _route_timeout(self) -> None:
         self.route_timer = None

@@ -100,13 +100,17 @@ class LiveCluster:
         r: float,
         hash_key: str | None,
         tried: tuple[int, ...],
+        dial: bool = False,
     ) -> L | Refusal:
         """Grant `lease` (unbound, a try's own object) for one try, or say why not.
 
         The lease comes back with `conn` set when an idle connection was free (the common
         case); otherwise a connection is being opened for it, or it waits in the queue
         (`http1MaxPendingRequests`) and its `send_on` is called later. Refused:
-        no usable endpoint (503 UH), `http2MaxRequests` or the queue full (503 UO)."""
+        no usable endpoint (503 UH), `http2MaxRequests` or the queue full (503 UO).
+        `dial`: never an idle connection, dial a new one (the resend after a pooled
+        connection proved dead, Forward.retry_stale); queued when the connection limit
+        is reached, as any request."""
         # the endpoint: usable hosts (outlier ejection, panic), minus those already tried
         # when another is usable, then the balancer
         od = self.outlier
@@ -139,7 +143,7 @@ class LiveCluster:
         lease.released = False
         pool = self.pools[index]
         idle = pool.idle
-        while idle:  # take_idle, inlined: the per-request path
+        while idle and not dial:  # take_idle, inlined: the per-request path
             conn = idle.pop()
             if conn.alive and conn.transport is not None:
                 conn.reused = True
