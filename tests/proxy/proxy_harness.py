@@ -69,6 +69,7 @@ class Upstream:
         # (a keep-alive connection the server gave up on while the client still pooled it)
         self.answers_per_connection: int | None = None
         self.closed_unanswered = 0
+        self.disconnects = 0  # connections that ended (either side closed)
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
@@ -138,6 +139,7 @@ class Upstream:
                 if not keep:
                     return
         finally:
+            self.disconnects += 1
             writer.close()
 
     async def _respond(

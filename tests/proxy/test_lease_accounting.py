@@ -10,7 +10,9 @@ transport, so each case takes milliseconds. After the burst every request must h
 been answered or dropped (no stall), and once idle connections are closed every
 counter - requests, pending, connections, retries, active per host, pool connections -
 must be back at exactly zero (nothing in core/limits.py clamps, so a double release
-shows as -1).
+shows as -1). Mid-burst, the cluster's endpoints may change (an EndpointSlice update):
+the new cluster adopts the pools of the hosts that stay (LiveCluster.adopt) while the
+old one's requests finish, and both clusters' counters must return to zero.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from proxy_harness import config, free_port
@@ -28,6 +31,7 @@ from tollway.proxy.chain.mirror import Mirrorer
 from tollway.proxy.chain.telemetry import Metrics
 from tollway.proxy.http1.parse import Limits
 from tollway.proxy.listener import Downstream, ListenerRuntime
+from tollway.proxy.upstream.cluster import LiveCluster
 from tollway.snapshot import types
 
 ACTIONS = ("ok", "5xx", "reset", "hang", "upgrade", "slow")
@@ -138,6 +142,7 @@ limits = st.fixed_dictionaries({
     attempts=st.integers(0, 3),
     per_try=st.sampled_from([None, 0.03]),
     dead_endpoint=st.booleans(),
+    swap_at=st.none() | st.sampled_from([0.0, 0.004, 0.015, 0.05]),
 )
 def test_every_counter_returns_to_zero(
     requests: list[dict[str, Any]],
@@ -145,10 +150,11 @@ def test_every_counter_returns_to_zero(
     attempts: int,
     per_try: float | None,
     dead_endpoint: bool,
+    swap_at: float | None,
 ) -> None:
     loop = asyncio.new_event_loop()
     try:
-        _run_case(loop, requests, pool, attempts, per_try, dead_endpoint)
+        _run_case(loop, requests, pool, attempts, per_try, dead_endpoint, swap_at)
     finally:
         loop.close()
 
@@ -160,6 +166,7 @@ def _run_case(
     attempts: int,
     per_try: float | None,
     dead_endpoint: bool,
+    swap_at: float | None = None,
 ) -> None:
     script = Script({f"/r{i}": list(r["tries"]) for i, r in enumerate(requests)})
     server = loop.run_until_complete(
@@ -208,23 +215,54 @@ def _run_case(
     for i, r in enumerate(requests):
         loop.call_later(r["at"], start, i, r)
 
+    replaced: list[LiveCluster] = []
+    swapped: list[bool] = []  # the swap ran (whether or not it raised)
+
+    def swap() -> None:
+        """The endpoints change as ProxyServer.apply changes them: the live host kept,
+        with other labels, at an index the old cluster does not have (a connection being
+        opened for an old request then comes from a pool at another index), the dead one
+        replaced by others. (The plan's label rows are dropped: here old and new share one
+        plan, and the new cluster has more endpoints.)"""
+        swapped.append(True)
+        old = snap.clusters["c"]
+        live = types.Endpoint(address="127.0.0.1", port=port, labels={"v": "2"})
+        dead = tuple(types.Endpoint(address="127.0.0.1", port=free_port())
+                     for _ in range(len(endpoints)))
+        new = LiveCluster(msgspec.structs.replace(old.spec, endpoints=(*dead, live)), loop)
+        assert new.adopt(old) == 1
+        snap.clusters["c"] = new
+        plan.label_rows.clear()
+        old.close()
+        replaced.append(old)
+
+    if swap_at is not None:
+        loop.call_later(swap_at, swap)
+
     def settled() -> bool:
+        if swap_at is not None and not swapped:
+            return False
         return len(downs) == len(requests) and all(
             d.active is None and d.tunnel is None for d, _ in downs
         )
 
     _run_until(loop, settled, 5.0)
     assert settled(), "a request never ended (stall)"
-    cluster = snap.clusters["c"]
-    cluster.close()  # idle keep-alive connections hold their slots until closed
-    _run_until(loop, lambda: all(not p.open and not p.connecting for p in cluster.pools), 2.0)
-    stats = cluster.limits.statistics()
-    assert (stats.requests, stats.pending, stats.connections, stats.retries) == (0, 0, 0, 0), (
-        stats
-    )
-    assert cluster.active == [0] * len(endpoints)
-    assert not cluster.waiters
-    assert all(not p.open and not p.idle and p.connecting == 0 for p in cluster.pools)
+    # (a loop callback's exception is only logged: the swap must be seen to have run)
+    assert len(replaced) == (swap_at is not None), "the endpoint change failed"
+    clusters = [*replaced, snap.clusters["c"]]
+    for cluster in clusters:
+        cluster.close()  # idle keep-alive connections hold their slots until closed
+    _run_until(loop, lambda: all(not p.open and not p.connecting
+                                 for c in clusters for p in c.pools), 2.0)
+    for cluster in clusters:
+        stats = cluster.limits.statistics()
+        assert (stats.requests, stats.pending, stats.connections, stats.retries) == (
+            0, 0, 0, 0), stats
+        assert cluster.active == [0] * len(cluster.endpoints)
+        assert not cluster.waiters
+        assert all(not p.open and not p.idle and p.connecting == 0 for p in cluster.pools)
+        assert all(p.cluster is cluster for p in cluster.pools)
     for _d, tr in downs:  # every client got a whole response, or its connection ended
         assert tr.closed or tr.data.count(b"HTTP/1.1 ") >= 1
     server.close()

@@ -141,7 +141,10 @@ class ProxyServer:
         self._swap_listeners(snap, new_socks)
         if old is not None:
             for name, cluster in old.clusters.items():
-                if snap.clusters.get(name) is not cluster:
+                new = snap.clusters.get(name)
+                if new is not cluster:
+                    if new is not None:  # only now: a refused snapshot must leave `old` as is
+                        new.adopt(cluster)
                     cluster.close()
         self.applied += 1
         log.info("applied snapshot %s (%d listeners, %d clusters)", snap.version,

@@ -1,7 +1,9 @@
 """A live upstream cluster: endpoints with their pools, balancer, outlier detector, limits.
 
 Built once per snapshot from `types.Cluster` (and kept across snapshots while the spec is
-unchanged, so pools and ejection state survive a push). The decisions are core's
+unchanged, so pools and ejection state survive a push). When only the endpoints changed,
+the new cluster adopts the old one's pools and outlier state of the hosts that stay
+(`adopt`), as Envoy keeps its hosts across an EDS update. The decisions are core's
 (balance, outlier, limits); this module holds the state they read and the leases queued
 for a connection, and hands out leases: `acquire` is the one way a try gets an endpoint,
 a request slot and a connection (or a place in the queue), and `Lease.release` (lease.py)
@@ -14,6 +16,8 @@ import asyncio
 import ssl
 from collections import deque
 from typing import Any, TypeVar
+
+import msgspec
 
 from tollway.proxy.core import balance, limits, outlier
 from tollway.proxy.core.exchange import Outcome
@@ -181,6 +185,44 @@ class LiveCluster:
             self.waiters.remove(waiter)
         except ValueError:
             return
+
+    def adopt(self, old: LiveCluster) -> int:
+        """Take over `old`'s pools and outlier state of the hosts that stay, when the two
+        differ only in their endpoints (an EndpointSlice change): the connections to
+        those hosts stay pooled and their ejections stay in force, as Envoy keeps a host
+        across an EDS update. Call before this cluster carries a request, then close
+        `old`: it drains the removed hosts' pools (idle connections now, busy ones after
+        their response). Returns how many pools moved.
+
+        A moved pool swaps places with this cluster's empty pool for the same host, so
+        every pool still belongs to one cluster: requests in flight on `old` (and its
+        retries) keep their accounting there, their connections go back to the moved
+        pool, and the connection slots the moved pools hold move to this cluster's
+        limits with them (a pool holds one per open or opening connection)."""
+        if old.closed or old.loop is not self.loop:
+            return 0
+        if msgspec.structs.replace(old.spec, endpoints=self.spec.endpoints) != self.spec:
+            return 0
+        by_host = {(p.address, p.port): p for p in old.pools}
+        mapping: list[int | None] = []
+        slots = 0
+        for j, empty in enumerate(self.pools):
+            pool = by_host.pop((empty.address, empty.port), None)
+            if pool is None or (pool.ssl_context is None) != (empty.ssl_context is None):
+                mapping.append(None)
+                continue
+            i = pool.index
+            mapping.append(i)
+            pool.cluster, empty.cluster = self, old
+            pool.index, empty.index = j, i
+            pool.ssl_context, empty.ssl_context = empty.ssl_context, pool.ssl_context
+            self.pools[j], old.pools[i] = pool, empty
+            slots += len(pool.open) + pool.connecting
+        old.limits.connections -= slots
+        self.limits.connections += slots
+        if self.outlier is not None and old.outlier is not None:
+            self.outlier.carry_over(old.outlier, mapping)
+        return sum(1 for i in mapping if i is not None)
 
     def close(self) -> None:
         """The cluster left the config: close idle connections; busy ones end after use."""

@@ -130,8 +130,12 @@ class Lease:
         if self.waiting:
             self.waiting = False
             self.cluster.limits.pending -= 1
-        index = conn.pool.index
-        if index != self.index:  # a waiter may get another endpoint's connection
+        pool = conn.pool
+        index = pool.index
+        # a waiter may get another endpoint's connection; a connection opened for a lease
+        # whose cluster was since replaced comes from a pool the new cluster adopted
+        # (LiveCluster.adopt): the lease's accounting stays with its own cluster
+        if index != self.index and pool.cluster is self.cluster:
             active = self.cluster.active
             active[self.index] -= 1
             active[index] += 1
