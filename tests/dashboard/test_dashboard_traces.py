@@ -4,6 +4,7 @@ on `tollway up --tracing` a request found by its x-request-id links to its trace
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,12 @@ def test_a_request_links_to_its_trace(browser: Any, traced: Mesh) -> None:
     w.page.fill("#trace-find", rid)
     w.wait("() => document.querySelectorAll('#trace-rows tbody tr').length === 1",
            "only the request found by its x-request-id")
+    # each proxy exports its spans in its own batches, so Jaeger (and the panel, which
+    # re-asks it on every refresh) may first hold part of the trace: wait for all hops
+    path = "istio-ingressgateway.istio-system → frontend.shop → backend.shop"
+    w.wait(f"""() => (document.querySelector('#trace-rows tr[data-trace="{trace_id}"]')
+           ?.innerText || '').includes({path!r})""",
+           "the whole path once every proxy's spans reached Jaeger", timeout_ms=60_000)
     row = w.page.locator(f'#trace-rows tr[data-trace="{trace_id}"]')
     text = row.inner_text()
     assert "istio-ingressgateway.istio-system → frontend.shop → backend.shop" in text
@@ -87,5 +94,9 @@ def test_a_request_links_to_its_trace(browser: Any, traced: Mesh) -> None:
         f"{jaeger}/trace/{trace_id}"
     json_link = row.locator("a", has_text="json").get_attribute("href")
     assert json_link == f"{jaeger}/api/traces/{trace_id}"
-    assert len(httpx.get(json_link, timeout=10).json()["data"][0]["spans"]) == 8
+    deadline, spans = time.monotonic() + 60, 0
+    while spans != 8 and time.monotonic() < deadline:  # the last batch may still be on its way
+        spans = len(httpx.get(json_link, timeout=10).json()["data"][0]["spans"])
+        time.sleep(0 if spans == 8 else 0.5)
+    assert spans == 8, f"the trace has {spans} spans in Jaeger, 8 expected"
     w.check_clean()
