@@ -106,3 +106,31 @@ def test_a_changed_cluster_spec_still_starts_afresh(harness: Harness) -> None:
     _wait(lambda: up.disconnects == 1, "the old cluster's idle connection to close")
     assert httpx.get(_url(p, "/two")).status_code == 200
     assert up.connections == 2
+
+
+def test_requests_queued_on_a_replaced_cluster_are_served(harness: Harness) -> None:
+    """One connection allowed, one request on it and one queued for it, then the cluster
+    is replaced (a new load balancer: not an endpoint-only change). The queued request is
+    served by the old cluster once the first is done: it used to wait for its timeout
+    (for ever here: the route has none), since a closed cluster neither handed a released
+    connection to a waiter nor opened one for it."""
+    up = harness.upstream()
+    routes = [route(("c", 100), retries=None)]
+    one = types.ConnectionPool(max_connections=1)
+    p = harness.proxy(config(routes, [cluster("c", up, connection_pool=one)]))
+    results: list[int] = []
+    first = threading.Thread(target=lambda: results.append(
+        httpx.get(_url(p, "/delay/800"), timeout=30).status_code))
+    first.start()
+    _wait(lambda: up.seen["/delay/800"] == 1, "the first request in flight")
+    queued = threading.Thread(target=lambda: results.append(
+        httpx.get(_url(p, "/queued"), timeout=15).status_code))
+    queued.start()
+    _wait(lambda: _cluster_view(p)["pending"] == 1, "the second request queued")
+    harness.apply(p, config(routes, [cluster("c", up, connection_pool=one, load_balancer=RR)],
+                            version="v2"))
+    for t in (first, queued):
+        t.join(30)
+    assert results == [200, 200] and up.seen["/queued"] == 1
+    assert httpx.get(_url(p, "/after"), timeout=15).status_code == 200
+    _wait(lambda: up.disconnects >= 1, "the old cluster's connection to close after use")

@@ -174,9 +174,11 @@ class LiveCluster:
         return False
 
     def connection_closed(self) -> None:
-        """A connection slot was freed: the first waiter may open a new connection."""
+        """A connection slot was freed: the first waiter may open a new connection (on a
+        closed cluster too: its queued requests are served before it goes, see
+        Pool.release)."""
         self.limits.close_connection()
-        if self.waiters and not self.closed and self.limits.try_open_connection():
+        if self.waiters and self.limits.try_open_connection():
             self.waiters.popleft().open_for_waiter()
 
     def drop_waiter(self, waiter: Any) -> None:

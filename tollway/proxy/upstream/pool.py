@@ -120,12 +120,16 @@ class EndpointPool:
         if (
             not conn.alive
             or conn.transport is None
-            or self.cluster.closed
             or (self.max_requests and conn.requests >= self.max_requests)
         ):
             conn.close()
             return
+        # a cluster that left the config still serves the requests queued on it (else they
+        # would wait for their timeout, or for ever without one), then closes what it has
         if self.cluster.waiters and self.cluster.hand_to_waiter(conn):
+            return
+        if self.cluster.closed:
+            conn.close()
             return
         if len(self.idle) < self.max_idle:
             self.idle.append(conn)
@@ -145,7 +149,8 @@ class EndpointPool:
 
     def retire(self) -> None:
         """The cluster left the config: close the idle connections now; busy ones close
-        when their request ends (`release` sees `cluster.closed`)."""
+        when their request ends (`release` sees `cluster.closed`), unless a request queued
+        on this cluster takes them first."""
         for conn in self.idle:
             conn.close()
         self.idle.clear()
