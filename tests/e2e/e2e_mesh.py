@@ -72,7 +72,10 @@ class Mesh:
             assert proc.stdout is not None
             for line in proc.stdout:
                 self.lines.append(line)
-                if "ready" in line and "not ready" not in line:
+                # the announcement itself (up.py's _announce_ready), not any line that
+                # happens to contain "ready" ("already", "became ready"): the lines tests
+                # read after start() are all printed before it
+                if line.startswith(("tollway: ready:", "tollway: running:")):
                     ready.set()
             ready.set()
 

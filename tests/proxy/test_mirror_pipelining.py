@@ -11,13 +11,14 @@ from proxy_harness import Harness, RawClient, cluster, config, get
 from tollway.snapshot import types
 
 
-def _wait(pred: Any, timeout: float = 5.0) -> None:
+def _wait(pred: Any, timeout: float = 60.0) -> None:
+    # copies are sent off the request path: on a loaded host they may land seconds later
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
             return
         time.sleep(0.01)
-    raise AssertionError("condition not reached")
+    raise AssertionError(f"condition not reached in {timeout:.0f}s")
 
 
 def _mirrored(shadow_port: int, main_cluster: types.Cluster) -> types.ProxyConfig:
