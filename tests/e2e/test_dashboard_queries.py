@@ -25,6 +25,7 @@ import pytest
 from e2e_mesh import Mesh, _free_port, wait_until
 
 from tests.conftest import reap_members
+from tests.prometheus_wait import wait_ingested
 from tollway.dashboard import grafana
 
 PROMETHEUS = shutil.which("prometheus")
@@ -194,8 +195,10 @@ def test_dashboard_and_kiali_queries_answer_what_was_sent(mesh: Mesh) -> None:
     load.run()
     assert not load.errors, load.errors[:5]
     end = max(s[0] for s in load.sent)
-    time.sleep(2.5)  # two more scrapes, so the last requests are in Prometheus
     at = end
+    # every scrape up to `at` committed (a fixed 2.5 s only hoped so: scrapes and their
+    # commits lag by seconds on a loaded host)
+    wait_ingested(url, "istio_requests_total", at)
     window = load.in_window(end, WINDOW)
     rate = len(window) / WINDOW
     by_class = {c: sum(1 for s in window if s[1] == c) / WINDOW

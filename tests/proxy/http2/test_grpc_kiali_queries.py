@@ -21,6 +21,7 @@ from grpc_mesh import inbound, outbound
 from proxy_harness import Harness
 
 from tests.conftest import free_port, wait_port
+from tests.prometheus_wait import wait_ingested
 from tollway.dashboard import grafana
 
 pytestmark = pytest.mark.prometheus
@@ -77,7 +78,9 @@ def test_kiali_grpc_queries_in_a_real_prometheus(harness: Harness, echo: tuple[i
         with grpc.insecure_channel(f"127.0.0.1:{side_out.listener_address('out')[1]}") as ch:
             s = stubs(ch)
             s["unary"](b"warm", timeout=20)
-            time.sleep(2)  # a scrape before the paced traffic: rate() has a start
+            # a scrape after the warm call, before the paced traffic: rate() has a start
+            # (waited for: a Prometheus just started on a loaded host scrapes late)
+            wait_ingested(url, "istio_requests_total", time.time())
             start = time.monotonic()
             for second in range(WINDOW + 3):  # paced: the window sees steady rates
                 for i in range(OK_PER_S):
@@ -88,8 +91,10 @@ def test_kiali_grpc_queries_in_a_real_prometheus(harness: Harness, echo: tuple[i
                         s["fail"](b"", timeout=20)
                     failed.append(time.time())
                 time.sleep(max(0.0, start + second + 1 - time.monotonic()))
-        time.sleep(2.5)  # two more scrapes
-        at = time.time()
+        # read where two more scrapes have been (scrapes lag on a loaded host: waited for,
+        # not slept for)
+        at = time.time() + 2.5
+        wait_ingested(url, "istio_requests_total", at)
         # what the window saw (a loaded host may not keep the pace)
         ok_rate = sum(1 for t in ok if t > at - WINDOW) / WINDOW
         fail_rate = sum(1 for t in failed if t > at - WINDOW) / WINDOW
