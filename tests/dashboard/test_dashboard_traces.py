@@ -47,6 +47,20 @@ def test_rows_name_root_request_path_worst_status_and_links() -> None:
     assert not traces.disabled()["enabled"]
 
 
+def test_a_trace_in_several_answers_keeps_its_fullest_copy() -> None:
+    # each proxy exports its own batches: the backend's answer came before the gateway's
+    # spans reached Jaeger, the gateway's answer after (whichever order they are listed in)
+    procs = {"g": {"serviceName": "gw.ns"}, "b": {"serviceName": "back.ns"}}
+    gateway = _span("a", "caller", "g", 1_000_000, 900, "200")
+    backend = _span("b", "a", "b", 1_000_300, 100, "200")
+    part = {"traceID": "t1", "processes": procs, "spans": [backend]}
+    whole = {"traceID": "t1", "processes": procs, "spans": [backend, gateway]}
+    for answers in ([part], [whole]), ([whole], [part]):
+        out = traces.view([{"data": a} for a in answers], "http://j")
+        (r,) = out["traces"]
+        assert (r["root"], r["spans"], r["services"]) == ("gw.ns", 2, ["gw.ns", "back.ns"])
+
+
 def test_without_tracing_the_panel_stays_hidden(browser: Any) -> None:
     with control_plane(dashboard_web.routes) as origin:
         assert httpx.get(f"{origin}/v1/dashboard/traces").json()["enabled"] is False

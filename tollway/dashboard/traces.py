@@ -83,13 +83,19 @@ def row(trace: dict[str, Any], query_url: str) -> dict[str, Any] | None:
 
 def view(answers: Iterable[dict[str, Any]], query_url: str) -> dict[str, Any]:
     """The panel's JSON from Jaeger's answers (one per service asked; traces deduplicated
-    by id, the newest first)."""
+    by id, the newest first).
+
+    A trace found in several answers keeps its copy with the most spans: each proxy
+    exports its spans in batches of its own and Jaeger answers each service's query at
+    its own moment, so one answer may hold part of a trace that another holds whole (the
+    first copy kept showed, say, 4 of 8 spans and a root that was not the gateway)."""
     seen: dict[str, dict[str, Any]] = {}
     for answer in answers:
         for trace in answer.get("data") or ():
-            if isinstance(trace, dict) and trace.get("traceID") not in seen:
-                r = row(trace, query_url)
-                if r is not None:
+            r = row(trace, query_url) if isinstance(trace, dict) else None
+            if r is not None:
+                kept = seen.get(r["trace_id"])
+                if kept is None or r["spans"] > kept["spans"]:
                     seen[r["trace_id"]] = r
     rows = sorted(seen.values(), key=lambda r: r["start_us"], reverse=True)[:MAX_ROWS]
     return {"enabled": True, "url": query_url, "traces": rows}
