@@ -16,6 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import typer
 from ruamel.yaml import YAML
@@ -113,7 +114,16 @@ def test_loadtest_ctrl_c_prints_the_summary_so_far() -> None:
                                  f"http://127.0.0.1:{demo.port}/"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_connected(demo.port, timeout=60)  # the load is running (a loaded host is slow)
-        time.sleep(1.0)
+        # a connection is not an answer: wait until the app served 3 requests, so one of
+        # the 2 sequential workers sent its second, i.e. counted its first answer (a fixed
+        # second after connecting could end the run with nothing counted)
+        served = 0
+        deadline = time.monotonic() + 60
+        while served < 3:
+            assert time.monotonic() < deadline, f"the app served {served} requests in 60 s"
+            time.sleep(0.1)
+            served = httpx.get(f"http://127.0.0.1:{demo.port}/__demo/stats",
+                               timeout=10).json()["total"]
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
