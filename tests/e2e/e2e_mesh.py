@@ -123,6 +123,14 @@ class Mesh:
     def proxies(self) -> list[dict[str, Any]]:
         return list(httpx.get(self.url + "/v1/proxies", timeout=5).json())
 
+    def applied_config(self, workload: str = "tollway-client") -> dict[str, Any]:
+        """The config a proxy applied, from its own admin /config_dump (fields at their
+        defaults are left out). What it routes by: the control plane's status and
+        `proxy-status` SYNCED come before a change's push reaches it."""
+        row = next(p for p in self.proxies() if p["workload"] == workload)
+        dump = httpx.get(f"http://{row['admin']}/config_dump", timeout=10).json()
+        return dict(dump["config"] or {})
+
     def get(self, host: str = "myapp:8080", path: str = "/") -> httpx.Response:
         with httpx.Client(proxy=f"http://127.0.0.1:{self.client_port}", timeout=10) as c:
             return c.get(f"http://{host}{path}")

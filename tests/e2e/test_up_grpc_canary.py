@@ -180,6 +180,40 @@ def _cli(mesh: Mesh, *args: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def _client_split(mesh: Mesh) -> dict[str, tuple[int, list[str]]]:
+    """What the client proxy has applied for greeter: subset -> (route weight, workloads
+    of the subset's endpoints), read from its own /config_dump."""
+    cfg = mesh.applied_config()  # (fields at their defaults left out: weight 100, no subset)
+    weights = {wc.get("subset", ""): int(wc.get("weight", 100))
+               for rt in cfg.get("route_tables") or () for vh in rt.get("virtual_hosts") or ()
+               for r in vh.get("routes") or () for wc in r.get("clusters") or ()
+               if str(wc.get("host", "")).startswith("greeter.")}
+    workloads = {c.get("subset", ""): sorted({e.get("workload", "") for e in
+                                              c.get("endpoints") or ()})
+                 for c in cfg.get("clusters") or () if c["service"].startswith("greeter.")}
+    return {subset: (w, workloads.get(subset, [])) for subset, w in weights.items()}
+
+
+def _client_routes(mesh: Mesh, canary: int, version: str) -> bool:
+    """The client proxy sends `canary`% to the canary subset, whose endpoints are exactly
+    the ready replicas of `version` (a rollout's status and its ready replicas come before
+    the push that carries them to the proxies)."""
+    want = sorted({m["workload"] for m in _greeters(mesh)
+                   if _stats(m["ports"]["app"])["version"] == version})
+    split = _client_split(mesh)
+    weight, workloads = split.get("canary", (0, []))
+    return weight == canary and split.get("stable", (0, []))[0] == 100 - canary and (
+        canary == 0 or (bool(want) and workloads == want))
+
+
+def _wait_client_routes(mesh: Mesh, canary: int, version: str) -> None:
+    try:
+        wait_until(lambda: _client_routes(mesh, canary, version), 60,
+                   f"the client proxy to route {canary}% to {version}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; it has {_client_split(mesh)}") from None
+
+
 def _paused_at_20(mesh: Mesh) -> bool:
     st = _status(mesh)
     return (st.get("phase") == "Paused" and _weight(st) == 20
@@ -226,7 +260,9 @@ def test_grpc_canary_split_80_20_retried_then_promoted_and_rolled_back(mesh: Mes
     _set_image(mesh, "v2", "FAIL_RATE=0.5")
     wait_until(lambda: _paused_at_20(mesh) and "v2" in _by_version(mesh), 90,
                "the flaky v2 canary at 20%")
-    time.sleep(1.0)  # the client proxy has the 20% route (pushes take milliseconds)
+    # the client proxy holds the 20% route and the canary's endpoint: the rollout's status
+    # says Paused as soon as it applied them, before the push reached the proxies
+    _wait_client_routes(mesh, 20, "v2")
     before = {v: sum(s["calls"] for s in rows) for v, rows in _by_version(mesh).items()}
     seen: Counter[tuple[str, str]] = Counter()
     with example_client.channel(f"127.0.0.1:{mesh.client_port}", "greeter:50051") as ch:
@@ -276,9 +312,12 @@ def test_grpc_canary_split_80_20_retried_then_promoted_and_rolled_back(mesh: Mes
         if PROMETHEUS is not None:
             _prometheus_sees_grpc_failures(mesh)
         after = sum(load.seen.values())
-        time.sleep(3.0)
+        # the load goes on after the rollback: its calls are counted as they come back
+        wait_until(lambda: sum(load.seen.values()) > after + 50, 60, "calls after the abort")
     assert load.failures == [], load.failures[:10]  # retries hid every UNAVAILABLE
     assert load.seen["v3"] > 0 and sum(load.seen.values()) > after  # v3 served, then v2
+    # Degraded is recorded when the weight 0 is applied, before the push reaches the client
+    _wait_client_routes(mesh, 0, "v3")
     with example_client.channel(f"127.0.0.1:{mesh.client_port}", "greeter:50051") as ch:
         stub = example_client.say_hello(ch)
         back = Counter(example_client.call(stub, "after")[0] for _ in range(50))
