@@ -31,56 +31,24 @@ CACHE_ROOT=${TOLLWAY_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tollway/tools}
 BIN=$CACHE_ROOT/bin
 if [ "${1:-}" = "--bin-dir" ]; then echo "$BIN"; exit 0; fi
 
-export CGO_ENABLED=0
-export GOTOOLCHAIN=${GOTOOLCHAIN:-local}   # never fetch a toolchain silently
-export GOFLAGS="-p=2 ${GOFLAGS:-}"          # 2 shared cores
-NICE=(nice -n 10)
-
-if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH=$PATH:/usr/local/go/bin; fi
-if ! command -v go >/dev/null; then
-  echo "tests/tools/build.sh: the Go toolchain is not on PATH; install Go >= 1.24 (e.g. /usr/local/go/bin) and retry." >&2
-  exit 2
-fi
-
-mkdir -p "$BIN" "$CACHE_ROOT/src"
-# One builder at a time per cache folder: a second run waits instead of racing.
-exec 9>"$CACHE_ROOT/.build.lock"
-if ! flock -n 9; then
-  echo "build: another build holds $CACHE_ROOT/.build.lock; waiting for it"
-  flock 9
-fi
-
-START=$(date +%s)
-step() { echo "build: [$(( $(date +%s) - START ))s] $*"; }
-needs() { [ ! -x "$BIN/$1" ] || [ "$(cat "$BIN/.$1.version" 2>/dev/null)" != "$2" ]; }
-stamp() { echo "$2" > "$BIN/.$1.version"; }
+# The toolchain, the lock on the cache folder, `needs`/`stamp` and the build steps, shared with
+# the other Go build scripts.
+# shellcheck source-path=SCRIPTDIR source=../../tollway/gobuild.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../tollway/gobuild.sh"
+gobuild_start tests/tools/build.sh "$CACHE_ROOT"
 
 if needs h2spec "$H2SPEC_VERSION"; then
-  W=$CACHE_ROOT/src/h2spec; mkdir -p "$W"
-  cat > "$W/go.mod" <<MOD
-module tollway.local/h2specbuild
-
-go 1.24.0
-MOD
-  rm -f "$W/go.sum"
+  W=$CACHE_ROOT/src/h2spec
+  go_wrapper "$W" tollway.local/h2specbuild
   step "h2spec $H2SPEC_VERSION: resolving modules"
   (cd "$W" && go get -tool "github.com/summerwind/h2spec/cmd/h2spec@$H2SPEC_VERSION" "${H2SPEC_DEPS[@]}")
-  step "h2spec $H2SPEC_VERSION: compiling"
-  (cd "$W" && "${NICE[@]}" go build -trimpath \
-     -ldflags "-s -w -X main.VERSION=${H2SPEC_VERSION%%+*} -X main.COMMIT=module-proxy" \
-     -o "$BIN/h2spec.tmp" github.com/summerwind/h2spec/cmd/h2spec)
-  mv "$BIN/h2spec.tmp" "$BIN/h2spec"; stamp h2spec "$H2SPEC_VERSION"
-  step "h2spec $H2SPEC_VERSION: done"
+  go_build_tool h2spec "$H2SPEC_VERSION" "$W" github.com/summerwind/h2spec/cmd/h2spec \
+    -ldflags "-s -w -X main.VERSION=${H2SPEC_VERSION%%+*} -X main.COMMIT=module-proxy"
 fi
 
 if needs grpcurl "$GRPCURL_VERSION"; then
-  step "grpcurl $GRPCURL_VERSION: resolving and compiling"
-  GOBIN_TMP=$CACHE_ROOT/src/grpcurl-bin; mkdir -p "$GOBIN_TMP"
-  (cd "$CACHE_ROOT/src" && GOBIN=$GOBIN_TMP "${NICE[@]}" go install -trimpath \
-     -ldflags "-s -w -X main.version=$GRPCURL_VERSION" \
-     "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION")
-  mv "$GOBIN_TMP/grpcurl" "$BIN/grpcurl"; stamp grpcurl "$GRPCURL_VERSION"
-  step "grpcurl $GRPCURL_VERSION: done"
+  go_install grpcurl "$GRPCURL_VERSION" github.com/fullstorydev/grpcurl/cmd/grpcurl \
+    -ldflags "-s -w -X main.version=$GRPCURL_VERSION"
 fi
 
 step "h2spec and grpcurl present in $BIN"

@@ -23,50 +23,19 @@ CACHE=$CACHE_ROOT/$K8S_VERSION
 BIN=$CACHE/bin
 if [ "${1:-}" = "--bin-dir" ]; then echo "$BIN"; exit 0; fi
 
-export CGO_ENABLED=0
-export GOTOOLCHAIN=${GOTOOLCHAIN:-local}   # Go 1.26 satisfies every pinned go.mod; never fetch one silently
-export GOFLAGS="-p=2 ${GOFLAGS:-}"          # 2 shared cores: one link at a time per package set
-NICE=(nice -n 10)
-
-# sudo resets PATH (secure_path): look where the Go tarball installs before giving up.
-if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH=$PATH:/usr/local/go/bin; fi
-if ! command -v go >/dev/null; then
-  echo "build.sh: the Go toolchain is not on PATH; install Go >= 1.24 (e.g. /usr/local/go/bin) and retry." >&2
-  exit 2
-fi
-
-mkdir -p "$BIN" "$CACHE/src"
-# One builder at a time per cache folder: a second `up` or CI run waits instead of racing.
-exec 9>"$CACHE/.build.lock"
-if ! flock -n 9; then
-  echo "build: another build holds $CACHE/.build.lock; waiting for it"
-  flock 9
-fi
-
-START=$(date +%s)
-step() { echo "build: [$(( $(date +%s) - START ))s] $*"; }
-
-# needs NAME VERSION: true when bin/NAME is missing or stamped with another version.
-needs() { [ ! -x "$BIN/$1" ] || [ "$(cat "$BIN/.$1.version" 2>/dev/null)" != "$2" ]; }
-stamp() { echo "$2" > "$BIN/.$1.version"; }
+# The toolchain, the lock on the cache folder, `needs`/`stamp` and the build steps, shared with
+# the other Go build scripts (sudo resets PATH: it also looks where the Go tarball installs).
+# shellcheck source-path=SCRIPTDIR source=../gobuild.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../gobuild.sh"
+gobuild_start build.sh "$CACHE"
 
 # --- etcd: its server module replaces ../api, so it also needs a wrapper (etcd-io/etcd#18501).
 if needs etcd "$ETCD_VERSION"; then
   step "etcd $ETCD_VERSION: resolving modules"
-  W=$CACHE/src/etcd; mkdir -p "$W"
-  cat > "$W/go.mod" <<MOD
-module tollway.local/etcdbuild
-
-go 1.24.0
-
-require go.etcd.io/etcd/server/v3 $ETCD_VERSION
-MOD
-  rm -f "$W/go.sum"
+  W=$CACHE/src/etcd
+  go_wrapper "$W" tollway.local/etcdbuild "go.etcd.io/etcd/server/v3 $ETCD_VERSION"
   (cd "$W" && go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION")
-  step "etcd $ETCD_VERSION: compiling"
-  (cd "$W" && "${NICE[@]}" go build -trimpath -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3)
-  mv "$BIN/etcd.tmp" "$BIN/etcd"; stamp etcd "$ETCD_VERSION"
-  step "etcd $ETCD_VERSION: done"
+  go_build_tool etcd "$ETCD_VERSION" "$W" go.etcd.io/etcd/server/v3
 fi
 
 # --- Kubernetes: one wrapper module for all five binaries, sharing one compile cache.
@@ -116,24 +85,14 @@ fi
 
 # --- CoreDNS: its go.mod has no replace directives, so `go install` works as published.
 if needs coredns "$COREDNS_VERSION"; then
-  step "coredns $COREDNS_VERSION: resolving and compiling"
-  GOBIN_TMP=$CACHE/src/coredns-bin; mkdir -p "$GOBIN_TMP"
-  (cd "$CACHE/src" && GOBIN=$GOBIN_TMP "${NICE[@]}" go install -trimpath -tags grpcnotrace \
-     -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=module-proxy-$COREDNS_VERSION" \
-     "github.com/coredns/coredns@$COREDNS_VERSION")
-  mv "$GOBIN_TMP/coredns" "$BIN/coredns"; stamp coredns "$COREDNS_VERSION"
-  step "coredns $COREDNS_VERSION: done"
+  go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns -tags grpcnotrace \
+    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=module-proxy-$COREDNS_VERSION"
 fi
 
 # --- Helm, for the chart's tests (helm lint, template, install on the dev cluster).
 if needs helm "$HELM_VERSION"; then
-  step "helm $HELM_VERSION: resolving and compiling"
-  GOBIN_TMP=$CACHE/src/helm-bin; mkdir -p "$GOBIN_TMP"
-  (cd "$CACHE/src" && GOBIN=$GOBIN_TMP "${NICE[@]}" go install -trimpath \
-     -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
-     "helm.sh/helm/v4/cmd/helm@$HELM_VERSION")
-  mv "$GOBIN_TMP/helm" "$BIN/helm"; stamp helm "$HELM_VERSION"
-  step "helm $HELM_VERSION: done"
+  go_install helm "$HELM_VERSION" helm.sh/helm/v4/cmd/helm \
+    -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
 fi
 
 step "all binaries present in $BIN"

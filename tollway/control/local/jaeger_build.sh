@@ -21,41 +21,17 @@ CACHE=$CACHE_ROOT/$JAEGER_VERSION
 BIN=$CACHE/bin
 if [ "${1:-}" = "--bin-dir" ]; then echo "$BIN"; exit 0; fi
 
-export CGO_ENABLED=0
-export GOTOOLCHAIN=${GOTOOLCHAIN:-local}   # never fetch a toolchain silently
-export GOFLAGS="-p=2 ${GOFLAGS:-}"          # 2 shared cores
-NICE=(nice -n 10)
+# The toolchain, the lock on the cache folder, `needs`/`stamp` and the build steps, shared with
+# the other Go build scripts.
+# shellcheck source-path=SCRIPTDIR source=../../gobuild.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../gobuild.sh"
+gobuild_start "jaeger build.sh" "$CACHE"
 
-if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH=$PATH:/usr/local/go/bin; fi
-if ! command -v go >/dev/null; then
-  echo "jaeger build.sh: the Go toolchain is not on PATH; install Go >= 1.24 (e.g. /usr/local/go/bin) and retry." >&2
-  exit 2
-fi
-
-mkdir -p "$BIN" "$CACHE/src"
-exec 9>"$CACHE/.build.lock"
-if ! flock -n 9; then
-  echo "build: another build holds $CACHE/.build.lock; waiting for it"
-  flock 9
-fi
-
-START=$(date +%s)
-step() { echo "build: [$(( $(date +%s) - START ))s] $*"; }
-
-if [ ! -x "$BIN/jaeger" ] || [ "$(cat "$BIN/.jaeger.version" 2>/dev/null)" != "$JAEGER_VERSION" ]; then
-  W=$CACHE/src/wrapper; mkdir -p "$W"
-  cat > "$W/go.mod" <<MOD
-module tollway.local/jaegerbuild
-
-go 1.24.0
-MOD
-  rm -f "$W/go.sum"
+if needs jaeger "$JAEGER_VERSION"; then
+  W=$CACHE/src/wrapper
+  go_wrapper "$W" tollway.local/jaegerbuild
   step "jaeger $JAEGER_VERSION: resolving modules (first time: a large download)"
   (cd "$W" && go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION")
-  step "jaeger $JAEGER_VERSION: compiling"
-  (cd "$W" && "${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$BIN/jaeger.tmp" \
-     github.com/jaegertracing/jaeger/cmd/jaeger)
-  mv "$BIN/jaeger.tmp" "$BIN/jaeger"; echo "$JAEGER_VERSION" > "$BIN/.jaeger.version"
-  step "jaeger $JAEGER_VERSION: done"
+  go_build_tool jaeger "$JAEGER_VERSION" "$W" github.com/jaegertracing/jaeger/cmd/jaeger -ldflags "-s -w"
 fi
 step "jaeger present in $BIN"
