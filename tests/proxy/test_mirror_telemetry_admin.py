@@ -54,6 +54,32 @@ def test_mirror_sends_shadow_copy_with_suffixed_host(harness: Harness) -> None:
     assert main.requests[0]["headers"]["host"] == "myapp:8080"
 
 
+def test_each_mirror_decides_alike_with_and_without_a_body(harness: Harness) -> None:
+    """A request without a body sends its copies at once, one with a body collects them
+    first: both take mirrorPercentage (0%: never) and count a copy to a cluster that is
+    not in the snapshot as failed, without touching the request."""
+    main, full = harness.upstream("main"), harness.upstream("full")
+    never = harness.upstream("never")
+    r = types.Route(
+        clusters=(types.WeightedCluster(cluster="main"),),
+        mirrors=(
+            types.Mirror(cluster="full"),
+            types.Mirror(cluster="never", percent=0.0),
+            types.Mirror(cluster="gone"),
+        ),
+    )
+    p = harness.proxy(config([r], [cluster("main", main), cluster("full", full),
+                                   cluster("never", never)]))
+    for _ in range(2):
+        assert httpx.get(_url(p, "/g")).json()["upstream"] == "main"
+        assert httpx.post(_url(p, "/p"), content=b"body").json()["upstream"] == "main"
+    _wait(lambda: len(full.requests) == 4)
+    assert sorted((c["method"], c["body_len"]) for c in full.requests) == [
+        ("GET", 0), ("GET", 0), ("POST", 4), ("POST", 4)]
+    assert never.requests == [] and len(main.requests) == 4
+    assert p.mirrorer.failed == 2 * 2
+
+
 def test_slow_or_dead_mirror_never_slows_or_fails_the_request(harness: Harness) -> None:
     main, shadow = harness.upstream("main"), harness.upstream("shadow")
     # held for the whole test: 2 in flight, 2 queued and 16 dropped whatever the pace (at

@@ -219,6 +219,9 @@ _HOST_LINES_MAX = 256
 
 
 def _host_lines(authority: str) -> tuple[bytes, bytes]:
+    lines = _HOST_LINES.get(authority)
+    if lines is not None:
+        return lines
     lines = (
         b"\r\nhost: %s\r\n" % authority.encode("latin-1"),
         b"\r\nhost: %s\r\n" % shadow_host(authority).encode("latin-1"),
@@ -227,6 +230,17 @@ def _host_lines(authority: str) -> tuple[bytes, bytes]:
         _HOST_LINES.clear()
     _HOST_LINES[authority] = lines
     return lines
+
+
+def _copy_to(plan: ListenerPlan, m: types.Mirror) -> LiveCluster | None:
+    """The cluster mirror `m` copies this request to, or None: not picked by its
+    mirrorPercentage, or its cluster is not in the snapshot (counted as a failed copy)."""
+    if m.percent < 100.0 and not split.percent_hit(m.percent, _rand()):
+        return None
+    cluster = plan.clusters.get(m.cluster)
+    if cluster is None:
+        plan.mirrorer.failed += 1
+    return cluster
 
 
 def plan_copies(
@@ -254,21 +268,14 @@ def send_copies(
     pipelined: bool = True,
 ) -> None:
     """`plan_copies` then `Tap.send` for a request without a body: no Tap to collect.
-    (The loop of `_heads` inlined: no list of pairs per request, and `submit` called as
+    (The loop of `_heads` without its list of pairs per request, and `submit` called as
     a method, which the compiled build makes a native call.)"""
     mirrorer: Mirrorer = plan.mirrorer
-    lines = _HOST_LINES.get(authority)
-    if lines is None:
-        lines = _host_lines(authority)
-    old, new = lines
+    old, new = _host_lines(authority)
     for m in mirrors:
-        if m.percent < 100.0 and not split.percent_hit(m.percent, _rand()):
-            continue
-        cluster = plan.clusters.get(m.cluster)
-        if cluster is None:
-            mirrorer.failed += 1
-            continue
-        mirrorer.submit(cluster, head.replace(old, new, 1), pipelined)
+        cluster = _copy_to(plan, m)
+        if cluster is not None:
+            mirrorer.submit(cluster, head.replace(old, new, 1), pipelined)
 
 
 def _heads(
@@ -276,16 +283,9 @@ def _heads(
 ) -> list[tuple[LiveCluster, bytes]]:
     """(cluster, head with the shadow Host) per mirror that copies this request."""
     heads: list[tuple[LiveCluster, bytes]] = []
-    lines = _HOST_LINES.get(authority)
-    if lines is None:
-        lines = _host_lines(authority)
-    old, new = lines
+    old, new = _host_lines(authority)
     for m in mirrors:
-        if m.percent < 100.0 and not split.percent_hit(m.percent, _rand()):
-            continue
-        cluster = plan.clusters.get(m.cluster)
-        if cluster is None:
-            plan.mirrorer.failed += 1
-            continue
-        heads.append((cluster, head.replace(old, new, 1)))
+        cluster = _copy_to(plan, m)
+        if cluster is not None:
+            heads.append((cluster, head.replace(old, new, 1)))
     return heads
