@@ -252,13 +252,7 @@ def test_a_response_that_ends_first_then_the_client_ends_closes_the_stream() -> 
     (lambda r: [frame(wire.WINDOW_UPDATE, 0, 0, b"\0\0\0\0")], wire.PROTOCOL_ERROR),
     (lambda r: [r.headers(1, POST, flags=4), *(frame(wire.DATA, 0, 1, b"x" * 16384)
                                                for _ in range(5))], wire.FLOW_CONTROL_ERROR),
-    # malformed requests the frame layer sees
-    (lambda r: [r.headers(1, [*POST, (b"content-length", b"3")], flags=4),
-                frame(wire.DATA, 1, 1, b"toolong")], wire.PROTOCOL_ERROR),
-    (lambda r: [r.headers(1, [*POST, (b"content-length", b"9")], flags=4),
-                frame(wire.DATA, 1, 1, b"short")], wire.PROTOCOL_ERROR),
-    (lambda r: [r.headers(1, [*POST, (b"content-length", b"x")], flags=4)],
-     wire.PROTOCOL_ERROR),
+    # malformed requests the frame layer sees (a content-length mismatch: see below)
     (lambda r: [r.headers(1, POST, flags=4), r.headers(1, [(b"x", b"1")], flags=4)],
      wire.PROTOCOL_ERROR),
     (lambda r: [frame(wire.PRIORITY, 0, 3, b"\0\0\0\x03\x10")], wire.PROTOCOL_ERROR),
@@ -273,6 +267,54 @@ def test_a_response_that_ends_first_then_the_client_ends_closes_the_stream() -> 
 def test_connection_errors(frames: Any, code: int) -> None:
     raw = Raw()
     assert raw.error(*frames(raw)) == code
+
+
+TRAILERS = [(b"grpc-status", b"0")]
+
+
+@pytest.mark.parametrize("frames", [
+    lambda r: [r.headers(1, [*POST, (b"content-length", b"3")], flags=4),
+               frame(wire.DATA, 1, 1, b"toolong")],
+    lambda r: [r.headers(1, [*POST, (b"content-length", b"9")], flags=4),
+               frame(wire.DATA, 1, 1, b"short")],
+    lambda r: [r.headers(1, [*POST, (b"content-length", b"9")], flags=4),
+               frame(wire.DATA, 0, 1, b"short"), frame(wire.DATA, 0, 1, b"toolong")],
+    lambda r: [r.headers(1, [*POST, (b"content-length", b"9")], flags=4),
+               frame(wire.DATA, 0, 1, b"short"), r.headers(1, TRAILERS)],
+    lambda r: [r.headers(1, [*POST, (b"content-length", b"x")], flags=4)],
+    lambda r: [r.headers(1, [*POST, (b"content-length", b"")], flags=4)],
+    lambda r: [r.headers(1, [*POST, (b"content-length", b"x")])],  # END_STREAM too
+    lambda r: [r.headers(1, [*POST, (b"content-length", b"4")])],  # ends with no DATA
+])
+def test_a_content_length_mismatch_is_a_stream_error(frames: Any) -> None:
+    """RFC 9113 8.1.1: a content-length that is not a number, or that the DATA frames do
+    not add up to, makes the request malformed: RST_STREAM(PROTOCOL_ERROR) on that stream
+    (as nghttp2), nothing of it past the check reaches the server, and the connection
+    goes on (the next stream is served, the bytes are back in the connection window)."""
+    raw = Raw()
+    window = raw.s.recv_window
+    events = raw.send(*frames(raw))
+    assert kinds(events)[-1] == "StreamReset"
+    assert (events[-1].stream_id, events[-1].error_code, events[-1].remote_reset) == (
+        1, wire.PROTOCOL_ERROR, False)
+    assert "StreamEnded" not in kinds(events) and "TrailersReceived" not in kinds(events)
+    assert raw.rst() == [(1, wire.PROTOCOL_ERROR)]
+    assert 1 not in raw.s.streams and raw.s.closed[1] == c.BY_RESET
+    ok = [e.flow_controlled_length for e in events if type(e).__name__ == "DataReceived"]
+    raw.s.acknowledge_received_data(sum(ok), 1)  # what the server consumed
+    assert raw.s.recv_window + raw.s.recv_processed == window
+    assert kinds(raw.send(raw.headers(3))) == ["RequestReceived", "StreamEnded"]
+    assert not raw.s.terminated
+
+
+def test_a_content_length_that_matches_is_taken() -> None:
+    raw = Raw()
+    events = raw.send(raw.headers(1, [*POST, (b"content-length", b"0")]),
+                      raw.headers(3, [*POST, (b"content-length", b"5")], flags=4),
+                      frame(wire.DATA, 0, 3, b"ab"), frame(wire.DATA, 1, 3, b"cde"))
+    assert kinds(events) == ["RequestReceived", "StreamEnded", "RequestReceived",
+                             "DataReceived", "DataReceived", "StreamEnded"]
+    assert raw.rst() == []
 
 
 def test_too_many_streams_are_refused_one_by_one() -> None:

@@ -259,11 +259,13 @@ class Client:
                 # the body and refuses one that is not a number; ours, as RFC 9113 8.1 has
                 # it, takes trailers as trailers (server.py never forwards request trailers)
                 fields = [(n, v) for n, v in fields if n != "content-length"]
-            elif end:
-                # a request without a body whose content-length is not a number: h2 made it
-                # a connection error, ours hands it on and server.py's head check answers
-                # 400 on that stream (RFC 9113 8.1.1: a malformed request is a stream error)
-                fields = [(n, v) for n, v in fields if n != "content-length" or v.isdigit()]
+            else:
+                # a content-length that is not a number, or one a request ending with its
+                # HEADERS cannot match (not 0): h2 made the first a connection error and took
+                # the second; ours answers both with a stream error (RFC 9113 8.1.1, as
+                # nghttp2): see test_deliberate_*
+                fields = [(n, v) for n, v in fields
+                          if n != "content-length" or not _bad_length(v.encode(), end)]
             self.headed.add(sid)
             if end:
                 self.ended.add(sid)
@@ -277,12 +279,14 @@ class Client:
                 fields = copy.deepcopy(self.shadow).decode(spec[2], raw=True)
             except Exception:
                 fields = None
-            if fields is not None and any(n == b"content-length" and not v.isdigit()
+            if fields is not None and any(n == b"content-length" and _bad_length(v, True)
                                           for n, v in fields):
-                return b""  # a bad content-length on a bodiless request: see open point (a)
+                return b""  # a bad content-length on a bodiless request: see "headers"
             return self._block(spec[1], spec[2], True, 0, None, False)
         if kind == "data":
             _, sid, n, pad, end = spec
+            if self._past_length(sid, n, end):
+                return b""
             if sid == 0:
                 # DATA on stream 0 past MAX_FRAME_SIZE holds two connection errors; which one
                 # a server names is its choice (ours: the size, at the header; h2: the id)
@@ -304,6 +308,8 @@ class Client:
             n = min(spec[1], h2server.MAX_CONCURRENT_STREAMS - len(self.opened))
             return b"".join(self.frame(REQ) for _ in range(max(n, 0)))
         if kind == "bulk":
+            if self._past_length(spec[1], 16384 * spec[2], False):
+                return b""
             self.sent[spec[1]] = self.sent.get(spec[1], 0) + 16384 * spec[2]
             return b"".join(_bytes(DataFrame(spec[1], b"b" * 16384)) for _ in range(spec[2]))
         if kind == "settings":
@@ -360,6 +366,15 @@ class Client:
             return _raw(spec[1], 0, spec[2], b"\0" * 16385)
         raise AssertionError(kind)
 
+    def _past_length(self, sid: int, n: int, end: bool) -> bool:
+        """DATA that takes a body past its content-length, or ends it short: h2 made it a
+        connection error, ours a stream error (RFC 9113 8.1.1): see test_deliberate_*."""
+        declared = self.length.get(sid)
+        if declared is None or sid in self.ended:
+            return False
+        total = self.sent.get(sid, 0) + n
+        return total > declared or (end and total != declared)
+
     def _block(self, sid: int, block: bytes, end: bool, conts: int, pad: int | None,
                prio: bool) -> bytes:
         try:
@@ -392,6 +407,11 @@ class Client:
                 c.flags.add("END_HEADERS")
             out.append(_bytes(c, sid))
         return b"".join(out)
+
+
+def _bad_length(value: bytes, end: bool) -> bool:
+    """A first header block's content-length ours answers with a stream error."""
+    return not value.isdigit() or (end and int(value) > 0)
 
 
 def _raw(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
@@ -810,13 +830,66 @@ def test_deliberate_window_update_and_rst_stream_on_an_idle_stream_end_the_conne
 
 
 def test_deliberate_trailers_ending_a_body_short_of_its_content_length_are_refused() -> None:
+    """h2 never checked; ours: a stream error (RFC 9113 8.1.1), the connection goes on."""
     post = ("headers", ("new",), 1, False, 0, None, False)  # content-length: 5
     client = Client()
     data = PREFACE + _raw(4, 0, 0, b"") + client.frame(post) + client.frame(
         ("data", ("ref", 0), 2, None, False))
     data += _raw(1, 0x5, 1, client.enc.encode(FIELD_SETS[TRAILERS]))  # END_STREAM|END_HEADERS
     d = Driver(_ours()(), library=False)
-    assert d.feed(data).error == _C.PROTOCOL_ERROR
+    step = d.feed(data + _raw(6, 0, 0, b"t" * 8))
+    assert step.error is None
+    assert ("RstStreamFrame", 1, int(_C.PROTOCOL_ERROR)) in step.frames
+    assert step.events[-2:] == [("StreamReset", 1, int(_C.PROTOCOL_ERROR), False),
+                                ("PingReceived", b"t" * 8)]
+
+
+def _one_request(fields: Fields, end: bool, body: list[tuple[int, bool]]) -> Step:
+    """A request (`body`: DATA sizes and END_STREAM flags), then a GET and a PING: one read
+    into ours."""
+    client = Client()
+    data = PREFACE + _raw(4, 0, 0, b"") + client._block(1, client.enc.encode(fields), end,
+                                                         0, None, False)
+    data += b"".join(_raw(0, 1 if e else 0, 1, b"d" * n) for n, e in body)
+    data += client._block(3, client.enc.encode(_GET), True, 0, None, False)
+    return Driver(_ours()(), library=False).feed(data + _raw(6, 0, 0, b"p" * 8))
+
+
+_POST: Fields = [(":method", "POST"), (":scheme", "http"), (":path", "/p"), (":authority", "a")]
+
+
+@pytest.mark.parametrize(("length", "end", "body"), [
+    ("x", False, []),  # h2: a connection error
+    ("x", True, []),  # h2: a connection error
+    ("", False, []),
+    ("5", True, []),  # ends with its HEADERS: h2 took it (a body of 0 is not 5)
+    ("5", False, [(6, True)]),  # h2: a connection error
+    ("5", False, [(3, False), (3, False)]),
+    ("5", False, [(4, True)]),
+    ("5", False, [(0, True)]),
+])
+def test_deliberate_a_content_length_mismatch_is_a_stream_error(
+        length: str, end: bool, body: list[tuple[int, bool]]) -> None:
+    """RFC 9113 8.1.1: a content-length that is not a number, or one the DATA frames do not
+    add up to, is a malformed request, a stream error (RST_STREAM(PROTOCOL_ERROR)) as
+    nghttp2 (Envoy) has it; h2 made most of them connection errors. The connection goes
+    on: the next request is read and a PING answered."""
+    step = _one_request([*_POST, ("content-length", length)], end, body)
+    assert step.error is None
+    assert ("RstStreamFrame", 1, int(_C.PROTOCOL_ERROR)) in step.frames
+    assert ("StreamReset", 1, int(_C.PROTOCOL_ERROR), False) in step.events
+    assert ("StreamEnded", 1) not in step.events
+    assert ("RequestReceived", 3, _fields((n.encode(), v.encode()) for n, v in _GET)) in (
+        step.events)
+    assert ("PingFrame", True, b"p" * 8) in step.frames
+
+
+def test_deliberate_the_harness_takes_a_matching_content_length() -> None:
+    """The mismatch test above can fail: the same request with a body that matches is
+    taken whole."""
+    step = _one_request([*_POST, ("content-length", "5")], False, [(2, False), (3, True)])
+    assert step.error is None and not any(f[0] == "RstStreamFrame" for f in step.frames)
+    assert ("StreamEnded", 1) in step.events
 
 
 def test_deliberate_padding_around_an_empty_headers_fragment_is_taken() -> None:

@@ -32,8 +32,11 @@ tests saw no change):
   stream error). Received bytes are handed back when the server says it consumed them
   (`acknowledge_received_data`), in WINDOW_UPDATEs of at least half the window (h2's
   algorithm), so a reader that keeps up costs one WINDOW_UPDATE per half window.
-- a request body longer or shorter than its content-length is a PROTOCOL_ERROR (an
-  HTTP/1.1 upstream frames the body by it: a mismatch would be request smuggling).
+- a request whose content-length is not a number, or whose body (the DATA frames' total,
+  0 when HEADERS ends the stream) is longer or shorter than it, is malformed (RFC 9113
+  8.1.1): a stream error, RST_STREAM(PROTOCOL_ERROR) on that stream alone, as nghttp2
+  (Envoy's codec) answers it; h2 ended the connection. Never forwarded: an HTTP/1.1
+  upstream frames the body by the length, a mismatch would be request smuggling.
 - abuse the library used to stop, now stopped here: a header block of more than
   `MAX_CONTINUATIONS` CONTINUATION frames (CVE-2024-27316) is a PROTOCOL_ERROR, and a
   block is never longer than that many frames of our MAX_FRAME_SIZE; a header list that
@@ -72,6 +75,7 @@ BY_RESET: Final = 1
 MAX_CONTINUATIONS: Final = 64  # h2's CONTINUATION_BACKLOG; Envoy (nghttp2) bounds the block too
 CLOSED_KEEP: Final = 1024  # closed streams remembered (oldest forgotten first)
 DEFAULT_WINDOW: Final = 65535
+MALFORMED_LENGTH: Final = -2  # _content_length of a value that is not a number
 
 
 # ------------------------------------------------------------------ errors
@@ -115,14 +119,17 @@ class PriorityUpdated:
 
 
 class RequestReceived:
-    __slots__ = ("headers", "priority_updated", "stream_ended", "stream_id")
+    __slots__ = ("cached", "headers", "priority_updated", "stream_ended", "stream_id")
 
     def __init__(self, stream_id: int, headers: list[Header],
-                 stream_ended: StreamEnded | None) -> None:
+                 stream_ended: StreamEnded | None, cached: bool = False) -> None:
         self.stream_id = stream_id
         self.headers = headers
         self.stream_ended = stream_ended
         self.priority_updated: PriorityUpdated | None = None
+        # (not in h2.events) the header block was one the decoder had cached: the same
+        # fields as an earlier request (server.py looks its checked head up by them)
+        self.cached = cached
 
 
 class TrailersReceived:
@@ -263,6 +270,8 @@ class ServerConnection:
         self.decoder = decoder
         self.streams: dict[int, _Stream] = {}
         self.closed: dict[int, int] = {}  # stream id -> BY_END / BY_RESET
+        self.closed_order: list[int] = []  # the same ids, a ring: the oldest is forgotten
+        self.closed_next = 0  # where in the ring the next id goes once it is full
         self.highest_inbound_stream_id = 0
         # the client's settings
         self.remote_initial_window = DEFAULT_WINDOW
@@ -428,19 +437,29 @@ class ServerConnection:
                 wire.write_rst_stream(self.out, sid, wire.STREAM_CLOSED)
                 return
             fields = self._decode(block)
+            cached = self.decoder.hit
             self.highest_inbound_stream_id = sid
             if len(self.streams) >= self.max_concurrent_streams:
                 wire.write_rst_stream(self.out, sid, wire.REFUSED_STREAM)
                 self._remember(sid, BY_RESET)
                 return
+            expected = _content_length(fields)
+            if expected == MALFORMED_LENGTH or (end and expected > 0):
+                # RFC 9113 8.1.1: a content-length that is not a number, or that a request
+                # ending here (no DATA) cannot match, makes the request malformed: a stream
+                # error (as nghttp2 and Envoy answer it); the connection goes on
+                wire.write_rst_stream(self.out, sid, wire.PROTOCOL_ERROR)
+                self._remember(sid, BY_RESET)
+                events.append(StreamReset(sid, wire.PROTOCOL_ERROR, False))
+                return
             stream = _Stream(sid, self.remote_initial_window, self.local_initial_window)
             if end:
                 stream.state = REMOTE_CLOSED
             else:
-                stream.expected = _content_length(fields)
+                stream.expected = expected
             self.streams[sid] = stream
             ended = StreamEnded(sid) if end else None
-            request = RequestReceived(sid, fields, ended)
+            request = RequestReceived(sid, fields, ended, cached)
             events.append(request)
             if ended is not None:
                 events.append(ended)
@@ -456,8 +475,9 @@ class ServerConnection:
             raise ProtocolError(wire.PROTOCOL_ERROR, f"trailers on stream {sid} without "
                                 "END_STREAM")
         if stream.expected >= 0 and stream.received != stream.expected:
-            raise ProtocolError(wire.PROTOCOL_ERROR, f"stream {sid}: a body of "
-                                f"{stream.received} bytes, content-length {stream.expected}")
+            # a body short of its content-length (RFC 9113 8.1.1): a stream error
+            self._stream_error(stream, wire.PROTOCOL_ERROR, events)
+            return
         ended = StreamEnded(sid)
         trailers = TrailersReceived(sid, fields, ended)
         events.append(trailers)
@@ -490,8 +510,11 @@ class ServerConnection:
         if stream.expected >= 0:
             stream.received += len(data)
             if stream.received > stream.expected or (end and stream.received != stream.expected):
-                raise ProtocolError(wire.PROTOCOL_ERROR, f"stream {sid}: body length differs "
-                                    f"from content-length {stream.expected}")
+                # the body differs from its content-length (RFC 9113 8.1.1): a stream error;
+                # the frame never reaches the server, its bytes go back to the connection
+                self._processed(flow)
+                self._stream_error(stream, wire.PROTOCOL_ERROR, events)
+                return
         if end:
             ended = StreamEnded(sid)
             events.append(DataReceived(sid, data, flow, ended))
@@ -582,10 +605,19 @@ class ServerConnection:
         self._remember(stream.sid, how)
 
     def _remember(self, sid: int, how: int) -> None:
+        """At most CLOSED_KEEP closed streams, the oldest forgotten first (a ring of their
+        ids: `next(iter(dict))` to find the oldest scans the deleted slots a dict keeps at
+        its front, ~1,500 instructions a stream)."""
         closed = self.closed
+        order = self.closed_order
+        if len(order) < CLOSED_KEEP:
+            order.append(sid)
+        else:
+            at = self.closed_next
+            closed.pop(order[at], None)
+            order[at] = sid
+            self.closed_next = at + 1 if at + 1 < CLOSED_KEEP else 0
         closed[sid] = how
-        if len(closed) > CLOSED_KEEP:
-            del closed[next(iter(closed))]
 
     def _stream_error(self, stream: _Stream, code: int, events: list[Event]) -> None:
         """RFC 9113 5.4.2: RST_STREAM(code), the stream closed, the server told."""
@@ -642,6 +674,26 @@ class ServerConnection:
                            self.max_outbound_frame_size)
         if end_stream:
             self._local_end(stream)
+
+    def send_response(self, stream_id: int, block: bytes, data: bytes, end_stream: bool) -> bool:
+        """`send_header_block` and `send_data` in one: a response head's block and its body
+        as one DATA frame, written together (the common small response). False, with
+        nothing sent, when the body does not fit the client's windows or frame size now
+        (or the head went out already): the caller sends them one by one."""
+        stream = self._sendable(stream_id)
+        n = len(data)
+        top = self.max_outbound_frame_size
+        if (stream.head_sent or n > stream.send_window or n > self.send_window or n > top
+                or len(block) >= top):  # (>=: a table size update may go in front)
+            return False
+        stream.head_sent = True
+        stream.send_window -= n
+        self.send_window -= n
+        wire.write_headers_data(self.out, stream_id, self.encoder.prefix(block), data,
+                                end_stream)
+        if end_stream:
+            self._local_end(stream)
+        return True
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         """One DATA frame: within the client's windows and frame size (the caller asks
@@ -746,11 +798,11 @@ class ServerConnection:
 
 
 def _content_length(fields: list[Header]) -> int:
-    """A request's content-length (RFC 9113 8.1.1), -1 when it has none; a value that is
-    not a number is a malformed request."""
+    """A request's content-length (RFC 9113 8.1.1), -1 when it has none,
+    MALFORMED_LENGTH when it is not a number (a malformed request)."""
     for name, value in fields:
         if name == b"content-length":
             if not value.isdigit():
-                raise ProtocolError(wire.PROTOCOL_ERROR, f"content-length {value[:20]!r}")
+                return MALFORMED_LENGTH
             return int(value)
     return -1

@@ -10,8 +10,6 @@ client reads "unavailable" for a 503 and its retry policy can act on it.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from tollway.proxy.core.grpc import http_to_grpc
 from tollway.proxy.http1.parse import RESPONSE_HOP_BY_HOP
 
@@ -21,18 +19,34 @@ Header = tuple[bytes, bytes]
 _H2_DROP = RESPONSE_HOP_BY_HOP | {b"host", b"http2-settings"}
 
 
-class RequestHead(NamedTuple):
-    """A request's pseudo headers and regular fields, as the chain reads them."""
+class RequestHead:
+    """A request's pseudo headers and regular fields, as the chain reads them.
 
-    method: str
-    scheme: str
-    authority: str
-    path: str
-    headers: dict[str, str]  # lowercase name -> value, repeats joined
-    raw: list[Header]  # regular fields as received (no pseudo headers)
-    size: int  # bytes of names and values (what a 431 limit counts)
-    content_length: int | None
-    grpc: bool
+    A plain (compiled) class, not a NamedTuple: building a NamedTuple runs its Python-level
+    `__new__`, ~3,000 instructions a request on the compiled build."""
+
+    __slots__ = ("authority", "content_length", "grpc", "headers", "method", "path", "raw",
+                 "scheme", "size")
+
+    def __init__(self, method: str, scheme: str, authority: str, path: str,
+                 headers: dict[str, str], raw: list[Header], size: int,
+                 content_length: int | None, grpc: bool) -> None:
+        self.method = method
+        self.scheme = scheme
+        self.authority = authority
+        self.path = path
+        self.headers = headers  # lowercase name -> value, repeats joined
+        self.raw = raw  # regular fields as received (no pseudo headers)
+        self.size = size  # bytes of names and values (what a 431 limit counts)
+        self.content_length = content_length
+        self.grpc = grpc
+
+    def copy(self) -> RequestHead:
+        """The same head with its own header dict and field list (an Exchange changes
+        both: header operations, XFF, XFCC, JWT claims)."""
+        return RequestHead(self.method, self.scheme, self.authority, self.path,
+                           dict(self.headers), list(self.raw), self.size,
+                           self.content_length, self.grpc)
 
 
 class HeadError(ValueError):
@@ -181,6 +195,32 @@ def request_head(fields: list[Header]) -> RequestHead:
         length = int(cl)
     grpc = headers.get("content-type", "").startswith("application/grpc")
     return RequestHead(method, scheme, authority, path, headers, raw, size, length, grpc)
+
+
+# Whole request heads already checked, by their header list: a client that repeats a
+# request sends the same HPACK block, which the connection's decoder answers from its
+# cache (hpack_fast.CachingDecoder, RequestReceived.cached) - the same fields again. Only
+# those lists are looked up here (a fresh list with a unique field would only miss), and
+# a hit hands out a copy (`RequestHead.copy`). The result depends on nothing but the
+# list, so one memo serves every connection. Bounded: cleared when full, small heads only.
+HEADS_MAX = 256
+HEAD_SIZE = 4096
+_HEADS: dict[tuple[Header, ...], RequestHead] = {}
+
+
+def request_head_repeated(fields: list[Header]) -> RequestHead:
+    """`request_head` of a header list a client is likely to have sent before (see
+    above); raises as `request_head` does (a refused list is never remembered)."""
+    key = tuple(fields)
+    hit = _HEADS.get(key)
+    if hit is not None:
+        return hit.copy()
+    head = request_head(fields)
+    if head.size <= HEAD_SIZE:
+        if len(_HEADS) >= HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[key] = head.copy()
+    return head
 
 
 # Memos of response_fields, line by line: an upstream repeats its header lines from one

@@ -141,6 +141,7 @@ class CachingDecoder:
     def __init__(self) -> None:
         self.inner = hpack.Decoder()
         self.cache: dict[bytes, list[Header]] = {}
+        self.hit = False  # the last block was answered from the cache (a repeated request)
 
     @property
     def max_header_list_size(self) -> int:
@@ -173,7 +174,9 @@ class CachingDecoder:
         cache = self.cache
         hit = cache.get(data)
         if hit is not None:
+            self.hit = True
             return list(hit)
+        self.hit = False
         if not indexed_only(data):
             cache.clear()  # the table may change under this block
             return list(self.inner.decode(data, raw=raw))

@@ -191,7 +191,8 @@ class H2Server(asyncio.Protocol):
         for ev in events:
             if isinstance(ev, h2c.RequestReceived):
                 guard.other_frame()
-                bad = self._request(ev.stream_id, ev.headers, ev.stream_ended is not None)
+                bad = self._request(ev.stream_id, ev.headers, ev.stream_ended is not None,
+                                    ev.cached)
                 if bad is not None:
                     self.runtime.protocol_errors += 1
                     log.info("h2 connection from %s closed: %s", self.peer[0], bad)
@@ -240,9 +241,12 @@ class H2Server(asyncio.Protocol):
         self.flush_soon()
 
     # ------------------------------------------------------------ events
-    def _request(self, sid: int, fields: list[hh.Header], ended: bool) -> str | None:
+    def _request(self, sid: int, fields: list[hh.Header], ended: bool,
+                 repeated: bool = False) -> str | None:
         """Stream `sid` opened: its exchange dispatched. A malformed header list is a
-        connection error: its reason is returned (RFC 9113 8.1.1, as h2 and Envoy)."""
+        connection error: its reason is returned (RFC 9113 8.1.1, as h2 and Envoy).
+        `repeated`: the header block came from the decoder's cache (the checked head is
+        looked up: headers.request_head_repeated)."""
         if self.goaway_last is not None and sid > self.goaway_last:
             self._reset_quietly(sid, wire.REFUSED_STREAM)
             return None
@@ -252,10 +256,11 @@ class H2Server(asyncio.Protocol):
             plan = plan.for_port(self.orig_port)
         if self.principal is not None:  # mTLS: the plan labelled with this peer
             plan = self.peer_view(plan)
-        stream = H2Stream(self, sid)
+        now = self.loop.time()
+        stream = H2Stream(self, sid, now)
         self.streams[sid] = stream
         try:
-            head = hh.request_head(fields)
+            head = hh.request_head_repeated(fields) if repeated else hh.request_head(fields)
         except hh.Malformed as exc:
             self.streams.pop(sid, None)
             return str(exc)
@@ -278,7 +283,7 @@ class H2Server(asyncio.Protocol):
         authority = head.authority or self.orig_dst
         ex = Exchange(
             plan, head.method, head.path, path, authority, head.headers, head.raw,
-            self.loop.time(), self.peer[0], self.peer[1], self.principal, self.tls,
+            now, self.peer[0], self.peer[1], self.principal, self.tls,
             False, True, False, head.size,
         )  # fmt: skip
         stream.ex = ex
@@ -497,7 +502,7 @@ class H2Stream:
         "upstream_paused",
     )
 
-    def __init__(self, server: H2Server, sid: int) -> None:
+    def __init__(self, server: H2Server, sid: int, now: float) -> None:
         self.server = server
         self.sid = sid
         self.ex: Exchange | None = None
@@ -514,7 +519,7 @@ class H2Stream:
         self.paused_in = False
         self.unacked = 0
         self.upstream_paused = False
-        self.opened = self.progress = server.loop.time()
+        self.opened = self.progress = now
         self.transport = self
         self.trailers: list[hh.Header] | None = None  # an HTTP/2 upstream's, sent at the end
         self.mode = response.PASS  # how the upstream delimits the response body
@@ -654,13 +659,22 @@ class H2Stream:
             fields = self.head_fields
             if fields is not None:
                 self.head_fields = None
-                ended = self.end_pending and not out and not self.trailers
-                block = self.head_block
-                if block is not None:  # encoded once for every response with this head
-                    self.head_block = None
-                    conn.send_header_block(self.sid, block, end_stream=ended)
+                block = self.head_block  # encoded once for every response with this head
+                self.head_block = None
+                last = self.end_pending and not self.trailers
+                if block is not None and out and conn.send_response(self.sid, block,
+                                                                    bytes(out), last):
+                    # the common response: its head and all of its body (and the end) in
+                    # one call, the two frames written together
+                    out.clear()
+                    sent = 1
+                    ended = last
                 else:
-                    conn.send_headers(self.sid, fields, end_stream=ended)
+                    ended = last and not out
+                    if block is not None:
+                        conn.send_header_block(self.sid, block, end_stream=ended)
+                    else:
+                        conn.send_headers(self.sid, fields, end_stream=ended)
             if out:
                 last = self.end_pending and not self.trailers
                 while out:
@@ -770,6 +784,9 @@ class H2Stream:
         if self.finished:
             return
         self.finished = True
+        if self.unacked:  # DATA held back (paused): its bytes go back to the connection
+            self.server._ack(self.unacked, self.sid)
+            self.unacked = 0
         ex = self.ex
         if ex is not None:
             if ex.forward is not None:

@@ -76,6 +76,7 @@ MAX_MAX_FRAME_SIZE: Final = (1 << 24) - 1
 MAX_WINDOW: Final = (1 << 31) - 1
 
 _HEAD = Struct(">IBI")  # (length << 8 | type), flags, stream id: the 9-byte frame header
+_HEAD2 = Struct(">IBIIBI")  # two of them (HEADERS and DATA of one response)
 _SETTING = Struct(">HI")
 _U32 = Struct(">I")
 _U32x2 = Struct(">II")
@@ -295,6 +296,18 @@ def write_headers(out: bytearray, sid: int, block: bytes, end_stream: bool,
         out += _HEAD.pack((len(piece) << 8) | CONTINUATION,
                           END_HEADERS if pos >= n else 0, sid)
         out += piece
+
+
+def write_headers_data(out: bytearray, sid: int, block: bytes, data: bytes,
+                       end_stream: bool) -> None:
+    """HEADERS (the whole block: the caller keeps it within the peer's frame size) and
+    one DATA frame, END_STREAM on the DATA when asked: both frame headers in one pack."""
+    heads = _HEAD2.pack((len(block) << 8) | HEADERS, END_HEADERS, sid,
+                        (len(data) << 8) | DATA, END_STREAM if end_stream else 0, sid)
+    out += heads[:9]
+    out += block
+    out += heads[9:]
+    out += data
 
 
 def write_data(out: bytearray, sid: int, data: bytes, end_stream: bool) -> None:
