@@ -135,6 +135,35 @@ def test_request_checks_refuse_exactly_what_h2_refuses(extra: list, keep: int, a
     assert _ours_refuses(fields) == _h2_refuses(fields), fields
 
 
+def _as_tuple(head: hh.RequestHead) -> tuple:
+    return (head.method, head.scheme, head.authority, head.path, head.headers, head.raw,
+            head.size, head.content_length, head.grpc)
+
+
+@given(st.lists(st.tuples(field_names, field_values), max_size=8), st.integers(0, 4))
+@settings(max_examples=300, deadline=None)
+def test_a_head_kept_on_the_decoders_cache_entry_is_what_request_head_answers(
+        extra: list, keep: int) -> None:
+    """A repeated block's head comes from its cache entry: the same head (or the same
+    refusal) as request_head, every time, and a refused list leaves nothing on the entry.
+    (The server copies the shared head's dict and list for each exchange: the live test
+    below.)"""
+    from tollway.proxy.h2.hpack_fast import CachedBlock
+    fields = base[:keep] + extra + base[keep:]
+    entry = CachedBlock(list(fields))
+    try:
+        expected = _as_tuple(hh.request_head(list(fields)))
+    except hh.HeadError as exc:
+        for _ in range(2):
+            with pytest.raises(type(exc)):
+                hh.request_head_cached(list(fields), entry)
+        assert entry.note is None
+        return
+    first = hh.request_head_cached(list(fields), entry)
+    assert _as_tuple(first) == expected and entry.note is first
+    assert hh.request_head_cached(list(fields), entry) is first  # kept, shared
+
+
 def test_cookies_are_one_field_for_an_http1_upstream() -> None:
     head = hh.request_head([*base, (b"cookie", b"a=1"), (b"x", b"1"), (b"cookie", b"b=2")])
     assert (b"cookie", b"a=1; b=2") in head.raw and head.headers["cookie"] == "a=1; b=2"

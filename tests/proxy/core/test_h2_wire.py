@@ -66,7 +66,7 @@ frame_specs = st.one_of(
 @settings(max_examples=150, deadline=None)
 def test_what_the_writers_write_the_reader_reads_back_across_any_read_boundaries(
         specs: list, cuts: list[int]) -> None:
-    out = bytearray()
+    out: list[bytes] = []
     expected: list = []
     for spec in specs:
         kind = spec[0]
@@ -96,7 +96,7 @@ def test_what_the_writers_write_the_reader_reads_back_across_any_read_boundaries
         else:
             wire.write_window_update(out, spec[1], spec[2])
             expected.append(("window", spec[1], spec[2]))
-    frames = read_all(bytes(out), cuts, max_frame_size=20000)
+    frames = read_all(b"".join(out), cuts, max_frame_size=20000)
     got: list = []
     i = 0
     while i < len(frames):
@@ -129,9 +129,9 @@ def test_what_the_writers_write_the_reader_reads_back_across_any_read_boundaries
 def test_headers_split_into_continuations_at_the_peer_frame_size(
         sid: int, block: bytes, end: bool, size: int) -> None:
     block = block * 20
-    out = bytearray()
+    out: list[bytes] = []
     wire.write_headers(out, sid, block, end, size)
-    frames = read_all(bytes(out), [], max_frame_size=size)
+    frames = read_all(b"".join(out), [], max_frame_size=size)
     assert frames[0][0] == wire.HEADERS
     assert bool(frames[0][1] & wire.END_STREAM) == end
     assert all(f[0] == wire.CONTINUATION and not f[1] & wire.END_STREAM for f in frames[1:])
@@ -281,14 +281,14 @@ def test_unknown_frame_types_come_out_unread_but_bounded() -> None:
 
 def test_what_hyperframe_reads_from_the_writers() -> None:
     """The other direction: the writers' bytes parse in hyperframe as the frames meant."""
-    out = bytearray()
+    out: list[bytes] = []
     wire.write_settings(out, [(wire.MAX_CONCURRENT_STREAMS, 100), (wire.INITIAL_WINDOW_SIZE, 7)])
     wire.write_rst_stream(out, 5, wire.CANCEL)
     wire.write_window_update(out, 0, 1000)
     wire.write_goaway(out, 9, wire.ENHANCE_YOUR_CALM, b"why")
     wire.write_ping_ack(out, b"12345678")
     wire.write_data(out, 3, b"body", True)
-    data = memoryview(bytes(out))
+    data = memoryview(b"".join(out))
     parsed = []
     while data:
         f, length = SettingsFrame.parse_frame_header(data[:9])

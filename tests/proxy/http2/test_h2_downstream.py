@@ -103,6 +103,24 @@ def test_many_streams_on_one_connection(harness: Harness) -> None:
         c.close()
 
 
+def test_a_repeated_request_gets_a_header_dict_of_its_own(harness: Harness) -> None:
+    """The same request again on one connection: its header block is indexed, the
+    decoder's cache answers it, and the checked head kept on that cache entry is shared
+    (headers.request_head_cached). Each exchange still changes only its own copy: the
+    gateway appends the peer to x-forwarded-for once per request, never onto the last."""
+    up = harness.upstream("app")
+    p = harness.proxy(config([route(("c", 100))], [cluster("c", up)], kind="gateway"))
+    c = H2Client(p.listener_address("main"))
+    try:
+        for _ in range(4):
+            reply = c.get("/same", headers=[("x-forwarded-for", "10.0.0.1")])
+            assert reply.status == 200
+        seen = [r["headers"].get("x-forwarded-for") for r in up.requests[-4:]]
+        assert seen == ["10.0.0.1,127.0.0.1"] * 4
+    finally:
+        c.close()
+
+
 def test_a_body_without_length_goes_upstream_chunked(harness: Harness) -> None:
     up, p = _proxy(harness)
     c = H2Client(p.listener_address("main"))

@@ -253,7 +253,7 @@ def test_zero_window_forever_holds_a_bounded_buffer_then_times_out(mesh: Mesh) -
     assert c.replies[sid].status == 200  # headers need no window
     time.sleep(1.0)
     held = harness.lt.call(lambda: [
-        (len(s.out), s.upstream_paused)
+        (s.out_len, s.upstream_paused)
         for conn in _h2_on_loop(p) if conn not in before for s in conn.streams.values()])
     assert held, "the stream should still be open"
     assert all(size <= OUT_HIGH + 1024 * 1024 and paused for size, paused in held), held

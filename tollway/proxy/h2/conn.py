@@ -59,7 +59,7 @@ from typing import Final
 import hpack
 
 from tollway.proxy.h2 import wire
-from tollway.proxy.h2.hpack_fast import CachingDecoder, StaticEncoder
+from tollway.proxy.h2.hpack_fast import CachedBlock, CachingDecoder, StaticEncoder
 
 Header = tuple[bytes, bytes]
 
@@ -122,13 +122,13 @@ class RequestReceived:
     __slots__ = ("cached", "headers", "priority_updated", "stream_ended", "stream_id")
 
     def __init__(self, stream_id: int, headers: list[Header],
-                 stream_ended: StreamEnded | None, cached: bool = False) -> None:
+                 stream_ended: StreamEnded | None, cached: CachedBlock | None = None) -> None:
         self.stream_id = stream_id
         self.headers = headers
         self.stream_ended = stream_ended
         self.priority_updated: PriorityUpdated | None = None
-        # (not in h2.events) the header block was one the decoder had cached: the same
-        # fields as an earlier request (server.py looks its checked head up by them)
+        # (not in h2.events) the decoder's cache entry that answered the header block: the
+        # same fields as an earlier request (server.py keeps their checked head on it)
         self.cached = cached
 
 
@@ -262,7 +262,7 @@ class ServerConnection:
         self.max_header_list_size = max_header_list_size
         self.header_table_size = header_table_size
         self.reader = wire.Reader()
-        self.out = bytearray()
+        self.out: list[bytes] = []  # frames (pieces of them) to send, joined once per flush
         self.encoder = StaticEncoder()
         decoder = CachingDecoder()
         decoder.max_header_list_size = max_header_list_size
@@ -614,7 +614,9 @@ class ServerConnection:
             order.append(sid)
         else:
             at = self.closed_next
-            closed.pop(order[at], None)
+            old = order[at]
+            if old in closed:  # (each id is remembered once: always there)
+                del closed[old]
             order[at] = sid
             self.closed_next = at + 1 if at + 1 < CLOSED_KEEP else 0
         closed[sid] = how
@@ -642,7 +644,7 @@ class ServerConnection:
         out = self.out
         if not out:
             return b""
-        data = bytes(out)
+        data = b"".join(out)
         out.clear()
         return data
 

@@ -10,8 +10,13 @@ client reads "unavailable" for a 503 and its retry policy can act on it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tollway.proxy.core.grpc import http_to_grpc
 from tollway.proxy.http1.parse import RESPONSE_HOP_BY_HOP
+
+if TYPE_CHECKING:  # (hpack_fast imports hpack: loaded with the HTTP/2 server, not before)
+    from tollway.proxy.h2.hpack_fast import CachedBlock
 
 Header = tuple[bytes, bytes]
 
@@ -40,13 +45,6 @@ class RequestHead:
         self.size = size  # bytes of names and values (what a 431 limit counts)
         self.content_length = content_length
         self.grpc = grpc
-
-    def copy(self) -> RequestHead:
-        """The same head with its own header dict and field list (an Exchange changes
-        both: header operations, XFF, XFCC, JWT claims)."""
-        return RequestHead(self.method, self.scheme, self.authority, self.path,
-                           dict(self.headers), list(self.raw), self.size,
-                           self.content_length, self.grpc)
 
 
 class HeadError(ValueError):
@@ -197,29 +195,18 @@ def request_head(fields: list[Header]) -> RequestHead:
     return RequestHead(method, scheme, authority, path, headers, raw, size, length, grpc)
 
 
-# Whole request heads already checked, by their header list: a client that repeats a
-# request sends the same HPACK block, which the connection's decoder answers from its
-# cache (hpack_fast.CachingDecoder, RequestReceived.cached) - the same fields again. Only
-# those lists are looked up here (a fresh list with a unique field would only miss), and
-# a hit hands out a copy (`RequestHead.copy`). The result depends on nothing but the
-# list, so one memo serves every connection. Bounded: cleared when full, small heads only.
-HEADS_MAX = 256
-HEAD_SIZE = 4096
-_HEADS: dict[tuple[Header, ...], RequestHead] = {}
-
-
-def request_head_repeated(fields: list[Header]) -> RequestHead:
-    """`request_head` of a header list a client is likely to have sent before (see
-    above); raises as `request_head` does (a refused list is never remembered)."""
-    key = tuple(fields)
-    hit = _HEADS.get(key)
-    if hit is not None:
-        return hit.copy()
+def request_head_cached(fields: list[Header], entry: CachedBlock) -> RequestHead:
+    """`request_head` of a header list the connection's decoder answered from its cache
+    (`entry`: a client repeating a request sends the same block, which decodes to the same
+    fields): the checked head is kept on the entry, and it is the one returned - shared,
+    so a caller that changes the header dict or the field list copies them first (the
+    server does). It lives and dies with the entry, whose fields it was made from. Raises
+    as `request_head` does (a refused list is never kept)."""
+    note = entry.note
+    if isinstance(note, RequestHead):
+        return note
     head = request_head(fields)
-    if head.size <= HEAD_SIZE:
-        if len(_HEADS) >= HEADS_MAX:
-            _HEADS.clear()
-        _HEADS[key] = head.copy()
+    entry.note = head
     return head
 
 

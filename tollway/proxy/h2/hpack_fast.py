@@ -135,13 +135,25 @@ def indexed_only(block: bytes) -> bool:
     return True
 
 
+class CachedBlock:
+    """A table-neutral block's fields, and what a reader made of them (`note`: the
+    server's checked request head), which stays right exactly as long as the entry: both
+    go when the cache is cleared (the table may have changed under the block)."""
+
+    __slots__ = ("fields", "note")
+
+    def __init__(self, fields: list[Header]) -> None:
+        self.fields = fields
+        self.note: object | None = None
+
+
 class CachingDecoder:
     """`hpack.Decoder` behind a cache of table-neutral blocks (see module doc)."""
 
     def __init__(self) -> None:
         self.inner = hpack.Decoder()
-        self.cache: dict[bytes, list[Header]] = {}
-        self.hit = False  # the last block was answered from the cache (a repeated request)
+        self.cache: dict[bytes, CachedBlock] = {}
+        self.hit: CachedBlock | None = None  # the entry that answered the last block
 
     @property
     def max_header_list_size(self) -> int:
@@ -174,9 +186,9 @@ class CachingDecoder:
         cache = self.cache
         hit = cache.get(data)
         if hit is not None:
-            self.hit = True
-            return list(hit)
-        self.hit = False
+            self.hit = hit
+            return list(hit.fields)
+        self.hit = None
         if not indexed_only(data):
             cache.clear()  # the table may change under this block
             return list(self.inner.decode(data, raw=raw))
@@ -184,5 +196,5 @@ class CachingDecoder:
         if raw:  # h2 always asks for bytes; the cache holds only those
             if len(cache) >= CACHE_MAX:
                 cache.clear()
-            cache[data] = fields
+            cache[data] = CachedBlock(fields)
         return list(fields)

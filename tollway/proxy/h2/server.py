@@ -33,7 +33,7 @@ from tollway.proxy.h2 import headers as hh
 from tollway.proxy.h2 import wire
 from tollway.proxy.h2.grpccall import GrpcCall, for_request
 from tollway.proxy.h2.guard import Guard
-from tollway.proxy.h2.hpack_fast import encode_fields
+from tollway.proxy.h2.hpack_fast import CachedBlock, encode_fields
 from tollway.proxy.http1 import response
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class H2Server(asyncio.Protocol):
             self._fail(wire.PROTOCOL_ERROR, "malformed HTTP2-Settings")
             return
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
-        bad = self._request(1, fields, ended=True)
+        bad = self._request(1, fields, True, None, self.loop.time())
         if bad is not None:
             self.runtime.protocol_errors += 1
             self._fail(wire.PROTOCOL_ERROR, bad)
@@ -188,11 +188,14 @@ class H2Server(asyncio.Protocol):
         queued = self.transport is not None and self.transport.get_write_buffer_size() > 0
         reason: str | None = None
         guard = self.guard
+        now = -1.0  # the clock, read once per read that opens streams (they came together)
         for ev in events:
             if isinstance(ev, h2c.RequestReceived):
                 guard.other_frame()
+                if now < 0:
+                    now = self.loop.time()
                 bad = self._request(ev.stream_id, ev.headers, ev.stream_ended is not None,
-                                    ev.cached)
+                                    ev.cached, now)
                 if bad is not None:
                     self.runtime.protocol_errors += 1
                     log.info("h2 connection from %s closed: %s", self.peer[0], bad)
@@ -242,11 +245,11 @@ class H2Server(asyncio.Protocol):
 
     # ------------------------------------------------------------ events
     def _request(self, sid: int, fields: list[hh.Header], ended: bool,
-                 repeated: bool = False) -> str | None:
+                 cached: CachedBlock | None, now: float) -> str | None:
         """Stream `sid` opened: its exchange dispatched. A malformed header list is a
         connection error: its reason is returned (RFC 9113 8.1.1, as h2 and Envoy).
-        `repeated`: the header block came from the decoder's cache (the checked head is
-        looked up: headers.request_head_repeated)."""
+        `cached`: the decoder's cache entry the header block came from (the checked head
+        is kept on it: headers.request_head_cached); `now`: the loop's time."""
         if self.goaway_last is not None and sid > self.goaway_last:
             self._reset_quietly(sid, wire.REFUSED_STREAM)
             return None
@@ -256,11 +259,15 @@ class H2Server(asyncio.Protocol):
             plan = plan.for_port(self.orig_port)
         if self.principal is not None:  # mTLS: the plan labelled with this peer
             plan = self.peer_view(plan)
-        now = self.loop.time()
         stream = H2Stream(self, sid, now)
         self.streams[sid] = stream
         try:
-            head = hh.request_head_repeated(fields) if repeated else hh.request_head(fields)
+            if cached is None:
+                head = hh.request_head(fields)
+                headers, raw = head.headers, head.raw
+            else:  # the kept head is shared: the exchange gets its own dict and list
+                head = hh.request_head_cached(fields, cached)
+                headers, raw = head.headers.copy(), head.raw.copy()
         except hh.Malformed as exc:
             self.streams.pop(sid, None)
             return str(exc)
@@ -282,14 +289,14 @@ class H2Server(asyncio.Protocol):
             path = normal
         authority = head.authority or self.orig_dst
         ex = Exchange(
-            plan, head.method, head.path, path, authority, head.headers, head.raw,
+            plan, head.method, head.path, path, authority, headers, raw,
             now, self.peer[0], self.peer[1], self.principal, self.tls,
             False, True, False, head.size,
         )  # fmt: skip
         stream.ex = ex
         stream.grpc = head.grpc
         if head.grpc:
-            call = stream.call = for_request(head.headers.get("content-type"), ex.start)
+            call = stream.call = for_request(headers.get("content-type"), ex.start)
             ex.grpc = call is not None
         if self.cert_hash:
             ex.attrs["peer_cert_hash"] = self.cert_hash
@@ -297,7 +304,7 @@ class H2Server(asyncio.Protocol):
             ex.attrs["original_dst"] = self.orig_dst
         ex.attrs["protocol"] = "HTTP/2"
         if head.grpc:
-            wanted = head.headers.get("grpc-timeout")
+            wanted = headers.get("grpc-timeout")
             if wanted is not None:
                 limit = hh.grpc_timeout(wanted)
                 if limit is not None:  # Istio: the header bounds the call (no cap)
@@ -386,9 +393,10 @@ class H2Server(asyncio.Protocol):
         pending = self.pending
         if pending:
             self.pending = []
+            now = self.loop.time()  # one clock read for every stream of the turn
             for stream in pending:
                 stream.queued = False
-                stream.pump()
+                stream.pump(now)
         self._flush()
 
     def _ack(self, n: int, sid: int) -> None:
@@ -490,6 +498,7 @@ class H2Stream:
         "mode",
         "opened",
         "out",
+        "out_len",
         "paused_in",
         "progress",
         "queued",
@@ -512,7 +521,10 @@ class H2Stream:
         self.head_block: bytes | None = None  # its HPACK block when memoised (relayed heads)
         self.head_done = False  # a response head (relayed or local) was taken
         self.queued = False  # in the server's list of streams to pump at the turn's end
-        self.out = bytearray()  # response bytes waiting for the client's window
+        # response bytes waiting for the client's window, as received (most responses: one
+        # piece, framed without a copy), and how many
+        self.out: list[bytes] = []
+        self.out_len = 0
         self.end_pending = False
         self.finished = False
         self.req_ended = False
@@ -628,7 +640,8 @@ class H2Stream:
                 ex.bytes_out += len(data)
             if self.call is not None:
                 self.call.responses.feed(data)
-            self.out += data
+            self.out.append(data)
+            self.out_len += len(data)
             self.server.soon(self)
 
     def response_trailers(self, fields: list[hh.Header]) -> None:
@@ -645,7 +658,7 @@ class H2Stream:
     def ends_at_close(self, received: bool) -> bool:
         return self.mode == response.RAW_CLOSE
 
-    def pump(self) -> None:
+    def pump(self, now: float) -> None:
         """Frame what the client's window allows into the connection's output; END_STREAM
         on the last DATA frame (or the trailers, or the head) once all is out. The
         caller writes the output (H2Server.turn_end, or a flush)."""
@@ -653,44 +666,53 @@ class H2Stream:
             return
         conn = self.server.conn
         out = self.out
+        sid = self.sid
         sent = 0
         ended = False
         try:
+            last = self.end_pending and not self.trailers  # the body's end ends the stream
+            data = b""
+            if out:  # the body so far, as one piece
+                data = out[0] if len(out) == 1 else b"".join(out)
+                out.clear()
             fields = self.head_fields
             if fields is not None:
                 self.head_fields = None
                 block = self.head_block  # encoded once for every response with this head
                 self.head_block = None
-                last = self.end_pending and not self.trailers
-                if block is not None and out and conn.send_response(self.sid, block,
-                                                                    bytes(out), last):
+                if block is not None and data and conn.send_response(sid, block, data, last):
                     # the common response: its head and all of its body (and the end) in
                     # one call, the two frames written together
-                    out.clear()
                     sent = 1
                     ended = last
+                    data = b""
                 else:
-                    ended = last and not out
+                    ended = last and not data
                     if block is not None:
-                        conn.send_header_block(self.sid, block, end_stream=ended)
+                        conn.send_header_block(sid, block, end_stream=ended)
                     else:
-                        conn.send_headers(self.sid, fields, end_stream=ended)
-            if out:
-                last = self.end_pending and not self.trailers
-                while out:
-                    room = min(conn.local_flow_control_window(self.sid),
+                        conn.send_headers(sid, fields, end_stream=ended)
+            if data:
+                n = len(data)
+                pos = 0
+                while pos < n:
+                    room = min(conn.local_flow_control_window(sid),
                                conn.max_outbound_frame_size)
                     if room <= 0:
                         break
                     sent += 1
-                    if len(out) <= room:  # the rest fits: one frame, the end with it
-                        conn.send_data(self.sid, bytes(out), end_stream=last)
-                        out.clear()
+                    if n - pos <= room:  # the rest fits: one frame, the end with it
+                        conn.send_data(sid, data[pos:] if pos else data, end_stream=last)
+                        pos = n
                         ended = last
                         break
-                    piece = bytes(out[:room])
-                    del out[:room]
-                    conn.send_data(self.sid, piece)
+                    conn.send_data(sid, data[pos:pos + room])
+                    pos += room
+                if pos < n:  # waits for the client's window
+                    out.append(data[pos:] if pos else data)
+                self.out_len = n - pos
+            else:
+                self.out_len = 0
             if self.end_pending and not out and not ended:
                 if self.trailers:
                     conn.send_headers(self.sid, self.trailers, end_stream=True)
@@ -702,16 +724,16 @@ class H2Stream:
             return
         server = self.server
         if sent:
-            self.progress = server.loop.time()
+            self.progress = now
             server.guard.data_sent_frames(sent)
         if ended:
-            self._done()
+            self._done(now)
             return
         self.upstream_pause()
 
     def upstream_pause(self) -> None:
         """Stop (or restart) reading the upstream: client window or socket full."""
-        want = len(self.out) > OUT_HIGH or self.server.write_blocked
+        want = self.out_len > OUT_HIGH or self.server.write_blocked
         if want != self.upstream_paused and self.ex is not None:
             fwd = self.ex.forward
             if fwd is not None:
@@ -756,7 +778,9 @@ class H2Stream:
         """A whole response of the proxy's own, framed at the end of the turn."""
         self.head_done = True
         self.head_fields = fields
-        self.out += payload
+        if payload:
+            self.out.append(payload)
+            self.out_len += len(payload)
         self.end_pending = True
         self.server.soon(self)
 
@@ -811,26 +835,29 @@ class H2Stream:
             ex.forward.abort()
         self._finish()
 
-    def _done(self) -> None:
+    def _done(self, now: float) -> None:
         """The response went out whole."""
         if not self.req_ended and not self.finished:
             # the client is still sending a body nobody will read (RFC 9113 8.1)
             self.server._reset_quietly(self.sid, wire.NO_ERROR)
             self.server._flush()
-        self._finish()
+        self._finish(now)
 
-    def _finish(self) -> None:
+    def _finish(self, now: float = -1.0) -> None:
+        """`now`: the loop's time when the caller has it (else read here)."""
         self.finished = True
         if self.unacked:
             self.server._ack(self.unacked, self.sid)
             self.unacked = 0
         server = self.server
-        if server.streams.pop(self.sid, None) is not None:
+        streams = server.streams
+        if self.sid in streams:
+            del streams[self.sid]
             server._stream_gone()
         if self.ex is not None:
-            self._record(self.ex)
+            self._record(self.ex, now)
 
-    def _record(self, ex: Exchange) -> None:
+    def _record(self, ex: Exchange, now: float = -1.0) -> None:
         """Metrics, access log and trace span of a finished stream (Exchange.end, the
         ending the HTTP/1.1 listener shares); a gRPC call is counted with its status and
         the messages not reported yet."""
@@ -840,4 +867,4 @@ class H2Stream:
             call.finish(ex)
             if ex.plan.metrics_on:
                 messages = call.unreported()
-        ex.end(self.server.loop.time(), messages)
+        ex.end(now if now >= 0 else self.server.loop.time(), messages)

@@ -277,74 +277,74 @@ def head(length: int, kind: int, flags: int, sid: int) -> bytes:
     return _HEAD.pack((length << 8) | kind, flags, sid)
 
 
-def write_headers(out: bytearray, sid: int, block: bytes, end_stream: bool,
+def write_headers(out: list[bytes], sid: int, block: bytes, end_stream: bool,
                   max_frame_size: int) -> None:
     """HEADERS, and CONTINUATIONs when the block is longer than the peer's frame size;
     END_HEADERS on the last of them, END_STREAM on the HEADERS."""
     flags = END_STREAM if end_stream else 0
     n = len(block)
     if n <= max_frame_size:
-        out += _HEAD.pack((n << 8) | HEADERS, flags | END_HEADERS, sid)
-        out += block
+        out.append(_HEAD.pack((n << 8) | HEADERS, flags | END_HEADERS, sid))
+        out.append(block)
         return
-    out += _HEAD.pack((max_frame_size << 8) | HEADERS, flags, sid)
-    out += block[:max_frame_size]
+    out.append(_HEAD.pack((max_frame_size << 8) | HEADERS, flags, sid))
+    out.append(block[:max_frame_size])
     pos = max_frame_size
     while pos < n:
         piece = block[pos:pos + max_frame_size]
         pos += len(piece)
-        out += _HEAD.pack((len(piece) << 8) | CONTINUATION,
-                          END_HEADERS if pos >= n else 0, sid)
-        out += piece
+        out.append(_HEAD.pack((len(piece) << 8) | CONTINUATION,
+                              END_HEADERS if pos >= n else 0, sid))
+        out.append(piece)
 
 
-def write_headers_data(out: bytearray, sid: int, block: bytes, data: bytes,
+def write_headers_data(out: list[bytes], sid: int, block: bytes, data: bytes,
                        end_stream: bool) -> None:
     """HEADERS (the whole block: the caller keeps it within the peer's frame size) and
     one DATA frame, END_STREAM on the DATA when asked: both frame headers in one pack."""
     heads = _HEAD2.pack((len(block) << 8) | HEADERS, END_HEADERS, sid,
                         (len(data) << 8) | DATA, END_STREAM if end_stream else 0, sid)
-    out += heads[:9]
-    out += block
-    out += heads[9:]
-    out += data
+    out.append(heads[:9])
+    out.append(block)
+    out.append(heads[9:])
+    out.append(data)
 
 
-def write_data(out: bytearray, sid: int, data: bytes, end_stream: bool) -> None:
+def write_data(out: list[bytes], sid: int, data: bytes, end_stream: bool) -> None:
     """One DATA frame (the caller keeps it within the window and the frame size)."""
-    out += _HEAD.pack((len(data) << 8) | DATA, END_STREAM if end_stream else 0, sid)
-    out += data
+    out.append(_HEAD.pack((len(data) << 8) | DATA, END_STREAM if end_stream else 0, sid))
+    out.append(data)
 
 
-def write_settings(out: bytearray, settings: list[tuple[int, int]]) -> None:
-    out += _HEAD.pack((6 * len(settings) << 8) | SETTINGS, 0, 0)
+def write_settings(out: list[bytes], settings: list[tuple[int, int]]) -> None:
+    out.append(_HEAD.pack((6 * len(settings) << 8) | SETTINGS, 0, 0))
     for ident, value in settings:
-        out += _SETTING.pack(ident, value)
+        out.append(_SETTING.pack(ident, value))
 
 
-def write_settings_ack(out: bytearray) -> None:
-    out += _SETTINGS_ACK
+def write_settings_ack(out: list[bytes]) -> None:
+    out.append(_SETTINGS_ACK)
 
 
-def write_ping_ack(out: bytearray, opaque: bytes) -> None:
-    out += _PING_ACK_HEAD
-    out += opaque
+def write_ping_ack(out: list[bytes], opaque: bytes) -> None:
+    out.append(_PING_ACK_HEAD)
+    out.append(opaque)
 
 
-def write_goaway(out: bytearray, last_sid: int, code: int, debug: bytes = b"") -> None:
-    out += _HEAD.pack(((8 + len(debug)) << 8) | GOAWAY, 0, 0)
-    out += _U32x2.pack(last_sid, code)
-    out += debug
+def write_goaway(out: list[bytes], last_sid: int, code: int, debug: bytes = b"") -> None:
+    out.append(_HEAD.pack(((8 + len(debug)) << 8) | GOAWAY, 0, 0))
+    out.append(_U32x2.pack(last_sid, code))
+    out.append(debug)
 
 
-def write_rst_stream(out: bytearray, sid: int, code: int) -> None:
-    out += _HEAD.pack((4 << 8) | RST_STREAM, 0, sid)
-    out += _U32.pack(code)
+def write_rst_stream(out: list[bytes], sid: int, code: int) -> None:
+    out.append(_HEAD.pack((4 << 8) | RST_STREAM, 0, sid))
+    out.append(_U32.pack(code))
 
 
-def write_window_update(out: bytearray, sid: int, increment: int) -> None:
-    out += _HEAD.pack((4 << 8) | WINDOW_UPDATE, 0, sid)
-    out += _U32.pack(increment)
+def write_window_update(out: list[bytes], sid: int, increment: int) -> None:
+    out.append(_HEAD.pack((4 << 8) | WINDOW_UPDATE, 0, sid))
+    out.append(_U32.pack(increment))
 
 
 _SETTINGS_ACK: Final = _HEAD.pack(SETTINGS, ACK, 0)
