@@ -161,9 +161,16 @@ def test_every_readme_command_works_in_the_order_written(tmp_path: Path) -> None
             argv = shlex.split(command)
             if argv[0] == "curl":
                 body = guide.curl(argv)
-                for color in ("blue", "green"):  # the README says who answers
-                    if f"{color} answers" in comment:
-                        assert f'"{color}"' in body, (command, body)
+                # the README says who answers; `tollway apply` returns once the change is
+                # stored, and its push reaches the client proxy a moment later: asked again
+                # until it answers so (60 s), not only the instant the apply returned
+                want = [c for c in ("blue", "green") if f"{c} answers" in comment]
+                deadline = time.monotonic() + 60
+                while want and f'"{want[0]}"' not in body and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    body = guide.curl(argv)
+                for color in want:
+                    assert f'"{color}"' in body, (command, body)
                 continue
             if argv[1] == "up":
                 guide.up(argv[2])

@@ -109,6 +109,21 @@ class Up:
             return {}
         return dict(r.json().get("status") or {}) if r.status_code == 200 else {}
 
+    def client_sends_only_to(self, workload: str) -> bool:
+        """The client proxy's applied config (its own /config_dump) sends every request for
+        the service to `workload`'s endpoints alone. The rollout's status is recorded as the
+        controller applies a change, before the push carries it to the proxies."""
+        rows = httpx.get(f"{self.url}/v1/proxies", timeout=5).json()
+        admin = next(r["admin"] for r in rows if r["workload"] == "tollway-client")
+        cfg = httpx.get(f"http://{admin}/config_dump", timeout=10).json()["config"] or {}
+        clusters = {c["name"]: c for c in cfg.get("clusters") or ()}
+        used = [wc for rt in cfg.get("route_tables") or () for vh in rt.get("virtual_hosts") or ()
+                for r in vh.get("routes") or () for wc in r.get("clusters") or ()
+                if wc.get("host") == SERVICE and wc.get("weight", 100) > 0]  # (defaults left out)
+        workloads = {e.get("workload", "") for wc in used
+                     for e in clusters.get(wc["cluster"], {}).get("endpoints") or ()}
+        return bool(used) and workloads == {workload}
+
     def command(self, action: str, body: dict[str, Any]) -> None:
         token = (self.state / "admin-token").read_text().strip()
         r = httpx.post(f"{self.url}/v1/rollouts/{NS}/{NAME}/{action}",
@@ -253,9 +268,12 @@ def test_seed14_15_healthy_canary_completes_every_step_through_the_manual_gate(
         st = up.status()
         assert st["stableRS"] == st["currentPodHash"] != stable
         assert st["currentStepIndex"] == len(steps) and st["abort"] is False
+        v2 = f"{NAME}-{st['stableRS']}"
+        _wait(lambda: up.client_sends_only_to(v2), "the client proxy to send all to v2", 60)
         n = len(load.seen)
-        _wait(lambda: len(load.seen) > n + 30, "traffic after the rollout", 30)
-        assert {v for _, v in load.seen[n:]} == {"v2"}
+        _wait(lambda: len(load.seen) > n + 30, "traffic after the rollout", 60)
+        after = load.seen[n + 1:]  # the one request in flight may predate the push
+        assert {v for _, v in after} == {"v2"}, sorted(set(after))
     finally:
         load.close()
     prom_pid = up.prometheus_pid()
@@ -294,8 +312,12 @@ def test_seed14_15_canary_with_5_percent_errors_aborts_on_fourth_failed_measurem
                         f'destination_service="{SERVICE}",response_code=~"5.*"}})')
         assert {r["metric"]["destination_workload"] for r in errors} == {
             f"{NAME}-{st['currentPodHash']}"}
+        # Degraded is recorded as the weight 0 is applied, before the push reaches the
+        # client proxy: what it applied is waited for before the traffic is read
+        v1 = f"{NAME}-{st['stableRS']}"
+        _wait(lambda: up.client_sends_only_to(v1), "the client proxy to send all to v1", 60)
         n = len(load.seen)
-        _wait(lambda: len(load.seen) > n + 50, "traffic after the abort", 30)
+        _wait(lambda: len(load.seen) > n + 50, "traffic after the abort", 60)
         after = load.seen[n + 1:]  # the one request in flight may predate the push
         assert all(s == (200, "v1") for s in after), sorted(set(after))  # all on stable
     finally:
