@@ -76,6 +76,7 @@ Percent = Annotated[float, Field(ge=0, le=100)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Labels = dict[str, str]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
 IntOrString = int | str
 
 
@@ -111,6 +112,22 @@ class WorkloadSelector(Strict):
                 raise ValueError("matchLabels keys must not be empty")
             if "*" in k or "*" in v:
                 raise ValueError(f"wildcards are not supported in a selector ({k}: {v})")
+        return self
+
+
+class AlphaWorkloadSelector(Strict):
+    """`workloadSelector: {labels: ...}` of ServiceEntry and Sidecar (networking API)."""
+
+    labels: Labels | None = None
+
+    @model_validator(mode="after")
+    def _no_wildcards(self) -> AlphaWorkloadSelector:
+        # Istio's ValidateAlphaWorkloadSelector
+        for k, v in (self.labels or {}).items():
+            if not k:
+                raise ValueError("workloadSelector label keys must not be empty")
+            if "*" in k or "*" in v:
+                raise ValueError(f"wildcards are not supported in a workloadSelector ({k}: {v})")
         return self
 
 
