@@ -101,17 +101,22 @@ class LabelSelectorRequirement(Strict):
     values: list[str] | None = None
 
 
+def _plain_labels(labels: Labels | None, field: str) -> None:
+    """Istio's selector rule (validateWorkloadSelector, ValidateAlphaWorkloadSelector):
+    no empty key and no '*' in a key or a value."""
+    for k, v in (labels or {}).items():
+        if not k:
+            raise ValueError(f"{field} keys must not be empty")
+        if "*" in k or "*" in v:
+            raise ValueError(f"wildcards are not supported in {field} ({k}: {v})")
+
+
 class WorkloadSelector(Strict):
     match_labels: Labels | None = None
 
     @model_validator(mode="after")
     def _no_wildcards(self) -> WorkloadSelector:
-        # Istio's validateWorkloadSelector
-        for k, v in (self.match_labels or {}).items():
-            if not k:
-                raise ValueError("matchLabels keys must not be empty")
-            if "*" in k or "*" in v:
-                raise ValueError(f"wildcards are not supported in a selector ({k}: {v})")
+        _plain_labels(self.match_labels, "matchLabels")
         return self
 
 
@@ -122,12 +127,7 @@ class AlphaWorkloadSelector(Strict):
 
     @model_validator(mode="after")
     def _no_wildcards(self) -> AlphaWorkloadSelector:
-        # Istio's ValidateAlphaWorkloadSelector
-        for k, v in (self.labels or {}).items():
-            if not k:
-                raise ValueError("workloadSelector label keys must not be empty")
-            if "*" in k or "*" in v:
-                raise ValueError(f"wildcards are not supported in a workloadSelector ({k}: {v})")
+        _plain_labels(self.labels, "workloadSelector labels")
         return self
 
 
