@@ -198,9 +198,12 @@ def _client_routes(mesh: Mesh, canary: int, version: str) -> bool:
     """The client proxy sends `canary`% to the canary subset, whose endpoints are exactly
     the ready replicas of `version` (a rollout's status and its ready replicas come before
     the push that carries them to the proxies)."""
-    want = sorted({m["workload"] for m in _greeters(mesh)
-                   if _stats(m["ports"]["app"])["version"] == version})
-    split = _client_split(mesh)
+    try:
+        want = sorted({m["workload"] for m in _greeters(mesh)
+                       if _stats(m["ports"]["app"])["version"] == version})
+        split = _client_split(mesh)
+    except (httpx.HTTPError, grpc.RpcError):  # a replica going away meanwhile: ask again
+        return False
     weight, workloads = split.get("canary", (0, []))
     return weight == canary and split.get("stable", (0, []))[0] == 100 - canary and (
         canary == 0 or (bool(want) and workloads == want))

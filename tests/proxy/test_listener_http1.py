@@ -173,7 +173,12 @@ def test_slow_reader_backpressure_does_not_stall_the_pooled_connection(harness: 
     slow = socket.create_connection(addr, timeout=30)
     size = 32 * 1024 * 1024
     slow.sendall(get(f"/big/{size}"))
-    time.sleep(1.0)  # the proxy's buffer to this client fills: it pauses the upstream
+    # not read until the proxy's buffer to this client filled and it paused the upstream:
+    # waited for (a fixed second moved too few bytes through a loaded host to fill it)
+    runtime = p.bound["main"].runtime
+    deadline = time.monotonic() + 60
+    while runtime.write_pauses < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     got = 0
     while got < size:
         got += len(slow.recv(1 << 20))

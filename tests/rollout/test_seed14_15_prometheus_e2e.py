@@ -113,9 +113,12 @@ class Up:
         """The client proxy's applied config (its own /config_dump) sends every request for
         the service to `workload`'s endpoints alone. The rollout's status is recorded as the
         controller applies a change, before the push carries it to the proxies."""
-        rows = httpx.get(f"{self.url}/v1/proxies", timeout=5).json()
-        admin = next(r["admin"] for r in rows if r["workload"] == "tollway-client")
-        cfg = httpx.get(f"http://{admin}/config_dump", timeout=10).json()["config"] or {}
+        try:
+            rows = httpx.get(f"{self.url}/v1/proxies", timeout=5).json()
+            admin = next(r["admin"] for r in rows if r["workload"] == "tollway-client")
+            cfg = httpx.get(f"http://{admin}/config_dump", timeout=10).json()["config"] or {}
+        except httpx.HTTPError:
+            return False
         clusters = {c["name"]: c for c in cfg.get("clusters") or ()}
         used = [wc for rt in cfg.get("route_tables") or () for vh in rt.get("virtual_hosts") or ()
                 for r in vh.get("routes") or () for wc in r.get("clusters") or ()

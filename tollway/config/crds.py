@@ -52,6 +52,7 @@ _NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
     "RequestAuthentication": ("requestauthentications", ("ra",)),
     "Telemetry": ("telemetries", ("telemetry",)),
     "WasmPlugin": ("wasmplugins", ()),
+    "TrafficExtension": ("trafficextensions", ()),
     "Rollout": ("rollouts", ("ro",)),
     "AnalysisTemplate": ("analysistemplates", ()),
     "ClusterAnalysisTemplate": ("clusteranalysistemplates", ()),

@@ -126,6 +126,15 @@ def _message(err: Any, model: type[BaseModel], path: PathKey) -> str:
         word = "at least" if kind == "too_short" else "at most"
         n = len(value) if isinstance(value, list | dict | str) else "?"
         return f"must have {word} {bound} item{'s' if bound != 1 else ''}, got {n}"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return "must not be empty"
+    if kind in ("string_too_short", "string_too_long"):
+        word = "at least" if kind == "string_too_short" else "at most"
+        bound = ctx.get("min_length" if kind == "string_too_short" else "max_length")
+        n = len(value) if isinstance(value, str) else "?"
+        return f"must be {word} {bound} characters long, got {n}"
+    if kind == "string_pattern_mismatch":
+        return f"'{value}' does not match the pattern {ctx.get('pattern')}"
     if kind in ("value_error", "assertion_error"):
         return re.sub(r"^(Value|Assertion) error, ", "", str(err["msg"]))
     return str(err["msg"])

@@ -151,6 +151,8 @@ _TABLE: tuple[KindSpec, ...] = (
     _spec(_GWAPI, "TLSRoute", accepted.RouteSpec, ignored=_GW_NOTE),
     _spec(_GWAPI, "TCPRoute", accepted.RouteSpec, ignored=_GW_NOTE),
     _spec(_GWAPI, "UDPRoute", accepted.RouteSpec, ignored=_GW_NOTE),
+    _spec(("gateway.networking.k8s.io", ("v1",)), "ListenerSet", accepted.ListenerSetSpec,
+          ignored=_GW_NOTE),
     _spec(_GWAPI, "ReferenceGrant", accepted.ReferenceGrantSpec, ignored=_GW_NOTE),
     _spec(_GWAPI, "BackendTLSPolicy", accepted.BackendTLSPolicySpec, ignored=_GW_NOTE),
     # --- accepted with a warning: Istio ----------------------------------------------
@@ -159,7 +161,11 @@ _TABLE: tuple[KindSpec, ...] = (
           "(ignored here)"),
     _spec(("extensions.istio.io", ("v1alpha1",)), "WasmPlugin", accepted.WasmPluginSpec,
           ignored="Tollway's proxy does not run Wasm plugins (ignored here)"),
+    _spec(("extensions.istio.io", ("v1alpha1",)), "TrafficExtension",
+          accepted.TrafficExtensionSpec,
+          ignored="Tollway's proxy does not run Lua or Wasm extensions (ignored here)"),
     _spec(("networking.istio.io", ("v1beta1",)), "ProxyConfig", accepted.ProxyConfigSpec,
+          spec_required=False,
           ignored="Tollway's sidecar settings (concurrency, image, environment) are its "
           "own (ignored here)"),
     _spec(_NET, "WorkloadGroup", accepted.WorkloadGroupSpec,
@@ -174,6 +180,23 @@ _TABLE: tuple[KindSpec, ...] = (
 )
 
 KINDS: dict[tuple[str, str], KindSpec] = {(s.group, s.kind): s for s in _TABLE}
+
+_MIXER = "Mixer configuration, removed in Istio 1.8; delete it (Telemetry replaces it)"
+# Upstream kinds found beside mesh manifests that Tollway deliberately does not read:
+# refused with the reason, not a bare "unknown kind", so the user knows what to do.
+NOT_MODELLED: dict[tuple[str, str], str] = {
+    ("install.istio.io", "IstioOperator"): "it configures `istioctl install`, and Tollway "
+    "runs its own control plane; keep it out of the folder Tollway reads",
+    ("argoproj.io", "Application"): "it is Argo CD's deployment from Git; point Tollway "
+    "at the manifests the Application syncs instead",
+    ("argoproj.io", "AppProject"): "it is Argo CD's project settings; point Tollway at the "
+    "manifests the Applications sync instead",
+    ("apiextensions.k8s.io", "CustomResourceDefinition"): "Tollway's kinds are built in; "
+    "keep CRDs out of the folder Tollway reads",
+    **{("config.istio.io", k): _MIXER for k in (
+        "QuotaSpec", "QuotaSpecBinding", "handler", "instance", "rule", "attributemanifest",
+        "HTTPAPISpec", "HTTPAPISpecBinding")},
+}
 # The implemented kinds by name (each name is implemented in one group only).
 KIND_VERSIONS: dict[str, tuple[str, ...]] = {
     s.kind: s.api_versions for s in _TABLE if s.ignored is None

@@ -17,7 +17,15 @@ from pydantic import ValidationError
 
 from tollway.config.errors import describe, did_you_mean, findings_from_validation
 from tollway.config.findings import Finding, Severity
-from tollway.config.kinds import ALL_KINDS, KindSpec, lookup, named, of_group
+from tollway.config.kinds import (
+    ALL_KINDS,
+    NOT_MODELLED,
+    KindSpec,
+    group_of,
+    lookup,
+    named,
+    of_group,
+)
 from tollway.config.lint import lint
 from tollway.config.resource import DEFAULT_NAMESPACE, Resource, SourceRef
 from tollway.config.source import Document, PathKey, format_path
@@ -31,6 +39,33 @@ _META_FIELDS = (
 )
 _DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+def _name_problem(kspec: KindSpec, name: str) -> str | None:
+    """Kubernetes' name rule for this kind, as its apiserver applies it: RBAC objects take
+    any path segment (`system:metrics-server`), a Service a DNS-1035 label, a Namespace a
+    DNS-1123 label, everything else (custom resources too) a DNS-1123 subdomain."""
+    if kspec.group == _RBAC_GROUP:
+        if name in (".", "..") or "/" in name or "%" in name:
+            return (f"name '{name}' must not be '.' or '..' nor contain '/' or '%' "
+                    "(a path segment name)")
+        return None
+    if kspec.group == "" and kspec.kind == "Service":
+        if not _DNS_1035.fullmatch(name) or len(name) > 63:
+            return (f"name '{name}' must be a DNS-1035 label: lowercase letters, digits and "
+                    "'-', starting with a letter, at most 63 characters (no dots)")
+        return None
+    if kspec.group == "" and kspec.kind == "Namespace":
+        if not _DNS_LABEL.fullmatch(name) or len(name) > 63:
+            return (f"name '{name}' must be a DNS-1123 label: lowercase letters, digits and "
+                    "'-', at most 63 characters (no dots)")
+        return None
+    if not _DNS_NAME.fullmatch(name) or len(name) > 253:
+        return (f"name '{name}' must be lowercase letters, digits, '-' or '.', starting and "
+                "ending with a letter or digit (a DNS-1123 name)")
+    return None
 
 
 def _closest(word: str, options: tuple[str, ...] | list[str]) -> str:
@@ -77,6 +112,8 @@ def _envelope(ctx: _Ctx, data: dict[str, Any]) -> KindSpec | None:
         elif elsewhere:
             served = " or ".join(", ".join(s.api_versions) for s in elsewhere)
             ctx.add(("apiVersion",), f"{kind} is served as {served}, not '{api}'")
+        elif (why := NOT_MODELLED.get((group_of(api)[0], kind))) is not None:
+            ctx.add(("kind",), f"{kind} ({api}) is not a kind Tollway reads: {why}")
         else:
             known = sorted({s.kind for s in ALL_KINDS})
             ctx.add(("kind",), f"unknown kind '{kind}' ({api}){_closest(kind, known)}"
@@ -85,7 +122,8 @@ def _envelope(ctx: _Ctx, data: dict[str, Any]) -> KindSpec | None:
     return spec
 
 
-def _metadata(ctx: _Ctx, data: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, str]]:
+def _metadata(ctx: _Ctx, data: dict[str, Any],
+              kspec: KindSpec) -> tuple[str, dict[str, str], dict[str, str]]:
     meta = data.get("metadata")
     if not isinstance(meta, dict):
         ctx.add(("metadata",), "metadata with a name is required")
@@ -104,9 +142,8 @@ def _metadata(ctx: _Ctx, data: dict[str, Any]) -> tuple[str, dict[str, str], dic
                 "(generateName plus a hash of this document)", Severity.INFO)
     if not isinstance(name, str) or not name:
         ctx.add(("metadata", "name"), "metadata.name is required and must be a string")
-    elif not _DNS_NAME.fullmatch(name) or len(name) > 253:
-        ctx.add(("metadata", "name"), f"name '{name}' must be lowercase letters, digits, '-' "
-                "or '.', starting and ending with a letter or digit (a DNS-1123 name)")
+    elif (problem := _name_problem(kspec, name)) is not None:
+        ctx.add(("metadata", "name"), problem)
     ns = meta.get("namespace", DEFAULT_NAMESPACE)
     if not isinstance(ns, str) or not _DNS_LABEL.fullmatch(ns) or len(ns) > 63:
         ctx.add(("metadata", "namespace"), "namespace must be a DNS-1123 label (lowercase "
@@ -182,7 +219,7 @@ def validate_document(doc: Document) -> tuple[Resource | None, list[Finding]]:
     kspec = _envelope(ctx, data)
     if kspec is None:
         return None, ctx.findings
-    namespace, labels, annotations = _metadata(ctx, data)
+    namespace, labels, annotations = _metadata(ctx, data, kspec)
     spec, prefix = _spec_of(ctx, data, kspec)
     if spec is None:
         return None, ctx.findings

@@ -251,10 +251,17 @@ def test_zero_window_forever_holds_a_bounded_buffer_then_times_out(mesh: Mesh) -
         except TimeoutError:
             pass
     assert c.replies[sid].status == 200  # headers need no window
-    time.sleep(1.0)
-    held = harness.lt.call(lambda: [
-        (s.out_len, s.upstream_paused)
-        for conn in _h2_on_loop(p) if conn not in before for s in conn.streams.values()])
+    # paused once an upstream read passes the high-water mark: polled from the head on (a
+    # fixed second could reach past the 3 s idle timeout on a loaded host)
+    held: list[tuple[int, bool]] = []
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        held = harness.lt.call(lambda: [
+            (s.out_len, s.upstream_paused)
+            for conn in _h2_on_loop(p) if conn not in before for s in conn.streams.values()])
+        if held and all(paused for _, paused in held):
+            break
+        time.sleep(0.05)
     assert held, "the stream should still be open"
     assert all(size <= OUT_HIGH + 1024 * 1024 and paused for size, paused in held), held
     reply = c.wait(sid, timeout=30)

@@ -13,8 +13,9 @@ controller's business, not ours.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
 from tollway.config.models.common import (
     IntOrString,
@@ -69,7 +70,9 @@ class IngressClassSpec(Strict):
 
 
 class NetworkPolicySpec(Strict):
-    pod_selector: LabelSelector
+    # Optional since Kubernetes 1.31 (absent = all pods, like `{}`); Istio's ambient
+    # tests apply policies without it.
+    pod_selector: LabelSelector | None = None
     policy_types: list[Literal["Ingress", "Egress"]] | None = None
     ingress: list[Blob] | None = None
     egress: list[Blob] | None = None
@@ -191,8 +194,17 @@ class K8sGatewaySpec(Strict):
     listeners: list[Blob] = Field(min_length=1, max_length=64)
     addresses: list[Blob] | None = None
     infrastructure: Blob | None = None
-    backend_tls: Blob | None = Field(None, alias="backendTLS")
+    backend_tls: Blob | None = Field(None, alias="backendTLS")  # experimental <= v1.3
     allowed_listeners: Blob | None = None
+    tls: Blob | None = None  # v1.4+: frontend validation, backend client certificate
+    default_scope: str | None = None
+
+
+class ListenerSetSpec(Strict):
+    """Gateway API ListenerSet (v1.6 standard): listeners attached to a parent Gateway."""
+
+    parent_ref: Blob
+    listeners: list[Blob] = Field(min_length=1, max_length=64)
 
 
 class RouteSpec(Strict):
@@ -228,23 +240,73 @@ class EnvoyFilterSpec(Strict):
     priority: int | None = None
 
 
+_WASM_SCHEMES = ("http", "https", "oci", "file")
+
+
+def _wasm_url(value: str) -> str:
+    # The WasmPlugin CRD's rule: a URL whose scheme is http, https, oci or file, or a
+    # scheme-less reference (`ghcr.io/org/plugin:v1`) that parses with http:// in front.
+    scheme, sep, _ = value.partition("://")
+    if sep and scheme not in _WASM_SCHEMES:
+        raise ValueError(f"url '{value}' must use one of the schemes {', '.join(_WASM_SCHEMES)}")
+    if not sep and not urlsplit("http://" + value).hostname:
+        raise ValueError(f"url '{value}' is not a URL or an image reference")
+    return value
+
+
+class WasmEnvVar(Strict):
+    name: str = Field(min_length=1, max_length=256)
+    value: str | None = Field(None, max_length=2048)
+    value_from: Literal["INLINE", "HOST"] | None = None
+
+    @model_validator(mode="after")
+    def _inline(self) -> WasmEnvVar:
+        if self.value_from == "HOST" and self.value is not None:
+            raise ValueError("value may only be set when valueFrom is INLINE")
+        return self
+
+
+class WasmVmConfig(Strict):
+    env: list[WasmEnvVar] | None = Field(None, max_length=256)
+
+    @model_validator(mode="after")
+    def _unique(self) -> WasmVmConfig:
+        names = [e.name for e in self.env or ()]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"env name '{dup[0]}' is listed twice")
+        return self
+
+
 class WasmPluginSpec(Strict):
     selector: WorkloadSelector | None = None
     target_ref: Blob | None = None
     target_refs: list[Blob] | None = None
-    url: str = Field(min_length=1)
-    sha256: str | None = None
+    url: Annotated[str, AfterValidator(_wasm_url)] = Field(min_length=1)
+    sha256: str | None = Field(None, pattern=r"(^$|^[a-f0-9]{64}$)")
     image_pull_policy: Literal["UNSPECIFIED_POLICY", "IfNotPresent", "Always"] | None = None
-    image_pull_secret: str | None = None
+    image_pull_secret: str | None = Field(None, min_length=1, max_length=253)
     plugin_config: Blob | None = None
-    plugin_name: str | None = None
+    plugin_name: str | None = Field(None, min_length=1, max_length=256)
     phase: Literal["UNSPECIFIED_PHASE", "AUTHN", "AUTHZ", "STATS"] | None = None
     priority: int | None = None
     fail_strategy: Literal["FAIL_CLOSE", "FAIL_OPEN", "FAIL_RELOAD"] | None = None
-    vm_config: Blob | None = None
+    vm_config: WasmVmConfig | None = None
     match: list[Blob] | None = None
     type: Literal["UNSPECIFIED_PLUGIN_TYPE", "HTTP", "NETWORK"] | None = None
     verification_key: str | None = None
+
+
+class TrafficExtensionSpec(Strict):
+    """Istio's TrafficExtension (extensions.istio.io/v1alpha1): Lua or Wasm code."""
+
+    selector: WorkloadSelector | None = None
+    target_refs: list[Blob] | None = None
+    phase: Literal["UNSPECIFIED", "AUTHN", "AUTHZ", "STATS"] | None = None
+    priority: int | None = None
+    match: list[Blob] | None = None
+    lua: Blob | None = None
+    wasm: Blob | None = None
 
 
 class ProxyConfigSpec(Strict):

@@ -119,16 +119,38 @@ class CanaryStep(Strict):
 
     @model_validator(mode="after")
     def _one(self) -> CanaryStep:
-        # Argo allows setCanaryScale together with setHeaderRoute (and setMirrorRoute)
-        # in one step; every other action stands alone.
         actions = set(self.model_fields_set)
-        if "set_canary_scale" in actions and actions & {"set_header_route",
-                                                        "set_mirror_route"}:
-            actions.discard("set_canary_scale")
-        if len(actions) != 1:
-            raise ValueError("each step needs exactly one of setWeight, pause, analysis, "
-                             "experiment, setCanaryScale, setHeaderRoute, setMirrorRoute")
+        if not actions:
+            raise ValueError("a step needs one of setWeight, pause, analysis, experiment, "
+                             "setCanaryScale, setHeaderRoute, setMirrorRoute or plugin")
+        # Argo (hasMultipleStepsType): at most one of setWeight, pause, experiment and
+        # analysis; setCanaryScale, setHeaderRoute, setMirrorRoute and plugin may join them.
+        main = [a for a in _MAIN_ACTIONS if a in actions]
+        if len(main) > 1:
+            raise ValueError(f"a step sets at most one of setWeight, pause, experiment, "
+                             f"analysis (this one sets {' and '.join(_camel(a) for a in main)}); "
+                             "split it into consecutive steps")
+        # Tollway's rollout runs one action per step; setCanaryScale may ride along with a
+        # header or mirror route. Any other mix Argo allows is split, in Argo's order.
+        rest = actions - {"set_canary_scale"} if actions & _ROUTES else actions
+        if len(rest) > 1:
+            order = [_camel(a) for a in _ARGO_ORDER if a in actions]
+            raise ValueError("Tollway runs one action per step (setCanaryScale may pair with "
+                             "setHeaderRoute or setMirrorRoute); split this step into "
+                             f"consecutive steps: {', '.join(order)} (the same effect as "
+                             "Argo's combined step)")
         return self
+
+
+_MAIN_ACTIONS = ("set_weight", "pause", "experiment", "analysis")
+_ROUTES = {"set_header_route", "set_mirror_route"}
+_ARGO_ORDER = ("set_canary_scale", "set_header_route", "set_mirror_route", "plugin",
+               "set_weight", "experiment", "analysis", "pause")
+
+
+def _camel(name: str) -> str:
+    head, *tail = name.split("_")
+    return head + "".join(t.title() for t in tail)
 
 
 class IstioVirtualService(Strict):

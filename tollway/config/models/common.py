@@ -76,6 +76,7 @@ Percent = Annotated[float, Field(ge=0, le=100)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Labels = dict[str, str]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
 IntOrString = int | str
 
 
@@ -100,17 +101,33 @@ class LabelSelectorRequirement(Strict):
     values: list[str] | None = None
 
 
+def _plain_labels(labels: Labels | None, field: str) -> None:
+    """Istio's selector rule (validateWorkloadSelector, ValidateAlphaWorkloadSelector):
+    no empty key and no '*' in a key or a value."""
+    for k, v in (labels or {}).items():
+        if not k:
+            raise ValueError(f"{field} keys must not be empty")
+        if "*" in k or "*" in v:
+            raise ValueError(f"wildcards are not supported in {field} ({k}: {v})")
+
+
 class WorkloadSelector(Strict):
     match_labels: Labels | None = None
 
     @model_validator(mode="after")
     def _no_wildcards(self) -> WorkloadSelector:
-        # Istio's validateWorkloadSelector
-        for k, v in (self.match_labels or {}).items():
-            if not k:
-                raise ValueError("matchLabels keys must not be empty")
-            if "*" in k or "*" in v:
-                raise ValueError(f"wildcards are not supported in a selector ({k}: {v})")
+        _plain_labels(self.match_labels, "matchLabels")
+        return self
+
+
+class AlphaWorkloadSelector(Strict):
+    """`workloadSelector: {labels: ...}` of ServiceEntry and Sidecar (networking API)."""
+
+    labels: Labels | None = None
+
+    @model_validator(mode="after")
+    def _no_wildcards(self) -> AlphaWorkloadSelector:
+        _plain_labels(self.labels, "workloadSelector labels")
         return self
 
 

@@ -7,7 +7,13 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from tollway.config.models import istio_rules as rules
-from tollway.config.models.common import Labels, NonNegInt, PortNumber, Strict
+from tollway.config.models.common import (
+    AlphaWorkloadSelector,
+    Labels,
+    NonNegInt,
+    PortNumber,
+    Strict,
+)
 
 # Istio protocol.Parse: case-insensitive; anything else is "unsupported" and refused.
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "HTTP_PROXY", "MONGO", "REDIS",
@@ -156,7 +162,7 @@ class ServiceEntrySpec(Strict):
     location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] | None = None
     resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"] | None = None
     endpoints: list[WorkloadEntrySpec] | None = None
-    workload_selector: dict[str, Labels] | None = None
+    workload_selector: AlphaWorkloadSelector | None = None
     export_to: list[str] | None = None
     subject_alt_names: list[str] | None = None
 

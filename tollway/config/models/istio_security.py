@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tollway.config.errors import did_you_mean
 from tollway.config.models import istio_rules as rules
-from tollway.config.models.common import Duration, Strict, WorkloadSelector
+from tollway.config.models.common import Duration, NonEmptyStr, Strict, WorkloadSelector
 from tollway.snapshot.conditions import (
     BRACKET_CONDITIONS,
     PLAIN_CONDITIONS,
@@ -204,23 +204,36 @@ class JWTHeader(Strict):
 
 
 class ClaimToHeader(Strict):
-    header: str = Field(min_length=1)
+    header: str = Field(min_length=1, pattern=r"^[-_A-Za-z0-9]+$")
     claim: str = Field(min_length=1)
 
 
 class JWTRule(Strict):
     issuer: str = Field(min_length=1)
-    audiences: list[str] | None = None
+    audiences: list[NonEmptyStr] | None = None
     jwks_uri: str | None = None
     jwks: str | None = None
     from_headers: list[JWTHeader] | None = None
-    from_params: list[str] | None = None
-    from_cookies: list[str] | None = None
+    from_params: list[NonEmptyStr] | None = None
+    from_cookies: list[NonEmptyStr] | None = None
     output_payload_to_header: str | None = None
     forward_original_token: bool | None = None
     output_claim_to_headers: list[ClaimToHeader] | None = None
     timeout: Duration | None = None
-    space_delimited_claims: list[str] | None = None
+    space_delimited_claims: list[NonEmptyStr] | None = Field(None, max_length=64)
+    presence: Literal["OPTIONAL", "REQUIRED"] | None = None
+
+    @field_validator("presence")
+    @classmethod
+    def _presence(cls, value: str | None) -> str | None:
+        # OPTIONAL is what Tollway's JWT filter does (a request without a token passes
+        # on to the AuthorizationPolicy). REQUIRED would be a check it does not make,
+        # and security fails closed: refuse it rather than let token-less requests in.
+        if value == "REQUIRED":
+            raise ValueError("presence REQUIRED is not enforced by Tollway; remove it and "
+                             "require a token with an AuthorizationPolicy rule "
+                             "(from: [{source: {requestPrincipals: ['*']}}])")
+        return value
 
     @field_validator("jwks_uri")
     @classmethod

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from tollway.config.models.common import Labels, Strict
+from tollway.config.models.common import AlphaWorkloadSelector, Strict
 from tollway.config.models.istio_edge import SEPort
 
 _NS = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -68,12 +68,8 @@ class OutboundTrafficPolicy(Strict):
     egress_proxy: dict[str, object] | None = None
 
 
-class SidecarWorkloadSelector(Strict):
-    labels: Labels | None = None
-
-
 class SidecarSpec(Strict):
-    workload_selector: SidecarWorkloadSelector | None = None
+    workload_selector: AlphaWorkloadSelector | None = None
     ingress: list[IngressListener] | None = None
     egress: list[EgressListener] | None = None
     outbound_traffic_policy: OutboundTrafficPolicy | None = None

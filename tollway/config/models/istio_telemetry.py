@@ -44,7 +44,7 @@ class ModeSelector(Strict):
 
 
 class LiteralTag(Strict):
-    value: str
+    value: str = Field(min_length=1)
 
 
 class EnvironmentTag(Strict):
@@ -61,9 +61,15 @@ class CustomTag(Strict):
     literal: LiteralTag | None = None
     environment: EnvironmentTag | None = None
     header: HeaderTag | None = None
+    formatter: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> CustomTag:
+        if self.formatter is not None:
+            # Istio 1.28+: an access-log substitution (%REQ(...)%) as a span tag.
+            raise ValueError("formatter custom tags are not supported by Tollway's tracer "
+                             "(it sets literal, environment and header tags); for a request "
+                             "header use header: {name: ...}")
         given = [k for k in ("literal", "environment", "header") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("a custom tag sets exactly one of literal, environment, header")
@@ -82,7 +88,7 @@ class Tracing(Strict):
 
 class MetricSelector(Strict):
     metric: IstioMetric | None = None
-    custom_metric: str | None = None
+    custom_metric: str | None = Field(None, min_length=1)
     mode: WorkloadMode | None = None
 
     @model_validator(mode="after")
