@@ -235,3 +235,34 @@ def test_a_memoised_block_gets_the_table_size_update_its_connection_owes() -> No
         assert out[9:10] == (b"\x20" if sid == 1 else block[:1])
         events = client.receive_data(out)
         assert list(events[0].headers) == [(b":status", b"200"), (b"x-a", b"1")]
+
+
+_LINES = [b"content-length: 5", b"content-length: 0", b"transfer-encoding: chunked",
+          b"connection: close", b"keep-alive: timeout=5", b"server: app", b"x-a: 1",
+          b"Content-Type: text/plain", b"date: Sat, 05 Dec 2026 10:00:00 GMT", b"bad line",
+          b"x-b:", b"upgrade: h2c"]
+
+
+@given(st.sampled_from([100, 101, 200, 204, 206, 304, 404, 503]),
+       st.lists(st.sampled_from(_LINES), max_size=6), st.sampled_from([b"OK", b"", b"x y"]))
+@settings(max_examples=300, deadline=None)
+def test_a_remembered_relayed_head_is_what_relaying_it_makes(
+        status: int, lines: list[bytes], phrase: bytes) -> None:
+    """server.relayed_head (the common case's memo, by the upstream's block) answers what
+    relay_head then response_head answer for that block, the first time and again."""
+    from tollway.proxy.h2 import server as h2server
+    from tollway.proxy.http1 import response
+
+    block = b"\r\n".join([b"HTTP/1.1 %d %s" % (status, phrase), *lines])
+    head, mode, keep = response.relay_head(status, block, None, head_request=False,
+                                           http11=False, keep_alive=True, upgrade=False)
+    try:
+        _, fields, hblock = h2server.response_head(head)
+    except hh.HeadError:
+        assert h2server.relayed_head(status, block) is None
+        return
+    for _ in range(2):
+        got = h2server.relayed_head(status, block)
+        assert got is not None
+        assert (got.length, got.mode, got.keep_alive, got.fields, got.block) == (
+            len(head), mode, keep, fields, hblock)

@@ -77,6 +77,50 @@ def response_head(block: bytes) -> tuple[int, list[hh.Header], bytes]:
     return found
 
 
+class RelayedHead:
+    """An upstream's head as a stream sends it: what `relayed_head` remembers."""
+
+    __slots__ = ("block", "fields", "keep_alive", "length", "mode", "status")
+
+    def __init__(self, status: int, length: int, mode: int, keep_alive: bool,
+                 fields: list[hh.Header], block: bytes) -> None:
+        self.status = status
+        self.length = length  # of the HTTP/1.1 head relay_head made (ex.bytes_out counts it)
+        self.mode = mode
+        self.keep_alive = keep_alive
+        self.fields = fields  # shared: readers never change it
+        self.block = block  # its HPACK block (hpack_fast.encode_fields)
+
+
+_RELAYED: dict[bytes, RelayedHead] = {}
+
+
+def relayed_head(status: int, block: bytes) -> RelayedHead | None:
+    """`response.relay_head`, then `response_head`, of an upstream's head block in the
+    common case - no response header operations, not a HEAD request, no upgrade, the
+    exchange kept alive (H2Stream.response_head checks) - where both depend on nothing but
+    the block: remembered by the upstream's own bytes, one lookup a response instead of
+    the head analysed, rebuilt and hashed again (bounded as `response_head`). None when
+    the head does not convert: the caller takes the general path, which refuses it."""
+    hit = _RELAYED.get(block)
+    if hit is not None and hit.status == status:
+        return hit
+    head, mode, keep_alive = response.relay_head(
+        status, block, None, head_request=False, http11=False, keep_alive=True,
+        upgrade=False,
+    )
+    try:
+        fields = hh.response_fields(head)[1]
+    except hh.HeadError:
+        return None
+    found = RelayedHead(status, len(head), mode, keep_alive, fields, encode_fields(fields))
+    if len(block) <= HEAD_BYTES:
+        if len(_RELAYED) >= HEADS_MAX:
+            _RELAYED.clear()
+        _RELAYED[block] = found
+    return found
+
+
 class H2Server(asyncio.Protocol):
     """A downstream HTTP/2 connection (see module doc)."""
 
@@ -616,6 +660,20 @@ class H2Stream:
     ) -> None:
         if self.finished:
             return
+        if ops is None and ex.keep_alive and not ex.upgrade and not ex.http11 and (
+                ex.method != "HEAD"):
+            relayed = relayed_head(status, block)
+            if relayed is not None:  # the common head: one lookup
+                self.mode = relayed.mode
+                ex.keep_alive = relayed.keep_alive
+                ex.bytes_out += relayed.length
+                self.head_done = True
+                self.head_fields = relayed.fields
+                self.head_block = relayed.block
+                if self.call is not None:
+                    self.call.head(relayed.fields)
+                self.server.soon(self)
+                return
         head, self.mode, ex.keep_alive = response.relay_head(
             status, block, ops, head_request=ex.method == "HEAD", http11=ex.http11,
             keep_alive=ex.keep_alive, upgrade=ex.upgrade,
