@@ -134,3 +134,23 @@ def test_telemetry_second_namespace_wide_and_root_selector_are_warned() -> None:
     assert "Telemetry/newer" in rendered[0] or "Telemetry/newer" in rendered[1]
     assert any("(older); only the oldest applies" in r for r in rendered)
     assert any("Telemetry/root-sel" in r and "is not mesh-wide" in r for r in rendered)
+
+
+def _svc(name: str, selector: str) -> str:
+    return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n"
+            f"spec:\n  selector: {selector}\n  ports: [{{port: 80}}]\n")
+
+
+def test_rollout_services_must_select_its_pod_labels_except_the_hash() -> None:
+    # Argo's ValidateService; `rollouts-pod-template-hash` is Argo's to add, so exempt.
+    deploy = _deploy("web")
+    ref = ("apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: ro}\nspec:\n"
+           "  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n"
+           "  selector: {matchLabels: {app: web}}\n  strategy:\n    blueGreen:\n"
+           "      activeService: active\n      previewService: preview\n")
+    docs = [deploy, ref, _svc("active", "{app: web, rollouts-pod-template-hash: x}"),
+            _svc("preview", "{app: other}")]
+    found = [f for f in _analyze("---\n".join(docs)) if "pods do not carry" in f.message]
+    assert [(f.path, f.severity) for f in found] == [
+        ("spec.strategy.blueGreen.previewService", Severity.ERROR)]
+    assert "app=other" in found[0].message and "app=web" in found[0].message

@@ -54,6 +54,47 @@ def _templates(rs: ResourceSet, ro: Resource) -> Iterator[Finding]:
                           "this analysis")
 
 
+_SERVICE_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("blueGreen", "activeService"), ("blueGreen", "previewService"),
+    ("canary", "canaryService"), ("canary", "stableService"),
+    ("canary", "pingPong", "pingService"), ("canary", "pingPong", "pongService"),
+)
+_HASH_LABEL = "rollouts-pod-template-hash"  # Argo adds it to the selector itself
+
+
+def _pod_labels(rs: ResourceSet, ro: Resource) -> dict[str, Any] | None:
+    """The rollout's pod labels: its template's, or its workloadRef Deployment's."""
+    template = ro.spec.get("template")
+    if template is None and isinstance(ref := ro.spec.get("workloadRef"), dict):
+        dep = rs.get(str(ref.get("kind", "Deployment")), ro.namespace, str(ref.get("name")))
+        template = (dep.spec.get("template") if dep is not None else None)
+    if not isinstance(template, dict):
+        return None
+    return dict((template.get("metadata") or {}).get("labels") or {})
+
+
+def _services(rs: ResourceSet, ro: Resource) -> Iterator[Finding]:
+    """Argo's ValidateService: every selector label of a Service the rollout names must be
+    one of its pod labels, or that Service would select no pod of the rollout."""
+    labels = _pod_labels(rs, ro)
+    if labels is None:
+        return
+    strategy = ro.spec.get("strategy") or {}
+    for path in _SERVICE_FIELDS:
+        node: Any = strategy
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        svc = rs.get("Service", ro.namespace, str(node)) if isinstance(node, str) else None
+        if svc is None:
+            continue
+        for key, value in sorted((svc.spec.get("selector") or {}).items()):
+            if key != _HASH_LABEL and labels.get(key) != value:
+                yield finding(ro, ("spec", "strategy", *path),
+                              f"Service {svc.name} selects {key}={value}, which the rollout's "
+                              f"pods do not carry (they have {key}={labels.get(key)}); give "
+                              "the Service the rollout's pod labels")
+
+
 def _named_route(vs: Resource, route: str | None) -> tuple[int, dict[str, Any]] | None:
     rules = vs.spec.get("http") or []
     if route is None:
@@ -158,6 +199,7 @@ def _flagger(rs: ResourceSet) -> Iterator[Finding]:
 def delivery_findings(rs: ResourceSet) -> Iterator[Finding]:
     for ro in rs.of_kind("Rollout"):
         yield from _templates(rs, ro)
+        yield from _services(rs, ro)
         yield from _traffic(rs, ro)
     yield from _failure_limits(rs)
     yield from _flagger(rs)

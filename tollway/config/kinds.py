@@ -191,6 +191,10 @@ NOT_MODELLED: dict[tuple[str, str], str] = {
     "at the manifests the Application syncs instead",
     ("argoproj.io", "AppProject"): "it is Argo CD's project settings; point Tollway at the "
     "manifests the Applications sync instead",
+    ("split.smi-spec.io", "TrafficSplit"): "it is an SMI traffic split; Tollway shifts "
+    "traffic with Istio VirtualServices (use trafficRouting.istio)",
+    ("serving.knative.dev", "Service"): "it is a Knative Service; write a Deployment and a "
+    "Service (or a Rollout) for Tollway",
     ("apiextensions.k8s.io", "CustomResourceDefinition"): "Tollway's kinds are built in; "
     "keep CRDs out of the folder Tollway reads",
     **{("config.istio.io", k): _MIXER for k in (

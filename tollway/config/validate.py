@@ -106,14 +106,15 @@ def _envelope(ctx: _Ctx, data: dict[str, Any]) -> KindSpec | None:
     if spec is None:
         same_group = of_group(api, kind)
         elsewhere = named(kind)
+        why = NOT_MODELLED.get((group_of(api)[0], kind))
         if same_group is not None:
             served = ", ".join(same_group.api_versions)
             ctx.add(("apiVersion",), f"{kind} is served as {served}, not '{api}'")
+        elif why is not None:  # before `elsewhere`: a Knative Service is no core Service
+            ctx.add(("kind",), f"{kind} ({api}) is not a kind Tollway reads: {why}")
         elif elsewhere:
             served = " or ".join(", ".join(s.api_versions) for s in elsewhere)
             ctx.add(("apiVersion",), f"{kind} is served as {served}, not '{api}'")
-        elif (why := NOT_MODELLED.get((group_of(api)[0], kind))) is not None:
-            ctx.add(("kind",), f"{kind} ({api}) is not a kind Tollway reads: {why}")
         else:
             known = sorted({s.kind for s in ALL_KINDS})
             ctx.add(("kind",), f"unknown kind '{kind}' ({api}){_closest(kind, known)}"

@@ -59,9 +59,25 @@ class AnalysisArg(Strict):
     value_from: Blob | None = None
 
 
+class RolloutAnalysisArg(AnalysisArg):
+    @model_validator(mode="after")
+    def _resolvable(self) -> RolloutAnalysisArg:
+        # Argo also takes valueFrom.fieldRef (the rollout's metadata); Tollway's rollout
+        # resolves only the pod template hash, and would otherwise stop the rollout.
+        vf = self.value_from
+        if vf is None or self.value is not None:
+            return self
+        if set(vf) != {"podTemplateHashValue"} or vf["podTemplateHashValue"] not in (
+                "Latest", "Stable"):
+            raise ValueError("Tollway resolves only valueFrom.podTemplateHashValue (Latest or "
+                             f"Stable), not {', '.join(sorted(vf))}; give the value literally "
+                             "(value: ...)")
+        return self
+
+
 class RolloutAnalysis(Strict):
     templates: list[TemplateRef] = Field(min_length=1)
-    args: list[AnalysisArg] | None = None
+    args: list[RolloutAnalysisArg] | None = None
     dry_run: list[Blob] | None = None
     measurement_retention: list[Blob] | None = None
     analysis_run_metadata: Blob | None = None
@@ -120,6 +136,12 @@ class CanaryStep(Strict):
     @model_validator(mode="after")
     def _one(self) -> CanaryStep:
         actions = set(self.model_fields_set)
+        for name, what in (("experiment", "Argo Experiments (compare the versions with an "
+                            "analysis step instead)"),
+                           ("plugin", "Argo step plugins")):
+            if name in actions:
+                raise ValueError(f"Tollway does not run {what}, so this {name} step cannot "
+                                 "run; remove it")
         if not actions:
             raise ValueError("a step needs one of setWeight, pause, analysis, experiment, "
                              "setCanaryScale, setHeaderRoute, setMirrorRoute or plugin")
