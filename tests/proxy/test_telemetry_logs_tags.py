@@ -5,19 +5,30 @@ a push that turns logs on or off takes effect for the next request."""
 
 from __future__ import annotations
 
+import collections
+import io
 import json
+import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from proxy_harness import Harness, cluster, config, route
 
 from tests.conftest import eventually
 from tollway.proxy.chain.stream import Exchange
-from tollway.snapshot import types
+from tollway.snapshot import codec, types
 
 
 @pytest.fixture
@@ -170,3 +181,250 @@ def test_exchange_has_the_slots_the_log_reads() -> None:
                  "principal", "target"):
         # a slot (pure Python) or a native attribute (compiled build): a descriptor either way
         assert hasattr(Exchange, name), name
+
+
+# ------------------------------------------------------------ access-log loss, counted
+
+
+class _Fifo:
+    """The read end of a FIFO the proxy logs to, opened without blocking and read only
+    when the test says: until then a writer blocks (in open() if this end is not open yet,
+    in write() once the pipe's 64 KiB are full)."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path = path
+        self.fd = -1
+        self.data = b""
+
+    def open(self) -> None:
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+
+    def read_until(self, done: Callable[[list[str]], bool], timeout: float = 30) -> list[str]:
+        """Read until done(complete lines so far) or `timeout`; b"" (no writer yet, or the
+        writer closed) is only 'nothing now'."""
+        deadline = time.monotonic() + timeout
+        while not done(self.lines()) and time.monotonic() < deadline:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                chunk = b""
+            self.data += chunk
+            if not chunk:
+                time.sleep(0.05)
+        return self.lines()
+
+    def lines(self) -> list[str]:
+        return self.data.decode().split("\n")[:-1]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Any:
+    f = _Fifo(tmp_path / "access.fifo")
+    yield f
+    f.close()
+
+
+def _dropped_metric(p: Any) -> float:
+    """tollway_access_log_dropped_total as Prometheus reads it: a counter, with its HELP."""
+    text = _admin(p, "/stats/prometheus").text
+    assert re.search(r"^# HELP tollway_access_log_dropped_total \S", text, re.M), text
+    assert "# TYPE tollway_access_log_dropped_total counter\n" in text
+    (family,) = [f for f in text_string_to_metric_families(text)
+                 if f.name == "tollway_access_log_dropped"]
+    assert family.type == "counter"
+    (sample,) = [s for s in family.samples if s.name == "tollway_access_log_dropped_total"]
+    assert sample.labels == {}
+    return float(sample.value)
+
+
+def test_lines_a_full_queue_drops_are_the_dropped_counter(harness: Harness,
+                                                         fifo: _Fifo) -> None:
+    """A sink that blocks (a FIFO nobody reads yet: the log thread waits in open()) fills the
+    bounded queue; what does not fit is dropped, and the admin port's counter says exactly
+    how many: requested minus what the sink finally receives."""
+    up = harness.upstream()
+    cfg = config([route(("c", 100))], [cluster("c", up)])
+    p = harness.proxy(_with(cfg, types.Telemetry(access_logs=(
+        types.AccessLog(path=str(fifo.path), text_format="%REQ(:PATH)%"),))))
+    assert _dropped_metric(p) == 0  # exported before anything is dropped
+    p.metrics.logs.max_queue = 5
+    sent = [f"/r{i}" for i in range(30)]
+    for path in sent:
+        assert httpx.get(_url(p, path), timeout=10).status_code == 200
+    dropped = _dropped_metric(p)
+    # at most 5 lines taken by the blocked thread, at most 5 queued: the rest dropped
+    assert dropped >= 20
+    fifo.open()
+    lines = fifo.read_until(lambda got: len(got) >= len(sent) - dropped)
+    time.sleep(1.0)  # several flush intervals: nothing more may come
+    lines = fifo.read_until(lambda got: False, timeout=0.5)
+    assert len(lines) == len(set(lines)) == len(sent) - dropped
+    assert set(lines) <= set(sent) and lines == sorted(lines, key=sent.index)
+    assert _dropped_metric(p) == dropped
+    stats = p.metrics.logs.statistics()
+    assert (stats["written"], stats["failed"], stats["queued"]) == (len(lines), 0, 0)
+
+
+def _proxy_process(tmp_path: Path, cfg: types.ProxyConfig, *extra: str
+                   ) -> tuple[subprocess.Popen[str], str]:
+    snap = tmp_path / "snap.json"
+    snap.write_bytes(codec.encode(cfg))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollway.proxy", "--config", str(snap), "--admin-port", "0",
+         *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "main=" in line, line + (proc.stderr.read() if proc.stderr else "")
+    return proc, "http://" + line.split("main=")[1].split()[0]
+
+
+def test_shutdown_writes_every_queued_line_once_while_a_write_is_blocked(
+        harness: Harness, fifo: _Fifo, tmp_path: Path) -> None:
+    """SIGTERM while the log thread is stuck in a write (the FIFO's reader is not reading:
+    the pipe is full), requests still logged during --drain-seconds behind it, and the sink
+    stuck past the old 2 s join: shutdown waits for that write (up to
+    LogWriter.close_timeout, 5 s), then the lines queued behind it are written by the
+    closer alone, so the sink gets every line exactly once, nothing is written to a closed
+    file, and the process exits 0 with a clean stderr."""
+    up = harness.upstream()
+    plain = tmp_path / "plain.log"  # a second sink, written after the blocked one
+    cfg = _with(config([route(("c", 100))], [cluster("c", up)]), types.Telemetry(
+        access_logs=(types.AccessLog(path=str(fifo.path), text_format="%REQ(:PATH)%"),
+                     types.AccessLog(path=str(plain), text_format="%REQ(:PATH)%"))))
+    fifo.open()  # the proxy's open() succeeds; its writes block once 64 KiB are unread
+    proc, base = _proxy_process(tmp_path, cfg, "--drain-seconds", "1.5")
+    try:
+        pad = "p" * 4000
+        sent = [f"/n{i:03d}/{pad}" for i in range(60)]  # ~240 KB of lines
+        with httpx.Client(timeout=10) as client:
+            for path in sent:
+                assert client.get(base + path).status_code == 200
+        time.sleep(1.0)  # the thread has taken the lines and blocks on the full pipe
+        proc.send_signal(signal.SIGTERM)
+        late = [f"/late{i}" for i in range(10)]  # served while draining, queued behind
+        with httpx.Client(timeout=10) as client:
+            for path in late:
+                assert client.get(base + path).status_code == 200
+        sent += late
+        time.sleep(4.0)  # close began at 1.5 s; still blocked past the old 2 s join
+        lines = fifo.read_until(lambda got: len(got) >= len(sent))
+        assert proc.wait(30) == 0
+        lines = fifo.read_until(lambda got: False, timeout=0.5)  # and nothing after
+        assert len(lines) == len(sent) and collections.Counter(lines) == collections.Counter(sent)
+        assert collections.Counter(plain.read_text().splitlines()) == collections.Counter(sent)
+        _, err = proc.communicate(timeout=10)
+        assert "Traceback" not in err and "access log" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_shutdown_gives_up_on_a_sink_blocked_past_the_bound_and_counts_it(
+        harness: Harness, fifo: _Fifo, caplog: pytest.LogCaptureFixture) -> None:
+    """A sink blocked for good (nobody reads the FIFO) cannot hold the proxy's exit: close
+    returns after LogWriter.close_timeout, says how many lines it gave up on, and counts
+    them as dropped; when the sink wakes later the thread writes nothing more than its own
+    batch, closes the file itself, and no line is counted twice."""
+    up = harness.upstream()
+    cfg = config([route(("c", 100))], [cluster("c", up)])
+    p = harness.proxy(_with(cfg, types.Telemetry(access_logs=(
+        types.AccessLog(path=str(fifo.path), text_format="%REQ(:PATH)%"),))))
+    logs = p.metrics.logs
+    logs.close_timeout = 0.5
+    fifo.open()
+    pad = "q" * 4000
+    sent = [f"/m{i:03d}/{pad}" for i in range(40)]
+    for path in sent:
+        assert httpx.get(_url(p, path), timeout=10).status_code == 200
+    time.sleep(1.0)  # the thread is blocked on the full pipe
+    with caplog.at_level(logging.WARNING, "tollway.proxy.accesslog"):
+        harness.lt.run(p.close(), timeout=60)  # returns: the bound, not the sink, decides
+    stats = logs.statistics()
+    assert stats["dropped"] > 0 and stats["written"] + stats["dropped"] == len(sent)
+    assert f"{stats['dropped']} lines not written" in caplog.text
+    lines = fifo.read_until(lambda got: len(got) >= stats["written"])
+    thread = logs._thread
+    assert thread is not None
+    thread.join(30)
+    assert not thread.is_alive() and logs._files == {}  # the thread closed what it opened
+    lines = fifo.read_until(lambda got: False, timeout=0.5)
+    assert len(lines) == len(set(lines)) and set(lines) <= set(sent)
+    assert stats["written"] <= len(lines) <= len(sent)
+    assert logs.statistics() == stats  # the late write was counted once, as dropped
+
+
+class _SlowFile(io.StringIO):
+    """A log file whose first write blocks until the test opens `gate`; a write or flush
+    after close is recorded (and raises, as a real closed file does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.blocked = threading.Event()
+        self.after_close: list[str] = []
+        self.writes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        if self.writes == 1:
+            self.blocked.set()
+            self.gate.wait(30)
+        if self.closed:
+            self.after_close.append("write")
+        return super().write(s)
+
+    def flush(self) -> None:
+        if self.closed:
+            self.after_close.append("flush")
+        super().flush()
+
+    def close(self) -> None:
+        self.text = self.getvalue()
+        super().close()
+
+
+def test_close_waits_for_a_flush_in_progress_then_writes_the_rest_itself(
+        harness: Harness, tmp_path: Path) -> None:
+    """The log thread's write outlasts the old 2 s join: close waits for it (never closing
+    the file under it), then writes the lines queued meanwhile itself: each line once,
+    in order, and nothing written or flushed after close."""
+    up = harness.upstream()
+    path = str(tmp_path / "never-opened.log")
+    cfg = config([route(("c", 100))], [cluster("c", up)])
+    p = harness.proxy(_with(cfg, types.Telemetry(access_logs=(
+        types.AccessLog(path=path, text_format="%REQ(:PATH)%"),))))
+    slow = _SlowFile()
+    p.metrics.logs._files[path] = slow
+    sent = [f"/s{i}" for i in range(10)]
+    for path_ in sent[:5]:
+        assert httpx.get(_url(p, path_), timeout=10).status_code == 200
+    assert slow.blocked.wait(30)  # the thread is inside its write
+    for path_ in sent[5:]:
+        assert httpx.get(_url(p, path_), timeout=10).status_code == 200
+    errors: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            harness.lt.run(p.close(), timeout=60)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    time.sleep(3.0)  # past the old 2 s join
+    slow.gate.set()
+    closer.join(60)
+    assert not closer.is_alive() and errors == []
+    assert slow.closed and slow.after_close == []
+    assert slow.text.splitlines() == sent
+    stats = p.metrics.logs.statistics()
+    assert (stats["written"], stats["dropped"], stats["failed"]) == (10, 0, 0)

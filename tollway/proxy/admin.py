@@ -113,7 +113,8 @@ class Admin:
         return 200, "application/json", _json(self.proxy.listeners_view())
 
     def _extra(self) -> Any:
-        """Proxy-level counters beside Istio's (mirror queue, overflows, ejections)."""
+        """Proxy-level counters beside Istio's (mirror queue, overflows, ejections, spans,
+        access-log lines)."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         m = self.proxy.mirrorer.statistics()
@@ -144,6 +145,18 @@ class Admin:
         for reason, n in spans["dropped"].items():
             dropped.add_metric([reason], n)
         yield dropped
+        logs = self.proxy.metrics.logs.statistics()
+        lines = CounterMetricFamily(
+            "tollway_access_log_dropped",
+            "Access-log lines never written: the queue was full (the sink is behind) or "
+            "the sink was still blocked when shutdown stopped waiting.")
+        lines.add_metric([], logs["dropped"])
+        yield lines
+        failed = CounterMetricFamily(
+            "tollway_access_log_failed",
+            "Access-log lines that could not be rendered or whose write failed.")
+        failed.add_metric([], logs["failed"])
+        yield failed
 
 
 def _json(value: Any) -> bytes:

@@ -4,7 +4,8 @@ Per request the loop does at most: run the compiled filter (chain/expr.py) and a
 `(sink, exchange, now)` to a deque. A thread per proxy process wakes every `interval`
 seconds, renders the lines (snapshot/logformat.py operators) and writes them; a slow disk
 or a closed stdout never holds a request. The deque is bounded: past `max_queue` entries
-new ones are dropped and counted (`tollway_access_log_dropped_total`). A listener side
+new ones are dropped and counted (`tollway_access_log_dropped_total` on the admin port,
+with the lines a sink still blocked at shutdown never took; see LogWriter). A listener side
 with no access log has no logger at all (`plan.logger is None`): one attribute test per
 request.
 """
@@ -221,18 +222,35 @@ class Sink:
 
 
 class LogWriter:
-    """The process's access-log queue and the thread that renders and writes it."""
+    """The process's access-log queue and the thread that renders and writes it.
 
-    def __init__(self, *, max_queue: int = 16384, interval: float = 0.2) -> None:
+    Who writes: whoever holds `_writing` (the thread's periodic flush, a test's `flush()`,
+    or `close()`), so a line is rendered and written by exactly one party, and never to a
+    file `close()` has closed. `close()` waits for an in-flight flush up to
+    `close_timeout`: a sink blocked longer than that (a FIFO nobody reads, a hung mount)
+    must not hold the proxy's exit, so close gives up, and what was still queued or being
+    written is counted as dropped (`abandoned`), never claimed written; the party still
+    writing then stops and closes the files itself. The counters both the writing party
+    and a giving-up close move are under `_tally`, which is never held across IO."""
+
+    def __init__(self, *, max_queue: int = 16384, interval: float = 0.2,
+                 close_timeout: float = 5.0) -> None:
         self.queue: deque[tuple[Sink, Exchange, float]] = deque()
         self.max_queue = max_queue
         self.interval = interval
-        self.dropped = 0
+        self.close_timeout = close_timeout
+        self.dropped = 0  # queue full, or offered after close (counted by the loop thread)
+        self.abandoned = 0  # queued or being written when close's wait ran out
         self.written = 0
         self.failed = 0
         self._files: dict[str, IO[str]] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._writing = threading.Lock()
+        self._tally = threading.Lock()
+        self._in_flight = 0  # lines the writing party rendered and has not written yet
+        self._closed = False
+        self._gave_up = False
         self.stdout: IO[str] = sys.stdout
 
     def offer(self, sink: Sink, ex: Exchange, now: float) -> None:
@@ -252,23 +270,39 @@ class LogWriter:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.flush()
-        self.flush()
+        # what is still queued is close()'s to write (it holds `_writing` by then)
 
     def flush(self) -> None:
         """Render and write what is queued (the thread calls this; tests may too)."""
+        with self._writing:
+            if not self._closed:
+                self._flush()
+            if self._gave_up:  # close() stopped waiting for us: the files are ours to close
+                self._close_files()
+
+    def _flush(self) -> None:
         q = self.queue
         if not q:
             return
         # loop clock -> wall clock: both read now; the loop clock is time.monotonic()
         wall = time.time() - time.monotonic()
         out: dict[str, list[str]] = {}
-        while q:
+        rendered = 0
+        for _ in range(len(q)):  # what is queued now: a busy loop cannot keep us here
             sink, ex, now = q.popleft()
             try:
                 out.setdefault(sink.path, []).append(sink.render(ex, now, wall))
+                rendered += 1
             except Exception:  # a line that cannot render is dropped, never the thread
                 self.failed += 1
+        with self._tally:
+            if self._gave_up:
+                self.abandoned += rendered
+                return
+            self._in_flight = rendered
         for path, lines in out.items():
+            if self._gave_up:  # close() counted the rest as dropped
+                return
             self._write(path, lines)
 
     def _write(self, path: str, lines: list[str]) -> None:
@@ -276,10 +310,18 @@ class LogWriter:
             f = self._file(path)
             f.write("".join(lines))
             f.flush()
-            self.written += len(lines)
+            ok = True
         except (OSError, ValueError) as exc:
-            self.failed += len(lines)
+            ok = False
             log.warning("access log %s: %s", path, exc)
+        with self._tally:
+            if self._gave_up:
+                return  # past close's wait: close counted these lines as dropped
+            self._in_flight -= len(lines)
+            if ok:
+                self.written += len(lines)
+            else:
+                self.failed += len(lines)
 
     def _file(self, path: str) -> IO[str]:
         if path in ("/dev/stdout", "-"):
@@ -289,18 +331,68 @@ class LogWriter:
             f = self._files[path] = open(path, "a", encoding="utf-8")  # noqa: SIM115
         return f
 
+    def _close_files(self) -> None:
+        files, self._files = list(self._files.items()), {}
+        for path, f in files:
+            try:
+                f.close()
+            except OSError as exc:  # e.g. a FIFO whose reader left
+                log.warning("access log %s: %s", path, exc)
+
+    def _discard_queued(self) -> int:
+        n = 0
+        while True:
+            try:
+                self.queue.popleft()
+            except IndexError:
+                return n
+            n += 1
+
     def close(self) -> None:
+        """Write what is queued and close the files (called once, off the loop, at exit).
+
+        Waits up to `close_timeout` for a flush in progress; past that, gives up and
+        counts the lines not written as dropped. Lines offered after close are dropped
+        and counted by offer() itself: `max_queue` is set to 0, so the per-request path
+        needs no check of its own."""
         self._stop.set()
+        if not self._writing.acquire(timeout=self.close_timeout):
+            self._give_up()
+            return
+        try:
+            if self._closed:
+                return
+            self.max_queue = 0
+            self._flush()
+            self._closed = True
+            late = self._discard_queued()  # an offer() that raced the line above
+            self._close_files()
+            with self._tally:
+                self.abandoned += late
+        finally:
+            self._writing.release()
         if self._thread is not None:
-            self._thread.join(2)
-        self.flush()
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
+            self._thread.join(1.0)  # it sees the stop flag at once; no write is left to it
+
+    def _give_up(self) -> None:
+        with self._tally:
+            if self._closed:
+                return
+            self.max_queue = 0
+            self._closed = self._gave_up = True
+            lost = self._in_flight + self._discard_queued()
+            self._in_flight = 0
+            self.abandoned += lost
+        log.warning("access log: %d lines not written: the sink was still blocked %.1f s "
+                    "after shutdown began (counted in tollway_access_log_dropped_total)",
+                    lost, self.close_timeout)
 
     def statistics(self) -> dict[str, int]:
-        return {"written": self.written, "dropped": self.dropped, "failed": self.failed,
-                "queued": len(self.queue)}
+        """`dropped`: lines never written because the queue was full, or because close
+        gave up on a blocked sink; `failed`: lines that could not render or whose write
+        failed. Once close has run, every offered line is exactly one of the three."""
+        return {"written": self.written, "dropped": self.dropped + self.abandoned,
+                "failed": self.failed, "queued": len(self.queue)}
 
 
 class AccessLogger:
