@@ -319,7 +319,8 @@ class ProxyServer:
         # queued spans get a short chance to leave, off the loop (the POST may block)
         if self.spans.running:
             await asyncio.get_running_loop().run_in_executor(None, self.spans.close, 2.0)
-        # queued access-log lines are written, off the loop (a file write may block)
+        # queued access-log lines are written, off the loop (a file write may block; close
+        # waits for a blocked sink up to LogWriter.close_timeout and counts what it gave up on)
         await asyncio.get_running_loop().run_in_executor(None, self.metrics.logs.close)
         await asyncio.sleep(0)
 
