@@ -16,6 +16,7 @@ from typing import Any, Union
 from pydantic import BaseModel, ValidationError
 
 from tollway.config.source import PathKey
+from tollway.config.unsupported import upstream_only
 
 _TAG = re.compile(r"^(int|str|float|bool|none|list|dict|.*\[.*\]|[A-Z][A-Za-z0-9]*)$")
 
@@ -98,6 +99,9 @@ def _message(err: Any, model: type[BaseModel], path: PathKey) -> str:
     if kind == "missing":
         return f"required field '{path[-1]}' is missing" if path else "required field missing"
     if kind == "extra_forbidden":
+        why = upstream_only(model.__name__, str(path[-1]))
+        if why is not None:
+            return f"'{path[-1]}' is an upstream field Tollway does not implement: {why}"
         options = [o for o in field_names_at(model, path[:-1]) if o != path[-1]]
         return f"unknown field '{path[-1]}'{did_you_mean(str(path[-1]), options)}"
     simple = {

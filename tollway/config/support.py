@@ -4,7 +4,8 @@ For every kind in `kinds.py`: implemented, or accepted with a warning (and the w
 words). For implemented kinds, every field of the typed model is walked, and a field
 counts as *enforced* when the code that acts on manifests (control plane, proxy, rollout
 controller) reads its upstream name; one that nothing reads is *accepted, not enforced*:
-validated, then ignored. `REFUSED` names the fields upstream has that Tollway refuses.
+validated, then ignored. `REFUSED` names the fields upstream has that Tollway refuses
+(`unsupported.UPSTREAM_ONLY` those the models do not even have).
 So the table changes when the code does, and `tests/config/test_support_doc.py` fails
 until the doc is regenerated:
 
@@ -26,6 +27,7 @@ from typing import Any, Union
 from pydantic import BaseModel
 
 from tollway.config.kinds import ALL_KINDS, KindSpec
+from tollway.config.unsupported import UPSTREAM_ONLY
 
 PACKAGE = Path(__file__).resolve().parent.parent
 ACTORS = ("control", "proxy", "rollout", "snapshot")  # where manifests are acted on
@@ -122,6 +124,9 @@ def field_rows(spec: KindSpec) -> list[tuple[str, str]]:
             rows.append((f"{path}.*", f"{unread} (the whole block)"))
         else:
             rows.append((path, st))
+    # upstream fields the model does not have, refused with a reason wherever they nest
+    for field, why in UPSTREAM_ONLY.get(spec.model.__name__, {}).items():
+        rows.append((f"*.{field}", f"refused ({why})"))
     return sorted(rows)
 
 

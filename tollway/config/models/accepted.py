@@ -213,6 +213,7 @@ class RouteSpec(Strict):
     parent_refs: list[Blob] | None = None
     hostnames: list[str] | None = None
     rules: list[Blob] | None = None
+    use_default_gateways: str | None = None  # v1.6 experimental
 
 
 class ReferenceGrantSpec(Strict):

@@ -70,6 +70,7 @@ class Container(Strict):
     tty: bool | None = None
     resize_policy: list[Blob] | None = None
     restart_policy: str | None = None
+    restart_policy_rules: list[Blob] | None = None  # Kubernetes 1.34+
 
 
 class PodSpec(Strict):
@@ -90,6 +91,7 @@ class PodSpec(Strict):
     security_context: Blob | None = None
     image_pull_secrets: list[Blob] | None = None
     hostname: str | None = None
+    hostname_override: str | None = None  # Kubernetes 1.34+
     subdomain: str | None = None
     dns_policy: str | None = None
     dns_config: Blob | None = None
