@@ -22,6 +22,7 @@ from tollway.config.models.common import (
     Labels,
     LabelSelector,
     NonNegInt,
+    PortNumber,
     Strict,
     WorkloadSelector,
 )
@@ -322,10 +323,58 @@ class WorkloadGroupMeta(Strict):
     annotations: dict[str, str] | None = None
 
 
+class ProbeExec(Strict):
+    command: list[Annotated[str, Field(min_length=1)]]
+
+
+class ProbeHeader(Strict):
+    name: str | None = Field(None, pattern=r"^[-_A-Za-z0-9]+$")
+    value: str | None = None
+
+
+class ProbeHttpGet(Strict):
+    path: str | None = None
+    port: PortNumber
+    host: str | None = None
+    scheme: Literal["", "HTTP", "HTTPS"] | None = None
+    http_headers: list[ProbeHeader] | None = None
+
+
+class ProbeTcpSocket(Strict):
+    host: str | None = None
+    port: PortNumber
+
+
+class ProbeGrpc(Strict):
+    port: PortNumber | None = None
+    service: str | None = None
+
+
+class ReadinessProbe(Strict):
+    """Istio's WorkloadGroup probe (the CRD's schema: one action, ports 1-65535)."""
+
+    initial_delay_seconds: NonNegInt | None = None
+    timeout_seconds: NonNegInt | None = None
+    period_seconds: NonNegInt | None = None
+    success_threshold: NonNegInt | None = None
+    failure_threshold: NonNegInt | None = None
+    http_get: ProbeHttpGet | None = None
+    tcp_socket: ProbeTcpSocket | None = None
+    exec: ProbeExec | None = None
+    grpc: ProbeGrpc | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ReadinessProbe:
+        set_ = [k for k in ("http_get", "tcp_socket", "exec", "grpc") if getattr(self, k)]
+        if len(set_) > 1:
+            raise ValueError("a probe sets one of httpGet, tcpSocket, exec or grpc")
+        return self
+
+
 class WorkloadGroupSpec(Strict):
     metadata: WorkloadGroupMeta | None = None
     template: Blob
-    probe: Blob | None = None
+    probe: ReadinessProbe | None = None
 
 
 # --- Argo and Flagger ----------------------------------------------------------------
