@@ -246,3 +246,27 @@ def test_argo_manual_set_weight_holds_until_resumed() -> None:
     assert d.state.step_index == 1 and d.last_weight() == 30
     d.advance(60)
     assert d.last_weight() == 50
+
+
+def test_argo_scale_sharing_a_step_with_a_route_runs_both() -> None:
+    """Argo lets setCanaryScale share a step with setHeaderRoute or setMirrorRoute and
+    scales first; the plan used to keep only the route and drop the scale silently."""
+    d = Driver(_plan([
+        {"setCanaryScale": {"replicas": 1},
+         "setHeaderRoute": {"name": "beta", "match": [{"headerName": "x-beta",
+                                                        "headerValue": {"exact": "1"}}]}},
+        {"setCanaryScale": {"weight": 30},
+         "setMirrorRoute": {"name": "shadow", "percentage": 10}},
+        {"pause": {}},
+    ]))
+    d.revision = "v2"
+    d.step()
+    kinds = d.kinds()
+    assert kinds.index("scale-canary") < kinds.index("header-route")
+    assert d.state.header_routes == {"beta": [{"headerName": "x-beta",
+                                               "headerValue": {"exact": "1"}}]}
+    assert d.state.mirror_routes["shadow"]["percentage"] == 10
+    assert d.state.canary_scale == {"weight": 30}  # the second step's scale, after the first
+    assert [e.args for e in d.effects if e.kind == "scale-canary"][-2:] == [
+        {"replicas": "1"}, {"weight": "30"}]
+    assert d.state.step_index == 2 and d.state.paused

@@ -10,6 +10,7 @@ template mid-rollout starts the steps over for the new revision.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from tollway.rollout.model import (
@@ -349,6 +350,12 @@ def _do_step(
                 s.templates, s.args), state))
             return True, f"step {i}: analysis {', '.join(s.templates)} started"
         return True, ""
+    if s.kind in ("setHeaderRoute", "setMirrorRoute") and s.scale:
+        # setCanaryScale in the same step: Argo scales first, then sets the route
+        _, scaled = _do_step(state, name, dataclasses.replace(s, kind="setCanaryScale"), now,
+                             effects, ready)
+        _, routed = _do_step(state, name, dataclasses.replace(s, scale={}), now, effects, ready)
+        return False, f"{scaled}; {routed.removeprefix(f'step {i}: ')}"
     if s.kind == "setHeaderRoute":
         if s.match:
             state.header_routes[s.name] = [dict(m) for m in s.match]

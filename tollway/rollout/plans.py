@@ -82,14 +82,18 @@ def _step(raw: Mapping[str, Any], where: str) -> Step:
     if "analysis" in raw:
         a = _analysis(raw["analysis"] or {}, f"{where}.analysis")
         return Step("analysis", templates=a.templates, args=a.args, analysis=a)
+    # Argo lets setCanaryScale share a step with a header or mirror route (and runs it
+    # first): the route's step carries the scale, so neither action is dropped
+    scale = dict(raw.get("setCanaryScale") or {})
     if "setHeaderRoute" in raw:
         h = raw["setHeaderRoute"] or {}
         return Step("setHeaderRoute", name=str(h.get("name", "")),
-                    match=tuple(h.get("match") or ()))
+                    match=tuple(h.get("match") or ()), scale=scale)
     if "setMirrorRoute" in raw:
         m = raw["setMirrorRoute"] or {}
         return Step("setMirrorRoute", name=str(m.get("name", "")),
-                    match=tuple(m.get("match") or ()), percentage=m.get("percentage"))
+                    match=tuple(m.get("match") or ()), percentage=m.get("percentage"),
+                    scale=scale)
     if "setCanaryScale" in raw:
         return Step("setCanaryScale", scale=dict(raw["setCanaryScale"] or {}))
     raise PlanError(f"{where}: unsupported step {sorted(raw)}; Tollway runs setWeight, pause, "
