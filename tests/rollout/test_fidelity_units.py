@@ -81,11 +81,43 @@ def test_pod_template_hash_args_resolve_when_the_run_starts() -> None:
     assert start.dry_run == ("x",)
 
 
-def test_other_value_from_is_refused_with_the_field_named() -> None:
-    with pytest.raises(plans.PlanError, match=r"steps\[0\]\.analysis\.args\[0\]\.valueFrom"):
+def test_a_field_ref_to_nothing_is_refused_with_the_field_named() -> None:
+    with pytest.raises(plans.PlanError, match=r"steps\[0\]\.analysis\.args\[0\]\.valueFrom"
+                       r"\.fieldRef: invalid path spec\.x"):
         plans.argo_plan("web", "default", _steps({"analysis": {
             "templates": [{"templateName": "t"}],
             "args": [{"name": "n", "valueFrom": {"fieldRef": {"fieldPath": "spec.x"}}}]}}))
+    with pytest.raises(plans.PlanError, match=r"valueFrom: Tollway resolves"):
+        plans.argo_plan("web", "default", _steps({"analysis": {
+            "templates": [{"templateName": "t"}],
+            "args": [{"name": "n", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}}))
+
+
+def test_field_ref_args_read_the_rollout() -> None:
+    """argo-rollouts utils/analysis/factory.go: metadata paths as the downward API reads
+    them, other paths walked through the Rollout's JSON (steps, background and blue-green
+    analyses alike)."""
+    refs = [{"name": n, "valueFrom": {"fieldRef": {"fieldPath": p}}} for n, p in [
+        ("app", "metadata.labels['app']"), ("none", "metadata.labels['rev']"),
+        ("team", "metadata.annotations['example.com/team']"), ("name", "metadata.name"),
+        ("ns", "metadata.namespace"), ("replicas", "spec.replicas"),
+        ("image", "spec.template.spec.containers[0].image"), ("all", "metadata.labels")]]
+    spec = {"replicas": 3, "template": {"spec": {"containers": [{"image": "web:2"}]}},
+            **_steps({"analysis": {"templates": [{"templateName": "t"}], "args": refs}})}
+    spec["strategy"]["canary"]["analysis"] = {  # type: ignore[index]
+        "templates": [{"templateName": "bg"}], "args": refs[:1]}
+    plan = plans.argo_plan("web", "shop", spec, {
+        "labels": {"app": "web", "tier": "front"},
+        "annotations": {"example.com/team": "payments"}})
+    want = {"app": "web", "none": "", "team": "payments", "name": "web", "ns": "shop",
+            "replicas": "3", "image": "web:2", "all": 'app="web"\ntier="front"'}
+    assert dict(plan.steps[0].args) == want
+    assert plan.background_analysis is not None
+    assert dict(plan.background_analysis.args) == {"app": "web"}
+    bg = plans.argo_plan("web", "shop", {"strategy": {"blueGreen": {
+        "activeService": "web", "prePromotionAnalysis": {
+            "templates": [{"templateName": "t"}], "args": refs[3:4]}}}})
+    assert bg.bluegreen is not None and dict(bg.bluegreen.pre_analysis.args) == {"name": "web"}
 
 
 def test_bluegreen_post_promotion_stable_is_the_previous_active() -> None:

@@ -159,7 +159,7 @@ def _steps(obj: Mapping[str, Any], status: Mapping[str, Any]) -> list[dict[str, 
     meta = obj.get("metadata") or {}
     try:
         plan = plans.argo_plan(str(meta["name"]), str(meta["namespace"]),
-                               dict(obj.get("spec") or {}))
+                               dict(obj.get("spec") or {}), meta)
     except plans.PlanError:
         return []
     at = onkube.plan_step_index([s.kind for s in plan.steps],

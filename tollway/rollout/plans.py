@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tollway.control.local.plan import StrategyError, both_zero, fenceposts
+from tollway.kit import fieldref
 from tollway.kit.durations import parse_duration
 from tollway.rollout.model import AnalysisRef, BlueGreen, FlaggerAnalysis, Plan, Step
 
@@ -42,19 +43,35 @@ def _args(raw: Mapping[str, Any]) -> dict[str, str]:
 def _hash_args(raw: Mapping[str, Any], where: str) -> dict[str, str]:
     """Args whose value is a pod template hash (`valueFrom.podTemplateHashValue: Latest |
     Stable`), resolved when the run starts (utils/analysis/factory.go
-    BuildArgumentsForRolloutAnalysisRun). Any other valueFrom is refused by name."""
+    BuildArgumentsForRolloutAnalysisRun). A fieldRef is `_ref_args`'; anything else is
+    refused by name."""
     out: dict[str, str] = {}
     for i, a in enumerate(raw.get("args") or ()):
         vf = a.get("valueFrom")
-        if not vf or "value" in a:
+        if not vf or "value" in a or "fieldRef" in vf:
             continue
         which = vf.get("podTemplateHashValue")
         if which in ("Latest", "Stable"):
             out[str(a["name"])] = str(which)
             continue
         raise PlanError(f"{where}.args[{i}].valueFrom: Tollway resolves "
-                        "podTemplateHashValue: Latest | Stable; give a literal value instead "
-                        f"of {sorted(vf)}")
+                        "podTemplateHashValue (Latest | Stable) and fieldRef; give a literal "
+                        f"value instead of {sorted(vf)}")
+    return out
+
+
+def _ref_args(raw: Mapping[str, Any], where: str, rollout: Mapping[str, Any]) -> dict[str, str]:
+    """Args given by `valueFrom.fieldRef.fieldPath`, read from the Rollout itself (its
+    metadata as the downward API reads it, or any path of its spec: kit/fieldref.py)."""
+    out: dict[str, str] = {}
+    for i, a in enumerate(raw.get("args") or ()):
+        ref = (a.get("valueFrom") or {}).get("fieldRef") if "value" not in a else None
+        if ref is None:
+            continue
+        try:
+            out[str(a["name"])] = fieldref.resolve(rollout, str((ref or {}).get("fieldPath")))
+        except ValueError as exc:
+            raise PlanError(f"{where}.args[{i}].valueFrom.fieldRef: {exc}") from exc
     return out
 
 
@@ -67,12 +84,12 @@ def _retention(raw: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
                  for d in raw.get("measurementRetention") or ())
 
 
-def _analysis(raw: Mapping[str, Any], where: str) -> AnalysisRef:
-    return AnalysisRef(_templates(raw), _args(raw), _hash_args(raw, where), _dry_run(raw),
-                       _retention(raw))
+def _analysis(raw: Mapping[str, Any], where: str, rollout: Mapping[str, Any]) -> AnalysisRef:
+    return AnalysisRef(_templates(raw), {**_args(raw), **_ref_args(raw, where, rollout)},
+                       _hash_args(raw, where), _dry_run(raw), _retention(raw))
 
 
-def _step(raw: Mapping[str, Any], where: str) -> Step:
+def _step(raw: Mapping[str, Any], where: str, rollout: Mapping[str, Any]) -> Step:
     if "setWeight" in raw:
         return Step("setWeight", weight=int(raw["setWeight"]))
     if "pause" in raw:
@@ -80,7 +97,7 @@ def _step(raw: Mapping[str, Any], where: str) -> Step:
         dur = pause.get("duration")
         return Step("pause", duration=None if dur is None else _seconds(dur, where))
     if "analysis" in raw:
-        a = _analysis(raw["analysis"] or {}, f"{where}.analysis")
+        a = _analysis(raw["analysis"] or {}, f"{where}.analysis", rollout)
         return Step("analysis", templates=a.templates, args=a.args, analysis=a)
     # Argo lets setCanaryScale share a step with a header or mirror route (and runs it
     # first): the route's step carries the scale, so neither action is dropped
@@ -100,13 +117,17 @@ def _step(raw: Mapping[str, Any], where: str) -> Step:
                     "analysis, setHeaderRoute, setMirrorRoute and setCanaryScale")
 
 
-def argo_plan(name: str, namespace: str, spec: Mapping[str, Any]) -> Plan:
+def argo_plan(name: str, namespace: str, spec: Mapping[str, Any],
+              metadata: Mapping[str, Any] | None = None) -> Plan:
+    """The Rollout's plan; `metadata` (its labels, annotations, uid) serves fieldRef args."""
+    rollout = {"metadata": {"name": name, "namespace": namespace, **(metadata or {})},
+               "spec": spec}
     strategy = spec.get("strategy") or {}
     if "blueGreen" in strategy:
-        return _bluegreen_plan(name, namespace, strategy["blueGreen"])
+        return _bluegreen_plan(name, namespace, strategy["blueGreen"], rollout)
     canary = strategy.get("canary") or {}
     _check_fenceposts(canary)
-    steps = [_step(s, f"spec.strategy.canary.steps[{i}]")
+    steps = [_step(s, f"spec.strategy.canary.steps[{i}]", rollout)
              for i, s in enumerate(canary.get("steps") or ())]
     warnings = []
     if canary.get("autoPromotionEnabled") is False and steps:
@@ -119,7 +140,7 @@ def argo_plan(name: str, namespace: str, spec: Mapping[str, Any]) -> Plan:
     return Plan(
         style="argo-canary", name=name, namespace=namespace, steps=tuple(steps),
         background=_templates(bg), background_args=_args(bg),
-        background_analysis=_analysis(bg, "spec.strategy.canary.analysis"),
+        background_analysis=_analysis(bg, "spec.strategy.canary.analysis", rollout),
         background_starting_step=int(bg.get("startingStep", 0) or 0),
         warnings=tuple(warnings),
     )
@@ -139,7 +160,8 @@ def _check_fenceposts(canary: Mapping[str, Any]) -> None:
         raise PlanError(f"{where}.maxSurge/maxUnavailable: {exc}") from exc
 
 
-def _bluegreen_plan(name: str, namespace: str, bg: Mapping[str, Any]) -> Plan:
+def _bluegreen_plan(name: str, namespace: str, bg: Mapping[str, Any],
+                    rollout: Mapping[str, Any]) -> Plan:
     where = "spec.strategy.blueGreen"
     if not bg.get("activeService"):
         raise PlanError(f"{where}.activeService is required")
@@ -155,9 +177,9 @@ def _bluegreen_plan(name: str, namespace: str, bg: Mapping[str, Any]) -> Plan:
             pre_promotion=_templates(bg.get("prePromotionAnalysis") or {}),
             post_promotion=_templates(bg.get("postPromotionAnalysis") or {}),
             pre_analysis=_analysis(bg.get("prePromotionAnalysis") or {},
-                                   f"{where}.prePromotionAnalysis"),
+                                   f"{where}.prePromotionAnalysis", rollout),
             post_analysis=_analysis(bg.get("postPromotionAnalysis") or {},
-                                    f"{where}.postPromotionAnalysis"),
+                                    f"{where}.postPromotionAnalysis", rollout),
             preview_replicas=bg.get("previewReplicaCount"),
         ),
     )

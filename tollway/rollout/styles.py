@@ -82,7 +82,9 @@ class _Argo:
     failed_phase = "Degraded"
 
     def plan(self, res: Resource) -> Plan:
-        return plans.argo_plan(res.name, res.namespace, res.spec)
+        return plans.argo_plan(res.name, res.namespace, res.spec, {
+            "labels": dict(res.labels), "annotations": dict(res.annotations),
+            "uid": (res.raw.get("metadata") or {}).get("uid", "")})
 
     def template(self, res: Resource, current: ResourceSet) -> dict[str, Any] | str:
         tmpl = res.spec.get("template")

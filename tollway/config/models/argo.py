@@ -22,6 +22,7 @@ from tollway.config.models.common import (
     go_duration,
 )
 from tollway.config.models.k8s import PodTemplate
+from tollway.kit import fieldref
 
 Blob = dict[str, Any]
 _TEMPLATE = re.compile(r"\{\{\s*[^{}]+?\s*\}\}")
@@ -62,17 +63,27 @@ class AnalysisArg(Strict):
 class RolloutAnalysisArg(AnalysisArg):
     @model_validator(mode="after")
     def _resolvable(self) -> RolloutAnalysisArg:
-        # Argo also takes valueFrom.fieldRef (the rollout's metadata); Tollway's rollout
-        # resolves only the pod template hash, and would otherwise stop the rollout.
+        # Argo's ArgumentValueFrom for a Rollout: podTemplateHashValue or fieldRef (read
+        # from the Rollout when its run starts: kit/fieldref.py)
         vf = self.value_from
         if vf is None or self.value is not None:
             return self
-        if set(vf) != {"podTemplateHashValue"} or vf["podTemplateHashValue"] not in (
-                "Latest", "Stable"):
-            raise ValueError("Tollway resolves only valueFrom.podTemplateHashValue (Latest or "
-                             f"Stable), not {', '.join(sorted(vf))}; give the value literally "
-                             "(value: ...)")
-        return self
+        if set(vf) == {"podTemplateHashValue"}:
+            if vf["podTemplateHashValue"] not in ("Latest", "Stable"):
+                raise ValueError("valueFrom.podTemplateHashValue is Latest or Stable")
+            return self
+        if set(vf) == {"fieldRef"}:
+            ref = vf["fieldRef"]
+            if not isinstance(ref, dict) or not isinstance(ref.get("fieldPath"), str) \
+                    or not ref["fieldPath"]:
+                raise ValueError("valueFrom.fieldRef needs a fieldPath, e.g. "
+                                 "metadata.labels['app'] or spec.replicas")
+            if ref["fieldPath"].startswith("metadata"):
+                fieldref.check_metadata_path(ref["fieldPath"])
+            return self
+        raise ValueError("valueFrom takes one of podTemplateHashValue (Latest or Stable) or "
+                         f"fieldRef, not {', '.join(sorted(vf))}; or give the value literally "
+                         "(value: ...)")
 
 
 class RolloutAnalysis(Strict):
