@@ -9,14 +9,13 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
 import pytest
-from grpc_app import serve, stubs
+from grpc_app import stubs
 from grpc_mesh import inbound, outbound
 from proxy_harness import Harness
 
@@ -44,13 +43,6 @@ def _prometheus(tmp: Path, target: str) -> tuple[subprocess.Popen[bytes], int]:
         [exe, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'db'}",
          f"--web.listen-address=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port
-
-
-@pytest.fixture
-def echo() -> Iterator[tuple[int, Any]]:
-    server, port, app = serve("v1")
-    yield port, app
-    server.stop(0)
 
 
 def _query(url: str, expr: str, at: float) -> list[dict[str, Any]]:

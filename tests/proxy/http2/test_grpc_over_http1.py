@@ -12,12 +12,9 @@ the messages both ways, and answers its own replies as gRPC (HTTP 200 + grpc-sta
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-from grpc_app import serve
 from grpc_mesh import inbound, outbound
 from proxy_harness import Harness
 from test_grpc_telemetry import scrape, total
@@ -36,13 +33,6 @@ def unframe(body: bytes) -> list[bytes]:
         out.append(body[5:5 + size])
         body = body[5 + size:]
     return out
-
-
-@pytest.fixture
-def echo() -> Iterator[tuple[int, Any]]:
-    server, port, app = serve("v1")
-    yield port, app
-    server.stop(0)
 
 
 def test_grpc_over_http1_is_labelled_grpc_with_its_status_and_messages(

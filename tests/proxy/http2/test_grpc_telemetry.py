@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from grpc_app import serve, stubs
+from grpc_app import stubs
 from grpc_mesh import SERVICE, inbound, mtls_pair, outbound
 from prometheus_client.parser import text_string_to_metric_families
 from proxy_harness import Harness
@@ -46,13 +46,6 @@ def scrape(p: ProxyServer) -> dict[str, list[Sample]]:
 def total(samples: dict[str, list[Sample]], name: str, **match: str) -> float:
     return sum(v for labels, v in samples.get(name, ())
                if all(labels.get(k) == want for k, want in match.items()))
-
-
-@pytest.fixture
-def echo() -> Iterator[tuple[int, Any]]:
-    server, port, app = serve("v1")
-    yield port, app
-    server.stop(0)
 
 
 def _calls(channel: grpc.Channel) -> None:

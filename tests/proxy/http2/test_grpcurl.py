@@ -25,7 +25,6 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_app import serve
 from grpc_mesh import SERVICE, inbound, outbound
 from proxy_harness import Harness
 
@@ -158,13 +157,6 @@ def test_grpcurl_calls_the_example_greeter_through_the_gateway(
 # ------------------------------------------------------------------ the gRPC test app
 
 ECHO = HERE / "echo.proto"
-
-
-@pytest.fixture
-def echo() -> Iterator[tuple[int, Any]]:
-    server, port, app = serve("v1")
-    yield port, app
-    server.stop(0)
 
 
 def test_grpcurl_calls_the_test_app_through_two_sidecars(

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import hpack
-import pytest
-from grpc_app import serve, stubs
+from grpc_app import stubs
 from grpc_mesh import outbound
 from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame
 from proxy_harness import Harness
@@ -83,13 +81,6 @@ def header_blocks(data: bytes) -> list[bytes]:
                 blocks.append(current)
                 current = b""
     return blocks
-
-
-@pytest.fixture
-def echo() -> Iterator[tuple[int, Any]]:
-    server, port, app = serve("v1")
-    yield port, app
-    server.stop(0)
 
 
 def test_request_header_blocks_stand_alone(harness: Harness, echo: tuple[int, Any]) -> None:
