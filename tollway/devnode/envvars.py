@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from lightkube.models.core_v1 import Container, EnvVar, ObjectFieldSelector
 
+from tollway.kit import fieldref
+
 _REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -76,10 +78,12 @@ def field_value(ref: ObjectFieldSelector, pod: PodFacts, where: str) -> str:
     }
     if path in simple:
         return simple[path]
-    m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
-    if m:
-        source = pod.labels if m.group(1) == "labels" else pod.annotations
-        return source.get(m.group(2), "")
+    if path.startswith(("metadata.labels[", "metadata.annotations[")):
+        try:
+            return fieldref.metadata_value({"labels": pod.labels,
+                                            "annotations": pod.annotations}, path)
+        except ValueError as e:
+            raise EnvError(f"{where}: fieldRef.fieldPath {path!r}: {e}") from e
     raise EnvError(
         f"{where}: fieldRef.fieldPath {path!r} is not supported; use one of {sorted(simple)}"
     )

@@ -22,6 +22,7 @@ from lightkube.models.core_v1 import (
 )
 
 from tollway.devnode.envvars import EnvError, PodFacts, field_value
+from tollway.kit import fieldref
 
 TokenKey = tuple[str, int]  # (audience, expirationSeconds)
 DEFAULT_TOKEN_SECONDS = 3607  # what the ServiceAccount admission plugin asks for
@@ -78,8 +79,8 @@ def _downward(
             )
         path = item.fieldRef.fieldPath
         if path in ("metadata.labels", "metadata.annotations"):
-            source = pod.labels if path == "metadata.labels" else pod.annotations
-            text = "\n".join(f'{k}="{v}"' for k, v in sorted(source.items()))
+            text = fieldref.format_map(pod.labels if path == "metadata.labels"
+                                       else pod.annotations)
         else:
             try:
                 text = field_value(item.fieldRef, pod, where)

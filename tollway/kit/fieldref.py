@@ -24,7 +24,7 @@ _QUALIFIED = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?"
 def resolve(rollout: Mapping[str, Any], path: str) -> str:
     """The value `path` names in `rollout`; ValueError with Argo's reason otherwise."""
     if path.startswith("metadata"):
-        return _metadata(rollout.get("metadata") or {}, path)
+        return metadata_value(rollout.get("metadata") or {}, path)
     node: Any = rollout
     for section in _SECTIONS.split(path):
         if section == "":
@@ -47,7 +47,9 @@ def resolve(rollout: Mapping[str, Any], path: str) -> str:
     return go_value(node)
 
 
-def _metadata(meta: Mapping[str, Any], path: str) -> str:
+def metadata_value(meta: Mapping[str, Any], path: str) -> str:
+    """A `metadata` path of an object as Kubernetes' fieldpath.ExtractFieldPathAsString
+    reads it (the downward API of a pod: devnode/envvars.py, volumes.py)."""
     if path.endswith("']") and "['" in path:
         field, key = path[:-2].split("['", 1)
         if field in ("metadata.labels", "metadata.annotations"):
@@ -59,12 +61,16 @@ def _metadata(meta: Mapping[str, Any], path: str) -> str:
         raise ValueError(f"fieldPath {path!r} does not support a subscript (only "
                          "metadata.labels['k'] and metadata.annotations['k'] do)")
     if path in ("metadata.labels", "metadata.annotations"):
-        m = meta.get(path.split(".")[1]) or {}
-        return "\n".join(f"{k}={json.dumps(str(m[k]), ensure_ascii=False)}" for k in sorted(m))
+        return format_map(meta.get(path.split(".")[1]) or {})
     if path in ("metadata.name", "metadata.namespace", "metadata.uid"):
         return str(meta.get(path.split(".")[1]) or "")
     raise ValueError(f"unsupported fieldPath: {path} (metadata.name, metadata.namespace, "
                      "metadata.uid, metadata.labels and metadata.annotations are)")
+
+
+def format_map(m: Mapping[str, Any]) -> str:
+    """Kubernetes' fieldpath.FormatMap: `key="value"` lines, sorted by key, values quoted."""
+    return "\n".join(f"{k}={json.dumps(str(m[k]), ensure_ascii=False)}" for k in sorted(m))
 
 
 def go_value(v: Any) -> str:
@@ -101,4 +107,4 @@ def _go_float(x: float) -> str:
 def check_metadata_path(path: str) -> None:
     """ValueError unless `path` is a metadata path Argo can read (validation, before any
     Rollout object exists to read it from)."""
-    _metadata({}, path)
+    metadata_value({}, path)
