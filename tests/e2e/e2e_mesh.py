@@ -15,29 +15,42 @@ from typing import Any
 
 import httpx
 
-from tollway.control.local.procs import port_free
+from tollway.control.local.procs import PortAllocator, port_free
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TOLLWAY = [sys.executable, "-m", "tollway"]
 
 
-def _free_port() -> int:
-    import socket
+# Ports for a mesh under test come from below the kernel's ephemeral range, as `tollway up`
+# takes its own (PortAllocator): one picked by binding port 0 sits in that range, where any
+# outgoing connection of the other xdist worker can take it as its source port before
+# `tollway up` binds it. A Gateway port taken so was refused by the gateway proxy and the
+# mesh never got ready (CI, test_a_dead_collector_costs_no_request).
+_PORTS = PortAllocator()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+
+def _free_port() -> int:
+    return _PORTS.allocate()
 
 
 def _gateway_offset() -> int:
-    """An offset at which a Gateway's ports 80 and 443 are both free: only 443's came from
-    the kernel, and 80's (363 below it) may be taken by another test's listener."""
+    """An offset at which a Gateway's ports 80 and 443 are both free."""
     for _ in range(50):
         offset = _free_port() - 443
         if offset > 1024 and port_free(offset + 80):
             return offset
     raise AssertionError("no free port pair for a Gateway's ports 80 and 443")
+
+
+def _log_tails(state: Path, lines: int = 8) -> str:
+    """The last lines of each log `tollway up` wrote: what a failed start reports."""
+    out = []
+    for path in [*sorted((state / "logs").glob("*.log")), state / "tollway.log"]:
+        if path.is_file():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name}\n" + "\n".join(tail))
+    return "\n".join(out)
 
 
 class Mesh:
@@ -53,7 +66,9 @@ class Mesh:
         self.lines: list[str] = []
         self.extra_args: list[str] = []  # more `tollway up` flags, e.g. --cert-ttl
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self, timeout: float = 120.0,
+              until: tuple[str, ...] = ("tollway: ready:", "tollway: running:")) -> None:
+        """Returns once `tollway up` printed a line starting with one of `until`."""
         # Meshes under test run no Prometheus of their own unless a test asks for one:
         # ~47 MB each, and parallel workers would race for port 9090.
         extra = self.extra_args
@@ -75,13 +90,14 @@ class Mesh:
                 # the announcement itself (up.py's _announce_ready), not any line that
                 # happens to contain "ready" ("already", "became ready"): the lines tests
                 # read after start() are all printed before it
-                if line.startswith(("tollway: ready:", "tollway: running:")):
+                if line.startswith(until):
                     ready.set()
             ready.set()
 
         threading.Thread(target=pump, daemon=True).start()
         if not ready.wait(timeout) or proc.poll() is not None:
-            raise AssertionError("tollway up did not get ready:\n" + "".join(self.lines))
+            raise AssertionError(f"tollway up did not get ready (exit {proc.poll()}):\n"
+                                 + "".join(self.lines) + _log_tails(self.root / ".tollway"))
 
     def kill(self) -> None:
         assert self.proc is not None

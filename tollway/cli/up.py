@@ -165,6 +165,7 @@ class Up:
                 await self.net.close()
             return 1
         self.plane = ControlPlane(self.store, compiler=MeshCompiler(self.mesh))
+        self.plane.on_refused = self._refused
         clock = MonotonicClock()
         signer = auth.TokenSigner(auth.load_or_create_key(self.state_dir))
         admin = auth.admin_token(self.state_dir, signer, clock.wall())
@@ -314,6 +315,34 @@ class Up:
             except Exception:  # the mesh keeps running; the next change tries again
                 log.exception("starting or stopping replicas failed")
 
+    def _unready(self) -> list[tuple[str, str]]:
+        """Each member not ready, and the best word on why."""
+        assert self.supervisor is not None and self.plane is not None
+        out = []
+        for name, m in sorted(self.supervisor.members.items()):
+            if m.ready or m.stopping:
+                continue
+            sync = self.plane.ledger.row(name)
+            if sync.nacked and sync.nacked == sync.desired:
+                why = f"refused its config: {sync.nack_reason}"
+            elif not sync.connected:
+                why = "its proxy is not connected to the control plane"
+            else:
+                why = m.last_exit or "not answering yet"
+            out.append((name, why))
+        return out
+
+    def _refused(self, proxy: str, reason: str) -> None:
+        """A proxy refused its config: said at once, since that proxy stays unready (a
+        gateway whose port is taken never serves) and `ready` would never come."""
+        member = self.supervisor.members.get(proxy) if self.supervisor else None
+        if member is not None and member.plan is not None and "in use" in reason:
+            return  # a replica's port: the supervisor moves it to free ones
+        hint = ""
+        if proxy == GATEWAY_NODE.name and "in use" in reason:
+            hint = "; stop what uses that port, or pass another --gateway-port-offset"
+        self.echo(f"tollway: {proxy} refused its config: {reason}{hint}")
+
     async def _announce_ready(self) -> None:
         assert self.supervisor is not None
         ok = await _first(self.supervisor.wait_all_ready(READY_TIMEOUT), self._stop.wait())
@@ -323,6 +352,8 @@ class Up:
         if not ok:
             self.echo("not every replica became ready within "
                       f"{READY_TIMEOUT:.0f}s; see the logs in {self.state_dir / 'logs'}")
+            for name, why in self._unready():
+                self.echo(f"  {name}: {why}")
         self.echo(
             f"tollway: {'ready' if ok else 'running'}: {replicas} replicas; "
             f"client proxy http://127.0.0.1:{self.client_port}; "

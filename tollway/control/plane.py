@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -104,6 +104,10 @@ class ControlPlane:
         self._notifying: set[asyncio.Task[None]] = set()
         self._unsubscribe = store.subscribe(self._on_change)
         self.jwks = JwksResolver(self.touch)  # RequestAuthentication jwksUri, fetched here
+        # told of each refusal once per proxy and reason (`tollway up` prints it): a proxy
+        # that cannot apply its snapshot, e.g. a gateway port in use, is never ready, and
+        # only its log said why
+        self.on_refused: Callable[[str, str], None] | None = None
 
     @property
     def generation(self) -> int:
@@ -217,8 +221,11 @@ class ControlPlane:
         if status == "ACK":
             self.ledger.ack(name, version, self.clock.monotonic())
         else:
+            new = self.ledger.row(name).nack_reason != reason
             self.ledger.nack(name, version, reason)
             log.warning("proxy %s refused %s: %s", name, version, reason)
+            if new and self.on_refused is not None:
+                self.on_refused(name, reason)
         async with self._changed:
             self._changed.notify_all()
 
