@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tollway.control.local.procs import PortAllocator
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED_DIR = Path(__file__).resolve().parent / "data" / "seed"
 EXAMPLES_DIR = ROOT / "examples"
@@ -26,10 +28,16 @@ def seed_dir() -> Path:
     return SEED_DIR
 
 
+# Ports for servers a test starts come from below the kernel's ephemeral range, as `tollway
+# up` takes its own: a port found by binding port 0 is in that range, and between its close
+# and the server's bind any outgoing connection (the other xdist worker's floods) may take it
+# as its source port.
+_PORTS = PortAllocator()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, never handed out twice in this process."""
+    return _PORTS.allocate()
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import free_port as _free_port
+
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_up_refuses_image_without_command(tmp_path: Path) -> None:

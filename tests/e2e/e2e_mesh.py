@@ -15,23 +15,19 @@ from typing import Any
 
 import httpx
 
-from tollway.control.local.procs import PortAllocator, port_free
+from tests.conftest import free_port
+from tollway.control.local.procs import port_free
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TOLLWAY = [sys.executable, "-m", "tollway"]
 
 
-# Ports for a mesh under test come from below the kernel's ephemeral range, as `tollway up`
-# takes its own (PortAllocator): one picked by binding port 0 sits in that range, where any
-# outgoing connection of the other xdist worker can take it as its source port before
-# `tollway up` binds it. A Gateway port taken so was refused by the gateway proxy and the
-# mesh never got ready (CI, test_a_dead_collector_costs_no_request).
-_PORTS = PortAllocator()
-
-
 def _free_port() -> int:
-    return _PORTS.allocate()
+    # below the ephemeral range (tests/conftest.py): a Gateway port 443+offset picked by
+    # binding port 0 was taken by another worker's connection before `tollway up` bound it,
+    # and the mesh never got ready (CI, test_a_dead_collector_costs_no_request)
+    return free_port()
 
 
 def _gateway_offset() -> int:

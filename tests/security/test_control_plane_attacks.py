@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import free_port
 from tests.e2e.e2e_mesh import EXAMPLES, Mesh
 from tests.security.test_seeds_up import SEED_DIR, member, via
 from tollway.proxy import tls
@@ -33,11 +33,6 @@ spec:
   rules: [{}]
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from cryptography import x509
 
+from tests.conftest import free_port
 from tests.e2e.e2e_mesh import EXAMPLES, Mesh, wait_until
 from tests.security.test_seeds_up import PAY, SEED_DIR, member, plaintext_refused, via
 
@@ -50,11 +51,6 @@ def presented(port: int) -> x509.Certificate:
     assert der is not None
     return x509.load_der_x509_certificate(der)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
