@@ -230,17 +230,19 @@ def fifo(tmp_path: Path) -> Any:
     f.close()
 
 
-def _dropped_metric(p: Any) -> float:
-    """tollway_access_log_dropped_total as Prometheus reads it: a counter, with its HELP."""
+def _dropped_metric(p: Any, reason: str = "queue_full") -> float:
+    """tollway_access_log_dropped_total{reason} as Prometheus reads it: a counter, with its
+    HELP, a sample for each reason from the start."""
     text = _admin(p, "/stats/prometheus").text
     assert re.search(r"^# HELP tollway_access_log_dropped_total \S", text, re.M), text
     assert "# TYPE tollway_access_log_dropped_total counter\n" in text
     (family,) = [f for f in text_string_to_metric_families(text)
                  if f.name == "tollway_access_log_dropped"]
     assert family.type == "counter"
-    (sample,) = [s for s in family.samples if s.name == "tollway_access_log_dropped_total"]
-    assert sample.labels == {}
-    return float(sample.value)
+    samples = {s.labels["reason"]: s.value for s in family.samples
+               if s.name == "tollway_access_log_dropped_total"}
+    assert set(samples) == {"queue_full", "shutdown"}, samples
+    return float(samples[reason])
 
 
 def test_lines_a_full_queue_drops_are_the_dropped_counter(harness: Harness,
@@ -266,7 +268,7 @@ def test_lines_a_full_queue_drops_are_the_dropped_counter(harness: Harness,
     lines = fifo.read_until(lambda got: False, timeout=0.5)
     assert len(lines) == len(set(lines)) == len(sent) - dropped
     assert set(lines) <= set(sent) and lines == sorted(lines, key=sent.index)
-    assert _dropped_metric(p) == dropped
+    assert _dropped_metric(p) == dropped and _dropped_metric(p, "shutdown") == 0
     stats = p.metrics.logs.statistics()
     assert (stats["written"], stats["failed"], stats["queued"]) == (len(lines), 0, 0)
 
@@ -350,6 +352,7 @@ def test_shutdown_gives_up_on_a_sink_blocked_past_the_bound_and_counts_it(
         harness.lt.run(p.close(), timeout=60)  # returns: the bound, not the sink, decides
     stats = logs.statistics()
     assert stats["dropped"] > 0 and stats["written"] + stats["dropped"] == len(sent)
+    assert (stats["queue_full"], stats["shutdown"]) == (0, stats["dropped"])
     assert f"{stats['dropped']} lines not written" in caplog.text
     lines = fifo.read_until(lambda got: len(got) >= stats["written"])
     thread = logs._thread
@@ -428,3 +431,22 @@ def test_close_waits_for_a_flush_in_progress_then_writes_the_rest_itself(
     assert slow.text.splitlines() == sent
     stats = p.metrics.logs.statistics()
     assert (stats["written"], stats["dropped"], stats["failed"]) == (10, 0, 0)
+
+
+def test_lines_offered_after_close_count_as_shutdown_not_queue_full() -> None:
+    """A full queue before close and offers after it are told apart by reason, and the
+    total stays their sum (pure: LogWriter with no sink ever written)."""
+    from tollway.proxy.chain.accesslog import LogWriter
+
+    writer = LogWriter(max_queue=2, interval=60)
+    sink: Any = object()
+    exchange: Any = object()
+    writer._start = lambda: None  # type: ignore[method-assign]  # no thread: nothing renders
+    for _ in range(5):
+        writer.offer(sink, exchange, 0.0)  # 2 queued, 3 dropped: full
+    writer._discard_queued()  # as if written elsewhere; close has nothing left to write
+    writer.close()
+    for _ in range(4):
+        writer.offer(sink, exchange, 0.0)  # after close: 4 dropped at shutdown
+    stats = writer.statistics()
+    assert (stats["queue_full"], stats["shutdown"], stats["dropped"]) == (3, 4, 7)

@@ -148,9 +148,11 @@ class Admin:
         logs = self.proxy.metrics.logs.statistics()
         lines = CounterMetricFamily(
             "tollway_access_log_dropped",
-            "Access-log lines never written: the queue was full (the sink is behind) or "
-            "the sink was still blocked when shutdown stopped waiting.")
-        lines.add_metric([], logs["dropped"])
+            "Access-log lines never written: queue_full (the sink is behind) or shutdown "
+            "(offered after shutdown began, or the sink was still blocked when shutdown "
+            "stopped waiting).", labels=["reason"])
+        for reason in ("queue_full", "shutdown"):
+            lines.add_metric([reason], logs[reason])
         yield lines
         failed = CounterMetricFamily(
             "tollway_access_log_failed",

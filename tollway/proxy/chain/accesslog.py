@@ -240,6 +240,7 @@ class LogWriter:
         self.interval = interval
         self.close_timeout = close_timeout
         self.dropped = 0  # queue full, or offered after close (counted by the loop thread)
+        self._dropped_open = -1  # `dropped` when shutdown began: the rest came after it
         self.abandoned = 0  # queued or being written when close's wait ran out
         self.written = 0
         self.failed = 0
@@ -362,7 +363,7 @@ class LogWriter:
         try:
             if self._closed:
                 return
-            self.max_queue = 0
+            self._shutting()
             self._flush()
             self._closed = True
             late = self._discard_queued()  # an offer() that raced the line above
@@ -378,7 +379,7 @@ class LogWriter:
         with self._tally:
             if self._closed:
                 return
-            self.max_queue = 0
+            self._shutting()
             self._closed = self._gave_up = True
             lost = self._in_flight + self._discard_queued()
             self._in_flight = 0
@@ -387,12 +388,22 @@ class LogWriter:
                     "after shutdown began (counted in tollway_access_log_dropped_total)",
                     lost, self.close_timeout)
 
+    def _shutting(self) -> None:
+        """From here on offer() drops every line: those count as `shutdown`, not as a
+        full queue. (An offer racing this line from the loop may land in either.)"""
+        if self._dropped_open < 0:
+            self._dropped_open = self.dropped
+        self.max_queue = 0
+
     def statistics(self) -> dict[str, int]:
-        """`dropped`: lines never written because the queue was full, or because close
-        gave up on a blocked sink; `failed`: lines that could not render or whose write
-        failed. Once close has run, every offered line is exactly one of the three."""
-        return {"written": self.written, "dropped": self.dropped + self.abandoned,
-                "failed": self.failed, "queued": len(self.queue)}
+        """`dropped`: lines never written, `queue_full` (the sink is behind) plus
+        `shutdown` (offered after close began, or still queued when close gave up on a
+        blocked sink); `failed`: lines that could not render or whose write failed. Once
+        close has run, every offered line is exactly one of written, dropped, failed."""
+        full = self.dropped if self._dropped_open < 0 else self._dropped_open
+        shutdown = self.abandoned + self.dropped - full
+        return {"written": self.written, "dropped": full + shutdown, "queue_full": full,
+                "shutdown": shutdown, "failed": self.failed, "queued": len(self.queue)}
 
 
 class AccessLogger:
