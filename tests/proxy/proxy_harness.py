@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
+from tests.conftest import free_port as free_port  # re-exported: tests/proxy import it here
 from tollway.proxy.main import ProxyServer
 from tollway.snapshot import types
 
