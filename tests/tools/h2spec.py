@@ -3,6 +3,8 @@ tests that point it at a live listener (tests/proxy/http2/test_h2spec.py, tests/
 
 from __future__ import annotations
 
+import html
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -14,6 +16,27 @@ from tests.tools.gotools import tool
 CASES = 146
 
 
+_INNER = re.compile(r"<(failure|error|skipped)>(.*?)</\1>", re.S)
+
+
+def _escaped(xml: str) -> str:
+    """h2spec writes a failure's text as raw inner XML (reporter/junit_report.go:
+    `xml:",innerxml"`): a message with `<`, `&` or a control character (a PING frame's
+    opaque data `h2spec\\x00\\x00`) made the whole report unreadable and hid which case
+    failed."""
+    return _INNER.sub(lambda m: f"<{m[1]}>{_text(m[2])}</{m[1]}>", xml)
+
+
+def _text(raw: str) -> str:
+    """Raw text as XML character data: markup escaped, characters XML 1.0 forbids (the
+    NULs of a PING's opaque data h2spec prints) as \\xNN."""
+    text = html.escape(html.unescape(raw), quote=False)
+    return _FORBIDDEN.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def parse_report(xml: str) -> dict[str, str | None]:
     """h2spec's JUnit report as {case id: None when it passed, else what went wrong}.
 
@@ -21,7 +44,7 @@ def parse_report(xml: str) -> dict[str, str | None]:
     package plus the case's 1-based position in it. Skipped cases count as not passed.
     """
     out: dict[str, str | None] = {}
-    for suite in ET.fromstring(xml).iter("testsuite"):
+    for suite in ET.fromstring(_escaped(xml)).iter("testsuite"):
         for i, case in enumerate(suite.iter("testcase"), start=1):
             cid = f"{suite.get('package')}/{i}"
             bad = [el for el in case if el.tag in ("failure", "error", "skipped")]

@@ -76,3 +76,17 @@ def test_the_report_reader_counts_failures_errors_and_skips_as_not_passed() -> N
     r = parse_report(_REPORT)
     assert r == {"http2/5.1/1": None, "http2/5.1/2": "bad: failure: GOAWAY expected",
                  "http2/5.1/3": "skip: skipped: no", "hpack/6.1/1": "err: error: Timeout"}
+
+
+def test_the_report_reader_reads_raw_markup_in_a_failure() -> None:
+    """h2spec puts a failure's text into the report unescaped: it must still be read."""
+    raw = ('<testsuites><testsuite package="http2/6.9" tests="2">'
+           '<testcase package="http2/6.9" classname="a"><error>read tcp 1->2: <nil> & EOF'
+           '</error></testcase><testcase package="http2/6.9" classname="b"></testcase>'
+           '<testcase package="http2/6.9" classname="c"><error>Connection closed\n'
+           'PING Frame (opaque_data:h2spec\x00\x00)</error></testcase>'
+           '</testsuite></testsuites>')
+    assert parse_report(raw) == {
+        "http2/6.9/1": "a: error: read tcp 1->2: <nil> & EOF", "http2/6.9/2": None,
+        "http2/6.9/3": "c: error: Connection closed\nPING Frame (opaque_data:h2spec\\x00"
+                       "\\x00)"}

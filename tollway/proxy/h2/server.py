@@ -479,12 +479,22 @@ class H2Server(asyncio.Protocol):
 
     def _close_transport(self) -> None:
         """Close after what is written; a client that does not read it within a second
-        (Envoy's delayed close timeout) is cut: its unread output is not kept."""
+        (Envoy's delayed close timeout) is cut: its unread output is not kept.
+
+        Over plain TCP the close lingers: FIN after the output (write_eof), then input is
+        read and dropped (data_received while closing) until the client closes too, which
+        closes the transport (eof_received). Closing at once with input unread, or still
+        arriving, sends RST, and a client then reads ECONNRESET in place of our last frames:
+        h2spec generic/3.8 and http2/7/2 send a PING right behind their GOAWAY and failed
+        so on a loaded host. TLS transports cannot half-close; they close as before."""
         self.closing = True
         tr = self.transport
         if tr is None:
             return
-        if tr.get_write_buffer_size() > 0:
+        if tr.can_write_eof():
+            tr.write_eof()
+            self.loop.call_later(1.0, tr.abort)
+        elif tr.get_write_buffer_size() > 0:
             tr.close()
             self.loop.call_later(1.0, tr.abort)
         else:
