@@ -62,6 +62,7 @@ def net(tmp_path: Path):
     assert bridge not in _links()
 
 
+@pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables on PATH")
 def test_two_pods_reach_each_other_and_iptables_is_per_pod(net, tmp_path: Path) -> None:
     pn, loop, tag = net
     uid_a, uid_b = f"aaaa{tag}-1", f"bbbb{tag}-2"
