@@ -25,6 +25,7 @@ from tollway.devcluster import build, hostnet, pki, teardown
 from tollway.devcluster import layout as L
 from tollway.devcluster import plan as P
 from tollway.devcluster.childenv import child_env
+from tollway.plumbing import sbin
 
 READY_TIMEOUT = 300.0
 FIELD_MANAGER = "tollway-dev-cluster"
@@ -150,6 +151,7 @@ def node_state(kubeconfig: Path) -> tuple[bool, str | None]:
 def up(lay: L.Layout, say: Callable[[str], None]) -> int:
     t0 = time.monotonic()
     require_root()
+    sbin.ensure_on_path()  # root's iptables where a user's PATH does not look
     lock = take_lock(lay)
     try:
         preflight(lay)

@@ -35,6 +35,7 @@ from tollway.capture import apply as capture_apply
 from tollway.capture import rules as capture_rules
 from tollway.control.local import podnet
 from tollway.plumbing import netns as plumbing
+from tollway.plumbing import sbin
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def preflight() -> None:
         raise InterceptError("--intercept needs root (it creates network namespaces and "
                              "iptables rules); run `sudo tollway up --intercept ...` or drop "
                              "--intercept to use the HTTP proxy settings instead")
+    sbin.ensure_on_path()  # root's iptables where a user's PATH does not look
     missing = [t for t in NEEDED if shutil.which(t) is None]
     if missing:
         which = "which is" if len(missing) == 1 else "which are"
