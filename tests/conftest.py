@@ -216,6 +216,11 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster
         # A cluster started by hand (not under this lock) also owns the host: wait it out.
         from tollway.devcluster import hostnet
         from tollway.devcluster import layout as L
+        from tollway.plumbing import sbin
+
+        # the tests' own iptables checks, as root, find it as `dev cluster up` does
+        # (a minimal PATH has no /usr/sbin)
+        sbin.ensure_on_path()
 
         deadline = time.monotonic() + 600
         while hostnet.link_exists(L.BRIDGE) and time.monotonic() < deadline:
